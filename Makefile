@@ -1,0 +1,46 @@
+# UMS controller. `make run` serves the demo on the embedded default; `make test` runs the
+# whole suite against the real PostgreSQL and Redis on 127.0.0.1.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The databases the suite and the benchmarks use (PostgreSQL with trust auth, Redis).
+TEST_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/ums
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+BENCH_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/ums_bench
+
+.PHONY: venv run test bench lint messages
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet ".[test]"
+	touch $@
+
+run: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py seed_demo
+	@echo "Portal and API on http://$(HOST):$(PORT)/ (API docs: /api/docs/)"
+	$(VENV)/bin/gunicorn ums.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile -
+
+test: venv
+	bash scripts/install-test-packages.sh
+	$(PY) -m ruff check .
+	$(PY) manage.py makemigrations --check --dry-run
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) benchmarks/run.py $(BENCH_ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+messages: venv
+	$(PY) manage.py makemessages --all --no-location --ignore=.venv --ignore=var --ignore=tests --ignore=benchmarks
+	$(PY) manage.py compilemessages --ignore=.venv

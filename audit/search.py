@@ -1,0 +1,98 @@
+"""Searching audit records: filters shared by the API and the portal.
+
+Free text uses PostgreSQL full-text search over a generated ``search_vector`` column (GIN
+index, raised planner statistics, see migration 0002); the embedded SQLite default falls
+back to a substring match.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.db import connection, models
+
+from .models import AuditRecord
+
+
+def full_text(queryset: models.QuerySet, text: str) -> models.QuerySet:
+    text = text.strip()
+    if not text:
+        return queryset
+    if connection.vendor == "postgresql":
+        return queryset.extra(
+            where=["audit_auditrecord.search_vector @@ plainto_tsquery('simple', %s)"],
+            params=[text],
+        )
+    return queryset.filter(search_text__icontains=text)
+
+
+def apply_filters(
+    queryset: models.QuerySet,
+    *,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    object_type: str | None = None,
+    customer_path: str | None = None,
+    text: str | None = None,
+) -> models.QuerySet:
+    """Narrow an (already scoped) queryset of audit records."""
+    if since is not None:
+        queryset = queryset.filter(timestamp__gte=since)
+    if until is not None:
+        queryset = queryset.filter(timestamp__lt=until)
+    if actor:
+        if actor.isdigit():
+            queryset = queryset.filter(actor_id=int(actor))
+        else:
+            queryset = queryset.filter(actor_name__icontains=actor)
+    if action:
+        queryset = queryset.filter(action__startswith=action)
+    if object_type:
+        queryset = queryset.filter(object_type=object_type)
+    if customer_path:
+        queryset = queryset.filter(customer_path__startswith=customer_path)
+    if text:
+        queryset = full_text(queryset, text)
+    return queryset
+
+
+def distinct_actions() -> list[str]:
+    return list(
+        AuditRecord.objects.order_by().values_list("action", flat=True).distinct()[:200]
+    )
+
+
+def export_row(record: AuditRecord) -> list[Any]:
+    return [
+        record.seq,
+        record.timestamp.isoformat(),
+        record.actor_name,
+        record.source_ip or "",
+        record.channel,
+        record.request_id,
+        record.action,
+        record.object_type,
+        record.object_id,
+        record.object_repr,
+        record.customer_id or "",
+        record.changes,
+    ]
+
+
+EXPORT_HEADER = [
+    "seq",
+    "time",
+    "actor",
+    "source_ip",
+    "channel",
+    "request_id",
+    "action",
+    "object_type",
+    "object_id",
+    "object",
+    "customer_id",
+    "changes",
+]

@@ -1,0 +1,1 @@
+"""Jobs, the SSH connector, per-service renderers and operations, converge and backups."""

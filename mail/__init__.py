@@ -1,0 +1,1 @@
+"""Mail domains, mailboxes, aliases, auto-responders, sieve filters and filtering policy."""

@@ -1,0 +1,1 @@
+"""Zones, nodes, roles, enrolment and bootstrap, host keys, metrics and node actions."""

@@ -1,0 +1,1 @@
+"""Held messages: ingestion from SMTP nodes, query, view, release, delete and expiry."""

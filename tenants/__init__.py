@@ -1,0 +1,1 @@
+"""Virtual customers (a tree of any depth), their administrators, permissions and tokens."""

@@ -1,0 +1,3 @@
+"""Test-wide fixtures: the cast of administrators and API clients."""
+
+pytest_plugins = ["tests.fixtures"]

@@ -1,0 +1,44 @@
+"""Helpers every app's action layer uses: permission checks and the post-write scope check.
+
+``actor=None`` means the system itself (seed, migrations, CLI run without an
+administrator): it is audited as "system" and bypasses permission checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.http import Http404
+from django.utils.translation import gettext as _
+
+from ums import scoping
+
+
+def require_permission(actor: Any, code: str) -> None:
+    if actor is None:
+        return
+    if not actor.has_permission(code):
+        raise PermissionDenied(_("You do not have the permission “%(code)s”.") % {"code": code})
+
+
+def require_in_scope(obj: models.Model, actor: Any) -> None:
+    """404 for anything outside the actor's subtree, exactly as a lookup would answer."""
+    if actor is None:
+        return
+    if not scoping.in_scope(obj, actor):
+        raise Http404
+
+
+def recheck_in_scope(obj: models.Model, actor: Any) -> None:
+    """After a write, read the row back through the scoping rule inside the transaction.
+
+    Raising here rolls the whole action back, so nothing can be written out of scope even if
+    an earlier check was missed.
+    """
+    if actor is None:
+        return
+    model = type(obj)
+    if not scoping.scope_queryset(model._default_manager.filter(pk=obj.pk), actor).exists():
+        raise Http404

@@ -1,0 +1,1 @@
+"""Shared portal machinery: base views, the navigation, error pages, login."""

@@ -1,0 +1,29 @@
+"""Template context shared by every portal page: the navigation and the languages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+# (url name or None while the section is not built yet, label, icon, permission to see it)
+NAVIGATION = [
+    ("tenants:customer-list", _("Customers"), "customers", "customers.view"),
+    (None, _("Mail"), "mail", "mail.view"),
+    (None, _("Servers"), "servers", "servers.view"),
+    (None, _("Spam hold"), "spamhold", "spamhold.view"),
+    ("audit:record-list", _("Audit"), "audit", "audit.view"),
+    ("tenants:settings", _("Settings"), "settings", None),
+]
+
+
+def portal(request: HttpRequest) -> dict[str, Any]:
+    user = getattr(request, "user", None)
+    items = []
+    if user is not None and user.is_authenticated:
+        for url_name, label, icon, code in NAVIGATION:
+            if code is None or user.has_permission(code):
+                items.append({"url_name": url_name, "label": label, "icon": icon})
+    section = getattr(getattr(request, "resolver_match", None), "namespace", "")
+    return {"navigation": items, "current_section": section}

@@ -1,0 +1,30 @@
+"""Root URL configuration: the portal, the API under /api/v1/, schema and local docs."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from ums.api.errors import not_found_json
+from ums.portal import errors as portal_errors
+
+urlpatterns = [
+    path("api/v1/", include("ums.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="schema"),
+        name="api-docs",
+    ),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("ums.portal.urls")),
+    path("", include("tenants.urls")),
+    path("audit/", include("audit.urls")),
+]
+
+
+def handler404(request, exception=None):  # noqa: ANN001, ANN201
+    if request.path.startswith("/api/"):
+        return not_found_json(request, exception)
+    return portal_errors.not_found(request, exception)
+
+
+handler500 = "ums.portal.errors.server_error"
