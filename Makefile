@@ -32,6 +32,7 @@ test: venv
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		UMS_ARGON2_TIME_COST=1 UMS_ARGON2_MEMORY_KIB=1024 UMS_ARGON2_PARALLELISM=1 \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ums import auditing
-from ums.actions import recheck_in_scope, require_in_scope, require_permission
+from ums.actions import action, recheck_in_scope, require_in_scope, require_permission
 
 from . import permissions as perms
 from . import tokens
@@ -52,7 +52,7 @@ def _save_unique(obj: models.Model, field: str, message: str) -> None:
         raise ValidationError({field: message}) from exc
 
 
-@transaction.atomic
+@action
 def create_customer(
     *, actor: Any, name: str, parent: Customer | None, notes: str = ""
 ) -> Customer:
@@ -73,7 +73,7 @@ def create_customer(
     return customer
 
 
-@transaction.atomic
+@action
 def update_customer(*, actor: Any, customer: Customer, **changes: Any) -> Customer:
     """Rename a customer or change its notes; moving and disabling have their own actions."""
     require_permission(actor, perms.CUSTOMERS_MANAGE)
@@ -107,7 +107,7 @@ def _customer_path_models() -> list[type[models.Model]]:
     return found
 
 
-@transaction.atomic
+@action
 def move_customer(*, actor: Any, customer: Customer, new_parent: Customer) -> Customer:
     """Move a subtree under ``new_parent``; never under itself or one of its descendants."""
     require_permission(actor, perms.CUSTOMERS_MANAGE)
@@ -153,7 +153,7 @@ def move_customer(*, actor: Any, customer: Customer, new_parent: Customer) -> Cu
     return customer
 
 
-@transaction.atomic
+@action
 def set_customer_active(*, actor: Any, customer: Customer, active: bool) -> Customer:
     """Disable or enable a customer; disabling stops logins in its whole subtree."""
     require_permission(actor, perms.CUSTOMERS_MANAGE)
@@ -174,7 +174,7 @@ def set_customer_active(*, actor: Any, customer: Customer, active: bool) -> Cust
     return customer
 
 
-@transaction.atomic
+@action
 def delete_customer(*, actor: Any, customer: Customer) -> None:
     """Delete an empty customer: no sub-customers, administrators or services left."""
     require_permission(actor, perms.CUSTOMERS_MANAGE)
@@ -246,7 +246,7 @@ def _validate_password(password: str, user: Administrator) -> None:
         raise ValidationError({"password": exc.messages}) from exc
 
 
-@transaction.atomic
+@action
 def create_administrator(
     *,
     actor: Any,
@@ -281,7 +281,7 @@ def create_administrator(
     return admin
 
 
-@transaction.atomic
+@action
 def update_administrator(*, actor: Any, admin: Administrator, **changes: Any) -> Administrator:
     allowed = {"full_name", "email", "customer", "permissions", "is_active", "language"}
     unknown = set(changes) - allowed
@@ -314,7 +314,7 @@ def update_administrator(*, actor: Any, admin: Administrator, **changes: Any) ->
     return admin
 
 
-@transaction.atomic
+@action
 def set_administrator_password(*, actor: Any, admin: Administrator, password: str) -> None:
     require_manageable(actor, admin)
     admin = Administrator.objects.select_for_update().get(pk=admin.pk)
@@ -324,7 +324,7 @@ def set_administrator_password(*, actor: Any, admin: Administrator, password: st
     auditing.record("administrator.password", obj=admin)
 
 
-@transaction.atomic
+@action
 def delete_administrator(*, actor: Any, admin: Administrator) -> None:
     require_manageable(actor, admin)
     if actor is not None and admin.pk == actor.pk:
@@ -346,7 +346,7 @@ def delete_administrator(*, actor: Any, admin: Administrator) -> None:
 # ------------------------------------------------------------------------------- tokens
 
 
-@transaction.atomic
+@action
 def create_token(
     *,
     actor: Administrator,
@@ -374,7 +374,7 @@ def create_token(
     return token, full
 
 
-@transaction.atomic
+@action
 def revoke_token(*, actor: Any, token: ApiToken) -> ApiToken:
     if actor is not None and token.owner_id != actor.pk:
         require_manageable(actor, token.owner)

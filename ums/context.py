@@ -66,3 +66,17 @@ def acting(
         yield ctx
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def acting_as(actor: Any) -> Iterator[ActionContext]:
+    """Attribute everything in the block to ``actor``, keeping channel, IP and request id."""
+    ctx = current()
+    if actor is None or ctx.actor is actor:
+        yield ctx
+        return
+    token = _current.set(replace(ctx, actor=actor))
+    try:
+        yield _current.get()
+    finally:
+        _current.reset(token)

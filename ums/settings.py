@@ -60,6 +60,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "djangorestframework_camel_case.middleware.CamelCaseMiddleWare",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "ums.middleware.RequestContextMiddleware",
@@ -112,9 +113,13 @@ AUTHENTICATION_BACKENDS = ["tenants.auth.AdministratorBackend"]
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:home"
 PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "ums.hashers.TunableArgon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+# Django's defaults (RFC 9106 second recommendation). The test suite lowers them for speed.
+ARGON2_TIME_COST = env_int("UMS_ARGON2_TIME_COST", 2, minimum=1)
+ARGON2_MEMORY_KIB = env_int("UMS_ARGON2_MEMORY_KIB", 102400, minimum=8)
+ARGON2_PARALLELISM = env_int("UMS_ARGON2_PARALLELISM", 8, minimum=1)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
@@ -145,7 +150,7 @@ LANGUAGE_COOKIE_SAMESITE = "Lax"
 SECURE_SSL_REDIRECT = env_bool("UMS_SSL_REDIRECT", USES_HTTPS)
 SECURE_HSTS_SECONDS = env_int("UMS_HSTS_SECONDS", 31536000 if USES_HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = USES_HTTPS
-SECURE_HSTS_PRELOAD = False
+SECURE_HSTS_PRELOAD = env_bool("UMS_HSTS_PRELOAD", USES_HTTPS)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
@@ -165,6 +170,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start without it
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the finders when collectstatic has not run (tests, first start).
 WHITENOISE_USE_FINDERS = True
@@ -198,8 +204,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "ums.api.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {},
-    "JSON_UNDERSCOREIZE": {"no_underscore_before_number": True},
 }
+# The API speaks camelCase, query parameters included (``?subtreeOf=``, ``?pageSize=``).
+JSON_CAMEL_CASE = {"JSON_UNDERSCOREIZE": {"no_underscore_before_number": True}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "UMS API",
     "DESCRIPTION": "Management API of the UMS unified messaging suite.",

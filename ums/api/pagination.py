@@ -10,7 +10,8 @@ from rest_framework.request import Request
 
 class KeysetPagination(CursorPagination):
     page_size = 50
-    page_size_query_param = "pageSize"
+    # Sent as ?pageSize=; the camelCase middleware hands it over as page_size.
+    page_size_query_param = "page_size"
     max_page_size = 500
     ordering = "-id"
     cursor_query_param = "cursor"

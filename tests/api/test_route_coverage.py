@@ -1,0 +1,41 @@
+"""Walks every registered API route: each must be covered by the scoping contract."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from django.urls import URLPattern, URLResolver, get_resolver
+
+import tests.api
+from tests.api.contracts import COVERED
+
+# Routes that are deliberately not tenant objects, with the reason.
+NOT_SCOPED: dict[str, str] = {}
+
+
+def _api_basenames() -> set[str]:
+    names: set[str] = set()
+
+    def walk(patterns, prefix: str) -> None:  # noqa: ANN001
+        for entry in patterns:
+            route = prefix + str(entry.pattern)
+            if isinstance(entry, URLResolver):
+                walk(entry.url_patterns, route)
+            elif isinstance(entry, URLPattern) and route.startswith("api/v1/"):
+                initkwargs = getattr(entry.callback, "initkwargs", {})
+                # A plain view (not a viewset) counts under its URL name.
+                names.add(initkwargs.get("basename") or entry.name or route)
+
+    walk(get_resolver().url_patterns, "")
+    return names
+
+
+def test_every_api_route_has_a_scoping_contract() -> None:
+    for module in pkgutil.iter_modules(tests.api.__path__):
+        if module.name.startswith("test_"):
+            importlib.import_module(f"tests.api.{module.name}")
+    routes = _api_basenames()
+    assert routes, "no API routes found"
+    uncovered = routes - COVERED - set(NOT_SCOPED)
+    assert not uncovered, f"API routes without a scoping contract test: {sorted(uncovered)}"

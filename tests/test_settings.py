@@ -1,0 +1,57 @@
+"""Settings: environment only, failing loudly, and deploy-clean in production form."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("UMS_", "DJANGO_"))}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={
+            "UMS_BASE_URL": "https://portal.example.org",
+            "DJANGO_SECRET_KEY": "k" * 10 + "x7Pq2Lm9Rt4Vb8Nc1Zd6Gh3Jk5Wf0Ys-Ea_Qo" * 2,
+            "UMS_VAR_DIR": str(tmp_path),
+        },
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_malformed_variable_fails_loudly(tmp_path: Path) -> None:
+    result = run_manage(
+        "check", env={"UMS_DEBUG": "perhaps", "UMS_VAR_DIR": str(tmp_path)}
+    )
+    assert result.returncode != 0
+    assert "UMS_DEBUG must be a boolean" in result.stderr
+
+
+def test_env_example_lists_every_variable() -> None:
+    import re
+
+    names = set()
+    for path in [ROOT / "ums" / "settings.py"]:
+        names |= set(re.findall(r'env_(?:str|bool|int|list)\(\s*"([A-Z0-9_]+)"', path.read_text()))
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(n for n in names if n not in example or n not in readme)
+    assert not missing, f"variables missing from .env.example or README: {missing}"

@@ -1,0 +1,51 @@
+"""Small template helpers for the portal: navigation state, JSON display, form widgets.
+
+Nothing here marks user data safe: values are returned as plain strings and the template
+engine escapes them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms, template
+from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
+
+register = template.Library()
+
+# Pages that belong to a navigation section although they live under another prefix.
+_SECTION_ALIASES = {"/customers/": ("/customers/", "/administrators/")}
+
+
+@register.simple_tag(takes_context=True)
+def nav_active(context: template.Context, url_name: str | None) -> bool:
+    """True when the current page belongs to the navigation entry ``url_name``."""
+    request: HttpRequest | None = context.get("request")
+    if request is None or not url_name:
+        return False
+    try:
+        prefix = reverse(url_name)
+    except NoReverseMatch:
+        return False
+    prefixes = _SECTION_ALIASES.get(prefix, (prefix,))
+    return any(request.path.startswith(p) for p in prefixes)
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    """Indented JSON for the audit before/after values (escaped by the template engine)."""
+    if value in (None, "", {}, []):
+        return ""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+
+
+@register.filter
+def is_checkbox(field: forms.BoundField) -> bool:
+    return isinstance(field.field.widget, forms.CheckboxInput)
+
+
+@register.filter
+def is_multi_checkbox(field: forms.BoundField) -> bool:
+    return isinstance(field.field.widget, forms.CheckboxSelectMultiple)
