@@ -38,6 +38,7 @@ __all__ = [
     "TransientConnectorError",
     "UnknownHostKey",
     "build_command",
+    "validate_argv",
 ]
 
 
