@@ -8,6 +8,7 @@ PORT ?= 8000
 # The databases the suite and the benchmarks use (PostgreSQL with trust auth, Redis).
 TEST_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/ums
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/3
 BENCH_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/ums_bench
 
 .PHONY: venv run test bench lint messages
@@ -32,6 +33,7 @@ test: venv
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		CELERY_BROKER_URL=$(TEST_BROKER_URL) UMS_TASKS_IN_PROCESS=true \
 		UMS_ARGON2_TIME_COST=1 UMS_ARGON2_MEMORY_KIB=1024 UMS_ARGON2_PARALLELISM=1 \
 		$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -28,7 +28,9 @@ class AuditRecordFilterSet(django_filters.FilterSet):
     def filter_actor(self, queryset: models.QuerySet, name: str, value: str) -> models.QuerySet:
         return search.apply_filters(queryset, actor=value.strip())
 
-    def filter_customer(self, queryset: models.QuerySet, name: str, value: object) -> models.QuerySet:
+    def filter_customer(
+        self, queryset: models.QuerySet, name: str, value: object
+    ) -> models.QuerySet:
         from django.apps import apps
 
         path = (

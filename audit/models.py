@@ -79,6 +79,14 @@ class AuditRecord(models.Model):
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.object_repr}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.get("force_insert"):
+            raise RuntimeError("audit records are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("audit records are append-only")
+
     def hashed_values(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in chain.HASHED_FIELDS}
 
@@ -89,17 +97,12 @@ class AuditRecord(models.Model):
                 parts.append(f"{key} {value}")
         return " ".join(str(p) for p in parts if p)[:4000]
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not kwargs.get("force_insert"):
-            raise RuntimeError("audit records are append-only")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("audit records are append-only")
-
 
 class AuditChainHead(models.Model):
     """The last sequence number and hash: lets verification notice a removed last record."""
 
     last_seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default=chain.GENESIS)
+
+    def __str__(self) -> str:
+        return f"audit chain head at {self.last_seq}"

@@ -60,9 +60,7 @@ def apply_filters(
 
 
 def distinct_actions() -> list[str]:
-    return list(
-        AuditRecord.objects.order_by().values_list("action", flat=True).distinct()[:200]
-    )
+    return list(AuditRecord.objects.order_by().values_list("action", flat=True).distinct()[:200])
 
 
 def export_row(record: AuditRecord) -> list[Any]:

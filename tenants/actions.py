@@ -15,7 +15,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import F, Value
-from django.db.models.functions import Concat, Length, Substr
+from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -53,9 +53,7 @@ def _save_unique(obj: models.Model, field: str, message: str) -> None:
 
 
 @action
-def create_customer(
-    *, actor: Any, name: str, parent: Customer | None, notes: str = ""
-) -> Customer:
+def create_customer(*, actor: Any, name: str, parent: Customer | None, notes: str = "") -> Customer:
     if actor is not None:
         require_permission(actor, perms.CUSTOMERS_MANAGE)
         if parent is None:

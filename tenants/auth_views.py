@@ -36,9 +36,8 @@ class LoginForm(AuthenticationForm):
 
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username")
-        if username:
-            if throttle.is_locked(username, client_ip(self.request)):
-                raise ValidationError(self.error_messages["throttled"], code="throttled")
+        if username and throttle.is_locked(username, client_ip(self.request)):
+            raise ValidationError(self.error_messages["throttled"], code="throttled")
         return super().clean()
 
 

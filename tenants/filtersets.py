@@ -20,7 +20,9 @@ class CustomerFilterSet(django_filters.FilterSet):
         model = Customer
         fields = ["parent", "is_active"]
 
-    def filter_subtree(self, queryset: models.QuerySet, name: str, value: object) -> models.QuerySet:
+    def filter_subtree(
+        self, queryset: models.QuerySet, name: str, value: object
+    ) -> models.QuerySet:
         root = Customer.objects.filter(pk=int(value)).values_list("path", flat=True).first()
         if root is None:
             return queryset.none()
@@ -40,7 +42,9 @@ class AdministratorFilterSet(django_filters.FilterSet):
         model = Administrator
         fields = ["customer", "is_active"]
 
-    def filter_subtree(self, queryset: models.QuerySet, name: str, value: object) -> models.QuerySet:
+    def filter_subtree(
+        self, queryset: models.QuerySet, name: str, value: object
+    ) -> models.QuerySet:
         root = Customer.objects.filter(pk=int(value)).values_list("path", flat=True).first()
         if root is None:
             return queryset.none()

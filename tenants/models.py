@@ -226,3 +226,6 @@ class LoginFailure(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["kind", "key", "at"], name="loginfailure_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.key} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -24,28 +24,43 @@ AUDIT_VIEW = "audit.view"
 TOKENS_MANAGE = "tokens.manage"
 
 CATALOGUE: list[tuple[str, list[tuple[str, str]]]] = [
-    (_("Customers"), [
-        (CUSTOMERS_VIEW, _("View customers")),
-        (CUSTOMERS_MANAGE, _("Create, change, move and delete customers")),
-    ]),
-    (_("Administrators"), [
-        (ADMINISTRATORS_VIEW, _("View administrators")),
-        (ADMINISTRATORS_MANAGE, _("Create, change and delete administrators")),
-    ]),
-    (_("Mail"), [
-        (MAIL_VIEW, _("View domains and mailboxes")),
-        (MAIL_MANAGE, _("Manage domains and mailboxes")),
-    ]),
-    (_("Servers"), [
-        (SERVERS_VIEW, _("View servers")),
-        (SERVERS_MANAGE, _("Manage servers and run node actions")),
-    ]),
-    (_("Spam hold"), [
-        (SPAMHOLD_VIEW, _("View held message metadata")),
-        (SPAMHOLD_READ_CONTENT, _("Read held message content")),
-        (SPAMHOLD_RELEASE, _("Release held messages")),
-        (SPAMHOLD_DELETE, _("Delete held messages")),
-    ]),
+    (
+        _("Customers"),
+        [
+            (CUSTOMERS_VIEW, _("View customers")),
+            (CUSTOMERS_MANAGE, _("Create, change, move and delete customers")),
+        ],
+    ),
+    (
+        _("Administrators"),
+        [
+            (ADMINISTRATORS_VIEW, _("View administrators")),
+            (ADMINISTRATORS_MANAGE, _("Create, change and delete administrators")),
+        ],
+    ),
+    (
+        _("Mail"),
+        [
+            (MAIL_VIEW, _("View domains and mailboxes")),
+            (MAIL_MANAGE, _("Manage domains and mailboxes")),
+        ],
+    ),
+    (
+        _("Servers"),
+        [
+            (SERVERS_VIEW, _("View servers")),
+            (SERVERS_MANAGE, _("Manage servers and run node actions")),
+        ],
+    ),
+    (
+        _("Spam hold"),
+        [
+            (SPAMHOLD_VIEW, _("View held message metadata")),
+            (SPAMHOLD_READ_CONTENT, _("Read held message content")),
+            (SPAMHOLD_RELEASE, _("Release held messages")),
+            (SPAMHOLD_DELETE, _("Delete held messages")),
+        ],
+    ),
     (_("Audit"), [(AUDIT_VIEW, _("Search the audit log"))]),
     (_("API tokens"), [(TOKENS_MANAGE, _("Create and revoke own API tokens"))]),
 ]

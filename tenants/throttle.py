@@ -30,9 +30,7 @@ def account_key(username: str) -> str:
 def is_locked(username: str, ip: str | None) -> bool:
     if _count(LoginFailure.KIND_ACCOUNT, account_key(username)) >= settings.LOGIN_THROTTLE_FAILURES:
         return True
-    return bool(
-        ip and _count(LoginFailure.KIND_IP, ip) >= settings.LOGIN_THROTTLE_IP_FAILURES
-    )
+    return bool(ip and _count(LoginFailure.KIND_IP, ip) >= settings.LOGIN_THROTTLE_IP_FAILURES)
 
 
 def note_failure(username: str, ip: str | None) -> None:

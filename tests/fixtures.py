@@ -43,7 +43,9 @@ class Cast:
     sibling_admin: Administrator
 
 
-def make_admin(customer: Customer, username: str, codes: list[str] | tuple[str, ...]) -> Administrator:
+def make_admin(
+    customer: Customer, username: str, codes: list[str] | tuple[str, ...]
+) -> Administrator:
     return actions.create_administrator(
         actor=None,
         customer=customer,

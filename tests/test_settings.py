@@ -38,9 +38,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
 
 
 def test_malformed_variable_fails_loudly(tmp_path: Path) -> None:
-    result = run_manage(
-        "check", env={"UMS_DEBUG": "perhaps", "UMS_VAR_DIR": str(tmp_path)}
-    )
+    result = run_manage("check", env={"UMS_DEBUG": "perhaps", "UMS_VAR_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert "UMS_DEBUG must be a boolean" in result.stderr
 

@@ -11,8 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
-from django.db import models
+from django.db import models, transaction
 from django.http import Http404
 from django.utils.translation import gettext as _
 

@@ -86,7 +86,8 @@ def record(
     return AuditRecord.objects.append(
         action=action,
         actor=actor,
-        actor_name=getattr(actor, "audit_name", None) or ("system" if actor is None else str(actor)),
+        actor_name=getattr(actor, "audit_name", None)
+        or ("system" if actor is None else str(actor)),
         source_ip=ctx.ip,
         channel=ctx.channel,
         request_id=ctx.request_id,

@@ -226,13 +226,17 @@ SPECTACULAR_SETTINGS = {
 # Celery: without a broker, tasks run in-process (the embedded default).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND")
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# In-process without a broker; UMS_TASKS_IN_PROCESS forces either way (the test suite keeps
+# a broker configured but runs tasks in-process except where a test starts a real worker).
+CELERY_TASK_ALWAYS_EAGER = env_bool("UMS_TASKS_IN_PROCESS", not CELERY_BROKER_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Extra modules a worker imports at start (plugins, or the test suite's job kinds).
+CELERY_IMPORTS = env_list("UMS_CELERY_IMPORTS")
 
 LOGGING = {
     "version": 1,

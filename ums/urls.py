@@ -21,7 +21,7 @@ urlpatterns = [
 ]
 
 
-def handler404(request, exception=None):  # noqa: ANN001, ANN201
+def handler404(request, exception=None):
     if request.path.startswith("/api/"):
         return not_found_json(request, exception)
     return portal_errors.not_found(request, exception)

@@ -29,6 +29,4 @@ def not_blank(value: str) -> None:
 
 def trimmed(value: str) -> None:
     if value != value.strip():
-        raise ValidationError(
-            _("Leading or trailing spaces are not allowed."), code="untrimmed"
-        )
+        raise ValidationError(_("Leading or trailing spaces are not allowed."), code="untrimmed")

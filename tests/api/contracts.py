@@ -129,9 +129,7 @@ class ScopedEndpointContract:
             return
         client = self.client_for(cast.sub_admin)
         before = self.audit_count()
-        response = client.patch(
-            self.detail_url(obj), payload, format="json"
-        )
+        response = client.patch(self.detail_url(obj), payload, format="json")
         assert response.status_code == 200, response.content
         assert self.audit_count() == before + 1
 
@@ -140,14 +138,10 @@ class ScopedEndpointContract:
         payload = self.escape_payload(cast, obj)
         if payload is None:
             return
-        snapshot = {
-            f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields
-        }
+        snapshot = {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
         client = self.client_for(cast.sub_admin)
         before = self.audit_count()
-        response = client.patch(
-            self.detail_url(obj), payload, format="json"
-        )
+        response = client.patch(self.detail_url(obj), payload, format="json")
         assert response.status_code in (400, 404), response.content
         obj.refresh_from_db()
         assert {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields} == snapshot

@@ -42,7 +42,7 @@ class TestAdministratorEndpoint(ScopedEndpointContract):
 pytestmark = pytest.mark.django_db
 
 
-def create(client, cast: Cast, **overrides):  # noqa: ANN001, ANN201
+def create(client, cast: Cast, **overrides):
     payload = {
         "username": "someone",
         "fullName": "Some One",
@@ -59,9 +59,7 @@ def test_cannot_grant_a_permission_one_lacks(cast: Cast) -> None:
     viewer = Administrator.objects.get(pk=cast.ministry_viewer.pk)
     viewer.permissions = [*VIEW_ONLY, perms.ADMINISTRATORS_MANAGE]
     viewer.save()
-    response = create(
-        token_client(viewer), cast, permissions=[perms.MAIL_VIEW, perms.MAIL_MANAGE]
-    )
+    response = create(token_client(viewer), cast, permissions=[perms.MAIL_VIEW, perms.MAIL_MANAGE])
     assert response.status_code == 400
     assert "permissions" in response.json()["errors"]
     assert not Administrator.objects.filter(username="someone").exists()
@@ -105,9 +103,7 @@ def test_cannot_touch_administrator_above(cast: Cast) -> None:
 
 
 def test_cannot_change_a_more_powerful_peer(cast: Cast) -> None:
-    limited = make_admin(
-        cast.government, "limited.peer", [*VIEW_ONLY, perms.ADMINISTRATORS_MANAGE]
-    )
+    limited = make_admin(cast.government, "limited.peer", [*VIEW_ONLY, perms.ADMINISTRATORS_MANAGE])
     client = token_client(limited)
     url = reverse("administrator-set-password", args=[cast.sub_admin.pk])
     response = client.post(url, {"password": "Another-Strong-Pass-1"}, format="json")

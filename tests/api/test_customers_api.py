@@ -68,10 +68,15 @@ def test_move_subtree_rewrites_paths_and_is_audited(cast: Cast) -> None:
     assert cast.department.depth == 3
     # The ministry's administrator follows: now in the ISP subtree, out of Government's.
     assert cast.ministry_viewer.customer_path.startswith(cast.isp.path)
-    assert token_client(cast.sub_admin).get(
-        reverse("customer-detail", args=[cast.department.pk])
-    ).status_code == 404
-    assert AuditRecord.objects.filter(action="customer.move", object_id=str(cast.ministry.pk)).exists()
+    assert (
+        token_client(cast.sub_admin)
+        .get(reverse("customer-detail", args=[cast.department.pk]))
+        .status_code
+        == 404
+    )
+    assert AuditRecord.objects.filter(
+        action="customer.move", object_id=str(cast.ministry.pk)
+    ).exists()
 
 
 def test_move_into_own_descendant_is_refused(cast: Cast) -> None:

@@ -17,7 +17,7 @@ NOT_SCOPED: dict[str, str] = {}
 def _api_basenames() -> set[str]:
     names: set[str] = set()
 
-    def walk(patterns, prefix: str) -> None:  # noqa: ANN001
+    def walk(patterns, prefix: str) -> None:
         for entry in patterns:
             route = prefix + str(entry.pattern)
             if isinstance(entry, URLResolver):

@@ -79,7 +79,9 @@ def test_expired_and_revoked_tokens_refused(cast: Cast) -> None:
 
 def test_expiry_in_the_past_refused(cast: Cast) -> None:
     response = token_client(cast.sub_admin).post(
-        reverse("apitoken-list"), {"name": "old", "expiresAt": "2001-01-01T00:00:00Z"}, format="json"
+        reverse("apitoken-list"),
+        {"name": "old", "expiresAt": "2001-01-01T00:00:00Z"},
+        format="json",
     )
     assert response.status_code == 400
     assert "expiresAt" in response.json()["errors"]
@@ -95,6 +97,6 @@ def test_last_use_recorded(cast: Cast) -> None:
 
 
 def test_wrong_secret_with_real_prefix_refused(cast: Cast) -> None:
-    token, secret = actions.create_token(actor=cast.sub_admin, name="guess")
+    token, _secret = actions.create_token(actor=cast.sub_admin, name="guess")
     forged = f"ums_{token.prefix}_{'A' * 43}"
     assert bearer(forged).get(reverse("customer-list")).status_code == 401

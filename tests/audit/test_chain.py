@@ -63,9 +63,12 @@ def test_database_refuses_updates_and_deletes(cast: Cast) -> None:
         "UPDATE audit_auditrecord SET action = 'x' WHERE id = %s",
         "DELETE FROM audit_auditrecord WHERE id = %s",
     ):
-        with pytest.raises(Exception, match="append-only"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(statement, [record.pk])
+        with (
+            pytest.raises(Exception, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(statement, [record.pk])
     with pytest.raises(RuntimeError):
         record.delete()
 
@@ -79,7 +82,10 @@ def test_record_holds_who_what_where(cast: Cast) -> None:
     assert record.object_type == "tenants.customer"
     assert record.object_id == str(cast.ministry.pk)
     assert record.customer_id == cast.ministry.pk
-    assert record.changes == {"before": {"name": "Ministry"}, "after": {"name": "Ministry of Works"}}
+    assert record.changes == {
+        "before": {"name": "Ministry"},
+        "after": {"name": "Ministry of Works"},
+    }
     assert record.request_id
 
 

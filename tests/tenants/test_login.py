@@ -13,7 +13,7 @@ from tests.fixtures import PASSWORD, Cast
 pytestmark = pytest.mark.django_db
 
 
-def login(client: Client, username: str, password: str, ip: str = "198.51.100.7"):  # noqa: ANN201
+def login(client: Client, username: str, password: str, ip: str = "198.51.100.7"):
     return client.post(
         reverse("portal:login"), {"username": username, "password": password}, REMOTE_ADDR=ip
     )

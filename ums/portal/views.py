@@ -23,9 +23,7 @@ class PortalMixin(LoginRequiredMixin):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
-        if self.permission_required and not request.user.has_permission(
-            self.permission_required
-        ):
+        if self.permission_required and not request.user.has_permission(self.permission_required):
             raise PermissionDenied
         return super().dispatch(request, *args, **kwargs)
 
@@ -35,7 +33,9 @@ class ScopedQuerysetMixin(PortalMixin):
     queryset: models.QuerySet | None = None
 
     def get_queryset(self) -> models.QuerySet:
-        queryset = self.queryset.all() if self.queryset is not None else self.model._default_manager.all()
+        queryset = (
+            self.queryset.all() if self.queryset is not None else self.model._default_manager.all()
+        )
         return scoping.scope_queryset(queryset, self.request.user)
 
 

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from django import forms, template
+from django.conf import settings
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
@@ -49,3 +50,17 @@ def is_checkbox(field: forms.BoundField) -> bool:
 @register.filter
 def is_multi_checkbox(field: forms.BoundField) -> bool:
     return isinstance(field.field.widget, forms.CheckboxSelectMultiple)
+
+
+# Django's locale table has no native name for Mongolian; the switch shows each language in
+# its own script.
+_NATIVE_NAMES = {"en": "English", "ru": "Русский", "mn": "Монгол"}
+
+
+@register.simple_tag
+def portal_languages() -> list[dict[str, str]]:
+    """The configured languages as (code, native name), for the language switch."""
+    return [
+        {"code": code, "name": _NATIVE_NAMES.get(code, str(name))}
+        for code, name in settings.LANGUAGES
+    ]
