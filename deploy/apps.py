@@ -5,3 +5,6 @@ from django.utils.translation import gettext_lazy as _
 class DeployConfig(AppConfig):
     name = "deploy"
     verbose_name = _("Deployment")
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401  (connects the signal receivers)

@@ -1,3 +1,3 @@
 """Test-wide fixtures: the cast of administrators and API clients."""
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.harness.fixtures"]

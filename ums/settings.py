@@ -238,6 +238,22 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # Extra modules a worker imports at start (plugins, or the test suite's job kinds).
 CELERY_IMPORTS = env_list("UMS_CELERY_IMPORTS")
 
+# Periodic work run by ``celery -A ums beat``.
+UMS_METRICS_INTERVAL = env_int("UMS_METRICS_INTERVAL", 60, minimum=5)
+UMS_METRICS_CONCURRENCY = env_int("UMS_METRICS_CONCURRENCY", 20, minimum=1)
+UMS_METRICS_RETENTION_DAYS = env_int("UMS_METRICS_RETENTION_DAYS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "collect-metrics": {"task": "deploy.collect_metrics", "schedule": UMS_METRICS_INTERVAL},
+    "measure-zone-latency": {"task": "deploy.measure_zone_latency", "schedule": 600},
+    "downsample-metrics": {"task": "servers.downsample_metrics", "schedule": 3600},
+    "purge-login-failures": {"task": "tenants.purge_login_failures", "schedule": 3600},
+}
+
+# SSH to nodes
+UMS_SSH_CONNECT_TIMEOUT = env_int("UMS_SSH_CONNECT_TIMEOUT", 10, minimum=1)
+UMS_SSH_COMMAND_TIMEOUT = env_int("UMS_SSH_COMMAND_TIMEOUT", 300, minimum=1)
+UMS_SSH_RETRIES = env_int("UMS_SSH_RETRIES", 3, minimum=0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -391,7 +391,8 @@ class TestNode:
                 f"ListenAddress {self.address}",
                 f"HostKey {self.host_key_path}",
                 f"PidFile {self.pid_path}",
-                f"AuthorizedKeysFile {self.authorized_keys_path}",
+                # The harness key file, and root's own (what bootstrapcore.sh writes).
+                f"AuthorizedKeysFile {self.authorized_keys_path} .ssh/authorized_keys",
                 "StrictModes no",
                 "UsePAM no",
                 "PermitRootLogin prohibit-password",

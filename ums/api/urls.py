@@ -12,4 +12,5 @@ urlpatterns = [
     *router.urls,
     path("", include("tenants.api.urls")),
     path("", include("audit.api.urls")),
+    path("", include("servers.api.urls")),
 ]

@@ -1,0 +1,167 @@
+"""Job handlers for node work: verification after approval and the node action buttons."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from servers import actions as server_actions
+from servers.choices import NodeStatus
+from servers.models import Node
+from ums import auditing, jobs
+from ums.models import Job
+
+from . import controller_keys, node_ops
+from .connector.base import ConnectorError, PermanentConnectorError
+from .connector.ssh import SSHConnector
+from .models import ControllerKey
+from .nodes import connector_for, session
+
+
+def _node(job: Job) -> Node:
+    node = Node.objects.filter(pk=job.params.get("node_id")).first()
+    if node is None:
+        raise jobs.PermanentJobError("the node no longer exists")
+    return node
+
+
+def _fail_on_connector_error(exc: ConnectorError) -> None:
+    raise jobs.PermanentJobError(f"{type(exc).__name__}: {exc}") from exc
+
+
+@jobs.handler("node.verify")
+def verify(job: Job, reporter: jobs.Reporter) -> dict:
+    """After approval: log in with the pinned key, read the node's facts, mark it active."""
+    node = _node(job)
+    reporter.progress(0, 2)
+    try:
+        with session(node) as conn:
+            reporter.log(f"connected to {node.ssh_address}:{node.ssh_port}")
+            facts = node_ops.gather_facts(conn)
+    except ConnectorError as exc:
+        _fail_on_connector_error(exc)
+    server_actions.record_facts(node, facts)
+    reporter.log(f"{facts['os_pretty_name']}, {facts['cpus']} CPUs, {facts['memory_mb']} MB")
+    reporter.progress(1, 2)
+    if node.controller_key_version is None:
+        Node.objects.filter(pk=node.pk).update(
+            controller_key_version=controller_keys.current().version, last_seen_at=timezone.now()
+        )
+    server_actions.set_status(node, NodeStatus.ACTIVE, reason="verified after approval")
+    return {"facts": facts}
+
+
+@jobs.handler("node.run")
+def run_command(job: Job, reporter: jobs.Reporter) -> dict:
+    """Run a fixed, controller-chosen argument list (never user text) and keep its output."""
+    node = _node(job)
+    argv = job.params["argv"]
+    try:
+        with session(node) as conn:
+            result = conn.run(argv, timeout=job.params.get("timeout", 300))
+    except ConnectorError as exc:
+        _fail_on_connector_error(exc)
+    reporter.log(f"$ {' '.join(argv)} -> exit {result.exit_code}")
+    output = {"exit_code": result.exit_code, "stdout": result.stdout[-20000:],
+              "stderr": result.stderr[-20000:]}
+    if not result.ok:
+        raise jobs.PermanentJobError(result.stderr.strip()[-2000:] or f"exit {result.exit_code}")
+    return output
+
+
+@jobs.handler("node.reboot")
+def reboot(job: Job, reporter: jobs.Reporter) -> dict:
+    node = _node(job)
+    try:
+        with session(node) as conn:
+            result = node_ops.reboot(conn)
+    except ConnectorError as exc:
+        _fail_on_connector_error(exc)
+    reporter.log("reboot requested")
+    return {"exit_code": None if result is None else result.exit_code}
+
+
+def _service(job: Job, service: str, verb: str, reporter: jobs.Reporter) -> dict:
+    node = _node(job)
+    try:
+        with session(node) as conn:
+            result = node_ops.service_command(conn, service, verb)
+    except ConnectorError as exc:
+        _fail_on_connector_error(exc)
+    reporter.log(f"{verb} {service}: exit {result.exit_code}")
+    if not result.ok:
+        raise jobs.PermanentJobError(
+            (result.stderr or result.stdout).strip()[-2000:] or f"exit {result.exit_code}"
+        )
+    return {"service": service, "verb": verb, "stdout": result.stdout[-5000:]}
+
+
+@jobs.handler("node.restart_service")
+def restart_service(job: Job, reporter: jobs.Reporter) -> dict:
+    return _service(job, job.params["service"], "restart", reporter)
+
+
+@jobs.handler("node.storage_start")
+def storage_start(job: Job, reporter: jobs.Reporter) -> dict:
+    return _service(job, _node(job).storage_service, "start", reporter)
+
+
+@jobs.handler("node.storage_stop")
+def storage_stop(job: Job, reporter: jobs.Reporter) -> dict:
+    return _service(job, _node(job).storage_service, "stop", reporter)
+
+
+@jobs.handler("node.rotate_key")
+def rotate_key(job: Job, reporter: jobs.Reporter) -> dict:
+    """Move the node to a new controller key: add it, prove it works, remove the old one."""
+    node = _node(job)
+    old = controller_keys.by_version(node.controller_key_version)
+    new = controller_keys.current()
+    if new.version == old.version:
+        new = controller_keys.create_next()
+    reporter.progress(0, 3)
+    try:
+        with session(node) as conn:
+            node_ops.add_authorized_key(conn, new.public_key)
+        reporter.log(f"installed controller key v{new.version} ({new.fingerprint})")
+        reporter.progress(1, 3)
+        probe = connector_for(node)
+        with SSHConnector(
+            probe.host,
+            probe.port,
+            pkey=controller_keys.private_key(new),
+            known_host_keys=node.pinned_host_keys,
+            connect_timeout=probe.connect_timeout,
+            retries=probe.retries,
+        ) as conn:
+            conn.run(["true"]).check()
+            removed = node_ops.remove_authorized_keys(conn, [old.public_key])
+    except ConnectorError as exc:
+        _fail_on_connector_error(exc)
+    reporter.log(f"login with v{new.version} works; removed {removed} old key line(s)")
+    Node.objects.filter(pk=node.pk).update(controller_key_version=new.version)
+    auditing.record(
+        "node.key_rotated",
+        obj=node,
+        before={"controller_key_version": old.version},
+        after={"controller_key_version": new.version},
+    )
+    return {"old_version": old.version, "new_version": new.version}
+
+
+@jobs.handler("node.decommission")
+def decommission(job: Job, reporter: jobs.Reporter) -> dict:
+    """Remove the controller's keys from the node; keep its history in the database."""
+    node = _node(job)
+    removed = 0
+    keys = [k.public_key for k in ControllerKey.objects.all()]
+    try:
+        with session(node) as conn:
+            removed = node_ops.remove_authorized_keys(conn, keys)
+        reporter.log(f"removed {removed} controller key line(s) from the node")
+    except PermanentConnectorError as exc:
+        raise jobs.PermanentJobError(f"{type(exc).__name__}: {exc}") from exc
+    except ConnectorError as exc:
+        # An unreachable node can still be decommissioned; say so in the log.
+        reporter.log(f"node unreachable, keys not removed: {exc}")
+    server_actions.set_status(node, NodeStatus.DECOMMISSIONED, reason="decommissioned")
+    return {"keys_removed": removed}

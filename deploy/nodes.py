@@ -1,0 +1,61 @@
+"""Opening SSH sessions to enrolled nodes, with the controller key and pinned host keys.
+
+Every connection to a node goes through :func:`session`: a host key that does not match
+stops the connection, flags the node and tells the administrators, and no further
+connection is attempted until someone accepts the new key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+
+from servers import actions as server_actions
+from servers.models import Node
+
+from . import controller_keys
+from .connector.base import ConnectorError, HostKeyMismatch, PermanentConnectorError
+from .connector.ssh import SSHConnector
+
+
+class NodeUnavailable(PermanentConnectorError):
+    """The controller will not talk to this node (not approved, or its host key changed)."""
+
+
+def connector_for(node: Node) -> SSHConnector:
+    if not node.pinned_host_keys:
+        raise NodeUnavailable(f"{node.hostname} has no pinned host key (approve it first)")
+    if node.host_key_alert:
+        raise NodeUnavailable(f"{node.hostname}: {node.host_key_alert}")
+    key = controller_keys.by_version(node.controller_key_version)
+    return SSHConnector(
+        node.ssh_address,
+        node.ssh_port,
+        username="root",
+        pkey=controller_keys.private_key(key),
+        known_host_keys=node.pinned_host_keys,
+        connect_timeout=settings.UMS_SSH_CONNECT_TIMEOUT,
+        command_timeout=settings.UMS_SSH_COMMAND_TIMEOUT,
+        retries=settings.UMS_SSH_RETRIES,
+    )
+
+
+@contextmanager
+def session(node: Node) -> Iterator[SSHConnector]:
+    """A connected session; one connection reused for everything inside the block."""
+    connector = connector_for(node)
+    try:
+        try:
+            connector.connect()
+        except HostKeyMismatch as exc:
+            server_actions.flag_host_key_mismatch(node, exc.presented or "unknown")
+            raise
+        yield connector
+    finally:
+        connector.close()
+
+
+def describe_error(exc: ConnectorError) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,196 @@
+"""Node lifecycle against real sshd nodes: approval, jobs, metrics, host keys, offline."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from audit.models import AuditRecord
+from deploy import controller_keys, latency, metrics
+from deploy.actions import start_node_action
+from deploy.connector.base import AuthenticationFailed
+from deploy.connector.ssh import SSHConnector
+from servers import actions as server_actions
+from servers.choices import NodeStatus
+from servers.models import MetricSample, Node, NodeAlert, ZoneLatency
+from tests.fixtures import Cast, token_client
+from ums.models import Job
+
+from .nodes import registered_node, stand_in_calls
+
+pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
+
+
+def approved(cast: Cast, zone, tnode) -> Node:  # noqa: ANN001
+    node = registered_node(zone, tnode)
+    server_actions.approve_node(actor=cast.sub_admin, node=node)
+    node.refresh_from_db()
+    return node
+
+
+def test_approval_pins_host_key_and_verification_reads_facts(
+    cast: Cast, zone, one_node, controller_key
+) -> None:
+    node = registered_node(zone, one_node)
+    response = token_client(cast.sub_admin).post(reverse("node-approve", args=[node.pk]))
+    assert response.status_code == 200, response.content
+    node.refresh_from_db()
+    assert node.pinned_host_keys == [one_node.host_key]
+    assert node.status == NodeStatus.ACTIVE
+    assert node.os_id == "debian"
+    assert node.cpus >= 1
+    job = Job.objects.get(kind="node.verify")
+    assert job.status == Job.SUCCEEDED
+    assert "connected to" in job.log
+    assert AuditRecord.objects.filter(action="node.approve", object_id=str(node.pk)).exists()
+
+
+def test_node_action_runs_as_job_and_records_output(
+    cast: Cast, zone, one_node, controller_key
+) -> None:
+    node = approved(cast, zone, one_node)
+    response = token_client(cast.sub_admin).post(
+        reverse("node-node-action", args=[node.pk]),
+        {"action": "restart_service", "service": "postfix"},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.SUCCEEDED, job.error
+    # Debian test nodes have no systemd, so the SysV form is used.
+    assert stand_in_calls(one_node) == ["service postfix restart"]
+    assert "stand-in service ran: postfix restart" in job.result["stdout"]
+    assert job.requested_by_id == cast.sub_admin.pk
+    assert AuditRecord.objects.filter(action="node.action", object_id=str(node.pk)).exists()
+
+
+def test_service_name_that_could_break_out_is_refused(
+    cast: Cast, zone, one_node, controller_key
+) -> None:
+    node = approved(cast, zone, one_node)
+    for bad in ("postfix; reboot", "$(id)", "-rf", "a b"):
+        response = token_client(cast.sub_admin).post(
+            reverse("node-node-action", args=[node.pk]),
+            {"action": "restart_service", "service": bad},
+            format="json",
+        )
+        assert response.status_code == 400
+    assert stand_in_calls(one_node) == []
+
+
+def test_reboot_uses_the_stand_in(cast: Cast, zone, one_node, controller_key) -> None:
+    # ``reboot`` would restart this machine: the node has a recording stand-in instead.
+    node = approved(cast, zone, one_node)
+    job = start_node_action(actor=cast.sub_admin, node=node, name="reboot")
+    job.refresh_from_db()
+    assert job.status == Job.SUCCEEDED
+    assert stand_in_calls(one_node) == ["reboot "]
+
+
+def test_metrics_collected_from_real_nodes(cast: Cast, zone, node_cluster, controller_key) -> None:
+    cluster = node_cluster(3)
+    nodes = [approved(cast, zone, t) for t in cluster.nodes]
+    assert metrics.sweep() == {"collected": 3, "missed": 0}
+    assert metrics.sweep() == {"collected": 3, "missed": 0}
+    for node in nodes:
+        samples = MetricSample.objects.filter(node=node).order_by("at")
+        assert samples.count() == 2
+        latest = samples.last()
+        assert latest.memory_total_kb > 0
+        assert latest.uptime_seconds > 0
+        assert latest.cpu_percent is not None
+        assert any(d["mount"] == "/" for d in latest.disks)
+        node.refresh_from_db()
+        assert node.last_seen_at is not None
+
+
+def test_new_host_key_is_refused_and_flagged(cast: Cast, zone, one_node, controller_key) -> None:
+    node = approved(cast, zone, one_node)
+    one_node.regenerate_host_key()
+    assert metrics.sweep()["missed"] == 1
+    node.refresh_from_db()
+    assert node.host_key_alert
+    assert node.status == NodeStatus.DEGRADED
+    assert NodeAlert.objects.filter(node=node, kind="host_key_mismatch").exists()
+    assert AuditRecord.objects.filter(action="node.host_key_mismatch").exists()
+    # Every later connection is refused before it is attempted.
+    job = start_node_action(actor=cast.sub_admin, node=node, name="restart_service",
+                            service="nginx")
+    job.refresh_from_db()
+    assert job.status == Job.FAILED
+    assert "Host key mismatch" in job.error
+    assert stand_in_calls(one_node) == []
+
+
+def test_stopped_node_goes_offline_after_three_misses_and_comes_back(
+    cast: Cast, zone, one_node, controller_key, settings
+) -> None:
+    settings.UMS_SSH_RETRIES = 0
+    settings.UMS_SSH_CONNECT_TIMEOUT = 2
+    node = approved(cast, zone, one_node)
+    one_node.stop()
+    for expected_misses in (1, 2):
+        metrics.sweep()
+        node.refresh_from_db()
+        assert node.missed_collections == expected_misses
+        assert node.status == NodeStatus.ACTIVE
+    metrics.sweep()
+    node.refresh_from_db()
+    assert node.status == NodeStatus.OFFLINE
+    assert AuditRecord.objects.filter(action="node.status.offline", object_id=str(node.pk)).exists()
+    assert NodeAlert.objects.filter(node=node, kind="offline", resolved_at=None).exists()
+    one_node.start()
+    metrics.sweep()
+    node.refresh_from_db()
+    assert node.status == NodeStatus.ACTIVE
+    assert not NodeAlert.objects.filter(node=node, kind="offline", resolved_at=None).exists()
+
+
+def test_rotate_controller_key(cast: Cast, zone, one_node, controller_key) -> None:
+    node = approved(cast, zone, one_node)
+    old = controller_keys.by_version(node.controller_key_version)
+    job = start_node_action(actor=cast.sub_admin, node=node, name="rotate_key")
+    job.refresh_from_db()
+    assert job.status == Job.SUCCEEDED, job.error
+    node.refresh_from_db()
+    assert node.controller_key_version == old.version + 1
+    new = controller_keys.by_version(node.controller_key_version)
+    assert new.private_key_pem != old.private_key_pem
+    assert metrics.sweep()["collected"] == 1
+    with pytest.raises(AuthenticationFailed):  # noqa: PT012
+        with SSHConnector(
+            node.ssh_address,
+            node.ssh_port,
+            pkey=controller_keys.private_key(old),
+            known_host_keys=node.pinned_host_keys,
+            retries=0,
+        ) as conn:
+            conn.run(["true"])
+
+
+def test_decommission_removes_key_and_keeps_history(
+    cast: Cast, zone, one_node, controller_key
+) -> None:
+    node = approved(cast, zone, one_node)
+    metrics.sweep()
+    job = start_node_action(actor=cast.sub_admin, node=node, name="decommission")
+    job.refresh_from_db()
+    assert job.status == Job.SUCCEEDED, job.error
+    node.refresh_from_db()
+    assert node.status == NodeStatus.DECOMMISSIONED
+    assert MetricSample.objects.filter(node=node).exists()
+    assert metrics.sweep() == {"collected": 0, "missed": 0}
+    assert "ums-controller" not in one_node.path("/root/.ssh/authorized_keys").read_text()
+
+
+def test_zone_latency_measured_between_zones(cast: Cast, zone, node_cluster, controller_key) -> None:
+    cluster = node_cluster(2)
+    other = server_actions.create_zone(actor=None, customer=cast.government, name="Darkhan DC2")
+    approved(cast, zone, cluster.nodes[0])
+    approved(cast, other, cluster.nodes[1])
+    assert latency.measure() == 2
+    measured = ZoneLatency.objects.get(from_zone=zone, to_zone=other)
+    assert 0 < measured.rtt_ms < 80
+    data = token_client(cast.sub_admin).get(reverse("zone-detail", args=[zone.pk])).json()
+    assert data["latencies"][0]["toZoneName"] == "Darkhan DC2"
+    assert data["latencies"][0]["warning"] is False
