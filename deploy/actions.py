@@ -27,9 +27,7 @@ NODE_ACTIONS = {
 
 
 @action
-def start_node_action(
-    *, actor: Any, node: Node, name: str, service: str | None = None
-) -> Job:
+def start_node_action(*, actor: Any, node: Node, name: str, service: str | None = None) -> Job:
     """Audit the request and queue the job; the job itself does the SSH work."""
     require_permission(actor, perms.SERVERS_MANAGE)
     require_in_scope(node, actor)
@@ -45,8 +43,12 @@ def start_node_action(
     if service:
         title += f" ({service})"
     return jobs.enqueue(
-        f"node.{name}", actor=actor, title=title, customer_path=node.customer_path,
-        params=params, target=node,
+        f"node.{name}",
+        actor=actor,
+        title=title,
+        customer_path=node.customer_path,
+        params=params,
+        target=node,
     )
 
 

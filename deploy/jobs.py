@@ -61,8 +61,11 @@ def run_command(job: Job, reporter: jobs.Reporter) -> dict:
     except ConnectorError as exc:
         _fail_on_connector_error(exc)
     reporter.log(f"$ {' '.join(argv)} -> exit {result.exit_code}")
-    output = {"exit_code": result.exit_code, "stdout": result.stdout[-20000:],
-              "stderr": result.stderr[-20000:]}
+    output = {
+        "exit_code": result.exit_code,
+        "stdout": result.stdout[-20000:],
+        "stderr": result.stderr[-20000:],
+    }
     if not result.ok:
         raise jobs.PermanentJobError(result.stderr.strip()[-2000:] or f"exit {result.exit_code}")
     return output

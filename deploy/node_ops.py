@@ -70,7 +70,7 @@ def reboot(conn: Connector) -> CommandResult | None:
 def _key_blob(line: str) -> bytes | None:
     try:
         return load_public_key(line).asbytes()
-    except Exception:  # noqa: BLE001  (any unparsable line is simply not a key we manage)
+    except Exception:
         return None
 
 

@@ -185,7 +185,9 @@ def accept_new_host_key(*, actor: Any, node: Node, host_key: str) -> Node:
     node.alerts.filter(kind="host_key_mismatch", resolved_at__isnull=True).update(
         resolved_at=timezone.now()
     )
-    auditing.record("node.host_key_accept", obj=node, before=before, after={"pinned_host_keys": [host_key]})
+    auditing.record(
+        "node.host_key_accept", obj=node, before=before, after={"pinned_host_keys": [host_key]}
+    )
     return node
 
 

@@ -60,4 +60,8 @@ def downsample_and_purge(now: datetime.datetime | None = None) -> dict[str, int]
     hourly_deleted, _ = MetricSample.objects.filter(
         resolution=MetricSample.HOURLY, at__lt=now - keep_days
     ).delete()
-    return {"hourly_created": len(hourly), "raw_deleted": raw_deleted, "hourly_deleted": hourly_deleted}
+    return {
+        "hourly_created": len(hourly),
+        "raw_deleted": raw_deleted,
+        "hourly_deleted": hourly_deleted,
+    }

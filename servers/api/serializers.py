@@ -59,9 +59,7 @@ class NodeSerializer(StrictModelSerializer):
         child=serializers.ChoiceField(choices=Role.choices), max_length=len(Role.choices)
     )
     ssh_port = serializers.IntegerField(min_value=1, max_value=65535)
-    storage_service = serializers.RegexField(
-        r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$", required=False
-    )
+    storage_service = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$", required=False)
 
     class Meta:
         model = Node
@@ -98,8 +96,14 @@ class NodeSerializer(StrictModelSerializer):
 
 class NodeActionSerializer(StrictSerializer):
     action = serializers.ChoiceField(
-        choices=["reboot", "restart_service", "storage_start", "storage_stop", "rotate_key",
-                 "decommission"]
+        choices=[
+            "reboot",
+            "restart_service",
+            "storage_start",
+            "storage_stop",
+            "rotate_key",
+            "decommission",
+        ]
     )
     service = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$", required=False)
 

@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def enqueue(kind: str, cast: Cast, **params: int) -> Job:
-    with context.acting(
-        channel=context.CHANNEL_API, actor=cast.sub_admin, request_id="req-12345678"
-    ), transaction.atomic():
+    with (
+        context.acting(
+            channel=context.CHANNEL_API, actor=cast.sub_admin, request_id="req-12345678"
+        ),
+        transaction.atomic(),
+    ):
         return jobs.enqueue(
             kind, actor=cast.sub_admin, title="Test job", customer=cast.ministry, params=params
         )

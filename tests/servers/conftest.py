@@ -22,7 +22,7 @@ def controller_pkey() -> paramiko.PKey:
 
 
 @pytest.fixture
-def controller_key(db: None, controller_pkey: paramiko.PKey):  # noqa: ANN201
+def controller_key(db: None, controller_pkey: paramiko.PKey):
     return controller_key_row(controller_pkey)
 
 
@@ -34,7 +34,7 @@ def zone(cast: Cast) -> Zone:
 
 
 @pytest.fixture
-def node_cluster(tmp_path_factory: pytest.TempPathFactory, controller_pkey: paramiko.PKey):  # noqa: ANN201
+def node_cluster(tmp_path_factory: pytest.TempPathFactory, controller_pkey: paramiko.PKey):
     """A factory of real sshd nodes trusting the controller key; torn down after the test."""
     clusters: list[NodeCluster] = []
     public = public_key_openssh(controller_pkey, "ums-controller-v1")
@@ -64,5 +64,5 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory, controller_pkey: para
 
 
 @pytest.fixture
-def one_node(node_cluster) -> Iterator:  # noqa: ANN001
+def one_node(node_cluster) -> Iterator:
     yield node_cluster(1).nodes[0]

@@ -21,7 +21,7 @@ from .nodes import registered_node, stand_in_calls
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 
 
-def approved(cast: Cast, zone, tnode) -> Node:  # noqa: ANN001
+def approved(cast: Cast, zone, tnode) -> Node:
     node = registered_node(zone, tnode)
     server_actions.approve_node(actor=cast.sub_admin, node=node)
     node.refresh_from_db()
@@ -114,8 +114,9 @@ def test_new_host_key_is_refused_and_flagged(cast: Cast, zone, one_node, control
     assert NodeAlert.objects.filter(node=node, kind="host_key_mismatch").exists()
     assert AuditRecord.objects.filter(action="node.host_key_mismatch").exists()
     # Every later connection is refused before it is attempted.
-    job = start_node_action(actor=cast.sub_admin, node=node, name="restart_service",
-                            service="nginx")
+    job = start_node_action(
+        actor=cast.sub_admin, node=node, name="restart_service", service="nginx"
+    )
     job.refresh_from_db()
     assert job.status == Job.FAILED
     assert "Host key mismatch" in job.error
@@ -157,15 +158,17 @@ def test_rotate_controller_key(cast: Cast, zone, one_node, controller_key) -> No
     new = controller_keys.by_version(node.controller_key_version)
     assert new.private_key_pem != old.private_key_pem
     assert metrics.sweep()["collected"] == 1
-    with pytest.raises(AuthenticationFailed):  # noqa: PT012
-        with SSHConnector(
+    with (
+        pytest.raises(AuthenticationFailed),
+        SSHConnector(
             node.ssh_address,
             node.ssh_port,
             pkey=controller_keys.private_key(old),
             known_host_keys=node.pinned_host_keys,
             retries=0,
-        ) as conn:
-            conn.run(["true"])
+        ) as conn,
+    ):
+        conn.run(["true"])
 
 
 def test_decommission_removes_key_and_keeps_history(
@@ -183,7 +186,9 @@ def test_decommission_removes_key_and_keeps_history(
     assert "ums-controller" not in one_node.path("/root/.ssh/authorized_keys").read_text()
 
 
-def test_zone_latency_measured_between_zones(cast: Cast, zone, node_cluster, controller_key) -> None:
+def test_zone_latency_measured_between_zones(
+    cast: Cast, zone, node_cluster, controller_key
+) -> None:
     cluster = node_cluster(2)
     other = server_actions.create_zone(actor=None, customer=cast.government, name="Darkhan DC2")
     approved(cast, zone, cluster.nodes[0])

@@ -1,0 +1,80 @@
+"""Portal forms for zones and nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from tenants.models import Customer
+from ums import scoping
+from ums.validators import no_control_characters
+
+from .choices import Redundancy, Role, SiteKind
+from .models import Zone
+
+
+class ActorFormMixin:
+    def __init__(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
+        self.actor = actor
+        super().__init__(*args, **kwargs)
+
+
+class ZoneForm(ActorFormMixin, forms.Form):
+    customer = forms.ModelChoiceField(queryset=Customer.objects.none(), label=_("Customer"))
+    name = forms.CharField(label=_("Name"), max_length=100, validators=[no_control_characters])
+    location = forms.CharField(
+        label=_("Location"), max_length=200, required=False, validators=[no_control_characters]
+    )
+    site_kind = forms.ChoiceField(label=_("Site"), choices=SiteKind.choices)
+    redundancy = forms.ChoiceField(label=_("Redundancy"), choices=Redundancy.choices)
+    notes = forms.CharField(
+        label=_("Notes"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        required=False,
+        validators=[no_control_characters],
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Zones are created by a few provider-level administrators; the choice list is the
+        # scoped tree (not sliced: a sliced queryset cannot validate the submitted value).
+        self.fields["customer"].queryset = scoping.scope_queryset(
+            Customer.objects.order_by("path"), self.actor
+        )
+
+
+class ZoneEditForm(ZoneForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        del self.fields["customer"]
+
+
+class NodeForm(ActorFormMixin, forms.Form):
+    zone = forms.ModelChoiceField(queryset=Zone.objects.none(), label=_("Zone"))
+    roles = forms.MultipleChoiceField(
+        label=_("Roles"),
+        choices=Role.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+    ssh_port = forms.IntegerField(label=_("SSH port"), min_value=1, max_value=65535)
+    storage_service = forms.RegexField(
+        label=_("Storage volume service"),
+        regex=r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$",
+        error_messages={"invalid": _("Use a service name of letters, digits and @ . _ - only.")},
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["zone"].queryset = scoping.scope_queryset(Zone.objects.all(), self.actor)
+
+
+class ServiceForm(forms.Form):
+    service = forms.RegexField(
+        label=_("Service"),
+        regex=r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$",
+        error_messages={"invalid": _("Use a service name of letters, digits and @ . _ - only.")},
+    )

@@ -1,0 +1,23 @@
+"""Portal pages of the servers section."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "servers"
+
+urlpatterns = [
+    path("", views.DashboardView.as_view(), name="home"),
+    path("nodes/<id:pk>/", views.NodeDetailView.as_view(), name="node-detail"),
+    path("nodes/<id:pk>/edit/", views.NodeEditView.as_view(), name="node-edit"),
+    path("nodes/<id:pk>/approve/", views.NodeApproveView.as_view(), name="node-approve"),
+    path(
+        "nodes/<id:pk>/actions/<slug:name>/",
+        views.NodeActionView.as_view(),
+        name="node-action",
+    ),
+    path("zones/", views.ZoneListView.as_view(), name="zone-list"),
+    path("zones/new/", views.ZoneCreateView.as_view(), name="zone-create"),
+    path("zones/<id:pk>/edit/", views.ZoneEditView.as_view(), name="zone-edit"),
+    path("zones/<id:pk>/delete/", views.ZoneDeleteView.as_view(), name="zone-delete"),
+]
