@@ -27,7 +27,7 @@ SWEEP_TARGET_S = 5.0
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def fresh_host_key() -> str:
@@ -64,7 +64,7 @@ def reset() -> tuple:
     return customer
 
 
-def bench_registration(customer, count: int) -> dict[str, float]:  # noqa: ANN001
+def bench_registration(customer, count: int) -> dict[str, float]:
     from django.conf import settings
     from django.test import Client
 
@@ -106,7 +106,7 @@ def bench_registration(customer, count: int) -> dict[str, float]:  # noqa: ANN00
     }
 
 
-def bench_nodes(customer, count: int, sweeps: int) -> dict[str, object]:  # noqa: ANN001
+def bench_nodes(customer, count: int, sweeps: int) -> dict[str, object]:
     from django.conf import settings
 
     from deploy import controller_keys, metrics
