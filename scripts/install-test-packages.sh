@@ -3,7 +3,7 @@
 # ../shared/notes/real-components.md). Needs root; skips what is already installed.
 set -euo pipefail
 
-packages=(chromium gettext openssh-server iproute2 util-linux iputils-ping)
+packages=(chromium gettext openssh-server iproute2 util-linux iputils-ping nginx shellcheck curl wget)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -38,15 +38,22 @@ def new_request_id() -> str:
 
 
 def current() -> ActionContext:
+    """The active context, or a fresh system context (never stored) outside any block."""
     ctx = _current.get()
     if ctx is None:
-        ctx = ActionContext(request_id=new_request_id())
-        _current.set(ctx)
+        return ActionContext(request_id=new_request_id())
     return ctx
 
 
 def set_actor(actor: Any) -> None:
-    _current.set(replace(current(), actor=actor))
+    """Name the actor of the active block (a request once authenticated).
+
+    Outside an ``acting`` block there is nothing to update: storing a context at top level
+    would attribute every later action of the process (a worker, a test run) to this actor.
+    """
+    ctx = _current.get()
+    if ctx is not None:
+        _current.set(replace(ctx, actor=actor))
 
 
 @contextmanager
@@ -75,6 +82,7 @@ def acting_as(actor: Any) -> Iterator[ActionContext]:
     if actor is None or ctx.actor is actor:
         yield ctx
         return
+    # Outside any block this starts one (with a new request id) for the duration only.
     token = _current.set(replace(ctx, actor=actor))
     try:
         yield _current.get()

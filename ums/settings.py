@@ -249,6 +249,9 @@ CELERY_BEAT_SCHEDULE = {
     "purge-login-failures": {"task": "tenants.purge_login_failures", "schedule": 3600},
 }
 
+# bootstrapcore.sh registrations accepted per client address (DRF rate syntax).
+NODE_REGISTER_THROTTLE_RATE = env_str("UMS_NODE_REGISTER_RATE", "30/minute")
+
 # SSH to nodes
 UMS_SSH_CONNECT_TIMEOUT = env_int("UMS_SSH_CONNECT_TIMEOUT", 10, minimum=1)
 UMS_SSH_COMMAND_TIMEOUT = env_int("UMS_SSH_COMMAND_TIMEOUT", 300, minimum=1)

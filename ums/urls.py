@@ -18,6 +18,10 @@ urlpatterns = [
     path("", include("ums.portal.urls")),
     path("", include("tenants.urls")),
     path("audit/", include("audit.urls")),
+    path("mail/", include("mail.urls")),
+    path("servers/", include("servers.urls")),
+    path("servers/enrolment/", include("servers.enrolment_urls")),
+    path("install/", include("servers.install_urls")),
 ]
 
 

@@ -12,5 +12,7 @@ urlpatterns = [
     *router.urls,
     path("", include("tenants.api.urls")),
     path("", include("audit.api.urls")),
+    path("", include("mail.api.urls")),
     path("", include("servers.api.urls")),
+    path("", include("servers.api.enrolment_urls")),
 ]
