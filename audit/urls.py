@@ -1,3 +1,5 @@
+"""Portal audit search and its CSV export."""
+
 from django.urls import path
 
 from . import views
@@ -6,4 +8,5 @@ app_name = "audit"
 
 urlpatterns = [
     path("", views.AuditRecordListView.as_view(), name="record-list"),
+    path("export.csv", views.AuditExportView.as_view(), name="record-export"),
 ]

@@ -8,7 +8,14 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from ums.validators import no_control_characters, not_blank, trimmed
+from django.contrib.auth.validators import UnicodeUsernameValidator
+
+from ums.validators import (
+    no_control_characters,
+    no_control_characters_multiline,
+    not_blank,
+    trimmed,
+)
 
 from . import permissions as perms
 
@@ -41,7 +48,7 @@ class Customer(models.Model):
     depth = models.PositiveSmallIntegerField(default=0, editable=False)
     is_active = models.BooleanField(_("active"), default=True)
     notes = models.TextField(
-        _("notes"), blank=True, max_length=2000, validators=[no_control_characters]
+        _("notes"), blank=True, max_length=2000, validators=[no_control_characters_multiline]
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -104,7 +111,7 @@ class Administrator(AbstractBaseUser):
         _("username"),
         max_length=150,
         unique=True,
-        validators=[no_control_characters, not_blank, trimmed],
+        validators=[UnicodeUsernameValidator(), no_control_characters, not_blank, trimmed],
         help_text=_("Letters, digits and @ . + - _ only."),
     )
     full_name = models.CharField(
@@ -229,3 +236,6 @@ class LoginFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.key} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+from .limits import ResourceLimit  # noqa: E402,F401

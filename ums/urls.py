@@ -31,4 +31,5 @@ def handler404(request, exception=None):
     return portal_errors.not_found(request, exception)
 
 
+handler403 = "ums.portal.errors.permission_denied"
 handler500 = "ums.portal.errors.server_error"

@@ -22,6 +22,11 @@ def no_control_characters(value: str) -> None:
             )
 
 
+def no_control_characters_multiline(value: str) -> None:
+    """As :func:`no_control_characters`, but line breaks and tabs are allowed (notes)."""
+    no_control_characters(value.replace("\r\n", "").replace("\n", "").replace("\t", ""))
+
+
 def not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError(_("This field cannot be blank."), code="blank")

@@ -16,7 +16,7 @@ from ..models import NAME_MAX, Administrator, ApiToken, Customer
 
 class CustomerSerializer(StrictModelSerializer):
     name = SafeCharField(max_length=NAME_MAX)
-    notes = SafeCharField(max_length=2000, required=False, allow_blank=True)
+    notes = SafeCharField(max_length=2000, required=False, allow_blank=True, multiline=True)
     parent = ScopedPrimaryKeyRelatedField(queryset=Customer.objects.all())
 
     class Meta:

@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from ums import scoping
-from ums.validators import no_control_characters
+from ums.validators import no_control_characters, no_control_characters_multiline
 
 MAX_ID = 2**63 - 1
 
@@ -16,10 +16,12 @@ MAX_ID = 2**63 - 1
 class SafeCharField(serializers.CharField):
     """A CharField that refuses control characters and does not trim silently."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, multiline: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
-        self.validators.append(no_control_characters)
+        self.validators.append(
+            no_control_characters_multiline if multiline else no_control_characters
+        )
 
 
 class ScopedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):

@@ -10,8 +10,8 @@ from django.utils.translation import gettext_lazy as _
 # (url name or None while the section is not built yet, label, icon, permission to see it)
 NAVIGATION = [
     ("tenants:customer-list", _("Customers"), "customers", "customers.view"),
-    (None, _("Mail"), "mail", "mail.view"),
-    (None, _("Servers"), "servers", "servers.view"),
+    ("mail:home", _("Mail"), "mail", "mail.view"),
+    ("servers:home", _("Servers"), "servers", "servers.view"),
     (None, _("Spam hold"), "spamhold", "spamhold.view"),
     ("audit:record-list", _("Audit"), "audit", "audit.view"),
     ("tenants:settings", _("Settings"), "settings", None),

@@ -9,6 +9,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.translation import gettext as _
 from django.views import generic
 
 from ums import scoping
@@ -85,7 +86,7 @@ class ActionFormView(PortalMixin, generic.FormView):
             apply_validation_error(form, exc)
             return self.form_invalid(form)
         except PermissionDenied as exc:
-            form.add_error(None, str(exc) or "Permission denied.")
+            form.add_error(None, str(exc) or _("You do not have permission to do this."))
             return self.form_invalid(form)
         if self.success_message:
             messages.success(self.request, self.success_message)

@@ -1,0 +1,339 @@
+"""Portal forms for customers, administrators, the own profile and API tokens.
+
+Forms only validate input and offer choices; the views hand the cleaned data to
+:mod:`tenants.actions`, which enforce permissions and scope. Every form takes the acting
+administrator (``actor=``) so that choices (customers, grantable permissions) come from the
+one scoping rule and never offer something the actor could not use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.db import models
+from django.forms.models import ModelChoiceIterator
+from django.utils.translation import gettext_lazy as _
+
+from ums import scoping
+from ums.validators import no_control_characters
+
+from . import permissions as perms
+from .models import NAME_MAX, Administrator, Customer
+
+DISPLAY_LIMIT = 500
+DATETIME_LOCAL_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+
+
+def _depth_of(path: str | None) -> int:
+    return len([p for p in (path or "").split("/") if p]) - 1
+
+
+class _LimitedChoiceIterator(ModelChoiceIterator):
+    """Lists at most ``display_limit`` choices (plus the selected one); validation is unlimited."""
+
+    def __iter__(self) -> Iterator[tuple[Any, str]]:
+        if self.field.empty_label is not None:
+            yield ("", self.field.empty_label)
+        for obj in self.field.display_objects():
+            yield self.choice(obj)
+
+    def __len__(self) -> int:
+        return len(self.field.display_objects()) + (self.field.empty_label is not None)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class ScopedModelChoiceField(forms.ModelChoiceField):
+    """A choice of objects within the actor's scope, from :func:`ums.scoping.scope_queryset`.
+
+    The field is declared with an unscoped queryset and offers nothing until
+    :meth:`bind_actor` runs (``ActorForm`` does that). Any object in scope validates, but the
+    select lists only the first ``display_limit`` (by path) or those matching ``search``:
+    a tree of 10,000 customers must not become a 10,000-option page.
+    """
+
+    iterator = _LimitedChoiceIterator
+
+    def __init__(
+        self, queryset: models.QuerySet, *, display_limit: int = DISPLAY_LIMIT, **kwargs: Any
+    ) -> None:
+        self.base_queryset = queryset
+        self.display_limit = display_limit
+        self.search = ""
+        self.pinned: Any = None
+        self.root_depth = 0
+        self._display_cache: list[Any] | None = None
+        super().__init__(queryset.none(), **kwargs)
+
+    def bind_actor(self, actor: Any, exclude: models.Q | None = None) -> None:
+        queryset = scoping.scope_queryset(self.base_queryset.all(), actor)
+        if exclude is not None:
+            queryset = queryset.exclude(exclude)
+        self.queryset = queryset
+        self.root_depth = _depth_of(scoping.scope_path_of(actor))
+        self._display_cache = None
+
+    def display_objects(self) -> list[Any]:
+        if self._display_cache is None:
+            queryset = self.queryset
+            if self.search:
+                queryset = queryset.filter(name__icontains=self.search)
+            rows = list(queryset[: self.display_limit])
+            pinned = str(self.pinned) if self.pinned not in (None, "") else None
+            if pinned and pinned.isdigit() and all(str(o.pk) != pinned for o in rows):
+                extra = self.queryset.filter(pk=int(pinned)).first() if len(pinned) < 19 else None
+                if extra is not None:
+                    rows.insert(0, extra)
+            self._display_cache = rows
+        return self._display_cache
+
+    def label_from_instance(self, obj: Any) -> str:
+        depth = _depth_of(getattr(obj, "path", None)) - self.root_depth
+        return "— " * max(depth, 0) + str(obj)
+
+
+class PermissionsField(forms.MultipleChoiceField):
+    """Permission codes as checkboxes, offering only those the actor holds."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("label", _("Permissions"))
+        super().__init__(choices=[], **kwargs)
+
+    def bind_actor(self, actor: Any) -> None:
+        held = actor.permission_set() if actor is not None else set(perms.ALL)
+        self.choices = [(code, perms.LABELS[code]) for code in perms.ALL if code in held]
+
+
+class ActorForm(forms.Form):
+    """A form that knows who acts and binds its scoped fields to them."""
+
+    def __init__(self, *args: Any, actor: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor = actor
+        for field in self.fields.values():
+            if isinstance(field, PermissionsField | ScopedModelChoiceField):
+                field.bind_actor(actor)
+
+    def permission_groups(self) -> list[tuple[str, list[Any]]]:
+        """The permission checkboxes grouped by area, in catalogue order (empty areas left out)."""
+        if "permissions" not in self.fields:
+            return []
+        boxes = {w.data["value"]: w for w in self["permissions"].subwidgets}
+        groups = []
+        for area, entries in perms.CATALOGUE:
+            widgets = [boxes[code] for code, _label in entries if code in boxes]
+            if widgets:
+                groups.append((area, widgets))
+        return groups
+
+
+def _name_field(label: Any, max_length: int = NAME_MAX) -> forms.CharField:
+    return forms.CharField(label=label, max_length=max_length, validators=[no_control_characters])
+
+
+class ConfirmForm(ActorForm):
+    """An empty form: the confirmation step of a delete."""
+
+
+# ------------------------------------------------------------------------------ customers
+
+
+class CustomerForm(ActorForm):
+    name = _name_field(_("Name"))
+    notes = forms.CharField(
+        label=_("Notes"),
+        required=False,
+        max_length=2000,
+        validators=[no_control_characters],
+        help_text=_("One line, up to 2000 characters."),
+    )
+
+
+class CustomerMoveForm(ActorForm):
+    parent = ScopedModelChoiceField(
+        Customer.objects.order_by("path"),
+        label=_("New parent customer"),
+        empty_label=_("Choose a customer…"),
+    )
+
+    def __init__(self, *args: Any, customer: Customer, search: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["parent"]
+        # The subtree itself and the current parent are no destination.
+        field.bind_actor(
+            self.actor,
+            exclude=models.Q(path__startswith=customer.path) | models.Q(pk=customer.parent_id),
+        )
+        field.search = search
+        field.pinned = self.data.get("parent") if self.is_bound else None
+
+
+class CustomerSearchForm(forms.Form):
+    q = forms.CharField(
+        label=_("Search customers"),
+        required=False,
+        max_length=100,
+        validators=[no_control_characters],
+    )
+    within = forms.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput
+    )
+
+
+# ------------------------------------------------------------------------- administrators
+
+
+class PasswordPairMixin(forms.Form):
+    password = forms.CharField(
+        label=_("Password"),
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=_("At least 12 characters; not a common or all-numeric password."),
+    )
+    password_confirm = forms.CharField(
+        label=_("Repeat the password"),
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        first, second = data.get("password"), data.get("password_confirm")
+        if first and second and first != second:
+            self.add_error("password_confirm", _("The two passwords differ."))
+        return data
+
+
+class AdministratorCreateForm(PasswordPairMixin, ActorForm):
+    username = forms.CharField(
+        label=_("Username"),
+        max_length=150,
+        validators=[UnicodeUsernameValidator(), no_control_characters],
+        help_text=_("Letters, digits and @ . + - _ only."),
+    )
+    full_name = _name_field(_("Full name"), 150)
+    email = forms.EmailField(label=_("Email"), max_length=254)
+    customer = ScopedModelChoiceField(
+        Customer.objects.order_by("path"),
+        label=_("Home customer"),
+        empty_label=_("Choose a customer…"),
+        help_text=_("The administrator works on this customer and everything below it."),
+    )
+    permissions = PermissionsField()
+    is_active = forms.BooleanField(label=_("Active"), required=False, initial=True)
+
+    field_order = [
+        "username",
+        "full_name",
+        "email",
+        "customer",
+        "password",
+        "password_confirm",
+        "permissions",
+        "is_active",
+    ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["customer"]
+        field.pinned = self.data.get("customer") if self.is_bound else self.initial.get("customer")
+
+
+class AdministratorEditForm(ActorForm):
+    full_name = _name_field(_("Full name"), 150)
+    email = forms.EmailField(label=_("Email"), max_length=254)
+    customer = ScopedModelChoiceField(
+        Customer.objects.order_by("path"),
+        label=_("Home customer"),
+        empty_label=None,
+    )
+    permissions = PermissionsField()
+    is_active = forms.BooleanField(label=_("Active"), required=False)
+
+    def __init__(self, *args: Any, admin: Administrator, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "initial",
+            {
+                "full_name": admin.full_name,
+                "email": admin.email,
+                "customer": admin.customer_id,
+                "permissions": list(admin.permissions or []),
+                "is_active": admin.is_active,
+            },
+        )
+        super().__init__(*args, **kwargs)
+        self.fields["customer"].pinned = (
+            self.data.get("customer") if self.is_bound else admin.customer_id
+        )
+
+
+class AdministratorPasswordForm(PasswordPairMixin, ActorForm):
+    """Set another administrator's password (the actor must be allowed to manage them)."""
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+class ProfileForm(ActorForm):
+    full_name = _name_field(_("Full name"), 150)
+    email = forms.EmailField(label=_("Email"), max_length=254)
+    language = forms.ChoiceField(
+        label=_("Language"),
+        required=False,
+        help_text=_("The portal uses this language after you save."),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["language"].choices = [("", _("Browser default")), *settings.LANGUAGES]
+        if not self.is_bound:
+            self.initial.update(
+                {
+                    "full_name": self.actor.full_name,
+                    "email": self.actor.email,
+                    "language": self.actor.language,
+                }
+            )
+
+
+class OwnPasswordForm(PasswordPairMixin, ActorForm):
+    current_password = forms.CharField(
+        label=_("Current password"),
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+    field_order = ["current_password", "password", "password_confirm"]
+
+    def clean_current_password(self) -> str:
+        value = self.cleaned_data["current_password"]
+        if not self.actor.check_password(value):
+            raise forms.ValidationError(_("Your current password is not correct."))
+        return value
+
+
+class TokenForm(ActorForm):
+    name = _name_field(_("Token name"), 100)
+    read_only = forms.BooleanField(
+        label=_("Read-only"),
+        required=False,
+        help_text=_("A read-only token can look but not change anything."),
+    )
+    expires_at = forms.DateTimeField(
+        label=_("Expires at"),
+        required=False,
+        input_formats=DATETIME_LOCAL_FORMATS,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text=_("Optional. Leave empty for a token that does not expire."),
+    )
