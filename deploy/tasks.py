@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from . import latency, metrics
+from .services.nginx import tasks as nginx_tasks  # noqa: F401  (registers certificate renewal)
 
 
 def _exclusive(name: str, timeout: int, work: Callable[[], Any]) -> Any:

@@ -65,6 +65,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "ums.middleware.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After authentication and messages: session timeouts and revocation, then the
+    # second-factor gate (challenge or enrolment before anything else).
+    "tenants.middleware.IdentityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -109,7 +112,12 @@ CACHES = {
 }
 
 AUTH_USER_MODEL = "tenants.Administrator"
-AUTHENTICATION_BACKENDS = ["tenants.auth.AdministratorBackend"]
+AUTHENTICATION_BACKENDS = [
+    "tenants.auth.AdministratorBackend",
+    # Customer directories (LDAPS / StartTLS); answers only for usernames in a directory's
+    # login domains and works without the optional python-ldap install (see tenants.sso.ldap).
+    "tenants.sso.ldap.CustomerLDAPBackend",
+]
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:home"
 PASSWORD_HASHERS = [
@@ -138,6 +146,21 @@ LOGIN_THROTTLE_WINDOW_SECONDS = env_int("UMS_LOGIN_THROTTLE_WINDOW", 900, minimu
 
 # Sessions and cookies
 SESSION_COOKIE_AGE = env_int("UMS_SESSION_MAX_AGE", 12 * 3600, minimum=60)
+# Enforced by tenants.middleware on top of the cookie's age: a session ends after this long
+# without a request, and this long after its login whatever happens.
+SESSION_IDLE_TIMEOUT = env_int("UMS_SESSION_IDLE_TIMEOUT", 30 * 60, minimum=60)
+SESSION_ABSOLUTE_TIMEOUT = env_int("UMS_SESSION_ABSOLUTE_TIMEOUT", SESSION_COOKIE_AGE, minimum=60)
+
+# Second factor (TOTP, security keys, recovery codes). Failed attempts are counted per
+# account in the database within UMS_LOGIN_THROTTLE_WINDOW.
+TWO_FACTOR_THROTTLE_FAILURES = env_int("UMS_2FA_THROTTLE_FAILURES", 5, minimum=1)
+# How recent a second-factor check must be for sensitive steps (creating an API token,
+# adding or removing a factor).
+TWO_FACTOR_FRESH_SECONDS = env_int("UMS_2FA_FRESH_SECONDS", 300, minimum=30)
+# The name authenticator apps show next to the account.
+TOTP_ISSUER = env_str("UMS_TOTP_ISSUER", "UMS")
+# Seconds to wait for a customer's LDAP directory before telling the user it is unreachable.
+LDAP_TIMEOUT = env_int("UMS_LDAP_TIMEOUT", 5, minimum=1)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -247,6 +270,9 @@ CELERY_BEAT_SCHEDULE = {
     "measure-zone-latency": {"task": "deploy.measure_zone_latency", "schedule": 600},
     "downsample-metrics": {"task": "servers.downsample_metrics", "schedule": 3600},
     "purge-login-failures": {"task": "tenants.purge_login_failures", "schedule": 3600},
+    # Load balancer certificates last 90 days and are renewed with 30 days left.
+    "renew-lb-certificates": {"task": "deploy.renew_lb_certificates", "schedule": 86400},
+    "purge-identity-records": {"task": "tenants.purge_identity_records", "schedule": 3600},
 }
 
 # bootstrapcore.sh registrations accepted per client address (DRF rate syntax).

@@ -1,0 +1,240 @@
+"""The ZFS mail store on IMAP nodes: one dataset per domain, never destroyed by converge.
+
+Unlike the other services this one manages no files: its state is ZFS datasets and
+their properties. :meth:`ZfsService.plan` reads facts from the node and returns the
+``zfs`` commands that would bring it to the desired state (an empty list when nothing is
+to do; the dry run shows it with :func:`describe_plan`); :meth:`ZfsService.apply` runs
+them. Only ``zfs create`` and ``zfs set`` are ever planned or accepted by ``apply``: a
+domain removed from the desired state keeps its dataset (mail is only destroyed by an
+explicit, separate operation), and :func:`orphans` lists such datasets for operators.
+
+Facts come from ``zfs get -Hp -o name,property,value``: zfs-fuse 0.7 (the test
+machines) has no ``zfs list -p`` nor JSON output, and the command is the same on
+production OpenZFS, so one code path serves both.
+
+Inputs from ``DesiredState``: every domain in ``state.domains`` gets
+``<dataset>/<domain>`` with ``quota`` from ``DomainData.quota_mb`` (``None``: no quota).
+``settings`` keys, all optional:
+
+* ``mail_store_pool`` (default ``"mailstore"``): the node's pool, which must exist;
+* ``mail_store_dataset`` (default ``"<pool>/mail"``): parent of the domain datasets,
+  created when missing (with ``mail_store_mountpoint`` as its mountpoint when given);
+* ``mail_store_compression`` (default ``"on"``): the ``compression`` property;
+* ``mail_store_dedup`` (default ``"auto"``): deduplication. The product sheet allows it
+  only on nodes with more than 256 GB of RAM (the dedup table must fit in memory), so
+  it is on only when the node reports more than that *and* the setting is not false.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from deploy.connector.base import Connector
+from deploy.services.base import DesiredState, ManagedFile, Service
+
+__all__ = [
+    "DEDUP_MIN_MEMORY_BYTES",
+    "MailStoreError",
+    "MailStoreFacts",
+    "ZfsService",
+    "dedup_allowed",
+    "describe_plan",
+    "orphans",
+]
+
+#: "over 256GB RAM available": dedup only above this much memory.
+DEDUP_MIN_MEMORY_BYTES = 256 * 1024**3
+
+_PROPERTIES = ("compression", "dedup", "quota", "type")
+# ZFS component names allow [A-Za-z0-9_.:-]; domains are IDNA (letters, digits, hyphens,
+# dots), so anything else is refused before it can reach a command line.
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
+_DATASET_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*$")
+_COMPRESSION_RE = re.compile(r"^(on|off|lzjb|lz4|zle|zstd(-[0-9]+)?|gzip(-[1-9])?)$")
+
+
+class MailStoreError(RuntimeError):
+    """The mail store cannot be planned or a ``zfs`` command failed (with its output)."""
+
+
+@dataclass(frozen=True)
+class MailStoreFacts:
+    """What the node has: ``datasets[name][property] = value`` and its memory."""
+
+    pool_exists: bool
+    datasets: dict[str, dict[str, str]]
+    memory_bytes: int
+
+
+def dedup_allowed(memory_bytes: int, setting: object = "auto") -> bool:
+    """True when dedup may be on: not disabled by the setting and more than 256 GB RAM."""
+    if setting is False or str(setting).lower() in ("false", "off", "no", "0"):
+        return False
+    return memory_bytes > DEDUP_MIN_MEMORY_BYTES
+
+
+def describe_plan(plan: list[list[str]]) -> str:
+    """The plan as shell lines, for the dry run."""
+    return "\n".join(shlex.join(argv) for argv in plan)
+
+
+class ZfsService(Service):
+    """Mail store datasets. ``render`` returns no files; use ``plan``/``apply``."""
+
+    name = "zfs"
+    roles = frozenset({"imap"})
+    # zfsutils-linux is in Debian contrib; zfs on Rocky comes from the OpenZFS repository.
+    packages = {"debian": ("zfsutils-linux",), "rhel": ("zfs",)}
+    config_root = ""
+
+    # ------------------------------------------------------------------ settings
+
+    @staticmethod
+    def _layout(settings: Mapping[str, object]) -> tuple[str, str, str]:
+        pool = str(settings.get("mail_store_pool") or "mailstore")
+        parent = str(settings.get("mail_store_dataset") or f"{pool}/mail")
+        compression = str(settings.get("mail_store_compression") or "on")
+        if not _DATASET_RE.match(pool) or "/" in pool:
+            raise MailStoreError(f"invalid pool name {pool!r}")
+        if not _DATASET_RE.match(parent) or not parent.startswith(pool + "/"):
+            raise MailStoreError(f"invalid mail store dataset {parent!r} (must be under {pool})")
+        if not _COMPRESSION_RE.match(compression):
+            raise MailStoreError(f"invalid compression {compression!r}")
+        return pool, parent, compression
+
+    @staticmethod
+    def dataset_for(parent: str, domain: str) -> str:
+        """``<parent>/<domain>``, refusing any domain that is not a plain IDNA name."""
+        if not _DOMAIN_RE.match(domain):
+            raise MailStoreError(f"invalid domain name {domain!r}")
+        return f"{parent}/{domain}"
+
+    # ------------------------------------------------------------------ facts
+
+    def facts(self, conn: Connector, state: DesiredState) -> MailStoreFacts:
+        """Read the pool, the datasets under the mail store and the node's memory."""
+        pool, parent, _compression = self._layout(state.settings)
+        pool_result = conn.run(["zpool", "list", "-H", "-o", "name", pool])
+        datasets: dict[str, dict[str, str]] = {}
+        if pool_result.ok:
+            result = conn.run(
+                [
+                    "zfs",
+                    "get",
+                    "-Hp",
+                    "-r",
+                    "-o",
+                    "name,property,value",
+                    ",".join(_PROPERTIES),
+                    parent,
+                ]
+            )
+            if result.ok:
+                for line in result.stdout.splitlines():
+                    parts = line.split("\t")
+                    if len(parts) == 3:
+                        datasets.setdefault(parts[0], {})[parts[1]] = parts[2]
+            elif "does not exist" not in result.stderr:
+                raise MailStoreError(f"zfs get failed: {result.stderr.strip()}")
+        meminfo = conn.run(["cat", "/proc/meminfo"]).check().stdout
+        match = re.search(r"^MemTotal:\s+(\d+)\s+kB", meminfo, re.MULTILINE)
+        memory = int(match.group(1)) * 1024 if match else 0
+        return MailStoreFacts(pool_result.ok, datasets, memory)
+
+    # ------------------------------------------------------------------ plan, apply
+
+    def plan(self, conn: Connector, state: DesiredState) -> list[list[str]]:
+        """The ``zfs create``/``zfs set`` commands the node needs; ``[]`` when in step."""
+        return self.plan_from_facts(self.facts(conn, state), state)
+
+    def plan_from_facts(self, facts: MailStoreFacts, state: DesiredState) -> list[list[str]]:
+        """Pure part of :meth:`plan`, testable without a node."""
+        pool, parent, compression = self._layout(state.settings)
+        if not facts.pool_exists:
+            raise MailStoreError(f"pool {pool!r} does not exist on {state.node.hostname}")
+        dedup = (
+            "on"
+            if dedup_allowed(facts.memory_bytes, state.settings.get("mail_store_dedup", "auto"))
+            else "off"
+        )
+        plan: list[list[str]] = []
+        if parent not in facts.datasets:
+            create = ["zfs", "create", "-p"]
+            mountpoint = state.settings.get("mail_store_mountpoint")
+            if mountpoint:
+                if not str(mountpoint).startswith("/") or "\n" in str(mountpoint):
+                    raise MailStoreError(f"invalid mountpoint {mountpoint!r}")
+                create += ["-o", f"mountpoint={mountpoint}"]
+            plan.append([*create, parent])
+        for domain in sorted(state.domains, key=lambda d: d.name):
+            dataset = self.dataset_for(parent, domain.name)
+            quota_bytes = (domain.quota_mb or 0) * 1024 * 1024
+            want = {"compression": compression, "dedup": dedup, "quota": str(quota_bytes)}
+            have = facts.datasets.get(dataset)
+            if have is None:
+                create = [
+                    "zfs",
+                    "create",
+                    "-o",
+                    f"compression={compression}",
+                    "-o",
+                    f"dedup={dedup}",
+                ]
+                if quota_bytes:
+                    create += ["-o", f"quota={domain.quota_mb}M"]
+                plan.append([*create, dataset])
+                continue
+            for prop, value in want.items():
+                if have.get(prop) != value:
+                    shown = (
+                        value
+                        if prop != "quota"
+                        else (f"{domain.quota_mb}M" if quota_bytes else "none")
+                    )
+                    plan.append(["zfs", "set", f"{prop}={shown}", dataset])
+        return plan
+
+    def apply(self, conn: Connector, plan: list[list[str]]) -> None:
+        """Run a plan from :meth:`plan`; refuses anything but ``zfs create``/``set``."""
+        for argv in plan:
+            if argv[:2] not in (["zfs", "create"], ["zfs", "set"]):
+                # Defence in depth: the mail store is never destroyed, renamed or rolled
+                # back by converge, whatever a caller passes in.
+                raise MailStoreError(f"refusing to run {shlex.join(argv)}")
+        for argv in plan:
+            result = conn.run(argv)
+            if not result.ok:
+                raise MailStoreError(
+                    f"{shlex.join(argv)} failed: {(result.stderr or result.stdout).strip()}"
+                )
+
+    # ------------------------------------------------------------------ Service
+
+    def render(self, state: DesiredState) -> list[ManagedFile]:
+        """No files: the mail store is datasets (see :meth:`plan`)."""
+        return []
+
+    def validate(self, conn: Connector, staged_root: str) -> None:
+        """Nothing to check: ``zfs`` validates each property as it is set."""
+
+    def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
+        """Nothing to reload."""
+
+
+def orphans(facts: MailStoreFacts, state: DesiredState, parent: str | None = None) -> list[str]:
+    """Domain datasets on the node that the desired state no longer has (kept, listed)."""
+    parent = parent or ZfsService._layout(state.settings)[1]
+    wanted = {f"{parent}/{d.name}" for d in state.domains}
+    return sorted(
+        name
+        for name, props in facts.datasets.items()
+        if name.startswith(parent + "/")
+        and "/" not in name[len(parent) + 1 :]
+        and props.get("type") == "filesystem"
+        and name not in wanted
+    )
