@@ -15,7 +15,7 @@ class AuditRecordFilterSet(django_filters.FilterSet):
     since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
     until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
     actor = django_filters.CharFilter(method="filter_actor", max_length=150)
-    action = django_filters.CharFilter(field_name="action", lookup_expr="startswith", max_length=64)
+    action = django_filters.CharFilter(method="filter_action", max_length=64)
     object_type = django_filters.CharFilter(field_name="object_type", max_length=64)
     object_id = django_filters.CharFilter(field_name="object_id", max_length=64)
     customer = IdFilter(method="filter_customer", label="Customer subtree")
@@ -24,6 +24,9 @@ class AuditRecordFilterSet(django_filters.FilterSet):
     class Meta:
         model = AuditRecord
         fields = ["channel"]
+
+    def filter_action(self, queryset: models.QuerySet, name: str, value: str) -> models.QuerySet:
+        return search.apply_filters(queryset, action=value.strip())
 
     def filter_actor(self, queryset: models.QuerySet, name: str, value: str) -> models.QuerySet:
         return search.apply_filters(queryset, actor=value.strip())

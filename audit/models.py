@@ -91,7 +91,9 @@ class AuditRecord(models.Model):
         return {name: getattr(self, name) for name in chain.HASHED_FIELDS}
 
     def build_search_text(self) -> str:
-        parts = [self.action, self.actor_name, self.object_type, self.object_repr, self.object_id]
+        # "Name <username>": PostgreSQL's parser drops "<username>" as a tag, so the brackets go.
+        actor = self.actor_name.replace("<", " ").replace(">", " ")
+        parts = [self.action, actor, self.object_type, self.object_repr, self.object_id]
         for side in ("before", "after"):
             for key, value in (self.changes.get(side) or {}).items():
                 parts.append(f"{key} {value}")

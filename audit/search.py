@@ -49,7 +49,11 @@ def apply_filters(
         else:
             queryset = queryset.filter(actor_name__icontains=actor)
     if action:
-        queryset = queryset.filter(action__startswith=action)
+        # "customer." means every customer action; a full name is an exact (indexed) match.
+        if action.endswith("."):
+            queryset = queryset.filter(action__startswith=action)
+        else:
+            queryset = queryset.filter(action=action)
     if object_type:
         queryset = queryset.filter(object_type=object_type)
     if customer_path:

@@ -229,7 +229,14 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {},
 }
 # The API speaks camelCase, query parameters included (``?subtreeOf=``, ``?pageSize=``).
-JSON_CAMEL_CASE = {"JSON_UNDERSCOREIZE": {"no_underscore_before_number": True}}
+# Audit "changes" and job "params"/"result" are evidence and payloads, not API field names:
+# they are passed through untouched (and not walked, which saves time on big lists).
+JSON_CAMEL_CASE = {
+    "JSON_UNDERSCOREIZE": {
+        "no_underscore_before_number": True,
+        "ignore_fields": ("changes", "params", "result"),
+    }
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "UMS API",
     "DESCRIPTION": "Management API of the UMS unified messaging suite.",

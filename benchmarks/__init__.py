@@ -1,0 +1,1 @@
+"""Benchmarks of the UMS controller, run with ``make bench`` (see benchmarks/README.md)."""
