@@ -1,0 +1,34 @@
+"""Job handlers of the mail app (registered when ``ums.jobs.load_handlers`` imports this)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from ums import jobs
+from ums.models import Job
+
+from . import csv_import
+from .models import CsvImport
+
+
+@jobs.handler(csv_import.JOB_KIND)
+def run_csv_import(job: Job, reporter: jobs.Reporter) -> dict[str, Any]:
+    """Apply a stored CSV upload: every row in one transaction, or nothing."""
+    upload = CsvImport.objects.filter(pk=job.params.get("import_id")).first()
+    if upload is None or upload.status != CsvImport.PENDING:
+        raise jobs.PermanentJobError("the upload is gone or was already applied")
+    actor = None
+    if upload.requested_by_id is not None:
+        actor = get_user_model().objects.filter(pk=upload.requested_by_id).first()
+        if actor is None or not actor.is_active:
+            CsvImport.objects.filter(pk=upload.pk).update(payload="", status=CsvImport.FAILED)
+            raise jobs.PermanentJobError("the administrator who asked no longer exists")
+    try:
+        result = csv_import.apply_import(upload, actor=actor, reporter=reporter)
+    except Exception:
+        CsvImport.objects.filter(pk=upload.pk).update(payload="", status=CsvImport.FAILED)
+        raise
+    reporter.log(f"imported {result['mailboxes']} mailboxes and {result['aliases']} aliases")
+    return result
