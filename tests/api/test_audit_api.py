@@ -71,3 +71,13 @@ def test_csv_export_neutralises_formulas(cast: Cast) -> None:
     cells = [cell for row in rows[1:] for cell in row]
     assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
     assert any(cell.startswith("'=HYPERLINK") for cell in cells)
+
+
+def test_evidence_keys_are_returned_as_recorded(cast: Cast) -> None:
+    actions.set_customer_active(actor=cast.sub_admin, customer=cast.department, active=False)
+    found = token_client(cast.sub_admin).get(
+        reverse("auditrecord-list"), {"action": "customer.disable"}
+    )
+    record = found.json()["results"][0]
+    assert record["changes"] == {"before": {"is_active": True}, "after": {"is_active": False}}
+    assert "objectRepr" in record
