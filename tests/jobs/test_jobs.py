@@ -148,3 +148,34 @@ def test_job_api_shows_progress(cast: Cast) -> None:
     data = token_client(cast.sub_admin).get(reverse("job-detail", args=[job.pk])).json()
     assert data["percent"] == 50
     assert data["status"] == "pending"
+
+
+@pytest.mark.django_db
+def test_a_job_abandoned_by_a_dead_worker_is_picked_up_again(cast: Cast) -> None:
+    """acks_late redelivers the task after a worker dies; the stale claim lets it run."""
+    import datetime
+
+    from django.utils import timezone
+
+    stale = timezone.now() - jobs.STALE_AFTER - datetime.timedelta(seconds=1)
+    job = Job.objects.create(
+        kind="test.count",
+        title="t",
+        customer_path=cast.ministry.path,
+        status=Job.RUNNING,
+        started_at=stale,
+        heartbeat_at=stale,
+        attempts=1,
+    )
+    assert jobs.run(job.pk) == Job.SUCCEEDED
+    job.refresh_from_db()
+    assert job.attempts == 2
+    # A job still beating is left alone: no two workers run it at once.
+    live = Job.objects.create(
+        kind="test.count",
+        title="t",
+        customer_path=cast.ministry.path,
+        status=Job.RUNNING,
+        heartbeat_at=timezone.now(),
+    )
+    assert jobs.run(live.pk) == "skipped"
