@@ -23,6 +23,9 @@ NODE_ACTIONS = {
     "storage_stop": gettext_lazy("Stop the storage volume service"),
     "rotate_key": gettext_lazy("Rotate the controller key"),
     "decommission": gettext_lazy("Decommission"),
+    # Handled by deploy.jobs.converge_node (see deploy/converge.py).
+    "converge": gettext_lazy("Converge"),
+    "converge_dry_run": gettext_lazy("Show changes (dry run)"),
 }
 
 

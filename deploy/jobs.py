@@ -168,3 +168,82 @@ def decommission(job: Job, reporter: jobs.Reporter) -> dict:
         reporter.log(f"node unreachable, keys not removed: {exc}")
     server_actions.set_status(node, NodeStatus.DECOMMISSIONED, reason="decommissioned")
     return {"keys_removed": removed}
+
+
+# --------------------------------------------------------------------------- converge
+
+
+@jobs.handler("node.converge")
+def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
+    """Converge one node (or, with ``dry_run``, report the diff without applying it).
+
+    With ``verify`` (after approval) the node's facts are read and it is marked active
+    first; every real converge installs the packages its roles need. One converge per
+    node at a time: see :mod:`deploy.dirty`.
+    """
+    from . import converge, desired, dirty, packages
+
+    node = _node(job)
+    dry_run = bool(job.params.get("dry_run"))
+    if job.params.get("verify"):
+        verify(job, reporter)
+        node.refresh_from_db()
+    if not dry_run:
+        dirty.started(node.pk)
+        if not dirty.acquire(node.pk):
+            # Another converge of this node is running; it re-runs for what we carried.
+            dirty.mark_only(node.pk)
+            reporter.log("another converge of this node is running; coalesced into it")
+            return {"coalesced": True}
+    try:
+        if not dry_run:
+            # Cleared before reading: a change committed from here on sets it again.
+            dirty.clear(node.pk)
+        state = desired.build(node)
+        services = converge.applicable_services(state)
+        reporter.log(
+            f"{len(state.domains)} domain(s), {len(state.mailboxes)} mailbox(es); "
+            f"services: {', '.join(s.name for s in services) or 'none'}"
+        )
+        try:
+            with session(node) as conn:
+                if not node.os_id:
+                    server_actions.record_facts(node, node_ops.gather_facts(conn))
+                    node.refresh_from_db()
+                family = desired.os_family(node.os_id)
+                installed = packages.ensure(
+                    conn, family, packages.wanted(services, family), dry_run=dry_run
+                )
+                if installed:
+                    verb = "would install" if dry_run else "installed"
+                    reporter.log(f"{verb} packages: {', '.join(installed)}")
+                result = converge.converge(
+                    conn, state, dry_run=dry_run, services=services, log=reporter.log
+                )
+        except ConnectorError as exc:
+            _fail_on_connector_error(exc)
+        except packages.PackageInstallFailed as exc:
+            raise jobs.PermanentJobError(f"{exc}\n{exc.output}") from exc
+        except converge.ConvergeError as exc:
+            raise jobs.PermanentJobError(f"{exc}\n{exc.output}".strip()) from exc
+        for name, paths in result.changed.items():
+            reporter.log(f"{name}: {'would change' if dry_run else 'changed'} {', '.join(paths)}")
+        if not dry_run:
+            auditing.record(
+                "node.converged",
+                obj=node,
+                extra={"changed": result.changed, "packages": installed},
+            )
+        return {**result.as_dict(), "packages": installed}
+    finally:
+        if not dry_run:
+            dirty.release(node.pk)
+            if dirty.is_dirty(node.pk):
+                dirty.mark([node.pk], reason="changed during converge")
+
+
+@jobs.handler("node.converge_dry_run")
+def converge_dry_run(job: Job, reporter: jobs.Reporter) -> dict:
+    """The "Show changes" button: a converge that only reports the diff per file."""
+    job.params = {**job.params, "dry_run": True}
+    return converge_node(job, reporter)

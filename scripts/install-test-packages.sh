@@ -3,7 +3,11 @@
 # ../shared/notes/real-components.md). Needs root; skips what is already installed.
 set -euo pipefail
 
-packages=(chromium gettext openssh-server iproute2 util-linux iputils-ping nginx shellcheck curl wget)
+packages=(chromium gettext openssh-server iproute2 util-linux iputils-ping nginx shellcheck curl wget postfix courier-imap courier-pop courier-authdaemon courier-authlib-userdb libsasl2-modules sasl2-bin zfs-fuse spamassassin spamc clamav clamav-daemon openssl)
+# Identity (issue 7): slapd and ldap-utils for the LDAPS tests' own directory; python-ldap
+# builds from source against libldap2-dev and libsasl2-dev (the Makefile runs this script
+# before it installs ums[ldap]).
+packages+=(slapd ldap-utils libldap2-dev libsasl2-dev)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,5 +23,13 @@ export DEBIAN_FRONTEND=noninteractive
 apt_install() {
     apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@"
 }
+# Postfix asks how to configure itself; converge owns main.cf (issue 5).
+if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+fi
+# slapd would build a default directory; the tests start their own slapd with their own config.
+if printf '%s\n' "${missing[@]}" | grep -qx slapd; then
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+fi
 echo "Installing ${missing[*]} ..."
 apt_install "${missing[@]}" >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update >/dev/null && apt_install "${missing[@]}" >/dev/null; }

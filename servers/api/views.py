@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -89,6 +90,29 @@ class NodeViewSet(
             node=node,
             name=serializer.validated_data["action"],
             service=serializer.validated_data.get("service"),
+        )
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request={
+            "application/json": {"type": "object", "properties": {"dryRun": {"type": "boolean"}}}
+        },
+        responses={202: JobSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def converge(self, request: Request, pk: str | None = None) -> Response:
+        """Converge the node now, or with ``{"dryRun": true}`` only report the diff."""
+        node = self.get_object()
+        data = request.data if hasattr(request.data, "get") else {}
+        # The camelCase parser hands "dryRun" over as "dry_run".
+        dry_run = data.get("dry_run", data.get("dryRun", False))
+        if not isinstance(dry_run, bool):
+            raise ValidationError({"dryRun": gettext("Must be true or false.")})
+        job = deploy_actions.start_node_action(
+            actor=request.user,
+            node=node,
+            name="converge_dry_run" if dry_run else "converge",
         )
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

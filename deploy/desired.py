@@ -1,0 +1,298 @@
+"""Build the :class:`~deploy.services.base.DesiredState` of one node from the database.
+
+The number of queries is constant whatever the number of domains and mailboxes: each
+table is read once with ``values_list`` (no model instances, no per-row queries), and the
+inheritance of protocol access and filtering policy is folded in memory with
+``mail.policy.resolve_protocols_from``, the same function the API uses to show
+effective access, so the nodes and the portal can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from mail import choices as mail_choices
+from mail.models import (
+    Alias,
+    AutoResponder,
+    CustomerPolicy,
+    DkimKey,
+    Domain,
+    DomainAlias,
+    DomainPolicy,
+    Mailbox,
+    SieveScript,
+)
+from mail.policy import Source, resolve_protocols_from
+from servers.choices import NodeStatus
+from servers.models import Node
+from tenants.models import Customer
+
+from .services.base import AliasData, DesiredState, DomainData, MailboxData, NodeView
+
+#: Nodes another node may route to or list as an upstream.
+SERVING_STATUSES = (NodeStatus.APPROVED, NodeStatus.DEPLOYING, NodeStatus.ACTIVE)
+
+#: Defaults of ``DesiredState.settings``; ``settings.UMS_CONVERGE`` overrides any of them.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    # Lowest TLS version offered by Postfix, Courier and nginx ("TLSv1", "TLSv1.1" only
+    # when the operator configures it: the product sheet's default is TLS 1.2).
+    "tls_min_version": "TLSv1.2",
+    # Where Maildirs live on IMAP nodes: <mail_root>/<domain>/<local part>/Maildir/.
+    "mail_root": "/var/mail/vhosts",
+    # Numeric owner of the mail store; no passwd entry is needed (Postfix virtual(8)
+    # and Courier userdb both take numbers).
+    "mail_uid": 5000,
+    "mail_gid": 5000,
+    # Postfix log file (empty: syslog). Test nodes have no syslog.
+    "postfix_maillog_file": "",
+    # Networks allowed to relay without authentication (besides loopback).
+    "relay_networks": [],
+}
+
+
+def os_family(os_id: str) -> str:
+    """ "debian" or "rhel" from /etc/os-release's ID (RockyLinux is the production OS)."""
+    return "debian" if (os_id or "").lower() in ("debian", "ubuntu", "raspbian") else "rhel"
+
+
+def node_view(node: Node) -> NodeView:
+    return NodeView(
+        id=node.pk,
+        hostname=node.hostname,
+        address=mail_address(node.addresses, node.ssh_address),
+        roles=tuple(node.roles or ()),
+        os_family=os_family(node.os_id),
+        zone_id=node.zone_id,
+    )
+
+
+def mail_address(addresses: list[str] | None, ssh_address: str) -> str:
+    """The address mail and upstream traffic use: the first listed, else the SSH one."""
+    return (addresses or [ssh_address])[0]
+
+
+def _related_nodes(node: Node) -> dict[str, list[tuple[str, str]]]:
+    """Nodes by role in the same customer tree as ``node`` (one query)."""
+    ancestors = _ancestor_paths(node.customer_path)
+    rows = (
+        Node.objects.filter(status__in=SERVING_STATUSES)
+        .filter(Q(customer_path__startswith=node.customer_path) | Q(customer_path__in=ancestors))
+        .order_by("pk")
+        .values_list("pk", "hostname", "addresses", "ssh_address", "roles")
+    )
+    by_role: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for pk, hostname, addresses, ssh_address, roles in rows:
+        if pk == node.pk and node.status not in SERVING_STATUSES:
+            continue
+        for role in roles or ():
+            by_role[role].append((hostname, mail_address(addresses, ssh_address)))
+    # The node itself always knows its own roles, even before it is active.
+    for role in node.roles or ():
+        entry = (node.hostname, mail_address(node.addresses, node.ssh_address))
+        if entry not in by_role[role]:
+            by_role[role].insert(0, entry)
+    return dict(by_role)
+
+
+def _ancestor_paths(path: str) -> list[str]:
+    ids = [part for part in path.split("/") if part]
+    return ["/" + "/".join(ids[: i + 1]) + "/" for i in range(len(ids))]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly policy values (scores are Decimals in the database)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def build(node: Node) -> DesiredState:
+    """The desired state of ``node``: every domain of the customer tree the node serves."""
+    scope = node.customer_path
+    conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
+    state = DesiredState(node=node_view(node), nodes_by_role=_related_nodes(node), settings=conf)
+
+    domains = list(
+        Domain.objects.filter(customer_path__startswith=scope)
+        .order_by("name")
+        .values_list("pk", "name", "is_enabled", "catch_all", "customer_id", "customer_path")
+    )
+    if not domains:
+        return state
+    domain_ids = [row[0] for row in domains]
+
+    # Customers above and inside the scope with their policies: the inheritance chain.
+    paths: set[str] = set()
+    for row in domains:
+        paths.update(_ancestor_paths(row[5]))
+    customers = dict(Customer.objects.filter(path__in=paths).values_list("path", "pk"))
+    names = dict(Customer.objects.filter(path__in=paths).values_list("pk", "name"))
+    cpolicies = {p.customer_id: p for p in CustomerPolicy.objects.filter(customer_id__in=names)}
+    dpolicies = {p.domain_id: p for p in DomainPolicy.objects.filter(domain_id__in=domain_ids)}
+
+    alias_domains: dict[int, list[str]] = defaultdict(list)
+    for domain_id, name in (
+        DomainAlias.objects.filter(domain_id__in=domain_ids, is_enabled=True)
+        .order_by("name")
+        .values_list("domain_id", "name")
+    ):
+        alias_domains[domain_id].append(name)
+
+    dkim: dict[int, tuple[str, str]] = {}
+    # Model instances here: the private key field decrypts on load (few rows per domain).
+    for key in DkimKey.objects.filter(
+        domain_id__in=domain_ids, state=mail_choices.DKIM_ACTIVE
+    ).order_by("created_at"):
+        dkim[key.domain_id] = (key.selector, key.private_key)
+
+    # Per domain: the protocol levels above the mailbox, and the effective filtering.
+    domain_levels: dict[int, list[tuple[Source, dict | None]]] = {}
+    domain_names: dict[int, str] = {}
+    for row in domains:
+        pk, name, enabled, catch_all, _customer_id, customer_path = row
+        domain_names[pk] = name
+        levels: list[tuple[Source, dict | None]] = []
+        policy_objects: list[Any] = []
+        for path in _ancestor_paths(customer_path):
+            cust_id = customers.get(path)
+            if cust_id is None:
+                continue
+            policy = cpolicies.get(cust_id)
+            source = Source(mail_choices.SOURCE_CUSTOMER, cust_id, names.get(cust_id, ""))
+            levels.append((source, policy.protocol_access if policy else None))
+            policy_objects.append(policy)
+        dpolicy = dpolicies.get(pk)
+        levels.append(
+            (
+                Source(mail_choices.SOURCE_DOMAIN, pk, name),
+                dpolicy.protocol_access if dpolicy else None,
+            )
+        )
+        policy_objects.append(dpolicy)
+        domain_levels[pk] = levels
+        filtering: dict[str, Any] = {}
+        for field in mail_choices.FILTER_FIELDS:
+            value: Any = mail_choices.FILTER_DEFAULTS[field]
+            for policy in policy_objects:
+                own = getattr(policy, field, None) if policy is not None else None
+                if own is not None:
+                    value = own
+            filtering[field] = _plain(value)
+        selector, key = dkim.get(pk, (None, None))
+        state.domains.append(
+            DomainData(
+                name=name,
+                enabled=enabled,
+                catch_all=catch_all or "",
+                aliases=tuple(alias_domains.get(pk, ())),
+                quota_mb=None,
+                policy=filtering,
+                dkim_selector=selector,
+                dkim_private_key=key,
+            )
+        )
+
+    sieve: dict[int, str] = {}
+    for mailbox_id, script in (
+        SieveScript.objects.filter(mailbox__domain_id__in=domain_ids, is_active=True)
+        .order_by("mailbox_id", "pk")
+        .values_list("mailbox_id", "script")
+    ):
+        sieve[mailbox_id] = (sieve[mailbox_id] + "\n" + script) if mailbox_id in sieve else script
+    responders: dict[int, dict] = {}
+    for mailbox_id, subject, body, start, end, interval in AutoResponder.objects.filter(
+        mailbox__domain_id__in=domain_ids, is_enabled=True
+    ).values_list("mailbox_id", "subject", "body", "start_date", "end_date", "interval_days"):
+        responders[mailbox_id] = {
+            "subject": subject,
+            "body": body,
+            "start_date": start.isoformat() if start else None,
+            "end_date": end.isoformat() if end else None,
+            "interval_days": interval,
+        }
+
+    # The big one: a server-side cursor keeps memory flat at 100k+ mailboxes.
+    mailbox_rows = (
+        Mailbox.objects.filter(domain_id__in=domain_ids)
+        .order_by("email")
+        .values_list(
+            "pk",
+            "domain_id",
+            "local_part",
+            "email",
+            "password_hash",
+            "quota_mb",
+            "is_enabled",
+            "read_only",
+            "can_delete",
+            "can_send",
+            "retention_days",
+            "forward_to",
+            "forward_keep_copy",
+            "protocol_access",
+        )
+        .iterator(chunk_size=5000)
+    )
+    resolved: dict[tuple[int, str], dict[str, bool]] = {}
+    for (
+        pk,
+        domain_id,
+        local_part,
+        email,
+        password_hash,
+        quota_mb,
+        enabled,
+        read_only,
+        can_delete,
+        can_send,
+        retention_days,
+        forward_to,
+        keep_copy,
+        access,
+    ) in mailbox_rows:
+        # Most mailboxes inherit everything: resolve once per (domain, own settings).
+        own = {k: v for k, v in (access or {}).items() if v in ("allow", "deny")}
+        cache_key = (domain_id, repr(sorted(own.items())))
+        protocols = resolved.get(cache_key)
+        if protocols is None:
+            levels = [
+                *domain_levels[domain_id],
+                (Source(mail_choices.SOURCE_MAILBOX, None, ""), own),
+            ]
+            protocols = {
+                code: bool(info["allowed"]) for code, info in resolve_protocols_from(levels).items()
+            }
+            resolved[cache_key] = protocols
+        state.mailboxes.append(
+            MailboxData(
+                email=email,
+                local_part=local_part,
+                domain=domain_names[domain_id],
+                password_hash=password_hash,
+                quota_mb=quota_mb,
+                enabled=enabled,
+                read_only=read_only,
+                can_delete=can_delete,
+                can_send=can_send,
+                retention_days=retention_days or 0,
+                forward_to=tuple(forward_to or ()),
+                forward_keep_copy=keep_copy,
+                protocols=protocols,
+                sieve_script=sieve.get(pk),
+                autoresponder=responders.get(pk),
+            )
+        )
+
+    for email, targets, enabled in (
+        Alias.objects.filter(domain_id__in=domain_ids)
+        .order_by("email")
+        .values_list("email", "targets", "is_enabled")
+    ):
+        state.aliases.append(AliasData(email=email, targets=tuple(targets or ()), enabled=enabled))
+    return state

@@ -1,0 +1,346 @@
+"""Postfix on SMTP and IMAP nodes: virtual domains, maps, submission with SASL, delivery.
+
+Roles:
+
+* ``smtp``: the MX and the submission server. Accepts mail for the hosted domains on 25,
+  rewrites aliases, forwards and catch-alls (``virtual_alias_maps``) and relays each
+  domain to the IMAP node holding it (``transport_maps``); submission (587, STARTTLS) and
+  SMTPS (465) require SASL authentication with the mailbox password.
+* ``imap``: final delivery into the Maildirs Courier serves (Postfix ``virtual(8)``).
+  A node with both roles delivers locally.
+
+SASL: Postfix's Cyrus SASL with ``pwcheck_method: authdaemond`` asks the node's Courier
+authdaemond (``deploy.services.courier`` runs it on SMTP nodes too), so submission checks
+the very userdb record IMAP logins use: one password store, compiled on the node, no
+controller at mail time. A mailbox that may not send, or whose protocol access denies
+submission/SMTPS, is refused by ``check_sasl_access`` maps per port; senders cannot use
+addresses they do not own (``reject_sender_login_mismatch`` with ``sender_login``).
+
+Every map is a ``hash:`` table compiled with ``postmap`` in the stage by :meth:`validate`
+(with ``postmap -q`` probes, since ``postfix check`` catches syntax only), and the
+compiled ``.db`` goes live by rename together with its source.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from importlib import resources
+
+from deploy.connector.base import Connector
+from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
+
+from . import safe
+
+ROOT = "/etc/postfix"
+MAPS = (
+    "virtual_domains",
+    "alias_domains",
+    "virtual_mailboxes",
+    "virtual_aliases",
+    "transport",
+    "sender_login",
+    "sasl_access_submission",
+    "sasl_access_smtps",
+)
+TLS_CERT = f"{ROOT}/ums-tls.crt"
+TLS_KEY = f"{ROOT}/ums-tls.key"
+_TLS_ORDER = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+SASL_SOCKET = "/run/courier/authdaemon/socket"
+_DIAGNOSTIC = re.compile(r"^(\S*/)?post[a-z]+(\[\d+\])?: (fatal|warning|error|panic): ")
+
+
+def tls_protocols(minimum: str) -> str:
+    """Postfix's protocol list for a minimum version ("TLSv1.2" -> ">=TLSv1.2")."""
+    if minimum not in _TLS_ORDER:
+        raise safe.UnsafeName(f"unknown TLS version {minimum!r}")
+    return f">={minimum}"
+
+
+def _map(lines: list[tuple[str, str]]) -> bytes:
+    body = "".join(f"{key} {value}\n" for key, value in lines)
+    return ("# Managed by UMS: regenerated on every converge.\n" + body).encode()
+
+
+def maildir(domain: str, local_part: str) -> str:
+    """Maildir of a mailbox relative to the mail root (shared with Courier's userdb)."""
+    return f"{safe.domain(domain)}/{safe.local_part(local_part)}/Maildir/"
+
+
+def holding_node(state: DesiredState) -> str | None:
+    """Address of the IMAP node mail for the hosted domains is relayed to.
+
+    The first IMAP node of the customer tree (by id) holds every domain; ``None`` when
+    this node delivers locally or no IMAP node exists yet.
+    """
+    if "imap" in state.node.roles:
+        return None
+    imap_nodes = state.nodes_by_role.get("imap", [])
+    return imap_nodes[0][1] if imap_nodes else None
+
+
+class PostfixService(Service):
+    name = "postfix"
+    roles = frozenset({"smtp", "imap"})
+    packages = {
+        "debian": ("postfix", "libsasl2-modules", "openssl"),
+        "rhel": ("postfix", "cyrus-sasl", "cyrus-sasl-plain", "openssl"),
+    }
+    config_root = ROOT
+
+    # ------------------------------------------------------------------ render
+
+    def render(self, state: DesiredState) -> list[ManagedFile]:
+        is_smtp = "smtp" in state.node.roles
+        relay_to = holding_node(state)
+
+        domains = [d for d in state.domains if d.enabled]
+        hosted = {safe.domain(d.name) for d in domains}
+        alias_domains: list[tuple[str, str]] = []
+        for d in domains:
+            for alias in d.aliases:
+                alias_domains.append((safe.domain(alias), "OK"))
+
+        mailboxes = [m for m in state.mailboxes if m.enabled and m.domain in hosted]
+        boxes = [(safe.hosted_address(m.email), maildir(m.domain, m.local_part)) for m in mailboxes]
+        mailbox_set = {m.email for m in mailboxes}
+
+        aliases: list[tuple[str, str]] = []
+        senders: dict[str, list[str]] = defaultdict(list)
+        submission_denied: list[tuple[str, str]] = []
+        smtps_denied: list[tuple[str, str]] = []
+        if is_smtp:
+            for m in mailboxes:
+                senders[m.email].append(m.email)
+                if not m.can_send:
+                    reason = "REJECT This mailbox may not send mail"
+                    submission_denied.append((m.email, reason))
+                    smtps_denied.append((m.email, reason))
+                    continue
+                if not m.protocols.get("submission", True):
+                    submission_denied.append((m.email, "REJECT Submission is disabled"))
+                if not m.protocols.get("smtps", True):
+                    smtps_denied.append((m.email, "REJECT SMTPS is disabled"))
+                if m.forward_to:
+                    targets = [safe.target_address(t) for t in m.forward_to]
+                    if m.forward_keep_copy:
+                        targets.insert(0, m.email)
+                    aliases.append((m.email, ", ".join(targets)))
+            for a in state.aliases:
+                if not a.enabled or a.email.partition("@")[2] not in hosted:
+                    continue
+                targets = [safe.target_address(t) for t in a.targets]
+                if not targets:
+                    continue
+                aliases.append((safe.hosted_address(a.email), ", ".join(targets)))
+                # Members of an alias may send as the alias.
+                for target in targets:
+                    if target in mailbox_set:
+                        senders[a.email].append(target)
+            forwarded = {key for key, _value in aliases}
+            for d in domains:
+                if d.catch_all:
+                    # A catch-all in virtual_alias_maps would also swallow existing
+                    # mailboxes; identity entries keep them (Postfix VIRTUAL_README).
+                    for m in mailboxes:
+                        if m.domain == d.name and m.email not in forwarded:
+                            aliases.append((m.email, m.email))
+                    aliases.append((f"@{d.name}", safe.target_address(d.catch_all)))
+                for alias in d.aliases:
+                    aliases.append((f"@{safe.domain(alias)}", f"@{d.name}"))
+
+        transport = [(d, f"smtp:[{relay_to}]:25") for d in sorted(hosted)] if relay_to else []
+
+        files = [
+            ManagedFile(f"{ROOT}/main.cf", self.main_cf(state).encode()),
+            ManagedFile(f"{ROOT}/master.cf", self.master_cf()),
+            ManagedFile(f"{ROOT}/sasl/smtpd.conf", self.sasl_conf()),
+            ManagedFile(f"{ROOT}/virtual_domains", _map([(d, "OK") for d in sorted(hosted)])),
+            ManagedFile(f"{ROOT}/alias_domains", _map(sorted(alias_domains))),
+            ManagedFile(f"{ROOT}/virtual_mailboxes", _map(boxes)),
+            ManagedFile(f"{ROOT}/virtual_aliases", _map(aliases)),
+            ManagedFile(f"{ROOT}/transport", _map(transport)),
+            ManagedFile(
+                f"{ROOT}/sender_login",
+                _map([(k, ",".join(v)) for k, v in sorted(senders.items())]),
+            ),
+            ManagedFile(f"{ROOT}/sasl_access_submission", _map(submission_denied)),
+            ManagedFile(f"{ROOT}/sasl_access_smtps", _map(smtps_denied)),
+        ]
+        return files
+
+    def main_cf(self, state: DesiredState) -> str:
+        node = state.node
+        conf = state.settings
+        delivers = "imap" in node.roles
+        is_smtp = "smtp" in node.roles
+        protocols = tls_protocols(str(conf.get("tls_min_version", "TLSv1.2")))
+        networks = ["127.0.0.0/8"]
+        for net in conf.get("relay_networks", []) or []:
+            # Networks come from operator settings, not tenants; still keep them one token.
+            if not net or any(ch.isspace() or ch in ",#" for ch in str(net)):
+                raise safe.UnsafeName(f"refusing relay network {net!r}")
+            networks.append(str(net))
+        uid, gid = int(conf.get("mail_uid", 5000)), int(conf.get("mail_gid", 5000))
+        mail_root = str(conf.get("mail_root", "/var/mail/vhosts"))
+        params: list[tuple[str, str]] = [
+            ("compatibility_level", "3.6"),
+            ("myhostname", safe.domain(node.hostname.lower())),
+            ("myorigin", "$myhostname"),
+            ("mydestination", ""),
+            ("local_recipient_maps", ""),
+            ("local_transport", "error:local delivery is disabled"),
+            ("alias_maps", ""),
+            ("alias_database", ""),
+            ("mynetworks", " ".join(networks)),
+            ("inet_interfaces", "all"),
+            ("inet_protocols", "ipv4"),
+            ("smtpd_banner", "$myhostname ESMTP"),
+            ("biff", "no"),
+            ("append_dot_mydomain", "no"),
+            ("readme_directory", "no"),
+            ("queue_directory", "/var/spool/postfix"),
+            ("data_directory", "/var/lib/postfix"),
+            ("recipient_delimiter", "+"),
+            ("message_size_limit", "52428800"),
+            # Mailbox size is Courier's maildirquota; virtual(8) must not cap it lower.
+            ("virtual_mailbox_limit", "0"),
+            # Nodes need no DNS to talk to each other; a reverse lookup only adds delay.
+            ("smtpd_peername_lookup", "no"),
+            ("virtual_mailbox_domains", f"hash:{ROOT}/virtual_domains"),
+            ("virtual_mailbox_maps", f"hash:{ROOT}/virtual_mailboxes"),
+            ("virtual_alias_domains", f"hash:{ROOT}/alias_domains"),
+            # Only the MX rewrites: an IMAP node behind it would forward a second time.
+            ("virtual_alias_maps", f"hash:{ROOT}/virtual_aliases" if is_smtp else ""),
+            ("transport_maps", f"hash:{ROOT}/transport"),
+            ("virtual_mailbox_base", mail_root),
+            ("virtual_uid_maps", f"static:{uid}"),
+            ("virtual_gid_maps", f"static:{gid}"),
+            ("virtual_minimum_uid", "100"),
+            ("virtual_transport", "virtual" if delivers else "error:no IMAP node for domain"),
+            ("smtpd_tls_cert_file", TLS_CERT),
+            ("smtpd_tls_key_file", TLS_KEY),
+            ("smtpd_tls_security_level", "may"),
+            ("smtpd_tls_protocols", protocols),
+            ("smtpd_tls_mandatory_protocols", protocols),
+            ("smtp_tls_security_level", "may"),
+            ("smtp_tls_protocols", protocols),
+            ("smtp_tls_mandatory_protocols", protocols),
+            ("smtpd_sasl_auth_enable", "no"),
+            ("smtpd_sasl_type", "cyrus"),
+            ("smtpd_sasl_path", "smtpd"),
+            ("cyrus_sasl_config_path", f"{ROOT}/sasl"),
+            ("smtpd_sasl_security_options", "noanonymous"),
+            ("smtpd_sasl_local_domain", ""),
+            ("smtpd_sender_login_maps", f"hash:{ROOT}/sender_login"),
+            (
+                "smtpd_relay_restrictions",
+                "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
+            ),
+            # Referenced from master.cf (submission, smtps).
+            ("ums_client_restrictions", "permit_sasl_authenticated, reject"),
+            (
+                "ums_submission_sender_restrictions",
+                f"check_sasl_access hash:{ROOT}/sasl_access_submission, "
+                "reject_sender_login_mismatch, permit_sasl_authenticated, reject",
+            ),
+            (
+                "ums_smtps_sender_restrictions",
+                f"check_sasl_access hash:{ROOT}/sasl_access_smtps, "
+                "reject_sender_login_mismatch, permit_sasl_authenticated, reject",
+            ),
+        ]
+        maillog = str(conf.get("postfix_maillog_file", "") or "")
+        if maillog:
+            params += [
+                ("maillog_file", maillog),
+                ("maillog_file_prefixes", "/var, /dev/stdout"),
+            ]
+        lines = ["# Managed by UMS (deploy/services/postfix): replaced on every converge."]
+        lines += [f"{key} = {value}".rstrip() for key, value in params]
+        return "\n".join(lines) + "\n"
+
+    def master_cf(self) -> bytes:
+        return resources.files(__package__).joinpath("master.cf").read_bytes()
+
+    def sasl_conf(self) -> bytes:
+        return (
+            "# Managed by UMS: Postfix asks Courier authdaemond (the node's userdb).\n"
+            "pwcheck_method: authdaemond\n"
+            f"authdaemond_path: {SASL_SOCKET}\n"
+            "mech_list: PLAIN LOGIN\n"
+        ).encode()
+
+    # ------------------------------------------------------------------ check
+
+    def validate(self, conn: Connector, staged_root: str) -> None:
+        def run(argv: list[str]) -> str:
+            result = conn.run(argv, timeout=600)
+            text = (result.stdout + result.stderr).strip()
+            # Only Postfix's own diagnostics count (a value may contain "error:").
+            problems = [line for line in text.splitlines() if _DIAGNOSTIC.search(line)]
+            if not result.ok or problems:
+                raise CheckFailed(
+                    self.name, f"$ {' '.join(argv)}\n" + "\n".join(problems or [text])
+                )
+            return result.stdout
+
+        run(["postconf", "-c", staged_root, "-n"])
+        run(["postconf", "-c", staged_root, "-M"])
+        run(["postfix", "-c", staged_root, "check"])
+        for name in MAPS:
+            path = f"{staged_root}/{name}"
+            run(["postmap", "-c", staged_root, f"hash:{path}"])
+            # postfix check does not open maps: probe each compiled one with a real key.
+            first = conn.run(["sed", "-n", "/^[^#]/{p;q}", path]).stdout.split(None, 1)
+            if first:
+                found = conn.run(["postmap", "-c", staged_root, "-q", first[0], f"hash:{path}"])
+                if not found.ok or not found.stdout.strip():
+                    raise CheckFailed(
+                        self.name, f"$ postmap -q {first[0]} hash:{path}\n(no answer)"
+                    )
+
+    def compiled_files(self, changed: list[ManagedFile]) -> list[str]:
+        names = {f"{ROOT}/{name}" for name in MAPS}
+        return [f"{f.path}.db" for f in changed if f.path in names]
+
+    # ------------------------------------------------------------------ activate
+
+    def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
+        ensure_certificate(conn, TLS_CERT, TLS_KEY)
+        status = conn.run(["postfix", "status"])
+        verb = "reload" if status.ok else "start"
+        # Without syslog or a tty Postfix fails silently; script(1) gives it a tty so its
+        # errors reach us. The command string is a constant.
+        result = conn.run(["script", "-qec", f"postfix {verb}", "/dev/null"], timeout=120)
+        if not result.ok:
+            raise CheckFailed(self.name, f"postfix {verb} failed:\n{result.stdout}{result.stderr}")
+
+
+def ensure_certificate(conn: Connector, cert: str, key: str) -> None:
+    """A self-signed certificate until the operator installs a real one (never replaced)."""
+    if conn.run(["test", "-s", cert]).ok and conn.run(["test", "-s", key]).ok:
+        return
+    conn.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "825",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        timeout=120,
+    ).check()
+    conn.run(["chmod", "600", key]).check()
+
+
+SERVICE = PostfixService()
