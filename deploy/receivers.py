@@ -20,13 +20,13 @@ from .actions import schedule_verification
 def verify_approved_node(sender: Any, node_id: int, **kwargs: Any) -> None:
     """Approval: verify the node, then run a full converge (packages included).
 
-    The converge follows when ``UMS_CONVERGE_ON_APPROVAL`` is set (production should
-    set it). It is off by default because test nodes without private daemon paths
-    (tests/servers) would otherwise start Postfix and Courier on shared host paths.
+    The converge follows unless ``UMS_CONVERGE_ON_APPROVAL`` is off (tests/servers turn it
+    off: their nodes share the host's package paths, so installing Postfix there would
+    touch the test machine itself).
     """
     with transaction.atomic():
         schedule_verification(node_id)
-    if getattr(settings, "UMS_CONVERGE_ON_APPROVAL", False) and dirty.enabled():
+    if settings.UMS_CONVERGE_ON_APPROVAL and dirty.enabled():
         node = Node.objects.get(pk=node_id)
         with transaction.atomic():
             dirty.enqueue(node, reason="approved")

@@ -282,6 +282,11 @@ CELERY_BEAT_SCHEDULE = {
     "purge-identity-records": {"task": "tenants.purge_identity_records", "schedule": 3600},
 }
 
+# Node configuration: converge nodes when mail changes, and run a full converge (packages
+# included) when a node is approved.
+UMS_AUTO_CONVERGE = env_bool("UMS_AUTO_CONVERGE", True)
+UMS_CONVERGE_ON_APPROVAL = env_bool("UMS_CONVERGE_ON_APPROVAL", True)
+
 # bootstrapcore.sh registrations accepted per client address (DRF rate syntax).
 NODE_REGISTER_THROTTLE_RATE = env_str("UMS_NODE_REGISTER_RATE", "30/minute")
 

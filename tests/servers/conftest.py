@@ -16,6 +16,15 @@ from tests.harness.sshnodes import NodeCluster
 from .nodes import PRIVATE_PATHS, controller_key_row, install_stand_ins, new_pkey
 
 
+@pytest.fixture(autouse=True)
+def no_converge_on_approval(settings) -> None:  # noqa: ANN001
+    """These nodes share the host's package and daemon paths (only a few are private), so
+    the approval's full converge would install and start Postfix on the test machine
+    itself; node configuration is tested in tests/converge, whose nodes keep every daemon
+    path private."""
+    settings.UMS_CONVERGE_ON_APPROVAL = False
+
+
 @pytest.fixture(scope="session")
 def controller_pkey() -> paramiko.PKey:
     return new_pkey()
