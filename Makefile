@@ -21,6 +21,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet ".[test]"
 	touch $@
 
+# LDAP support (the `ldap` extra) compiles python-ldap against libldap2-dev and libsasl2-dev:
+# the Debian packages come first (as root), so only `make test` installs it; `make run`
+# needs neither root nor the headers, and its portal says directory login is not installed.
+$(VENV)/.installed-ldap: $(VENV)/.installed scripts/install-test-packages.sh
+	bash scripts/install-test-packages.sh
+	$(PY) -m pip install --quiet ".[test,ldap]"
+	touch $@
+
 run: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
@@ -28,7 +36,7 @@ run: venv
 	@echo "Portal and API on http://$(HOST):$(PORT)/ (API docs: /api/docs/)"
 	$(VENV)/bin/gunicorn ums.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile -
 
-test: venv
+test: $(VENV)/.installed-ldap
 	bash scripts/install-test-packages.sh
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run

@@ -25,6 +25,7 @@ from ums.actions import action, recheck_in_scope, require_in_scope, require_perm
 from . import permissions as perms
 from . import tokens
 from .models import Administrator, ApiToken, Customer
+from .twofactor import policy
 
 # --------------------------------------------------------------------------- customers
 
@@ -351,9 +352,25 @@ def create_token(
     name: str,
     read_only: bool = False,
     expires_at: datetime.datetime | None = None,
+    second_factor: Any = None,
 ) -> tuple[ApiToken, str]:
-    """Create a token for the actor; the full token is returned once and never stored."""
+    """Create a token for the actor; the full token is returned once and never stored.
+
+    A token outlives the session that made it, so an administrator with a second factor
+    must have passed it recently: ``second_factor`` is a
+    :class:`~tenants.twofactor.session.FreshProof` from the session or from a code sent
+    with the request.
+    """
     require_permission(actor, perms.TOKENS_MANAGE)
+    fresh = actor is not None and second_factor is not None and second_factor.holds_for(actor)
+    if actor is not None and not fresh and policy.is_enrolled(actor):
+        raise PermissionDenied(
+            _(
+                "Creating an API token needs a recent second factor: confirm with your "
+                "authenticator app or security key first (over the API, send the app's "
+                "current code as “otp”)."
+            )
+        )
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": _("The expiry must be in the future.")})
     prefix, secret, full = tokens.generate()

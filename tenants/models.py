@@ -1,14 +1,16 @@
-"""Virtual customers, administrators, API tokens and login throttling records."""
+"""Virtual customers, administrators, API tokens and login throttling records.
+
+Second factors, sessions and SAML / LDAP configuration live in :mod:`tenants.models_identity`.
+"""
 
 from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-
-from django.contrib.auth.validators import UnicodeUsernameValidator
 
 from ums.validators import (
     no_control_characters,
@@ -50,6 +52,8 @@ class Customer(models.Model):
     notes = models.TextField(
         _("notes"), blank=True, max_length=2000, validators=[no_control_characters_multiline]
     )
+    # Applies to every administrator of this customer and below it; see tenants.twofactor.
+    require_two_factor = models.BooleanField(_("two-factor authentication required"), default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -226,6 +230,8 @@ class LoginFailure(models.Model):
 
     KIND_ACCOUNT = "account"
     KIND_IP = "ip"
+    # Failed second-factor attempts, keyed by administrator id (see tenants.throttle).
+    KIND_SECOND_FACTOR = "2fa"
 
     kind = models.CharField(max_length=8)
     key = models.CharField(max_length=200)
@@ -239,3 +245,12 @@ class LoginFailure(models.Model):
 
 
 from .limits import ResourceLimit  # noqa: E402,F401
+from .models_identity import (  # noqa: E402,F401
+    LdapDirectory,
+    RecoveryCode,
+    SamlAssertionUse,
+    SamlIdentityProvider,
+    SessionRecord,
+    TotpDevice,
+    WebAuthnCredential,
+)

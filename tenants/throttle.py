@@ -44,3 +44,22 @@ def purge_expired() -> int:
     """Delete failures older than the window (run from a periodic task)."""
     deleted, _ = LoginFailure.objects.filter(at__lt=_window_start()).delete()
     return deleted
+
+
+# Second-factor attempts are counted per administrator, never per session: logging in again
+# (a new session, a new address) cannot buy more guesses at a six-digit code.
+
+
+def _second_factor_key(admin_id: int) -> str:
+    return str(admin_id)
+
+
+def second_factor_locked(admin_id: int) -> bool:
+    count = _count(LoginFailure.KIND_SECOND_FACTOR, _second_factor_key(admin_id))
+    return count >= settings.TWO_FACTOR_THROTTLE_FAILURES
+
+
+def note_second_factor_failure(admin_id: int) -> None:
+    LoginFailure.objects.create(
+        kind=LoginFailure.KIND_SECOND_FACTOR, key=_second_factor_key(admin_id)
+    )

@@ -32,7 +32,7 @@ from ums.portal.views import (
     apply_validation_error,
 )
 
-from . import actions
+from . import actions, session_records
 from . import permissions as perms
 from .auth_views import safe_next
 from .forms import (
@@ -47,7 +47,10 @@ from .forms import (
     ProfileForm,
     TokenForm,
 )
+from .identity_views import needs_step_up, step_up
 from .models import Administrator, ApiToken, Customer
+from .twofactor import policy
+from .twofactor.session import proof_from_session
 
 ADMINS_ON_DETAIL = 20
 TOKENS_LISTED = 100
@@ -421,6 +424,11 @@ class AdministratorDetailView(ScopedDetailView):
         tokens = ApiToken.objects.filter(owner=admin, revoked_at__isnull=True).order_by("-id")
         context.update(
             {
+                "two_factor": {
+                    "totp": policy.has_totp(admin),
+                    "keys": admin.security_keys.count(),
+                    "required": policy.two_factor_required(admin),
+                },
                 "crumbs": breadcrumbs(admin.customer, user),
                 "permission_groups": _permission_groups(admin.permission_set()),
                 "can_manage": _manageable(user, admin)
@@ -548,6 +556,12 @@ class AdministratorPasswordView(AdministratorActionMixin, ActionFormView):
         if admin.pk == self.request.user.pk:
             admin.refresh_from_db()
             update_session_auth_hash(self.request, admin)
+        # Django ends the other sessions of the account (their password hash is stale); the
+        # list of active sessions says so at once.
+        keep = (
+            session_records.current_hash(self.request) if admin.pk == self.request.user.pk else None
+        )
+        session_records.end_others(admin.pk, keep, "password")
         messages.success(
             self.request, _("Password of “%(name)s” changed.") % {"name": admin.username}
         )
@@ -603,6 +617,9 @@ class SettingsView(ActionFormView):
                 "can_create_tokens": user.has_permission(perms.TOKENS_MANAGE),
                 "token_form": TokenForm(actor=user),
                 "permission_groups": _permission_groups(user.permission_set()),
+                "two_factor_enrolled": policy.is_enrolled(user),
+                "two_factor_required": policy.two_factor_required(user),
+                "session_count": user.session_records.filter(revoked_at__isnull=True).count(),
             }
         )
         return context
@@ -653,6 +670,7 @@ class OwnPasswordView(ActionFormView):
         me.refresh_from_db()
         # Keep this session; other sessions of the account end with the old password hash.
         update_session_auth_hash(self.request, me)
+        session_records.end_others(me.pk, session_records.current_hash(self.request), "password")
         messages.success(self.request, _("Your password is changed."))
 
     def get_success_url(self) -> str:
@@ -670,6 +688,13 @@ class TokenCreateView(ActionFormView):
     permission_required = perms.TOKENS_MANAGE
     form_class = TokenForm
 
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # A token outlives this session: with a second factor, it must have been passed
+        # recently. Go through the challenge and come back to this form.
+        if request.user.is_authenticated and needs_step_up(request):
+            return step_up(request, reverse("tenants:token-create"))
+        return super().dispatch(request, *args, **kwargs)
+
     def form_valid(self, form: TokenForm) -> HttpResponse:
         try:
             token, secret = actions.create_token(
@@ -677,6 +702,7 @@ class TokenCreateView(ActionFormView):
                 name=form.cleaned_data["name"],
                 read_only=form.cleaned_data["read_only"],
                 expires_at=form.cleaned_data["expires_at"],
+                second_factor=proof_from_session(self.request),
             )
         except ValidationError as exc:
             apply_validation_error(form, exc)

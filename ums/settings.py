@@ -251,6 +251,8 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
     ],
     "COMPONENT_SPLIT_REQUEST": True,
+    # The permission codes appear in several serializers: one schema enum for all of them.
+    "ENUM_NAME_OVERRIDES": {"PermissionCodeEnum": "tenants.permissions.ALL"},
 }
 
 # Celery: without a broker, tasks run in-process (the embedded default).

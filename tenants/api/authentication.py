@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Count, Q
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -17,7 +18,8 @@ from ums.middleware import client_ip
 
 from .. import tokens
 from ..actions import record_token_use
-from ..models import ApiToken
+from ..models import ApiToken, Customer
+from ..twofactor import policy
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -45,8 +47,22 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         if not token.is_usable():
             raise exceptions.AuthenticationFailed(_("This token has expired or was revoked."))
         owner = token.owner
-        if not owner.is_active or not owner.customer.login_enabled():
+        # One query answers both "is any customer on the path disabled" and "does any
+        # require a second factor".
+        path_flags = Customer.objects.filter(path__in=owner.customer.ancestor_paths).aggregate(
+            disabled=Count("pk", filter=Q(is_active=False)),
+            requiring=Count("pk", filter=Q(require_two_factor=True)),
+        )
+        if not owner.is_active or path_flags["disabled"]:
             raise exceptions.AuthenticationFailed(_("This account is disabled."))
+        # A token made before the customer required a second factor must not bypass it.
+        if path_flags["requiring"] and not policy.is_enrolled(owner):
+            raise exceptions.AuthenticationFailed(
+                _(
+                    "Your customer requires two-factor authentication: set it up in the "
+                    "portal before using API tokens."
+                )
+            )
         context.set_actor(owner)
         record_token_use(token, client_ip(request._request))
         return owner, token

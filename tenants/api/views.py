@@ -17,7 +17,10 @@ from .. import actions
 from .. import permissions as perms
 from ..filtersets import AdministratorFilterSet, ApiTokenFilterSet, CustomerFilterSet
 from ..models import Administrator, ApiToken, Customer
+from ..twofactor.session import proof_from_session
+from ..twofactor.verify import proof_from_code
 from . import serializers as s
+from .identity_serializers import ApiTokenCreateSerializer
 
 
 class CustomerViewSet(ScopedModelViewSet):
@@ -151,10 +154,24 @@ class ApiTokenViewSet(ScopedCreateListViewSet):
             return queryset
         return queryset.filter(owner=user)
 
+    def get_serializer_class(self) -> type:
+        if self.action == "create":
+            return ApiTokenCreateSerializer
+        return super().get_serializer_class()
+
+    @extend_schema(request=ApiTokenCreateSerializer, responses={201: s.ApiTokenCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token, full = actions.create_token(actor=request.user, **serializer.validated_data)
+        data = dict(serializer.validated_data)
+        code = data.pop("otp", None)
+        # A token outlives whatever made it: with a second factor enrolled, a session must
+        # have passed it recently; a token-authenticated call sends the app's current code.
+        if isinstance(request.auth, ApiToken):
+            proof = proof_from_code(request.user, code, purpose="token")
+        else:
+            proof = proof_from_session(request._request)
+        token, full = actions.create_token(actor=request.user, second_factor=proof, **data)
         data = s.ApiTokenCreatedSerializer(token, context={"full_token": full}).data
         return Response(data, status=status.HTTP_201_CREATED)
 

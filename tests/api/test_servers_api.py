@@ -14,11 +14,11 @@ from tests.fixtures import Cast, token_client
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvv4K5vzRcZ8x3sV4VqCTeQ2rrYbOsM9cS/KPx7Cqq3"
 
 
-def make_zone(customer, name: str = "DC") -> Zone:  # noqa: ANN001
+def make_zone(customer, name: str = "DC") -> Zone:
     return server_actions.create_zone(actor=None, customer=customer, name=name)
 
 
-def make_node(customer, hostname: str = "smtp1.example.org") -> Node:  # noqa: ANN001
+def make_node(customer, hostname: str = "smtp1.example.org") -> Node:
     zone = make_zone(customer, f"Zone of {hostname}")
     return Node.objects.create(
         customer=customer,

@@ -17,7 +17,7 @@ from .nodes import PRIVATE_PATHS, controller_key_row, install_stand_ins, new_pke
 
 
 @pytest.fixture(autouse=True)
-def no_converge_on_approval(settings) -> None:  # noqa: ANN001
+def no_converge_on_approval(settings) -> None:
     """These nodes share the host's package and daemon paths (only a few are private), so
     the approval's full converge would install and start Postfix on the test machine
     itself; node configuration is tested in tests/converge, whose nodes keep every daemon
