@@ -45,8 +45,11 @@ test: $(VENV)/.installed-ldap
 		UMS_ARGON2_TIME_COST=1 UMS_ARGON2_MEMORY_KIB=1024 UMS_ARGON2_PARALLELISM=1 \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
+# Each benchmark seeds its own database (names contain "bench"; seeding truncates tables).
 bench: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) benchmarks/run.py $(BENCH_ARGS)
+	DATABASE_URL=$(BENCH_DATABASE_URL)_mail $(PY) benchmarks/mail.py
+	DATABASE_URL=$(BENCH_DATABASE_URL)_servers $(PY) benchmarks/servers.py
 
 lint: venv
 	$(PY) -m ruff check .
