@@ -93,9 +93,7 @@ def test_required_policy_sends_every_path_to_enrolment(
     assert_held(client, reverse("tenants:two-factor"))
 
 
-def test_only_a_trusted_idp_satisfies_the_policy(
-    cast: Cast, idp_key: saml_idp.IdpKey
-) -> None:
+def test_only_a_trusted_idp_satisfies_the_policy(cast: Cast, idp_key: saml_idp.IdpKey) -> None:
     saml_user(cast)
     ia.set_two_factor_policy(actor=cast.root_admin, customer=cast.ministry, required=True)
     provider = saml_idp.make_provider(cast, idp_key, enforces_mfa=True)
