@@ -30,7 +30,7 @@ from importlib import resources
 from deploy.connector.base import Connector
 from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
 
-from . import safe
+from . import delivery, filtering, safe
 
 ROOT = "/etc/postfix"
 MAPS = (
@@ -153,7 +153,7 @@ class PostfixService(Service):
 
         files = [
             ManagedFile(f"{ROOT}/main.cf", self.main_cf(state).encode()),
-            ManagedFile(f"{ROOT}/master.cf", self.master_cf()),
+            ManagedFile(f"{ROOT}/master.cf", self.master_cf(state)),
             ManagedFile(f"{ROOT}/sasl/smtpd.conf", self.sasl_conf()),
             ManagedFile(f"{ROOT}/virtual_domains", _map([(d, "OK") for d in sorted(hosted)])),
             ManagedFile(f"{ROOT}/alias_domains", _map(sorted(alias_domains))),
@@ -167,6 +167,8 @@ class PostfixService(Service):
             ManagedFile(f"{ROOT}/sasl_access_submission", _map(submission_denied)),
             ManagedFile(f"{ROOT}/sasl_access_smtps", _map(smtps_denied)),
         ]
+        files += filtering.files(state)
+        files += delivery.files(state)
         return files
 
     def main_cf(self, state: DesiredState) -> str:
@@ -256,12 +258,19 @@ class PostfixService(Service):
                 ("maillog_file", maillog),
                 ("maillog_file_prefixes", "/var, /dev/stdout"),
             ]
+        # Content filtering and final delivery add or override parameters; a dict keeps
+        # one line per key (postconf warns about, and validate refuses, duplicates).
+        merged = dict(params)
+        merged.update(filtering.params(state))
+        merged.update(delivery.params(state))
         lines = ["# Managed by UMS (deploy/services/postfix): replaced on every converge."]
-        lines += [f"{key} = {value}".rstrip() for key, value in params]
+        lines += [f"{key} = {value}".rstrip() for key, value in merged.items()]
         return "\n".join(lines) + "\n"
 
-    def master_cf(self) -> bytes:
-        return resources.files(__package__).joinpath("master.cf").read_bytes()
+    def master_cf(self, state: DesiredState) -> bytes:
+        base = resources.files(__package__).joinpath("master.cf").read_bytes()
+        extra = filtering.master_entries(state) + delivery.master_entries(state)
+        return base + extra.encode()
 
     def sasl_conf(self) -> bytes:
         return (

@@ -1,0 +1,160 @@
+"""Held mail: one row per message in an SMTP node's Postfix hold queue, and its outcome.
+
+A row is created once by ingestion (``spamhold.ingest``), keyed by node and Postfix queue
+id (nodes run with ``enable_long_queue_ids``, so an id is never reused on a node), and
+then moves exactly once from ``ONHOLD`` to one outcome. The move is a conditional UPDATE
+(``status = ONHOLD``), so of two administrators acting on the same message one wins and
+the other is told who handled it; node commands run only for the rows a caller won.
+
+Everything that came from the message (addresses, subject, reason details) is untrusted
+text: stored as-is, always rendered escaped.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from tenants.models import Customer
+
+PATH_MAX = 1000
+
+
+class Status(models.TextChoices):
+    """The sheet's ``status`` values (``ONHOLD`` as written) and the outcomes."""
+
+    ONHOLD = "ONHOLD", _("On hold")
+    RELEASED = "RELEASED", _("Released")
+    DELETED = "DELETED", _("Deleted")
+    EXPIRED = "EXPIRED", _("Expired")
+    # Left the hold queue by other means (released or deleted on the node by hand).
+    GONE = "GONE", _("Left the queue")
+
+
+class Reason(models.TextChoices):
+    SPAM = "spam", _("Spam score")
+    VIRUS = "virus", _("Virus")
+    ATTACHMENT = "attachment", _("Blocked attachment")
+    SENDER = "sender", _("Blocked sender")
+    HEADER = "header", _("Header rule")
+    OTHER = "other", _("Other")
+
+
+class Outcome(models.TextChoices):
+    RELEASE = "release", _("Release")
+    RELEASE_ALLOW = "release_allow", _("Release and allow the sender")
+    DELETE = "delete", _("Delete")
+    DELETE_BLOCK = "delete_block", _("Delete and block the sender")
+    EXPIRE = "expire", _("Expire")
+
+
+class HeldMessage(models.Model):
+    scope_path_field = "customer_path"
+
+    node = models.ForeignKey(
+        "servers.Node",
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="held_messages",
+        verbose_name=_("node"),
+    )
+    # Kept when the node is decommissioned, so history stays readable.
+    node_name = models.CharField(_("node name"), max_length=255)
+    queue_id = models.CharField(_("queue id"), max_length=64)
+    # The customer owning the (first) recipient domain; None when no hosted domain matched
+    # (only root administrators see those).
+    customer = models.ForeignKey(
+        Customer, on_delete=models.SET_NULL, null=True, related_name="+", verbose_name=_("customer")
+    )
+    customer_path = models.CharField(max_length=PATH_MAX, editable=False)
+
+    received_at = models.DateTimeField(_("received"))
+    sender = models.CharField(_("sender"), max_length=320, blank=True)
+    sender_domain = models.CharField(_("sender domain"), max_length=255, blank=True)
+    recipients = models.JSONField(_("recipients"), default=list)
+    recipient = models.CharField(_("recipient"), max_length=320, blank=True)  # the first
+    recipient_domain = models.CharField(_("recipient domain"), max_length=255, blank=True)
+    subject = models.TextField(_("subject"), blank=True)
+    size = models.BigIntegerField(_("size (bytes)"), default=0)
+
+    reason = models.CharField(
+        _("reason"), max_length=16, choices=Reason.choices, default=Reason.OTHER
+    )
+    reason_detail = models.TextField(_("reason detail"), blank=True)
+    spam_score = models.DecimalField(
+        _("spam score"), max_digits=8, decimal_places=2, null=True, blank=True
+    )
+    spam_rules = models.JSONField(_("spam rules"), default=list, blank=True)
+    virus_name = models.CharField(_("virus"), max_length=255, blank=True)
+    attachment_name = models.CharField(_("blocked attachment"), max_length=255, blank=True)
+
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.ONHOLD
+    )
+    expires_at = models.DateTimeField(_("expires"))
+    first_seen_at = models.DateTimeField(_("first seen"), auto_now_add=True)
+    last_seen_at = models.DateTimeField(_("last seen"), auto_now_add=True)
+
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices, blank=True)
+    handled_at = models.DateTimeField(_("handled"), null=True, blank=True)
+    handled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("handled by"),
+    )
+    handled_by_name = models.CharField(_("handled by"), max_length=255, blank=True)
+    # A node command that failed after the outcome was claimed (retried by the next run).
+    node_error = models.TextField(_("node error"), blank=True)
+
+    class Meta:
+        verbose_name = _("held message")
+        verbose_name_plural = _("held messages")
+        constraints = [
+            models.UniqueConstraint(fields=["node", "queue_id"], name="spamhold_node_queue_id"),
+        ]
+        indexes = [
+            # The sheet's query: one sender domain, one status, a time range, newest first.
+            models.Index(
+                fields=["sender_domain", "status", "-received_at", "-id"],
+                name="spamhold_sender_status",
+            ),
+            models.Index(
+                fields=["customer_path", "status", "-received_at", "-id"],
+                name="spamhold_scope_status",
+            ),
+            models.Index(
+                fields=["recipient_domain", "status", "-received_at", "-id"],
+                name="spamhold_rcpt_status",
+            ),
+            models.Index(fields=["status", "expires_at"], name="spamhold_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} from {self.sender or '<>'}"
+
+
+class IdempotencyKey(models.Model):
+    """An API caller's key for a release/delete request, and the answer it got."""
+
+    administrator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    key = models.CharField(max_length=128)
+    request_hash = models.CharField(max_length=64)
+    response = models.JSONField(default=dict)
+    status_code = models.PositiveSmallIntegerField(default=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["administrator", "key"], name="spamhold_idempotency_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.administrator_id}:{self.key}"
