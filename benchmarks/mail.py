@@ -209,8 +209,8 @@ def seed(args: argparse.Namespace) -> dict[str, float]:
         _copy(
             "tenants_customer",
             ["id", "name", "parent_id", "path", "depth", "is_active", "notes", "created_at",
-             "updated_at"],
-            ((c[0], c[4], c[1], c[2], c[3], True, "", now, now) for c in customers),
+             "updated_at", "require_two_factor"],
+            ((c[0], c[4], c[1], c[2], c[3], True, "", now, now, False) for c in customers),
         )  # fmt: skip
         # Domains: spread over every customer except the provider.
         owners = customers[1:]
