@@ -22,8 +22,8 @@ from django.utils.translation import gettext as _
 from ums import auditing
 from ums.actions import action, recheck_in_scope, require_in_scope, require_permission
 
+from . import limits, tokens
 from . import permissions as perms
-from . import tokens
 from .models import Administrator, ApiToken, Customer
 from .twofactor import policy
 
@@ -125,6 +125,10 @@ def move_customer(*, actor: Any, customer: Customer, new_parent: Customer) -> Cu
     if new_parent.pk == customer.parent_id:
         return customer
     _check_sibling_name(customer.name, new_parent, exclude_pk=customer.pk)
+    # Mail already allocated in the subtree must fit the limits of its new ancestors.
+    exceeded = limits.limit_exceeded_by_move(customer, new_parent, actor)
+    if exceeded:
+        raise ValidationError({"parent": exceeded})
     old_path = customer.path
     new_path = f"{new_parent.path}{customer.pk}/"
     depth_delta = new_parent.depth + 1 - customer.depth

@@ -8,6 +8,7 @@ them (see DESIGN.md's import rules).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -79,3 +80,56 @@ class ResourceLimit(models.Model):
 
     def limit_of(self, resource: str) -> int | None:
         return getattr(self, f"max_{resource}")
+
+
+_UNIT_MB = {"domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024}
+
+
+def limit_exceeded_by_move(customer: Any, new_parent: Any, actor: Any = None) -> str | None:
+    """Why moving ``customer``'s subtree under ``new_parent`` would break a limit, or None.
+
+    Limits the subtree already counted against (common ancestors) do not change; only the
+    limits set on the new parent and its ancestors above the branch point receive the
+    moved usage. Rows are locked so two concurrent moves cannot both squeeze in.
+    """
+    targets = [
+        row
+        for row in ResourceLimit.objects.select_for_update()
+        .filter(customer_id__in=[*new_parent.ancestor_ids, new_parent.pk])
+        .select_related("customer")
+        .order_by("customer_path")
+        if not customer.path.startswith(row.customer_path)
+    ]
+    if not targets:
+        return None
+    moving = subtree_usage([customer.path])[customer.path]
+    if not any(moving.values()):
+        return None
+    usage = subtree_usage([row.customer_path for row in targets])
+    for row in targets:
+        for resource in RESOURCES:
+            cap = row.limit_of(resource)
+            if cap is None or not moving.get(resource):
+                continue
+            used = usage[row.customer_path].get(resource, 0)
+            if used + moving[resource] > cap * _UNIT_MB[resource]:
+                unit = _UNIT_MB[resource]
+                return _(
+                    "Moving here would exceed the limit of %(cap)s %(resource)s set by "
+                    "%(customer)s: %(used)s in use there, the moved customers hold %(moving)s."
+                ) % {
+                    "cap": cap,
+                    "resource": RESOURCE_LABELS[resource],
+                    "customer": _owner_label(row, actor),
+                    "used": used // unit if unit > 1 else used,
+                    "moving": -(-moving[resource] // unit) if unit > 1 else moving[resource],
+                }
+    return None
+
+
+def _owner_label(row: ResourceLimit, actor: Any) -> str:
+    """The name of the customer setting a limit, unless it is above the actor's scope."""
+    actor_path = getattr(actor, "customer_path", None)
+    if actor is None or (actor_path and row.customer_path.startswith(actor_path)):
+        return f"“{row.customer.name}”"
+    return str(_("a customer above yours"))

@@ -165,3 +165,23 @@ def test_concurrent_creates_only_those_that_fit_succeed() -> None:
     assert outcomes.count("ok") == 3
     assert Mailbox.objects.filter(customer_path__startswith=cast.ministry.path).count() == 4
     connection.close()
+
+
+def test_a_move_that_would_break_a_limit_above_the_new_parent_is_refused(cast: Cast) -> None:
+    make_mailbox(make_domain(cast.department, "department.example"), "a")
+    make_mailbox(make_domain(cast.department, "department2.example"), "b")
+    limit_actions.set_limits(actor=None, customer=cast.isp, max_mailboxes=2)
+    make_mailbox(make_domain(cast.shop, "shop.example"), "c")
+    with pytest.raises(ValidationError) as info:
+        tenant_actions.move_customer(
+            actor=cast.root_admin, customer=cast.department, new_parent=cast.shop
+        )
+    message = info.value.message_dict["parent"][0]
+    assert "2 mailboxes" in message and cast.isp.name in message, message
+    cast.department.refresh_from_db()
+    assert cast.department.path.startswith(cast.ministry.path)
+    # A limit both places share does not change by moving within it.
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=2)
+    tenant_actions.move_customer(
+        actor=cast.root_admin, customer=cast.department, new_parent=cast.government
+    )
