@@ -130,11 +130,50 @@ class HeldMessage(models.Model):
                 fields=["recipient_domain", "status", "-received_at", "-id"],
                 name="spamhold_rcpt_status",
             ),
+            # The portal's default view: everything on hold in scope, newest first.
+            models.Index(fields=["status", "-received_at", "-id"], name="spamhold_status_recent"),
             models.Index(fields=["status", "expires_at"], name="spamhold_expiry"),
         ]
 
     def __str__(self) -> str:
         return f"{self.queue_id} from {self.sender or '<>'}"
+
+    @property
+    def audit_customer(self) -> Customer | None:
+        return self.customer
+
+
+class HoldRetention(models.Model):
+    """How many days a customer's held mail is kept before it expires.
+
+    Inherited down the customer tree: a customer without a row takes the nearest
+    ancestor's, and the tree's root without one takes ``UMS_SPAMHOLD_RETENTION_DAYS``.
+    """
+
+    scope_path_field = "customer_path"
+    audit_fields = ("days",)
+
+    customer = models.OneToOneField(
+        Customer,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="hold_retention",
+        verbose_name=_("customer"),
+    )
+    customer_path = models.CharField(max_length=PATH_MAX, editable=False, db_index=True)
+    days = models.PositiveIntegerField(_("days kept on hold"))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("hold retention")
+        verbose_name_plural = _("hold retentions")
+
+    def __str__(self) -> str:
+        return f"hold retention of customer {self.customer_id}: {self.days} days"
+
+    @property
+    def audit_customer(self) -> Customer:
+        return self.customer
 
 
 class IdempotencyKey(models.Model):

@@ -274,6 +274,14 @@ CELERY_IMPORTS = env_list("UMS_CELERY_IMPORTS")
 UMS_METRICS_INTERVAL = env_int("UMS_METRICS_INTERVAL", 60, minimum=5)
 UMS_METRICS_CONCURRENCY = env_int("UMS_METRICS_CONCURRENCY", 20, minimum=1)
 UMS_METRICS_RETENTION_DAYS = env_int("UMS_METRICS_RETENTION_DAYS", 30, minimum=1)
+# Held mail: how often SMTP nodes' hold queues are read, how many nodes at once, how long
+# a node's ingest may hold its lock, the default retention (customers can override it)
+# and how much of one message the content view fetches.
+UMS_SPAMHOLD_INGEST_INTERVAL = env_int("UMS_SPAMHOLD_INGEST_INTERVAL", 60, minimum=5)
+UMS_SPAMHOLD_CONCURRENCY = env_int("UMS_SPAMHOLD_CONCURRENCY", 10, minimum=1)
+UMS_SPAMHOLD_INGEST_LOCK_SECONDS = env_int("UMS_SPAMHOLD_INGEST_LOCK_SECONDS", 600, minimum=30)
+UMS_SPAMHOLD_RETENTION_DAYS = env_int("UMS_SPAMHOLD_RETENTION_DAYS", 30, minimum=1)
+UMS_SPAMHOLD_CONTENT_LIMIT = env_int("UMS_SPAMHOLD_CONTENT_LIMIT", 2 * 1024 * 1024, minimum=1024)
 CELERY_BEAT_SCHEDULE = {
     "collect-metrics": {"task": "deploy.collect_metrics", "schedule": UMS_METRICS_INTERVAL},
     "measure-zone-latency": {"task": "deploy.measure_zone_latency", "schedule": 600},
@@ -282,6 +290,8 @@ CELERY_BEAT_SCHEDULE = {
     # Load balancer certificates last 90 days and are renewed with 30 days left.
     "renew-lb-certificates": {"task": "deploy.renew_lb_certificates", "schedule": 86400},
     "purge-identity-records": {"task": "tenants.purge_identity_records", "schedule": 3600},
+    "ingest-held-mail": {"task": "spamhold.ingest_all", "schedule": UMS_SPAMHOLD_INGEST_INTERVAL},
+    "expire-held-mail": {"task": "spamhold.expire", "schedule": 900},
 }
 
 # Node configuration: converge nodes when mail changes, and run a full converge (packages

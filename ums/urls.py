@@ -20,6 +20,7 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("mail/", include("mail.urls")),
     path("servers/", include("servers.urls")),
+    path("spamhold/", include("spamhold.urls")),
     path("servers/enrolment/", include("servers.enrolment_urls")),
     path("install/", include("servers.install_urls")),
 ]

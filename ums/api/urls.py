@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("tenants.api.urls")),
     path("", include("audit.api.urls")),
     path("", include("mail.api.urls")),
+    path("", include("spamhold.api.urls")),
     path("", include("servers.api.urls")),
     path("", include("servers.api.enrolment_urls")),
 ]

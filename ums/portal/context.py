@@ -12,7 +12,7 @@ NAVIGATION = [
     ("tenants:customer-list", _("Customers"), "customers", "customers.view"),
     ("mail:home", _("Mail"), "mail", "mail.view"),
     ("servers:home", _("Servers"), "servers", "servers.view"),
-    (None, _("Spam hold"), "spamhold", "spamhold.view"),
+    ("spamhold:home", _("Spam hold"), "spamhold", "spamhold.view"),
     ("audit:record-list", _("Audit"), "audit", "audit.view"),
     ("tenants:settings", _("Settings"), "settings", None),
 ]

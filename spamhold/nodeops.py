@@ -1,0 +1,295 @@
+"""Postfix queue operations on one SMTP node, over an open connector.
+
+Every command is an argument list. Queue ids come from the database or from the node's
+own ``postqueue -j`` and are checked against :data:`QUEUE_ID` before they reach any
+command; the few constant ``sh -c`` scripts here take them as positional arguments
+(``"$@"``), never spliced into the script text.
+
+Postfix's ``postsuper`` exits 0 even for ids it does not know ("Released from hold: 0
+messages"), and prints its per-message lines only in some logging setups, so the outcome
+of a release or delete is established from the hold queue itself: which ids were in it
+before the command and which are still there after.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploy.connector.base import CommandFailed, Connector
+
+#: Postfix queue ids: short (hex) or long (``enable_long_queue_ids``) form, both plain
+#: letters and digits.
+QUEUE_ID = re.compile(r"^[0-9A-Za-z]{1,64}$")
+
+#: Ids per remote command: bounded so an argument list stays far below ARG_MAX and one
+#: command's output stays small.
+BATCH = 500
+#: Header bytes kept per message at ingestion (an attacker controls the headers).
+HEADER_LIMIT = 64 * 1024
+
+SEPARATOR = "--ums-held--"
+# Prints the headers of every id given as an argument, each preceded by a marker line;
+# "missing" when the id is not in any queue (postcat exits 1).
+HEADERS_SCRIPT = (
+    'limit=$1; shift; for id do printf "\\n%s %s\\n" "$0" "$id"; '
+    '{ postcat -hq "$id" 2>/dev/null || printf "%s-missing\\n" "$0"; } | head -c "$limit"; done'
+)
+# Prints every given id that is still a file in the hold queue (flat: Postfix hashes
+# only the queues in hash_queue_names, "deferred, defer" by default).
+IN_HOLD_SCRIPT = (
+    'q=$(postconf -h queue_directory) || exit 70; cd "$q/hold" || exit 71; '
+    'for id do if [ -f "$id" ]; then printf "%s\\n" "$id"; fi; done'
+)
+# Asks the queue manager to deliver each released id now.
+SCHEDULE_SCRIPT = 'for id do postqueue -i "$id" || exit $?; done'
+# One message, headers and body, cut at a byte limit; base64 so 8-bit bytes survive the
+# connector's text decoding.
+MESSAGE_SCRIPT = 'postcat -bhq "$0" 2>/dev/null | head -c "$1" | base64'
+
+
+class InvalidQueueId(ValueError):
+    pass
+
+
+class QueueCommandFailed(Exception):
+    """A Postfix command on the node failed; ``output`` holds what it printed."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def check_ids(ids: Iterable[str]) -> list[str]:
+    """The ids, each validated; raises :class:`InvalidQueueId` on the first bad one."""
+    checked = []
+    for queue_id in ids:
+        if not isinstance(queue_id, str) or not QUEUE_ID.match(queue_id):
+            raise InvalidQueueId(f"invalid queue id {queue_id!r}")
+        checked.append(queue_id)
+    return checked
+
+
+def _chunks(items: list[str], size: int = BATCH) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ----------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    queue_id: str
+    arrival_time: int
+    size: int
+    sender: str
+    recipients: tuple[str, ...]
+
+
+def parse_postqueue_json(output: str, queue: str = "hold") -> list[QueueEntry]:
+    """Entries of ``queue`` from ``postqueue -j`` output (one JSON object per line).
+
+    Lines that are not valid objects, or carry an id that could not safely reach a
+    command, are skipped: the output lists senders and recipients from the outside.
+    """
+    entries = []
+    for line in output.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("queue_name") != queue:
+            continue
+        queue_id = data.get("queue_id")
+        if not isinstance(queue_id, str) or not QUEUE_ID.match(queue_id):
+            continue
+        recipients = []
+        for item in data.get("recipients") or []:
+            address = item.get("address") if isinstance(item, dict) else None
+            if isinstance(address, str):
+                recipients.append(address)
+        arrival = data.get("arrival_time")
+        size = data.get("message_size")
+        sender = data.get("sender")
+        entries.append(
+            QueueEntry(
+                queue_id=queue_id,
+                arrival_time=int(arrival) if isinstance(arrival, int | float) else 0,
+                size=int(size) if isinstance(size, int | float) else 0,
+                sender=sender if isinstance(sender, str) else "",
+                recipients=tuple(recipients),
+            )
+        )
+    return entries
+
+
+def list_hold(conn: Connector) -> list[QueueEntry]:
+    result = conn.run(["postqueue", "-j"], timeout=600)
+    if not result.ok:
+        raise QueueCommandFailed(
+            f"postqueue -j exited {result.exit_code}", result.stderr.strip()[-2000:]
+        )
+    return parse_postqueue_json(result.stdout)
+
+
+def parse_headers_output(output: str) -> dict[str, str]:
+    """{queue id: header text} from :data:`HEADERS_SCRIPT` output; missing ids left out."""
+    found: dict[str, str] = {}
+    current: str | None = None
+    lines: list[str] = []
+
+    def flush() -> None:
+        text = "\n".join(lines).strip("\n")
+        if current is not None and text != f"{SEPARATOR}-missing":
+            found[current] = text + "\n"
+
+    for line in output.split("\n"):
+        if line.startswith(SEPARATOR + " ") and QUEUE_ID.match(line[len(SEPARATOR) + 1 :]):
+            flush()
+            current, lines = line[len(SEPARATOR) + 1 :], []
+        elif current is not None:
+            lines.append(line)
+    flush()
+    return found
+
+
+def fetch_headers(conn: Connector, ids: Iterable[str]) -> dict[str, str]:
+    """Headers of many queued messages: one remote command per :data:`BATCH` ids."""
+    wanted = check_ids(ids)
+    headers: dict[str, str] = {}
+    for chunk in _chunks(wanted):
+        argv = ["sh", "-c", HEADERS_SCRIPT, SEPARATOR, str(HEADER_LIMIT), *chunk]
+        result = conn.run(argv, timeout=600)
+        if not result.ok:
+            raise QueueCommandFailed(
+                f"reading headers exited {result.exit_code}", result.stderr.strip()[-2000:]
+            )
+        headers.update(parse_headers_output(result.stdout))
+    return headers
+
+
+def in_hold(conn: Connector, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` are in the node's hold queue right now."""
+    wanted = check_ids(ids)
+    present: set[str] = set()
+    for chunk in _chunks(wanted, 2000):
+        result = conn.run(["sh", "-c", IN_HOLD_SCRIPT, "sh", *chunk], timeout=300)
+        if not result.ok:
+            raise QueueCommandFailed(
+                f"checking the hold queue exited {result.exit_code}", result.stderr.strip()
+            )
+        asked = set(chunk)
+        present.update(line for line in result.stdout.split() if line in asked)
+    return present
+
+
+# ----------------------------------------------------------------------- outcomes
+
+
+@dataclass
+class QueueChange:
+    """What a release or delete did on the node, per id."""
+
+    done: list[str] = field(default_factory=list)
+    # Not in the hold queue when we came: released or deleted by other means.
+    absent: list[str] = field(default_factory=list)
+    # In the hold queue before and still there after: the command did not take.
+    failed: dict[str, str] = field(default_factory=dict)
+    output: str = ""
+
+
+def _postsuper(conn: Connector, flag: str, ids: list[str]) -> tuple[set[str], QueueChange]:
+    change = QueueChange()
+    present = in_hold(conn, ids)
+    change.absent = [i for i in ids if i not in present]
+    targets = [i for i in ids if i in present]
+    outputs = []
+    for chunk in _chunks(targets):
+        # The "-" form reads ids from stdin; "hold" restricts the command to the hold
+        # queue, so a message that left it meanwhile is never touched.
+        result = conn.run(
+            ["postsuper", flag, "-", "hold"], input="".join(f"{i}\n" for i in chunk).encode()
+        )
+        outputs.append((result.stdout + result.stderr).strip())
+        if not result.ok:
+            raise QueueCommandFailed(
+                f"postsuper {flag} exited {result.exit_code}", "\n".join(outputs)[-2000:]
+            )
+    change.output = "\n".join(o for o in outputs if o)[-4000:]
+    still = in_hold(conn, targets) if targets else set()
+    for queue_id in targets:
+        if queue_id in still:
+            change.failed[queue_id] = f"postsuper {flag} left it in the hold queue"
+        else:
+            change.done.append(queue_id)
+    return present, change
+
+
+def release(conn: Connector, ids: Iterable[str]) -> QueueChange:
+    """Move held messages to the deferred queue and have the queue manager deliver them.
+
+    Delivery is scheduled per id (``postqueue -i``) for small batches and with one
+    ``postqueue -f`` flush for large ones, where a few thousand ``-i`` calls would cost
+    more than retrying the whole deferred queue once.
+    """
+    wanted = check_ids(ids)
+    _present, change = _postsuper(conn, "-H", wanted)
+    if change.done:
+        if len(change.done) <= 100:
+            for chunk in _chunks(change.done):
+                result = conn.run(["sh", "-c", SCHEDULE_SCRIPT, "sh", *chunk], timeout=300)
+                if not result.ok:
+                    # Released all the same: the queue manager picks it up at its next run.
+                    change.output += f"\npostqueue -i: {result.stderr.strip()[-500:]}"
+        else:
+            result = conn.run(["postqueue", "-f"], timeout=300)
+            if not result.ok:
+                change.output += f"\npostqueue -f: {result.stderr.strip()[-500:]}"
+    return change
+
+
+def delete(conn: Connector, ids: Iterable[str]) -> QueueChange:
+    """Delete held messages (only from the hold queue)."""
+    _present, change = _postsuper(conn, "-d", check_ids(ids))
+    return change
+
+
+# ----------------------------------------------------------------------- content
+
+
+def fetch_message(conn: Connector, queue_id: str, limit: int) -> bytes | None:
+    """Headers and body of one queued message, at most ``limit`` bytes; None if gone."""
+    (queue_id,) = check_ids([queue_id])
+    result = conn.run(["sh", "-c", MESSAGE_SCRIPT, queue_id, str(int(limit))], timeout=120)
+    if not result.ok:
+        raise CommandFailed(result, host=conn.host)
+    data = base64.b64decode("".join(result.stdout.split()) or b"")
+    return data or None
+
+
+def grep_log(conn: Connector, queue_id: str, files: list[str], limit: int = 500) -> list[str]:
+    """Log lines that mention ``queue_id`` in the first of ``files`` that exists."""
+    (queue_id,) = check_ids([queue_id])
+    for path in files:
+        if not path.startswith("/") or "\0" in path:
+            continue
+        result = conn.run(["grep", "-F", "-s", "-m", str(limit), "--", queue_id, path])
+        if result.exit_code in (0, 1):
+            return [line for line in result.stdout.splitlines() if line][:limit]
+    return []
+
+
+def summary(change: QueueChange) -> dict[str, Any]:
+    return {
+        "done": len(change.done),
+        "absent": len(change.absent),
+        "failed": len(change.failed),
+    }

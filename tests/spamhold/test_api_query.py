@@ -1,0 +1,242 @@
+"""The sheet's query (POST /api/v1/spamhold/query/) and the GET lists: shape, filters,
+scoping, paging and the 400s for bad bodies."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from spamhold.models import HeldMessage, Reason, Status
+from tests.fixtures import Cast, token_client
+from tests.spamhold.held import T0, make_held
+
+pytestmark = pytest.mark.django_db
+
+QUERY = "/api/v1/spamhold/query/"
+COUNTS = "/api/v1/spamhold/counts/"
+LIST = "/api/v1/spamhold/messages/"
+RELEASE = "/api/v1/spamhold/release/"
+SHEET_BODY = {"startTime": 0, "endTime": 2147483647, "fromDomain": "gmail.com", "status": "ONHOLD"}
+
+
+def test_sheet_query_returns_records_in_the_sheets_shape(cast: Cast) -> None:
+    held = make_held(cast.ministry)
+    make_held(cast.ministry, sender="someone@other.example")
+    make_held(cast.ministry, status=Status.RELEASED)
+    response = token_client(cast.sub_admin).post(QUERY, SHEET_BODY, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["next"] is None
+    assert body["results"] == [
+        {
+            "id": held.pk,
+            "timestamp": 1665516666.609,
+            "status": "ONHOLD",
+            "expiry": 1665519800,
+            "fromDomain": "gmail.com",
+            "fromEmail": "rackcorptest345@gmail.com",
+            "toEmail": "salestest@rackcorp.com",
+            "subject": "This is a test email",
+        }
+    ]
+    # Numbers, as in the sheet: the timestamp keeps its milliseconds, expiry is whole.
+    assert b'"timestamp":1665516666.609' in response.content
+    assert b'"expiry":1665519800' in response.content
+
+
+def test_sheet_query_is_scoped_to_the_caller(cast: Cast) -> None:
+    mine = make_held(cast.department)
+    theirs = make_held(cast.shop)
+    above = make_held(cast.provider)
+
+    def ids(admin: Any) -> set[int]:
+        response = token_client(admin).post(QUERY, SHEET_BODY, format="json")
+        return {r["id"] for r in response.json()["results"]}
+
+    assert ids(cast.sub_admin) == {mine.pk}
+    assert ids(cast.sibling_admin) == {theirs.pk}
+    assert ids(cast.root_admin) == {mine.pk, theirs.pk, above.pk}
+
+
+def test_filters_beyond_the_sheet(cast: Cast) -> None:
+    client = token_client(cast.sub_admin)
+    a = make_held(cast.ministry, recipient="Bob@Ministry.example", subject="Cheap WATCHES now")
+    b = make_held(cast.department, reason=Reason.VIRUS, sender="eve@evil.example")
+    c = make_held(
+        cast.government,
+        recipient="carol@gov.example",
+        recipients=["carol@gov.example", "dave@gov.example"],
+        received_at=T0 - datetime.timedelta(days=2),
+    )
+
+    def found(**body: Any) -> set[int]:
+        response = client.post(QUERY, body, format="json")
+        assert response.status_code == 200, response.content
+        return {r["id"] for r in response.json()["results"]}
+
+    assert found(toDomain="ministry.example") == {a.pk}
+    assert found(toDomain="MINISTRY.example.") == {a.pk}
+    assert found(toEmail="bob@ministry.example") == {a.pk}
+    assert found(toEmail="dave@gov.example") == {c.pk}
+    assert found(fromEmail="EVE@evil.example") == {b.pk}
+    assert found(fromDomain="evil.example") == {b.pk}
+    assert found(subject="watches") == {a.pk}
+    assert found(subject="100%") == set()
+    assert found(reason="virus") == {b.pk}
+    assert found(customer=cast.ministry.pk) == {a.pk, b.pk}
+    assert found(customer=cast.department.pk) == {b.pk}
+    assert found(endTime=T0.timestamp() - 1) == {c.pk}
+    assert found(startTime=int(T0.timestamp())) == {a.pk, b.pk}
+    assert found(startTime=T0.timestamp(), endTime=T0.timestamp()) == {a.pk, b.pk}
+    assert found() == {a.pk, b.pk, c.pk}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"startTime": "abc"}, "startTime"),
+        ({"startTime": True}, "startTime"),
+        ({"startTime": -1}, "startTime"),
+        ({"endTime": 10**20}, "endTime"),
+        ({"endTime": [1]}, "endTime"),
+        ({"status": 5}, "status"),
+        ({"status": "HELD"}, "status"),
+        ({"status": "onhold"}, "status"),
+        ({"reason": "bored"}, "reason"),
+        ({"fromDomain": 5}, "fromDomain"),
+        ({"fromDomain": "x" * 256}, "fromDomain"),
+        ({"subject": "a\x00b"}, "subject"),
+        ({"node": "one"}, "node"),
+        ({"node": 2**64}, "node"),
+        ({"customer": 999999999}, "customer"),
+        ({"customer": "x"}, "customer"),
+        ({"startTime": 100, "endTime": 99}, "endTime"),
+        ({"fromdomain": "gmail.com"}, "fromdomain"),
+        ({"limit": 5}, "limit"),
+    ],
+)
+def test_bad_bodies_are_400_with_field_messages(cast: Cast, body: dict, field: str) -> None:
+    make_held(cast.ministry)
+    for url in (QUERY, COUNTS):
+        response = token_client(cast.sub_admin).post(url, body, format="json")
+        assert response.status_code == 400, (url, body, response.content)
+        data = response.json()
+        assert data["message"]
+        assert field in data["errors"], data
+        assert all(isinstance(m, str) and m for m in data["errors"][field])
+
+
+def test_customer_outside_scope_is_a_field_error_not_a_leak(cast: Cast) -> None:
+    make_held(cast.shop)
+    response = token_client(cast.sub_admin).post(QUERY, {"customer": cast.shop.pk}, format="json")
+    assert response.status_code == 400
+    assert "customer" in response.json()["errors"]
+
+
+def test_non_object_bodies_are_400(cast: Cast) -> None:
+    client = token_client(cast.sub_admin)
+    for raw in ("[1, 2]", '"x"', "{bad json", "NaN"):
+        response = client.post(QUERY, raw, content_type="application/json")
+        assert response.status_code == 400, (raw, response.content)
+
+
+def test_query_pages_by_cursor_newest_first(cast: Cast) -> None:
+    rows = [
+        make_held(cast.ministry, received_at=T0 + datetime.timedelta(seconds=i // 2))
+        for i in range(7)
+    ]
+    client = token_client(cast.sub_admin)
+    seen: list[int] = []
+    url = QUERY + "?pageSize=3"
+    while url:
+        response = client.post(url, SHEET_BODY, format="json")
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert len(body["results"]) <= 3
+        seen.extend(r["id"] for r in body["results"])
+        url = body["next"]
+        if url:
+            assert url.startswith("http://") and "cursor=" in url
+    expected = sorted(rows, key=lambda m: (m.received_at, m.pk), reverse=True)
+    assert seen == [m.pk for m in expected]
+
+
+def test_bad_cursor_and_page_size_are_400(cast: Cast) -> None:
+    client = token_client(cast.sub_admin)
+    assert client.post(QUERY + "?cursor=garbage", {}, format="json").status_code == 400
+    assert client.post(QUERY + "?pageSize=0", {}, format="json").status_code == 400
+    assert client.post(QUERY + "?pageSize=100000", {}, format="json").status_code == 400
+    assert client.get(LIST + "?cursor=eyJ4Ijow").status_code == 400
+
+
+def test_get_list_takes_the_same_filters_in_the_query_string(cast: Cast) -> None:
+    a = make_held(cast.ministry)
+    make_held(cast.ministry, sender="x@y.example", status=Status.DELETED)
+    client = token_client(cast.sub_admin)
+    response = client.get(LIST, {"fromDomain": "gmail.com", "status": "ONHOLD", "startTime": "0"})
+    assert response.status_code == 200, response.content
+    rows = response.json()["results"]
+    assert [r["id"] for r in rows] == [a.pk]
+    row = rows[0]
+    assert row["reason"] == "spam" and row["toDomain"] == "rackcorp.com"
+    assert row["timestamp"] == 1665516666.609 and row["expiry"] == 1665519800
+    assert client.get(LIST, {"status": "NOPE"}).status_code == 400
+    assert client.get(LIST, {"startTime": "abc"}).status_code == 400
+    assert client.get(LIST, {"bogus": "1"}).status_code == 400
+
+
+def test_counts_by_reason(cast: Cast) -> None:
+    for _i in range(3):
+        make_held(cast.ministry)
+    make_held(cast.ministry, reason=Reason.VIRUS)
+    make_held(cast.shop, reason=Reason.VIRUS)
+    make_held(cast.ministry, reason=Reason.VIRUS, status=Status.RELEASED)
+    response = token_client(cast.sub_admin).post(
+        COUNTS, {"status": "ONHOLD", "reason": "spam"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    by_reason = {row["reason"]: row["count"] for row in body["byReason"]}
+    assert by_reason["spam"] == 3 and by_reason["virus"] == 1 and by_reason["other"] == 0
+    assert body["total"] == 4 and body["exact"] is True
+
+
+def test_counts_are_capped(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spamhold import query
+
+    monkeypatch.setattr(query, "COUNT_CAP", 2)
+    for _i in range(4):
+        make_held(cast.ministry)
+    rows = query.counts_by_reason(HeldMessage.objects.all(), cap=2)
+    spam = next(r for r in rows if r.reason == "spam")
+    assert spam.count == 2 and spam.exact is False
+
+
+def test_list_runs_a_constant_number_of_queries(
+    cast: Cast, django_assert_max_num_queries: Any
+) -> None:
+    for i in range(60):
+        make_held(cast.ministry, received_at=T0 + datetime.timedelta(seconds=i))
+    client = token_client(cast.sub_admin)
+    with django_assert_max_num_queries(12):
+        response = client.post(QUERY + "?pageSize=50", SHEET_BODY, format="json")
+    assert len(response.json()["results"]) == 50
+    with django_assert_max_num_queries(12):
+        response = client.get(LIST, {"customer": cast.ministry.pk})
+    assert len(response.json()["results"]) == 50
+
+
+def test_read_only_and_view_only_callers(cast: Cast) -> None:
+    make_held(cast.department)
+    viewer = token_client(cast.ministry_viewer)
+    assert viewer.post(QUERY, SHEET_BODY, format="json").status_code == 200
+    assert viewer.get(LIST).status_code == 200
+    read_only = token_client(cast.sub_admin, read_only=True)
+    assert read_only.get(LIST).status_code == 200
+    # The sheet's query and the counts are POSTs that change nothing: read-only tokens may
+    # use them, but not release or delete.
+    assert read_only.post(QUERY, SHEET_BODY, format="json").status_code == 200
+    assert read_only.post(COUNTS, SHEET_BODY, format="json").status_code == 200
+    assert read_only.post(RELEASE, {"ids": [1]}, format="json").status_code == 403
