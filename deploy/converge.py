@@ -3,17 +3,22 @@
 The engine is service-agnostic (DESIGN.md principle 2, CONVENTIONS.md's pyinfra/Ansible
 rules):
 
-1. every applicable service renders its files locally from plain data;
+1. every applicable service renders its files locally from plain data, and a service
+   with a preparation step (:meth:`~deploy.services.base.Service.prepare`, e.g. the ZFS
+   mail store's datasets) plans its non-file changes from the node's facts;
 2. the node reports sha256, mode and owner of all those files in ONE command;
-3. a dry run stops here and returns a unified diff per changed file;
-4. otherwise, per service with changes: the whole ``config_root`` is copied to a stage
+3. a dry run stops here and returns a unified diff per changed file and the planned
+   preparation commands as shell lines;
+4. otherwise the preparation commands run first, in service order, so everything files
+   and activations rely on (a dataset mounted where Courier creates Maildirs) exists;
+5. then, per service with changes: the whole ``config_root`` is copied to a stage
    *inside* it (same filesystem, so installing is a rename), the changed files are written
    there and the service's own checker validates the staged tree. On
    :class:`~deploy.services.base.CheckFailed` the stage is removed and nothing live was
    touched; the error carries the checker's output;
-5. each changed file (and what the checker compiled from it) is renamed into place,
+6. each changed file (and what the checker compiled from it) is renamed into place,
    keeping the mode and owner set in the stage;
-6. only services whose files changed are activated (maps compiled, daemons reloaded).
+7. only services whose files changed are activated (maps compiled, daemons reloaded).
 
 Nothing built from user data reaches a shell: commands are argument lists, and the two
 small ``sh -c`` scripts below are constants that receive paths as ``"$@"``.
@@ -24,11 +29,19 @@ from __future__ import annotations
 import difflib
 import posixpath
 import secrets
+import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .connector.base import CommandFailed, Connector
-from .services.base import CheckFailed, DesiredState, ManagedFile, Service
+from .services.base import (
+    CheckFailed,
+    DesiredState,
+    ManagedFile,
+    Preparation,
+    PrepareFailed,
+    Service,
+)
 
 STAGE_PREFIX = ".ums-stage-"
 #: Largest file a dry run diffs line by line; bigger ones get a summary.
@@ -82,16 +95,22 @@ class ConvergeResult:
     diffs: dict[str, str] = field(default_factory=dict)  # path -> unified diff (dry run)
     activated: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
+    # service -> preparation commands as shell lines (run, or for a dry run planned)
+    prepared: dict[str, list[str]] = field(default_factory=dict)
+    # service -> what its preparation step reports (orphaned datasets, storage mode...)
+    reports: dict[str, dict] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changed)
+        return bool(self.changed or self.prepared)
 
     def as_dict(self) -> dict:
         return {
             "dryRun": self.dry_run,
             "services": self.services,
             "changed": self.changed,
+            "prepared": self.prepared,
+            "reports": self.reports,
             "activated": self.activated,
             "diffs": self.diffs,
         }
@@ -114,7 +133,7 @@ def applicable_services(
         from .services.registry import SERVICES
 
         services = SERVICES
-    return [s for s in services if s.applies_to(state.node)]
+    return [s for s in services if s.applies_to_state(state)]
 
 
 def render(service: Service, state: DesiredState) -> list[ManagedFile]:
@@ -283,6 +302,32 @@ def apply_service(
     return files
 
 
+def prepare(
+    conn: Connector, state: DesiredState, services: list[Service], result: ConvergeResult
+) -> dict[str, Preparation]:
+    """Plan every service's preparation step; the ones with commands, by service name.
+
+    Reads facts only, so a dry run calls it too; ``result`` receives the planned commands
+    (as shell lines) and each service's report.
+    """
+    planned: dict[str, Preparation] = {}
+    for service in services:
+        try:
+            preparation = service.prepare(conn, state)
+        except (PrepareFailed, CheckFailed) as exc:
+            raise ConvergeError(str(exc), getattr(exc, "output", "")) from exc
+        except CommandFailed as exc:
+            raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
+        if preparation is None:
+            continue
+        if preparation.report:
+            result.reports[service.name] = preparation.report
+        if preparation.commands:
+            result.prepared[service.name] = [shlex.join(a) for a in preparation.commands]
+            planned[service.name] = preparation
+    return planned
+
+
 def converge(
     conn: Connector,
     state: DesiredState,
@@ -295,13 +340,14 @@ def converge(
     log = log or (lambda line: None)
     selected = applicable_services(state, services)
     result = ConvergeResult(dry_run=dry_run, services=[s.name for s in selected])
+    preparations = prepare(conn, state, selected, result)
     try:
         changes = plan(conn, state, selected)
     except CommandFailed as exc:
         raise ConvergeError(f"cannot read the node's files: {exc}") from exc
     for name, items in changes.items():
         result.changed[name] = [c.file.path for c in items]
-    if not changes:
+    if not changes and not preparations:
         log("no changes")
         return result
     if dry_run:
@@ -309,6 +355,17 @@ def converge(
             for change in items:
                 result.diffs[change.file.path] = _diff(conn, change)
         return result
+    for service in selected:
+        preparation = preparations.get(service.name)
+        if preparation is None:
+            continue
+        try:
+            service.apply_preparation(conn, preparation)
+        except (PrepareFailed, CheckFailed) as exc:
+            raise ConvergeError(str(exc), getattr(exc, "output", "")) from exc
+        except CommandFailed as exc:
+            raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
+        log(f"{service.name}: ran {len(preparation.commands)} preparation command(s)")
     for service in selected:
         items = changes.get(service.name)
         if not items:

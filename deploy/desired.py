@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, Sum
 
 from mail import choices as mail_choices
 from mail.models import (
@@ -33,7 +33,9 @@ from servers.choices import NodeStatus
 from servers.models import Node
 from tenants.models import Customer
 
+from . import placement
 from .services.base import AliasData, DesiredState, DomainData, MailboxData, NodeView
+from .services.nginx.tasks import current_certificates
 
 #: Nodes another node may route to or list as an upstream.
 SERVING_STATUSES = (NodeStatus.APPROVED, NodeStatus.DEPLOYING, NodeStatus.ACTIVE)
@@ -51,6 +53,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mail_gid": 5000,
     # Postfix log file (empty: syslog). Test nodes have no syslog.
     "postfix_maillog_file": "",
+    # SMTP nodes pass mail through the content filter (spam, viruses, attachments, sender
+    # lists, greylisting; deploy/services/postfix/filtering.py). False: a plain relay.
+    "content_filter": True,
     # Networks allowed to relay without authentication (besides loopback).
     "relay_networks": [],
 }
@@ -113,9 +118,19 @@ def _plain(value: Any) -> Any:
 
 
 def build(node: Node) -> DesiredState:
-    """The desired state of ``node``: every domain of the customer tree the node serves."""
+    """The desired state of ``node``: the domains of the customer tree the node serves.
+
+    An SMTP node serves every domain of its tree (it is their MX) and knows which IMAP
+    node each is placed on (``DomainData.node_id``/``node_address``, see
+    :mod:`deploy.placement`); an IMAP-only node serves just the domains placed on it.
+    Domains not placed yet are placed here, so a domain is placed at the latest on the
+    first converge after it was created.
+    """
     scope = node.customer_path
     conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
+    if "loadbalancer" in (node.roles or ()) and "tls_certificates" not in conf:
+        # The controller's certificate store, as renewed by the scheduled task.
+        conf["tls_certificates"] = current_certificates()
     state = DesiredState(node=node_view(node), nodes_by_role=_related_nodes(node), settings=conf)
 
     domains = list(
@@ -125,7 +140,22 @@ def build(node: Node) -> DesiredState:
     )
     if not domains:
         return state
+    placed = placement.place_domains([row[0] for row in domains], actor=None)
+    roles = set(node.roles or ())
+    if "imap" in roles and "smtp" not in roles:
+        domains = [row for row in domains if getattr(placed.get(row[0]), "node_id", 0) == node.pk]
+        if not domains:
+            return state
     domain_ids = [row[0] for row in domains]
+    # The mail store's allocation per domain: the sum of its mailboxes' quotas (disabled
+    # ones too, their mail is still on disk). The domain model has no limit of its own;
+    # Courier enforces each mailbox's share, the dataset quota bounds the whole domain.
+    quotas: dict[int, int] = dict(
+        Mailbox.objects.filter(domain_id__in=domain_ids)
+        .values("domain_id")
+        .annotate(total=Sum("quota_mb"))
+        .values_list("domain_id", "total")
+    )
 
     # Customers above and inside the scope with their policies: the inheritance chain.
     paths: set[str] = set()
@@ -185,26 +215,31 @@ def build(node: Node) -> DesiredState:
                     value = own
             filtering[field] = _plain(value)
         selector, key = dkim.get(pk, (None, None))
+        holder = placed.get(pk)
         state.domains.append(
             DomainData(
                 name=name,
                 enabled=enabled,
                 catch_all=catch_all or "",
                 aliases=tuple(alias_domains.get(pk, ())),
-                quota_mb=None,
+                quota_mb=quotas.get(pk) or None,
                 policy=filtering,
                 dkim_selector=selector,
                 dkim_private_key=key,
+                node_id=holder.node_id if holder else None,
+                node_address=holder.address if holder else None,
             )
         )
 
+    # One active script per mailbox (a database constraint). Scripts are never joined:
+    # each has its own "require" header, which must come first.
     sieve: dict[int, str] = {}
     for mailbox_id, script in (
         SieveScript.objects.filter(mailbox__domain_id__in=domain_ids, is_active=True)
-        .order_by("mailbox_id", "pk")
+        .order_by("mailbox_id", "-pk")
         .values_list("mailbox_id", "script")
     ):
-        sieve[mailbox_id] = (sieve[mailbox_id] + "\n" + script) if mailbox_id in sieve else script
+        sieve.setdefault(mailbox_id, script)
     responders: dict[int, dict] = {}
     for mailbox_id, subject, body, start, end, interval in AutoResponder.objects.filter(
         mailbox__domain_id__in=domain_ids, is_enabled=True

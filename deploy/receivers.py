@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -12,8 +13,11 @@ from mail.signals import mail_changed
 from servers.models import Node
 from servers.signals import node_approved
 
-from . import dirty
+from . import dirty, placement
 from .actions import schedule_verification
+from .services.nginx import tasks as nginx_tasks
+
+logger = logging.getLogger(__name__)
 
 
 @receiver(node_approved)
@@ -38,4 +42,57 @@ def verify_approved_node(sender: Any, node_id: int, **kwargs: Any) -> None:
 
 @receiver(mail_changed)
 def converge_after_mail_change(sender: Any, customer_path: str, **kwargs: Any) -> None:
+    # A new domain is placed on its IMAP node before any node converges, so the SMTP
+    # node's first transport map already points at the right node.
+    domain_ids = kwargs.get("domain_ids") or ()
+    if domain_ids:
+        try:
+            placement.place_domains(domain_ids, actor=None)
+        except Exception:
+            # The change is committed; the next converge's desired.build places it.
+            logger.exception("placing domains %s failed", list(domain_ids))
     dirty.on_mail_changed(sender, customer_path=customer_path, **kwargs)
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def load_balancers_using(names: list[str]) -> list[int]:
+    """Load balancer nodes whose nginx configuration includes one of the certificates.
+
+    Each candidate's configuration is rendered as converge would render it; a node whose
+    rendering fails is included too, so its converge reports why.
+    """
+    from . import desired
+    from .services import registry
+    from .services.nginx import SERVICE as DEFAULT_NGINX
+
+    service = next((s for s in registry.SERVICES if s.name == "nginx"), DEFAULT_NGINX)
+    wanted = {f"/ums/tls/{name}.crt" for name in names}
+    affected: list[int] = []
+    for node in Node.objects.filter(status__in=dirty.CONVERGE_STATUSES).order_by("pk"):
+        if "loadbalancer" not in (node.roles or ()):
+            continue
+        try:
+            paths = [f.path for f in service.render(desired.build(node))]
+        except Exception as exc:
+            logger.warning("rendering nginx for %s failed: %s", node.hostname, exc)
+            affected.append(node.pk)
+            continue
+        root = service.config_root.rstrip("/")
+        if any(path[len(root) :] in wanted for path in paths if path.startswith(root)):
+            affected.append(node.pk)
+    return affected
+
+
+def certificates_renewed(names: list[str]) -> list[int]:
+    """Mark the load balancers serving a renewed certificate dirty; their ids."""
+    if not dirty.enabled():
+        return []
+    affected = load_balancers_using(names)
+    if affected:
+        dirty.mark(affected, reason=f"certificates renewed: {', '.join(sorted(names))}"[:200])
+    return affected
+
+
+nginx_tasks.on_renewed = certificates_renewed

@@ -577,15 +577,17 @@ def _clean_policy(changes: dict[str, Any], current: Any) -> dict[str, Any]:
 def _check_scores(effective: dict[str, dict[str, Any]]) -> None:
     tag = Decimal(str(effective["spam_tag_score"]["value"]))
     hold = Decimal(str(effective["spam_hold_score"]["value"]))
-    reject = Decimal(str(effective["spam_reject_score"]["value"]))
-    if not tag <= hold <= reject:
+    reject_value = effective["spam_reject_score"]["value"]
+    # No reject score (the default) means spam is never refused, only held.
+    reject = None if reject_value is None else Decimal(str(reject_value))
+    if not tag <= hold or (reject is not None and not hold <= reject):
         raise ValidationError(
             {
                 "spam_hold_score": _(
                     "Scores must rise from tag (%(tag)s) to hold (%(hold)s) to reject "
                     "(%(reject)s), counting inherited values."
                 )
-                % {"tag": tag, "hold": hold, "reject": reject}
+                % {"tag": tag, "hold": hold, "reject": _("off") if reject is None else reject}
             }
         )
 

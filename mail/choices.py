@@ -67,7 +67,10 @@ DEFAULT_BLOCKED_MIME_TYPES = [
 ]
 DEFAULT_SPAM_TAG_SCORE = Decimal("5.0")
 DEFAULT_SPAM_HOLD_SCORE = Decimal("8.0")
-DEFAULT_SPAM_REJECT_SCORE = Decimal("15.0")
+# No reject score by default: spam at or above the hold score is held for administrators
+# to review and release (the product sheet's spam hold). Rejecting during the SMTP session
+# is opt-in per customer or domain.
+DEFAULT_SPAM_REJECT_SCORE: Decimal | None = None
 DEFAULT_ANTIVIRUS = True
 DEFAULT_GREYLISTING = False
 

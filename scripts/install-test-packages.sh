@@ -8,6 +8,8 @@ packages=(chromium gettext openssh-server iproute2 util-linux iputils-ping nginx
 # builds from source against libldap2-dev and libsasl2-dev (the Makefile runs this script
 # before it installs ums[ldap]).
 packages+=(slapd ldap-utils libldap2-dev libsasl2-dev)
+# Content filtering (issue 5): Debian 12 ships the SpamAssassin daemon as its own package.
+packages+=(spamd)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

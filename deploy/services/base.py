@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 from deploy.connector.base import Connector
 
@@ -81,6 +82,10 @@ class DomainData:
     policy: dict  # effective filtering policy (blocked extensions, scores, antivirus...)
     dkim_selector: str | None = None
     dkim_private_key: str | None = None
+    # The IMAP node the domain is placed on (deploy.placement); None when unknown, e.g. in
+    # a state built by hand: services then treat the domain as held by every IMAP node.
+    node_id: int | None = None
+    node_address: str | None = None
 
 
 @dataclass
@@ -94,6 +99,27 @@ class DesiredState:
     # Nodes by role, for upstreams and relays: role -> [(hostname, address)]
     nodes_by_role: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # TLS versions, mail store options...
+
+
+class PrepareFailed(RuntimeError):
+    """A service's preparation step cannot be planned or one of its commands failed."""
+
+
+@dataclass
+class Preparation:
+    """Node changes that are not files (datasets, ...), planned from the node's facts.
+
+    Converge runs every service's preparation before it installs any file, so that e.g.
+    the mail store datasets exist before Courier creates Maildirs in them. ``commands``
+    empty means nothing to do; a dry run shows them as shell lines without running them.
+    ``report`` is shown in the converge result whether or not anything changes (for the
+    operator: orphaned datasets, why a node uses plain directories, ...).
+    """
+
+    commands: list[list[str]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    #: Whatever the service needs to carry from ``prepare`` to ``apply_preparation``.
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 class Service(ABC):
@@ -110,6 +136,15 @@ class Service(ABC):
 
     def applies_to(self, node: NodeView) -> bool:
         return bool(self.roles & set(node.roles))
+
+    def applies_to_state(self, state: DesiredState) -> bool:
+        """Whether converge manages this service for ``state``; by default by role only.
+
+        A service that is optional per deployment (the ZFS mail store) also looks at the
+        settings, so nodes of a deployment that does not use it get neither its packages
+        nor its steps.
+        """
+        return self.applies_to(state.node)
 
     @abstractmethod
     def render(self, state: DesiredState) -> list[ManagedFile]:
@@ -131,3 +166,21 @@ class Service(ABC):
         Optional: the default is none.
         """
         return []
+
+    def prepare(self, conn: Connector, state: DesiredState) -> Preparation | None:
+        """Optional: read facts and plan non-file changes (see :class:`Preparation`).
+
+        Must not change the node: a dry run calls it too. ``None`` (the default) means
+        the service has no such step.
+        """
+        return None
+
+    def apply_preparation(self, conn: Connector, preparation: Preparation) -> None:
+        """Run what :meth:`prepare` planned; called only when it planned commands."""
+        for argv in preparation.commands:
+            result = conn.run(argv, timeout=600)
+            if not result.ok:
+                raise PrepareFailed(
+                    f"{self.name}: {' '.join(argv)} failed: "
+                    f"{(result.stderr or result.stdout).strip()}"
+                )

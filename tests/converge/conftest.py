@@ -32,6 +32,8 @@ MAIL_PRIVATE_PATHS = (
     "/var/lib/postfix",
     "/run/courier",
     "/var/lib/courier",
+    # The Courier service installs a cron entry (mailbox policy, Trash purge).
+    "/etc/cron.d",
 )
 DAEMON_NAMES = ("master", "authdaemond", "couriertcpd", "courierlogger")
 
@@ -62,7 +64,12 @@ def node_daemons(tnode: TestNode) -> list[str]:
 @pytest.fixture
 def mail_services(monkeypatch: pytest.MonkeyPatch, settings) -> None:
     monkeypatch.setattr(registry, "SERVICES", [COURIER, POSTFIX])
-    settings.UMS_CONVERGE = {"postfix_maillog_file": "/var/spool/postfix/maillog"}
+    # Routing and access only: the content filter (which needs spamd and clamd running on
+    # the SMTP node) has its own end-to-end tests in test_filtering.py.
+    settings.UMS_CONVERGE = {
+        "postfix_maillog_file": "/var/spool/postfix/maillog",
+        "content_filter": False,
+    }
     settings.UMS_AUTO_CONVERGE = True
     settings.UMS_CONVERGE_ON_APPROVAL = True
 

@@ -18,6 +18,7 @@ engine stages ``/etc/clamd.d`` via :meth:`ClamAVService.config_root_for`.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -152,11 +153,49 @@ class ClamAVService(Service):
             raise CheckFailed(self.name, "\n".join(errors) or output)
 
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
-        """Restart clamd: it reads ``clamd.conf`` only at start (RELOAD is signatures)."""
+        """(Re)start clamd: it reads ``clamd.conf`` only at start (RELOAD is signatures)."""
         unit = "clamav-daemon"
         if any(f.path.startswith("/etc/clamd.d/") for f in changed):
             unit = "clamd@scan"
-        if conn.run(["systemctl", "try-restart", unit]).ok:
+        if conn.run(["systemctl", "cat", unit]).ok:
+            conn.run(["systemctl", "enable", unit])
+            conn.run(["systemctl", "restart", unit], timeout=600).check()
             return
-        # No systemd: the Debian init script (a no-op failure if not installed).
-        conn.run(["/etc/init.d/clamav-daemon", "restart"])
+        # No systemd (containers, the test machines). Debian's init script refuses to
+        # start without the downloaded main/daily databases (a node with only local
+        # signatures is valid), so run clamd directly with the rendered file.
+        conf = next((f for f in changed if f.path.endswith((".conf",))), None)
+        if conf is None:
+            return
+        options = dict(
+            line.split(" ", 1)
+            for line in conf.content.decode().splitlines()
+            if line and not line.startswith("#")
+        )
+        pidfile = options.get("PidFile", "")
+        if pidfile:
+            pid = (conn.get_file(pidfile) or b"").strip().decode(errors="replace")
+            if pid.isdigit() and conn.run(["kill", "-0", pid]).ok:
+                conn.run(["kill", "-TERM", pid])
+                # clamd removes its socket on exit; wait so the new one can bind.
+                conn.run(
+                    [
+                        "timeout",
+                        "60",
+                        "sh",
+                        "-c",
+                        'while kill -0 "$1"; do sleep 0.2; done',
+                        "sh",
+                        pid,
+                    ]
+                )
+        user = options.get("User")
+        for key in ("PidFile", "LocalSocket", "LogFile"):
+            if options.get(key):
+                folder = posixpath.dirname(options[key])
+                conn.run(["mkdir", "-p", folder]).check()
+                if user:
+                    conn.run(["chown", user, folder]).check()
+        result = conn.run(["clamd", "--config-file", conf.path], timeout=600)
+        if not result.ok:
+            raise CheckFailed(self.name, f"clamd did not start:\n{result.stdout}{result.stderr}")

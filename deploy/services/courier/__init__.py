@@ -2,9 +2,26 @@
 
 * ``imap`` nodes: authdaemond + userdb, imapd (143), imapd-ssl (993), pop3d (110) and
   pop3d-ssl (995). A listener runs only when some mailbox may use it, so 143 and 110
-  (denied by default) stay closed; per mailbox, protocol access becomes authlib's
-  account options (``disableimap``, ``disableinsecureimap``, ``disablepop3``,
-  ``disableinsecurepop3``), which imapd and pop3d enforce at login.
+  (denied by default) stay closed. Per mailbox (see :func:`effective_access`):
+
+  - a protocol denied on both ports gets a service-specific password that matches
+    nothing (``imappw=*`` / ``pop3pw=*``): authlib checks ``<service>pw`` before
+    ``systempw``, so the LOGIN itself is refused. The account options ``disableimap`` /
+    ``disablepop3`` stay as a second line; on their own they are not enough, because
+    Courier 5 checks them only *after* answering ``OK LOGIN`` (the client sees a
+    successful login followed by ``* BYE IMAP access disabled for this account``);
+  - a protocol denied only without TLS (143/110 closed for it, 993/995 open) gets
+    ``disableinsecureimap`` / ``disableinsecurepop3``: both ports share the service
+    name, so only that post-login ``BYE`` can tell them apart;
+  - read-only and cannot-delete mailboxes get Courier IMAP ACLs, kept locked by
+    :mod:`.policy`; POP3 is denied for them, because pop3d ignores ACLs and its DELE
+    would delete anyway;
+  - the quota makes imapd refuse an APPEND over it. userdb carries it
+    (``quota=<bytes>S``) for authlib's other users, but Courier-IMAP 5 reads it from
+    the Maildir's ``maildirsize``, which :mod:`.policy` writes;
+  - messages stay in Trash for the mailbox's retention period, then :mod:`.policy`'s
+    cron job deletes them (Courier's own ``IMAP_EMPTYTRASH`` is off: one global period
+    would override the per-mailbox one).
 * ``smtp`` nodes: authdaemond + userdb only, for Postfix's SASL (see the postfix service).
 
 The userdb holds SHA512-CRYPT hashes (``systempw``), Maildir paths under the mail store
@@ -18,9 +35,13 @@ each node private copies through mount namespaces.
 
 from __future__ import annotations
 
+import posixpath
+
 from deploy.connector.base import Connector
 from deploy.services.base import CheckFailed, DesiredState, MailboxData, ManagedFile, Service
 from deploy.services.postfix import safe
+
+from . import policy
 
 ROOT = "/etc/courier"
 USERDB = f"{ROOT}/userdb"
@@ -48,25 +69,38 @@ def _yes(flag: bool) -> str:
     return "YES" if flag else "NO"
 
 
+#: A service-specific password no password can match: crypt() never yields ``*``.
+LOCKED_PASSWORD = "*"  # noqa: S105 (a lock, not a credential)
+
+
+def effective_access(m: MailboxData) -> dict[str, bool]:
+    """What the node enforces for ``m``: its protocol access, minus POP3 when the mailbox
+    is read-only or cannot delete (pop3d knows no ACLs: its DELE would still delete)."""
+    access = {key: bool(m.protocols.get(key)) for key in ("imap", "imaps", "pop3", "pop3s")}
+    if m.read_only or not m.can_delete:
+        access["pop3"] = access["pop3s"] = False
+    return access
+
+
 def userdb_line(m: MailboxData, *, root: str, uid: int, gid: int) -> str:
     """One userdb record; every value was checked not to contain ``|``, tabs or newlines."""
     home = f"{root}/{safe.domain(m.domain)}/{safe.local_part(m.local_part)}"
-    p = m.protocols
+    p = effective_access(m)
     options = []
-    if not (p.get("imap") or p.get("imaps")):
-        options.append("disableimap=1")
-    elif not p.get("imap"):
-        options.append("disableinsecureimap=1")
-    if not (p.get("pop3") or p.get("pop3s")):
-        options.append("disablepop3=1")
-    elif not p.get("pop3"):
-        options.append("disableinsecurepop3=1")
+    locked = []
+    for service in ("imap", "pop3"):
+        if not (p[service] or p[f"{service}s"]):
+            options.append(f"disable{service}=1")
+            locked.append(f"{service}pw={LOCKED_PASSWORD}")
+        elif not p[service]:
+            options.append(f"disableinsecure{service}=1")
     fields = [
         f"uid={uid}",
         f"gid={gid}",
         f"home={home}",
         f"mail={home}/Maildir",
         f"systempw={safe.password_hash(m.password_hash)}",
+        *locked,
     ]
     if m.quota_mb:
         fields.append(f"quota={int(m.quota_mb) * 1024 * 1024}S")
@@ -87,14 +121,20 @@ class CourierService(Service):
             "openssl",
         ),
         # RockyLinux has no Courier packages in its own repositories: the operator's
-        # repository must provide these names.
-        "rhel": ("courier-imap", "courier-authlib", "courier-authlib-userdb", "openssl"),
+        # repository must provide these names. cronie runs the policy jobs (.policy).
+        "rhel": (
+            "courier-imap",
+            "courier-authlib",
+            "courier-authlib-userdb",
+            "openssl",
+            "cronie",
+        ),
     }
     config_root = ROOT
 
     def render(self, state: DesiredState) -> list[ManagedFile]:
         conf = state.settings
-        root = str(conf.get("mail_root", "/var/mail/vhosts")).rstrip("/")
+        root = policy.mail_root(conf.get("mail_root", "/var/mail/vhosts"))
         uid, gid = int(conf.get("mail_uid", 5000)), int(conf.get("mail_gid", 5000))
         hosted = {safe.domain(d.name) for d in state.domains if d.enabled}
         mailboxes = [m for m in state.mailboxes if m.enabled and m.domain in hosted]
@@ -105,11 +145,12 @@ class CourierService(Service):
         ]
         if "imap" not in state.node.roles:
             return files
+        access = [effective_access(m) for m in mailboxes]
         want = {
-            "imap": any(m.protocols.get("imap") for m in mailboxes),
-            "imaps": any(m.protocols.get("imap") or m.protocols.get("imaps") for m in mailboxes),
-            "pop3": any(m.protocols.get("pop3") for m in mailboxes),
-            "pop3s": any(m.protocols.get("pop3") or m.protocols.get("pop3s") for m in mailboxes),
+            "imap": any(a["imap"] for a in access),
+            "imaps": any(a["imap"] or a["imaps"] for a in access),
+            "pop3": any(a["pop3"] for a in access),
+            "pop3s": any(a["pop3"] or a["pop3s"] for a in access),
         }
         # No tenant is listening yet: still serve IMAPS so the node answers health checks.
         if not mailboxes:
@@ -117,13 +158,19 @@ class CourierService(Service):
         priority = "NORMAL:-VERS-ALL:" + _GNUTLS_VERSIONS.get(
             str(conf.get("tls_min_version", "TLSv1.2")), _GNUTLS_VERSIONS["TLSv1.2"]
         )
-        maildirs = "".join(f"{root}/{m.domain}/{m.local_part}/Maildir\n" for m in mailboxes)
+        maildirs = "".join(f"{policy.maildir_path(root, m)}\n" for m in mailboxes)
         files += [
             ManagedFile(f"{ROOT}/imapd", self.imapd(want["imap"]).encode()),
             ManagedFile(f"{ROOT}/imapd-ssl", self.imapd_ssl(want["imaps"], priority).encode()),
             ManagedFile(f"{ROOT}/pop3d", self.pop3d(want["pop3"]).encode()),
             ManagedFile(f"{ROOT}/pop3d-ssl", self.pop3d_ssl(want["pop3s"], priority).encode()),
             ManagedFile(MAILDIR_LIST, f"{uid}:{gid}\n{maildirs}".encode(), 0o600),
+            ManagedFile(
+                policy.POLICY_LIST,
+                policy.policy_list(mailboxes, root=root, uid=uid, gid=gid),
+                0o600,
+            ),
+            ManagedFile(policy.POLICY_SCRIPT, policy.POLICY_SCRIPT_TEXT.encode(), 0o700),
         ]
         return files
 
@@ -152,12 +199,14 @@ class CourierService(Service):
             'IMAP_CAPABILITY="IMAP4rev1 UIDPLUS CHILDREN NAMESPACE THREAD=ORDEREDSUBJECT '
             'THREAD=REFERENCES SORT QUOTA IDLE"\n'
             "IMAP_KEYWORDS=1\nIMAP_ACL=1\nIMAP_PROXY=0\nIMAP_PROXY_FOREIGN=0\n"
-            "IMAP_IDLE_TIMEOUT=60\nIMAP_MAILBOX_SANITY_CHECK=1\n"
+            # Off: locked Maildirs (see .policy) are root-owned on purpose.
+            "IMAP_IDLE_TIMEOUT=60\nIMAP_MAILBOX_SANITY_CHECK=0\n"
             'IMAP_CAPABILITY_TLS="$IMAP_CAPABILITY AUTH=PLAIN"\n'
             "IMAP_DISABLETHREADSORT=0\nIMAP_CHECK_ALL_FOLDERS=0\nIMAP_OBSOLETE_CLIENT=0\n"
             "IMAP_UMASK=022\nIMAP_ULIMITD=131072\nIMAP_USELOCKS=1\n"
             "IMAP_SHAREDINDEXFILE=/etc/courier/shared/index\nIMAP_ENHANCEDIDLE=0\n"
-            "IMAP_TRASHFOLDERNAME=Trash\nIMAP_EMPTYTRASH=Trash:7\n"
+            # Trash is purged per mailbox by the policy cron job, not at logout.
+            "IMAP_TRASHFOLDERNAME=Trash\nIMAP_EMPTYTRASH=\n"
             "IMAP_MOVE_EXPUNGE_TO_TRASH=0\nSENDMAIL=/usr/sbin/sendmail\n"
             "HEADERFROM=X-IMAP-Sender\n"
             f"IMAPDSTART={_yes(start)}\nIMAPDSTARTTLS=YES\nMAILDIRPATH=Maildir\n"
@@ -242,6 +291,8 @@ class CourierService(Service):
         for item in changed:
             if item.path == MAILDIR_LIST:
                 create_maildirs(conn, item.content.decode())
+        if paths & {policy.POLICY_LIST, policy.POLICY_SCRIPT}:
+            apply_policy(conn)
         auth_running = conn.run(["sh", "-c", _RUNNING, "sh", f"{AUTH_DIR}/pid"]).ok
         if f"{ROOT}/authdaemonrc" in paths or USERDB in paths or not auth_running:
             if auth_running:
@@ -265,6 +316,18 @@ class CourierService(Service):
         if name in changed:
             return changed[name].content
         return conn.get_file(f"{ROOT}/{name}") or b""
+
+
+def apply_policy(conn: Connector) -> None:
+    """Enforce locks and quotas now and make sure cron keeps doing it (and purges Trash)."""
+    result = conn.run(["sh", policy.POLICY_SCRIPT, "enforce"], timeout=3600)
+    if not result.ok:
+        raise CheckFailed("courier", f"enforcing mailbox policy: {result.stderr.strip()}")
+    cron = policy.CRON_ENTRY.encode()
+    if conn.get_file(policy.CRON_FILE) != cron:
+        conn.run(["mkdir", "-p", posixpath.dirname(policy.CRON_FILE)]).check()
+        # cron ignores files that are group/world writable or not owned by root.
+        conn.put_file(policy.CRON_FILE, cron, mode=0o644, owner="root", group="root")
 
 
 # Waits (up to 10 s) until the daemon named by the pid file has exited: courierlogger

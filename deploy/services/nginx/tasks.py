@@ -29,18 +29,31 @@ from .certs import (
     FileCertificateStore,
     Issuer,
     LocalCAIssuer,
+    certificates_setting,
     renew_certificates,
 )
 
-__all__ = ["cert_directory", "default_issuer", "renew_lb_certificates", "renew_now"]
+__all__ = [
+    "cert_directory",
+    "current_certificates",
+    "default_issuer",
+    "renew_lb_certificates",
+    "renew_now",
+]
 
 #: Called with the renewed names when anything was renewed, so the load balancers get
-#: converged with the new files. The converge engine sets it (it owns "mark dirty").
+#: converged with the new files. ``deploy.receivers`` sets it (the converge side owns
+#: "mark dirty"; this package stays free of database and job code).
 on_renewed: Callable[[list[str]], Any] | None = None
 
 
 def cert_directory() -> Path:
     return Path(getattr(settings, "UMS_TLS_CERT_DIR", None) or Path(settings.VAR_DIR) / "tls")
+
+
+def current_certificates() -> dict[str, dict[str, str]]:
+    """The store's certificates as the nginx service renders them (``tls_certificates``)."""
+    return certificates_setting(FileCertificateStore(cert_directory()))
 
 
 def default_issuer(directory: Path) -> Issuer:

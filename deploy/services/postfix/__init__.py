@@ -28,7 +28,7 @@ from collections import defaultdict
 from importlib import resources
 
 from deploy.connector.base import Connector
-from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
+from deploy.services.base import CheckFailed, DesiredState, DomainData, ManagedFile, Service
 
 from . import delivery, filtering, safe
 
@@ -67,16 +67,33 @@ def maildir(domain: str, local_part: str) -> str:
     return f"{safe.domain(domain)}/{safe.local_part(local_part)}/Maildir/"
 
 
-def holding_node(state: DesiredState) -> str | None:
-    """Address of the IMAP node mail for the hosted domains is relayed to.
+def holding_node(state: DesiredState, domain: DomainData | None = None) -> str | None:
+    """Address of the IMAP node mail for ``domain`` is relayed to; ``None``: deliver here.
 
-    The first IMAP node of the customer tree (by id) holds every domain; ``None`` when
-    this node delivers locally or no IMAP node exists yet.
+    Each domain is placed on one IMAP node (``DomainData.node_id``/``node_address``, from
+    ``deploy.placement``): a node that holds the domain delivers locally, any other node
+    relays to the holder. A domain of unknown placement (or no domain given) keeps the
+    rule from before placements: an IMAP node delivers locally, any other node relays
+    to the first IMAP node of the customer tree; ``None`` when there is none yet.
+    The address goes into ``smtp:[...]:25``: an IP address or a hostname, nothing else.
     """
-    if "imap" in state.node.roles:
+    import ipaddress
+
+    if domain is not None and domain.node_id is not None and domain.node_address:
+        if domain.node_id == state.node.id:
+            return None
+        address = domain.node_address
+    elif "imap" in state.node.roles:
         return None
-    imap_nodes = state.nodes_by_role.get("imap", [])
-    return imap_nodes[0][1] if imap_nodes else None
+    else:
+        imap_nodes = state.nodes_by_role.get("imap", [])
+        if not imap_nodes:
+            return None
+        address = imap_nodes[0][1]
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return safe.domain(address)
 
 
 class PostfixService(Service):
@@ -149,7 +166,11 @@ class PostfixService(Service):
                 for alias in d.aliases:
                     aliases.append((f"@{safe.domain(alias)}", f"@{d.name}"))
 
-        transport = [(d, f"smtp:[{relay_to}]:25") for d in sorted(hosted)] if relay_to else []
+        transport = [
+            (safe.domain(d.name), f"smtp:[{to}]:25")
+            for d in sorted(domains, key=lambda d: d.name)
+            if (to := holding_node(state, d) if d.node_id is not None else relay_to)
+        ]
 
         files = [
             ManagedFile(f"{ROOT}/main.cf", self.main_cf(state).encode()),

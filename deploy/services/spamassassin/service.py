@@ -13,6 +13,11 @@ one spamd serves every domain on the node. So:
 * :func:`classify` is that decision, and :func:`postfix_glue` everything the Postfix
   side (owned by the Postfix service) needs: spamd address, spamc argv, thresholds.
 
+The Postfix content filter (deploy/services/postfix/filtering.py) asks spamd with the
+``SYMBOLS`` command (score and rule names) and writes the X-Spam headers itself, per
+recipient domain. No reject score (``None``, the product default) means spam is held for
+administrators to review, never refused, unless a customer or domain policy sets one.
+
 Settings (all optional): ``spam_subject_tag`` (default ``"[SPAM]"``),
 ``spam_network_checks`` (default true; false skips DNS blocklists on offline nodes),
 ``spam_max_size`` (bytes spamc sends, default 512000), and the node-wide defaults
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -30,7 +36,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from deploy.connector.base import Connector
-from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
+from deploy.services.base import (
+    CheckFailed,
+    DesiredState,
+    ManagedFile,
+    Preparation,
+    Service,
+)
+from mail import choices as mail_choices
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -39,6 +52,7 @@ __all__ = [
     "SpamAssassinService",
     "SpamThresholds",
     "classify",
+    "node_defaults",
     "postfix_glue",
     "thresholds_by_domain",
     "thresholds_for",
@@ -46,6 +60,11 @@ __all__ = [
 
 SPAMD_ADDRESS = "127.0.0.1"
 SPAMD_PORT = 783
+#: spamd's pid file when no service manager runs it.
+SPAMD_PIDFILE = "/run/spamd/spamd.pid"
+SPAMD_LOG = "/var/log/spamd.log"
+#: Greylisting state of the Postfix content filter (see activate).
+GREYLIST_DIR = "/var/lib/ums-filter"
 THRESHOLDS_FILE = "ums_thresholds.json"
 
 
@@ -55,22 +74,36 @@ class SpamThresholds:
 
     tag: float
     hold: float
-    reject: float
+    #: None: never refuse; everything from ``hold`` up is held for review.
+    reject: float | None
 
 
-#: The product defaults (mail.choices.DEFAULT_SPAM_*_SCORE; a test keeps them equal).
-DEFAULT_THRESHOLDS = SpamThresholds(5.0, 8.0, 15.0)
+def _product_default(value: object) -> float | None:
+    return None if value is None else float(str(value))
+
+
+#: The product defaults, from mail.choices (the one place they are defined). A reject
+#: score applies only where a customer or domain policy sets one: the product keeps spam
+#: for administrators to review (and release), it does not silently refuse it.
+DEFAULT_THRESHOLDS = SpamThresholds(
+    float(str(mail_choices.DEFAULT_SPAM_TAG_SCORE)),
+    float(str(mail_choices.DEFAULT_SPAM_HOLD_SCORE)),
+    _product_default(mail_choices.DEFAULT_SPAM_REJECT_SCORE),
+)
 
 _SUBJECT_RE = re.compile(r"^[\x20-\x7e]{0,40}$")
 
 
-def _score(value: object, fallback: float) -> float:
+def _score(value: object, fallback: float | None) -> float | None:
     if value is None or value == "":
         return fallback
     try:
-        return float(Decimal(str(value)))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError) as exc:
         raise ValueError(f"invalid spam score {value!r}") from exc
+    if not number.is_finite():
+        raise ValueError(f"invalid spam score {value!r}")
+    return float(number)
 
 
 def thresholds_for(
@@ -82,17 +115,17 @@ def thresholds_for(
     ``mail.policy.effective_filtering`` returns.
     """
 
-    def get(key: str, fallback: float) -> float:
+    def get(key: str, fallback: float | None) -> float | None:
         value = policy.get(key)
         if isinstance(value, Mapping):
             value = value.get("value")
         return _score(value, fallback)
 
-    return SpamThresholds(
-        get("spam_tag_score", default.tag),
-        get("spam_hold_score", default.hold),
-        get("spam_reject_score", default.reject),
-    )
+    tag = get("spam_tag_score", default.tag)
+    hold = get("spam_hold_score", default.hold)
+    if tag is None or hold is None:  # only if a default itself is missing
+        raise ValueError("spam tag and hold scores are required")
+    return SpamThresholds(tag, hold, get("spam_reject_score", default.reject))
 
 
 def node_defaults(settings: Mapping[str, Any]) -> SpamThresholds:
@@ -114,9 +147,11 @@ def thresholds_by_domain(state: DesiredState) -> dict[str, SpamThresholds]:
 def classify(score: float, thresholds: SpamThresholds) -> str:
     """``"reject"``, ``"hold"``, ``"tag"`` or ``"pass"`` for a SpamAssassin score.
 
-    The highest action reached wins, so a policy with hold >= reject simply rejects.
+    The highest action reached wins, so a policy with hold >= reject simply rejects; no
+    reject score (``None``, the product default) never rejects. The node-side filter
+    (deploy/services/postfix/filter/ums_filter.py) applies the same rule.
     """
-    if score >= thresholds.reject:
+    if thresholds.reject is not None and score >= thresholds.reject:
         return "reject"
     if score >= thresholds.hold:
         return "hold"
@@ -162,10 +197,13 @@ class SpamAssassinService(Service):
     packages = {"debian": ("spamassassin", "spamd", "spamc"), "rhel": ("spamassassin",)}
     config_root = "/etc/spamassassin"
 
-    def __init__(self, *, config_root: str | None = None, extra_rules: str = "") -> None:
+    def __init__(
+        self, *, config_root: str | None = None, extra_rules: str = "", max_children: int = 5
+    ) -> None:
         if config_root is not None:
             self.config_root = config_root.rstrip("/")
         self.extra_rules = extra_rules
+        self.max_children = max_children
 
     def render(self, state: DesiredState) -> list[ManagedFile]:
         """``local.cf`` and ``ums_thresholds.json`` for ``state.node``."""
@@ -215,14 +253,52 @@ class SpamAssassinService(Service):
             raise CheckFailed(self.name, (result.stderr + result.stdout).strip())
 
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
-        """Make spamd re-read its configuration (SIGHUP), however it is supervised."""
-        if not any(f.path.endswith((".cf", ".pre")) for f in changed):
-            return  # only the thresholds file changed: the filter reads it per message
-        # The unit is "spamd" on Debian and "spamassassin" on Rocky; without systemd
-        # (containers, the test machines) signal the pid file's process directly.
+        """Start spamd, or make it re-read its configuration (SIGHUP) if it runs."""
+        config_changed = any(f.path.endswith((".cf", ".pre")) for f in changed)
+        # The unit is "spamd" on Debian and "spamassassin" on Rocky.
         for unit in ("spamd", "spamassassin"):
-            if conn.run(["systemctl", "try-reload-or-restart", unit]).ok:
+            if conn.run(["systemctl", "cat", unit]).ok:
+                conn.run(["systemctl", "enable", unit])
+                verb = "reload-or-restart" if config_changed else "start"
+                conn.run(["systemctl", verb, unit], timeout=300).check()
                 return
-        pid = (conn.get_file("/run/spamd.pid") or b"").strip()
-        if pid.isdigit():
-            conn.run(["kill", "-HUP", pid.decode()]).check()
+        # No systemd (containers, the test machines): our own pid file.
+        pid = (conn.get_file(SPAMD_PIDFILE) or b"").strip().decode(errors="replace")
+        if pid.isdigit() and conn.run(["kill", "-0", pid]).ok:
+            if config_changed:
+                conn.run(["kill", "-HUP", pid]).check()
+            return
+        conn.run(["mkdir", "-p", posixpath.dirname(SPAMD_PIDFILE)]).check()
+        result = conn.run(self.spamd_argv(), timeout=300)
+        if not result.ok:
+            raise CheckFailed(self.name, f"spamd did not start:\n{result.stdout}{result.stderr}")
+
+    def prepare(self, conn: Connector, state: DesiredState) -> Preparation | None:
+        """The greylisting state directory of the Postfix content filter.
+
+        The filter (deploy/services/postfix/filtering.py) runs as ``nobody`` and needs a
+        directory it may write; Postfix's filtering hook has no preparation step, and
+        this service runs on exactly the nodes that filter.
+        """
+        owner = conn.run(["stat", "-c", "%U", GREYLIST_DIR])
+        if owner.ok and owner.stdout.strip() == "nobody":
+            return None
+        return Preparation(
+            commands=[
+                ["mkdir", "-p", "-m", "700", GREYLIST_DIR],
+                ["chown", "nobody", GREYLIST_DIR],
+            ]
+        )
+
+    def spamd_argv(self) -> list[str]:
+        """spamd as a daemon on loopback, site configuration only (no user rules)."""
+        return [
+            "spamd",
+            "--daemonize",
+            f"--pidfile={SPAMD_PIDFILE}",
+            f"--listen={SPAMD_ADDRESS}:{SPAMD_PORT}",
+            "--nouser-config",
+            f"--max-children={self.max_children}",
+            "--min-children=1",
+            f"--syslog={SPAMD_LOG}",
+        ]

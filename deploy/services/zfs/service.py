@@ -12,11 +12,22 @@ Facts come from ``zfs get -Hp -o name,property,value``: zfs-fuse 0.7 (the test
 machines) has no ``zfs list -p`` nor JSON output, and the command is the same on
 production OpenZFS, so one code path serves both.
 
-Inputs from ``DesiredState``: every domain in ``state.domains`` gets
-``<dataset>/<domain>`` with ``quota`` from ``DomainData.quota_mb`` (``None``: no quota).
-``settings`` keys, all optional:
+Converge drives it through the Service contract's preparation step
+(:meth:`ZfsService.prepare` / :meth:`ZfsService.apply_preparation`), which runs before any
+service installs files, so the datasets are mounted before Courier creates Maildirs in
+them. The step only runs when ``mail_store_pool`` is set (``UMS_CONVERGE``); a node where
+that pool does not exist keeps plain directories (the converge result says so), unless
+its mail store was on ZFS before (see :data:`MARKER`): then converge stops rather than
+create Maildirs on the root filesystem beneath an unmounted mail store.
 
-* ``mail_store_pool`` (default ``"mailstore"``): the node's pool, which must exist;
+Inputs from ``DesiredState``: every domain in ``state.domains`` the node holds
+(``DomainData.node_id`` is the node or unknown) gets ``<dataset>/<domain>`` with ``quota``
+from ``DomainData.quota_mb`` (``None``: no quota), mounted at ``<mail_root>/<domain>``
+where Postfix and Courier keep that domain's Maildirs (when ``mail_root`` is set; else it
+inherits the parent's mountpoint). ``settings`` keys, all optional:
+
+* ``mail_store_pool`` (no default for converge: unset means no ZFS anywhere; the
+  :meth:`ZfsService.plan` helper assumes ``"mailstore"``): the node's pool;
 * ``mail_store_dataset`` (default ``"<pool>/mail"``): parent of the domain datasets,
   created when missing (with ``mail_store_mountpoint`` as its mountpoint when given);
 * ``mail_store_compression`` (default ``"on"``): the ``compression`` property;
@@ -27,13 +38,21 @@ Inputs from ``DesiredState``: every domain in ``state.domains`` gets
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from deploy.connector.base import Connector
-from deploy.services.base import DesiredState, ManagedFile, Service
+from deploy.services.base import (
+    DesiredState,
+    DomainData,
+    ManagedFile,
+    Preparation,
+    PrepareFailed,
+    Service,
+)
 
 __all__ = [
     "DEDUP_MIN_MEMORY_BYTES",
@@ -48,17 +67,30 @@ __all__ = [
 #: "over 256GB RAM available": dedup only above this much memory.
 DEDUP_MIN_MEMORY_BYTES = 256 * 1024**3
 
-_PROPERTIES = ("compression", "dedup", "quota", "type")
+_PROPERTIES = ("compression", "dedup", "quota", "type", "mountpoint", "mounted")
+
+#: Written under ``mail_root`` once the node's mail store is on ZFS. Should the pool later
+#: be missing (not imported after a reboot, failed disk), converge refuses to go on: it
+#: would otherwise fall back to plain directories and create Maildirs on the root
+#: filesystem where the datasets belong, hiding mail once the pool is back.
+MARKER = ".ums-mail-store-zfs"
+
+# Lists which of the paths given on stdin (NUL-separated) are non-empty directories. A
+# constant script: the paths are arguments of find, never shell code.
+_NON_EMPTY_SCRIPT = (
+    'xargs -0 -r sh -c \'find "$@" -mindepth 1 -maxdepth 1 -printf "%H\\n" 2>/dev/null; exit 0\' sh'
+)
 # ZFS component names allow [A-Za-z0-9_.:-]; domains are IDNA (letters, digits, hyphens,
 # dots), so anything else is refused before it can reach a command line.
 _DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
 )
 _DATASET_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*$")
+_PATH_RE = re.compile(r"^(/[A-Za-z0-9_.:+-]+)+$")
 _COMPRESSION_RE = re.compile(r"^(on|off|lzjb|lz4|zle|zstd(-[0-9]+)?|gzip(-[1-9])?)$")
 
 
-class MailStoreError(RuntimeError):
+class MailStoreError(PrepareFailed):
     """The mail store cannot be planned or a ``zfs`` command failed (with its output)."""
 
 
@@ -88,9 +120,15 @@ class ZfsService(Service):
 
     name = "zfs"
     roles = frozenset({"imap"})
-    # zfsutils-linux is in Debian contrib; zfs on Rocky comes from the OpenZFS repository.
-    packages = {"debian": ("zfsutils-linux",), "rhel": ("zfs",)}
+    # Nothing installed by converge: ZFS needs kernel modules (DKMS from Debian contrib,
+    # the OpenZFS repository on Rocky) and a pool built from the node's disks, both an
+    # operator's decision at bootstrap. A node that has the pool has the tools.
+    packages: dict[str, tuple[str, ...]] = {}
     config_root = ""
+
+    def applies_to_state(self, state: DesiredState) -> bool:
+        """Only where the deployment uses a ZFS mail store (``mail_store_pool`` set)."""
+        return self.applies_to(state.node) and bool(state.settings.get("mail_store_pool"))
 
     # ------------------------------------------------------------------ settings
 
@@ -106,6 +144,17 @@ class ZfsService(Service):
         if not _COMPRESSION_RE.match(compression):
             raise MailStoreError(f"invalid compression {compression!r}")
         return pool, parent, compression
+
+    @staticmethod
+    def _mail_root(settings: Mapping[str, object]) -> str | None:
+        """Where domain datasets are mounted (``<mail_root>/<domain>``), if configured."""
+        root = settings.get("mail_root")
+        if not root:
+            return None
+        root = str(root).rstrip("/")
+        if not _PATH_RE.match(root) or "/../" in f"{root}/" or "/./" in f"{root}/":
+            raise MailStoreError(f"invalid mail root {root!r}")
+        return root
 
     @staticmethod
     def dataset_for(parent: str, domain: str) -> str:
@@ -162,6 +211,7 @@ class ZfsService(Service):
             if dedup_allowed(facts.memory_bytes, state.settings.get("mail_store_dedup", "auto"))
             else "off"
         )
+        mail_root = self._mail_root(state.settings)
         plan: list[list[str]] = []
         if parent not in facts.datasets:
             create = ["zfs", "create", "-p"]
@@ -175,6 +225,8 @@ class ZfsService(Service):
             dataset = self.dataset_for(parent, domain.name)
             quota_bytes = (domain.quota_mb or 0) * 1024 * 1024
             want = {"compression": compression, "dedup": dedup, "quota": str(quota_bytes)}
+            if mail_root:
+                want["mountpoint"] = f"{mail_root}/{domain.name}"
             have = facts.datasets.get(dataset)
             if have is None:
                 create = [
@@ -187,8 +239,13 @@ class ZfsService(Service):
                 ]
                 if quota_bytes:
                     create += ["-o", f"quota={domain.quota_mb}M"]
+                if mail_root:
+                    create += ["-o", f"mountpoint={want['mountpoint']}"]
                 plan.append([*create, dataset])
                 continue
+            if have.get("mounted") == "no":
+                # e.g. after a daemon restart: Courier must not create Maildirs beneath.
+                plan.append(["zfs", "mount", dataset])
             for prop, value in want.items():
                 if have.get(prop) != value:
                     shown = (
@@ -200,9 +257,9 @@ class ZfsService(Service):
         return plan
 
     def apply(self, conn: Connector, plan: list[list[str]]) -> None:
-        """Run a plan from :meth:`plan`; refuses anything but ``zfs create``/``set``."""
+        """Run a plan from :meth:`plan`; refuses anything but ``zfs create``/``set``/``mount``."""
         for argv in plan:
-            if argv[:2] not in (["zfs", "create"], ["zfs", "set"]):
+            if argv[:2] not in (["zfs", "create"], ["zfs", "set"], ["zfs", "mount"]):
                 # Defence in depth: the mail store is never destroyed, renamed or rolled
                 # back by converge, whatever a caller passes in.
                 raise MailStoreError(f"refusing to run {shlex.join(argv)}")
@@ -212,6 +269,82 @@ class ZfsService(Service):
                 raise MailStoreError(
                     f"{shlex.join(argv)} failed: {(result.stderr or result.stdout).strip()}"
                 )
+
+    # ------------------------------------------------------------------ converge step
+
+    @staticmethod
+    def held_domains(state: DesiredState) -> list[DomainData]:
+        """The domains placed on this node (or of unknown placement)."""
+        return [d for d in state.domains if d.node_id in (None, state.node.id)]
+
+    def prepare(self, conn: Connector, state: DesiredState) -> Preparation | None:
+        """Plan the mail store for converge: datasets to create/fix, orphans, the marker."""
+        if not state.settings.get("mail_store_pool"):
+            return None
+        pool, parent, _compression = self._layout(state.settings)
+        mail_root = self._mail_root(state.settings)
+        held = dataclasses.replace(state, domains=self.held_domains(state))
+        facts = self.facts(conn, held)
+        marker = f"{mail_root}/{MARKER}" if mail_root else None
+        has_marker = bool(marker) and conn.run(["test", "-e", marker]).ok
+        if not facts.pool_exists:
+            if has_marker:
+                raise MailStoreError(
+                    f"pool {pool!r} is missing on {state.node.hostname} but its mail store "
+                    f"is on ZFS ({marker} exists): import the pool, then converge again"
+                )
+            return Preparation(
+                report={"storage": "directories", "reason": f"pool {pool} not found"}
+            )
+        # A domain whose Maildirs already live in a plain directory is not moved under a
+        # new dataset: mounting over it would hide its mail. It stays as it is, listed.
+        unmigrated: list[str] = []
+        if mail_root:
+            missing = [
+                d.name
+                for d in held.domains
+                if self.dataset_for(parent, d.name) not in facts.datasets
+            ]
+            unmigrated = self._non_empty(conn, mail_root, missing)
+        if unmigrated:
+            held.domains = [d for d in held.domains if d.name not in unmigrated]
+        commands = self.plan_from_facts(facts, held)
+        if marker and not has_marker:
+            commands.append(self._marker_command(marker))
+        report: dict[str, object] = {
+            "storage": "zfs",
+            "pool": pool,
+            "dataset": parent,
+            "orphans": orphans(facts, held, parent),
+        }
+        if unmigrated:
+            report["unmigrated"] = unmigrated
+        return Preparation(commands=commands, report=report, data={"marker": marker})
+
+    @staticmethod
+    def _marker_command(marker: str) -> list[str]:
+        return ["install", "-D", "-m", "0644", "/dev/null", marker]
+
+    @staticmethod
+    def _non_empty(conn: Connector, mail_root: str, domains: list[str]) -> list[str]:
+        if not domains:
+            return []
+        paths = [f"{mail_root}/{name}" for name in domains]
+        result = conn.run(
+            ["sh", "-c", _NON_EMPTY_SCRIPT], input="\0".join(paths).encode(), timeout=600
+        )
+        found = set(result.stdout.splitlines())
+        return [name for name, path in zip(domains, paths, strict=True) if path in found]
+
+    def apply_preparation(self, conn: Connector, preparation: Preparation) -> None:
+        """``zfs`` commands through :meth:`apply` (never a destroy), then the marker."""
+        marker = preparation.data.get("marker")
+        marker_command = self._marker_command(marker) if marker else None
+        self.apply(conn, [argv for argv in preparation.commands if argv != marker_command])
+        if marker_command and marker_command in preparation.commands:
+            result = conn.run(marker_command)
+            if not result.ok:
+                raise MailStoreError(f"writing {marker} failed: {result.stderr.strip()}")
 
     # ------------------------------------------------------------------ Service
 

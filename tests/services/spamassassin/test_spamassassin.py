@@ -40,14 +40,23 @@ def _state(**policy: object) -> DesiredState:
 
 
 def test_defaults_match_product_defaults() -> None:
+    reject = choices.DEFAULT_SPAM_REJECT_SCORE
     assert (
         SpamThresholds(
             float(choices.DEFAULT_SPAM_TAG_SCORE),
             float(choices.DEFAULT_SPAM_HOLD_SCORE),
-            float(choices.DEFAULT_SPAM_REJECT_SCORE),
+            None if reject is None else float(reject),
         )
         == DEFAULT_THRESHOLDS
     )
+
+
+def test_product_defaults_hold_gtube_for_review() -> None:
+    # Held spam is for administrators to review and release (product sheet); a reject
+    # score applies only where a customer or domain policy sets one. Needs
+    # mail.choices.DEFAULT_SPAM_REJECT_SCORE = None (see deploy/services/spamassassin).
+    assert classify(1000.0, DEFAULT_THRESHOLDS) == "hold"
+    assert classify(1000.0, SpamThresholds(5, 8, None)) == "hold"
 
 
 def test_render_thresholds_from_policy() -> None:
@@ -59,9 +68,17 @@ def test_render_thresholds_from_policy() -> None:
     assert "trusted_networks 127.0.0.0/8 ::1 10.231.0.2" in local_cf
     assert "skip_rbl_checks 1" in local_cf
     data = json.loads(files["/etc/spamassassin/ums_thresholds.json"])
-    assert data["domains"]["a.example"] == {"tag": 3.5, "hold": 6.0, "reject": 15.0}
+    assert data["domains"]["a.example"] == {
+        "tag": 3.5,
+        "hold": 6.0,
+        "reject": DEFAULT_THRESHOLDS.reject,
+    }
     assert data["domains"]["alias.example"] == data["domains"]["a.example"]
-    assert data["domains"]["b.example"] == {"tag": 5.0, "hold": 8.0, "reject": 15.0}
+    assert data["domains"]["b.example"] == {
+        "tag": 5.0,
+        "hold": 8.0,
+        "reject": DEFAULT_THRESHOLDS.reject,
+    }
     glue = postfix_glue(state)
     assert glue["domains"] == thresholds_by_domain(state)
     assert glue["spamc_argv"][:2] == ["/usr/bin/spamc", "-x"]

@@ -1,0 +1,607 @@
+#!/usr/bin/env python3
+"""UMS content filter, run on SMTP nodes by Postfix's spawn(8) (one process per connection).
+
+Two roles, chosen by the first argument:
+
+``milter``
+    A Sendmail milter (protocol 6) for ``smtpd_milters``. It decides per message, during
+    the SMTP session, so nothing is ever bounced after acceptance (no backscatter):
+
+    * viruses (clamd INSTREAM) and blocked attachments (extension or MIME type) are put
+      in Postfix's hold queue (milter QUARANTINE) for administrators to review;
+    * a blocked sender is held too (an administrator can release a false positive);
+    * SpamAssassin (spamd SYMBOLS) scores; per recipient domain the score tags (headers,
+      subject), holds, or refuses the message with 550 at end of DATA (only if that
+      domain's policy sets a reject score);
+    * every held message carries exactly one ``X-UMS-Hold: <reason>; key=value; ...``
+      header added here; copies arriving from outside are deleted, so nobody can forge
+      or trigger a hold;
+    * authenticated submission skips spam scoring and the sender lists (our own users;
+      sender_login_mismatch already binds them) but still gets virus and attachment
+      checks.
+
+    Recipients of one transaction must share one policy (thresholds differ per domain,
+    but a message gets one verdict), so a recipient whose domain has another policy is
+    answered 452 4.5.3 and the client sends it again in a second transaction (RFC 5321
+    requires clients to retry 452 recipients).
+
+    Any failure (spamd or clamd down, unreadable policy, a bug) answers TEMPFAIL: the
+    client retries later and no message is lost. Postfix's ``milter_default_action =
+    tempfail`` covers a crash or a timeout of this process.
+
+``greylist``
+    A Postfix policy service (``check_policy_service``) greylisting by (client /24,
+    sender, recipient) for domains whose policy turns greylisting on. State lives in a
+    SQLite file; if it cannot be opened the service answers DUNNO (greylisting is a
+    nuisance filter, never a reason to lose or delay mail forever).
+
+Reads only ``policy.json`` next to this file (rendered by the controller), so mail keeps
+flowing when the controller is down. Standard library only; kept compatible with
+Python 3.6 (RockyLinux 8's platform-python), hence ``typing`` generics.
+"""
+# ruff: noqa: UP006, UP035, UP045
+
+import email
+import email.policy
+import email.utils
+import json
+import os
+import re
+import socket
+import sqlite3
+import struct
+import sys
+import syslog
+import time
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+POLICY_FILE = os.path.join(HERE, "policy.json")
+
+HOLD_HEADER = "X-UMS-Hold"
+# Headers only this filter may set: incoming copies are deleted before anything else.
+OWN_HEADERS = ("x-ums-hold", "x-spam-score", "x-spam-flag", "x-spam-status", "x-spam-level")
+
+# Milter protocol constants (libmilter's mfapi.h / mfdef.h).
+SMFIF_ADDHDRS = 0x01
+SMFIF_CHGHDRS = 0x10
+SMFIF_QUARANTINE = 0x20
+SMFIP_NOHELO = 0x02
+SMFIP_NOUNKNOWN = 0x100
+SMFIP_NODATA = 0x200
+MILTER_VERSION = 6
+
+_UNSAFE_VALUE = re.compile(r"[;\x00-\x1f\x7f]")
+_RULE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+class FilterError(Exception):
+    """A check could not run: the message must be deferred, never passed or lost."""
+
+
+def log(message: str) -> None:
+    syslog.syslog(syslog.LOG_MAIL | syslog.LOG_INFO, message)
+
+
+def clean_value(value: str, limit: int = 200) -> str:
+    """A value safe inside an X-UMS-Hold field: no ``;``, no control characters."""
+    return _UNSAFE_VALUE.sub("", value).strip()[:limit]
+
+
+def load_policy(path: str = POLICY_FILE) -> Dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def strip_brackets(address: str) -> str:
+    address = address.strip()
+    if address.startswith("<"):
+        address = address[1:].split(">", 1)[0]
+    return address.strip().lower()
+
+
+def sender_matches(sender: str, entries: List[str]) -> bool:
+    """``user@example.com`` exactly, ``@example.com`` that domain, ``example.com`` it and
+    its subdomains."""
+    if not sender or "@" not in sender:
+        return False
+    dom = domain_of(sender)
+    for entry in entries:
+        if entry.startswith("@"):
+            if dom == entry[1:]:
+                return True
+        elif "@" in entry:
+            if sender == entry:
+                return True
+        elif dom == entry or dom.endswith("." + entry):
+            return True
+    return False
+
+
+def policy_key_for(config: Dict[str, Any], recipient: str) -> str:
+    """Which policy (by key in ``config["policies"]``) a recipient's domain uses."""
+    return config.get("domains", {}).get(domain_of(recipient), "default")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def blocked_attachment(message: bytes, policy: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+    """(file name, MIME type) of the first attachment the policy blocks, else None."""
+    extensions = set(policy.get("blocked_extensions") or ())
+    types = set(policy.get("blocked_mime_types") or ())
+    if not extensions and not types:
+        return None
+    parsed = email.message_from_bytes(message, policy=email.policy.compat32)
+    for part in parsed.walk():
+        ctype = part.get_content_type().lower()
+        try:
+            name = part.get_filename() or ""
+        except (LookupError, ValueError):
+            name = ""
+        if isinstance(name, bytes):  # pragma: no cover - compat32 returns str
+            name = name.decode("utf-8", "replace")
+        # A file name may hide the real extension behind trailing dots or spaces.
+        base = name.strip().rstrip(". ").lower()
+        ext = base.rpartition(".")[2] if "." in base else ""
+        if (ext and ext in extensions) or ctype in types:
+            return name or "(unnamed)", ctype
+    return None
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def clamd_scan(message: bytes, config: Dict[str, Any]) -> Optional[str]:
+    """The virus name clamd finds, or None. Raises FilterError when clamd cannot scan."""
+    host, port = config["clamd"]["host"], int(config["clamd"]["port"])
+    limit = int(config["clamd"].get("max_bytes", 0))
+    if limit and len(message) > limit:
+        # clamd would refuse the stream ("size limit exceeded"); its own limits let such
+        # files through unscanned as well, so this is the same policy, stated here.
+        log(f"clamd: message of {len(message)} bytes above the scan limit, not scanned")
+        return None
+    try:
+        with socket.create_connection(
+            (host, port), timeout=config["clamd"].get("timeout", 120)
+        ) as s:
+            s.sendall(b"zINSTREAM\0")
+            for start in range(0, len(message), 65536):
+                chunk = message[start : start + 65536]
+                s.sendall(struct.pack(">I", len(chunk)) + chunk)
+            s.sendall(struct.pack(">I", 0))
+            reply = _recv_all(s).rstrip(b"\0").decode("utf-8", "replace").strip()
+    except OSError as exc:
+        raise FilterError(f"clamd unavailable: {exc}") from exc
+    if reply.endswith("FOUND"):
+        name = reply.rsplit(" FOUND", 1)[0].partition(":")[2].strip()
+        return clean_value(name) or "unknown"
+    if reply.endswith(": OK"):
+        return None
+    raise FilterError(f"clamd answered {reply[:200]!r}")
+
+
+def spamd_check(message: bytes, config: Dict[str, Any]) -> Tuple[float, List[str]]:
+    """(score, rule names) from spamd. Raises FilterError when spamd cannot score."""
+    spamd = config["spamd"]
+    request = (
+        b"SYMBOLS SPAMC/1.5\r\nContent-length: %d\r\nUser: ums\r\n\r\n" % len(message)
+    ) + message
+    try:
+        with socket.create_connection(
+            (spamd["host"], int(spamd["port"])), timeout=spamd.get("timeout", 120)
+        ) as s:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            reply = _recv_all(s)
+    except OSError as exc:
+        raise FilterError(f"spamd unavailable: {exc}") from exc
+    head, _sep, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split()
+    if len(status) < 2 or not status[0].startswith("SPAMD/") or status[1] != "0":
+        raise FilterError(f"spamd answered {lines[0][:200]!r}")
+    score = None
+    for line in lines[1:]:
+        name, _colon, value = line.partition(":")
+        if name.strip().lower() == "spam":
+            # "True ; 1000.0 / 5.0"
+            try:
+                score = float(value.split(";", 1)[1].split("/", 1)[0])
+            except (IndexError, ValueError) as exc:
+                raise FilterError(f"spamd sent no score: {line!r}") from exc
+    if score is None:
+        raise FilterError("spamd sent no score")
+    rules = [r.strip() for r in body.decode("latin-1").replace("\r\n", "").split(",")]
+    return score, [r for r in rules if _RULE.match(r)]
+
+
+def classify(score: float, thresholds: Dict[str, Any]) -> str:
+    """Same rule as deploy.services.spamassassin.classify; a None reject never rejects."""
+    reject = thresholds.get("reject")
+    if reject is not None and score >= float(reject):
+        return "reject"
+    if score >= float(thresholds["hold"]):
+        return "hold"
+    if score >= float(thresholds["tag"]):
+        return "tag"
+    return "pass"
+
+
+def hold_value(reason: str, **fields: str) -> str:
+    parts = [reason] + [f"{key}={clean_value(value, 900)}" for key, value in fields.items()]
+    return "; ".join(parts)
+
+
+def decide(
+    message: bytes,
+    policy: Dict[str, Any],
+    config: Dict[str, Any],
+    *,
+    sender: str,
+    header_from: List[str],
+    authenticated: bool,
+) -> Dict[str, Any]:
+    """The verdict for one message: ``action`` (accept/hold/reject), headers to add, hold
+    value and subject tag. Raises FilterError when a required check cannot run."""
+    verdict = {"action": "accept", "hold": None, "headers": [], "tag_subject": False}  # type: Dict[str, Any]
+    if policy.get("antivirus"):
+        virus = clamd_scan(message, config)
+        if virus:
+            verdict.update(action="hold", hold=hold_value("virus", virus=virus))
+            return verdict
+    blocked = blocked_attachment(message, policy)
+    if blocked:
+        name, ctype = blocked
+        verdict.update(action="hold", hold=hold_value("attachment", attachment=name, type=ctype))
+        return verdict
+    if authenticated:
+        return verdict
+    allowed = sender_matches(sender, policy.get("sender_allow") or [])
+    block = policy.get("sender_block") or []
+    if not allowed:
+        for candidate in [sender, *header_from]:
+            if sender_matches(candidate, block):
+                verdict.update(action="hold", hold=hold_value("sender", sender=candidate))
+                return verdict
+    max_size = int(config["spamd"].get("max_bytes", 512000))
+    if len(message) > max_size:
+        verdict["headers"].append(("X-Spam-Status", "No, not scanned (message too large)"))
+        return verdict
+    score, rules = spamd_check(message, config)
+    thresholds = policy["thresholds"]
+    verdict["headers"].append(("X-Spam-Score", f"{score:.1f}"))
+    outcome = "pass" if allowed else classify(score, thresholds)
+    flag = outcome != "pass"
+    verdict["headers"].append(
+        (
+            "X-Spam-Status",
+            "{}, score={:.1f} tag={} hold={} tests={}{}".format(
+                "Yes" if flag else "No",
+                score,
+                thresholds["tag"],
+                thresholds["hold"],
+                ",".join(rules) or "none",
+                " sender=allowed" if allowed else "",
+            ),
+        )
+    )
+    if flag:
+        verdict["headers"].append(("X-Spam-Flag", "YES"))
+        verdict["tag_subject"] = bool(config.get("subject_tag"))
+    if outcome == "reject":
+        verdict["action"] = "reject"
+    elif outcome == "hold":
+        verdict.update(
+            action="hold",
+            hold=hold_value("spam", score=f"{score:.1f}", rules=",".join(rules)),
+        )
+    return verdict
+
+
+# --------------------------------------------------------------------------- milter
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+class Milter:
+    """One SMTP connection's worth of milter conversation on stdin/stdout."""
+
+    def __init__(self, rfile: BinaryIO, wfile: BinaryIO, config: Optional[Dict[str, Any]]):
+        self.rfile, self.wfile = rfile, wfile
+        self.config = config
+        self.macros = {}  # type: Dict[str, str]
+        self.reset()
+
+    def reset(self) -> None:
+        self.sender = ""
+        self.group = None  # type: Optional[str]
+        self.headers = []  # type: List[Tuple[str, str]]
+        self.body = []  # type: List[bytes]
+
+    def send(self, cmd: bytes, data: bytes = b"") -> None:
+        self.wfile.write(struct.pack(">I", len(data) + 1) + cmd + data)
+
+    def flush(self) -> None:
+        self.wfile.flush()
+
+    def reply(self, cmd: bytes, data: bytes = b"") -> None:
+        self.send(cmd, data)
+        self.flush()
+
+    def replycode(self, text: str) -> None:
+        self.reply(b"y", text.encode("utf-8") + b"\0")
+
+    @property
+    def authenticated(self) -> bool:
+        # Submission and SMTPS set milter_macro_daemon_name=ORIGINATING; auth_authen is
+        # the SASL login. Either means one of our users sends.
+        return bool(self.macros.get("{auth_authen}")) or (
+            self.macros.get("{daemon_name}") == "ORIGINATING"
+        )
+
+    def run(self) -> None:
+        while True:
+            try:
+                head = _read_exact(self.rfile, 4)
+                (size,) = struct.unpack(">I", head)
+                packet = _read_exact(self.rfile, size)
+            except EOFError:
+                return
+            cmd, data = packet[:1], packet[1:]
+            if cmd == b"O":
+                _version, actions, protocol = struct.unpack(">III", data[:12])
+                wanted = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE
+                skip = (SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA) & protocol
+                self.reply(b"O", struct.pack(">III", MILTER_VERSION, wanted & actions, skip))
+            elif cmd == b"D":
+                items = data[1:].split(b"\0")
+                for i in range(0, len(items) - 1, 2):
+                    self.macros[items[i].decode("latin-1")] = items[i + 1].decode(
+                        "utf-8", "replace"
+                    )
+            elif cmd == b"M":
+                self.reset()
+                self.sender = strip_brackets(data.split(b"\0", 1)[0].decode("utf-8", "replace"))
+                self.reply(b"c")
+            elif cmd == b"R":
+                self.on_rcpt(strip_brackets(data.split(b"\0", 1)[0].decode("utf-8", "replace")))
+            elif cmd == b"L":
+                name, _nul, rest = data.partition(b"\0")
+                value = rest.split(b"\0", 1)[0]
+                self.headers.append((name.decode("latin-1"), value.decode("utf-8", "replace")))
+                self.reply(b"c")
+            elif cmd == b"B":
+                self.body.append(data)
+                self.reply(b"c")
+            elif cmd == b"E":
+                if data:
+                    self.body.append(data)
+                self.on_eom()
+                self.reset()
+            elif cmd == b"A":
+                self.reset()
+            elif cmd == b"Q":
+                return
+            elif cmd == b"K":
+                self.reset()
+                self.macros = {}
+            else:  # C(onnect), H(elo), N (end of headers), T (DATA), U(nknown)
+                self.reply(b"c")
+
+    def on_rcpt(self, recipient: str) -> None:
+        if self.config is None:
+            self.reply(b"t")
+            return
+        group = "outbound" if self.authenticated else policy_key_for(self.config, recipient)
+        if self.group is None or self.group == group:
+            self.group = group
+            self.reply(b"c")
+        else:
+            self.replycode(
+                "452 4.5.3 Recipients with different filtering policies: "
+                "please send to this recipient in a separate transaction"
+            )
+
+    def policy(self) -> Dict[str, Any]:
+        assert self.config is not None
+        policies = self.config["policies"]
+        key = self.group or "default"
+        if key == "outbound":
+            key = policy_key_for(self.config, self.sender)
+        return policies.get(key) or policies["default"]
+
+    def message_bytes(self) -> bytes:
+        lines = []
+        for name, value in self.headers:
+            if name.lower() in OWN_HEADERS:
+                continue
+            value = value.replace("\r\n", "\n").replace("\n", "\r\n")
+            lines.append((f"{name}: {value}\r\n").encode("utf-8", "replace"))
+        return b"".join(lines) + b"\r\n" + b"".join(self.body)
+
+    def on_eom(self) -> None:
+        queue_id = self.macros.get("i", "?")
+        try:
+            if self.config is None:
+                raise FilterError("no readable policy file")
+            header_from = [
+                strip_brackets(a)
+                for _n, a in email.utils.getaddresses(
+                    [v for n, v in self.headers if n.lower() == "from"]
+                )
+                if a
+            ]
+            verdict = decide(
+                self.message_bytes(),
+                self.policy(),
+                self.config,
+                sender=self.sender,
+                header_from=header_from,
+                authenticated=self.authenticated,
+            )
+        except Exception as exc:  # any failure defers: the client keeps the message
+            log(f"{queue_id}: filter failed, deferring: {exc}")
+            self.replycode("451 4.7.1 Content filter temporarily unavailable, try again later")
+            return
+        if verdict["action"] == "reject":
+            log(f"{queue_id}: rejected as spam")
+            self.replycode("550 5.7.1 Message rejected as spam")
+            return
+        # Delete forged copies of our own headers, the highest index first so the
+        # remaining indexes stay valid whatever the MTA's deletion semantics.
+        counts = {}  # type: Dict[str, int]
+        positions = []  # type: List[Tuple[str, int]]
+        for name, _value in self.headers:
+            key = name.lower()
+            counts[key] = counts.get(key, 0) + 1
+            if key in OWN_HEADERS:
+                positions.append((name, counts[key]))
+        for name, index in reversed(positions):
+            self.send(b"m", struct.pack(">I", index) + name.encode("latin-1") + b"\0\0")
+        for name, value in verdict["headers"]:
+            self.send(b"h", name.encode() + b"\0" + value.encode("utf-8") + b"\0")
+        if verdict["tag_subject"]:
+            subjects = [v for n, v in self.headers if n.lower() == "subject"]
+            tag = self.config["subject_tag"]
+            if subjects and not subjects[0].startswith(tag):
+                new = f"{tag} {subjects[0]}"
+                self.send(b"m", struct.pack(">I", 1) + b"Subject\0" + new.encode("utf-8") + b"\0")
+            elif not subjects:
+                self.send(b"h", b"Subject\0" + tag.encode() + b"\0")
+        if verdict["action"] == "hold":
+            self.send(b"h", HOLD_HEADER.encode() + b"\0" + verdict["hold"].encode("utf-8") + b"\0")
+            self.send(
+                b"q", ("UMS hold: {}".format(verdict["hold"].split(";", 1)[0])).encode() + b"\0"
+            )
+            log("{}: held: {}".format(queue_id, verdict["hold"]))
+        self.reply(b"c")
+
+
+def run_milter() -> None:
+    try:
+        config = load_policy()  # type: Optional[Dict[str, Any]]
+    except (OSError, ValueError) as exc:
+        log(f"cannot read {POLICY_FILE}: {exc}")
+        config = None
+    Milter(sys.stdin.buffer, sys.stdout.buffer, config).run()
+
+
+# --------------------------------------------------------------------------- greylisting
+
+
+def _client_net(address: str) -> str:
+    if ":" in address:  # IPv6: the /64
+        return ":".join(address.split(":")[:4])
+    return ".".join(address.split(".")[:3])
+
+
+def greylist_verdict(
+    db: sqlite3.Connection, request: Dict[str, str], delay: int, now: float
+) -> str:
+    """``DEFER_IF_PERMIT ...`` for a new triplet or one retried too early, else ``DUNNO``."""
+    key = "{}/{}/{}".format(
+        _client_net(request.get("client_address", "")),
+        request.get("sender", "").lower(),
+        request.get("recipient", "").lower(),
+    )
+    row = db.execute("SELECT first_seen FROM triplets WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        db.execute(
+            "INSERT OR IGNORE INTO triplets (key, first_seen, last_seen) VALUES (?, ?, ?)",
+            (key, now, now),
+        )
+        db.commit()
+        return "DEFER_IF_PERMIT Greylisted, please try again later"
+    db.execute("UPDATE triplets SET last_seen = ? WHERE key = ?", (now, key))
+    db.commit()
+    if now - row[0] < delay:
+        return "DEFER_IF_PERMIT Greylisted, please try again later"
+    return "DUNNO"
+
+
+def open_greylist_db(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=10)
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS triplets "
+        "(key TEXT PRIMARY KEY, first_seen REAL NOT NULL, last_seen REAL NOT NULL)"
+    )
+    # Forget triplets not seen for the retention period (default 35 days).
+    return db
+
+
+def run_greylist() -> None:
+    try:
+        config = load_policy()  # type: Optional[Dict[str, Any]]
+    except (OSError, ValueError) as exc:
+        log(f"greylist: cannot read {POLICY_FILE}: {exc}")
+        config = None
+    grey = (config or {}).get("greylist") or {}
+    db = None  # type: Optional[sqlite3.Connection]
+    if config is not None:
+        try:
+            db = open_greylist_db(grey["db"])
+            cutoff = time.time() - float(grey.get("retention", 35 * 86400))
+            db.execute("DELETE FROM triplets WHERE last_seen < ?", (cutoff,))
+            db.commit()
+        except (sqlite3.Error, OSError, KeyError) as exc:
+            log(f"greylist: database unavailable, not greylisting: {exc}")
+            db = None
+    rfile, wfile = sys.stdin.buffer, sys.stdout.buffer
+    request = {}  # type: Dict[str, str]
+    for raw in rfile:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line:
+            name, _eq, value = line.partition("=")
+            request[name] = value
+            continue
+        action = "DUNNO"
+        if db is not None and config is not None:
+            key = policy_key_for(config, request.get("recipient", ""))
+            policy = config["policies"].get(key) or config["policies"]["default"]
+            if policy.get("greylisting"):
+                try:
+                    action = greylist_verdict(db, request, int(grey.get("delay", 300)), time.time())
+                except sqlite3.Error as exc:
+                    log(f"greylist: database error, not greylisting: {exc}")
+        wfile.write((f"action={action}\n\n").encode())
+        wfile.flush()
+        request = {}
+
+
+def main(argv: List[str]) -> int:
+    syslog.openlog("ums-filter", syslog.LOG_PID, syslog.LOG_MAIL)
+    # spawn(8) connects stdin and stdout to Postfix; anything on stderr must not reach
+    # the protocol stream.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    mode = argv[1] if len(argv) > 1 else ""
+    if mode == "milter":
+        run_milter()
+    elif mode == "greylist":
+        run_greylist()
+    else:
+        return 64
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
