@@ -7,4 +7,4 @@ class DeployConfig(AppConfig):
     verbose_name = _("Deployment")
 
     def ready(self) -> None:
-        from . import receivers  # noqa: F401  (connects the signal receivers)
+        from . import checks, receivers  # noqa: F401  (registers checks, connects receivers)

@@ -48,8 +48,21 @@ def test_env_example_lists_every_variable() -> None:
 
     names = set()
     for path in [ROOT / "ums" / "settings.py"]:
-        names |= set(re.findall(r'env_(?:str|bool|int|list)\(\s*"([A-Z0-9_]+)"', path.read_text()))
+        pattern = r'env_(?:str|bool|int|list|json_object)\(\s*"([A-Z0-9_]+)"'
+        names |= set(re.findall(pattern, path.read_text()))
     example = (ROOT / ".env.example").read_text()
     readme = (ROOT / "README.md").read_text()
     missing = sorted(n for n in names if n not in example or n not in readme)
     assert not missing, f"variables missing from .env.example or README: {missing}"
+
+
+def test_node_settings_are_checked_at_start(tmp_path: Path) -> None:
+    env = {"UMS_VAR_DIR": str(tmp_path)}
+    good = '{"mail_store_pool": "tank", "greylist_delay": 60, "content_filter": true}'
+    assert run_manage("check", env={**env, "UMS_NODE_SETTINGS": good}).returncode == 0
+    typo = run_manage("check", env={**env, "UMS_NODE_SETTINGS": '{"mail_roots": "/srv"}'})
+    assert typo.returncode != 0 and "unknown option 'mail_roots'" in typo.stderr
+    wrong = run_manage("check", env={**env, "UMS_NODE_SETTINGS": '{"greylist_delay": true}'})
+    assert wrong.returncode != 0 and "greylist_delay must be a number" in wrong.stderr
+    broken = run_manage("check", env={**env, "UMS_NODE_SETTINGS": "{mail_root: x}"})
+    assert broken.returncode != 0 and "UMS_NODE_SETTINGS must be a JSON object" in broken.stderr

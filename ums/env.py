@@ -53,3 +53,19 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None:
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_json_object(name: str, default: dict | None = None) -> dict:
+    """A JSON object (``{"key": value}``), for structured settings such as node options."""
+    import json
+
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return dict(default or {})
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ImproperEnvironment(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ImproperEnvironment(f"{name} must be a JSON object, got {type(parsed).__name__}")
+    return parsed

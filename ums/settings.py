@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.utils.translation import gettext_lazy as _
 
-from ums.env import ImproperEnvironment, env_bool, env_int, env_list, env_str
+from ums.env import (
+    ImproperEnvironment,
+    env_bool,
+    env_int,
+    env_json_object,
+    env_list,
+    env_str,
+)
 from ums.secrets_files import read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -252,7 +259,11 @@ SPECTACULAR_SETTINGS = {
     ],
     "COMPONENT_SPLIT_REQUEST": True,
     # The permission codes appear in several serializers: one schema enum for all of them.
-    "ENUM_NAME_OVERRIDES": {"PermissionCodeEnum": "tenants.permissions.ALL"},
+    "ENUM_NAME_OVERRIDES": {
+        "PermissionCodeEnum": "tenants.permissions.ALL",
+        "HeldMessageStatusEnum": "spamhold.models.Status",
+        "HeldMessageReasonEnum": "spamhold.models.Reason",
+    },
 }
 
 # Celery: without a broker, tasks run in-process (the embedded default).
@@ -298,6 +309,9 @@ CELERY_BEAT_SCHEDULE = {
 # included) when a node is approved.
 UMS_AUTO_CONVERGE = env_bool("UMS_AUTO_CONVERGE", True)
 UMS_CONVERGE_ON_APPROVAL = env_bool("UMS_CONVERGE_ON_APPROVAL", True)
+# Options of the configuration rendered onto nodes (mail root, TLS floor, ZFS pool, spam
+# and greylisting knobs...): a JSON object checked at start-up against deploy.node_settings.
+UMS_CONVERGE = env_json_object("UMS_NODE_SETTINGS", {})
 
 # bootstrapcore.sh registrations accepted per client address (DRF rate syntax).
 NODE_REGISTER_THROTTLE_RATE = env_str("UMS_NODE_REGISTER_RATE", "30/minute")
