@@ -45,8 +45,24 @@ IN_HOLD_SCRIPT = (
     'q=$(postconf -h queue_directory) || exit 70; cd "$q/hold" || exit 71; '
     'for id do if [ -f "$id" ]; then printf "%s\\n" "$id"; fi; done'
 )
+# The fast path: one ``postcat -e`` for every id given, its output cut per message by one
+# awk (``$1``: byte limit; every ``*** ... ***`` section line resets the count), so a batch
+# costs two processes instead of two per id. ``-e`` is there for the section lines naming
+# each queue file; the envelope records themselves are dropped. postcat stops at the first
+# id it cannot open ("fatal: open queue file ID"), having printed every id before it.
+BATCH_HEADERS_SCRIPT = (
+    'limit=$1; shift; postcat -ehq "$@" | awk -v limit="$limit" '
+    "'/^[*][*][*] [A-Z ]+ [A-Za-z]+[/][0-9A-Za-z]+ [*][*][*]$/ "
+    '{ n = 0; skip = ($2 " " $3 != "MESSAGE CONTENTS"); print; next } '
+    "skip { next } "
+    "{ n += length($0) + 1; if (n <= limit) print }'"
+)
+SECTION = re.compile(
+    r"^\*\*\* (ENVELOPE RECORDS|MESSAGE CONTENTS|HEADER EXTRACTED|MESSAGE FILE END) "
+    r"[A-Za-z]+/([0-9A-Za-z]{1,64}) \*\*\*$"
+)
+MISSING = re.compile(r"open queue file ([0-9A-Za-z]{1,64}):")
 # Asks the queue manager to deliver each released id now.
-SCHEDULE_SCRIPT = 'for id do postqueue -i "$id" || exit $?; done'
 # One message, headers and body, cut at a byte limit; base64 so 8-bit bytes survive the
 # connector's text decoding.
 MESSAGE_SCRIPT = 'postcat -bhq "$0" 2>/dev/null | head -c "$1" | base64'
@@ -161,11 +177,58 @@ def parse_headers_output(output: str) -> dict[str, str]:
     return found
 
 
-def fetch_headers(conn: Connector, ids: Iterable[str]) -> dict[str, str]:
-    """Headers of many queued messages: one remote command per :data:`BATCH` ids."""
-    wanted = check_ids(ids)
+def parse_postcat_output(output: str, ids: list[str]) -> tuple[dict[str, str], set[str]]:
+    """Headers per id from :data:`BATCH_HEADERS_SCRIPT` output, and the ids to re-read.
+
+    A header line can never look like a section line (a header name has no spaces), but an
+    envelope record is printed raw; so an id whose sections appear more than once, or out
+    of the order postcat reads the ids in, is not trusted and comes back for a re-read
+    one id at a time.
+    """
+    wanted = set(ids)
+    found: dict[str, str] = {}
+    suspect: set[str] = set()
+    envelopes: dict[str, int] = {}
+    contents: set[str] = set()
+    order = {queue_id: index for index, queue_id in enumerate(ids)}
+    last_index = -1
+    current: str | None = None
+    lines: list[str] = []
+
+    def flush() -> None:
+        if current is not None and current not in found:
+            found[current] = "\n".join(lines).strip("\n") + "\n"
+
+    for line in output.split("\n"):
+        section = SECTION.match(line)
+        if section is None:
+            if current is not None:
+                lines.append(line)
+            continue
+        flush()
+        current, lines = None, []
+        kind, queue_id = section.groups()
+        if queue_id not in wanted:
+            continue
+        if kind == "ENVELOPE RECORDS":
+            envelopes[queue_id] = envelopes.get(queue_id, 0) + 1
+            if envelopes[queue_id] > 1 or order[queue_id] < last_index:
+                suspect.add(queue_id)
+            last_index = max(last_index, order[queue_id])
+        elif kind == "MESSAGE CONTENTS":
+            if queue_id in found or queue_id in contents:
+                suspect.add(queue_id)  # a second contents section: someone forged one
+            contents.add(queue_id)
+            current = queue_id
+    flush()
+    for queue_id in suspect:
+        found.pop(queue_id, None)
+    return found, suspect
+
+
+def _headers_one_by_one(conn: Connector, ids: list[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for chunk in _chunks(wanted):
+    for chunk in _chunks(ids):
         argv = ["sh", "-c", HEADERS_SCRIPT, SEPARATOR, str(HEADER_LIMIT), *chunk]
         result = conn.run(argv, timeout=600)
         if not result.ok:
@@ -173,6 +236,39 @@ def fetch_headers(conn: Connector, ids: Iterable[str]) -> dict[str, str]:
                 f"reading headers exited {result.exit_code}", result.stderr.strip()[-2000:]
             )
         headers.update(parse_headers_output(result.stdout))
+    return headers
+
+
+def fetch_headers(conn: Connector, ids: Iterable[str]) -> dict[str, str]:
+    """Headers of many queued messages: one ``postcat`` per :data:`BATCH` ids.
+
+    An id that left the queue since it was listed stops postcat (after a one-second
+    pause of Postfix's): the rest of the batch is narrowed to what is still on hold, so a
+    burst of departures costs one pause per batch, not one per message. Output that cannot
+    be trusted, or a failure of another kind, is re-read one id at a time as before.
+    """
+    wanted = check_ids(ids)
+    headers: dict[str, str] = {}
+    again: list[str] = []
+    for chunk in _chunks(wanted):
+        while chunk:
+            argv = ["sh", "-c", BATCH_HEADERS_SCRIPT, "sh", str(HEADER_LIMIT), *chunk]
+            result = conn.run(argv, timeout=600)
+            found, suspect = parse_postcat_output(result.stdout, chunk)
+            headers.update(found)
+            again += suspect
+            missing = MISSING.search(result.stderr)
+            if result.ok and missing is None:
+                break
+            if missing is None or missing.group(1) not in chunk:
+                again += [i for i in chunk if i not in found and i not in suspect]
+                break
+            # Everything before the missing id was printed; the rest, if still held.
+            rest = chunk[chunk.index(missing.group(1)) + 1 :]
+            present = in_hold(conn, rest) if rest else set()
+            chunk = [i for i in rest if i in present]
+    if again:
+        headers.update(_headers_one_by_one(conn, again))
     return headers
 
 
@@ -234,25 +330,23 @@ def _postsuper(conn: Connector, flag: str, ids: list[str]) -> tuple[set[str], Qu
 
 
 def release(conn: Connector, ids: Iterable[str]) -> QueueChange:
-    """Move held messages to the deferred queue and have the queue manager deliver them.
+    """Send held messages on: requeued from the hold queue through cleanup, then delivered.
 
-    Delivery is scheduled per id (``postqueue -i``) for small batches and with one
-    ``postqueue -f`` flush for large ones, where a few thousand ``-i`` calls would cost
-    more than retrying the whole deferred queue once.
+    ``postsuper -r`` rather than ``-H``: ``-H`` moves a message to the deferred queue with
+    its original arrival time, so mail held for longer than ``maximal_queue_lifetime``
+    (5 days by default; spam is kept for 30) would bounce the moment it is released.
+    Requeued mail is a new queue file with a fresh lifetime; it passes ``cleanup`` again
+    (which drops the filter's X-UMS-Hold header) but not the content filter, which only
+    filters mail arriving over SMTP. ``postkick`` wakes the pickup daemon so delivery
+    starts now rather than at its next poll.
     """
     wanted = check_ids(ids)
-    _present, change = _postsuper(conn, "-H", wanted)
+    _present, change = _postsuper(conn, "-r", wanted)
     if change.done:
-        if len(change.done) <= 100:
-            for chunk in _chunks(change.done):
-                result = conn.run(["sh", "-c", SCHEDULE_SCRIPT, "sh", *chunk], timeout=300)
-                if not result.ok:
-                    # Released all the same: the queue manager picks it up at its next run.
-                    change.output += f"\npostqueue -i: {result.stderr.strip()[-500:]}"
-        else:
-            result = conn.run(["postqueue", "-f"], timeout=300)
-            if not result.ok:
-                change.output += f"\npostqueue -f: {result.stderr.strip()[-500:]}"
+        result = conn.run(["postkick", "public", "pickup", "W"], timeout=60)
+        if not result.ok:
+            # Released all the same: pickup finds it at its next poll (within a minute).
+            change.output += f"\npostkick: {result.stderr.strip()[-500:]}"
     return change
 
 

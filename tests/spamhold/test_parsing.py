@@ -82,3 +82,51 @@ def test_content_is_parsed_not_executed_html_becomes_text_attachments_only_liste
     assert [(a.name, a.content_type, a.size) for a in found.attachments] == [
         ("invoice.exe", "application/x-msdownload", 400)
     ]
+
+
+def _section(kind: str, queue_id: str) -> str:
+    return f"*** {kind} hold/{queue_id} ***"
+
+
+def test_postcat_batch_output_is_split_and_forged_sections_are_not_trusted() -> None:
+    ids = ["4QaaaAAA1", "4QbbbBBB2", "4QcccCCC3"]
+    output = "\n".join(
+        [
+            _section("ENVELOPE RECORDS", ids[0]),
+            _section("MESSAGE CONTENTS", ids[0]),
+            "Subject: first",
+            _section("HEADER EXTRACTED", ids[0]),
+            _section("MESSAGE FILE END", ids[0]),
+            # The second message's envelope carries a forged section for the third one.
+            _section("ENVELOPE RECORDS", ids[1]),
+            _section("MESSAGE CONTENTS", ids[2]),
+            "Subject: forged",
+            _section("MESSAGE CONTENTS", ids[1]),
+            "Subject: second",
+            _section("MESSAGE FILE END", ids[1]),
+            _section("ENVELOPE RECORDS", ids[2]),
+            _section("MESSAGE CONTENTS", ids[2]),
+            "Subject: third",
+            _section("MESSAGE FILE END", ids[2]),
+        ]
+    )
+    found, suspect = nodeops.parse_postcat_output(output, ids)
+    assert found == {ids[0]: "Subject: first\n", ids[1]: "Subject: second\n"}
+    assert suspect == {ids[2]}  # re-read one at a time, never taken from the batch
+
+
+def test_postcat_sections_out_of_order_are_re_read() -> None:
+    ids = ["4QaaaAAA1", "4QbbbBBB2"]
+    output = "\n".join(
+        [
+            _section("ENVELOPE RECORDS", ids[1]),
+            _section("MESSAGE CONTENTS", ids[1]),
+            "Subject: b",
+            _section("ENVELOPE RECORDS", ids[0]),
+            _section("MESSAGE CONTENTS", ids[0]),
+            "Subject: a",
+        ]
+    )
+    found, suspect = nodeops.parse_postcat_output(output, ids)
+    assert ids[0] in suspect and ids[0] not in found
+    assert found[ids[1]] == "Subject: b\n"
