@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from tenants.models import Customer
 from ums import scoping
@@ -258,7 +259,7 @@ class AutoResponderForm(ActorForm):
 
 
 RULE_FIELDS = [
-    ("from", _("From")),
+    ("from", pgettext_lazy("mail sender", "From")),
     ("to", _("To or Cc")),
     ("subject", _("Subject")),
     ("header", _("Header")),

@@ -49,8 +49,15 @@ def test_catalog_is_compiled(language: str) -> None:
     po_path = ROOT / "locale" / language / "LC_MESSAGES" / "django.po"
     mo_path = po_path.with_suffix(".mo")
     assert mo_path.exists()
-    compiled = {e.msgid: e.msgstr for e in polib.mofile(str(mo_path)) if not e.msgid_plural}
-    source = {e.msgid: e.msgstr for e in catalog(language) if not e.msgid_plural and not e.obsolete}
+    # Keyed by context too: "From" (a sender) and "From" (a zone) are different messages.
+    compiled = {
+        (e.msgctxt, e.msgid): e.msgstr for e in polib.mofile(str(mo_path)) if not e.msgid_plural
+    }
+    source = {
+        (e.msgctxt, e.msgid): e.msgstr
+        for e in catalog(language)
+        if not e.msgid_plural and not e.obsolete
+    }
     assert compiled == source, "the .mo is older than the .po: run compilemessages"
 
 
