@@ -12,12 +12,13 @@ rules):
 4. otherwise the preparation commands run first, in service order, so everything files
    and activations rely on (a dataset mounted where Courier creates Maildirs) exists;
 5. then, per service with changes: the whole ``config_root`` is copied to a stage
-   *inside* it (same filesystem, so installing is a rename), the changed files are written
-   there and the service's own checker validates the staged tree. On
-   :class:`~deploy.services.base.CheckFailed` the stage is removed and nothing live was
-   touched; the error carries the checker's output;
-6. each changed file (and what the checker compiled from it) is renamed into place,
-   keeping the mode and owner set in the stage;
+   *inside* it (same filesystem, so installing is a rename) and the changed files are
+   written there; the services' own checkers then validate their staged trees
+   concurrently (one SSH channel each). On :class:`~deploy.services.base.CheckFailed`
+   every stage is removed and nothing live was touched; the error carries the checker's
+   output;
+6. in service order, each changed file (and what the checker compiled from it) is
+   renamed into place, keeping the mode and owner set in the stage;
 7. only services whose files changed are activated (maps compiled, daemons reloaded).
 
 Nothing built from user data reaches a shell: commands are argument lists, and the two
@@ -264,10 +265,8 @@ def _staged_path(service: Service, stage: str, path: str) -> str:
     return stage + path[len(service.config_root.rstrip("/")) :]
 
 
-def apply_service(
-    conn: Connector, service: Service, changes: list[FileChange], log: Log
-) -> list[ManagedFile]:
-    """Stage, validate, install and activate one service's changed files."""
+def stage_files(conn: Connector, service: Service, changes: list[FileChange]) -> str:
+    """Copy the service's config root to a new stage and write the changed files there."""
     files = [c.file for c in changes]
     stage = _stage(conn, service)
     try:
@@ -281,8 +280,18 @@ def apply_service(
                 owner=file.owner,
                 group=file.group,
             )
-        log(f"{service.name}: validating {len(files)} staged file(s)")
-        service.validate(conn, stage)
+    except BaseException:
+        conn.run(["rm", "-rf", "--", stage])
+        raise
+    return stage
+
+
+def install_staged(
+    conn: Connector, service: Service, stage: str, changes: list[FileChange], log: Log
+) -> list[ManagedFile]:
+    """Rename the validated files (and what the checker compiled) into place; activate."""
+    files = [c.file for c in changes]
+    try:
         live = [*(f.path for f in files), *service.compiled_files(files)]
         live_parents = sorted({posixpath.dirname(p) for p in live})
         conn.run(["mkdir", "-p", "--", *live_parents]).check()
@@ -300,6 +309,94 @@ def apply_service(
     service.activate(conn, files)
     log(f"{service.name}: activated")
     return files
+
+
+def apply_service(
+    conn: Connector, service: Service, changes: list[FileChange], log: Log
+) -> list[ManagedFile]:
+    """Stage, validate, install and activate one service's changed files."""
+    stage = stage_files(conn, service, changes)
+    try:
+        log(f"{service.name}: validating {len(changes)} staged file(s)")
+        service.validate(conn, stage)
+    except BaseException:
+        conn.run(["rm", "-rf", "--", stage])
+        raise
+    return install_staged(conn, service, stage, changes, log)
+
+
+def apply_services(
+    conn: Connector,
+    services: list[Service],
+    changes: dict[str, list[FileChange]],
+    log: Log,
+    result: ConvergeResult,
+) -> None:
+    """Stage every changed service, validate the stages at once, install in order.
+
+    The checkers (``makeuserdb``, ``postmap`` of every map) are the slowest part of a
+    converge and independent of each other: each runs in its own thread on its own
+    SSH channel of the one connection. Uploads stay sequential (one SFTP session) and
+    installation and activation keep the service order, so a service that relies on
+    another's files (Postfix on the LDA's) still finds them live first. When any
+    check fails nothing is installed: the stages are removed, the live files untouched.
+    """
+    todo = [s for s in services if changes.get(s.name)]
+    stages: dict[str, str] = {}
+    try:
+        for service in todo:
+            stages[service.name] = stage_files(conn, service, changes[service.name])
+            log(f"{service.name}: validating {len(changes[service.name])} staged file(s)")
+        validate_stages(conn, todo, stages)
+    except CheckFailed as exc:
+        log(f"{exc.service}: check failed, live files untouched")
+        _remove_stages(conn, stages)
+        raise ConvergeError(str(exc), exc.output) from exc
+    except CommandFailed as exc:
+        _remove_stages(conn, stages)
+        raise ConvergeError(f"{exc}", exc.result.stderr) from exc
+    except BaseException:
+        _remove_stages(conn, stages)
+        raise
+    for service in todo:
+        try:
+            install_staged(conn, service, stages.pop(service.name), changes[service.name], log)
+        except CheckFailed as exc:
+            _remove_stages(conn, stages)
+            raise ConvergeError(str(exc), exc.output) from exc
+        except CommandFailed as exc:
+            _remove_stages(conn, stages)
+            raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
+        except BaseException:
+            _remove_stages(conn, stages)
+            raise
+        result.activated.append(service.name)
+
+
+def validate_stages(conn: Connector, services: list[Service], stages: dict[str, str]) -> None:
+    """Run every service's checker on its stage, concurrently; raise the first failure.
+
+    paramiko opens each command's channel on the shared transport under its own lock,
+    so threads may run commands on one connector; SFTP is not used from here.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(services) == 1:
+        services[0].validate(conn, stages[services[0].name])
+        return
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        futures = [pool.submit(s.validate, conn, stages[s.name]) for s in services]
+        # Every check finishes before a failure is raised (the first in service order).
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+
+
+def _remove_stages(conn: Connector, stages: dict[str, str]) -> None:
+    for stage in stages.values():
+        conn.run(["rm", "-rf", "--", stage])
+    stages.clear()
 
 
 def prepare(
@@ -366,16 +463,5 @@ def converge(
         except CommandFailed as exc:
             raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
         log(f"{service.name}: ran {len(preparation.commands)} preparation command(s)")
-    for service in selected:
-        items = changes.get(service.name)
-        if not items:
-            continue
-        try:
-            apply_service(conn, service, items, log)
-        except CheckFailed as exc:
-            log(f"{service.name}: check failed, live files untouched")
-            raise ConvergeError(str(exc), exc.output) from exc
-        except CommandFailed as exc:
-            raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
-        result.activated.append(service.name)
+    apply_services(conn, selected, changes, log, result)
     return result

@@ -62,7 +62,15 @@ _GNUTLS_VERSIONS = {
     "TLSv1.2": "+VERS-TLS1.3:+VERS-TLS1.2",
     "TLSv1.3": "+VERS-TLS1.3",
 }
-_RUNNING = 'kill -0 "$(cat -- "$1" 2>/dev/null)" 2>/dev/null'
+# True while the process named by the pid file exists and has not exited. An exited
+# process whose parent has not collected it yet (a zombie) has closed its sockets and
+# files: it counts as stopped. Courier's daemons are adopted by init, which may reap
+# late (on the test nodes over a second), and kill -0 alone succeeds on zombies.
+_ALIVE = (
+    'alive() { p=$(cat -- "$1" 2>/dev/null) && kill -0 "$p" 2>/dev/null && '
+    '[ "$(sed -e "s/.*) //" -e "s/ .*//" "/proc/$p/stat" 2>/dev/null)" != Z ]; }; '
+)
+_RUNNING = _ALIVE + 'alive "$1"'
 
 
 def _yes(flag: bool) -> str:
@@ -82,31 +90,73 @@ def effective_access(m: MailboxData) -> dict[str, bool]:
     return access
 
 
-def userdb_line(m: MailboxData, *, root: str, uid: int, gid: int) -> str:
-    """One userdb record; every value was checked not to contain ``|``, tabs or newlines."""
-    home = f"{root}/{safe.domain(m.domain)}/{safe.local_part(m.local_part)}"
-    p = effective_access(m)
+def _access_fields(access: dict[str, bool]) -> tuple[str, str]:
+    """The userdb fields that follow from a mailbox's access: (passwords, options)."""
     options = []
     locked = []
     for service in ("imap", "pop3"):
-        if not (p[service] or p[f"{service}s"]):
+        if not (access[service] or access[f"{service}s"]):
             options.append(f"disable{service}=1")
-            locked.append(f"{service}pw={LOCKED_PASSWORD}")
-        elif not p[service]:
+            locked.append(f"|{service}pw={LOCKED_PASSWORD}")
+        elif not access[service]:
             options.append(f"disableinsecure{service}=1")
-    fields = [
-        f"uid={uid}",
-        f"gid={gid}",
-        f"home={home}",
-        f"mail={home}/Maildir",
-        f"systempw={safe.password_hash(m.password_hash)}",
-        *locked,
-    ]
-    if m.quota_mb:
-        fields.append(f"quota={int(m.quota_mb) * 1024 * 1024}S")
-    if options:
-        fields.append("options=" + ",".join(options))
-    return f"{safe.hosted_address(m.email)}\t{'|'.join(fields)}\n"
+    return "".join(locked), ("|options=" + ",".join(options)) if options else ""
+
+
+def userdb_line(m: MailboxData, *, root: str, uid: int, gid: int) -> str:
+    """One userdb record; every value was checked not to contain ``|``, tabs or newlines."""
+    home = f"{root}/{safe.domain(m.domain)}/{safe.local_part(m.local_part)}"
+    locked, options = _access_fields(effective_access(m))
+    quota = f"|quota={int(m.quota_mb) * 1024 * 1024}S" if m.quota_mb else ""
+    return (
+        f"{safe.hosted_address(m.email)}\tuid={uid}|gid={gid}|home={home}|mail={home}/Maildir"
+        f"|systempw={safe.password_hash(m.password_hash)}{locked}{quota}{options}\n"
+    )
+
+
+def _render_mailboxes(
+    mailboxes: list[MailboxData], *, root: str, uid: int, gid: int, imap: bool
+) -> tuple[str, list[dict[str, bool]], str, str]:
+    """userdb, effective access, Maildir list and policy lines of checked mailboxes.
+
+    One pass for the three files. ``mailboxes`` come from :func:`safe.hosted_mailboxes`
+    (names checked once); the password hash is checked here, the only place it is used.
+    The fields derived from access are computed once per distinct protocols mapping:
+    ``deploy.desired`` shares one dict among the mailboxes with equal settings.
+    """
+    crypt = safe._CRYPT.fullmatch
+    by_access: dict[tuple[int, bool, bool], tuple[dict[str, bool], str, str]] = {}
+    userdb: list[str] = []
+    access_list: list[dict[str, bool]] = []
+    maildirs: list[str] = []
+    policies: list[str] = []
+    prefix = f"uid={uid}|gid={gid}|home="
+    for m in mailboxes:
+        password = m.password_hash
+        if not isinstance(password, str) or not crypt(password):
+            raise safe.UnsafeName("refusing a password hash that is not in crypt format")
+        key = (id(m.protocols), m.read_only, m.can_delete)
+        derived = by_access.get(key)
+        if derived is None:
+            access = effective_access(m)
+            derived = by_access[key] = (access, *_access_fields(access))
+        access, locked, options = derived
+        home = f"{root}/{m.domain}/{m.local_part}"
+        quota_mb = int(m.quota_mb or 0)
+        quota = f"|quota={quota_mb * 1024 * 1024}S" if quota_mb else ""
+        userdb.append(
+            f"{m.email}\t{prefix}{home}|mail={home}/Maildir|systempw={password}"
+            f"{locked}{quota}{options}\n"
+        )
+        if imap:
+            access_list.append(access)
+            maildirs.append(f"{home}/Maildir\n")
+            days = max(int(m.retention_days), 0)
+            policies.append(
+                f"mailbox\t{days}\t{policy.access_mode(m)}\t{max(quota_mb, 0) * 1024 * 1024}"
+                f"\t{home}/Maildir\n"
+            )
+    return "".join(userdb), access_list, "".join(maildirs), "".join(policies)
 
 
 class CourierService(Service):
@@ -137,15 +187,17 @@ class CourierService(Service):
         root = policy.mail_root(conf.get("mail_root", "/var/mail/vhosts"))
         uid, gid = int(conf.get("mail_uid", 5000)), int(conf.get("mail_gid", 5000))
         hosted = {safe.domain(d.name) for d in state.domains if d.enabled}
-        mailboxes = [m for m in state.mailboxes if m.enabled and m.domain in hosted]
-        userdb = "".join(userdb_line(m, root=root, uid=uid, gid=gid) for m in mailboxes)
+        mailboxes = safe.hosted_mailboxes(state.mailboxes, hosted)
+        imap = "imap" in state.node.roles
+        userdb, access, maildirs, policies = _render_mailboxes(
+            mailboxes, root=root, uid=uid, gid=gid, imap=imap
+        )
         files = [
             ManagedFile(f"{ROOT}/authdaemonrc", self.authdaemonrc(), 0o640, "root", "courier"),
             ManagedFile(USERDB, userdb.encode(), 0o600),
         ]
-        if "imap" not in state.node.roles:
+        if not imap:
             return files
-        access = [effective_access(m) for m in mailboxes]
         want = {
             "imap": any(a["imap"] for a in access),
             "imaps": any(a["imap"] or a["imaps"] for a in access),
@@ -158,7 +210,6 @@ class CourierService(Service):
         priority = "NORMAL:-VERS-ALL:" + _GNUTLS_VERSIONS.get(
             str(conf.get("tls_min_version", "TLSv1.2")), _GNUTLS_VERSIONS["TLSv1.2"]
         )
-        maildirs = "".join(f"{policy.maildir_path(root, m)}\n" for m in mailboxes)
         files += [
             ManagedFile(f"{ROOT}/imapd", self.imapd(want["imap"]).encode()),
             ManagedFile(f"{ROOT}/imapd-ssl", self.imapd_ssl(want["imaps"], priority).encode()),
@@ -167,7 +218,7 @@ class CourierService(Service):
             ManagedFile(MAILDIR_LIST, f"{uid}:{gid}\n{maildirs}".encode(), 0o600),
             ManagedFile(
                 policy.POLICY_LIST,
-                policy.policy_list(mailboxes, root=root, uid=uid, gid=gid),
+                (policy.list_header(root=root, uid=uid, gid=gid) + policies).encode(),
                 0o600,
             ),
             ManagedFile(policy.POLICY_SCRIPT, policy.POLICY_SCRIPT_TEXT.encode(), 0o700),
@@ -292,9 +343,15 @@ class CourierService(Service):
             if item.path == MAILDIR_LIST:
                 create_maildirs(conn, item.content.decode())
         if paths & {policy.POLICY_LIST, policy.POLICY_SCRIPT}:
-            apply_policy(conn)
+            # A new script may enforce differently: then every Maildir, else only the
+            # mailboxes whose policy line changed (the hourly cron job does full passes).
+            apply_policy(conn, changed_only=policy.POLICY_SCRIPT not in paths)
         auth_running = conn.run(["sh", "-c", _RUNNING, "sh", f"{AUTH_DIR}/pid"]).ok
-        if f"{ROOT}/authdaemonrc" in paths or USERDB in paths or not auth_running:
+        # No restart for a new userdb: authuserdb notices the renamed userdb.dat and
+        # reopens it at the next lookup (tests/converge/test_converge_speed.py proves it
+        # with authtest for an added mailbox and a changed password). Restarting meant
+        # waiting for the old daemons to exit, over a second, with logins refused.
+        if f"{ROOT}/authdaemonrc" in paths or not auth_running:
             if auth_running:
                 _stop(conn, ["authdaemond", "stop"], f"{AUTH_DIR}/pid")
             _start(conn, ["authdaemond", "start"], self.name)
@@ -318,9 +375,16 @@ class CourierService(Service):
         return conn.get_file(f"{ROOT}/{name}") or b""
 
 
-def apply_policy(conn: Connector) -> None:
-    """Enforce locks and quotas now and make sure cron keeps doing it (and purges Trash)."""
-    result = conn.run(["sh", policy.POLICY_SCRIPT, "enforce"], timeout=3600)
+def apply_policy(conn: Connector, *, changed_only: bool = False) -> None:
+    """Enforce locks and quotas now and make sure cron keeps doing it (and purges Trash).
+
+    ``changed_only``: only the mailboxes whose line differs from the script's last
+    complete run (see :mod:`.policy`); a full pass over 100,000 Maildirs takes minutes.
+    """
+    argv = ["sh", policy.POLICY_SCRIPT, "enforce"]
+    if changed_only:
+        argv.append("--changed")
+    result = conn.run(argv, timeout=3600)
     if not result.ok:
         raise CheckFailed("courier", f"enforcing mailbox policy: {result.stderr.strip()}")
     cron = policy.CRON_ENTRY.encode()
@@ -332,9 +396,8 @@ def apply_policy(conn: Connector) -> None:
 
 # Waits (up to 10 s) until the daemon named by the pid file has exited: courierlogger
 # -stop only signals it, and a start while the old one lives is silently a no-op.
-_WAIT_STOPPED = (
-    'i=0; while kill -0 "$(cat -- "$1" 2>/dev/null)" 2>/dev/null; do '
-    "i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.1; done; exit 0"
+_WAIT_STOPPED = _ALIVE + (
+    'i=0; while alive "$1"; do i=$((i+1)); [ $i -gt 200 ] && exit 1; sleep 0.05; done; exit 0'
 )
 
 

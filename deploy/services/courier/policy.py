@@ -5,7 +5,12 @@ The controller renders one list file (:data:`POLICY_LIST`) naming every hosted M
 with its retention period and access mode, and installs one constant script
 (:data:`POLICY_SCRIPT`) that reads it. Cron runs the script on the node (``enforce``
 hourly, ``purge`` daily), so the rules hold while the controller is down; converge also
-runs ``enforce`` as soon as the list changes.
+runs ``enforce`` as soon as the list changes, for the changed lines only
+(``--changed``): the script keeps a copy of the list of its last complete run
+(:data:`APPLIED_LIST`) and enforces only mailbox lines that are not in it, new or changed.
+A full pass touches every Maildir (minutes at 100,000 mailboxes), so it stays with cron
+(hourly, which also repairs anything changed behind our back), a new script version and
+a changed mail root or owner.
 
 Why the quota is written into each Maildir: Courier-IMAP 5 takes the quota from
 ``MAILDIRQUOTA`` or, failing that, from the first line of the Maildir's ``maildirsize``;
@@ -45,8 +50,11 @@ from deploy.services.postfix import safe
 POLICY_LIST = "/etc/courier/ums-mailbox-policy"
 POLICY_SCRIPT = "/etc/courier/ums-mailbox-policy.sh"
 CRON_FILE = "/etc/cron.d/ums-courier-policy"
+#: The list as of the script's last complete ``enforce`` (outside /etc/courier, which
+#: converge copies into every stage).
+APPLIED_LIST = "/var/lib/courier/ums-mailbox-policy.applied"
 
-_ROOT = re.compile(r"^/(?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+$")
+_ROOT = re.compile(r"/(?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+")
 
 CRON_ENTRY = (
     "# Managed by UMS (deploy/services/courier): per-mailbox IMAP locks and Trash purge.\n"
@@ -60,7 +68,7 @@ CRON_ENTRY = (
 def mail_root(value: object) -> str:
     """The operator's mail root as an absolute, plain path (it reaches the node's files)."""
     root = str(value).rstrip("/")
-    if not _ROOT.match(root) or any(part in ("", ".", "..") for part in root.split("/")[1:]):
+    if not _ROOT.fullmatch(root) or any(part in ("", ".", "..") for part in root.split("/")[1:]):
         raise safe.UnsafeName(f"unsafe mail root {value!r}")
     return root
 
@@ -78,15 +86,20 @@ def maildir_path(root: str, m: MailboxData) -> str:
     return f"{root}/{safe.domain(m.domain)}/{safe.local_part(m.local_part)}/Maildir"
 
 
+def list_header(*, root: str, uid: int, gid: int) -> str:
+    """The list's first lines: format version, mail root and owner (checked here)."""
+    return f"ums-mailbox-policy\t1\nroot\t{mail_root(root)}\nowner\t{int(uid)}\t{int(gid)}\n"
+
+
 def policy_list(mailboxes: Iterable[MailboxData], *, root: str, uid: int, gid: int) -> bytes:
     """Tab-separated records the node script reads; every field validated here."""
-    lines = ["ums-mailbox-policy\t1", f"root\t{mail_root(root)}", f"owner\t{int(uid)}\t{int(gid)}"]
+    lines = [list_header(root=root, uid=uid, gid=gid)]
     for m in mailboxes:
         # 0 (not offered by the API, possible in older rows) keeps Trash forever.
         days = max(int(m.retention_days), 0)
         quota = max(int(m.quota_mb), 0) * 1024 * 1024
-        lines.append(f"mailbox\t{days}\t{access_mode(m)}\t{quota}\t{maildir_path(root, m)}")
-    return ("\n".join(lines) + "\n").encode()
+        lines.append(f"mailbox\t{days}\t{access_mode(m)}\t{quota}\t{maildir_path(root, m)}\n")
+    return "".join(lines).encode()
 
 
 # A constant script: it reads the list as data (no eval, no sourcing), quotes every
@@ -94,9 +107,12 @@ def policy_list(mailboxes: Iterable[MailboxData], *, root: str, uid: int, gid: i
 POLICY_SCRIPT_TEXT = r"""#!/bin/sh
 # Managed by UMS (deploy/services/courier/policy.py). Do not edit: converge rewrites it.
 #
-#   ums-mailbox-policy.sh enforce [--list FILE]
+#   ums-mailbox-policy.sh enforce [--list FILE] [--changed] [--applied FILE]
 #       lock read-only / cannot-delete mailboxes with Courier IMAP ACLs, unlock the rest,
-#       write each Maildir's quota (maildirsize) when it differs
+#       write each Maildir's quota (maildirsize) when it differs. After a complete run
+#       the list is kept as --applied (default below); with --changed only mailbox lines
+#       that are not in that copy are enforced (all of them when there is no copy yet or
+#       the root/owner lines differ).
 #   ums-mailbox-policy.sh purge [--list FILE] [--now EPOCH] [--dry-run]
 #       delete messages that have been in a mailbox's Trash longer than its retention
 #       period (by ctime: the time they were moved there); nothing else is touched.
@@ -104,10 +120,16 @@ POLICY_SCRIPT_TEXT = r"""#!/bin/sh
 set -u
 umask 022
 LIST=/etc/courier/ums-mailbox-policy
+APPLIED=/var/lib/courier/ums-mailbox-policy.applied
 NOW=$(date +%s)
 DRY=0
+CHANGED=0
 TAB=$(printf '\t')
-usage() { echo "usage: $0 enforce|purge [--list FILE] [--now EPOCH] [--dry-run]" >&2; exit 2; }
+usage() {
+  echo "usage: $0 enforce|purge [--list FILE] [--changed] [--applied FILE]" \
+    "[--now EPOCH] [--dry-run]" >&2
+  exit 2
+}
 [ $# -ge 1 ] || usage
 CMD=$1; shift
 while [ $# -gt 0 ]; do
@@ -115,6 +137,8 @@ while [ $# -gt 0 ]; do
     --list) [ $# -ge 2 ] || usage; LIST=$2; shift 2 ;;
     --now) [ $# -ge 2 ] || usage; NOW=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
+    --changed) CHANGED=1; shift ;;
+    --applied) [ $# -ge 2 ] || usage; APPLIED=$2; shift 2 ;;
     *) usage ;;
   esac
 done
@@ -123,6 +147,17 @@ MAILDIRMAKE=$(command -v maildirmake.courier || command -v maildirmake) || {
   echo "maildirmake (Courier) not found" >&2; exit 1; }
 case $NOW in ''|*[!0-9]*) echo "--now must be seconds since the epoch" >&2; exit 2 ;; esac
 [ -r "$LIST" ] || { echo "cannot read $LIST" >&2; exit 1; }
+
+# What this run reads: the whole list, or (enforce --changed) its header lines plus the
+# mailbox lines the last complete run did not apply exactly as they are now.
+SOURCE=$LIST
+if [ "$CMD" = enforce ] && [ "$CHANGED" = 1 ] && [ -f "$APPLIED" ] &&
+  [ "$(grep -v '^mailbox' -- "$APPLIED")" = "$(grep -v '^mailbox' -- "$LIST")" ]; then
+  SOURCE=$(mktemp) || exit 1
+  trap 'rm -f -- "$SOURCE"' EXIT
+  awk -F "$TAB" 'NR == FNR { done[$0] = 1; next } $1 != "mailbox" || !($0 in done)' \
+    "$APPLIED" "$LIST" > "$SOURCE" || exit 1
+fi
 
 ROOT=
 UID_=
@@ -246,6 +281,12 @@ while IFS="$TAB" read -r kind a b q c; do
     '') ;;
     *) warn "unknown line '$kind'" ;;
   esac
-done < "$LIST"
+done < "$SOURCE"
+if [ "$CMD" = enforce ] && [ "$STATUS" = 0 ]; then
+  # Remember what is now in force, for the next --changed run. Not after a failure:
+  # the failed lines (and those after them) are then tried again.
+  mkdir -p -- "$(dirname -- "$APPLIED")" && cp -- "$LIST" "$APPLIED.tmp" &&
+    mv -f -- "$APPLIED.tmp" "$APPLIED" || warn "cannot record the applied list in $APPLIED"
+fi
 exit $STATUS
 """
