@@ -635,13 +635,16 @@ def instrumented(phases: Phases) -> Iterator[None]:
         wrap(converge, "prepare", "0 prepare (services' facts)")
     wrap(converge, "sha256", "3 hash compare (local sha256)")
     wrap(packages, "ensure", "0 packages check")
-    wrap(converge, "_stage", lambda conn, service: f"4 stage copy {service.name}")
-    wrap(converge, "apply_services", "6 install (mkdir, rename, cleanup)")
-    wrap(converge, "validate_stages", "5 validate (concurrent, wall)")
+    wrap(converge, "_stage", lambda conn, service, **_kw: f"4 stage copy {service.name}")
+    # apply_services now also waits for the check threads (validation wall time shows
+    # here, the checks themselves as "(thread)" phases).
+    wrap(converge, "apply_services", "6 install + wait for checks (main thread)")
+    wrap(converge, "light_stage", lambda conn, service, changes: f"4 light stage {service.name}")
     wrap(SSHConnector, "put_file", "5 upload")
     wrap(SSHConnector, "connect", "0 ssh connect")
     for service in SERVICES:
         wrap(service, "validate", f"5 validate {service.name}")
+        wrap(service, "validate_incremental", f"5 validate {service.name} incremental")
         wrap(service, "activate", f"7 reload {service.name}")
 
     original_run = SSHConnector.run

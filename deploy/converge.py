@@ -38,7 +38,9 @@ from .connector.base import CommandFailed, Connector
 from .services.base import (
     CheckFailed,
     DesiredState,
+    LiveFile,
     ManagedFile,
+    NotIncremental,
     Preparation,
     PrepareFailed,
     Service,
@@ -100,6 +102,10 @@ class ConvergeResult:
     prepared: dict[str, list[str]] = field(default_factory=dict)
     # service -> what its preparation step reports (orphaned datasets, storage mode...)
     reports: dict[str, dict] = field(default_factory=dict)
+    #: Services whose changes took the incremental path (e.g. Postfix's postmap -i).
+    incremental: list[str] = field(default_factory=list)
+    #: Services installed as soon as their own check passed (see apply_services).
+    live_alone: list[str] = field(default_factory=list)
 
     @property
     def has_changes(self) -> bool:
@@ -113,6 +119,8 @@ class ConvergeResult:
             "prepared": self.prepared,
             "reports": self.reports,
             "activated": self.activated,
+            "incremental": self.incremental,
+            "liveAlone": self.live_alone,
             "diffs": self.diffs,
         }
 
@@ -171,9 +179,16 @@ def remote_facts(conn: Connector, paths: list[str]) -> dict[str, tuple[str, str]
 
 
 def plan(
-    conn: Connector, state: DesiredState, services: list[Service]
+    conn: Connector,
+    state: DesiredState,
+    services: list[Service],
+    *,
+    unchanged: dict[str, str] | None = None,
 ) -> dict[str, list[FileChange]]:
-    """Per service, the files that differ from the node (content, mode or owner)."""
+    """Per service, the files that differ from the node (content, mode or owner).
+
+    ``unchanged`` (optional) receives path -> sha256 of every file already as rendered.
+    """
     rendered = {service.name: render(service, state) for service in services}
     paths = [f.path for files in rendered.values() for f in files]
     facts = remote_facts(conn, paths)
@@ -183,6 +198,8 @@ def plan(
             fact = facts.get(file.path)
             remote_meta, remote_sha = fact if fact else (None, None)
             if remote_sha == sha256(file.content) and remote_meta == _meta(file):
+                if unchanged is not None:
+                    unchanged[file.path] = remote_sha
                 continue
             changes.setdefault(service.name, []).append(
                 FileChange(service.name, file, remote_sha, remote_meta)
@@ -213,7 +230,7 @@ def _diff(conn: Connector, change: FileChange) -> str:
 SECRET_NAMES = frozenset({"userdb", "sasl_passwd"})
 
 
-def _stage(conn: Connector, service: Service) -> str:
+def _stage(conn: Connector, service: Service, *, copy: bool = True) -> str:
     root = service.config_root.rstrip("/")
     stage = f"{root}/{STAGE_PREFIX}{secrets.token_hex(6)}"
     # A stage a crashed converge left behind would otherwise be copied into this one.
@@ -237,6 +254,8 @@ def _stage(conn: Connector, service: Service) -> str:
     ).check()
     conn.run(["mkdir", "-p", root]).check()
     conn.run(["mkdir", "-m", "700", stage]).check()
+    if not copy:
+        return stage
     conn.run(
         [
             "find",
@@ -286,16 +305,48 @@ def stage_files(conn: Connector, service: Service, changes: list[FileChange]) ->
     return stage
 
 
+def light_stage(conn: Connector, service: Service, changes: list[FileChange]) -> str:
+    """A stage holding only the changed files, for the incremental path (no copy of the
+    whole config root: the service builds what it needs there from the live files)."""
+    stage = _stage(conn, service, copy=False)
+    try:
+        for change in changes:
+            file = change.file
+            conn.put_file(
+                _staged_path(service, stage, file.path),
+                file.content,
+                mode=file.mode,
+                owner=file.owner,
+                group=file.group,
+            )
+    except BaseException:
+        conn.run(["rm", "-rf", "--", stage])
+        raise
+    return stage
+
+
 def install_staged(
-    conn: Connector, service: Service, stage: str, changes: list[FileChange], log: Log
+    conn: Connector,
+    service: Service,
+    stage: str,
+    changes: list[FileChange],
+    log: Log,
+    *,
+    incremental: bool = False,
 ) -> list[ManagedFile]:
-    """Rename the validated files (and what the checker compiled) into place; activate."""
+    """Rename the validated files (and what the checker compiled) into place; activate.
+
+    Compiled files go first, their sources last: if the converge dies in between, the
+    live source still differs from the render, so the next converge sees the change and
+    compiles again (the other way round it would find the source current, and a stale
+    compiled map would stay live).
+    """
     files = [c.file for c in changes]
     try:
-        live = [*(f.path for f in files), *service.compiled_files(files)]
+        sources = [f.path for f in files]
+        live = [*service.compiled_files(files), *sources]
         live_parents = sorted({posixpath.dirname(p) for p in live})
         conn.run(["mkdir", "-p", "--", *live_parents]).check()
-        sources = {f.path for f in files}
         for path in live:
             staged = _staged_path(service, stage, path)
             # A compiled file exists only if the checker built it.
@@ -306,7 +357,10 @@ def install_staged(
         log(f"{service.name}: installed {', '.join(f.path for f in files)}")
     finally:
         conn.run(["rm", "-rf", "--", stage])
-    service.activate(conn, files)
+    if incremental:
+        service.activate_incremental(conn, files)
+    else:
+        service.activate(conn, files)
     log(f"{service.name}: activated")
     return files
 
@@ -325,52 +379,222 @@ def apply_service(
     return install_staged(conn, service, stage, changes, log)
 
 
+class _ThreadLog:
+    """Log lines from the check threads, written by the main thread.
+
+    The job's log lives in the database and a Django connection belongs to its thread,
+    so threads only collect; :meth:`flush` writes from the calling (main) thread.
+    """
+
+    def __init__(self, log: Log) -> None:
+        import threading
+
+        self._log = log
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        for line in lines:
+            self._log(line)
+
+
+def _incremental_candidate(
+    service: Service,
+    state: DesiredState | None,
+    changes: list[FileChange],
+    trusted: dict[str, str],
+) -> bool:
+    """Whether ``service`` may try its incremental path for ``changes``.
+
+    Every changed file must exist on the node with only its content changed (mode and
+    owner as rendered), and its live sha256 must be the one the controller last
+    installed or saw there (``trusted``): a file edited on the node gets the full path.
+    """
+    if state is None:
+        return False
+    for change in changes:
+        if change.is_new or change.remote_meta != _meta(change.file):
+            return False
+        if trusted.get(change.file.path) != change.remote_sha256:
+            return False
+    return service.incremental_ok(state, [c.file for c in changes])
+
+
 def apply_services(
     conn: Connector,
     services: list[Service],
     changes: dict[str, list[FileChange]],
     log: Log,
     result: ConvergeResult,
+    *,
+    state: DesiredState | None = None,
+    trusted: dict[str, str] | None = None,
+    installed: Callable[[list[ManagedFile]], None] | None = None,
 ) -> None:
-    """Stage every changed service, validate the stages at once, install in order.
+    """Stage every changed service, validate the stages at once, install.
 
     The checkers (``makeuserdb``, ``postmap`` of every map) are the slowest part of a
     converge and independent of each other: each runs in its own thread on its own
-    SSH channel of the one connection. Uploads stay sequential (one SFTP session) and
-    installation and activation keep the service order, so a service that relies on
-    another's files (Postfix on the LDA's) still finds them live first. When any
-    check fails nothing is installed: the stages are removed, the live files untouched.
+    SSH channel of the one connection. Uploads stay in this thread (one SFTP session).
+
+    Two refinements (see :class:`~deploy.services.base.Service`):
+
+    * **incremental path**: a service whose changes qualify (Postfix: only maps changed,
+      live sources exactly as the controller last installed them) gets a stage with only
+      the new files and builds what goes live from the live files (``postmap -i``/``-d``
+      on a copy of each ``.db``, every changed key looked up). When that does not fit or
+      fails, the service falls back to the full path: a full stage, the full check.
+    * **going live alone**: a service whose changes nothing else depends on
+      (:meth:`~deploy.services.base.Service.goes_live_alone`, Postfix's address maps on a
+      relaying node) is installed by its check thread the moment its own check passed,
+      without waiting for the others (a new address answers RCPT while ``makeuserdb``
+      still runs) and whether or not their checks pass.
+
+    Every other service keeps the rules from before: it is installed only when *every*
+    check passed, in service order, so a service that relies on another's files (Postfix
+    on the LDA's) finds them live first. A failed check of a service always leaves that
+    service's live files untouched (its stage is removed).
     """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    trusted = trusted or {}
+    remember = installed or (lambda files: None)
     todo = [s for s in services if changes.get(s.name)]
+    if not todo:
+        return
+    alone = {
+        s.name
+        for s in todo
+        if state is not None and s.goes_live_alone(state, [c.file for c in changes[s.name]])
+    }
+    # Services going live alone are staged (uploaded) first: they are what mail waits for.
+    order = sorted(todo, key=lambda s: s.name not in alone)
+    tlog = _ThreadLog(log)
     stages: dict[str, str] = {}
+    modes: dict[str, str] = {}  # service -> "incremental" or "full"
+    outcome: dict[str, str] = {}  # service -> "live" (installed by its thread) or "checked"
+    errors: dict[str, BaseException] = {}
+
+    def check(service: Service, stage: str, mode: str) -> str:
+        items = changes[service.name]
+        if mode == "incremental":
+            live = [LiveFile(c.file, c.remote_sha256 or "") for c in items]
+            try:
+                service.validate_incremental(conn, stage, live)
+            except (NotIncremental, CheckFailed, CommandFailed) as exc:
+                conn.run(["rm", "-rf", "--", stage])
+                tlog(f"{service.name}: incremental path not taken ({_first_line(exc)}); "
+                     "falling back to the full check")  # fmt: skip
+                return "fallback"
+            tlog(f"{service.name}: incremental update built and verified in the stage")
+        else:
+            service.validate(conn, stage)
+        if service.name not in alone:
+            return "checked"
+        install_staged(conn, service, stage, items, tlog, incremental=mode == "incremental")
+        return "live"
+
+    pool = ThreadPoolExecutor(max_workers=len(todo))
+    futures: dict[Future[str], Service] = {}
     try:
-        for service in todo:
-            stages[service.name] = stage_files(conn, service, changes[service.name])
-            log(f"{service.name}: validating {len(changes[service.name])} staged file(s)")
-        validate_stages(conn, todo, stages)
-    except CheckFailed as exc:
-        log(f"{exc.service}: check failed, live files untouched")
-        _remove_stages(conn, stages)
-        raise ConvergeError(str(exc), exc.output) from exc
-    except CommandFailed as exc:
-        _remove_stages(conn, stages)
-        raise ConvergeError(f"{exc}", exc.result.stderr) from exc
-    except BaseException:
-        _remove_stages(conn, stages)
-        raise
-    for service in todo:
         try:
-            install_staged(conn, service, stages.pop(service.name), changes[service.name], log)
+            for service in order:
+                items = changes[service.name]
+                if _incremental_candidate(service, state, items, trusted):
+                    modes[service.name] = "incremental"
+                    stages[service.name] = light_stage(conn, service, items)
+                    log(f"{service.name}: trying the incremental path for {len(items)} file(s)")
+                else:
+                    modes[service.name] = "full"
+                    stages[service.name] = stage_files(conn, service, items)
+                    log(f"{service.name}: validating {len(items)} staged file(s)")
+                mode = modes[service.name]
+                futures[pool.submit(check, service, stages[service.name], mode)] = service
+        except BaseException:
+            # Stop submitting; whatever is already running finishes below.
+            wait(list(futures))
+            raise
+        while futures:
+            done, _pending = wait(list(futures), return_when=FIRST_COMPLETED)
+            for future in done:
+                service = futures.pop(future)
+                name = service.name
+                try:
+                    state_of = future.result()
+                except BaseException as exc:  # reported below, in service order
+                    errors[name] = exc  # its stage is removed below (rm -rf is idempotent)
+                    continue
+                if state_of == "fallback":
+                    modes[name] = "full"
+                    tlog.flush()
+                    try:
+                        stages[name] = stage_files(conn, service, changes[name])
+                    except BaseException as exc:
+                        stages.pop(name, None)
+                        errors[name] = exc
+                        continue
+                    log(f"{name}: validating {len(changes[name])} staged file(s)")
+                    futures[pool.submit(check, service, stages[name], "full")] = service
+                    continue
+                outcome[name] = state_of
+                if state_of == "live":
+                    stages.pop(name, None)
+                    result.activated.append(name)
+                    remember([c.file for c in changes[name]])
+                    if modes[name] == "incremental":
+                        result.incremental.append(name)
+                    result.live_alone.append(name)
+            tlog.flush()
+    finally:
+        pool.shutdown(wait=True)
+        tlog.flush()
+    if errors:
+        _remove_stages(conn, stages)
+        name = next(s.name for s in todo if s.name in errors)
+        exc = errors[name]
+        live = [n for n in result.live_alone if n != name]
+        note = f" ({', '.join(live)} already live: independent change)" if live else ""
+        if isinstance(exc, CheckFailed):
+            log(f"{exc.service}: check failed, live files untouched{note}")
+            raise ConvergeError(str(exc), exc.output) from exc
+        if isinstance(exc, CommandFailed):
+            raise ConvergeError(f"{name}: {exc}{note}", exc.result.stderr) from exc
+        if isinstance(exc, ConvergeError):
+            raise exc
+        raise exc
+    for service in todo:
+        name = service.name
+        if outcome.get(name) == "live":
+            continue
+        incremental = modes[name] == "incremental"
+        try:
+            install_staged(
+                conn, service, stages.pop(name), changes[name], log, incremental=incremental
+            )
         except CheckFailed as exc:
             _remove_stages(conn, stages)
             raise ConvergeError(str(exc), exc.output) from exc
         except CommandFailed as exc:
             _remove_stages(conn, stages)
-            raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
+            raise ConvergeError(f"{name}: {exc}", exc.result.stderr) from exc
         except BaseException:
             _remove_stages(conn, stages)
             raise
-        result.activated.append(service.name)
+        result.activated.append(name)
+        remember([c.file for c in changes[name]])
+        if incremental:
+            result.incremental.append(name)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
 def validate_stages(conn: Connector, services: list[Service], stages: dict[str, str]) -> None:
@@ -425,6 +649,60 @@ def prepare(
     return planned
 
 
+#: How long the controller remembers what it installed on a node (sha256 per path).
+RECORD_TIMEOUT = 30 * 24 * 3600
+
+
+class InstalledRecord:
+    """The sha256 of each managed file as the controller last installed or saw it on a node.
+
+    The incremental path trusts a live file only when its sha256 (read by the hash
+    compare anyway) is the one recorded here: a file edited on the node, or one we have
+    no record of, gets the full path. Kept in the shared cache (Redis in production,
+    like :mod:`deploy.dirty`'s flags); without a cache, nothing is trusted.
+    """
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.previous: dict[str, str] = {}
+        self.current: dict[str, str] = {}
+        try:
+            from django.core.cache import cache
+
+            self.previous = dict(cache.get(self._key()) or {})
+        except Exception:  # no Django or cache: trust nothing, stay correct
+            self.previous = {}
+        self.current = dict(self.previous)
+
+    def _key(self) -> str:
+        from django.conf import settings
+
+        return f"ums:converge:{settings.DATABASES['default']['NAME']}:installed:{self.node_id}"
+
+    def saw(self, path: str, digest: str) -> None:
+        self.current[path] = digest
+
+    def installed(self, files: list[ManagedFile]) -> None:
+        for file in files:
+            self.current[file.path] = sha256(file.content)
+
+    def forget(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self.current.pop(path, None)
+
+    def save(self) -> None:
+        if self.current == self.previous:
+            return
+        try:
+            from django.core.cache import cache
+
+            cache.set(self._key(), self.current, timeout=RECORD_TIMEOUT)
+        except Exception as exc:  # losing the record only costs a full path next time
+            import logging
+
+            logging.getLogger(__name__).warning("cannot save the installed-file record: %s", exc)
+
+
 def converge(
     conn: Connector,
     state: DesiredState,
@@ -438,14 +716,25 @@ def converge(
     selected = applicable_services(state, services)
     result = ConvergeResult(dry_run=dry_run, services=[s.name for s in selected])
     preparations = prepare(conn, state, selected, result)
+    unchanged: dict[str, str] = {}
     try:
-        changes = plan(conn, state, selected)
+        changes = plan(conn, state, selected, unchanged=unchanged)
     except CommandFailed as exc:
         raise ConvergeError(f"cannot read the node's files: {exc}") from exc
     for name, items in changes.items():
         result.changed[name] = [c.file.path for c in items]
+    record = None if dry_run else InstalledRecord(state.node.id)
+    if record is not None:
+        # Files already as rendered are what the controller saw there: trusted next time.
+        # A changed file is untrusted until this converge installs it, so a converge that
+        # fails midway never leaves a half-known file trusted.
+        for path, digest in unchanged.items():
+            record.saw(path, digest)
+        record.forget(c.file.path for items in changes.values() for c in items)
     if not changes and not preparations:
         log("no changes")
+        if record is not None:
+            record.save()
         return result
     if dry_run:
         for items in changes.values():
@@ -463,5 +752,18 @@ def converge(
         except CommandFailed as exc:
             raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
         log(f"{service.name}: ran {len(preparation.commands)} preparation command(s)")
-    apply_services(conn, selected, changes, log, result)
+    assert record is not None
+    try:
+        apply_services(
+            conn,
+            selected,
+            changes,
+            log,
+            result,
+            state=state,
+            trusted=record.previous,
+            installed=record.installed,
+        )
+    finally:
+        record.save()
     return result

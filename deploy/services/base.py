@@ -101,6 +101,25 @@ class DesiredState:
     settings: dict = field(default_factory=dict)  # TLS versions, mail store options...
 
 
+class NotIncremental(Exception):
+    """The incremental path does not fit after all; converge takes the full path instead.
+
+    Raised by :meth:`Service.validate_incremental` (a live file changed behind the
+    controller's back, a map the quick diff cannot express, a lookup that does not
+    answer as expected...). Nothing live was touched: the full path then stages, checks
+    and compiles everything as usual.
+    """
+
+
+@dataclass(frozen=True)
+class LiveFile:
+    """A changed file for the incremental path: its new content and the live sha256 the
+    hash compare read (the node must still have exactly that before anything is applied)."""
+
+    file: ManagedFile
+    live_sha256: str
+
+
 class PrepareFailed(RuntimeError):
     """A service's preparation step cannot be planned or one of its commands failed."""
 
@@ -166,6 +185,37 @@ class Service(ABC):
         Optional: the default is none.
         """
         return []
+
+    # ------------------------------------------------------------ incremental path
+    # Optional. A service may bring some changes live without recompiling everything
+    # (Postfix: map-only changes with postmap -i / -d). Converge only offers it when every
+    # changed file exists on the node with the sha256 the controller last installed and
+    # the same mode and owner; on NotIncremental (or any error) it takes the full path.
+
+    def incremental_ok(self, state: DesiredState, changed: list[ManagedFile]) -> bool:
+        """Whether these changes may try :meth:`validate_incremental`; default: never."""
+        return False
+
+    def validate_incremental(self, conn: Connector, stage: str, changed: list[LiveFile]) -> None:
+        """Build and verify, in ``stage``, what goes live for ``changed`` (the new files are
+        uploaded there, nothing else); leave live files alone. Raise NotIncremental when
+        the full path must be taken instead. Install then renames the staged files and
+        :meth:`compiled_files` into place, as for the full path."""
+        raise NotIncremental(f"{self.name}: no incremental path")
+
+    def activate_incremental(self, conn: Connector, changed: list[ManagedFile]) -> None:
+        """After an incremental install; by default the same as :meth:`activate`."""
+        self.activate(conn, changed)
+
+    def goes_live_alone(self, state: DesiredState, changed: list[ManagedFile]) -> bool:
+        """Whether these changes may go live as soon as this service's own check passed,
+        before (or without) the other services' checks and regardless of service order.
+
+        Only for changes nothing else depends on and that depend on no other service's
+        new files (Postfix: address maps on a node that relays rather than delivers).
+        Default: no, the service waits for every check and installs in service order.
+        """
+        return False
 
     def prepare(self, conn: Connector, state: DesiredState) -> Preparation | None:
         """Optional: read facts and plan non-file changes (see :class:`Preparation`).

@@ -28,7 +28,15 @@ from collections import defaultdict
 from importlib import resources
 
 from deploy.connector.base import Connector
-from deploy.services.base import CheckFailed, DesiredState, DomainData, ManagedFile, Service
+from deploy.services.base import (
+    CheckFailed,
+    DesiredState,
+    DomainData,
+    LiveFile,
+    ManagedFile,
+    NotIncremental,
+    Service,
+)
 
 from . import delivery, filtering, safe
 
@@ -47,6 +55,7 @@ TLS_CERT = f"{ROOT}/ums-tls.crt"
 TLS_KEY = f"{ROOT}/ums-tls.key"
 _TLS_ORDER = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 SASL_SOCKET = "/run/courier/authdaemon/socket"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DIAGNOSTIC = re.compile(r"^(\S*/)?post[a-z]+(\[\d+\])?: (fatal|warning|error|panic): ")
 
 
@@ -345,6 +354,61 @@ class PostfixService(Service):
                         self.name, f"$ postmap -q {first[0]} hash:{path}\n(no answer)"
                     )
 
+    # ------------------------------------------------------------ incremental path
+
+    def incremental_ok(self, state: DesiredState, changed: list[ManagedFile]) -> bool:
+        """Only maps changed (main.cf, master.cf, SASL and filter files as they were)."""
+        names = {f"{ROOT}/{name}" for name in MAPS}
+        return bool(changed) and all(f.path in names for f in changed)
+
+    def goes_live_alone(self, state: DesiredState, changed: list[ManagedFile]) -> bool:
+        """Map-only changes on a node that relays (no ``imap`` role) go live at once.
+
+        RCPT acceptance needs nothing but these maps, and a relaying node hands accepted
+        mail to the IMAP node, so no other service's new files are needed: a new address
+        is accepted while Courier's ``makeuserdb`` still runs, and even if Courier's check
+        fails (its users then cannot log in yet; no mail is refused or lost). A node that
+        delivers is left in service order: its delivery agent (Courier's Maildirs, the
+        LDA's userdb) must know a mailbox before Postfix accepts mail for it, or the
+        message could bounce as an unknown user.
+        """
+        return "imap" not in state.node.roles and self.incremental_ok(state, changed)
+
+    def validate_incremental(self, conn: Connector, stage: str, changed: list[LiveFile]) -> None:
+        """Apply the key differences to copies of the live ``.db`` files in ``stage``.
+
+        One constant script on the node (see :data:`_INCREMENTAL_SCRIPT`), map names and
+        live sha256 as arguments, never keys or values: for each map it checks the live
+        source still has the sha256 the hash compare read and its ``.db`` is not older
+        than it, diffs live and new source with awk (added/changed lines, removed keys),
+        applies them with ``postmap -i -r`` and ``postmap -d -`` (stdin) to a copy of the
+        live ``.db``, then looks every added or changed key up with ``postmap -q -``
+        against its expected value and every removed one for absence. Anything unusual
+        (continuation lines, duplicate keys, a diagnostic) makes it refuse, and converge
+        takes the full path. The copies go live by rename, so a failure never leaves a
+        live ``.db`` half updated.
+        """
+        args: list[str] = []
+        for item in changed:
+            name = item.file.path.rsplit("/", 1)[1]
+            if name not in MAPS or item.file.path != f"{ROOT}/{name}":
+                raise NotIncremental(f"{item.file.path} is not a map")
+            if not _SHA256.match(item.live_sha256):
+                raise NotIncremental(f"no live sha256 for {item.file.path}")
+            args += [name, item.live_sha256]
+        result = conn.run(
+            ["sh", "-c", _INCREMENTAL_SCRIPT, "sh", _DIFF_AWK, ROOT, stage, *args], timeout=600
+        )
+        if not result.ok:
+            raise NotIncremental((result.stdout + result.stderr).strip()[-2000:] or "failed")
+
+    def activate_incremental(self, conn: Connector, changed: list[ManagedFile]) -> None:
+        """No reload: Postfix daemons notice a replaced ``.db`` and restart by themselves
+        before their next client ("table ... has changed -- restarting"); only start
+        Postfix if it is not running at all."""
+        if not conn.run(["postfix", "status"]).ok:
+            self.activate(conn, changed)
+
     def compiled_files(self, changed: list[ManagedFile]) -> list[str]:
         names = {f"{ROOT}/{name}" for name in MAPS}
         return [f"{f.path}.db" for f in changed if f.path in names]
@@ -360,6 +424,78 @@ class PostfixService(Service):
         result = conn.run(["script", "-qec", f"postfix {verb}", "/dev/null"], timeout=120)
         if not result.ok:
             raise CheckFailed(self.name, f"postfix {verb} failed:\n{result.stdout}{result.stderr}")
+
+
+# Diffs a map's live source ($old) against its new one ($new) as postmap reads them:
+# comments and blank lines skipped, key = first field (compared case-folded, as hash maps
+# fold keys). Writes the added or changed lines (for postmap -i), their keys and the
+# expected "key<TAB>value" answers (for postmap -q -), and the removed keys (postmap -d).
+# Exits 3 on what a line diff cannot express: continuation lines or duplicate keys.
+_DIFF_AWK = r"""
+/^[ \t]*#/ || /^[ \t\r]*$/ { next }
+/^[ \t]/ { bad = 1; exit }
+{ k = tolower($1) }
+phase == 1 { if (k in old) { bad = 1; exit } old[k] = $0; next }
+{
+  if (k in seen) { bad = 1; exit }
+  seen[k] = 1
+  if (!(k in old) || old[k] != $0) {
+    print > add
+    v = $0; sub(/^[^ \t]+[ \t]+/, "", v); sub(/[ \t\r]+$/, "", v)
+    print $1 "\t" v > expect
+    print $1 > keys
+  }
+}
+END {
+  if (bad) exit 3
+  for (k in old) if (!(k in seen)) print k > del
+}
+"""
+
+# Arguments: the awk program above, config root, stage, then (map name, live sha256)
+# pairs. The new sources are in the stage; each map's updated .db is built there from a
+# copy of the live one. Keys and values only ever travel in files and on stdin.
+# Non-zero exit: converge takes the full path.
+_INCREMENTAL_SCRIPT = r"""
+set -u
+prog=$1; root=$2; stage=$3; shift 3
+export LC_ALL=C
+fail() { echo "$*"; exit 1; }
+while [ $# -ge 2 ]; do
+  name=$1; want=$2; shift 2
+  live=$root/$name; new=$stage/$name; w=$stage/.$name
+  [ -f "$live" ] && [ -f "$live.db" ] && [ -f "$new" ] || fail "$name: no live map"
+  [ "$live" -nt "$live.db" ] && fail "$name: $name.db is older than its source"
+  have=$(sha256sum < "$live" | cut -c1-64)
+  [ "$have" = "$want" ] || fail "$name: live source changed since it was read"
+  : > "$w.add"; : > "$w.del"; : > "$w.expect"; : > "$w.keys"
+  awk -v add="$w.add" -v del="$w.del" -v expect="$w.expect" -v keys="$w.keys" \
+    "$prog" phase=1 "$live" phase=2 "$new" \
+    || fail "$name: not a plain key change (continuation line or duplicate key)"
+  cp -p -- "$live.db" "$new.db" || fail "$name: cannot copy $name.db"
+  if [ -s "$w.add" ]; then
+    postmap -c "$root" -i -r "hash:$new" < "$w.add" > "$w.out" 2>&1 \
+      || fail "$name: postmap -i: $(cat "$w.out")"
+    [ -s "$w.out" ] && fail "$name: postmap -i: $(cat "$w.out")"
+  fi
+  if [ -s "$w.del" ]; then
+    # Exit 1 only says some key was absent; a real problem prints a diagnostic.
+    postmap -c "$root" -d - "hash:$new" < "$w.del" > "$w.out" 2>&1
+    [ $? -le 1 ] || fail "$name: postmap -d: $(cat "$w.out")"
+    [ -s "$w.out" ] && fail "$name: postmap -d: $(cat "$w.out")"
+    postmap -c "$root" -q - "hash:$new" < "$w.del" > "$w.out" 2>&1
+    [ -s "$w.out" ] && fail "$name: removed keys still answer: $(head -c 500 "$w.out")"
+  fi
+  if [ -s "$w.keys" ]; then
+    postmap -c "$root" -q - "hash:$new" < "$w.keys" 2>&1 | sort > "$w.got"
+    sort "$w.expect" | cmp -s - "$w.got" || fail "$name: lookups differ from the new source"
+  fi
+  # Newer than its source, so the next converge's age check passes.
+  touch -- "$new.db" || fail "$name: touch"
+  echo "$name: $(wc -l < "$w.add") added or changed, $(wc -l < "$w.del") removed"
+  rm -f -- "$w.add" "$w.del" "$w.expect" "$w.keys" "$w.out" "$w.got"
+done
+"""
 
 
 def ensure_certificate(conn: Connector, cert: str, key: str) -> None:
