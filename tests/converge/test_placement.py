@@ -100,8 +100,8 @@ def test_two_domains_on_two_imap_nodes_each_gets_its_own_mail(
 
     # The SMTP node relays each domain to its holder.
     transport = f.tnodes[SMTP].path("/etc/postfix/transport").read_text()
-    assert f"{DOMAINS[0]} smtp:[{f.tnodes[IMAP1].address}]:25" in transport
-    assert f"{DOMAINS[1]} smtp:[{f.tnodes[IMAP2].address}]:25" in transport
+    assert f"{DOMAINS[0]} ums-imap:[{f.tnodes[IMAP1].address}]:25" in transport
+    assert f"{DOMAINS[1]} ums-imap:[{f.tnodes[IMAP2].address}]:25" in transport
     # Each IMAP node's desired state holds only its own domain.
     userdb1 = f.tnodes[IMAP1].path("/etc/courier/userdb").read_text()
     userdb2 = f.tnodes[IMAP2].path("/etc/courier/userdb").read_text()

@@ -54,6 +54,8 @@ MAPS = (
 TLS_CERT = f"{ROOT}/ums-tls.crt"
 TLS_KEY = f"{ROOT}/ums-tls.key"
 _TLS_ORDER = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+#: master.cf transport relaying to our own IMAP nodes (see master.cf for why it exists).
+RELAY_TRANSPORT = "ums-imap"
 SASL_SOCKET = "/run/courier/authdaemon/socket"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DIAGNOSTIC = re.compile(r"^(\S*/)?post[a-z]+(\[\d+\])?: (fatal|warning|error|panic): ")
@@ -84,7 +86,7 @@ def holding_node(state: DesiredState, domain: DomainData | None = None) -> str |
     relays to the holder. A domain of unknown placement (or no domain given) keeps the
     rule from before placements: an IMAP node delivers locally, any other node relays
     to the first IMAP node of the customer tree; ``None`` when there is none yet.
-    The address goes into ``smtp:[...]:25``: an IP address or a hostname, nothing else.
+    The address goes into ``ums-imap:[...]:25``: an IP address or a hostname, nothing else.
     """
     import ipaddress
 
@@ -183,7 +185,7 @@ class PostfixService(Service):
                     aliases.append((f"@{safe.domain(alias)}", f"@{d.name}"))
 
         transport = [
-            (safe.domain(d.name), f"smtp:[{to}]:25")
+            (safe.domain(d.name), f"{RELAY_TRANSPORT}:[{to}]:25")
             for d in sorted(domains, key=lambda d: d.name)
             if (to := holding_node(state, d) if d.node_id is not None else relay_to)
         ]

@@ -1,0 +1,64 @@
+"""A mailbox the SMTP node knows before its IMAP node does: mail waits, never bounces.
+
+The SMTP and IMAP nodes converge as separate jobs, so for a moment after a mailbox is
+created the SMTP node may accept mail the IMAP node still refuses as an unknown user.
+The relay transport to our own IMAP nodes turns that refusal into a deferral.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.fixtures import Cast
+
+from .conftest import MailNodes
+from .test_mail_flow import DOMAIN, converge_now, send, setup_mail, wait_for_message
+
+pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
+
+
+def smtp_queue(nodes: MailNodes) -> list[dict]:
+    out = nodes.smtp.exec_in_node(["postqueue", "-j"]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_mail_for_a_mailbox_the_imap_node_does_not_know_yet_is_deferred_then_delivered(
+    cast: Cast, mail_nodes: MailNodes
+) -> None:
+    from .test_mail_flow import Cast_holder
+
+    Cast_holder.cast = cast
+    setup_mail(cast)
+    # The IMAP node "has not converged yet": its maps lose alice.
+    maps = mail_nodes.imap.path("/etc/postfix/virtual_mailboxes")
+    maps.write_text(
+        "".join(line for line in maps.read_text().splitlines(True) if "alice@" not in line)
+    )
+    mail_nodes.imap.exec_in_node(["postmap", "hash:/etc/postfix/virtual_mailboxes"])
+
+    send(mail_nodes, f"alice@{DOMAIN}", "marker-gap")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        deferred = [
+            m
+            for m in smtp_queue(mail_nodes)
+            if m.get("queue_name") == "deferred"
+            and m.get("sender") == "bob@outside.test"
+            and m["recipients"][0]["address"] == f"alice@{DOMAIN}"
+        ]
+        if deferred:
+            break
+        time.sleep(0.5)
+    assert deferred, "the IMAP node's refusal must leave the message queued on the SMTP node"
+    reason = deferred[0]["recipients"][0].get("delay_reason", "")
+    assert "unknown" in reason.lower(), reason
+    log = mail_nodes.smtp.path("/var/spool/postfix/maillog").read_text()
+    assert "status=bounced" not in log
+
+    # The IMAP node converges; the next retry delivers.
+    converge_now(mail_nodes.imap_node)
+    mail_nodes.smtp.exec_in_node(["postqueue", "-f"])
+    assert "marker-gap" in wait_for_message(mail_nodes, "alice", "marker-gap", timeout=60)
