@@ -130,7 +130,8 @@ def search_text(
     changes: dict[str, Any],
 ) -> str:
     """The same text as ``AuditRecord.build_search_text`` (checked on samples)."""
-    parts = [action, actor_name, object_type, object_repr, object_id]
+    actor = actor_name.replace("<", " ").replace(">", " ")
+    parts = [action, actor, object_type, object_repr, object_id]
     for side in ("before", "after"):
         for key, value in (changes.get(side) or {}).items():
             parts.append(f"{key} {value}")
