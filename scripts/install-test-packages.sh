@@ -10,6 +10,8 @@ packages=(chromium gettext openssh-server iproute2 util-linux iputils-ping nginx
 packages+=(slapd ldap-utils libldap2-dev libsasl2-dev)
 # Content filtering (issue 5): Debian 12 ships the SpamAssassin daemon as its own package.
 packages+=(spamd)
+# Delivery with Sieve and auto-responders (issue 5): Dovecot's LDA and Pigeonhole.
+packages+=(dovecot-core dovecot-sieve)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

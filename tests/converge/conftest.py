@@ -19,6 +19,7 @@ from deploy import dirty
 from deploy.connector.keys import public_key_openssh
 from deploy.services import registry
 from deploy.services.courier import SERVICE as COURIER
+from deploy.services.lda import SERVICE as LDA
 from deploy.services.postfix import SERVICE as POSTFIX
 from servers import actions as server_actions
 from servers.models import Node, Zone
@@ -34,6 +35,10 @@ MAIL_PRIVATE_PATHS = (
     "/var/lib/courier",
     # The Courier service installs a cron entry (mailbox policy, Trash purge).
     "/etc/cron.d",
+    # Dovecot's LDA (Sieve, auto-responder): its private configuration and state.
+    "/etc/ums-lda",
+    "/run/ums-lda",
+    "/var/lib/ums-lda",
 )
 DAEMON_NAMES = ("master", "authdaemond", "couriertcpd", "courierlogger")
 
@@ -63,11 +68,12 @@ def node_daemons(tnode: TestNode) -> list[str]:
 
 @pytest.fixture
 def mail_services(monkeypatch: pytest.MonkeyPatch, settings) -> None:
-    monkeypatch.setattr(registry, "SERVICES", [COURIER, POSTFIX])
+    monkeypatch.setattr(registry, "SERVICES", [COURIER, LDA, POSTFIX])
     # Routing and access only: the content filter (which needs spamd and clamd running on
     # the SMTP node) has its own end-to-end tests in test_filtering.py.
     settings.UMS_CONVERGE = {
         "postfix_maillog_file": "/var/spool/postfix/maillog",
+        "lda_log_file": "/var/lib/ums-lda/lda.log",
         "content_filter": False,
     }
     settings.UMS_AUTO_CONVERGE = True

@@ -64,7 +64,7 @@ class HoldBench:
         # Relaying deferred, and the content filter (milter, header checks that strip an
         # incoming X-UMS-Hold) out of the way while the test plays the filter's part.
         overrides = [
-            "defer_transports = smtp",
+            "defer_transports = smtp ums-imap",
             "smtpd_milters =",
             "non_smtpd_milters =",
             "header_checks =",
