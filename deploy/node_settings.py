@@ -18,7 +18,7 @@ _BOOL = (bool,)
 #: key -> (accepted JSON types, what it does). Keep in step with the README.
 OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "tls_min_version": (_TEXT, "lowest TLS version of Postfix and Courier (TLSv1.2)"),
-    "tls_versions": ((list,), "TLS versions nginx load balancers offer ([\"TLSv1.2\"])"),
+    "tls_versions": ((list,), 'TLS versions nginx load balancers offer (["TLSv1.2"])'),
     "mail_root": (_TEXT, "where Maildirs live on IMAP nodes (/var/mail/vhosts)"),
     "mail_uid": (_INT, "numeric owner of the mail store (5000)"),
     "mail_gid": (_INT, "numeric group of the mail store (5000)"),
