@@ -3,14 +3,16 @@
 Each node gets private copies of every path Postfix and Courier write (configuration,
 queue, data directory, Courier's run and state directories, the mail store), so their
 daemons run at the real default paths without touching the host's or each other's.
-Only the Postfix and Courier services are converged here; the other services have
-their own tests.
+Courier, the delivery agent and Postfix are converged here; the content filter and the
+other services have their own tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -80,22 +82,18 @@ def mail_services(monkeypatch: pytest.MonkeyPatch, settings) -> None:
     settings.UMS_CONVERGE_ON_APPROVAL = True
 
 
-@pytest.fixture
-def mail_nodes(
-    tmp_path_factory: pytest.TempPathFactory,
-    controller_pkey: paramiko.PKey,  # noqa: F811
-    controller_key,  # noqa: F811
-    zone: Zone,  # noqa: F811
-    cast: Cast,
-    mail_services: None,
-) -> Iterator[MailNodes]:
-    """Two approved, converged nodes (smtp, imap); every daemon stopped at teardown."""
-    public = public_key_openssh(controller_pkey, "ums-controller-v1")
+@contextlib.contextmanager
+def trusting_cluster(
+    workdir: Path, count: int, pkey: paramiko.PKey, private_paths: Sequence[str]
+) -> Iterator[NodeCluster]:
+    """Started namespaced nodes that trust the controller's key (and have the recording
+    stand-ins); when the block ends every process they ran is gone, or the test fails."""
+    public = public_key_openssh(pkey, "ums-controller-v1")
     cluster = NodeCluster(
-        tmp_path_factory.mktemp("converge"),
-        2,
+        workdir,
+        count,
         public_key_openssh(new_pkey(), "harness-only"),
-        private_paths=MAIL_PRIVATE_PATHS,
+        private_paths=tuple(private_paths),
     )
     cluster.start()
     try:
@@ -106,21 +104,40 @@ def mail_nodes(
             keys = tnode.path("/root/.ssh/authorized_keys")
             keys.parent.mkdir(mode=0o700, exist_ok=True)
             keys.write_text(public + "\n")
-        smtp, imap = cluster.nodes
         # Node ids restart with each test database; flags in Redis must not carry over.
         dirty.forget(range(1, 200))
-        nodes = []
-        for tnode, role in ((imap, "imap"), (smtp, "smtp")):
-            node = registered_node(zone, tnode, roles=[role])
-            server_actions.approve_node(actor=cast.sub_admin, node=node)
-            node.refresh_from_db()
-            nodes.append(node)
-        yield MailNodes(cluster, smtp, imap, nodes[1], nodes[0])
+        yield cluster
     finally:
         pids = {pid for t in cluster.nodes for pid in t.processes()}
         cluster.stop()
         leftovers = [pid for pid in pids if _alive(pid)]
         assert not leftovers, f"processes left running after teardown: {leftovers}"
+
+
+def approved_node(in_zone: Zone, cast: Cast, tnode: TestNode, roles: Sequence[str]) -> Node:
+    """Register ``tnode`` and approve it (which converges it, with UMS_CONVERGE_ON_APPROVAL)."""
+    node = registered_node(in_zone, tnode, roles=list(roles))
+    server_actions.approve_node(actor=cast.sub_admin, node=node)
+    node.refresh_from_db()
+    return node
+
+
+@pytest.fixture
+def mail_nodes(
+    tmp_path_factory: pytest.TempPathFactory,
+    controller_pkey: paramiko.PKey,  # noqa: F811
+    controller_key,  # noqa: F811
+    zone: Zone,  # noqa: F811
+    cast: Cast,
+    mail_services: None,
+) -> Iterator[MailNodes]:
+    """Two approved, converged nodes (smtp, imap); every daemon stopped at teardown."""
+    workdir = tmp_path_factory.mktemp("converge")
+    with trusting_cluster(workdir, 2, controller_pkey, MAIL_PRIVATE_PATHS) as cluster:
+        smtp, imap = cluster.nodes
+        imap_node = approved_node(zone, cast, imap, ["imap"])
+        smtp_node = approved_node(zone, cast, smtp, ["smtp"])
+        yield MailNodes(cluster, smtp, imap, smtp_node, imap_node)
 
 
 def _alive(pid: int) -> bool:

@@ -25,15 +25,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from deploy import dirty
-from deploy.connector.keys import public_key_openssh
-from servers import actions as server_actions
 from servers.models import Node, Zone
 from tests.fixtures import Cast
 from tests.harness.sshnodes import NodeCluster, TestNode
-from tests.servers.nodes import install_stand_ins, new_pkey, registered_node
 
-from .conftest import MAIL_PRIVATE_PATHS, _alive
+from .conftest import MAIL_PRIVATE_PATHS, _alive, approved_node, trusting_cluster
 
 ZFS_PRIVATE_PATHS = ("/var/run/zfs", "/var/lock/zfs", "/var/lib/zfs")
 
@@ -112,39 +108,20 @@ def fleet(
     """Nodes with ``roles[i]``, approved (and so converged) in order; ``zfs`` maps node
     indexes to the pool each gets before approval. Every daemon is gone after the block."""
     zfs = zfs or {}
-    public = public_key_openssh(controller_pkey, "ums-controller-v1")
     workdir = tmp_path_factory.mktemp("fleet")
-    cluster = NodeCluster(
-        workdir,
-        len(roles),
-        public_key_openssh(new_pkey(), "harness-only"),
-        private_paths=(*MAIL_PRIVATE_PATHS, *(ZFS_PRIVATE_PATHS if zfs else ())),
-    )
-    cluster.start()
-    pools: dict[int, str] = {}
-    try:
-        if cluster.mode != "netns" or not cluster.isolated:
-            pytest.skip("mail nodes need network and mount namespaces (ports 25/993)")
-        for tnode in cluster.nodes:
-            install_stand_ins(tnode)
-            keys = tnode.path("/root/.ssh/authorized_keys")
-            keys.parent.mkdir(mode=0o700, exist_ok=True)
-            keys.write_text(public + "\n")
-        for index, pool in zfs.items():
-            pools[index] = pool
-            _start_zfs(cluster.nodes[index], workdir, pool)
-        dirty.forget(range(1, 200))
-        nodes = []
-        for tnode, node_roles in zip(cluster.nodes, roles, strict=True):
-            node = registered_node(zone, tnode, roles=list(node_roles))
-            server_actions.approve_node(actor=cast.sub_admin, node=node)
-            node.refresh_from_db()
-            nodes.append(node)
-        yield Fleet(cluster, list(cluster.nodes), nodes, pools)
-    finally:
-        for index, pool in pools.items():
-            _stop_zfs(cluster.nodes[index], pool)
-        pids = {pid for t in cluster.nodes for pid in t.processes()}
-        cluster.stop()
-        leftovers = [pid for pid in pids if _alive(pid)]
-        assert not leftovers, f"processes left running after teardown: {leftovers}"
+    private = (*MAIL_PRIVATE_PATHS, *(ZFS_PRIVATE_PATHS if zfs else ()))
+    with trusting_cluster(workdir, len(roles), controller_pkey, private) as cluster:
+        pools: dict[int, str] = {}
+        try:
+            for index, pool in zfs.items():
+                pools[index] = pool
+                _start_zfs(cluster.nodes[index], workdir, pool)
+            nodes = [
+                approved_node(zone, cast, tnode, node_roles)
+                for tnode, node_roles in zip(cluster.nodes, roles, strict=True)
+            ]
+            yield Fleet(cluster, list(cluster.nodes), nodes, pools)
+        finally:
+            # Before the cluster stops: the pools live on files inside its work folder.
+            for index, pool in pools.items():
+                _stop_zfs(cluster.nodes[index], pool)

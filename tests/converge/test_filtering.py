@@ -32,8 +32,6 @@ import paramiko
 import pytest
 from django.urls import reverse
 
-from deploy import dirty
-from deploy.connector.keys import public_key_openssh
 from deploy.services import registry
 from deploy.services.base import DesiredState, DomainData, NodeView
 from deploy.services.clamav import SERVICE as CLAMAV
@@ -43,14 +41,11 @@ from deploy.services.postfix import filtering, safe
 from deploy.services.spamassassin import SERVICE as SPAMASSASSIN
 from deploy.services.spamassassin import SPAMD_PORT
 from deploy.services.spamassassin.service import SPAMD_PIDFILE
-from servers import actions as server_actions
 from servers.models import Zone
 from tests.fixtures import Cast
-from tests.harness.sshnodes import NodeCluster
 from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
-from tests.servers.nodes import install_stand_ins, new_pkey, registered_node
 
-from .conftest import MAIL_PRIVATE_PATHS, MailNodes, _alive
+from .conftest import MAIL_PRIVATE_PATHS, MailNodes, approved_node, trusting_cluster
 from .test_mail_flow import DOMAIN, maildir, setup_mail
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -265,22 +260,8 @@ def filter_nodes(
     filter_services: None,
 ) -> Iterator[MailNodes]:
     """Like conftest's ``mail_nodes``, with spamd and clamd on the SMTP node."""
-    public = public_key_openssh(controller_pkey, "ums-controller-v1")
-    cluster = NodeCluster(
-        tmp_path_factory.mktemp("filtering"),
-        2,
-        public_key_openssh(new_pkey(), "harness-only"),
-        private_paths=FILTER_PRIVATE_PATHS,
-    )
-    cluster.start()
-    try:
-        if cluster.mode != "netns" or not cluster.isolated:
-            pytest.skip("mail nodes need network and mount namespaces (ports 25/993)")
-        for tnode in cluster.nodes:
-            install_stand_ins(tnode)
-            keys = tnode.path("/root/.ssh/authorized_keys")
-            keys.parent.mkdir(mode=0o700, exist_ok=True)
-            keys.write_text(public + "\n")
+    workdir = tmp_path_factory.mktemp("filtering")
+    with trusting_cluster(workdir, 2, controller_pkey, FILTER_PRIVATE_PATHS) as cluster:
         smtp, imap = cluster.nodes
         # The node's ClamAV database: only the EICAR signature (no download here).
         db = smtp.path("/var/lib/clamav")
@@ -294,23 +275,9 @@ def filter_nodes(
         ).stdout
         eicar.unlink()
         (db / "local.hdb").write_text(signature)
-        # Courier's mailbox ACL step (work in progress elsewhere) wants the mail root
-        # before anything has created it; not what this module tests.
-        for tnode in cluster.nodes:
-            tnode.path("/var/mail/vhosts").mkdir(parents=True, exist_ok=True)
-        dirty.forget(range(1, 200))
-        nodes = []
-        for tnode, role in ((imap, "imap"), (smtp, "smtp")):
-            node = registered_node(zone, tnode, roles=[role])
-            server_actions.approve_node(actor=cast.sub_admin, node=node)
-            node.refresh_from_db()
-            nodes.append(node)
-        yield MailNodes(cluster, smtp, imap, nodes[1], nodes[0])
-    finally:
-        pids = {pid for t in cluster.nodes for pid in t.processes()}
-        cluster.stop()
-        leftovers = [pid for pid in pids if _alive(pid)]
-        assert not leftovers, f"processes left running after teardown: {leftovers}"
+        imap_node = approved_node(zone, cast, imap, ["imap"])
+        smtp_node = approved_node(zone, cast, smtp, ["smtp"])
+        yield MailNodes(cluster, smtp, imap, smtp_node, imap_node)
 
 
 def _port_open(nodes: MailNodes, port: int) -> bool:
