@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from django.utils import timezone
 
 from servers import actions as server_actions
@@ -11,10 +14,23 @@ from ums import auditing, jobs
 from ums.models import Job
 
 from . import controller_keys, node_ops
-from .connector.base import ConnectorError, PermanentConnectorError
+from .connector.base import (
+    CommandTimeout,
+    ConnectorError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
 from .connector.ssh import SSHConnector
 from .models import ControllerKey
 from .nodes import connector_for, session
+
+if TYPE_CHECKING:
+    from .converge import ConvergeResult
+    from .services.base import DesiredState, Service
+
+# Attempts of one converge job when the SSH connection drops, and the pause between them.
+_CONVERGE_ATTEMPTS = 2
+_CONVERGE_RETRY_PAUSE = 1.0
 
 
 def _node(job: Job) -> Node:
@@ -173,6 +189,33 @@ def decommission(job: Job, reporter: jobs.Reporter) -> dict:
 # --------------------------------------------------------------------------- converge
 
 
+def _converge_over_ssh(
+    node: Node,
+    state: DesiredState,
+    services: list[Service],
+    dry_run: bool,
+    reporter: jobs.Reporter,
+) -> tuple[list[str], ConvergeResult]:
+    """One attempt: install the packages the roles need, then converge the files."""
+    from . import converge, desired, packages
+
+    with session(node) as conn:
+        if not node.os_id:
+            server_actions.record_facts(node, node_ops.gather_facts(conn))
+            node.refresh_from_db()
+        family = desired.os_family(node.os_id)
+        installed = packages.ensure(
+            conn, family, packages.wanted(services, family), dry_run=dry_run
+        )
+        if installed:
+            verb = "would install" if dry_run else "installed"
+            reporter.log(f"{verb} packages: {', '.join(installed)}")
+        result = converge.converge(
+            conn, state, dry_run=dry_run, services=services, log=reporter.log
+        )
+    return installed, result
+
+
 @jobs.handler("node.converge")
 def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
     """Converge one node (or, with ``dry_run``, report the diff without applying it).
@@ -205,27 +248,25 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
             f"{len(state.domains)} domain(s), {len(state.mailboxes)} mailbox(es); "
             f"services: {', '.join(s.name for s in services) or 'none'}"
         )
-        try:
-            with session(node) as conn:
-                if not node.os_id:
-                    server_actions.record_facts(node, node_ops.gather_facts(conn))
-                    node.refresh_from_db()
-                family = desired.os_family(node.os_id)
-                installed = packages.ensure(
-                    conn, family, packages.wanted(services, family), dry_run=dry_run
-                )
-                if installed:
-                    verb = "would install" if dry_run else "installed"
-                    reporter.log(f"{verb} packages: {', '.join(installed)}")
-                result = converge.converge(
-                    conn, state, dry_run=dry_run, services=services, log=reporter.log
-                )
-        except ConnectorError as exc:
-            _fail_on_connector_error(exc)
-        except packages.PackageInstallFailed as exc:
-            raise jobs.PermanentJobError(f"{exc}\n{exc.output}") from exc
-        except converge.ConvergeError as exc:
-            raise jobs.PermanentJobError(f"{exc}\n{exc.output}".strip()) from exc
+        attempt = 1
+        while True:
+            try:
+                installed, result = _converge_over_ssh(node, state, services, dry_run, reporter)
+                break
+            except TransientConnectorError as exc:
+                # A converge is idempotent, so after a dropped connection one more run
+                # from the start is safe; a timeout is not retried (it would just recur).
+                if attempt >= _CONVERGE_ATTEMPTS or isinstance(exc, CommandTimeout):
+                    _fail_on_connector_error(exc)
+                reporter.log(f"{exc}; converging again from the start")
+                attempt += 1
+                time.sleep(_CONVERGE_RETRY_PAUSE)
+            except ConnectorError as exc:
+                _fail_on_connector_error(exc)
+            except packages.PackageInstallFailed as exc:
+                raise jobs.PermanentJobError(f"{exc}\n{exc.output}") from exc
+            except converge.ConvergeError as exc:
+                raise jobs.PermanentJobError(f"{exc}\n{exc.output}".strip()) from exc
         for name, paths in result.changed.items():
             reporter.log(f"{name}: {'would change' if dry_run else 'changed'} {', '.join(paths)}")
         if not dry_run:

@@ -420,6 +420,13 @@ class SSHConnector(Connector):
         # Root needs no sudo, and minimal nodes may not have it installed. sudo goes
         # outside timeout so the timeout process has the rights to kill the command.
         command = build_command(args, sudo=sudo and self.username != "root")
+        if input is None:
+            # A command that reads stdin sees EOF at once. Not by sending a channel EOF:
+            # paramiko sends that message after releasing the channel lock, so a command
+            # that exits at once can have its CLOSE answered first, and OpenSSH drops the
+            # whole connection on an EOF for a channel it has freed ("ieof packet referred
+            # to nonexistent channel"), failing every command sharing it.
+            command += " </dev/null"
         started = time.monotonic()
         # Backstop for a node that stops answering altogether.
         deadline = None if limit is None else started + limit + _KILL_GRACE + 5.0
@@ -452,10 +459,7 @@ class SSHConnector(Connector):
                 raise _translate_network_error(
                     exc, self.host, "exec request failed (the command may have started) on"
                 ) from exc
-            pending = memoryview(bytes(input)) if input else None
-            if pending is None:
-                # Close stdin so a command that reads it sees EOF instead of hanging.
-                channel.shutdown_write()
+            pending = memoryview(bytes(input)) if input is not None else None
             wakeup = channel.fileno()
             while True:
                 while channel.recv_ready():
@@ -519,6 +523,9 @@ class SSHConnector(Connector):
         Interleaved with reading output so a command that writes a lot before reading
         all its input cannot deadlock against us.
         """
+        if channel.eof_received or channel.exit_status_ready():
+            # The command is done: anything more could cross our CLOSE (see run()).
+            return None
         try:
             while pending and channel.send_ready():
                 sent = channel.send(pending[:32768])

@@ -134,6 +134,29 @@ def test_command_without_input_sees_end_of_file(conn):
     assert conn.run(["cat"], timeout=20).stdout == ""
 
 
+def test_concurrent_short_commands_never_lose_the_shared_connection(conn):
+    # Converge checks run on several channels of one connection at once. Commands that
+    # exit at once used to race paramiko's stdin EOF against the CLOSE answer, and OpenSSH
+    # drops the whole connection on an EOF for a freed channel.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def burst(_):
+        return [conn.run(["true"]).exit_code for _ in range(150)]
+
+    conn.connect()  # connecting is not thread-safe; converge connects before it fans out
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = [code for chunk in pool.map(burst, range(8)) for code in chunk]
+    assert codes == [0] * 1200
+    assert conn.connections_opened == 1
+
+
+def test_command_that_exits_without_reading_its_input_is_fine(conn):
+    for _ in range(20):
+        assert conn.run(["true"], input=b"x" * 100_000).exit_code == 0
+    assert conn.run(["cat"], input=b"").stdout == ""
+    assert conn.connections_opened == 1
+
+
 def test_connection_is_reused_across_commands_and_files(conn):
     seen = {conn.run(["printenv", "SSH_CONNECTION"]).stdout for _ in range(5)}
     conn.put_file("/tmp/ums-reuse-probe", b"x")
