@@ -436,6 +436,7 @@ def apply_services(
     state: DesiredState | None = None,
     trusted: dict[str, str] | None = None,
     installed: Callable[[list[ManagedFile]], None] | None = None,
+    more: Callable[[], dict[str, list[FileChange]]] | None = None,
 ) -> None:
     """Stage every changed service, validate the stages at once, install.
 
@@ -456,6 +457,10 @@ def apply_services(
       without waiting for the others (a new address answers RCPT while ``makeuserdb``
       still runs) and whether or not their checks pass.
 
+    * **planned while leading checks run**: ``more`` (optional) plans the services left
+      out of ``changes``; it is called once the services in ``changes`` are staged and
+      their checks started, and its changes join the same rules below.
+
     Every other service keeps the rules from before: it is installed only when *every*
     check passed, in service order, so a service that relies on another's files (Postfix
     on the LDA's) finds them live first. A failed check of a service always leaves that
@@ -465,16 +470,21 @@ def apply_services(
 
     trusted = trusted or {}
     remember = installed or (lambda files: None)
+    changes = dict(changes)
     todo = [s for s in services if changes.get(s.name)]
-    if not todo:
+    if not todo and more is None:
         return
-    alone = {
-        s.name
-        for s in todo
-        if state is not None and s.goes_live_alone(state, [c.file for c in changes[s.name]])
-    }
-    # Services going live alone are staged (uploaded) first: they are what mail waits for.
-    order = sorted(todo, key=lambda s: s.name not in alone)
+    alone: set[str] = set()
+
+    def lead_first(batch: list[Service]) -> list[Service]:
+        """Note which of ``batch`` go live alone; those are staged (uploaded) first:
+        they are what mail waits for."""
+        for s in batch:
+            if state is not None and s.goes_live_alone(state, [c.file for c in changes[s.name]]):
+                alone.add(s.name)
+        return sorted(batch, key=lambda s: s.name not in alone)
+
+    order = lead_first(todo)
     tlog = _ThreadLog(log)
     stages: dict[str, str] = {}
     modes: dict[str, str] = {}  # service -> "incremental" or "full"
@@ -500,22 +510,33 @@ def apply_services(
         install_staged(conn, service, stage, items, tlog, incremental=mode == "incremental")
         return "live"
 
-    pool = ThreadPoolExecutor(max_workers=len(todo))
+    def submit(service: Service) -> None:
+        items = changes[service.name]
+        if _incremental_candidate(service, state, items, trusted):
+            modes[service.name] = "incremental"
+            stages[service.name] = light_stage(conn, service, items)
+            log(f"{service.name}: trying the incremental path for {len(items)} file(s)")
+        else:
+            modes[service.name] = "full"
+            stages[service.name] = stage_files(conn, service, items)
+            log(f"{service.name}: validating {len(items)} staged file(s)")
+        mode = modes[service.name]
+        futures[pool.submit(check, service, stages[service.name], mode)] = service
+
+    pool = ThreadPoolExecutor(max_workers=len(services))
     futures: dict[Future[str], Service] = {}
     try:
         try:
             for service in order:
-                items = changes[service.name]
-                if _incremental_candidate(service, state, items, trusted):
-                    modes[service.name] = "incremental"
-                    stages[service.name] = light_stage(conn, service, items)
-                    log(f"{service.name}: trying the incremental path for {len(items)} file(s)")
-                else:
-                    modes[service.name] = "full"
-                    stages[service.name] = stage_files(conn, service, items)
-                    log(f"{service.name}: validating {len(items)} staged file(s)")
-                mode = modes[service.name]
-                futures[pool.submit(check, service, stages[service.name], mode)] = service
+                submit(service)
+            if more is not None:
+                # The other services are planned (rendered, hash-compared) while the
+                # leading ones' checks run on the node.
+                extra = {name: items for name, items in more().items() if items}
+                changes.update(extra)
+                for service in lead_first([s for s in services if s.name in extra]):
+                    submit(service)
+                todo = [s for s in services if changes.get(s.name)]
         except BaseException:
             # Stop submitting; whatever is already running finishes below.
             wait(list(futures))
@@ -716,21 +737,41 @@ def converge(
     selected = applicable_services(state, services)
     result = ConvergeResult(dry_run=dry_run, services=[s.name for s in selected])
     preparations = prepare(conn, state, selected, result)
-    unchanged: dict[str, str] = {}
-    try:
-        changes = plan(conn, state, selected, unchanged=unchanged)
-    except CommandFailed as exc:
-        raise ConvergeError(f"cannot read the node's files: {exc}") from exc
-    for name, items in changes.items():
-        result.changed[name] = [c.file.path for c in items]
     record = None if dry_run else InstalledRecord(state.node.id)
-    if record is not None:
-        # Files already as rendered are what the controller saw there: trusted next time.
-        # A changed file is untrusted until this converge installs it, so a converge that
-        # fails midway never leaves a half-known file trusted.
-        for path, digest in unchanged.items():
-            record.saw(path, digest)
-        record.forget(c.file.path for items in changes.values() for c in items)
+
+    def plan_and_note(batch: list[Service]) -> dict[str, list[FileChange]]:
+        unchanged: dict[str, str] = {}
+        try:
+            changes = plan(conn, state, batch, unchanged=unchanged)
+        except CommandFailed as exc:
+            raise ConvergeError(f"cannot read the node's files: {exc}") from exc
+        for name, items in changes.items():
+            result.changed[name] = [c.file.path for c in items]
+        if record is not None:
+            # Files already as rendered are what the controller saw there: trusted next
+            # time. A changed file is untrusted until this converge installs it, so a
+            # converge that fails midway never leaves a half-known file trusted.
+            for path, digest in unchanged.items():
+                record.saw(path, digest)
+            record.forget(c.file.path for items in changes.values() for c in items)
+        return changes
+
+    # Services whose changes may go live alone (Postfix's maps on a relaying node) are
+    # planned first; when their changes do go live alone, the others are rendered and
+    # compared while the leading checks run, so a new address is accepted sooner.
+    lead = [] if dry_run else [s for s in selected if s.may_go_live_alone(state)]
+    rest = [s for s in selected if s not in lead]
+    changes = plan_and_note(lead or selected)
+    leading = bool(lead and rest and changes) and all(
+        s.goes_live_alone(state, [c.file for c in changes[s.name]])
+        for s in lead
+        if s.name in changes
+    )
+    if lead and rest and not leading:
+        changes.update(plan_and_note(rest))
+    elif leading:
+        names = ", ".join(s.name for s in lead if s.name in changes)
+        log(f"{names}: goes live alone; the other services are planned while its check runs")
     if not changes and not preparations:
         log("no changes")
         if record is not None:
@@ -763,6 +804,7 @@ def converge(
             state=state,
             trusted=record.previous,
             installed=record.installed,
+            more=(lambda: plan_and_note(rest)) if leading else None,
         )
     finally:
         record.save()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -119,7 +120,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build(node: Node) -> DesiredState:
+def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredState:
     """The desired state of ``node``: the domains of the customer tree the node serves.
 
     An SMTP node serves every domain of its tree (it is their MX) and knows which IMAP
@@ -127,6 +128,9 @@ def build(node: Node) -> DesiredState:
     :mod:`deploy.placement`); an IMAP-only node serves just the domains placed on it.
     Domains not placed yet are placed here, so a domain is placed at the latest on the
     first converge after it was created.
+
+    With ``mailbox_ids`` the state holds only those mailboxes and their domains (no
+    aliases): what :mod:`deploy.express` renders a new mailbox's own map entries from.
     """
     scope = node.customer_path
     conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
@@ -135,10 +139,13 @@ def build(node: Node) -> DesiredState:
         conf["tls_certificates"] = current_certificates()
     state = DesiredState(node=node_view(node), nodes_by_role=_related_nodes(node), settings=conf)
 
+    domain_rows = Domain.objects.filter(customer_path__startswith=scope)
+    if mailbox_ids is not None:
+        domain_rows = domain_rows.filter(mailboxes__pk__in=list(mailbox_ids)).distinct()
     domains = list(
-        Domain.objects.filter(customer_path__startswith=scope)
-        .order_by("name")
-        .values_list("pk", "name", "is_enabled", "catch_all", "customer_id", "customer_path")
+        domain_rows.order_by("name").values_list(
+            "pk", "name", "is_enabled", "catch_all", "customer_id", "customer_path"
+        )
     )
     if not domains:
         return state
@@ -257,9 +264,11 @@ def build(node: Node) -> DesiredState:
     # The big one: a server-side cursor keeps memory flat at 100k+ mailboxes. The two
     # JSON columns come as text: nearly every row holds "[]" and "{}", and Django's JSON
     # converter (json.loads twice per row) was a third of the build at 100k mailboxes.
+    mailbox_filter = Mailbox.objects.filter(domain_id__in=domain_ids)
+    if mailbox_ids is not None:
+        mailbox_filter = mailbox_filter.filter(pk__in=list(mailbox_ids))
     mailbox_rows = (
-        Mailbox.objects.filter(domain_id__in=domain_ids)
-        .order_by("email")
+        mailbox_filter.order_by("email")
         .annotate(
             forward_text=Cast("forward_to", TextField()),
             access_text=Cast("protocol_access", TextField()),
@@ -340,6 +349,8 @@ def build(node: Node) -> DesiredState:
             )
         )
 
+    if mailbox_ids is not None:
+        return state
     for email, targets, enabled in (
         Alias.objects.filter(domain_id__in=domain_ids)
         .order_by("email")

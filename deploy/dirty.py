@@ -47,7 +47,8 @@ def _key(kind: str, node_id: int) -> str:
 
 def forget(node_ids: Iterable[int]) -> None:
     """Drop every flag of these nodes (a node row was recreated with a reused id)."""
-    cache.delete_many([_key(k, i) for i in node_ids for k in ("dirty", "queued", "lock")])
+    kinds = ("dirty", "queued", "lock", "new-mailboxes")
+    cache.delete_many([_key(k, i) for i in node_ids for k in kinds])
 
 
 def enabled() -> bool:
@@ -132,4 +133,36 @@ def on_mail_changed(sender: Any, customer_path: str, **kwargs: Any) -> None:
         return
     nodes = nodes_serving(customer_path)
     if nodes:
+        new_mailboxes = kwargs.get("new_mailbox_ids") or ()
+        if new_mailboxes:
+            for node_id in nodes:
+                remember_new_mailboxes(node_id, new_mailboxes)
         mark(nodes, reason=f"mail changed ({kwargs.get('kind') or 'update'})")
+
+
+#: Beyond this many waiting new mailboxes a node just converges (the express step is
+#: for the few an administrator creates by hand, not for an import).
+EXPRESS_LIMIT = 500
+
+
+def remember_new_mailboxes(node_id: int, mailbox_ids: Iterable[int]) -> None:
+    """Note mailboxes created since the node's last converge began (see
+    :mod:`deploy.express`). Read-modify-write: two creations at the same instant may
+    lose one id, which then simply waits for the converge itself."""
+    key = _key("new-mailboxes", node_id)
+    current = cache.get(key)
+    if current == "too-many":
+        return
+    waiting = set(current or ()) | {int(i) for i in mailbox_ids}
+    value = "too-many" if len(waiting) > EXPRESS_LIMIT else sorted(waiting)
+    cache.set(key, value, timeout=QUEUED_TIMEOUT)
+
+
+def take_new_mailboxes(node_id: int) -> list[int]:
+    """The mailboxes noted for the node, forgotten as they are read."""
+    key = _key("new-mailboxes", node_id)
+    waiting = cache.get(key)
+    cache.delete(key)
+    if not isinstance(waiting, list):
+        return []
+    return [int(i) for i in waiting]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,8 @@ from .nodes import connector_for, session
 if TYPE_CHECKING:
     from .converge import ConvergeResult
     from .services.base import DesiredState, Service
+
+logger = logging.getLogger(__name__)
 
 # Attempts of one converge job when the SSH connection drops, and the pause between them.
 _CONVERGE_ATTEMPTS = 2
@@ -242,6 +245,7 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
         if not dry_run:
             # Cleared before reading: a change committed from here on sets it again.
             dirty.clear(node.pk)
+            _express(node, dirty.take_new_mailboxes(node.pk), reporter)
         state = desired.build(node)
         services = converge.applicable_services(state)
         reporter.log(
@@ -281,6 +285,22 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
             dirty.release(node.pk)
             if dirty.is_dirty(node.pk):
                 dirty.mark([node.pk], reason="changed during converge")
+
+
+def _express(node: Node, mailbox_ids: list[int], reporter: jobs.Reporter) -> None:
+    """New mailboxes' addresses live before the converge proper (see deploy.express).
+
+    Never fails the converge: whatever goes wrong, the converge adds the entries anyway.
+    """
+    from . import express
+
+    if not mailbox_ids:
+        return
+    try:
+        express.add_new_recipients(node, mailbox_ids, reporter.log)
+    except Exception as exc:
+        logger.exception("express step on %s failed", node.hostname)
+        reporter.log(f"express: failed ({exc}); the converge adds the new mailboxes")
 
 
 @jobs.handler("node.converge_dry_run")

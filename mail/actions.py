@@ -752,7 +752,7 @@ def create_mailbox(
             {"local_part": _("A mailbox with this address already exists.")}
         ) from exc
     _record("mail.mailbox.create", mailbox, after=auditing.snapshot(mailbox))
-    _announce(mailbox, [domain.pk], "mailbox")
+    announce(mailbox.customer_path, [domain.pk], kind="mailbox", new_mailbox_ids=[mailbox.pk])
     recheck_in_scope(mailbox, actor)
     return mailbox
 

@@ -217,6 +217,14 @@ class Service(ABC):
         """
         return False
 
+    def may_go_live_alone(self, state: DesiredState) -> bool:
+        """Whether some change of this service could :meth:`goes_live_alone` on this node.
+
+        Such a service is planned first, and when its changes do go live alone the other
+        services are rendered while its check runs. Default: no.
+        """
+        return False
+
     def prepare(self, conn: Connector, state: DesiredState) -> Preparation | None:
         """Optional: read facts and plan non-file changes (see :class:`Preparation`).
 

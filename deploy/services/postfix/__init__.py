@@ -51,6 +51,9 @@ MAPS = (
     "sasl_access_submission",
     "sasl_access_smtps",
 )
+#: The maps that decide whether, and where, mail for an address is accepted: what a new
+#: mailbox's express entries go into (see :meth:`PostfixService.express_entries`).
+EXPRESS_MAPS = ("virtual_mailboxes", "virtual_aliases")
 TLS_CERT = f"{ROOT}/ums-tls.crt"
 TLS_KEY = f"{ROOT}/ums-tls.key"
 _TLS_ORDER = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -374,7 +377,10 @@ class PostfixService(Service):
         LDA's userdb) must know a mailbox before Postfix accepts mail for it, or the
         message could bounce as an unknown user.
         """
-        return "imap" not in state.node.roles and self.incremental_ok(state, changed)
+        return self.may_go_live_alone(state) and self.incremental_ok(state, changed)
+
+    def may_go_live_alone(self, state: DesiredState) -> bool:
+        return "imap" not in state.node.roles
 
     def validate_incremental(self, conn: Connector, stage: str, changed: list[LiveFile]) -> None:
         """Apply the key differences to copies of the live ``.db`` files in ``stage``.
@@ -382,10 +388,11 @@ class PostfixService(Service):
         One constant script on the node (see :data:`_INCREMENTAL_SCRIPT`), map names and
         live sha256 as arguments, never keys or values: for each map it checks the live
         source still has the sha256 the hash compare read and its ``.db`` is not older
-        than it, diffs live and new source with awk (added/changed lines, removed keys),
-        applies them with ``postmap -i -r`` and ``postmap -d -`` (stdin) to a copy of the
-        live ``.db``, then looks every added or changed key up with ``postmap -q -``
-        against its expected value and every removed one for absence. Anything unusual
+        than it, diffs the new source against a dump of a copy of the live ``.db`` (added
+        or changed entries, removed keys), applies them to that copy with ``postmap -i
+        -r`` and ``postmap -d -`` (stdin), then looks every added or changed key up
+        with ``postmap -q -`` against its expected value and every removed one for
+        absence. Anything unusual
         (continuation lines, duplicate keys, a diagnostic) makes it refuse, and converge
         takes the full path. The copies go live by rename, so a failure never leaves a
         live ``.db`` half updated.
@@ -399,10 +406,56 @@ class PostfixService(Service):
                 raise NotIncremental(f"no live sha256 for {item.file.path}")
             args += [name, item.live_sha256]
         result = conn.run(
-            ["sh", "-c", _INCREMENTAL_SCRIPT, "sh", _DIFF_AWK, ROOT, stage, *args], timeout=600
+            ["sh", "-c", _INCREMENTAL_SCRIPT, "sh", _NORMALISE_AWK, ROOT, stage, *args], timeout=600
         )
         if not result.ok:
             raise NotIncremental((result.stdout + result.stderr).strip()[-2000:] or "failed")
+
+    # ------------------------------------------------------------------ express entries
+
+    def express_entries(self, state: DesiredState) -> dict[str, list[str]]:
+        """Per recipient map, the entries keyed by ``state``'s mailboxes' own addresses.
+
+        ``state`` holds just the new mailboxes and their domains (``desired.build`` with
+        ``mailbox_ids``); the lines come from the same renderer a converge uses, so they
+        are exactly what the converge will put there, normalised as ``postmap -s`` prints
+        them ("key<TAB>value", key case-folded).
+        """
+        own = {m.email.lower() for m in state.mailboxes}
+        wanted = {f"{ROOT}/{name}": name for name in EXPRESS_MAPS}
+        entries: dict[str, list[str]] = {}
+        for file in self.render(state):
+            name = wanted.get(file.path)
+            if name is None:
+                continue
+            for line in file.content.decode().splitlines():
+                if not line or line.startswith("#"):
+                    continue
+                key, _sep, value = line.partition(" ")
+                if key.lower() in own:
+                    entries.setdefault(name, []).append(f"{key.lower()}\t{value.strip()}")
+        return entries
+
+    def add_express_entries(self, conn: Connector, entries: dict[str, list[str]]) -> int:
+        """Insert ``entries`` into the live tables with ``postmap -i`` and look each one up.
+
+        Only into tables a converge installed (source and ``.db`` present); the sources
+        are left as they are: the converge that follows diffs its new source against what
+        the table holds, so it keeps these entries or removes them if the mailbox is gone
+        by then. Returns the number of entries added; raises CheckFailed on a refusal.
+        """
+        added = 0
+        for name, lines in entries.items():
+            if name not in EXPRESS_MAPS:
+                raise CheckFailed(self.name, f"{name} is not a recipient map")
+            body = "".join(f"{line}\n" for line in sorted(lines))
+            result = conn.run(
+                ["sh", "-c", _EXPRESS_SCRIPT, "sh", ROOT, name], input=body.encode(), timeout=60
+            )
+            if not result.ok:
+                raise CheckFailed(self.name, (result.stdout + result.stderr).strip()[-2000:])
+            added += len(lines)
+        return added
 
     def activate_incremental(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """No reload: Postfix daemons notice a replaced ``.db`` and restart by themselves
@@ -428,36 +481,31 @@ class PostfixService(Service):
             raise CheckFailed(self.name, f"postfix {verb} failed:\n{result.stdout}{result.stderr}")
 
 
-# Diffs a map's live source ($old) against its new one ($new) as postmap reads them:
-# comments and blank lines skipped, key = first field (compared case-folded, as hash maps
-# fold keys). Writes the added or changed lines (for postmap -i), their keys and the
-# expected "key<TAB>value" answers (for postmap -q -), and the removed keys (postmap -d).
-# Exits 3 on what a line diff cannot express: continuation lines or duplicate keys.
-_DIFF_AWK = r"""
+# Reads a map's new source as postmap reads it: comments and blank lines skipped, key =
+# first field (case-folded, as hash maps fold keys), value = the rest, trimmed. Writes one
+# "key<TAB>value" line per entry, the form ``postmap -s`` dumps a table in. Exits 3 on what
+# a line diff cannot express: continuation lines or duplicate keys.
+_NORMALISE_AWK = r"""
 /^[ \t]*#/ || /^[ \t\r]*$/ { next }
 /^[ \t]/ { bad = 1; exit }
-{ k = tolower($1) }
-phase == 1 { if (k in old) { bad = 1; exit } old[k] = $0; next }
 {
+  k = tolower($1)
   if (k in seen) { bad = 1; exit }
   seen[k] = 1
-  if (!(k in old) || old[k] != $0) {
-    print > add
-    v = $0; sub(/^[^ \t]+[ \t]+/, "", v); sub(/[ \t\r]+$/, "", v)
-    print $1 "\t" v > expect
-    print $1 > keys
-  }
+  # Most lines are "key value": no regular expression needed (a third of the time).
+  if (NF == 2 && !index($0, "\r")) { print k "\t" $2; next }
+  v = $0; sub(/^[^ \t]+[ \t]+/, "", v); sub(/[ \t\r]+$/, "", v)
+  print k "\t" v
 }
-END {
-  if (bad) exit 3
-  for (k in old) if (!(k in seen)) print k > del
-}
+END { if (bad) exit 3 }
 """
 
 # Arguments: the awk program above, config root, stage, then (map name, live sha256)
 # pairs. The new sources are in the stage; each map's updated .db is built there from a
-# copy of the live one. Keys and values only ever travel in files and on stdin.
-# Non-zero exit: converge takes the full path.
+# copy of the live one. The difference is taken against what that copy holds (``postmap
+# -s``), not against the live source: a key that reached the live table by another way
+# (a new mailbox's express entry, a hand edit) is corrected too. Keys and values only
+# ever travel in files and on stdin. Non-zero exit: converge takes the full path.
 _INCREMENTAL_SCRIPT = r"""
 set -u
 prog=$1; root=$2; stage=$3; shift 3
@@ -470,11 +518,17 @@ while [ $# -ge 2 ]; do
   [ "$live" -nt "$live.db" ] && fail "$name: $name.db is older than its source"
   have=$(sha256sum < "$live" | cut -c1-64)
   [ "$have" = "$want" ] || fail "$name: live source changed since it was read"
-  : > "$w.add"; : > "$w.del"; : > "$w.expect"; : > "$w.keys"
-  awk -v add="$w.add" -v del="$w.del" -v expect="$w.expect" -v keys="$w.keys" \
-    "$prog" phase=1 "$live" phase=2 "$new" \
+  awk "$prog" "$new" > "$w.want" \
     || fail "$name: not a plain key change (continuation line or duplicate key)"
   cp -p -- "$live.db" "$new.db" || fail "$name: cannot copy $name.db"
+  postmap -c "$root" -s "hash:$new" > "$w.have" 2> "$w.out" \
+    || fail "$name: postmap -s: $(cat "$w.out")"
+  sort -o "$w.want" -- "$w.want" && sort -o "$w.have" -- "$w.have" || fail "$name: sort"
+  # Entries to add or change; then keys the table has and the source no longer does.
+  comm -13 -- "$w.have" "$w.want" > "$w.add" || fail "$name: comm"
+  cut -f1 -- "$w.add" > "$w.keys"
+  comm -23 -- "$w.have" "$w.want" | cut -f1 | sort -u | comm -23 - "$w.keys" > "$w.del" \
+    || fail "$name: comm"
   if [ -s "$w.add" ]; then
     postmap -c "$root" -i -r "hash:$new" < "$w.add" > "$w.out" 2>&1 \
       || fail "$name: postmap -i: $(cat "$w.out")"
@@ -490,13 +544,33 @@ while [ $# -ge 2 ]; do
   fi
   if [ -s "$w.keys" ]; then
     postmap -c "$root" -q - "hash:$new" < "$w.keys" 2>&1 | sort > "$w.got"
-    sort "$w.expect" | cmp -s - "$w.got" || fail "$name: lookups differ from the new source"
+    cmp -s "$w.add" "$w.got" || fail "$name: lookups differ from the new source"
   fi
   # Newer than its source, so the next converge's age check passes.
   touch -- "$new.db" || fail "$name: touch"
   echo "$name: $(wc -l < "$w.add") added or changed, $(wc -l < "$w.del") removed"
-  rm -f -- "$w.add" "$w.del" "$w.expect" "$w.keys" "$w.out" "$w.got"
+  rm -f -- "$w.want" "$w.have" "$w.add" "$w.del" "$w.keys" "$w.out" "$w.got"
 done
+"""
+
+
+# Arguments: config root and map name; stdin: sorted "key<TAB>value" entries. Adds them
+# to the live table in place (postmap locks it; daemons reopen a changed table), then
+# looks every key up and compares. Keys and values only travel on stdin and in files.
+_EXPRESS_SCRIPT = r"""
+set -u
+root=$1; name=$2
+export LC_ALL=C
+map=$root/$name
+[ -f "$map" ] && [ -f "$map.db" ] || { echo "$name: no live map yet"; exit 1; }
+w=$(mktemp -d) || exit 1
+trap 'rm -rf -- "$w"' EXIT
+sort -o "$w/add" || exit 1
+postmap -c "$root" -i -r "hash:$map" < "$w/add" > "$w/out" 2>&1 \
+  || { echo "$name: postmap -i: $(cat "$w/out")"; exit 1; }
+[ -s "$w/out" ] && { echo "$name: postmap -i: $(cat "$w/out")"; exit 1; }
+cut -f1 -- "$w/add" | postmap -c "$root" -q - "hash:$map" 2>&1 | sort > "$w/got"
+cmp -s "$w/add" "$w/got" || { echo "$name: lookups differ after postmap -i"; exit 1; }
 """
 
 
