@@ -279,6 +279,8 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
                 obj=node,
                 extra={"changed": result.changed, "packages": installed},
             )
+            if "imap" in (node.roles or ()) and result.changed:
+                _retry_relayed(node, reporter)
         return {**result.as_dict(), "packages": installed}
     finally:
         if not dry_run:
@@ -301,6 +303,18 @@ def _express(node: Node, mailbox_ids: list[int], reporter: jobs.Reporter) -> Non
     except Exception as exc:
         logger.exception("express step on %s failed", node.hostname)
         reporter.log(f"express: failed ({exc}); the converge adds the new mailboxes")
+
+
+def _retry_relayed(node: Node, reporter: jobs.Reporter) -> None:
+    """Mail this IMAP node deferred is re-queued on the SMTP nodes relaying to it
+    (see deploy.relay_retry). Best effort: Postfix's own retry comes anyway."""
+    from . import relay_retry
+
+    try:
+        relay_retry.retry_deferred(node, reporter.log)
+    except Exception as exc:
+        logger.exception("re-queueing deferred mail for %s failed", node.hostname)
+        reporter.log(f"deferred mail not re-queued ({exc}); Postfix retries it later")
 
 
 @jobs.handler("node.converge_dry_run")

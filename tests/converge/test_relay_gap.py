@@ -2,7 +2,8 @@
 
 The SMTP and IMAP nodes converge as separate jobs, so for a moment after a mailbox is
 created the SMTP node may accept mail the IMAP node still refuses as an unknown user.
-The relay transport to our own IMAP nodes turns that refusal into a deferral.
+The relay transport to our own IMAP nodes turns that refusal into a deferral, and the
+IMAP node's converge has the SMTP node re-queue exactly those messages.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def smtp_queue(nodes: MailNodes) -> list[dict]:
 def test_mail_for_a_mailbox_the_imap_node_does_not_know_yet_is_deferred_then_delivered(
     cast: Cast, mail_nodes: MailNodes
 ) -> None:
+    from ums.models import Job
+
     from .test_mail_flow import Cast_holder
 
     Cast_holder.cast = cast
@@ -58,7 +61,30 @@ def test_mail_for_a_mailbox_the_imap_node_does_not_know_yet_is_deferred_then_del
     log = mail_nodes.smtp.path("/var/spool/postfix/maillog").read_text()
     assert "status=bounced" not in log
 
-    # The IMAP node converges; the next retry delivers.
+    # The IMAP node converges and has the SMTP node re-queue what it deferred: delivered
+    # at once, not after Postfix's backoff (300 s by default, longer than this wait).
     converge_now(mail_nodes.imap_node)
-    mail_nodes.smtp.exec_in_node(["postqueue", "-f"])
+    job = Job.objects.filter(kind="node.converge", object_id=str(mail_nodes.imap_node.pk)).latest(
+        "pk"
+    )
+    assert f"{mail_nodes.smtp_node.hostname}: re-queued 1 message(s)" in job.log, job.log
     assert "marker-gap" in wait_for_message(mail_nodes, "alice", "marker-gap", timeout=60)
+
+
+def test_only_deferred_messages_the_imap_node_refused_are_picked() -> None:
+    from deploy.relay_retry import refused_by
+
+    lines = [
+        {"queue_name": "deferred", "queue_id": "4AbCdEf12", "recipients": [
+            {"address": "a@x.test", "delay_reason": "host 10.0.0.9[10.0.0.9] said: 550 5.1.1"}]},
+        {"queue_name": "deferred", "queue_id": "5AbCdEf12", "recipients": [
+            {"address": "b@y.test", "delay_reason": "host mx.other[192.0.2.1] said: 451"}]},
+        {"queue_name": "active", "queue_id": "6AbCdEf12", "recipients": [
+            {"address": "c@x.test", "delay_reason": "host 10.0.0.9[10.0.0.9] said: 550"}]},
+        {"queue_name": "deferred", "queue_id": "7Ab;rm -rf", "recipients": [
+            {"address": "d@x.test", "delay_reason": "host 10.0.0.9[10.0.0.9] said: 550"}]},
+        {"queue_name": "deferred", "queue_id": "8AbCdEf12", "recipients": [
+            {"address": "e@x.test", "delay_reason": "host 10.0.0.99[10.0.0.99] said: 550"}]},
+    ]  # fmt: skip
+    text = "\n".join(json.dumps(line) for line in lines) + "\nnot json\n"
+    assert refused_by(text, "10.0.0.9") == ["4AbCdEf12"]
