@@ -11,8 +11,9 @@ Courier authdaemond in their own network and mount namespaces:
    "Full" means every managed file differs from the node's copy: before each run the
    node's copies are emptied, so everything is uploaded, compiled, installed and reloaded.
 2. **A mailbox created through the API becomes deliverable** (target p95 < 3 s): POST
-   ``/api/v1/mail/mailboxes/`` with a real token, then a fresh SMTP session to the node
-   every ``--poll-ms`` until ``RCPT TO`` for the new address answers 250. The converge
+   ``/api/v1/mail/mailboxes/`` with a real token while a thread opens a fresh SMTP session
+   to the node every ``--poll-ms`` until ``RCPT TO`` for the new address answers 250
+   (the converge job's express step makes it so before the whole state is built). The converge
    runs on a real Celery worker (``--tasks worker``, the production path) and/or in the
    request's process (``--tasks inprocess``, ``UMS_TASKS_IN_PROCESS=true``).
 3. **Twenty nodes converged at once** by the Celery worker (``--concurrency`` worker
@@ -793,6 +794,19 @@ def rcpt_code(host: str, address: str) -> int:
         return code
 
 
+def probe_until_accepted(host: str, address: str, interval: float, out: dict[str, Any]) -> None:
+    """RCPT TO every ``interval`` until 250 (at most 60 s); sets ``out["at"]``."""
+    deadline = out["started"] + 60
+    probes = 0
+    while time.perf_counter() < deadline:
+        probes += 1
+        if rcpt_code(host, address) == 250:
+            out["at"] = time.perf_counter()
+            break
+        time.sleep(interval)
+    out["probes"] = probes
+
+
 def wait_idle(node_ids: list[int], timeout: float = 300) -> None:
     """Until no converge of these nodes is pending or running."""
     from ums.models import Job
@@ -810,7 +824,7 @@ def wait_idle(node_ids: list[int], timeout: float = 300) -> None:
 def bench_deliverable(
     args: argparse.Namespace, client: Any, node: Any, tnode: Any, mode: str
 ) -> dict[str, Any]:
-    """Part 2: POST a mailbox, poll RCPT TO on the node until 250."""
+    """Part 2: POST a mailbox while polling RCPT TO on the node until 250."""
     from mail.models import Domain
     from ums.models import Job
 
@@ -831,7 +845,17 @@ def bench_deliverable(
         since = datetime.datetime.now(datetime.UTC)
         phases = Phases()
         timing = instrumented(phases) if mode == "inprocess" else contextlib.nullcontext()
+        # Probed from a thread while the POST runs: in process the request itself runs the
+        # converge, and the address is accepted long before the request returns.
+        accepted: dict[str, Any] = {}
+        probe = threading.Thread(
+            target=probe_until_accepted,
+            args=(tnode.address, address, args.poll_ms / 1000, accepted),
+            daemon=True,
+        )
         started = time.perf_counter()
+        accepted["started"] = started
+        probe.start()
         with timing:
             response = client.post(
                 "/api/v1/mail/mailboxes/",
@@ -843,20 +867,15 @@ def bench_deliverable(
             runs.append((post_s, phases))
         if response.status_code != 201:
             raise SystemExit(f"bench: create answered {response.status_code}: {response.content!r}")
-        probes = 0
-        deadline = started + 60
-        while True:
-            probes += 1
-            if rcpt_code(tnode.address, address) == 250:
-                break
-            if time.perf_counter() > deadline:
-                jobs = list(Job.objects.order_by("-pk").values_list("kind", "status", "error")[:3])
-                raise SystemExit(
-                    f"bench: {address} not accepted after 60 s ({LAST_REPLY.get(address)}); "
-                    f"last jobs {jobs}"
-                )
-            time.sleep(args.poll_ms / 1000)
-        total_s = time.perf_counter() - started
+        probe.join(timeout=70)
+        if "at" not in accepted:
+            jobs = list(Job.objects.order_by("-pk").values_list("kind", "status", "error")[:3])
+            raise SystemExit(
+                f"bench: {address} not accepted after 60 s ({LAST_REPLY.get(address)}); "
+                f"last jobs {jobs}"
+            )
+        total_s = accepted["at"] - started
+        probes = accepted["probes"]
         wait_idle([node.pk])  # the job finishes its bookkeeping after the reload
         job = (
             Job.objects.filter(kind="node.converge", object_id=str(node.pk), created_at__gte=since)
