@@ -152,6 +152,10 @@ class Service(ABC):
     packages: dict[str, tuple[str, ...]] = {}
     #: The directory whose whole staged copy the checker validates (e.g. "/etc/postfix").
     config_root: str = ""
+    #: How slow the checker is, relatively: converge plans and starts the slowest checks
+    #: first, so they run on the node while the controller renders the rest. Install
+    #: order stays the registry's.
+    check_cost: int = 0
 
     def applies_to(self, node: NodeView) -> bool:
         return bool(self.roles & set(node.roles))

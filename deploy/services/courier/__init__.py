@@ -161,6 +161,7 @@ def _render_mailboxes(
 
 class CourierService(Service):
     name = "courier"
+    check_cost = 3  # makeuserdb compiles every mailbox
     roles = frozenset({"imap", "smtp"})
     packages = {
         "debian": (

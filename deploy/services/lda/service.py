@@ -146,6 +146,7 @@ def userdb_line(m: MailboxData, fields: list[str], *, root: str, uid: int, gid: 
 
 class LdaService(Service):
     name = "lda"
+    check_cost = 1  # sievec compiles every script
     roles = frozenset({"imap"})
     packages = {
         "debian": ("dovecot-core", "dovecot-sieve"),

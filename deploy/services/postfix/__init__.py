@@ -112,6 +112,7 @@ def holding_node(state: DesiredState, domain: DomainData | None = None) -> str |
 
 class PostfixService(Service):
     name = "postfix"
+    check_cost = 1  # postmap compiles every map
     roles = frozenset({"smtp", "imap"})
     packages = {
         "debian": ("postfix", "libsasl2-modules", "openssl"),

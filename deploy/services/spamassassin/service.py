@@ -192,6 +192,7 @@ class SpamAssassinService(Service):
     """spamd's site configuration. ``extra_rules`` (raw ``local.cf`` text) is test-only."""
 
     name = "spamassassin"
+    check_cost = 2  # spamassassin --lint loads every rule
     roles = frozenset({"smtp"})
     # Debian 12 ships spamd separately from the spamassassin library and tools.
     packages = {"debian": ("spamassassin", "spamd", "spamc"), "rhel": ("spamassassin",)}
