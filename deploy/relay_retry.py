@@ -13,20 +13,24 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from django.db.models import Q
 
 from servers.models import Node
 
 from .connector.base import ConnectorError
+from .connector.ssh import SSHConnector
 from .desired import mail_address
 from .dirty import CONVERGE_STATUSES
-from .nodes import session
+from .nodes import connector_for
 
 #: Postfix queue ids: short (hex) or long (base 52 with a "z"-free alphabet).
 _QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,20}$")
 #: At most this many messages re-queued per SMTP node and converge.
 MAX_MESSAGES = 1000
+#: SMTP nodes asked at the same time.
+MAX_PARALLEL = 8
 
 _REQUEUE_SCRIPT = 'for id; do postqueue -i "$id" || exit 1; done'
 
@@ -69,26 +73,48 @@ def refused_by(queue_json: str, address: str) -> list[str]:
     return found[:MAX_MESSAGES]
 
 
+def _requeue(conn: SSHConnector, address: str) -> int:
+    """On one SMTP node: re-queue what the host at ``address`` deferred; the count."""
+    try:
+        listing = conn.run(["postqueue", "-j"], timeout=120)
+        if not listing.ok:
+            return 0
+        ids = refused_by(listing.stdout, address)
+        if ids:
+            conn.run(["sh", "-c", _REQUEUE_SCRIPT, "sh", *ids], timeout=120).check()
+        return len(ids)
+    finally:
+        conn.close()
+
+
 def retry_deferred(imap_node: Node, log: Callable[[str], None]) -> int:
     """Re-queue, on every relaying SMTP node, the mail ``imap_node`` deferred; the count.
 
-    Best effort: an unreachable SMTP node is logged and skipped (its own retry comes).
+    Best effort and quick: the SMTP nodes are asked at once, each connection tried once,
+    and an unreachable node is logged and skipped (its own retry comes later).
     """
     address = mail_address(imap_node.addresses, imap_node.ssh_address)
-    total = 0
+    connectors: dict[str, SSHConnector] = {}
     for smtp in relaying_smtp_nodes(imap_node):
         try:
-            with session(smtp) as conn:
-                listing = conn.run(["postqueue", "-j"], timeout=120)
-                if not listing.ok:
-                    continue
-                ids = refused_by(listing.stdout, address)
-                if ids:
-                    conn.run(["sh", "-c", _REQUEUE_SCRIPT, "sh", *ids], timeout=120).check()
+            conn = connector_for(smtp)  # reads the controller key: in this thread
         except ConnectorError as exc:
             log(f"{smtp.hostname}: deferred mail not re-queued ({exc})")
             continue
-        if ids:
-            log(f"{smtp.hostname}: re-queued {len(ids)} message(s) deferred by this node")
-            total += len(ids)
+        conn.retries = 0
+        connectors[smtp.hostname] = conn
+    if not connectors:
+        return 0
+    total = 0
+    with ThreadPoolExecutor(max_workers=min(len(connectors), MAX_PARALLEL)) as pool:
+        futures = {host: pool.submit(_requeue, conn, address) for host, conn in connectors.items()}
+        for host, future in futures.items():
+            try:
+                count = future.result()
+            except ConnectorError as exc:
+                log(f"{host}: deferred mail not re-queued ({exc})")
+                continue
+            if count:
+                log(f"{host}: re-queued {count} message(s) deferred by this node")
+                total += count
     return total

@@ -29,6 +29,7 @@ def smtp_queue(nodes: MailNodes) -> list[dict]:
 def test_mail_for_a_mailbox_the_imap_node_does_not_know_yet_is_deferred_then_delivered(
     cast: Cast, mail_nodes: MailNodes
 ) -> None:
+    from servers.models import Node
     from ums.models import Job
 
     from .test_mail_flow import Cast_holder
@@ -61,6 +62,12 @@ def test_mail_for_a_mailbox_the_imap_node_does_not_know_yet_is_deferred_then_del
     log = mail_nodes.smtp.path("/var/spool/postfix/maillog").read_text()
     assert "status=bounced" not in log
 
+    # Another SMTP node of the tree that is down: skipped after one try, logged.
+    down = Node.objects.get(pk=mail_nodes.smtp_node.pk)
+    down.pk = None
+    down.hostname, down.ssh_port = "down-smtp.ums.test", 1
+    down.save()
+
     # The IMAP node converges and has the SMTP node re-queue what it deferred: delivered
     # at once, not after Postfix's backoff (300 s by default, longer than this wait).
     converge_now(mail_nodes.imap_node)
@@ -68,6 +75,7 @@ def test_mail_for_a_mailbox_the_imap_node_does_not_know_yet_is_deferred_then_del
         "pk"
     )
     assert f"{mail_nodes.smtp_node.hostname}: re-queued 1 message(s)" in job.log, job.log
+    assert "down-smtp.ums.test: deferred mail not re-queued" in job.log, job.log
     assert "marker-gap" in wait_for_message(mail_nodes, "alice", "marker-gap", timeout=60)
 
 
