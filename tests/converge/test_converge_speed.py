@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
-from deploy.services.base import MailboxData
 from deploy.services.courier import SERVICE as COURIER
 from deploy.services.postfix import SERVICE as POSTFIX
 from deploy.services.postfix.safe import UnsafeName
@@ -117,8 +117,9 @@ def test_renderers_refuse_a_local_part_with_a_line_break(local: str) -> None:
 def test_renderers_refuse_an_address_that_is_not_its_local_part_at_its_domain() -> None:
     crafted = state()
     good = crafted.mailboxes[0]
-    fields = {**good.__dict__, "email": "alice@ok.example\nrelayhost = evil.example"}
-    crafted.mailboxes[0] = MailboxData(**fields)
+    crafted.mailboxes[0] = dataclasses.replace(
+        good, email="alice@ok.example\nrelayhost = evil.example"
+    )
     for service in (POSTFIX, COURIER):
         with pytest.raises(UnsafeName):
             service.render(crafted)
