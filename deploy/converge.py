@@ -377,20 +377,6 @@ done
 """
 
 
-def apply_service(
-    conn: Connector, service: Service, changes: list[FileChange], log: Log
-) -> list[ManagedFile]:
-    """Stage, validate, install and activate one service's changed files."""
-    stage = stage_files(conn, service, changes)
-    try:
-        log(f"{service.name}: validating {len(changes)} staged file(s)")
-        service.validate(conn, stage)
-    except BaseException:
-        conn.run(["rm", "-rf", "--", stage])
-        raise
-    return install_staged(conn, service, stage, changes, log)
-
-
 class _ThreadLog:
     """Log lines from the check threads, written by the main thread.
 
@@ -627,26 +613,6 @@ def apply_services(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
-
-
-def validate_stages(conn: Connector, services: list[Service], stages: dict[str, str]) -> None:
-    """Run every service's checker on its stage, concurrently; raise the first failure.
-
-    paramiko opens each command's channel on the shared transport under its own lock,
-    so threads may run commands on one connector; SFTP is not used from here.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    if len(services) == 1:
-        services[0].validate(conn, stages[services[0].name])
-        return
-    with ThreadPoolExecutor(max_workers=len(services)) as pool:
-        futures = [pool.submit(s.validate, conn, stages[s.name]) for s in services]
-        # Every check finishes before a failure is raised (the first in service order).
-        errors = [f.exception() for f in futures]
-    for error in errors:
-        if error is not None:
-            raise error
 
 
 def _remove_stages(conn: Connector, stages: dict[str, str]) -> None:

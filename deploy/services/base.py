@@ -226,8 +226,8 @@ class Service(ABC):
     def may_go_live_alone(self, state: DesiredState) -> bool:
         """Whether some change of this service could :meth:`goes_live_alone` on this node.
 
-        Such a service is planned first, and when its changes do go live alone the other
-        services are rendered while its check runs. Default: no.
+        Used by :mod:`deploy.express`: only such a node gets a new mailbox's entries before
+        its converge. Default: no.
         """
         return False
 
