@@ -293,7 +293,10 @@ UMS_SPAMHOLD_CONCURRENCY = env_int("UMS_SPAMHOLD_CONCURRENCY", 10, minimum=1)
 UMS_SPAMHOLD_INGEST_LOCK_SECONDS = env_int("UMS_SPAMHOLD_INGEST_LOCK_SECONDS", 600, minimum=30)
 UMS_SPAMHOLD_RETENTION_DAYS = env_int("UMS_SPAMHOLD_RETENTION_DAYS", 30, minimum=1)
 UMS_SPAMHOLD_CONTENT_LIMIT = env_int("UMS_SPAMHOLD_CONTENT_LIMIT", 2 * 1024 * 1024, minimum=1024)
+# How often the reconciler loop re-drives work a dead process left (see ums.reconcile).
+UMS_RECONCILE_INTERVAL = env_int("UMS_RECONCILE_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
+    "reconcile": {"task": "ums.reconcile", "schedule": UMS_RECONCILE_INTERVAL},
     "collect-metrics": {"task": "deploy.collect_metrics", "schedule": UMS_METRICS_INTERVAL},
     "measure-zone-latency": {"task": "deploy.measure_zone_latency", "schedule": 600},
     "downsample-metrics": {"task": "servers.downsample_metrics", "schedule": 3600},

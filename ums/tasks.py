@@ -11,3 +11,12 @@ from ums import jobs
 def run_job(job_id: int) -> str:
     jobs.load_handlers()
     return jobs.run(job_id)
+
+
+@shared_task(name="ums.reconcile", ignore_result=True)
+def reconcile() -> dict:
+    """One pass of every registered reconciler (see :mod:`ums.reconcile`)."""
+    from ums import reconcile as reconcile_loop
+
+    jobs.load_handlers()
+    return reconcile_loop.run_all()
