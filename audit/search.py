@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from django.db import connection, models
+from django.db import models
 
 from .models import AuditRecord
 
@@ -19,12 +19,10 @@ def full_text(queryset: models.QuerySet, text: str) -> models.QuerySet:
     text = text.strip()
     if not text:
         return queryset
-    if connection.vendor == "postgresql":
-        return queryset.extra(
-            where=["audit_auditrecord.search_vector @@ plainto_tsquery('simple', %s)"],
-            params=[text],
-        )
-    return queryset.filter(search_text__icontains=text)
+    return queryset.extra(
+        where=["audit_auditrecord.search_vector @@ plainto_tsquery('simple', %s)"],
+        params=[text],
+    )
 
 
 def apply_filters(
