@@ -192,9 +192,9 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start the server (creating the cluster and database the first time).
 
-        Returns what was done, for the log ("created", "started" or "restarted ..."). A server still running from a
-        supervisor that was killed (SIGKILL) is stopped first: the caller holds the run
-        lock, so no live supervisor owns it.
+        Returns what was done, for the log ("created", "started" or "restarted ..."). A
+        server still running from a supervisor that was killed (SIGKILL) is stopped first:
+        the caller holds the run lock, so no live supervisor owns it.
         """
         self._prepare()
         orphan = self.is_running()
