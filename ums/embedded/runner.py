@@ -125,7 +125,8 @@ class TaskRunner:
                 self._run_due(now)
                 # Wake on a notification, a finished job (rescan), the next poll, or at
                 # least every second to notice a stop request.
-                wait = max(0.0, min(1.0, next_poll - time.monotonic()))
+                wakes = [next_poll, *(e.due for e in self.schedule if not e.running)]
+                wait = max(0.0, min(1.0, min(wakes) - time.monotonic()))
                 notified = False
                 for _note in listener.notifies(timeout=wait, stop_after=1):
                     notified = True
