@@ -114,6 +114,7 @@ class Supervisor:
         port: int,
         embedded_db: bool,
         demo_nodes: bool = False,
+        run_tasks: bool = True,
         web_workers: int = 2,
         out: Callable[[str], None] = print,
     ) -> None:
@@ -123,6 +124,7 @@ class Supervisor:
         self.port = port
         self.embedded_db = embedded_db
         self.demo_nodes = demo_nodes
+        self.run_tasks = run_tasks
         self.web_workers = web_workers
         self.out = out
         self.lock = RunLock(var_dir)
@@ -234,9 +236,14 @@ class Supervisor:
             ],
             **common,
         )
-        self.children["tasks"] = subprocess.Popen(
-            [sys.executable, "manage.py", "run_tasks"], **common
-        )
+        if self.run_tasks:
+            self.children["tasks"] = subprocess.Popen(
+                [sys.executable, "manage.py", "run_tasks"], **common
+            )
+        else:
+            self.out(
+                "CELERY_BROKER_URL is set: run `celery -A ums worker` and `celery -A ums beat`."
+            )
 
     def _watch(self) -> int:
         while not self.stopping:

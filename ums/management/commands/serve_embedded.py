@@ -39,6 +39,8 @@ class Command(BaseCommand):
             port=options["port"],
             embedded_db=settings.EMBEDDED_POSTGRES,
             demo_nodes=options["demo_nodes"],
+            # With a broker, Celery workers run the jobs; the embedded runner would refuse.
+            run_tasks=settings.UMS_TASK_MODE != "celery",
             web_workers=options["web_workers"],
             out=out,
         )
