@@ -234,3 +234,50 @@ def test_sigterm_stops_everything_postgresql_included(make_run: Running) -> None
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", make_run.port), 1):
         pass
     assert "Embedded PostgreSQL stopped." in make_run.output()
+
+
+def test_after_a_sigkill_the_next_start_stops_the_orphaned_postgresql(make_run: Running) -> None:
+    if make_run.proc.poll() is None:  # run alone: the module's supervisor is still up
+        make_run.proc.send_signal(signal.SIGTERM)
+        make_run.proc.wait(timeout=90)
+
+    def start() -> tuple[subprocess.Popen, list[str]]:
+        proc = subprocess.Popen(
+            serve_command(make_run.port),
+            cwd=ROOT,
+            env=embedded_env(make_run.var_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines: list[str] = []
+        ready = threading.Event()
+        threading.Thread(target=_pump, args=(proc, lines, ready), daemon=True).start()
+        assert ready.wait(timeout=240) and proc.poll() is None, "".join(lines)[-3000:]
+        return proc, lines
+
+    killed, _lines = start()
+    orphan = make_run.postmaster_pid()
+    killed.kill()  # SIGKILL: no clean-up runs in the supervisor
+    killed.wait(timeout=30)
+    # The web server and task runner die with their parent; PostgreSQL is orphaned.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", make_run.port), 0.5):
+                time.sleep(0.2)
+        except OSError:
+            break
+    else:
+        pytest.fail("gunicorn outlived its supervisor")
+    assert pid_alive(orphan)
+
+    again, lines = start()
+    try:
+        assert not pid_alive(orphan)
+        assert any("left by a killed run was stopped" in line for line in lines), "".join(lines)
+        assert make_run.postmaster_pid() != orphan
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=90) == 0
+    assert not (make_run.var_dir / "pgdata" / "postmaster.pid").exists()
