@@ -1,8 +1,7 @@
 """Searching audit records: filters shared by the API and the portal.
 
 Free text uses PostgreSQL full-text search over a generated ``search_vector`` column (GIN
-index, raised planner statistics, see migration 0002); the embedded SQLite default falls
-back to a substring match.
+index, raised planner statistics, see migration 0002).
 """
 
 from __future__ import annotations
