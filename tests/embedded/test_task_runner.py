@@ -126,3 +126,39 @@ def test_periodic_entries_run_at_their_interval_and_never_overlap() -> None:
     thread.join(timeout=30)
     assert len(calls) >= 2
     assert not any(overlaps)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_notified_job_abandoned_by_a_dead_runner_is_taken_up(cast: Cast) -> None:
+    """The reconciler re-dispatches a running job whose heartbeat stopped; the runner must
+    take it although it is not pending (``jobs.run`` decides whether it is stale)."""
+    import datetime
+
+    from django.utils import timezone
+
+    from tests.jobs import handlers  # noqa: F401  (registers test.count)
+    from ums import jobs
+    from ums.embedded.runner import notify
+
+    stale = timezone.now() - jobs.STALE_AFTER - datetime.timedelta(seconds=1)
+    job = Job.objects.create(
+        kind="test.count",
+        title="abandoned",
+        customer_path=cast.ministry.path,
+        status=Job.RUNNING,
+        started_at=stale,
+        heartbeat_at=stale,
+        params={"n": 1},
+    )
+    runner = TaskRunner(workers=1, poll_seconds=600)
+    thread = threading.Thread(target=runner.run_forever)
+    thread.start()
+    try:
+        time.sleep(1.5)  # listening, start-up scan done (it finds nothing pending)
+        job.refresh_from_db()
+        assert job.status == Job.RUNNING
+        notify(job.pk)
+        assert wait_finished(job, timeout=30).status == Job.SUCCEEDED, job.error
+    finally:
+        runner.stop()
+        thread.join(timeout=30)

@@ -54,6 +54,10 @@ def _conninfo() -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
+def _job_ids(notes: list[Any]) -> set[int]:
+    return {int(n.payload) for n in notes if n.payload.isdigit() and len(n.payload) < 19}
+
+
 class Periodic:
     """One entry of the beat schedule: a callable and how often it runs."""
 
@@ -116,46 +120,47 @@ class TaskRunner:
             listener.execute(f"LISTEN {CHANNEL}")
             logger.info("task runner listening (%d workers)", self.workers)
             next_poll = 0.0
+            named: set[int] = set()
             while not self.stop_event.is_set():
                 now = time.monotonic()
-                if now >= next_poll or self._rescan.is_set():
+                if now >= next_poll or self._rescan.is_set() or named:
                     self._rescan.clear()
-                    self._claim_pending()
+                    self._claim_pending(named)
+                    named = set()
                     next_poll = now + self.poll_seconds
                 self._run_due(now)
                 # Wake on a notification, a finished job (rescan), the next poll, or at
                 # least every second to notice a stop request.
                 wakes = [next_poll, *(e.due for e in self.schedule if not e.running)]
                 wait = max(0.0, min(1.0, min(wakes) - time.monotonic()))
-                notified = False
-                for _note in listener.notifies(timeout=wait, stop_after=1):
-                    notified = True
-                if notified:
-                    self._drain(listener)
-                    next_poll = 0.0
+                notes = list(listener.notifies(timeout=wait, stop_after=1))
+                if notes:  # and whatever else is queued: one scan serves them all
+                    notes += list(listener.notifies(timeout=0))
+                    named |= _job_ids(notes)
         finally:
             listener.close()
             self._jobs.shutdown(wait=True)
             self._periodic.shutdown(wait=True)
             connections.close_all()
 
-    def _drain(self, listener: psycopg.Connection) -> None:
-        """Swallow notifications already queued: one scan serves them all."""
-        for _note in listener.notifies(timeout=0):
-            pass
+    def _claim_pending(self, named: set[int]) -> None:
+        """Start pending jobs, oldest first, and the jobs named by notifications.
 
-    def _claim_pending(self) -> None:
+        A named job may be a running one whose worker died (re-dispatched by the
+        reconciler): ``jobs.run`` claims it only if its heartbeat is stale.
+        """
         from ums.models import Job
 
         with self._lock:
             free = self.workers - len(self._inflight)
             if free <= 0:
-                return
-            ids = list(
+                return  # a finished job triggers the next scan; the reconciler re-names
+            ids = [i for i in sorted(named) if i not in self._inflight][:free]
+            ids += list(
                 Job.objects.filter(status=Job.PENDING)
-                .exclude(pk__in=list(self._inflight))
+                .exclude(pk__in=[*self._inflight, *ids])
                 .order_by("pk")
-                .values_list("pk", flat=True)[:free]
+                .values_list("pk", flat=True)[: free - len(ids)]
             )
             self._inflight.update(ids)
         for job_id in ids:
