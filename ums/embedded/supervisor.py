@@ -196,8 +196,8 @@ class Supervisor:
         call_command("seed_demo")
         if self.demo_nodes:
             if "demo_nodes" in get_commands():
+                self.nodes_up = True  # before: a half-done `up` still gets its `down`
                 call_command("demo_nodes", "up")
-                self.nodes_up = True
             else:
                 self.out("DEMO_NODES=1: this checkout has no demo_nodes command; skipped.")
         connections.close_all()  # the children open their own
