@@ -88,6 +88,8 @@ class EmbeddedPostgres:
         self.log_file = self.pgdata / "postgresql.log"
         self.bin = bin_dir()
         self._user: pwd.struct_passwd | None = None
+        # Folders that got the traverse bit for the server's user (said in the log).
+        self.opened: list[Path] = []
 
     # --- running the bundled programs ---------------------------------------------------
 
@@ -135,7 +137,7 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             self._user = _ensure_system_user()
             for path in (self.pgdata, self.socket_dir, self.bin):
-                _allow_traverse(path)
+                self.opened += _allow_traverse(path)
             for path in (self.pgdata, self.socket_dir):
                 os.chown(path, self._user.pw_uid, self._user.pw_gid)
         owner = self.socket_dir.stat().st_uid
@@ -289,9 +291,13 @@ def _ensure_system_user() -> pwd.struct_passwd:
     return pwd.getpwnam(SYSTEM_USER)
 
 
-def _allow_traverse(path: Path) -> None:
-    """Give every parent folder of ``path`` the traverse bit (not read) for other users."""
+def _allow_traverse(path: Path) -> list[Path]:
+    """Give every parent folder of ``path`` the traverse bit (not read) for other users;
+    returns the folders changed."""
+    changed = []
     for parent in path.resolve().parents:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
             parent.chmod(mode | stat.S_IXOTH)
+            changed.append(parent)
+    return changed

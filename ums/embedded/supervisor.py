@@ -191,6 +191,9 @@ class Supervisor:
                 f"Embedded PostgreSQL {what} in {time.monotonic() - started:.1f} s "
                 f"(data in {self.postgres.pgdata})"
             )
+            if self.postgres.opened:
+                folders = ", ".join(str(p) for p in self.postgres.opened)
+                self.out(f"Note: other users may now traverse (not list) {folders}.")
         call_command("migrate", interactive=False, verbosity=1)
         call_command("collectstatic", interactive=False, verbosity=0)
         call_command("seed_demo")
