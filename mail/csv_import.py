@@ -519,11 +519,8 @@ def apply_import(upload: CsvImport, *, actor: Any, reporter: Any = None) -> dict
 
 
 def _insert(model: type[models.Model], objects: list[Any]) -> None:
-    """Insert new rows: COPY on PostgreSQL (ten times faster than INSERT for thousands of
-    rows, in the same transaction), bulk_create elsewhere."""
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create(objects)
-        return
+    """Insert new rows with COPY (ten times faster than INSERT for thousands of rows, in the
+    same transaction)."""
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     for obj in objects:
         for f in fields:
