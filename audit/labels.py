@@ -64,6 +64,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "mail.customer_policy.update": _("Customer mail policy changed"),
     "mail.dkim.create": _("DKIM key created"),
     "mail.dkim.rotate": _("DKIM key rotated"),
+    "mail.dkim.retire": _("DKIM key retired"),
     "mail.dkim.delete": _("DKIM key deleted"),
     "mail.mailbox.create": _("Mailbox created"),
     "mail.mailbox.update": _("Mailbox changed"),

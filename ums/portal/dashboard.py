@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from ums import scoping
 from ums.models import Job
+from ums.portal import jobtext
 
 RECENT_JOBS = 5
 ALERTS_SHOWN = 8
@@ -138,10 +139,21 @@ def build(user: Any) -> Dashboard:
         board.counts["held"] = held.filter(status=HELD_STATUS).count()
         board.held_per_day = per_day(held, "received_at")
     jobs = scoping.scope_queryset(Job.objects.all(), user).only(
-        "id", "title", "kind", "status", "progress_done", "progress_total", "created_at", "error"
+        "id",
+        "title",
+        "kind",
+        "status",
+        "progress_done",
+        "progress_total",
+        "created_at",
+        "error",
+        "params",
+        "object_type",
+        "object_id",
     )
     board.failed_jobs = list(jobs.filter(status=Job.FAILED).order_by("-id")[:RECENT_JOBS])
     board.running_jobs = list(
         jobs.filter(status__in=(Job.PENDING, Job.RUNNING)).order_by("-id")[:RECENT_JOBS]
     )
+    jobtext.attach_hosts([*board.failed_jobs, *board.running_jobs])
     return board
