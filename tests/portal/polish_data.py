@@ -43,6 +43,7 @@ class Tree:
     failed_job: Job
     running_job: Job
     outside_job: Job
+    held: HeldMessage
 
 
 def _held(customer: Customer, n: int, when: datetime.datetime) -> None:
@@ -154,4 +155,5 @@ def build_tree(cast: Cast, *, mailboxes: int = 2) -> Tree:
         failed_job=failed,
         running_job=running,
         outside_job=outside,
+        held=HeldMessage.objects.filter(customer=cast.ministry).order_by("id").first(),
     )

@@ -108,3 +108,43 @@ def test_the_base_page_renders_the_job_link(cast: Cast, login: Any, rf: Any) -> 
     html = client.get(reverse("portal:job-list")).content.decode()
     assert "Import queued." in html
     assert f'href="{reverse("portal:job-detail", args=[job.pk])}">Open the job</a>' in html
+
+
+def test_log_lines_written_as_message_ids_are_shown_translated(cast: Cast, login: Any) -> None:
+    entry = jobtext.log_entry("Converge %(host)s", host="smtp1.gov.example")
+    job = Job.objects.create(
+        kind="x",
+        title="t",
+        customer_path=cast.ministry.path,
+        log=f"[10:00:00] {entry}\n[10:00:01] plain line from a handler\n[10:00:02] i18n:{{broken\n",
+    )
+    with translation.override("en"):
+        english = jobtext.translate_log(job.log)
+    assert english.splitlines() == [
+        "[10:00:00] Converge smtp1.gov.example",
+        "[10:00:01] plain line from a handler",
+        "[10:00:02] i18n:{broken",
+    ]
+    with translation.override("ru"):
+        russian = jobtext.translate_log(job.log)
+    first = russian.splitlines()[0]
+    assert first.startswith("[10:00:00] ") and "smtp1.gov.example" in first
+    assert "Converge" not in first
+    # The page and the JSON the progress bar polls both show the rendered lines.
+    client = login(cast.sub_admin)
+    html = client.get(reverse("portal:job-detail", args=[job.pk])).content.decode()
+    assert "[10:00:00] Converge smtp1.gov.example" in html and "i18n:{&quot;m&quot;" not in html
+    status = client.get(reverse("portal:job-status", args=[job.pk])).json()
+    assert status["log"].startswith("[10:00:00] Converge smtp1.gov.example\n")
+
+
+def test_node_page_links_to_all_its_jobs(cast: Cast, login: Any) -> None:
+    tree = build_tree(cast)
+    client = login(cast.sub_admin)
+    html = client.get(reverse("servers:node-detail", args=[tree.node.pk])).content.decode()
+    link = f"{reverse('portal:job-list')}?object=servers.node:{tree.node.pk}"
+    assert f'href="{link}"' in html
+    listed = client.get(link).context["object_list"]
+    assert [j.pk for j in listed] == [tree.failed_job.pk]
+    # A malformed filter is ignored rather than an error.
+    assert client.get(reverse("portal:job-list"), {"object": "x'; drop"}).status_code == 200

@@ -125,14 +125,18 @@ def build(user: Any) -> Dashboard:
     if can("servers.view"):
         nodes = _scoped("servers.Node", user).exclude(status="decommissioned")
         board.counts["nodes"] = nodes.count()
-        board.troubled_nodes = list(
-            nodes.filter(status__in=TROUBLED_NODE_STATUSES).order_by("hostname")[:ALERTS_SHOWN]
-        )
         board.alerts = list(
             _scoped("servers.NodeAlert", user)
             .filter(resolved_at__isnull=True)
             .select_related("node")
             .order_by("-created_at")[:ALERTS_SHOWN]
+        )
+        # A node whose alert is listed already needs no second line.
+        alerted = {alert.node_id for alert in board.alerts}
+        board.troubled_nodes = list(
+            nodes.filter(status__in=TROUBLED_NODE_STATUSES)
+            .exclude(pk__in=alerted)
+            .order_by("hostname")[:ALERTS_SHOWN]
         )
     if can("spamhold.view"):
         held = _scoped("spamhold.HeldMessage", user)

@@ -6,6 +6,7 @@ time, and never a Python traceback (those stay in the server log).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import models
@@ -18,6 +19,7 @@ from ums.models import Job
 from ums.portal import jobtext
 from ums.portal.views import PortalMixin, ScopedListView
 
+OBJECT_FILTER = re.compile(r"([a-z0-9_]{1,30}\.[a-z0-9_]{1,33}):([0-9]{1,18})")
 STATUS_FILTERS = {
     "failed": (Job.FAILED,),
     "active": (Job.PENDING, Job.RUNNING),
@@ -36,13 +38,21 @@ class JobListView(ScopedListView):
         statuses = STATUS_FILTERS.get(self.status)
         if statuses is None:
             self.status = ""
-            return queryset
-        return queryset.filter(status__in=statuses)
+        else:
+            queryset = queryset.filter(status__in=statuses)
+        # ?object=servers.node:12 — the jobs of one object (a node page links here).
+        self.target = OBJECT_FILTER.fullmatch(self.request.GET.get("object", ""))
+        if self.target:
+            queryset = queryset.filter(
+                object_type=self.target.group(1), object_id=self.target.group(2)
+            )
+        return queryset
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         jobtext.attach_hosts(context["object_list"])
         context["status"] = self.status
+        context["object_filter"] = self.target.group(0) if self.target else ""
         return context
 
 
@@ -69,7 +79,7 @@ class JobStatusView(PortalMixin, View):
             "done": job.progress_done,
             "total": job.progress_total,
             "finished": job.is_finished,
-            "log": job.log[-20000:],
+            "log": jobtext.translate_log(job.log[-20000:]),
             "error": jobtext.error_summary(job.error),
         }
         return JsonResponse(data)

@@ -9,6 +9,8 @@ translation. ``error_summary`` keeps Python tracebacks away from tenant administ
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -95,6 +97,44 @@ def title(job: Job) -> str:
             "Refresh held mail from %(count)d node", "Refresh held mail from %(count)d nodes", count
         ) % {"count": count}
     return job.title
+
+
+LOG_STAMP = re.compile(r"^(\[\d{2}:\d{2}:\d{2}\] )?(.*)$")
+# A log line written as ``i18n:{"m": msgid, "p": {params}}`` is shown translated.
+I18N_PREFIX = "i18n:"
+
+
+def log_entry(msgid: str, **params: Any) -> str:
+    """A job log line that each reader sees in their language.
+
+    ``reporter.log(log_entry("Converged %(host)s in %(seconds).1f s", host=..., seconds=...))``
+    stores the English msgid and its parameters; :func:`translate_log` renders it. The msgid
+    must also appear in a ``gettext_noop`` call so makemessages collects it.
+    """
+    return I18N_PREFIX + json.dumps({"m": msgid, "p": params}, ensure_ascii=False, default=str)
+
+
+def _translate_line(text: str) -> str:
+    if text.startswith(I18N_PREFIX):
+        try:
+            data = json.loads(text[len(I18N_PREFIX) :])
+            params = data.get("p") or {}
+            translated = gettext(str(data["m"]))
+            return translated % params if params else translated
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return text
+    # A plain line is shown translated when it is a msgid the catalogs know (else as is).
+    return gettext(text) if text else text
+
+
+def translate_log(log: str) -> str:
+    """The job log in the reader's language, line by line; timestamps are kept."""
+    lines = []
+    for line in (log or "").splitlines():
+        match = LOG_STAMP.match(line)
+        stamp, text = (match.group(1) or "", match.group(2)) if match else ("", line)
+        lines.append(stamp + _translate_line(text))
+    return "\n".join(lines) + ("\n" if log.endswith("\n") else "") if log else ""
 
 
 def describe(job: Any) -> dict[str, Any]:

@@ -85,6 +85,12 @@ def job_title(job: Any) -> str:
 
 
 @register.filter
+def job_log(job: Any) -> str:
+    """The job's log, each line in the reader's language where it can be."""
+    return jobtext.translate_log(getattr(job, "log", "") or "")
+
+
+@register.filter
 def mb_size(megabytes: int | None) -> str:
     """A size given in MB, as "1.5 GB" (quota figures are kept in MB)."""
     return filesizeformat((megabytes or 0) * 1024 * 1024)
