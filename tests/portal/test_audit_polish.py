@@ -125,6 +125,7 @@ def test_object_pages_have_a_history_tab(cast: Cast, login: Any) -> None:
         ),
         (reverse("servers:node-detail", args=[tree.node.pk]), "servers.node", tree.node.pk),
         (reverse("mail:domain-detail", args=[tree.domain.pk]), "mail.domain", tree.domain.pk),
+        (reverse("spamhold:message", args=[tree.held.pk]), "spamhold.heldmessage", tree.held.pk),
     ]
     for page, object_type, pk in pages:
         html = client.get(page).content.decode()
