@@ -66,9 +66,10 @@ def _held(customer: Customer, n: int, when: datetime.datetime) -> None:
         )
 
 
-def _node(customer: Customer, hostname: str, status: str) -> Node:
+def _node(customer: Customer, hostname: str, status: str, alert: str) -> Node:
+    """A node in a zone of its own, with one open alert."""
     zone = server_actions.create_zone(actor=None, customer=customer, name=f"DC {hostname[:6]}")
-    return Node.objects.create(
+    node = Node.objects.create(
         customer=customer,
         customer_path=customer.path,
         zone=zone,
@@ -76,6 +77,10 @@ def _node(customer: Customer, hostname: str, status: str) -> Node:
         ssh_address="192.0.2.10",
         status=status,
     )
+    NodeAlert.objects.create(
+        node=node, customer_path=node.customer_path, kind="offline", message=alert
+    )
+    return node
 
 
 def build_tree(cast: Cast, *, mailboxes: int = 2) -> Tree:
@@ -99,20 +104,10 @@ def build_tree(cast: Cast, *, mailboxes: int = 2) -> Tree:
         actor=actor, domain=outside_domain, local_part="owner", password=PASSWORD
     )
 
-    node = _node(cast.ministry, "smtp1.gov.example", NodeStatus.OFFLINE)
-    NodeAlert.objects.create(
-        node=node,
-        customer_path=node.customer_path,
-        kind="offline",
-        message="No metrics for 3 collections.",
+    node = _node(
+        cast.ministry, "smtp1.gov.example", NodeStatus.OFFLINE, "No metrics for 3 collections."
     )
-    outside_node = _node(cast.shop, "mx.shop.example", NodeStatus.DEGRADED)
-    NodeAlert.objects.create(
-        node=outside_node,
-        customer_path=outside_node.customer_path,
-        kind="offline",
-        message="Shop node alert.",
-    )
+    outside_node = _node(cast.shop, "mx.shop.example", NodeStatus.DEGRADED, "Shop node alert.")
 
     now = timezone.now()
     _held(cast.ministry, 3, now)
