@@ -122,5 +122,20 @@ def test_home_tree_failed_job_and_audit_fit_1280_in_mongolian(
     fits(page)
     shot(page, "polish-05-domain-en")
 
+    # A phone in Mongolian: the bottom bar keeps whole labels; only the bar scrolls sideways.
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.add_cookies(context.cookies())
+    phone.add_cookies([{"name": "django_language", "value": "mn", "domain": host, "path": "/"}])
+    mobile = phone.new_page()
+    mobile.goto(f"{base}/")
+    expect(mobile.locator("html")).to_have_attribute("lang", "mn")
+    labels = mobile.locator(".sidenav .nav-label")
+    for i in range(labels.count()):
+        label = labels.nth(i)
+        assert label.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), label.inner_text()
+    assert mobile.evaluate(OVERFLOW) <= 390
+    shot(mobile, "polish-06-phone-home-mn", full_page=False)
+    phone.close()
+
     context.close()
     assert not console_errors, console_errors
