@@ -58,6 +58,8 @@ def _error_messages(exc: ValidationError | PermissionDenied) -> list[str]:
 
 
 def _display(value: Any) -> str:
+    if value is None:
+        return _("off")
     if value is True:
         return _("On")
     if value is False:
