@@ -282,6 +282,9 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
     ],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operations grouped by area (customers, mail, servers...), in the docs and `manage.py
+    # spectacular` alike.
+    "DEFAULT_GENERATOR_CLASS": "ums.api.schema.TaggedSchemaGenerator",
     # The permission codes appear in several serializers: one schema enum for all of them.
     "ENUM_NAME_OVERRIDES": {
         "PermissionCodeEnum": "tenants.permissions.ALL",
