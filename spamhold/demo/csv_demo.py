@@ -10,8 +10,6 @@ from django.core.exceptions import ValidationError
 
 from mail import csv_import
 from mail.models import CsvImport, Domain
-from ums import jobs
-from ums.models import Job
 
 from .catalogue import CSV_ALIASES, CSV_DOMAIN, CSV_MAILBOXES
 from .mailboxes import ascii_name, mailbox_password
@@ -43,12 +41,3 @@ def request_import(people: People) -> int | None:
     if upload is None:
         raise ValidationError(f"the demo CSV was refused: {report['errors']}")
     return upload.job_id
-
-
-def finish(job_id: int) -> str:
-    """Run the job here unless a worker (or the in-process runner) already has; its status.
-
-    Claiming is a conditional UPDATE, so this never runs a job twice."""
-    jobs.load_handlers()
-    jobs.run(job_id)
-    return Job.objects.get(pk=job_id).status

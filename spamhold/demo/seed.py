@@ -13,7 +13,7 @@ from django.db import transaction
 
 from ums import context
 
-from . import csv_demo, mailboxes, policies, tree
+from . import csv_demo, jobrun, mailboxes, policies, tree
 from .tree import Login
 
 
@@ -34,5 +34,5 @@ def seed() -> SeedResult:
         result.created_logins = people.created
         result.csv_job_id = csv_demo.request_import(people)
     if result.csv_job_id is not None:
-        result.csv_job_status = csv_demo.finish(result.csv_job_id)
+        result.csv_job_status = jobrun.finish(result.csv_job_id)
     return result
