@@ -89,6 +89,12 @@ def known_node(in_zone: Zone, node: dict[str, Any]) -> Node | None:
     return None
 
 
+def moved(in_zone: Zone, nodes: list[dict[str, Any]]) -> list[Node]:
+    """Rows of demo nodes enrolled earlier whose node now runs at another address."""
+    rows = [(known_node(in_zone, n), n) for n in nodes]
+    return [row for row, n in rows if row is not None and row.ssh_address != n["address"]]
+
+
 def run_bootstrap(node: dict[str, Any], base_url: str, token: str) -> str:
     """What the operator types on the node (the portal shows the same commands)."""
     in_node(node, ["wget", "-q", "-O", NODE_SCRIPT, base_url + SCRIPT_PATH])

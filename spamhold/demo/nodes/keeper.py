@@ -14,6 +14,7 @@ It prepares each node as the suite's tests do: the converge/filter private paths
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,11 @@ from pathlib import Path
 import django
 
 NODE_COUNT = 2  # node1: SMTP, node2: IMAP
+# Private paths kept when the nodes start again: identity (host key, the controller key
+# bootstrapcore.sh installed) and mail. Everything else starts from the package defaults,
+# as after a reinstall, so the first converge installs and starts every daemon again (a
+# converge that finds its files unchanged does not start a daemon that is not running).
+KEPT_ON_RESTART = ("/root", "/etc/ssh", "/var/mail")
 
 
 def _clamav_database(tnode) -> None:  # type: ignore[no-untyped-def]
@@ -42,6 +48,13 @@ def _clamav_database(tnode) -> None:  # type: ignore[no-untyped-def]
     (db / "local.hdb").write_text(signature)
 
 
+def _reset_services(cluster_dir: Path, private_paths: tuple[str, ...]) -> None:
+    for node_root in sorted(cluster_dir.glob("node*/root")):
+        for path in private_paths:
+            if path not in KEPT_ON_RESTART:
+                shutil.rmtree(node_root / path.lstrip("/"), ignore_errors=True)
+
+
 def start(workdir: Path):  # type: ignore[no-untyped-def]
     """Start the cluster and prepare its nodes; the running cluster."""
     from deploy.connector.keys import public_key_openssh
@@ -52,11 +65,13 @@ def start(workdir: Path):  # type: ignore[no-untyped-def]
 
     # The harness's own key file trusts a key nobody holds: the controller gets in only
     # through what bootstrapcore.sh writes into root's authorized_keys, as on a real node.
+    private_paths = (*FILTER_PRIVATE_PATHS, "/etc/ssh")
+    _reset_services(workdir / "cluster", private_paths)
     cluster = NodeCluster(
         workdir / "cluster",
         NODE_COUNT,
         public_key_openssh(new_pkey(), "harness-only"),
-        private_paths=(*FILTER_PRIVATE_PATHS, "/etc/ssh"),
+        private_paths=private_paths,
     )
     cluster.start()
     try:

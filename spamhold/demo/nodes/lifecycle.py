@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,8 +69,11 @@ def up(log: Log) -> bool:
     settings.UMS_CONVERGE = {**NODE_SETTINGS, **settings.UMS_CONVERGE}
     with context.acting(channel=context.CHANNEL_CLI):
         admin = _admin()
-        nodes = {n["name"]: n for n in current["nodes"]}
         zone = enrol.zone(admin)
+        moved = enrol.moved(zone, current["nodes"])
+        if moved:
+            current = _renew(admin, moved, log)
+        nodes = {n["name"]: n for n in current["nodes"]}
         # The IMAP node first: the SMTP node's transport map then points at it at once.
         order = [(nodes["node2"], ROLES["node2"]), (nodes["node1"], ROLES["node1"])]
         already = {n["name"] for n, _r in order if enrol.known_node(zone, n)}
@@ -95,6 +99,18 @@ def _admin() -> Administrator | None:
         call_command("seed_demo")
         admin = Administrator.objects.filter(username="admin").first()
     return admin
+
+
+def _renew(admin: Administrator | None, moved: list[Node], log: Log) -> dict[str, Any]:
+    """The nodes came back on other addresses (another cluster holds their old slot):
+    decommission the old rows and start new nodes (new host keys) to enrol afresh."""
+    log("the demo nodes' addresses changed; decommissioning the old ones, enrolling new ones")
+    down(lambda _line: None)
+    shutil.rmtree(state.workdir() / "cluster", ignore_errors=True)
+    for row in moved:
+        job = deploy_actions.start_node_action(actor=admin, node=row, name="decommission")
+        jobrun.finish(job.pk)
+    return _start_keeper(log)
 
 
 def _start_keeper(log: Log) -> dict[str, Any]:

@@ -11,6 +11,7 @@ so ``make run`` carries on without nodes. ``down`` is harmless when nothing runs
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -26,6 +27,10 @@ class Command(BaseCommand):
         # Imported here: the harness needs nothing until a subcommand actually runs.
         from spamhold.demo.nodes import lifecycle
 
+        # Each SSH connection and in-process task would log a line at INFO: keep the
+        # output to what the demo does.
+        for name in ("paramiko", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         if options["subcommand"] == "down":
             lifecycle.down(self.stdout.write)
             return

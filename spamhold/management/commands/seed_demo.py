@@ -6,6 +6,7 @@ only when the administrator is created; ``manage.py demo_passwords --reset`` giv
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -19,6 +20,7 @@ class Command(BaseCommand):
     help = "Create the demo customer tree, administrators and mail (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        logging.getLogger("celery.app.trace").setLevel(logging.WARNING)  # the CSV job's line
         result = seed()
         if result.created_logins:
             self.stdout.write(_("Demo administrators (shown only this once):"))
