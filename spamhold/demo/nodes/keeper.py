@@ -122,17 +122,17 @@ def main(workdir: Path) -> int:
     try:
         cluster = start(workdir)
     except Exception:
-        state.error_path().write_text(traceback.format_exc())
+        state.error_path(workdir).write_text(traceback.format_exc())
         return 1
     try:
-        state.write(describe(cluster))
+        state.write(describe(cluster), workdir)
         print(f"demo nodes up in slot {cluster.slot}", flush=True)
         while not stop.wait(5):
             pass
     finally:
         print("stopping the demo nodes", flush=True)
         cluster.stop()
-        state.forget()
+        state.forget(workdir)
     return 0
 
 

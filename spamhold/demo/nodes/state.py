@@ -29,16 +29,19 @@ def workdir() -> Path:
     return base
 
 
-def state_path() -> Path:
-    return workdir() / "state.json"
+# Each takes the work folder explicitly where the keeper (another process) calls it.
 
 
-def error_path() -> Path:
-    return workdir() / "keeper-error.txt"
+def state_path(base: Path | None = None) -> Path:
+    return (base or workdir()) / "state.json"
 
 
-def log_path() -> Path:
-    return workdir() / "keeper.log"
+def error_path(base: Path | None = None) -> Path:
+    return (base or workdir()) / "keeper-error.txt"
+
+
+def log_path(base: Path | None = None) -> Path:
+    return (base or workdir()) / "keeper.log"
 
 
 def read() -> dict[str, Any] | None:
@@ -48,17 +51,17 @@ def read() -> dict[str, Any] | None:
         return None
 
 
-def write(data: dict[str, Any]) -> None:
-    path = state_path()
+def write(data: dict[str, Any], base: Path | None = None) -> None:
+    path = state_path(base)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
 
 
-def forget() -> None:
+def forget(base: Path | None = None) -> None:
     with contextlib.suppress(OSError):
-        state_path().unlink()
+        state_path(base).unlink()
 
 
 def is_keeper(pid: int) -> bool:
