@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import traceback
@@ -32,22 +31,6 @@ NODE_COUNT = 2  # node1: SMTP, node2: IMAP
 KEPT_ON_RESTART = ("/root", "/etc/ssh", "/var/mail")
 
 
-def _clamav_database(tnode) -> None:  # type: ignore[no-untyped-def]
-    from tests.converge.test_filtering import EICAR
-
-    db = tnode.path("/var/lib/clamav")
-    for old in db.iterdir():
-        if old.is_file():
-            old.unlink()
-    sample = db / "eicar.com"
-    sample.write_text(EICAR)
-    signature = subprocess.run(
-        ["sigtool", "--md5", str(sample)], capture_output=True, text=True, check=True
-    ).stdout
-    sample.unlink()
-    (db / "local.hdb").write_text(signature)
-
-
 def _reset_services(cluster_dir: Path, private_paths: tuple[str, ...]) -> None:
     for node_root in sorted(cluster_dir.glob("node*/root")):
         for path in private_paths:
@@ -58,7 +41,7 @@ def _reset_services(cluster_dir: Path, private_paths: tuple[str, ...]) -> None:
 def start(workdir: Path):  # type: ignore[no-untyped-def]
     """Start the cluster and prepare its nodes; the running cluster."""
     from deploy.connector.keys import public_key_openssh
-    from tests.converge.test_filtering import FILTER_PRIVATE_PATHS
+    from tests.converge.test_filtering import FILTER_PRIVATE_PATHS, local_clamav_database
     from tests.harness.sshnodes import HarnessError, NodeCluster
     from tests.servers.nodes import install_stand_ins, new_pkey
     from tests.servers.test_bootstrap import _give_node_its_own_host_key
@@ -83,7 +66,7 @@ def start(workdir: Path):  # type: ignore[no-untyped-def]
         for tnode in cluster.nodes:
             install_stand_ins(tnode)
             _give_node_its_own_host_key(tnode)
-        _clamav_database(cluster.nodes[0])
+        local_clamav_database(cluster.nodes[0])
     except BaseException:
         cluster.stop()
         raise
