@@ -61,7 +61,7 @@ def test_up_enrols_converges_holds_spam_and_down_removes_everything(tmp_path: Pa
         output = run("demo_nodes", "up")
         running = state.read()
         assert running is not None, output
-        assert "2 message(s) on hold" in output, output
+        assert "2 messages on hold" in output, output
 
         # Up returned, the nodes still run (the keeper holds them).
         assert state.is_keeper(running["keeper_pid"])
@@ -102,7 +102,7 @@ def test_up_enrols_converges_holds_spam_and_down_removes_everything(tmp_path: Pa
     assert not state.is_keeper(running["keeper_pid"])
     assert not [n["sshd_pid"] for n in running["nodes"] if alive(n["sshd_pid"])]
     assert state.read() is None
-    assert "no demo nodes" in run("demo_nodes", "down")
+    assert "No demo nodes are running" in run("demo_nodes", "down")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs the command as nobody, which needs root")
@@ -128,6 +128,6 @@ def _run_up_as_nobody(tmp_path: Path) -> None:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "Demo nodes skipped" in proc.stdout and "root" in proc.stdout
+    assert "Demo nodes skipped" in proc.stdout and "need root" in proc.stdout
     assert namespaces() == before
     assert not (tmp_path / "demo-nodes").exists()

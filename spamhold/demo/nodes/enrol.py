@@ -18,6 +18,7 @@ from typing import Any
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.core.wsgi import get_wsgi_application
 from django.test.utils import override_settings
+from django.utils.translation import gettext as _
 
 from servers import actions as server_actions
 from servers import enrolment
@@ -129,7 +130,10 @@ def enrol(
             )
         if row.status == NodeStatus.PENDING:
             server_actions.update_node(actor=admin, node=row, roles=[role])
-            log(f"approving {row.hostname} as {role} (this converges it)")
+            log(
+                _("Approving %(host)s as %(role)s (this converges it)…")
+                % {"host": row.hostname, "role": role}
+            )
             row = server_actions.approve_node(actor=admin, node=row)
         rows[node["name"]] = row
     return [rows[n["name"]] for n, _role in nodes]

@@ -26,6 +26,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from deploy import actions as deploy_actions
 from deploy import metrics
@@ -62,7 +64,7 @@ def up(log: Log) -> bool:
         return False
     current = state.read()
     if current and state.is_keeper(current["keeper_pid"]):
-        log(f"demo nodes already running (keeper {current['keeper_pid']}); refreshing them")
+        log(_("The demo nodes are already running; converging them and sending mail again."))
     else:
         down(lambda _line: None)
         current = _start_keeper(log)
@@ -89,7 +91,14 @@ def up(log: Log) -> bool:
         metrics.sweep(rows)  # a second sample: the charts have a line, CPU a percentage
     rows = [Node.objects.get(pk=r.pk) for r in rows]
     names = ", ".join(f"{r.hostname} ({r.ssh_address}, {r.roles[0]})" for r in rows)
-    log(f"demo nodes up: {names}; {held} message(s) on hold. Stop: manage.py demo_nodes down")
+    log(
+        ngettext(
+            "Demo nodes up: %(nodes)s; %(count)d message on hold. Stop them with: %(command)s",
+            "Demo nodes up: %(nodes)s; %(count)d messages on hold. Stop them with: %(command)s",
+            held,
+        )
+        % {"nodes": names, "count": held, "command": "manage.py demo_nodes down"}
+    )
     return True
 
 
@@ -104,7 +113,7 @@ def _admin() -> Administrator | None:
 def _renew(admin: Administrator | None, moved: list[Node], log: Log) -> dict[str, Any]:
     """The nodes came back on other addresses (another cluster holds their old slot):
     decommission the old rows and start new nodes (new host keys) to enrol afresh."""
-    log("the demo nodes' addresses changed; decommissioning the old ones, enrolling new ones")
+    log(_("The demo nodes' addresses changed: decommissioning the old ones, enrolling new ones."))
     down(lambda _line: None)
     shutil.rmtree(state.workdir() / "cluster", ignore_errors=True)
     for row in moved:
@@ -117,7 +126,7 @@ def _start_keeper(log: Log) -> dict[str, Any]:
     workdir = state.workdir()
     workdir.mkdir(parents=True, exist_ok=True)
     state.error_path().unlink(missing_ok=True)
-    log("starting two demo nodes (network namespaces)")
+    log(_("Starting two demo nodes (SMTP and IMAP) in network namespaces…"))
     with state.log_path().open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", state.KEEPER_MODULE, str(workdir)],
@@ -143,7 +152,7 @@ def _start_keeper(log: Log) -> dict[str, Any]:
 
 def _converge(admin: Administrator | None, row: Node, log: Log) -> None:
     """The node's Converge button: after a restart its daemons must be started again."""
-    log(f"converging {row.hostname}")
+    log(_("Converging %(host)s…") % {"host": row.hostname})
     job = deploy_actions.start_node_action(actor=admin, node=row, name="converge")
     jobrun.finish(job.pk)
 
@@ -159,7 +168,7 @@ def down(log: Log) -> None:
     """Stop the demo nodes and remove their namespaces; harmless when none run."""
     current = state.read()
     if current is None:
-        log("no demo nodes are running")
+        log(_("No demo nodes are running."))
         return
     pid = current.get("keeper_pid", 0)
     if state.is_keeper(pid):
@@ -169,7 +178,7 @@ def down(log: Log) -> None:
             time.sleep(0.2)
     _remove_leftovers(current)
     state.forget()
-    log("demo nodes stopped; their namespaces are removed")
+    log(_("Demo nodes stopped; their network namespaces are removed."))
 
 
 def _run(argv: list[str], input: str | None = None) -> str:

@@ -9,6 +9,8 @@ import time
 from email.message import EmailMessage
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 from deploy.services.spamassassin import SPAMD_PORT
 from spamhold import ingest
 from spamhold.models import HeldMessage, Status
@@ -107,7 +109,10 @@ def send_demo_mail(smtp: dict[str, Any], log: Any) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the demo's spam was not held on the SMTP node")
         time.sleep(1)
-    log(f"sent {len(CLEAN)} messages and {len(HELD_SUBJECTS)} the content filter holds")
+    log(
+        _("Sent %(sent)d messages; the content filter holds %(held)d of them.")
+        % {"sent": len(CLEAN) + len(HELD_SUBJECTS), "held": len(HELD_SUBJECTS)}
+    )
 
 
 def ingest_held(admin: Administrator | None) -> int:

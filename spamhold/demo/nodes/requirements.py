@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 
+from django.utils.translation import gettext as _
+
 # Commands the harness, bootstrapcore.sh and the converged mail services run on the nodes
 # (which share this machine's programs); installed by scripts/install-test-packages.sh.
 COMMANDS = (
@@ -32,15 +34,17 @@ def missing() -> list[str]:
 
 
 def explain(problems: list[str]) -> str:
-    needs = []
-    if "root" in problems:
-        needs.append("root (network namespaces, bind mounts, port 25)")
     commands = [p for p in problems if p != "root"]
+    parts = []
+    if "root" in problems:
+        parts.append(_("Demo nodes need root (network namespaces, bind mounts, port 25)."))
     if commands:
-        needs.append(
-            "the Debian packages of `make test` (as root: bash scripts/install-test-packages.sh); "
-            f"missing: {', '.join(commands)}"
+        parts.append(
+            _(
+                "Demo nodes need the Debian packages of “make test” (as root: bash "
+                "scripts/install-test-packages.sh); missing: %(commands)s."
+            )
+            % {"commands": ", ".join(commands)}
         )
-    return (
-        "Demo nodes skipped: they need " + " and ".join(needs) + ". The portal runs without them."
-    )
+    parts.append(_("Demo nodes skipped: the portal runs without them."))
+    return " ".join(parts)
