@@ -11,9 +11,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
@@ -51,11 +51,12 @@ def alive(pid: int) -> bool:
 @pytest.mark.nodes
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(bool(requirements.missing()), reason="needs root and the test packages")
-def test_up_enrols_converges_holds_spam_and_down_removes_everything(tmp_path: Path) -> None:
+def test_up_enrols_converges_holds_spam_and_down_removes_everything(
+    tmp_path: Path, settings: Any
+) -> None:
     settings.VAR_DIR = tmp_path  # the keeper's work folder; never a developer's var/
     dirty.forget(range(1, 200))  # node ids restart with each test database
-    logins = run("seed_demo")
-    password = logins.split("\n")[1].split()[1]
+    password = run("seed_demo").splitlines()[1].split()[1]  # the first printed login
     running: dict | None = None
     try:
         output = run("demo_nodes", "up")
