@@ -26,6 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
+from django.test.utils import override_settings
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -68,27 +69,9 @@ def up(log: Log) -> bool:
     else:
         down(lambda _line: None)
         current = _start_keeper(log)
-    settings.UMS_CONVERGE = {**NODE_SETTINGS, **settings.UMS_CONVERGE}
-    with context.acting(channel=context.CHANNEL_CLI):
-        admin = _admin()
-        zone = enrol.zone(admin)
-        moved = enrol.moved(zone, current["nodes"])
-        if moved:
-            current = _renew(admin, moved, log)
-        nodes = {n["name"]: n for n in current["nodes"]}
-        # The IMAP node first: the SMTP node's transport map then points at it at once.
-        order = [(nodes["node2"], ROLES["node2"]), (nodes["node1"], ROLES["node1"])]
-        already = {n["name"] for n, _r in order if enrol.known_node(zone, n)}
-        rows = enrol.enrol(admin, zone, order, current["bridge_address"], log)
-        for (node, _role), row in zip(order, rows, strict=True):
-            if node["name"] in already:
-                _converge(admin, row, log)
-            _check_converged(row)
-        metrics.sweep(rows)
-        smtp = nodes["node1"]
-        mailflow.send_demo_mail(smtp, log)
-        held = mailflow.ingest_held(admin)
-        metrics.sweep(rows)  # a second sample: the charts have a line, CPU a percentage
+    node_settings = {**NODE_SETTINGS, **settings.UMS_CONVERGE}
+    with override_settings(UMS_CONVERGE=node_settings), context.acting(channel=context.CHANNEL_CLI):
+        rows, held = _bring_up(current, log)
     rows = [Node.objects.get(pk=r.pk) for r in rows]
     names = ", ".join(f"{r.hostname} ({r.ssh_address}, {r.roles[0]})" for r in rows)
     log(
@@ -100,6 +83,29 @@ def up(log: Log) -> bool:
         % {"nodes": names, "count": held, "command": "manage.py demo_nodes down"}
     )
     return True
+
+
+def _bring_up(current: dict[str, Any], log: Log) -> tuple[list[Node], int]:
+    """Enrol (or re-converge) the running nodes, send mail; the node rows and held count."""
+    admin = _admin()
+    zone = enrol.zone(admin)
+    moved = enrol.moved(zone, current["nodes"])
+    if moved:
+        current = _renew(admin, moved, log)
+    nodes = {n["name"]: n for n in current["nodes"]}
+    # The IMAP node first: the SMTP node's transport map then points at it at once.
+    order = [(nodes["node2"], ROLES["node2"]), (nodes["node1"], ROLES["node1"])]
+    already = {n["name"] for n, _r in order if enrol.known_node(zone, n)}
+    rows = enrol.enrol(admin, zone, order, current["bridge_address"], log)
+    for (node, _role), row in zip(order, rows, strict=True):
+        if node["name"] in already:
+            _converge(admin, row, log)
+        _check_converged(row)
+    metrics.sweep(rows)
+    mailflow.send_demo_mail(nodes["node1"], log)
+    held = mailflow.ingest_held(admin)
+    metrics.sweep(rows)  # a second sample: the charts have a line, CPU a percentage
+    return rows, held
 
 
 def _admin() -> Administrator | None:
