@@ -43,6 +43,7 @@ from deploy.services.spamassassin import SPAMD_PORT
 from deploy.services.spamassassin.service import SPAMD_PIDFILE
 from servers.models import Zone
 from tests.fixtures import Cast
+from tests.harness.sshnodes import TestNode
 from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
 
 from .conftest import MAIL_PRIVATE_PATHS, MailNodes, approved_node, trusting_cluster
@@ -250,6 +251,23 @@ def filter_services(monkeypatch: pytest.MonkeyPatch, settings) -> None:
     settings.UMS_CONVERGE_ON_APPROVAL = True
 
 
+def local_clamav_database(tnode: TestNode) -> None:
+    """The node's ClamAV database: only the EICAR signature (no download here).
+
+    Also used by the demo nodes (spamhold/demo/nodes/keeper.py)."""
+    db = tnode.path("/var/lib/clamav")
+    for old in db.iterdir():
+        if old.is_file():
+            old.unlink()
+    eicar = db / "eicar.com"
+    eicar.write_text(EICAR)
+    signature = subprocess.run(
+        ["sigtool", "--md5", str(eicar)], capture_output=True, text=True, check=True
+    ).stdout
+    eicar.unlink()
+    (db / "local.hdb").write_text(signature)
+
+
 @pytest.fixture
 def filter_nodes(
     tmp_path_factory: pytest.TempPathFactory,
@@ -263,18 +281,7 @@ def filter_nodes(
     workdir = tmp_path_factory.mktemp("filtering")
     with trusting_cluster(workdir, 2, controller_pkey, FILTER_PRIVATE_PATHS) as cluster:
         smtp, imap = cluster.nodes
-        # The node's ClamAV database: only the EICAR signature (no download here).
-        db = smtp.path("/var/lib/clamav")
-        for old in db.iterdir():
-            if old.is_file():
-                old.unlink()
-        eicar = db / "eicar.com"
-        eicar.write_text(EICAR)
-        signature = subprocess.run(
-            ["sigtool", "--md5", str(eicar)], capture_output=True, text=True, check=True
-        ).stdout
-        eicar.unlink()
-        (db / "local.hdb").write_text(signature)
+        local_clamav_database(smtp)
         imap_node = approved_node(zone, cast, imap, ["imap"])
         smtp_node = approved_node(zone, cast, smtp, ["smtp"])
         yield MailNodes(cluster, smtp, imap, smtp_node, imap_node)
