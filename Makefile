@@ -33,7 +33,12 @@ $(VENV)/.installed-ldap: $(VENV)/.installed scripts/install-test-packages.sh
 # DATABASE_URL is set) -> migrate -> collectstatic -> seed_demo -> gunicorn + the task
 # runner; Ctrl-C stops all of it. DEMO_NODES=1 also starts two local mail nodes (root).
 DEMO_NODES ?= 0
+# The demo nodes have no syslog and no DNS: every process (portal, task runner) must render
+# their files with a log file of Postfix's own and without network spam checks, or the
+# next mail change would converge them back to settings they cannot run with.
+DEMO_NODE_SETTINGS := {"postfix_maillog_file": "/var/spool/postfix/maillog", "lda_log_file": "/var/lib/ums-lda/lda.log", "spam_network_checks": false}
 run: venv
+	$(if $(filter 1,$(DEMO_NODES)),UMS_NODE_SETTINGS='$(or $(UMS_NODE_SETTINGS),$(DEMO_NODE_SETTINGS))') \
 	$(PY) manage.py serve_embedded --host $(HOST) --port $(PORT) $(if $(filter 1,$(DEMO_NODES)),--demo-nodes)
 
 test: $(VENV)/.installed-ldap
