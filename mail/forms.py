@@ -10,27 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from tenants.models import Customer
-from ums import scoping
+from tenants.forms import ActorForm, CustomerChoiceField
 from ums.validators import no_control_characters
 
-from . import choices
+from . import choices, passwords, validators
 
-CUSTOMER_CHOICES_SHOWN = 500
-
-
-class ActorForm(forms.Form):
-    def __init__(self, *args: Any, actor: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.actor = actor
-
-
-class CustomerChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj: Customer) -> str:
-        return "— " * max(obj.depth, 0) + obj.name
+__all__ = ["ActorForm"]
 
 
 def _lines(value: str) -> list[str]:
@@ -44,7 +33,7 @@ class SearchForm(forms.Form):
 
 
 class DomainForm(ActorForm):
-    customer = CustomerChoiceField(queryset=Customer.objects.none(), label=_("Customer"))
+    customer = CustomerChoiceField(label=_("Customer"))
     name = forms.CharField(
         label=_("Domain"),
         max_length=300,
@@ -67,15 +56,6 @@ class DomainForm(ActorForm):
     description = forms.CharField(
         label=_("Description"), max_length=200, required=False, validators=[no_control_characters]
     )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["customer"]
-        queryset = scoping.scope_queryset(Customer.objects.order_by("path"), self.actor)
-        field.queryset = queryset
-        # Any customer in scope validates; the select lists the first ones only.
-        shown = [(c.pk, field.label_from_instance(c)) for c in queryset[:CUSTOMER_CHOICES_SHOWN]]
-        field.widget.choices = [("", "---------"), *shown]
 
 
 class DomainEditForm(ActorForm):
@@ -110,36 +90,60 @@ class DkimForm(ActorForm):
     )
 
 
-def protocol_fields(form: forms.Form, effective: dict[str, dict[str, Any]]) -> None:
-    """Add an inherit/allow/deny choice per protocol, with the inherited value as help."""
-    for code in choices.PROTOCOL_CODES:
-        inherited = effective.get(code)
-        help_text = ""
-        if inherited is not None:
-            source = inherited["source"]
-            state = _("allowed") if inherited["allowed"] else _("denied")
-            where = (
-                _("built-in default")
-                if source["level"] == "default"
-                else (f"{source['level']} {source['name']}")
+class ProtocolGridMixin:
+    """Protocol access as one grid: a row per protocol, inherit / allow / deny as radios.
+
+    The grid replaces ten dropdowns that each repeated their inherited value as help text;
+    the inherited value and what is in effect are shown once per row instead. Field names
+    stay ``access_<code>`` so the posted data is what it always was.
+    """
+
+    #: Who "allow"/"deny" in this form belongs to, shown as the source of an override.
+    level_label: Any = _("this mailbox")
+
+    def add_protocol_fields(self, effective: dict[str, dict[str, Any]]) -> None:
+        self.inherited = effective
+        for code in choices.PROTOCOL_CODES:
+            self.fields[f"access_{code}"] = forms.ChoiceField(  # type: ignore[attr-defined]
+                label=choices.PROTOCOL_LABELS[code],
+                choices=choices.ACCESS_CHOICES,
+                initial=choices.INHERIT,
+                widget=forms.RadioSelect,
             )
-            help_text = _("Inherit means %(state)s (from %(where)s).") % {
-                "state": state,
-                "where": where,
-            }
-        form.fields[f"access_{code}"] = forms.ChoiceField(
-            label=choices.PROTOCOL_LABELS[code],
-            choices=choices.ACCESS_CHOICES,
-            initial=choices.INHERIT,
-            help_text=help_text,
-        )
+
+    @property
+    def grid_field_names(self) -> set[str]:
+        return {f"access_{code}" for code in choices.PROTOCOL_CODES}
+
+    def protocol_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for code in choices.PROTOCOL_CODES:
+            bound = self[f"access_{code}"]  # type: ignore[index]
+            chosen = bound.value() or choices.INHERIT
+            inherited = self.inherited.get(code)
+            if chosen in (choices.ALLOW, choices.DENY):
+                allowed, source = chosen == choices.ALLOW, None
+            elif inherited is not None:
+                allowed, source = inherited["allowed"], inherited["source"]
+            else:
+                allowed, source = choices.PROTOCOL_DEFAULTS[code], {"level": "default"}
+            rows.append(
+                {
+                    "field": bound,
+                    "radios": list(bound.subwidgets),
+                    "inherited": inherited,
+                    "allowed": allowed,
+                    "source": source,
+                }
+            )
+        return rows
 
 
 def protocol_data(cleaned: dict[str, Any]) -> dict[str, str]:
     return {code: cleaned[f"access_{code}"] for code in choices.PROTOCOL_CODES}
 
 
-class MailboxForm(ActorForm):
+class MailboxForm(ProtocolGridMixin, ActorForm):
     local_part = forms.CharField(label=_("Name (before the @)"), max_length=64)
     password = forms.CharField(
         label=_("Password"),
@@ -179,9 +183,33 @@ class MailboxForm(ActorForm):
         label=_("Hide from the address book"), required=False
     )
 
-    def __init__(self, *args: Any, effective: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        effective: dict[str, Any] | None = None,
+        domain_name: str = "",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        protocol_fields(self, effective or {})
+        self.domain_name = domain_name
+        self.add_protocol_fields(effective or {})
+
+    # The form checks the shape of every field itself, so that a bad name does not hide a
+    # weak password until the next round trip; the action checks the same again.
+    def clean_local_part(self) -> str:
+        try:
+            return validators.normalise_local_part(self.cleaned_data["local_part"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        local = str(self.data.get(self.add_prefix("local_part"), "")).strip().lower()
+        try:
+            passwords.check_password(password, local_part=local, domain=self.domain_name)
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
+        return password
 
     def action_fields(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
@@ -204,8 +232,24 @@ class MailboxEditForm(MailboxForm):
 
 class PasswordForm(ActorForm):
     password = forms.CharField(
-        label=_("New password"), max_length=1024, strip=False, widget=forms.PasswordInput
+        label=_("New password"),
+        max_length=1024,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=MailboxForm.base_fields["password"].help_text,
     )
+
+    def __init__(self, *args: Any, local_part: str = "", domain_name: str = "", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.local_part, self.domain_name = local_part, domain_name
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        try:
+            passwords.check_password(password, local_part=self.local_part, domain=self.domain_name)
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
+        return password
 
 
 class AliasForm(ActorForm):
@@ -332,7 +376,7 @@ class SieveRawForm(ActorForm):
 INHERIT_CHOICE = [("", _("Inherit")), ("on", _("On")), ("off", _("Off"))]
 
 
-class PolicyForm(ActorForm):
+class PolicyForm(ProtocolGridMixin, ActorForm):
     """Protocol access and filtering policy of a customer or domain."""
 
     override_blocked_extensions = forms.BooleanField(
@@ -370,9 +414,17 @@ class PolicyForm(ActorForm):
         label=_("Blocked senders"), required=False, widget=forms.Textarea(attrs={"rows": 3})
     )
 
-    def __init__(self, *args: Any, effective: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        effective: dict[str, Any] | None = None,
+        level_label: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        protocol_fields(self, effective or {})
+        if level_label is not None:
+            self.level_label = level_label
+        self.add_protocol_fields(effective or {})
 
     @staticmethod
     def initial_for(row: Any) -> dict[str, Any]:

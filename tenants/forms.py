@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
 from django.forms.models import ModelChoiceIterator
@@ -97,6 +98,19 @@ class ScopedModelChoiceField(forms.ModelChoiceField):
         return "— " * max(depth, 0) + str(obj)
 
 
+class CustomerChoiceField(ScopedModelChoiceField):
+    """The one customer picker of the portal: every form that chooses a customer uses it.
+
+    Customers in the actor's scope in tree order, indented by depth below the actor's own
+    customer; any customer in scope validates, the list shows the first ``display_limit``
+    (plus the chosen one).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("empty_label", _("Choose a customer…"))
+        super().__init__(Customer.objects.only("id", "name", "path").order_by("path"), **kwargs)
+
+
 class PermissionsField(forms.MultipleChoiceField):
     """Permission codes as checkboxes, offering only those the actor holds."""
 
@@ -118,9 +132,13 @@ class ActorForm(forms.Form):
     def __init__(self, *args: Any, actor: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.actor = actor
-        for field in self.fields.values():
+        for name, field in self.fields.items():
             if isinstance(field, PermissionsField | ScopedModelChoiceField):
                 field.bind_actor(actor)
+            if isinstance(field, ScopedModelChoiceField):
+                # The chosen object stays listed even beyond the display limit.
+                key = self.add_prefix(name)
+                field.pinned = self.data.get(key) if self.is_bound else self.initial.get(name)
 
     def permission_groups(self) -> list[tuple[str, list[Any]]]:
         """The permission checkboxes grouped by area, in catalogue order (empty areas left out)."""
@@ -158,11 +176,7 @@ class CustomerForm(ActorForm):
 
 
 class CustomerMoveForm(ActorForm):
-    parent = ScopedModelChoiceField(
-        Customer.objects.order_by("path"),
-        label=_("New parent customer"),
-        empty_label=_("Choose a customer…"),
-    )
+    parent = CustomerChoiceField(label=_("New parent customer"))
 
     def __init__(self, *args: Any, customer: Customer, search: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -206,11 +220,22 @@ class PasswordPairMixin(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
 
+    def password_user(self) -> Any:
+        """Whom the password is for (the similarity check compares it with their names)."""
+        return None
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         first, second = data.get("password"), data.get("password_confirm")
         if first and second and first != second:
             self.add_error("password_confirm", _("The two passwords differ."))
+        if first:
+            # Django's validators here, beside every other field's errors, so a weak password
+            # is flagged in the same round as a taken username (the action checks again).
+            try:
+                validate_password(first, self.password_user())
+            except forms.ValidationError as exc:
+                self.add_error("password", exc.messages)
         return data
 
 
@@ -223,10 +248,8 @@ class AdministratorCreateForm(PasswordPairMixin, ActorForm):
     )
     full_name = _name_field(_("Full name"), 150)
     email = forms.EmailField(label=_("Email"), max_length=254)
-    customer = ScopedModelChoiceField(
-        Customer.objects.order_by("path"),
+    customer = CustomerChoiceField(
         label=_("Home customer"),
-        empty_label=_("Choose a customer…"),
         help_text=_("The administrator works on this customer and everything below it."),
     )
     permissions = PermissionsField()
@@ -243,20 +266,19 @@ class AdministratorCreateForm(PasswordPairMixin, ActorForm):
         "is_active",
     ]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["customer"]
-        field.pinned = self.data.get("customer") if self.is_bound else self.initial.get("customer")
+    def password_user(self) -> Administrator:
+        data = self.cleaned_data
+        return Administrator(
+            username=data.get("username", ""),
+            full_name=data.get("full_name", ""),
+            email=data.get("email", ""),
+        )
 
 
 class AdministratorEditForm(ActorForm):
     full_name = _name_field(_("Full name"), 150)
     email = forms.EmailField(label=_("Email"), max_length=254)
-    customer = ScopedModelChoiceField(
-        Customer.objects.order_by("path"),
-        label=_("Home customer"),
-        empty_label=None,
-    )
+    customer = CustomerChoiceField(label=_("Home customer"), empty_label=None)
     permissions = PermissionsField()
     is_active = forms.BooleanField(label=_("Active"), required=False)
 
@@ -279,6 +301,13 @@ class AdministratorEditForm(ActorForm):
 
 class AdministratorPasswordForm(PasswordPairMixin, ActorForm):
     """Set another administrator's password (the actor must be allowed to manage them)."""
+
+    def __init__(self, *args: Any, admin: Administrator | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.admin = admin
+
+    def password_user(self) -> Administrator | None:
+        return self.admin
 
 
 # ------------------------------------------------------------------------------ settings
@@ -315,6 +344,9 @@ class OwnPasswordForm(PasswordPairMixin, ActorForm):
     )
 
     field_order = ["current_password", "password", "password_confirm"]
+
+    def password_user(self) -> Any:
+        return self.actor
 
     def clean_current_password(self) -> str:
         value = self.cleaned_data["current_password"]

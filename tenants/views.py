@@ -543,6 +543,9 @@ class AdministratorPasswordView(AdministratorActionMixin, ActionFormView):
     permission_required = perms.ADMINISTRATORS_MANAGE
     form_class = AdministratorPasswordForm
 
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "admin": self.get_admin()}
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context.update(self.admin_context())
