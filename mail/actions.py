@@ -185,7 +185,12 @@ def _protocol_access(value: Any, current: dict[str, str] | None = None) -> dict[
     return {code: merged[code] for code in choices.PROTOCOL_CODES if code in merged}
 
 
-def _check_address_free(domain: Domain, local_part: str, *, field: str = "local_part") -> str:
+def check_address_free(domain: Domain, local_part: str, *, field: str = "local_part") -> str:
+    """The address, or a ValidationError of ``field`` if a mailbox or alias holds it.
+
+    Forms call it too, to flag a taken name beside the other fields' errors; actions call it
+    again under the domain's lock, which is what decides.
+    """
     email = f"{local_part}@{domain.name}"
     if Mailbox.objects.filter(email=email).exists():
         raise ValidationError({field: _("A mailbox with this address already exists.")})
@@ -794,12 +799,12 @@ def create_mailbox(
         _field("password", passwords.check_password, password, local_part=local, domain=domain.name)
     if local:
         with errors.check():
-            _check_address_free(domain, local)
+            check_address_free(domain, local)
     errors.raise_any()
     # Hash before taking the locks: other creates in the domain need not wait for it.
     password_hash = passwords.make_hash(password)
     domain = _locked_domain(domain)
-    _check_address_free(domain, local)
+    check_address_free(domain, local)
     quota = cleaned.pop("quota_mb", domain.default_quota_mb)
     limits.reserve(domain.customer, actor=actor, mailboxes=1, quota_mb=quota)
     mailbox = Mailbox(
@@ -1000,10 +1005,10 @@ def create_alias(
         cleaned = clean_alias_fields({**fields, "targets": targets}, email=email)
     if local:
         with errors.check():
-            _check_address_free(domain, local)
+            check_address_free(domain, local)
     errors.raise_any()
     domain = _locked_domain(domain)
-    _check_address_free(domain, local)
+    check_address_free(domain, local)
     limits.reserve(domain.customer, actor=actor, aliases=1)
     alias = Alias(
         customer=domain.customer,

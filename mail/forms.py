@@ -17,7 +17,8 @@ from django.utils.translation import pgettext_lazy
 from tenants.forms import ActorForm, CustomerChoiceField
 from ums.validators import no_control_characters
 
-from . import choices, passwords, validators
+from . import actions, choices, passwords, validators
+from .actions import FieldErrors
 
 __all__ = ["ActorForm"]
 
@@ -32,7 +33,28 @@ class SearchForm(forms.Form):
     )
 
 
-class DomainForm(ActorForm):
+class SharedRulesMixin(forms.Form):
+    """Runs the action layer's own field rules in ``clean()``, so that a form invalid for one
+    reason still shows what the action would refuse in the other fields (every error at
+    once). Errors land only on fields that have none yet; the action checks everything
+    again when the form is valid.
+    """
+
+    def shared_rules(self, data: dict[str, Any]) -> None:
+        """Raise a ValidationError keyed by field for what the action would refuse."""
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        try:
+            self.shared_rules(data)
+        except ValidationError as exc:
+            for field, messages in getattr(exc, "message_dict", {}).items():
+                if field in self.fields and field not in self.errors:
+                    self.add_error(field, messages)
+        return data
+
+
+class DomainForm(SharedRulesMixin, ActorForm):
     customer = CustomerChoiceField(label=_("Customer"))
     name = forms.CharField(
         label=_("Domain"),
@@ -46,6 +68,22 @@ class DomainForm(ActorForm):
         required=False,
         help_text=_("Where postmaster@ and abuse@ deliver; your own address if left empty."),
     )
+
+    def shared_rules(self, data: dict[str, Any]) -> None:
+        errors = FieldErrors()
+        for field, rule in (
+            ("name", validators.normalise_domain),
+            ("contact_email", validators.normalise_address),
+            ("catch_all", validators.normalise_address),
+        ):
+            if data.get(field):
+                with errors.check():
+                    try:
+                        rule(data[field])
+                    except ValidationError as exc:
+                        raise ValidationError({field: exc.messages}) from exc
+        errors.raise_any()
+
     default_quota_mb = forms.IntegerField(
         label=_("Default mailbox quota (MB)"),
         min_value=1,
@@ -143,7 +181,7 @@ def protocol_data(cleaned: dict[str, Any]) -> dict[str, str]:
     return {code: cleaned[f"access_{code}"] for code in choices.PROTOCOL_CODES}
 
 
-class MailboxForm(ProtocolGridMixin, ActorForm):
+class MailboxForm(SharedRulesMixin, ProtocolGridMixin, ActorForm):
     local_part = forms.CharField(label=_("Name (before the @)"), max_length=64)
     password = forms.CharField(
         label=_("Password"),
@@ -187,11 +225,12 @@ class MailboxForm(ProtocolGridMixin, ActorForm):
         self,
         *args: Any,
         effective: dict[str, Any] | None = None,
-        domain_name: str = "",
+        domain: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.domain_name = domain_name
+        self.domain = domain
+        self.domain_name = domain.name if domain is not None else ""
         self.add_protocol_fields(effective or {})
 
     # The form checks the shape of every field itself, so that a bad name does not hide a
@@ -210,6 +249,19 @@ class MailboxForm(ProtocolGridMixin, ActorForm):
         except ValidationError as exc:
             raise forms.ValidationError(exc.messages) from exc
         return password
+
+    def shared_rules(self, data: dict[str, Any]) -> None:
+        fields = {k: data[k] for k in ("display_name", "retention_days") if k in data}
+        if "forward_to" in data:
+            fields["forward_to"] = _lines(data["forward_to"] or "")
+        local = data.get("local_part") or ""
+        errors = FieldErrors()
+        with errors.check():
+            actions.clean_mailbox_fields(fields, email=f"{local}@{self.domain_name}")
+        if local and self.domain is not None:
+            with errors.check():
+                actions.check_address_free(self.domain, local)
+        errors.raise_any()
 
     def action_fields(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
@@ -252,7 +304,7 @@ class PasswordForm(ActorForm):
         return password
 
 
-class AliasForm(ActorForm):
+class AliasForm(SharedRulesMixin, ActorForm):
     local_part = forms.CharField(label=_("Name (before the @)"), max_length=64)
     kind = forms.ChoiceField(label=_("Kind"), choices=choices.ALIAS_KINDS)
     name = forms.CharField(
@@ -267,6 +319,30 @@ class AliasForm(ActorForm):
     hide_from_address_book = forms.BooleanField(
         label=_("Hide from the address book"), required=False
     )
+
+    def __init__(self, *args: Any, domain: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.domain = domain
+        self.domain_name = domain.name if domain is not None else ""
+
+    def shared_rules(self, data: dict[str, Any]) -> None:
+        fields = {k: data[k] for k in ("kind", "name") if k in data}
+        if "targets" in data:
+            fields["targets"] = _lines(data["targets"])
+        local = data.get("local_part") or ""
+        errors = FieldErrors()
+        with errors.check():
+            actions.clean_alias_fields(fields, email=f"{local}@{self.domain_name}")
+        if local and self.domain is not None:
+            with errors.check():
+                actions.check_address_free(self.domain, local)
+        errors.raise_any()
+
+    def clean_local_part(self) -> str:
+        try:
+            return validators.normalise_local_part(self.cleaned_data["local_part"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
 
     def action_fields(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)

@@ -11,11 +11,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views import View
 from django.views.generic import TemplateView
 
@@ -25,6 +27,7 @@ from tenants.limits import ResourceLimit
 from tenants.models import Customer
 from ums import scoping
 from ums.portal.generic import (
+    BulkActionView,
     ObjectDeleteView,
     ObjectFormView,
     ObjectMixin,
@@ -53,7 +56,17 @@ def _error_messages(exc: ValidationError | PermissionDenied) -> list[str]:
     return [str(exc) or _("Permission denied.")]
 
 
-def _display(value: Any) -> str:
+def _form_messages(request: HttpRequest, form: Any) -> None:
+    """Every error of a form posted from a page that redirects, each named by its field."""
+    for name, errors in form.errors.items():
+        label = form.fields[name].label if name in form.fields else ""
+        for message in errors:
+            messages.error(request, f"{label}: {message}" if label else message)
+
+
+def _display(value: Any) -> str | None:
+    if value is None:
+        return None  # the template says "off", never "None"
     if value is True:
         return _("On")
     if value is False:
@@ -157,6 +170,7 @@ class DomainAliasesView(DomainMixin, TemplateView):
                 "page": page,
                 "aliases": page.items,
                 "domain_aliases": list(DomainAlias.objects.filter(domain=domain)[:200]),
+                "domain_alias_count": DomainAlias.objects.filter(domain=domain).count(),
                 "is_root": actions.is_root_administrator(self.request.user),
             }
         )
@@ -212,9 +226,7 @@ class DomainDkimActionView(DomainMixin, View):
                     % {"selector": key.selector},
                 )
         else:
-            for errors in form.errors.values():
-                for message in errors:
-                    messages.error(request, message)
+            _form_messages(request, form)
         return redirect("mail:domain-dkim", pk=domain.pk)
 
 
@@ -445,9 +457,7 @@ class CustomerLimitView(MailPage, View):
             else:
                 messages.success(request, _("Limits saved."))
         else:
-            for errors in form.errors.values():
-                for message in errors:
-                    messages.error(request, message)
+            _form_messages(request, form)
         return redirect("mail:customer", pk=customer.pk)
 
 
@@ -473,7 +483,7 @@ class MailboxCreateView(MailFormView):
         kwargs = super().get_form_kwargs()
         domain = self.get_parent()
         kwargs["effective"] = policy.inherited_protocols(customer=domain.customer, domain=domain)
-        kwargs["domain_name"] = domain.name
+        kwargs["domain"] = domain
         return kwargs
 
     def get_initial(self) -> dict[str, Any]:
@@ -546,6 +556,42 @@ class MailboxDeleteView(MailboxFormView, MailDeleteView):
     action = actions.delete_mailbox
     success_message = gettext_lazy("Mailbox deleted.")
     success_url_name, success_url_target = "mail:domain-detail", "object.domain_id"
+
+
+class MailboxBulkView(DomainMixin, BulkActionView):
+    """Ticked mailboxes of a domain's list: enable, disable, or delete after a confirmation."""
+
+    permission_required = perms.MAIL_MANAGE
+    bulk_model = Mailbox
+    confirm_template = "mail/bulk_confirm.html"
+    bulk_actions = {
+        "enable": (
+            actions.enable_mailboxes,
+            lambda n: ngettext("%(n)d mailbox enabled.", "%(n)d mailboxes enabled.", n) % {"n": n},
+            False,
+        ),
+        "disable": (
+            actions.disable_mailboxes,
+            lambda n: (
+                ngettext("%(n)d mailbox disabled.", "%(n)d mailboxes disabled.", n) % {"n": n}
+            ),
+            False,
+        ),
+        "delete": (
+            actions.delete_mailboxes,
+            lambda n: ngettext("%(n)d mailbox deleted.", "%(n)d mailboxes deleted.", n) % {"n": n},
+            True,
+        ),
+    }
+
+    def scope_queryset(self) -> models.QuerySet:
+        return super().scope_queryset().filter(domain=self.get_domain())
+
+    def redirect_url(self) -> str:
+        return reverse("mail:domain-detail", args=[self.get_domain().pk])
+
+    def confirm_context(self, objects: list[Any], name: str) -> dict[str, Any]:
+        return {"domain": self.get_domain()}
 
 
 class AutoResponderView(MailboxFormView):
@@ -641,6 +687,9 @@ class AliasCreateView(AliasesTabCreateView):
     title = gettext_lazy("New alias or group at %(name)s")
     submit_label = gettext_lazy("Create")
 
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "domain": self.get_parent()}
+
 
 class AliasFormView(AliasesTabObjectView):
     model = Alias
@@ -652,6 +701,9 @@ class AliasEditView(AliasFormView):
     action = actions.update_alias
     initial_from_object = ("kind", "name", "is_enabled", "hide_from_address_book")
     title = gettext_lazy("Edit %(email)s")
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "domain": self.get_object().domain}
 
     def get_initial(self) -> dict[str, Any]:
         return {**super().get_initial(), "targets": "\n".join(self.get_object().targets)}

@@ -25,6 +25,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -258,20 +259,21 @@ class ObjectDeleteView(ObjectFormView):
 class BulkActionView(PortalMixin, generic.View):
     """POST of ticked rows: objects looked up in scope, one action call, one message.
 
-    ``actions`` maps the submitted ``action`` to ``(function, message, needs_confirmation)``;
+    ``bulk_actions`` maps the submitted ``action`` to ``(function, message, needs_confirmation)``;
     the function takes ``actor=`` and ``objects=`` and returns how many it changed, and
     ``message(n)`` says so (a function, so the text can be a plural). A confirmation step renders
     ``confirm_template`` with the objects until the POST carries ``confirm``.
     """
 
-    model: type[models.Model] | None = None
-    actions: dict[str, tuple[Callable[..., Any], Callable[[int], str], bool]] = {}
+    bulk_model: type[models.Model] | None = None
+    bulk_actions: dict[str, tuple[Callable[..., Any], Callable[[int], str], bool]] = {}
     max_objects = 500
     confirm_template = ""
 
     def scope_queryset(self) -> models.QuerySet:
-        assert self.model is not None
-        return scoping.scope_queryset(self.model._default_manager.all(), self.request.user)
+        assert self.bulk_model is not None
+        manager = self.bulk_model._default_manager
+        return scoping.scope_queryset(manager.all(), self.request.user)
 
     def selected(self, request: HttpRequest) -> list[Any]:
         ids = []
@@ -287,13 +289,11 @@ class BulkActionView(PortalMixin, generic.View):
         return {}
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        from django.shortcuts import render
-
         name = request.POST.get("action", "")
-        if name not in self.actions:
+        if name not in self.bulk_actions:
             messages.error(request, _("Choose what to do with the selected rows."))
             return HttpResponseRedirect(self.redirect_url())
-        func, message, needs_confirmation = self.actions[name]
+        func, message, needs_confirmation = self.bulk_actions[name]
         objects = self.selected(request)
         if not objects:
             messages.error(request, _("Select at least one row."))
