@@ -257,7 +257,7 @@ class ObjectDeleteView(ObjectFormView):
 
 
 class BulkActionView(PortalMixin, generic.View):
-    """POST of ticked rows: objects looked up in scope, one action call, one message.
+    """POST of ticked rows of ``bulk_model``: looked up in scope, one action call, one message.
 
     ``bulk_actions`` maps the submitted ``action`` to ``(function, message, needs_confirmation)``;
     the function takes ``actor=`` and ``objects=`` and returns how many it changed, and
