@@ -108,7 +108,7 @@ class CustomerChoiceField(ScopedModelChoiceField):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("empty_label", _("Choose a customer…"))
-        super().__init__(Customer.objects.only("id", "name", "path").order_by("path"), **kwargs)
+        super().__init__(Customer.objects.order_by("path"), **kwargs)
 
 
 class PermissionsField(forms.MultipleChoiceField):

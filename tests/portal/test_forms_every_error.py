@@ -119,3 +119,15 @@ def test_customer_outside_scope_is_refused_by_the_picker(cast: Cast) -> None:
     )
     assert not form.is_valid()
     assert "customer" in form.errors
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999999", "-1", "abc", "1.5", "\x00"])
+def test_absurd_customer_values_are_form_errors_not_500s(cast: Cast, value: str) -> None:
+    from mail.forms import DomainForm
+
+    spam = QueueFilterForm({"customer": value}, actor=cast.sub_admin)
+    assert not spam.is_valid() and "customer" in spam.errors
+    domain = DomainForm(
+        {"customer": value, "name": "x.example", "default_quota_mb": 5}, actor=cast.sub_admin
+    )
+    assert not domain.is_valid() and "customer" in domain.errors
