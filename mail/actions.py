@@ -797,7 +797,8 @@ def create_mailbox(
         cleaned = clean_mailbox_fields(fields, email=email)
     with errors.check():
         _field("password", passwords.check_password, password, local_part=local, domain=domain.name)
-    if local:
+    if local and errors.errors:
+        # Only on the way to a refusal: a clean request meets the check under the lock below.
         with errors.check():
             check_address_free(domain, local)
     errors.raise_any()
@@ -1003,7 +1004,8 @@ def create_alias(
     fields.setdefault("kind", choices.ALIAS)
     with errors.check():
         cleaned = clean_alias_fields({**fields, "targets": targets}, email=email)
-    if local:
+    if local and errors.errors:
+        # Only on the way to a refusal: a clean request meets the check under the lock below.
         with errors.check():
             check_address_free(domain, local)
     errors.raise_any()
