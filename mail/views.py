@@ -2,7 +2,9 @@
 
 Views are thin: objects are looked up through the scoping rule (outside scope is 404),
 lists are keyset-paged (``?cursor=``) on indexed orderings, and valid forms go to
-:mod:`mail.actions` with ``actor=request.user``; their errors come back as form errors.
+:mod:`mail.actions` with ``actor=request.user``; their errors come back as form errors, all
+at once. Create, edit and delete pages are declarations on the generic views of
+:mod:`ums.portal.generic` (object lookup, action call, message, redirect).
 """
 
 from __future__ import annotations
@@ -744,6 +746,13 @@ class CsvImportView(MailPage, ActionFormView):
     template_name = "mail/import.html"
     permission_required = perms.MAIL_MANAGE
     form_class = forms.CsvImportForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        # Rows name existing domains: say so before someone uploads into nothing.
+        domains = scoping.scope_queryset(Domain.objects.all(), self.request.user)
+        context["has_domains"] = domains.exists()
+        return context
 
     def form_valid(self, form: Any) -> HttpResponse:
         upload = form.cleaned_data["file"]

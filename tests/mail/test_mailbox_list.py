@@ -174,3 +174,17 @@ def test_a_refused_mailbox_leaves_the_whole_bulk_delete_undone(
     assert response.status_code == 200
     assert Mailbox.objects.filter(pk__in=[plain.pk, reserved.pk]).count() == 2
     assert not AuditRecord.objects.filter(action="mail.mailbox.delete").exists()
+
+
+def test_pages_say_what_to_create_first_when_empty(
+    cast: Cast,
+    login: Callable[..., Client],  # noqa: F811
+) -> None:
+    client = login(cast.sub_admin)
+    for name in ("mail:home", "mail:mailbox-search", "mail:import"):
+        page = client.get(reverse(name)).content.decode()
+        assert "create a domain first" in page or "create one first" in page, name
+    domain = make_domain(cast.ministry, "ministry.example")
+    page = _list(client, domain)
+    assert "No mailboxes yet." in page and "Create the first" in page
+    assert "create a domain first" not in client.get(reverse("mail:import")).content.decode()
