@@ -1,8 +1,10 @@
 """Portal forms of the mail app.
 
-Forms check the shape of the input and offer choices scoped to the acting administrator;
-the views pass the cleaned data to :mod:`mail.actions`, whose errors come back as form
-errors. Every form takes ``actor=`` (see :class:`ums.portal.views.ActionFormView`).
+Forms check the shape of the input and offer choices scoped to the acting administrator
+(customers through the portal's one picker, :class:`tenants.forms.CustomerChoiceField`).
+They also run the action layer's own field rules (:class:`SharedRulesMixin`), so one round
+trip shows every bad field; the views pass the cleaned data to :mod:`mail.actions`, whose
+refusals come back as form errors too. Every form takes ``actor=``.
 """
 
 from __future__ import annotations
@@ -553,7 +555,3 @@ class CsvImportForm(ActorForm):
         label=_("CSV file"),
         help_text=_("Columns: type, address, display_name, password, quota_mb, targets, enabled."),
     )
-
-
-class ConfirmForm(ActorForm):
-    pass
