@@ -22,8 +22,6 @@ from ums.validators import no_control_characters
 from . import actions, choices, passwords, validators
 from .actions import FieldErrors
 
-__all__ = ["ActorForm"]
-
 
 def _lines(value: str) -> list[str]:
     return [line.strip() for line in value.replace(",", "\n").splitlines() if line.strip()]
