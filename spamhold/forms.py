@@ -12,8 +12,8 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from servers.models import Node
-from tenants.forms import CustomerChoiceField
 from ums import scoping
+from ums.portal.fields import CustomerChoiceField
 from ums.validators import no_control_characters
 
 from .models import Outcome, Reason, Status

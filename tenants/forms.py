@@ -8,7 +8,6 @@ one scoping rule and never offer something the actor could not use.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from django import forms
@@ -16,99 +15,18 @@ from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
-from django.forms.models import ModelChoiceIterator
 from django.utils.translation import gettext_lazy as _
 
-from ums import scoping
+from ums.portal.fields import CustomerChoiceField, ScopedModelChoiceField
 from ums.validators import no_control_characters
 
 from . import permissions as perms
 from .models import NAME_MAX, Administrator, Customer
 
-DISPLAY_LIMIT = 500
+# The scoped pickers are re-exported: forms across the apps import them from here.
+__all__ = ["ActorForm", "CustomerChoiceField", "ScopedModelChoiceField"]
+
 DATETIME_LOCAL_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
-
-
-def _depth_of(path: str | None) -> int:
-    return len([p for p in (path or "").split("/") if p]) - 1
-
-
-class _LimitedChoiceIterator(ModelChoiceIterator):
-    """Lists at most ``display_limit`` choices (plus the selected one); validation is unlimited."""
-
-    def __iter__(self) -> Iterator[tuple[Any, str]]:
-        if self.field.empty_label is not None:
-            yield ("", self.field.empty_label)
-        for obj in self.field.display_objects():
-            yield self.choice(obj)
-
-    def __len__(self) -> int:
-        return len(self.field.display_objects()) + (self.field.empty_label is not None)
-
-    def __bool__(self) -> bool:
-        return True
-
-
-class ScopedModelChoiceField(forms.ModelChoiceField):
-    """A choice of objects within the actor's scope, from :func:`ums.scoping.scope_queryset`.
-
-    The field is declared with an unscoped queryset and offers nothing until
-    :meth:`bind_actor` runs (``ActorForm`` does that). Any object in scope validates, but the
-    select lists only the first ``display_limit`` (by path) or those matching ``search``:
-    a tree of 10,000 customers must not become a 10,000-option page.
-    """
-
-    iterator = _LimitedChoiceIterator
-
-    def __init__(
-        self, queryset: models.QuerySet, *, display_limit: int = DISPLAY_LIMIT, **kwargs: Any
-    ) -> None:
-        self.base_queryset = queryset
-        self.display_limit = display_limit
-        self.search = ""
-        self.pinned: Any = None
-        self.root_depth = 0
-        self._display_cache: list[Any] | None = None
-        super().__init__(queryset.none(), **kwargs)
-
-    def bind_actor(self, actor: Any, exclude: models.Q | None = None) -> None:
-        queryset = scoping.scope_queryset(self.base_queryset.all(), actor)
-        if exclude is not None:
-            queryset = queryset.exclude(exclude)
-        self.queryset = queryset
-        self.root_depth = _depth_of(scoping.scope_path_of(actor))
-        self._display_cache = None
-
-    def display_objects(self) -> list[Any]:
-        if self._display_cache is None:
-            queryset = self.queryset
-            if self.search:
-                queryset = queryset.filter(name__icontains=self.search)
-            rows = list(queryset[: self.display_limit])
-            pinned = str(self.pinned) if self.pinned not in (None, "") else None
-            if pinned and pinned.isdigit() and all(str(o.pk) != pinned for o in rows):
-                extra = self.queryset.filter(pk=int(pinned)).first() if len(pinned) < 19 else None
-                if extra is not None:
-                    rows.insert(0, extra)
-            self._display_cache = rows
-        return self._display_cache
-
-    def label_from_instance(self, obj: Any) -> str:
-        depth = _depth_of(getattr(obj, "path", None)) - self.root_depth
-        return "— " * max(depth, 0) + str(obj)
-
-
-class CustomerChoiceField(ScopedModelChoiceField):
-    """The one customer picker of the portal: every form that chooses a customer uses it.
-
-    Customers in the actor's scope in tree order, indented by depth below the actor's own
-    customer; any customer in scope validates, the list shows the first ``display_limit``
-    (plus the chosen one).
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("empty_label", _("Choose a customer…"))
-        super().__init__(Customer.objects.order_by("path"), **kwargs)
 
 
 class PermissionsField(forms.MultipleChoiceField):
