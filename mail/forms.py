@@ -1,7 +1,7 @@
 """Portal forms of the mail app.
 
 Forms check the shape of the input and offer choices scoped to the acting administrator
-(customers through the portal's one picker, :class:`tenants.forms.CustomerChoiceField`).
+(customers through the portal's one picker, :class:`ums.portal.fields.CustomerChoiceField`).
 They also run the action layer's own field rules (:class:`SharedRulesMixin`), so one round
 trip shows every bad field; the views pass the cleaned data to :mod:`mail.actions`, whose
 refusals come back as form errors too. Every form takes ``actor=``.
