@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('mail', '0002_postgres_collation_and_indexes'),
+        ("mail", "0002_postgres_collation_and_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='mailbox',
-            name='last_login_at',
-            field=models.DateTimeField(blank=True, editable=False, null=True, verbose_name='last login'),
+            model_name="mailbox",
+            name="last_login_at",
+            field=models.DateTimeField(
+                blank=True, editable=False, null=True, verbose_name="last login"
+            ),
         ),
     ]
