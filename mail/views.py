@@ -66,9 +66,9 @@ def _form_messages(request: HttpRequest, form: Any) -> None:
             messages.error(request, f"{label}: {message}" if label else message)
 
 
-def _display(value: Any) -> str | None:
+def _display(value: Any) -> str:
     if value is None:
-        return None  # the template says "off", never "None"
+        return _("off")
     if value is True:
         return _("On")
     if value is False:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -429,13 +429,8 @@ def _nodes_with_any_key(keys: list[str]) -> QuerySet[Node]:
     """Nodes (not decommissioned) that reported or pinned any of ``keys``."""
     query = Q()
     for key in keys:
-        if connection.vendor == "postgresql":
-            # jsonb containment: exact element match.
-            query |= Q(reported_host_keys__contains=[key]) | Q(pinned_host_keys__contains=[key])
-        else:
-            # SQLite has no JSON containment; a text match narrows, Python confirms below.
-            blob = key.split(" ", 1)[1]
-            query |= Q(reported_host_keys__icontains=blob) | Q(pinned_host_keys__icontains=blob)
+        # jsonb containment: exact element match.
+        query |= Q(reported_host_keys__contains=[key]) | Q(pinned_host_keys__contains=[key])
     return Node.objects.filter(query).exclude(status=NodeStatus.DECOMMISSIONED)
 
 

@@ -59,6 +59,8 @@ class EnrolmentTokenListView(ScopedListView):
                 "rows": [(t, enrolment.token_state(t, now)) for t in context["object_list"]],
                 "can_manage": self.request.user.has_permission(perms.SERVERS_MANAGE),
                 "script_url": script_url(),
+                # A token belongs to a zone: with no zone yet, the page says to create one.
+                "has_zones": scoping.scope_queryset(Zone.objects.all(), self.request.user).exists(),
             }
         )
         return context

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, models
+from django.db import models
 
 from mail.paging import decode_cursor, encode_cursor
 from tenants.models import Customer
@@ -157,11 +157,10 @@ def apply_filters(
         query &= models.Q(sender__iexact=_text(filters, "from_email", 320).strip())
     if filters.get("to_email"):
         address = _text(filters, "to_email", 320).strip()
-        recipient = models.Q(recipient__iexact=address)
-        if connection.vendor == "postgresql":
-            # Later recipients of a multi-recipient message, as stored (lower-case).
-            recipient |= models.Q(recipients__contains=[address.lower()])
-        query &= recipient
+        # Later recipients of a multi-recipient message, as stored (lower-case).
+        query &= models.Q(recipient__iexact=address) | models.Q(
+            recipients__contains=[address.lower()]
+        )
     if filters.get("subject"):
         query &= models.Q(subject__icontains=_text(filters, "subject", 998))
     if filters.get("node") is not None:

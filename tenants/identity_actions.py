@@ -451,7 +451,7 @@ def save_saml_provider(
     taken = SamlIdentityProvider.objects.exclude(pk=provider.pk)
     if taken.filter(slug=provider.slug).exists():
         raise ValidationError({"slug": _("This sign-in name is taken.")})
-    # Compared in Python: JSON containment is not portable to SQLite, and the table is small.
+    # Compared in Python: the table is small and each provider lists a few domains.
     served = {d for ds in taken.values_list("email_domains", flat=True) for d in ds or []}
     for domain in provider.email_domains:
         if domain in served:

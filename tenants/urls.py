@@ -13,6 +13,11 @@ app_name = "tenants"
 urlpatterns = [
     path("customers/", views.CustomerListView.as_view(), name="customer-list"),
     path("customers/<id:pk>/", views.CustomerDetailView.as_view(), name="customer-detail"),
+    path(
+        "customers/<id:pk>/children/",
+        views.CustomerChildrenView.as_view(),
+        name="customer-children",
+    ),
     path("customers/<id:pk>/new/", views.CustomerCreateView.as_view(), name="customer-create"),
     path("customers/<id:pk>/edit/", views.CustomerEditView.as_view(), name="customer-edit"),
     path("customers/<id:pk>/move/", views.CustomerMoveView.as_view(), name="customer-move"),

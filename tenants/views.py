@@ -56,6 +56,10 @@ from .twofactor.session import proof_from_session
 
 ADMINS_ON_DETAIL = 20
 TOKENS_LISTED = 100
+# Children fetched into the tree at once; past this the tree links to the customer's page,
+# which pages through all of them.
+TREE_CHILDREN = 100
+TREE_MAX_INDENT = 30
 
 
 def breadcrumbs(customer: Customer, user: Any) -> list[Customer]:
@@ -129,6 +133,8 @@ class CustomerListView(ScopedListView):
                 "query": self.query,
                 "within": self.within,
                 "rows": [(c, trails.get(c.pk, "")) for c in context["object_list"]],
+                "tree_children": context["object_list"],
+                "tree_parent_id": home.pk,
                 "can_manage": user.has_permission(perms.CUSTOMERS_MANAGE),
             }
         )
@@ -173,6 +179,39 @@ class CustomerDetailView(ScopedDetailView):
             }
         )
         return context
+
+
+class CustomerChildrenView(PortalMixin, View):
+    """The sub-customers of one customer as tree rows: what a tree toggle fetches in place.
+
+    Without JavaScript nobody calls this; the names are plain links to each customer's page,
+    which lists its children. ``depth`` only indents the rows (bounded, never trusted).
+    """
+
+    permission_required = perms.CUSTOMERS_VIEW
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        parent = scoping.get_in_scope_or_404(Customer.objects.all(), request.user, pk=pk)
+        raw_depth = request.GET.get("depth", "1")
+        depth = min(int(raw_depth), TREE_MAX_INDENT) if raw_depth.isdigit() else 1
+        children = list(
+            _with_child_counts(
+                scoping.scope_queryset(Customer.objects.filter(parent_id=parent.pk), request.user)
+            ).order_by("name", "id")[: TREE_CHILDREN + 1]
+        )
+        more = len(children) > TREE_CHILDREN
+        context = {
+            "children": children[:TREE_CHILDREN],
+            "parent_id": parent.pk,
+            "depth": depth,
+            "more_url": reverse("tenants:customer-detail", args=[parent.pk]) if more else "",
+            "more_count": _child_count(parent, request.user) if more else 0,
+        }
+        return TemplateResponse(request, "tenants/_tree_rows.html", context)
+
+
+def _child_count(parent: Customer, user: Any) -> int:
+    return scoping.scope_queryset(Customer.objects.filter(parent_id=parent.pk), user).count()
 
 
 class CustomerActionMixin:

@@ -83,6 +83,19 @@ def enqueue(
 
 
 def _dispatch(job_id: int) -> None:
+    """Hand a committed job to whatever runs jobs in this install (settings.UMS_TASK_MODE).
+
+    Embedded: a NOTIFY wakes the embedded task runner, a separate process, so the request
+    returns at once; a lost notification is caught by the runner's poll. Celery: the task
+    goes to the broker. Eager (tests): Celery's eager mode runs it here and now.
+    """
+    from django.conf import settings
+
+    if settings.UMS_TASK_MODE == "embedded":
+        from ums.embedded.runner import notify
+
+        notify(job_id)
+        return
     from ums.tasks import run_job
 
     run_job.delay(job_id)

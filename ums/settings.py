@@ -1,8 +1,10 @@
 """Django settings, read only from the environment (see .env.example and the README).
 
-Without any variable set the project runs embedded: SQLite and a secret key kept under
-``var/``, Celery tasks executed in-process. ``DATABASE_URL`` and ``CELERY_BROKER_URL``
-switch it to PostgreSQL, Redis and separate workers.
+PostgreSQL is the only database engine. Without any variable set the project runs
+embedded: the PostgreSQL that ``make run`` starts under ``var/`` (ums.embedded.postgres), a
+secret key kept there, and tasks run by the embedded task runner (ums.embedded.runner), a
+separate process woken by NOTIFY. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch it to
+your PostgreSQL, Redis and separate Celery workers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.utils.translation import gettext_lazy as _
 
+from ums.embedded.postgres import database_settings as embedded_database
 from ums.env import (
     ImproperEnvironment,
     env_bool,
@@ -24,7 +27,7 @@ from ums.env import (
 from ums.secrets_files import read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("UMS_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR = Path(env_str("UMS_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("UMS_DEBUG", False)
 
@@ -36,7 +39,17 @@ if _base.scheme not in {"http", "https"} or not _base.hostname:
     raise ImproperEnvironment(f"UMS_BASE_URL must be an http(s) URL, got {BASE_URL!r}")
 USES_HTTPS = _base.scheme == "https"
 
+# Unset (or empty), a random key is generated once under UMS_VAR_DIR, which every process
+# of one install shares (the compose stack mounts one volume there). A placeholder or short
+# key is refused unless UMS_DEBUG is on: sessions, password-reset links and signed values
+# would be forgeable by anyone who read the example file.
 SECRET_KEY = env_str("DJANGO_SECRET_KEY") or read_or_create_secret(VAR_DIR / "secret_key")
+if not DEBUG and (len(SECRET_KEY) < 40 or "change-me" in SECRET_KEY.lower()):
+    raise ImproperEnvironment(
+        "DJANGO_SECRET_KEY is a placeholder or shorter than 40 characters: set a random one "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(50))') or leave it empty to "
+        "have one generated under UMS_VAR_DIR"
+    )
 ALLOWED_HOSTS = env_list("UMS_ALLOWED_HOSTS", [_base.hostname, "127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = [f"{_base.scheme}://{_base.netloc}"]
 
@@ -98,15 +111,26 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'ums.sqlite3'}",
-        conn_max_age=env_int("UMS_DB_CONN_MAX_AGE", 60, minimum=0),
-    )
-}
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Without a timeout concurrent writers (web + in-process tasks) fail at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+# PostgreSQL only (as NetBox): the models rely on its JSON containment, full-text search,
+# row locks, advisory locks and the append-only audit trigger. Without DATABASE_URL this is
+# the embedded server that `make run` starts (a Unix socket under var/).
+_DATABASE_URL = env_str("DATABASE_URL")
+EMBEDDED_POSTGRES = not _DATABASE_URL
+_CONN_MAX_AGE = env_int("UMS_DB_CONN_MAX_AGE", 60, minimum=0)
+if _DATABASE_URL:
+    _default_db = dj_database_url.parse(_DATABASE_URL, conn_max_age=_CONN_MAX_AGE)
+    if _default_db["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperEnvironment(
+            f"DATABASE_URL must be a postgres:// URL (PostgreSQL is the only engine), "
+            f"got {_default_db['ENGINE']}"
+        )
+    # The password may live in a file (a Docker secret, a volume) instead of the URL.
+    _password_file = env_str("UMS_DATABASE_PASSWORD_FILE")
+    if _password_file:
+        _default_db["PASSWORD"] = Path(_password_file).read_text().strip()
+else:
+    _default_db = {**embedded_database(VAR_DIR), "CONN_MAX_AGE": _CONN_MAX_AGE}
+DATABASES = {"default": _default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
@@ -258,6 +282,9 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
     ],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operations grouped by area (customers, mail, servers...), in the docs and `manage.py
+    # spectacular` alike.
+    "DEFAULT_GENERATOR_CLASS": "ums.api.schema.TaggedSchemaGenerator",
     # The permission codes appear in several serializers: one schema enum for all of them.
     "ENUM_NAME_OVERRIDES": {
         "PermissionCodeEnum": "tenants.permissions.ALL",
@@ -266,12 +293,25 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Celery: without a broker, tasks run in-process (the embedded default).
+# How jobs reach whatever runs them (ums.jobs._dispatch):
+# - "celery": CELERY_BROKER_URL is set; separate `celery worker` and `celery beat` processes.
+# - "embedded": no broker; the embedded task runner (`manage.py run_tasks`, started by
+#   `make run`) is woken by a PostgreSQL NOTIFY after commit. Never inside the request.
+# - "eager": UMS_TASKS_IN_PROCESS=true runs each job inside the process that enqueued it,
+#   right after commit (the test suite; a request then waits for its job).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND")
-# In-process without a broker; UMS_TASKS_IN_PROCESS forces either way (the test suite keeps
-# a broker configured but runs tasks in-process except where a test starts a real worker).
-CELERY_TASK_ALWAYS_EAGER = env_bool("UMS_TASKS_IN_PROCESS", not CELERY_BROKER_URL)
+if env_bool("UMS_TASKS_IN_PROCESS", False):
+    UMS_TASK_MODE = "eager"
+elif CELERY_BROKER_URL:
+    UMS_TASK_MODE = "celery"
+else:
+    UMS_TASK_MODE = "embedded"
+# Without a broker any direct `.delay()` runs in the caller rather than failing to connect
+# to a broker that does not exist; jobs themselves go through _dispatch.
+CELERY_TASK_ALWAYS_EAGER = UMS_TASK_MODE != "celery"
+# Beat keeps its schedule state in a file; it must be writable (the image's code is not).
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -281,7 +321,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # Extra modules a worker imports at start (plugins, or the test suite's job kinds).
 CELERY_IMPORTS = env_list("UMS_CELERY_IMPORTS")
 
-# Periodic work run by ``celery -A ums beat``.
+# Periodic work run by ``celery -A ums beat`` (or the embedded task runner).
 UMS_METRICS_INTERVAL = env_int("UMS_METRICS_INTERVAL", 60, minimum=5)
 UMS_METRICS_CONCURRENCY = env_int("UMS_METRICS_CONCURRENCY", 20, minimum=1)
 UMS_METRICS_RETENTION_DAYS = env_int("UMS_METRICS_RETENTION_DAYS", 30, minimum=1)

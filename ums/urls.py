@@ -4,11 +4,16 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from ums.api.errors import not_found_json
+from ums.api.schema import TaggedSchemaGenerator
 from ums.portal import errors as portal_errors
 
 urlpatterns = [
     path("api/v1/", include("ums.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(generator_class=TaggedSchemaGenerator),
+        name="schema",
+    ),
     path(
         "api/docs/",
         SpectacularSwaggerSplitView.as_view(url_name="schema"),

@@ -24,8 +24,14 @@ def _points(values: Sequence[tuple[float, float]], t0: float, t1: float, top: fl
 
 
 @register.simple_tag
-def line_chart(samples: Sequence[Any], field: str, label: str, unit: str = "%") -> str:
-    """An accessible SVG chart of ``field`` over the samples' times (0-100 for percentages)."""
+def line_chart(
+    samples: Sequence[Any], field: str, label: str, unit: str = "%", decimals: int = 1
+) -> str:
+    """An accessible SVG chart of ``field`` over the samples' times (0-100 for percentages).
+
+    ``decimals`` is how the caption prints values: 0 for counts (the home dashboard's held
+    mail per day), 1 for metrics.
+    """
     values = [
         (s.at.timestamp(), float(getattr(s, field)))
         for s in samples
@@ -48,9 +54,9 @@ def line_chart(samples: Sequence[Any], field: str, label: str, unit: str = "%") 
         '<svg viewBox="0 0 {} {}" role="img" aria-label="{}" preserveAspectRatio="none">'
         '{}<polyline class="chart-line" points="{}"></polyline></svg></figure>',
         label,
-        f"{latest:.1f}",
+        f"{latest:.{decimals}f}",
         unit,
-        f"{peak:.1f}",
+        f"{peak:.{decimals}f}",
         unit,
         WIDTH,
         HEIGHT,

@@ -74,7 +74,7 @@ def directory_for(username: str) -> LdapDirectory | None:
     if parts is None:
         return None
     domain = parts[1]
-    # A handful of rows at most; JSON containment is not portable to SQLite.
+    # A handful of rows at most: compared in Python.
     for directory in LdapDirectory.objects.filter(enabled=True).select_related("customer"):
         if domain in (directory.login_domains or []):
             return directory

@@ -1,14 +1,16 @@
-"""The API root: every app's router under /api/v1/."""
+"""The API under /api/v1/: its root (the list of collections) and every app's router."""
 
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
 from ums.api.jobs import JobViewSet
+from ums.api.root import ApiRootView
 
 router = SimpleRouter()
 router.register("jobs", JobViewSet, basename="job")
 
 urlpatterns = [
+    path("", ApiRootView.as_view(), name="api-root"),
     *router.urls,
     path("", include("tenants.api.urls")),
     path("", include("audit.api.urls")),

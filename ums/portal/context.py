@@ -9,11 +9,13 @@ from django.utils.translation import gettext_lazy as _
 
 # (url name or None while the section is not built yet, label, icon, permission to see it)
 NAVIGATION = [
+    ("portal:home", _("Home"), "home", None),
     ("tenants:customer-list", _("Customers"), "customers", "customers.view"),
     ("mail:home", _("Mail"), "mail", "mail.view"),
     ("servers:home", _("Servers"), "servers", "servers.view"),
     ("spamhold:home", _("Spam hold"), "spamhold", "spamhold.view"),
     ("audit:record-list", _("Audit"), "audit", "audit.view"),
+    ("portal:job-list", _("Jobs"), "jobs", None),
     ("tenants:settings", _("Settings"), "settings", None),
 ]
 

@@ -1,20 +1,19 @@
-"""The landing page after login: the first section the administrator may see."""
+"""The landing page after login: the dashboard of the administrator's part of the tree."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
-from django.views import View
+from django.views import generic
 
-from ums.portal.context import NAVIGATION
+from ums.portal import dashboard
 from ums.portal.views import PortalMixin
 
 
-class HomeView(PortalMixin, View):
-    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        for url_name, _label, _icon, code in NAVIGATION:
-            if url_name and code and request.user.has_permission(code):
-                return redirect(url_name)
-        return redirect("tenants:settings")
+class HomeView(PortalMixin, generic.TemplateView):
+    template_name = "portal/home.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["board"] = dashboard.build(self.request.user)
+        return context

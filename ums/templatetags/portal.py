@@ -12,7 +12,10 @@ from typing import Any
 from django import forms, template
 from django.conf import settings
 from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
 from django.urls import NoReverseMatch, reverse
+
+from ums.portal import jobtext, notices
 
 register = template.Library()
 
@@ -30,6 +33,9 @@ def nav_active(context: template.Context, url_name: str | None) -> bool:
         prefix = reverse(url_name)
     except NoReverseMatch:
         return False
+    if prefix == "/":
+        # The home page is a prefix of every page: only the page itself is "home".
+        return request.path == "/"
     prefixes = _SECTION_ALIASES.get(prefix, (prefix,))
     return any(request.path.startswith(p) for p in prefixes)
 
@@ -64,3 +70,33 @@ def portal_languages() -> list[dict[str, str]]:
         {"code": code, "name": _NATIVE_NAMES.get(code, str(name))}
         for code, name in settings.LANGUAGES
     ]
+
+
+@register.filter
+def job_message(job: Any) -> str:
+    """The human message of a failed job: never a Python traceback (see ums.portal.jobtext)."""
+    return jobtext.error_summary(getattr(job, "error", "") or "")
+
+
+@register.filter
+def job_title(job: Any) -> str:
+    """The job's title in the reader's language."""
+    return jobtext.title(job)
+
+
+@register.filter
+def job_log(job: Any) -> str:
+    """The job's log, each line in the reader's language where it can be."""
+    return jobtext.translate_log(getattr(job, "log", "") or "")
+
+
+@register.filter
+def mb_size(megabytes: int | None) -> str:
+    """A size given in MB, as "1.5 GB" (quota figures are kept in MB)."""
+    return filesizeformat((megabytes or 0) * 1024 * 1024)
+
+
+@register.simple_tag
+def message_job_id(message: Any) -> int | None:
+    """The job a flash message announces (its page is linked next to the message)."""
+    return notices.job_id_of(message)
