@@ -188,3 +188,15 @@ def test_pages_say_what_to_create_first_when_empty(
     page = _list(client, domain)
     assert "No mailboxes yet." in page and "Create the first" in page
     assert "create a domain first" not in client.get(reverse("mail:import")).content.decode()
+
+
+def test_mailbox_page_links_its_history(
+    cast: Cast,
+    domain: Domain,
+    login: Callable[..., Client],  # noqa: F811
+) -> None:
+    mailbox = make_mailbox(domain, "historic")
+    page = login(cast.sub_admin).get(reverse("mail:mailbox-edit", args=[mailbox.pk]))
+    history = reverse("audit:object-history", args=["mail.mailbox", mailbox.pk])
+    assert history in page.content.decode()
+    assert login(cast.sub_admin).get(history).status_code == 200
