@@ -58,6 +58,15 @@ class ActorForm(forms.Form):
                 key = self.add_prefix(name)
                 field.pinned = self.data.get(key) if self.is_bound else self.initial.get(name)
 
+    @property
+    def fields_in_error(self) -> list[forms.BoundField]:
+        """The visible fields with errors, for a summary on top of a long form."""
+        return [
+            self[name]
+            for name in self.errors
+            if name in self.fields and not self.fields[name].widget.is_hidden
+        ]
+
     def permission_groups(self) -> list[tuple[str, list[Any]]]:
         """The permission checkboxes grouped by area, in catalogue order (empty areas left out)."""
         if "permissions" not in self.fields:

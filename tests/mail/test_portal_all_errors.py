@@ -65,6 +65,10 @@ def test_mailbox_create_flags_every_bad_field_at_once(
     for messages in errors.values():
         for message in messages:
             assert escape(message) in page, message
+    # A summary on top links each field in error.
+    assert "Correct the marked fields:" in page
+    for field in ("local_part", "password", "quota_mb", "forward_to"):
+        assert f'href="#id_{field}"' in page
     assert _counts() == before
 
 
