@@ -80,6 +80,15 @@ def test_mailbox_errors_grid_and_bulk_in_chromium(
     expect(page.get_by_role("status").first).to_contain_text("2 mailboxes disabled.")
     assert Mailbox.objects.filter(is_enabled=False).count() == 2
 
+    # The policy pages use the same grid; "this domain" marks the domain's own override.
+    page.goto(f"{base}/mail/domains/{domain.pk}/policy/")
+    page.get_by_label("POP3S (port 995): Deny").check()
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_role("status").first).to_contain_text("Policy saved.")
+    expect(page.locator(".protocol-grid")).to_contain_text("this domain")
+    shot(page, "mail-05-domain-policy")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
     phone = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-GB")
     phone.add_cookies(context.cookies())
     small = phone.new_page()
