@@ -89,6 +89,11 @@ def test_mailbox_errors_grid_and_bulk_in_chromium(
     shot(page, "mail-05-domain-policy")
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
+    page.goto(f"{base}/mail/customers/{cast.ministry.pk}/")
+    expect(page.locator(".protocol-grid")).to_be_visible()
+    shot(page, "mail-06-customer-defaults")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
     phone = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-GB")
     phone.add_cookies(context.cookies())
     small = phone.new_page()
