@@ -15,7 +15,7 @@ import pytest
 from mail import actions
 from mail.models import Mailbox
 from tests.fixtures import PASSWORD, build_cast
-from tests.mail.helpers import make_domain, make_mailbox
+from tests.mail.helpers import make_alias, make_domain, make_mailbox
 from tests.portal.test_browser import browser, shot  # noqa: F401
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -88,6 +88,13 @@ def test_mailbox_errors_grid_and_bulk_in_chromium(
     expect(page.locator(".protocol-grid")).to_contain_text("this domain")
     shot(page, "mail-05-domain-policy")
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+    # A group of six: three targets shown, the rest one click away, none clipped.
+    make_alias(domain, "team", [f"member{i}@example.org" for i in range(6)], kind="group")
+    page.goto(f"{base}/mail/domains/{domain.pk}/aliases/")
+    page.get_by_text("and 3 more").click()
+    expect(page.get_by_text("member5@example.org")).to_be_visible()
+    shot(page, "mail-07-aliases")
 
     page.goto(f"{base}/mail/customers/{cast.ministry.pk}/")
     expect(page.locator(".protocol-grid")).to_be_visible()
