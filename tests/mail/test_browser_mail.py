@@ -101,6 +101,14 @@ def test_mailbox_errors_grid_and_bulk_in_chromium(
     shot(page, "mail-06-customer-defaults")
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
+    # Longer Russian and Mongolian labels must not make the list or the form scroll sideways.
+    for button, code in (("Русский", "ru"), ("Монгол", "mn")):
+        page.get_by_role("button", name=button).click()
+        for url in (f"/mail/domains/{domain.pk}/", f"/mail/mailboxes/{carla.pk}/"):
+            page.goto(f"{base}{url}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280, (code, url)
+        shot(page, f"mail-08-mailbox-{code}")
+
     phone = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-GB")
     phone.add_cookies(context.cookies())
     small = phone.new_page()
