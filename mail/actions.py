@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -48,6 +49,35 @@ def is_root_administrator(actor: Any) -> bool:
     if actor is None:
         return True
     return len([p for p in (actor.customer_path or "").split("/") if p]) == 1
+
+
+class FieldErrors:
+    """Collects the errors of every field, so one refusal names all bad fields at once.
+
+    ``with errors.check(): ...`` keeps a ValidationError instead of stopping; ``raise_any``
+    then raises them together (portal forms and API responses show them side by side).
+    """
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[str]] = {}
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ValidationError as exc:
+            self.add(exc)
+
+    def add(self, exc: ValidationError) -> None:
+        if hasattr(exc, "error_dict"):
+            for key, messages in exc.message_dict.items():
+                self.errors.setdefault(key, []).extend(messages)
+        else:
+            self.errors.setdefault(NON_FIELD_ERRORS, []).extend(exc.messages)
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise ValidationError(self.errors)
 
 
 def _field(field: str, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -154,7 +184,12 @@ def _protocol_access(value: Any, current: dict[str, str] | None = None) -> dict[
     return {code: merged[code] for code in choices.PROTOCOL_CODES if code in merged}
 
 
-def _check_address_free(domain: Domain, local_part: str, *, field: str = "local_part") -> str:
+def check_address_free(domain: Domain, local_part: str, *, field: str = "local_part") -> str:
+    """The address, or a ValidationError of ``field`` if a mailbox or alias holds it.
+
+    Forms call it too, to flag a taken name beside the other fields' errors; actions call it
+    again under the domain's lock, which is what decides.
+    """
     email = f"{local_part}@{domain.name}"
     if Mailbox.objects.filter(email=email).exists():
         raise ValidationError({field: _("A mailbox with this address already exists.")})
@@ -183,19 +218,30 @@ def _require_reserved_removal(actor: Any, local_part: str, is_system: bool = Fal
 DOMAIN_CHANGES = {"is_enabled", "default_quota_mb", "catch_all", "description"}
 
 
-def _clean_domain_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def _clean_domain_fields(
+    fields: dict[str, Any], errors: FieldErrors | None = None
+) -> dict[str, Any]:
+    """Every editable domain field checked; all errors together (into ``errors`` if given)."""
+    own = errors is None
+    errors = errors or FieldErrors()
     cleaned: dict[str, Any] = {}
     if "is_enabled" in fields:
-        cleaned["is_enabled"] = _bool(fields["is_enabled"], "is_enabled")
+        with errors.check():
+            cleaned["is_enabled"] = _bool(fields["is_enabled"], "is_enabled")
     if "default_quota_mb" in fields:
-        cleaned["default_quota_mb"] = _quota(fields["default_quota_mb"], "default_quota_mb")
+        with errors.check():
+            cleaned["default_quota_mb"] = _quota(fields["default_quota_mb"], "default_quota_mb")
     if "catch_all" in fields:
         value = fields["catch_all"] or ""
-        cleaned["catch_all"] = (
-            _field("catch_all", validators.normalise_address, value) if value else ""
-        )
+        with errors.check():
+            cleaned["catch_all"] = (
+                _field("catch_all", validators.normalise_address, value) if value else ""
+            )
     if "description" in fields:
-        cleaned["description"] = _text(fields["description"] or "", "description", 200)
+        with errors.check():
+            cleaned["description"] = _text(fields["description"] or "", "description", 200)
+    if own:
+        errors.raise_any()
     return cleaned
 
 
@@ -215,12 +261,20 @@ def create_domain(
     require_permission(actor, perms.MAIL_MANAGE)
     require_in_scope(customer, actor)
     _unknown(fields, DOMAIN_CHANGES)
-    ascii_name, unicode_name = _field("name", validators.normalise_domain, name)
-    cleaned = _clean_domain_fields(fields)
+    errors = FieldErrors()
+    ascii_name = unicode_name = ""
+    with errors.check():
+        ascii_name, unicode_name = _field("name", validators.normalise_domain, name)
+    cleaned = _clean_domain_fields(fields, errors)
     contact = contact_email or getattr(actor, "email", "")
     if not contact:
-        raise ValidationError({"contact_email": _("Enter where postmaster@ and abuse@ deliver.")})
-    contact = _field("contact_email", validators.normalise_address, contact)
+        errors.add(
+            ValidationError({"contact_email": _("Enter where postmaster@ and abuse@ deliver.")})
+        )
+    else:
+        with errors.check():
+            contact = _field("contact_email", validators.normalise_address, contact)
+    errors.raise_any()
     customer = Customer.objects.get(pk=customer.pk)
     _lock_name(ascii_name)
     if _domain_name_taken(ascii_name):
@@ -683,13 +737,19 @@ MAILBOX_CHANGES = {
 def clean_mailbox_fields(
     fields: dict[str, Any], *, email: str, current_access: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Validate the editable mailbox fields (shared by create, update and the CSV import)."""
+    """Validate the editable mailbox fields (shared by create, update and the CSV import).
+
+    Every bad field is reported, not only the first.
+    """
     _unknown(fields, MAILBOX_CHANGES)
     cleaned: dict[str, Any] = {}
+    errors = FieldErrors()
     if "display_name" in fields:
-        cleaned["display_name"] = _text(fields["display_name"] or "", "display_name", 150)
+        with errors.check():
+            cleaned["display_name"] = _text(fields["display_name"] or "", "display_name", 150)
     if "quota_mb" in fields:
-        cleaned["quota_mb"] = _quota(fields["quota_mb"])
+        with errors.check():
+            cleaned["quota_mb"] = _quota(fields["quota_mb"])
     for flag in (
         "is_enabled",
         "read_only",
@@ -699,20 +759,25 @@ def clean_mailbox_fields(
         "hide_from_address_book",
     ):
         if flag in fields:
-            cleaned[flag] = _bool(fields[flag], flag)
+            with errors.check():
+                cleaned[flag] = _bool(fields[flag], flag)
     if "retention_days" in fields:
-        cleaned["retention_days"] = _int(
-            fields["retention_days"], "retention_days", 1, choices.MAX_RETENTION_DAYS
-        )
+        with errors.check():
+            cleaned["retention_days"] = _int(
+                fields["retention_days"], "retention_days", 1, choices.MAX_RETENTION_DAYS
+            )
     if "forward_to" in fields:
-        targets = _address_list(fields["forward_to"] or [], "forward_to", choices.MAX_FORWARDS)
-        if email in targets:
-            raise ValidationError({"forward_to": _("A mailbox cannot forward to itself.")})
-        cleaned["forward_to"] = targets
+        with errors.check():
+            targets = _address_list(fields["forward_to"] or [], "forward_to", choices.MAX_FORWARDS)
+            if email in targets:
+                raise ValidationError({"forward_to": _("A mailbox cannot forward to itself.")})
+            cleaned["forward_to"] = targets
     if "protocol_access" in fields:
-        cleaned["protocol_access"] = _protocol_access(
-            fields["protocol_access"] or {}, current_access
-        )
+        with errors.check():
+            cleaned["protocol_access"] = _protocol_access(
+                fields["protocol_access"] or {}, current_access
+            )
+    errors.raise_any()
     return cleaned
 
 
@@ -722,14 +787,24 @@ def create_mailbox(
 ) -> Mailbox:
     require_permission(actor, perms.MAIL_MANAGE)
     require_in_scope(domain, actor)
-    local = _field("local_part", validators.normalise_local_part, local_part)
+    errors = FieldErrors()
+    local, cleaned = "", {}
+    with errors.check():
+        local = _field("local_part", validators.normalise_local_part, local_part)
     email = f"{local}@{domain.name}"
-    cleaned = clean_mailbox_fields(fields, email=email)
-    _field("password", passwords.check_password, password, local_part=local, domain=domain.name)
+    with errors.check():
+        cleaned = clean_mailbox_fields(fields, email=email)
+    with errors.check():
+        _field("password", passwords.check_password, password, local_part=local, domain=domain.name)
+    if local and errors.errors:
+        # Only on the way to a refusal: a clean request meets the check under the lock below.
+        with errors.check():
+            check_address_free(domain, local)
+    errors.raise_any()
     # Hash before taking the locks: other creates in the domain need not wait for it.
     password_hash = passwords.make_hash(password)
     domain = _locked_domain(domain)
-    _check_address_free(domain, local)
+    check_address_free(domain, local)
     quota = cleaned.pop("quota_mb", domain.default_quota_mb)
     limits.reserve(domain.customer, actor=actor, mailboxes=1, quota_mb=quota)
     mailbox = Mailbox(
@@ -827,6 +902,48 @@ def delete_mailbox(*, actor: Any, mailbox: Mailbox) -> None:
     announce(path, [domain_id], kind="mailbox")
 
 
+MAX_BULK = 500
+
+
+def _bulk(objects: Iterable[Mailbox]) -> list[Mailbox]:
+    mailboxes = list(objects)
+    if len(mailboxes) > MAX_BULK:
+        raise ValidationError(_("At most %(max)d mailboxes at once.") % {"max": MAX_BULK})
+    return mailboxes
+
+
+@action
+def set_mailboxes_enabled(*, actor: Any, objects: Iterable[Mailbox], enabled: bool) -> int:
+    """Enable or disable several mailboxes: all or none, each audited as its own update.
+
+    Returns how many changed (those already in that state are left alone and not audited).
+    """
+    changed = 0
+    for mailbox in _bulk(objects):
+        before = mailbox.is_enabled
+        # update_mailbox checks permission and scope per mailbox, inside this transaction.
+        after = update_mailbox(actor=actor, mailbox=mailbox, is_enabled=_bool(enabled, "enabled"))
+        changed += before != after.is_enabled
+    return changed
+
+
+def enable_mailboxes(*, actor: Any, objects: Iterable[Mailbox]) -> int:
+    return set_mailboxes_enabled(actor=actor, objects=objects, enabled=True)
+
+
+def disable_mailboxes(*, actor: Any, objects: Iterable[Mailbox]) -> int:
+    return set_mailboxes_enabled(actor=actor, objects=objects, enabled=False)
+
+
+@action
+def delete_mailboxes(*, actor: Any, objects: Iterable[Mailbox]) -> int:
+    """Delete several mailboxes in one transaction: any refusal and none is deleted."""
+    mailboxes = _bulk(objects)
+    for mailbox in mailboxes:
+        delete_mailbox(actor=actor, mailbox=mailbox)
+    return len(mailboxes)
+
+
 def record_used_space(usage: dict[int, int]) -> int:
     """Store the used bytes nodes report per mailbox id (measurements, not audited)."""
     now = timezone.now()
@@ -846,22 +963,28 @@ ALIAS_CHANGES = {"kind", "name", "targets", "is_enabled", "hide_from_address_boo
 def clean_alias_fields(fields: dict[str, Any], *, email: str) -> dict[str, Any]:
     _unknown(fields, ALIAS_CHANGES)
     cleaned: dict[str, Any] = {}
+    errors = FieldErrors()
     if "kind" in fields:
-        if fields["kind"] not in (choices.ALIAS, choices.GROUP):
-            raise ValidationError({"kind": _("Choose alias or group.")})
-        cleaned["kind"] = fields["kind"]
+        if fields["kind"] in (choices.ALIAS, choices.GROUP):
+            cleaned["kind"] = fields["kind"]
+        else:
+            errors.add(ValidationError({"kind": _("Choose alias or group.")}))
     if "name" in fields:
-        cleaned["name"] = _text(fields["name"] or "", "name", 150)
+        with errors.check():
+            cleaned["name"] = _text(fields["name"] or "", "name", 150)
     if "targets" in fields:
-        targets = _address_list(
-            fields["targets"], "targets", choices.MAX_ALIAS_TARGETS, allow_empty=False
-        )
-        if email in targets:
-            raise ValidationError({"targets": _("An alias cannot deliver to itself.")})
-        cleaned["targets"] = targets
+        with errors.check():
+            targets = _address_list(
+                fields["targets"], "targets", choices.MAX_ALIAS_TARGETS, allow_empty=False
+            )
+            if email in targets:
+                raise ValidationError({"targets": _("An alias cannot deliver to itself.")})
+            cleaned["targets"] = targets
     for flag in ("is_enabled", "hide_from_address_book"):
         if flag in fields:
-            cleaned[flag] = _bool(fields[flag], flag)
+            with errors.check():
+                cleaned[flag] = _bool(fields[flag], flag)
+    errors.raise_any()
     return cleaned
 
 
@@ -872,12 +995,21 @@ def create_alias(
     """An alias (or, with ``kind="group"``, a distribution group) delivering to ``targets``."""
     require_permission(actor, perms.MAIL_MANAGE)
     require_in_scope(domain, actor)
-    local = _field("local_part", validators.normalise_local_part, local_part)
+    errors = FieldErrors()
+    local, cleaned = "", {}
+    with errors.check():
+        local = _field("local_part", validators.normalise_local_part, local_part)
     email = f"{local}@{domain.name}"
     fields.setdefault("kind", choices.ALIAS)
-    cleaned = clean_alias_fields({**fields, "targets": targets}, email=email)
+    with errors.check():
+        cleaned = clean_alias_fields({**fields, "targets": targets}, email=email)
+    if local and errors.errors:
+        # Only on the way to a refusal: a clean request meets the check under the lock below.
+        with errors.check():
+            check_address_free(domain, local)
+    errors.raise_any()
     domain = _locked_domain(domain)
-    _check_address_free(domain, local)
+    check_address_free(domain, local)
     limits.reserve(domain.customer, actor=actor, aliases=1)
     alias = Alias(
         customer=domain.customer,

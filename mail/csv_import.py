@@ -8,7 +8,10 @@ Import columns (header row required, any order, unknown columns refused)::
 spaces, commas or semicolons. A dry run validates every row exactly as the actions would
 and lists each row's errors; nothing is written. Applying stores the upload encrypted
 (:class:`mail.models.CsvImport`, it holds passwords), and one job (``mail.csv_import``)
-validates again and writes every row in ONE transaction: any error and nothing changes.
+validates again and writes every row, the limit counters, the audit record and the upload's
+status in ONE transaction: any error (a limit met meanwhile, a taken address, a constraint or
+trigger of the database) and nothing changes; the job then says so in one human sentence.
+Telling the nodes happens after the commit and can no longer fail a job that wrote its rows.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import time
@@ -25,8 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -47,6 +52,7 @@ MAX_ROWS = 50_000
 MAX_BYTES = 20 * 1024 * 1024
 JOB_KIND = "mail.csv_import"
 _SPLIT = re.compile(r"[\s,;]+")
+logger = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
 
@@ -423,6 +429,55 @@ def apply_import(upload: CsvImport, *, actor: Any, reporter: Any = None) -> dict
     if reporter is not None:
         reporter.log(f"hashed {len(hashes)} passwords in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
+    try:
+        written = _write_all(upload, rows, mailbox_rows, hashes, actor=actor, reporter=reporter)
+    except (DatabaseError, psycopg.Error) as exc:
+        # A constraint, a trigger or a lost connection: the transaction rolled back, so the
+        # job can say truthfully that nothing was written. The details go to the log only.
+        logger.exception("CSV import %s refused by the database", upload.pk)
+        raise jobs.PermanentJobError(
+            _("Nothing was imported: the database refused the rows (%(error)s).")
+            % {"error": _first_line(exc)}
+        ) from exc
+    if reporter is not None:
+        reporter.log(f"wrote {len(rows)} rows in {time.perf_counter() - started:.1f} s")
+    _announce_import(rows, reporter)
+    return written
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+
+
+def _announce_import(rows: list[Row], reporter: Any) -> None:
+    """Tell deploy about the committed rows; a failing receiver cannot undo the import.
+
+    Before this ran after commit inside the transaction block, so a receiver's error marked
+    the job Failed although every row was written (issue 11).
+    """
+    by_customer: dict[str, set[int]] = defaultdict(set)
+    for row in rows:
+        by_customer[row.domain.customer_path].add(row.domain.pk)
+    try:
+        for path, ids in by_customer.items():
+            announce(path, ids, kind="import")
+    except Exception as exc:  # the rows are committed: report, never fail the job
+        logger.exception("announcing a committed CSV import failed")
+        if reporter is not None:
+            reporter.log(f"imported, but telling the nodes failed: {_first_line(exc)}")
+
+
+def _write_all(
+    upload: CsvImport,
+    rows: list[Row],
+    mailbox_rows: list[Row],
+    hashes: list[str],
+    *,
+    actor: Any,
+    reporter: Any,
+) -> dict[str, int]:
+    """Every row, the limits, the audit record and the upload's status: one transaction."""
     now = timezone.now()
     with transaction.atomic():
         domain_ids = sorted({r.domain.pk for r in rows})
@@ -508,13 +563,6 @@ def apply_import(upload: CsvImport, *, actor: Any, reporter: Any = None) -> dict
             },
         )
         CsvImport.objects.filter(pk=upload.pk).update(payload="", status=CsvImport.APPLIED)
-        if reporter is not None:
-            reporter.log(f"wrote {len(rows)} rows in {time.perf_counter() - started:.1f} s")
-        by_customer: dict[str, set[int]] = defaultdict(set)
-        for row in rows:
-            by_customer[row.domain.customer_path].add(row.domain.pk)
-        for path, ids in by_customer.items():
-            announce(path, ids, kind="import")
     return {"mailboxes": len(new_mailboxes), "aliases": len(new_aliases)}
 
 

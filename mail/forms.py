@@ -1,8 +1,10 @@
 """Portal forms of the mail app.
 
-Forms check the shape of the input and offer choices scoped to the acting administrator;
-the views pass the cleaned data to :mod:`mail.actions`, whose errors come back as form
-errors. Every form takes ``actor=`` (see :class:`ums.portal.views.ActionFormView`).
+Forms check the shape of the input and offer choices scoped to the acting administrator
+(customers through the portal's one picker, :class:`ums.portal.fields.CustomerChoiceField`).
+They also run the action layer's own field rules (:class:`SharedRulesMixin`), so one round
+trip shows every bad field; the views pass the cleaned data to :mod:`mail.actions`, whose
+refusals come back as form errors too. Every form takes ``actor=``.
 """
 
 from __future__ import annotations
@@ -10,27 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from tenants.models import Customer
-from ums import scoping
+from tenants.forms import ActorForm, CustomerChoiceField
 from ums.validators import no_control_characters
 
-from . import choices
-
-CUSTOMER_CHOICES_SHOWN = 500
-
-
-class ActorForm(forms.Form):
-    def __init__(self, *args: Any, actor: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.actor = actor
-
-
-class CustomerChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj: Customer) -> str:
-        return "— " * max(obj.depth, 0) + obj.name
+from . import actions, choices, passwords, validators
+from .actions import FieldErrors
 
 
 def _lines(value: str) -> list[str]:
@@ -43,8 +33,29 @@ class SearchForm(forms.Form):
     )
 
 
-class DomainForm(ActorForm):
-    customer = CustomerChoiceField(queryset=Customer.objects.none(), label=_("Customer"))
+class SharedRulesMixin(forms.Form):
+    """Runs the action layer's own field rules in ``clean()``, so that a form invalid for one
+    reason still shows what the action would refuse in the other fields (every error at
+    once). Errors land only on fields that have none yet; the action checks everything
+    again when the form is valid.
+    """
+
+    def shared_rules(self, data: dict[str, Any]) -> None:
+        """Raise a ValidationError keyed by field for what the action would refuse."""
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        try:
+            self.shared_rules(data)
+        except ValidationError as exc:
+            for field, messages in getattr(exc, "message_dict", {}).items():
+                if field in self.fields and field not in self.errors:
+                    self.add_error(field, messages)
+        return data
+
+
+class DomainForm(SharedRulesMixin, ActorForm):
+    customer = CustomerChoiceField(label=_("Customer"))
     name = forms.CharField(
         label=_("Domain"),
         max_length=300,
@@ -57,6 +68,22 @@ class DomainForm(ActorForm):
         required=False,
         help_text=_("Where postmaster@ and abuse@ deliver; your own address if left empty."),
     )
+
+    def shared_rules(self, data: dict[str, Any]) -> None:
+        errors = FieldErrors()
+        for field, rule in (
+            ("name", validators.normalise_domain),
+            ("contact_email", validators.normalise_address),
+            ("catch_all", validators.normalise_address),
+        ):
+            if data.get(field):
+                with errors.check():
+                    try:
+                        rule(data[field])
+                    except ValidationError as exc:
+                        raise ValidationError({field: exc.messages}) from exc
+        errors.raise_any()
+
     default_quota_mb = forms.IntegerField(
         label=_("Default mailbox quota (MB)"),
         min_value=1,
@@ -67,15 +94,6 @@ class DomainForm(ActorForm):
     description = forms.CharField(
         label=_("Description"), max_length=200, required=False, validators=[no_control_characters]
     )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["customer"]
-        queryset = scoping.scope_queryset(Customer.objects.order_by("path"), self.actor)
-        field.queryset = queryset
-        # Any customer in scope validates; the select lists the first ones only.
-        shown = [(c.pk, field.label_from_instance(c)) for c in queryset[:CUSTOMER_CHOICES_SHOWN]]
-        field.widget.choices = [("", "---------"), *shown]
 
 
 class DomainEditForm(ActorForm):
@@ -110,36 +128,60 @@ class DkimForm(ActorForm):
     )
 
 
-def protocol_fields(form: forms.Form, effective: dict[str, dict[str, Any]]) -> None:
-    """Add an inherit/allow/deny choice per protocol, with the inherited value as help."""
-    for code in choices.PROTOCOL_CODES:
-        inherited = effective.get(code)
-        help_text = ""
-        if inherited is not None:
-            source = inherited["source"]
-            state = _("allowed") if inherited["allowed"] else _("denied")
-            where = (
-                _("built-in default")
-                if source["level"] == "default"
-                else (f"{source['level']} {source['name']}")
+class ProtocolGridMixin:
+    """Protocol access as one grid: a row per protocol, inherit / allow / deny as radios.
+
+    The grid replaces ten dropdowns that each repeated their inherited value as help text;
+    the inherited value and what is in effect are shown once per row instead. Field names
+    stay ``access_<code>`` so the posted data is what it always was.
+    """
+
+    #: Who "allow"/"deny" in this form belongs to, shown as the source of an override.
+    level_label: Any = _("this mailbox")
+
+    def add_protocol_fields(self, effective: dict[str, dict[str, Any]]) -> None:
+        self.inherited = effective
+        for code in choices.PROTOCOL_CODES:
+            self.fields[f"access_{code}"] = forms.ChoiceField(  # type: ignore[attr-defined]
+                label=choices.PROTOCOL_LABELS[code],
+                choices=choices.ACCESS_CHOICES,
+                initial=choices.INHERIT,
+                widget=forms.RadioSelect,
             )
-            help_text = _("Inherit means %(state)s (from %(where)s).") % {
-                "state": state,
-                "where": where,
-            }
-        form.fields[f"access_{code}"] = forms.ChoiceField(
-            label=choices.PROTOCOL_LABELS[code],
-            choices=choices.ACCESS_CHOICES,
-            initial=choices.INHERIT,
-            help_text=help_text,
-        )
+
+    @property
+    def grid_field_names(self) -> set[str]:
+        return {f"access_{code}" for code in choices.PROTOCOL_CODES}
+
+    def protocol_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for code in choices.PROTOCOL_CODES:
+            bound = self[f"access_{code}"]  # type: ignore[index]
+            chosen = bound.value() or choices.INHERIT
+            inherited = self.inherited.get(code)
+            if chosen in (choices.ALLOW, choices.DENY):
+                allowed, source = chosen == choices.ALLOW, None
+            elif inherited is not None:
+                allowed, source = inherited["allowed"], inherited["source"]
+            else:
+                allowed, source = choices.PROTOCOL_DEFAULTS[code], {"level": "default"}
+            rows.append(
+                {
+                    "field": bound,
+                    "radios": list(bound.subwidgets),
+                    "inherited": inherited,
+                    "allowed": allowed,
+                    "source": source,
+                }
+            )
+        return rows
 
 
 def protocol_data(cleaned: dict[str, Any]) -> dict[str, str]:
     return {code: cleaned[f"access_{code}"] for code in choices.PROTOCOL_CODES}
 
 
-class MailboxForm(ActorForm):
+class MailboxForm(SharedRulesMixin, ProtocolGridMixin, ActorForm):
     local_part = forms.CharField(label=_("Name (before the @)"), max_length=64)
     password = forms.CharField(
         label=_("Password"),
@@ -179,9 +221,47 @@ class MailboxForm(ActorForm):
         label=_("Hide from the address book"), required=False
     )
 
-    def __init__(self, *args: Any, effective: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        effective: dict[str, Any] | None = None,
+        domain: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        protocol_fields(self, effective or {})
+        self.domain = domain
+        self.domain_name = domain.name if domain is not None else ""
+        self.add_protocol_fields(effective or {})
+
+    # The form checks the shape of every field itself, so that a bad name does not hide a
+    # weak password until the next round trip; the action checks the same again.
+    def clean_local_part(self) -> str:
+        try:
+            return validators.normalise_local_part(self.cleaned_data["local_part"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        local = str(self.data.get(self.add_prefix("local_part"), "")).strip().lower()
+        try:
+            passwords.check_password(password, local_part=local, domain=self.domain_name)
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
+        return password
+
+    def shared_rules(self, data: dict[str, Any]) -> None:
+        fields = {k: data[k] for k in ("display_name", "retention_days") if k in data}
+        if "forward_to" in data:
+            fields["forward_to"] = _lines(data["forward_to"] or "")
+        local = data.get("local_part") or ""
+        errors = FieldErrors()
+        with errors.check():
+            actions.clean_mailbox_fields(fields, email=f"{local}@{self.domain_name}")
+        if local and self.domain is not None:
+            with errors.check():
+                actions.check_address_free(self.domain, local)
+        errors.raise_any()
 
     def action_fields(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
@@ -204,11 +284,27 @@ class MailboxEditForm(MailboxForm):
 
 class PasswordForm(ActorForm):
     password = forms.CharField(
-        label=_("New password"), max_length=1024, strip=False, widget=forms.PasswordInput
+        label=_("New password"),
+        max_length=1024,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=MailboxForm.base_fields["password"].help_text,
     )
 
+    def __init__(self, *args: Any, local_part: str = "", domain_name: str = "", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.local_part, self.domain_name = local_part, domain_name
 
-class AliasForm(ActorForm):
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        try:
+            passwords.check_password(password, local_part=self.local_part, domain=self.domain_name)
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
+        return password
+
+
+class AliasForm(SharedRulesMixin, ActorForm):
     local_part = forms.CharField(label=_("Name (before the @)"), max_length=64)
     kind = forms.ChoiceField(label=_("Kind"), choices=choices.ALIAS_KINDS)
     name = forms.CharField(
@@ -223,6 +319,30 @@ class AliasForm(ActorForm):
     hide_from_address_book = forms.BooleanField(
         label=_("Hide from the address book"), required=False
     )
+
+    def __init__(self, *args: Any, domain: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.domain = domain
+        self.domain_name = domain.name if domain is not None else ""
+
+    def shared_rules(self, data: dict[str, Any]) -> None:
+        fields = {k: data[k] for k in ("kind", "name") if k in data}
+        if "targets" in data:
+            fields["targets"] = _lines(data["targets"])
+        local = data.get("local_part") or ""
+        errors = FieldErrors()
+        with errors.check():
+            actions.clean_alias_fields(fields, email=f"{local}@{self.domain_name}")
+        if local and self.domain is not None:
+            with errors.check():
+                actions.check_address_free(self.domain, local)
+        errors.raise_any()
+
+    def clean_local_part(self) -> str:
+        try:
+            return validators.normalise_local_part(self.cleaned_data["local_part"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
 
     def action_fields(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
@@ -332,7 +452,7 @@ class SieveRawForm(ActorForm):
 INHERIT_CHOICE = [("", _("Inherit")), ("on", _("On")), ("off", _("Off"))]
 
 
-class PolicyForm(ActorForm):
+class PolicyForm(ProtocolGridMixin, ActorForm):
     """Protocol access and filtering policy of a customer or domain."""
 
     override_blocked_extensions = forms.BooleanField(
@@ -370,9 +490,17 @@ class PolicyForm(ActorForm):
         label=_("Blocked senders"), required=False, widget=forms.Textarea(attrs={"rows": 3})
     )
 
-    def __init__(self, *args: Any, effective: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        effective: dict[str, Any] | None = None,
+        level_label: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        protocol_fields(self, effective or {})
+        if level_label is not None:
+            self.level_label = level_label
+        self.add_protocol_fields(effective or {})
 
     @staticmethod
     def initial_for(row: Any) -> dict[str, Any]:
@@ -425,7 +553,3 @@ class CsvImportForm(ActorForm):
         label=_("CSV file"),
         help_text=_("Columns: type, address, display_name, password, quota_mb, targets, enabled."),
     )
-
-
-class ConfirmForm(ActorForm):
-    pass

@@ -237,6 +237,9 @@ class Mailbox(ScopedMailModel):
     quota_mb = models.PositiveIntegerField(_("quota (MB)"), default=choices.DEFAULT_QUOTA_MB)
     used_bytes = models.BigIntegerField(_("used space (bytes)"), null=True, blank=True)
     used_updated_at = models.DateTimeField(null=True, blank=True)
+    # The last IMAP/POP3/webmail login a node reported; empty until a collector reports one
+    # (the portal then says "never").
+    last_login_at = models.DateTimeField(_("last login"), null=True, blank=True, editable=False)
     is_enabled = models.BooleanField(_("enabled"), default=True)
     read_only = models.BooleanField(_("read-only"), default=False)
     can_delete = models.BooleanField(_("can delete messages"), default=True)
@@ -262,6 +265,13 @@ class Mailbox(ScopedMailModel):
 
     def __str__(self) -> str:
         return self.email
+
+    @property
+    def used_percent(self) -> int | None:
+        """Used space as a whole percentage of the quota (capped at 100); None if unmeasured."""
+        if self.used_bytes is None or not self.quota_mb:
+            return None
+        return min(100, round(self.used_bytes * 100 / (self.quota_mb * 1024 * 1024)))
 
     @property
     def address_display(self) -> str:

@@ -39,6 +39,7 @@ urlpatterns = [
     path(
         "domains/<int:pk>/mailboxes/new/", views.MailboxCreateView.as_view(), name="mailbox-create"
     ),
+    path("domains/<int:pk>/mailboxes/bulk/", views.MailboxBulkView.as_view(), name="mailbox-bulk"),
     path("domains/<int:pk>/aliases/new/", views.AliasCreateView.as_view(), name="alias-create"),
     path("mailboxes/", views.MailboxSearchView.as_view(), name="mailbox-search"),
     path("mailboxes/<int:pk>/", views.MailboxEditView.as_view(), name="mailbox-edit"),

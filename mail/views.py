@@ -2,7 +2,9 @@
 
 Views are thin: objects are looked up through the scoping rule (outside scope is 404),
 lists are keyset-paged (``?cursor=``) on indexed orderings, and valid forms go to
-:mod:`mail.actions` with ``actor=request.user``; their errors come back as form errors.
+:mod:`mail.actions` with ``actor=request.user``; their errors come back as form errors, all
+at once. Create, edit and delete pages are declarations on the generic views of
+:mod:`ums.portal.generic` (object lookup, action call, message, redirect).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import Count, OuterRef, Subquery
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 from django.views import View
 from django.views.generic import TemplateView
 
@@ -25,23 +28,21 @@ from tenants import permissions as perms
 from tenants.limits import ResourceLimit
 from tenants.models import Customer
 from ums import scoping
-from ums.portal.views import ActionFormView, PortalMixin, apply_validation_error
+from ums.portal.generic import (
+    BulkActionView,
+    ObjectDeleteView,
+    ObjectFormView,
+    ObjectMixin,
+    add_errors,
+    scoped_object_or_404,
+)
+from ums.portal.views import ActionFormView, PortalMixin
 
 from . import actions, addressbook, choices, csv_import, dkim, forms, paging, policy
 from .filtersets import search_prefix
 from .models import Alias, CustomerPolicy, DkimKey, Domain, DomainAlias, DomainPolicy, Mailbox
 
 PAGE_SIZE = 50
-
-
-def _get(model: type[models.Model], request: HttpRequest, pk: Any, **extra: Any) -> Any:
-    """The object with ``pk`` if in the user's scope; 404 otherwise (absurd ids included)."""
-    if not 0 < int(pk) < 2**63:
-        raise Http404
-    queryset = model._default_manager.all()
-    if extra.get("select_related"):
-        queryset = queryset.select_related(*extra["select_related"])
-    return scoping.get_in_scope_or_404(queryset, request.user, pk=pk)
 
 
 def _query(request: HttpRequest) -> str:
@@ -55,6 +56,14 @@ def _error_messages(exc: ValidationError | PermissionDenied) -> list[str]:
     if isinstance(exc, ValidationError):
         return list(exc.messages)
     return [str(exc) or _("Permission denied.")]
+
+
+def _form_messages(request: HttpRequest, form: Any) -> None:
+    """Every error of a form posted from a page that redirects, each named by its field."""
+    for name, errors in form.errors.items():
+        label = form.fields[name].label if name in form.fields else ""
+        for message in errors:
+            messages.error(request, f"{label}: {message}" if label else message)
 
 
 def _display(value: Any) -> str:
@@ -109,15 +118,15 @@ class DomainListView(MailPage, TemplateView):
         return context
 
 
-class DomainMixin(MailPage):
+class DomainMixin(MailPage, ObjectMixin):
+    """A tab of a domain's page: the domain of the URL, read once with its customer."""
+
+    model = Domain
+    select_related = ("customer",)
     tab = ""
 
     def get_domain(self) -> Domain:
-        if not hasattr(self, "_domain"):
-            self._domain = _get(
-                Domain, self.request, self.kwargs["pk"], select_related=["customer"]
-            )
-        return self._domain
+        return self.get_object()
 
     def domain_context(self) -> dict[str, Any]:
         return {"domain": self.get_domain(), "tab": self.tab, "can_manage": self.can_manage()}
@@ -163,6 +172,7 @@ class DomainAliasesView(DomainMixin, TemplateView):
                 "page": page,
                 "aliases": page.items,
                 "domain_aliases": list(DomainAlias.objects.filter(domain=domain)[:200]),
+                "domain_alias_count": DomainAlias.objects.filter(domain=domain).count(),
                 "is_root": actions.is_root_administrator(self.request.user),
             }
         )
@@ -218,16 +228,45 @@ class DomainDkimActionView(DomainMixin, View):
                     % {"selector": key.selector},
                 )
         else:
-            for errors in form.errors.values():
-                for message in errors:
-                    messages.error(request, message)
+            _form_messages(request, form)
         return redirect("mail:domain-dkim", pk=domain.pk)
 
 
-class DomainCreateView(ActionFormView):
+class MailFormView(MailPage, ObjectFormView):
+    """A mail create/edit/delete page: the generic form view plus the domain of the page.
+
+    ``domain`` in the context drives the breadcrumbs of ``mail/form.html``.
+    """
+
     template_name = "mail/form.html"
     permission_required = perms.MAIL_MANAGE
+
+    def page_domain(self) -> Domain | None:
+        for obj in (self.get_object(), self.get_parent()):
+            if isinstance(obj, Domain):
+                return obj
+            if obj is not None and hasattr(obj, "domain_id"):
+                return obj.domain  # declared in select_related: no extra query
+        return None
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["domain"] = self.page_domain()
+        return context
+
+
+class MailDeleteView(MailFormView, ObjectDeleteView):
+    template_name = "mail/confirm.html"
+
+
+class DomainCreateView(MailFormView):
     form_class = forms.DomainForm
+    action = actions.create_domain
+    title = gettext_lazy("New domain")
+    submit_label = gettext_lazy("Create domain")
+    success_message = gettext_lazy("Domain “%(name)s” created.")
+    success_url_name = "mail:domain-detail"
+    cancel_url_name, cancel_url_target = "mail:home", None
 
     def get_initial(self) -> dict[str, Any]:
         customer = self.request.GET.get("customer", "")
@@ -235,156 +274,68 @@ class DomainCreateView(ActionFormView):
             return {"customer": int(customer)}
         return {"customer": self.request.user.customer_id}
 
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        context.update(
-            {
-                "title": _("New domain"),
-                "submit_label": _("Create domain"),
-                "cancel": reverse("mail:home"),
-            }
-        )
-        return context
-
-    def perform(self, form: forms.DomainForm) -> Domain:
+    def action_kwargs(self, form: forms.DomainForm) -> dict[str, Any]:
         data = dict(form.cleaned_data)
         data["contact_email"] = data["contact_email"] or None
-        domain = actions.create_domain(actor=self.request.user, **data)
-        messages.success(self.request, _("Domain “%(name)s” created.") % {"name": domain})
-        return domain
-
-    def get_success_url(self) -> str:
-        return reverse("mail:domain-detail", args=[self.result.pk])
+        return data
 
 
-class DomainEditView(DomainMixin, ActionFormView):
-    template_name = "mail/form.html"
-    permission_required = perms.MAIL_MANAGE
+class DomainEditView(MailFormView):
+    model = Domain
+    select_related = ("customer",)
     form_class = forms.DomainEditForm
-
-    def get_initial(self) -> dict[str, Any]:
-        d = self.get_domain()
-        return {
-            "is_enabled": d.is_enabled,
-            "default_quota_mb": d.default_quota_mb,
-            "catch_all": d.catch_all,
-            "description": d.description,
-        }
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        domain = self.get_domain()
-        context.update(
-            {
-                "domain": domain,
-                "title": _("Edit %(name)s") % {"name": domain},
-                "submit_label": _("Save"),
-                "cancel": reverse("mail:domain-detail", args=[domain.pk]),
-            }
-        )
-        return context
-
-    def perform(self, form: forms.DomainEditForm) -> Domain:
-        return actions.update_domain(
-            actor=self.request.user, domain=self.get_domain(), **form.cleaned_data
-        )
-
-    def get_success_url(self) -> str:
-        return reverse("mail:domain-detail", args=[self.result.pk])
+    action, object_kwarg = actions.update_domain, "domain"
+    initial_from_object = ("is_enabled", "default_quota_mb", "catch_all", "description")
+    title = gettext_lazy("Edit %(name)s")
+    success_url_name = "mail:domain-detail"
+    cancel_url_name = "mail:domain-detail"
 
 
-class ConfirmDeleteView(ActionFormView):
-    """A confirmation page whose POST deletes ``get_target()`` through an action."""
-
-    template_name = "mail/confirm.html"
-    permission_required = perms.MAIL_MANAGE
-    form_class = forms.ConfirmForm
-
-    def get_target(self) -> Any:
-        raise NotImplementedError
-
-    def cancel_url(self) -> str:
-        raise NotImplementedError
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        target = self.get_target()
-        context.update(
-            {
-                "title": _("Delete %(name)s?") % {"name": target},
-                "target": target,
-                "cancel": self.cancel_url(),
-            }
-        )
-        return context
+class DomainDeleteView(MailDeleteView):
+    model = Domain
+    action, object_kwarg = actions.delete_domain, "domain"
+    success_message = gettext_lazy("Domain deleted.")
+    success_url_name = "mail:home"
+    cancel_url_name = "mail:domain-detail"
 
 
-class DomainDeleteView(DomainMixin, ConfirmDeleteView):
-    permission_required = perms.MAIL_MANAGE
+class AliasesTabCreateView(MailFormView):
+    """Creates something shown on a domain's "aliases" tab, and goes back there."""
 
-    def get_target(self) -> Domain:
-        return self.get_domain()
-
-    def cancel_url(self) -> str:
-        return reverse("mail:domain-detail", args=[self.get_domain().pk])
-
-    def perform(self, form: Any) -> None:
-        actions.delete_domain(actor=self.request.user, domain=self.get_domain())
-        messages.success(self.request, _("Domain deleted."))
-
-    def get_success_url(self) -> str:
-        return reverse("mail:home")
+    parent_model = Domain
+    parent_kwarg = "domain"
+    success_url_name, success_url_target = "mail:domain-aliases", "parent"
+    cancel_url_name, cancel_url_target = "mail:domain-aliases", "parent"
 
 
-class DomainAliasCreateView(DomainMixin, ActionFormView):
-    template_name = "mail/form.html"
-    permission_required = perms.MAIL_MANAGE
+class AliasesTabObjectView(MailFormView):
+    """Edits or deletes something of a domain's "aliases" tab, and goes back there."""
+
+    select_related = ("domain",)
+    success_url_name, success_url_target = "mail:domain-aliases", "object.domain_id"
+    cancel_url_name, cancel_url_target = "mail:domain-aliases", "object.domain_id"
+
+
+class DomainAliasCreateView(AliasesTabCreateView):
     form_class = forms.DomainAliasForm
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        domain = self.get_domain()
-        context.update(
-            {
-                "domain": domain,
-                "title": _("New alias domain of %(name)s") % {"name": domain},
-                "submit_label": _("Add"),
-                "cancel": reverse("mail:domain-aliases", args=[domain.pk]),
-            }
-        )
-        return context
-
-    def perform(self, form: Any) -> DomainAlias:
-        return actions.create_domain_alias(
-            actor=self.request.user, domain=self.get_domain(), name=form.cleaned_data["name"]
-        )
-
-    def get_success_url(self) -> str:
-        return reverse("mail:domain-aliases", args=[self.get_domain().pk])
+    action = actions.create_domain_alias
+    title = gettext_lazy("New alias domain of %(name)s")
+    submit_label = gettext_lazy("Add")
 
 
-class DomainAliasDeleteView(MailPage, ConfirmDeleteView):
-    permission_required = perms.MAIL_MANAGE
-
-    def get_target(self) -> DomainAlias:
-        if not hasattr(self, "_target"):
-            self._target = _get(DomainAlias, self.request, self.kwargs["pk"])
-        return self._target
-
-    def cancel_url(self) -> str:
-        return reverse("mail:domain-aliases", args=[self.get_target().domain_id])
-
-    def perform(self, form: Any) -> None:
-        actions.delete_domain_alias(actor=self.request.user, alias=self.get_target())
-
-    def get_success_url(self) -> str:
-        return self.cancel_url()
+class DomainAliasDeleteView(AliasesTabObjectView, MailDeleteView):
+    model = DomainAlias
+    action, object_kwarg = actions.delete_domain_alias, "alias"
 
 
-class PolicyFormMixin(ActionFormView):
+class PolicyFormView(MailPage, ObjectFormView):
+    """Protocol access and filtering of one level (a customer or a domain), and what is in
+    effect there."""
+
     template_name = "mail/policy.html"
     permission_required = perms.MAIL_VIEW
     form_class = forms.PolicyForm
+    level_label: Any = ""
 
     def level(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -412,6 +363,7 @@ class PolicyFormMixin(ActionFormView):
                     for c, p in upper
                 ]
             )
+        kwargs["level_label"] = self.level_label
         return kwargs
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -421,22 +373,21 @@ class PolicyFormMixin(ActionFormView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        level = self.level()
-        effective = policy.effective_filtering(**level)
+        effective = policy.effective_filtering(**self.level())
         context["effective_filtering"] = [
             (choices.FILTER_LABELS[f], _display(effective[f]["value"]), effective[f]["source"])
             for f in choices.FILTER_FIELDS
-        ]
-        context["effective_protocols"] = [
-            (choices.PROTOCOL_LABELS[c], v["allowed"], v["source"])
-            for c, v in policy.effective_protocols(**level).items()
         ]
         context["can_manage"] = self.request.user.has_permission(perms.MAIL_MANAGE)
         return context
 
 
-class DomainPolicyView(DomainMixin, PolicyFormMixin):
+class DomainPolicyView(DomainMixin, PolicyFormView):
     tab = "policy"
+    action, object_kwarg = actions.update_domain_policy, "domain"
+    level_label = gettext_lazy("this domain")
+    success_message = gettext_lazy("Policy saved.")
+    success_url_name, success_url_target = "mail:domain-policy", "object"
 
     def level(self) -> dict[str, Any]:
         domain = self.get_domain()
@@ -450,38 +401,28 @@ class DomainPolicyView(DomainMixin, PolicyFormMixin):
         context.update(self.domain_context())
         return context
 
-    def perform(self, form: forms.PolicyForm) -> DomainPolicy:
-        row = actions.update_domain_policy(
-            actor=self.request.user, domain=self.get_domain(), **form.action_fields()
-        )
-        messages.success(self.request, _("Policy saved."))
-        return row
 
-    def get_success_url(self) -> str:
-        return reverse("mail:domain-policy", args=[self.get_domain().pk])
-
-
-class CustomerMailView(MailPage, PolicyFormMixin):
+class CustomerMailView(PolicyFormView):
     """A customer's mail defaults (inherited by its subtree) and its resource limits."""
 
     template_name = "mail/customer.html"
-
-    def get_customer(self) -> Customer:
-        if not hasattr(self, "_customer"):
-            self._customer = _get(Customer, self.request, self.kwargs["pk"])
-        return self._customer
+    model = Customer
+    action, object_kwarg = actions.update_customer_policy, "customer"
+    level_label = gettext_lazy("this customer")
+    success_message = gettext_lazy("Mail defaults saved.")
+    success_url_name, success_url_target = "mail:customer", "object"
 
     def level(self) -> dict[str, Any]:
-        return {"customer": self.get_customer()}
+        return {"customer": self.get_object()}
 
     def own_row(self) -> CustomerPolicy | None:
-        return CustomerPolicy.objects.filter(pk=self.get_customer().pk).first()
+        return CustomerPolicy.objects.filter(pk=self.get_object().pk).first()
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         from .limits import usage_of_subtrees
 
         context = super().get_context_data(**kwargs)
-        customer = self.get_customer()
+        customer = self.get_object()
         limit = ResourceLimit.objects.filter(pk=customer.pk).first()
         usage = usage_of_subtrees([customer.path])[customer.path]
         context.update(
@@ -501,23 +442,13 @@ class CustomerMailView(MailPage, PolicyFormMixin):
         )
         return context
 
-    def perform(self, form: forms.PolicyForm) -> CustomerPolicy:
-        row = actions.update_customer_policy(
-            actor=self.request.user, customer=self.get_customer(), **form.action_fields()
-        )
-        messages.success(self.request, _("Mail defaults saved."))
-        return row
-
-    def get_success_url(self) -> str:
-        return reverse("mail:customer", args=[self.get_customer().pk])
-
 
 class CustomerLimitView(MailPage, View):
     permission_required = perms.CUSTOMERS_MANAGE
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        customer = _get(Customer, request, kwargs["pk"])
+        customer = scoped_object_or_404(Customer, request.user, kwargs["pk"])
         form = forms.LimitForm(request.POST, actor=request.user)
         if form.is_valid():
             try:
@@ -528,67 +459,58 @@ class CustomerLimitView(MailPage, View):
             else:
                 messages.success(request, _("Limits saved."))
         else:
-            for errors in form.errors.values():
-                for message in errors:
-                    messages.error(request, message)
+            _form_messages(request, form)
         return redirect("mail:customer", pk=customer.pk)
 
 
 # ---------------------------------------------------------------------------- mailboxes
 
 
-class MailboxCreateView(DomainMixin, ActionFormView):
-    template_name = "mail/form.html"
-    permission_required = perms.MAIL_MANAGE
+# The editable fields whose stored value is the form's initial value as it is.
+MAILBOX_INITIAL = tuple(sorted(actions.MAILBOX_CHANGES - {"forward_to", "protocol_access"}))
+
+
+class MailboxCreateView(MailFormView):
+    parent_model = Domain
+    parent_select_related = ("customer",)
     form_class = forms.MailboxForm
+    action, parent_kwarg = actions.create_mailbox, "domain"
+    title = gettext_lazy("New mailbox at %(name)s")
+    submit_label = gettext_lazy("Create mailbox")
+    success_message = gettext_lazy("Mailbox %(email)s created.")
+    success_url_name = "mail:mailbox-edit"
+    cancel_url_name, cancel_url_target = "mail:domain-detail", "parent"
 
     def get_form_kwargs(self) -> dict[str, Any]:
         kwargs = super().get_form_kwargs()
-        domain = self.get_domain()
+        domain = self.get_parent()
         kwargs["effective"] = policy.inherited_protocols(customer=domain.customer, domain=domain)
+        kwargs["domain"] = domain
         return kwargs
 
     def get_initial(self) -> dict[str, Any]:
-        return {"quota_mb": self.get_domain().default_quota_mb}
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        domain = self.get_domain()
-        context.update(
-            {
-                "domain": domain,
-                "title": _("New mailbox at %(name)s") % {"name": domain},
-                "submit_label": _("Create mailbox"),
-                "cancel": reverse("mail:domain-detail", args=[domain.pk]),
-            }
-        )
-        return context
-
-    def perform(self, form: forms.MailboxForm) -> Mailbox:
-        data = form.action_fields()
-        mailbox = actions.create_mailbox(actor=self.request.user, domain=self.get_domain(), **data)
-        messages.success(self.request, _("Mailbox %(email)s created.") % {"email": mailbox.email})
-        return mailbox
-
-    def get_success_url(self) -> str:
-        return reverse("mail:mailbox-edit", args=[self.result.pk])
+        return {"quota_mb": self.get_parent().default_quota_mb}
 
 
-class MailboxMixin(MailPage):
-    def get_mailbox(self) -> Mailbox:
-        if not hasattr(self, "_mailbox"):
-            self._mailbox = _get(
-                Mailbox, self.request, self.kwargs["pk"], select_related=["domain", "customer"]
-            )
-        return self._mailbox
+class MailboxFormView(MailFormView):
+    """A page about one mailbox (its domain and customer read with it)."""
+
+    model = Mailbox
+    select_related = ("domain", "customer")
+    object_kwarg = "mailbox"
+    success_url_name = cancel_url_name = "mail:mailbox-edit"
+    success_url_target = "object"
 
 
-class MailboxEditView(MailboxMixin, ActionFormView):
-    """The mailbox form, showing the effective protocol access and where it comes from."""
+class MailboxEditView(MailboxFormView):
+    """The mailbox form: protocol access as one grid showing what is in effect and why."""
 
     template_name = "mail/mailbox_form.html"
     permission_required = perms.MAIL_VIEW
     form_class = forms.MailboxEditForm
+    action = actions.update_mailbox
+    initial_from_object = MAILBOX_INITIAL
+    success_message = gettext_lazy("Mailbox saved.")
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.has_permission(perms.MAIL_MANAGE):
@@ -597,26 +519,13 @@ class MailboxEditView(MailboxMixin, ActionFormView):
 
     def get_form_kwargs(self) -> dict[str, Any]:
         kwargs = super().get_form_kwargs()
-        m = self.get_mailbox()
+        m = self.get_object()
         kwargs["effective"] = policy.inherited_protocols(customer=m.customer, domain=m.domain)
         return kwargs
 
     def get_initial(self) -> dict[str, Any]:
-        m = self.get_mailbox()
-        initial = {
-            f: getattr(m, f)
-            for f in (
-                "display_name",
-                "quota_mb",
-                "is_enabled",
-                "read_only",
-                "can_delete",
-                "can_send",
-                "retention_days",
-                "forward_keep_copy",
-                "hide_from_address_book",
-            )
-        }
+        initial = super().get_initial()
+        m = self.get_object()
         initial["forward_to"] = "\n".join(m.forward_to or [])
         for code, value in policy.own_protocols(m.protocol_access).items():
             initial[f"access_{code}"] = value
@@ -624,85 +533,77 @@ class MailboxEditView(MailboxMixin, ActionFormView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        m = self.get_mailbox()
-        context.update(
-            {
-                "mailbox": m,
-                "domain": m.domain,
-                "effective": [
-                    (choices.PROTOCOL_LABELS[c], v["allowed"], v["source"])
-                    for c, v in policy.mailbox_protocols(m).items()
-                ],
-                "can_manage": self.request.user.has_permission(perms.MAIL_MANAGE),
-            }
-        )
+        context["mailbox"] = self.get_object()
+        context["can_manage"] = self.request.user.has_permission(perms.MAIL_MANAGE)
         return context
 
-    def perform(self, form: forms.MailboxEditForm) -> Mailbox:
-        mailbox = actions.update_mailbox(
-            actor=self.request.user, mailbox=self.get_mailbox(), **form.action_fields()
-        )
-        messages.success(self.request, _("Mailbox saved."))
-        return mailbox
 
-    def get_success_url(self) -> str:
-        return reverse("mail:mailbox-edit", args=[self.result.pk])
-
-
-class MailboxPasswordView(MailboxMixin, ActionFormView):
-    template_name = "mail/form.html"
-    permission_required = perms.MAIL_MANAGE
+class MailboxPasswordView(MailboxFormView):
     form_class = forms.PasswordForm
+    action = actions.set_mailbox_password
+    title = gettext_lazy("New password for %(email)s")
+    submit_label = gettext_lazy("Set password")
+    success_message = gettext_lazy("Password changed.")
 
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        m = self.get_mailbox()
-        context.update(
-            {
-                "domain": m.domain,
-                "title": _("New password for %(email)s") % {"email": m.email},
-                "submit_label": _("Set password"),
-                "cancel": reverse("mail:mailbox-edit", args=[m.pk]),
-            }
-        )
-        return context
-
-    def perform(self, form: Any) -> None:
-        actions.set_mailbox_password(
-            actor=self.request.user,
-            mailbox=self.get_mailbox(),
-            password=form.cleaned_data["password"],
-        )
-        messages.success(self.request, _("Password changed."))
-
-    def get_success_url(self) -> str:
-        return reverse("mail:mailbox-edit", args=[self.get_mailbox().pk])
+    def get_form_kwargs(self) -> dict[str, Any]:
+        m = self.get_object()
+        return {
+            **super().get_form_kwargs(),
+            "local_part": m.local_part,
+            "domain_name": m.domain.name,
+        }
 
 
-class MailboxDeleteView(MailboxMixin, ConfirmDeleteView):
+class MailboxDeleteView(MailboxFormView, MailDeleteView):
+    action = actions.delete_mailbox
+    success_message = gettext_lazy("Mailbox deleted.")
+    success_url_name, success_url_target = "mail:domain-detail", "object.domain_id"
+
+
+class MailboxBulkView(DomainMixin, BulkActionView):
+    """Ticked mailboxes of a domain's list: enable, disable, or delete after a confirmation."""
+
     permission_required = perms.MAIL_MANAGE
+    bulk_model = Mailbox
+    confirm_template = "mail/bulk_confirm.html"
+    bulk_actions = {
+        "enable": (
+            actions.enable_mailboxes,
+            lambda n: ngettext("%(n)d mailbox enabled.", "%(n)d mailboxes enabled.", n) % {"n": n},
+            False,
+        ),
+        "disable": (
+            actions.disable_mailboxes,
+            lambda n: (
+                ngettext("%(n)d mailbox disabled.", "%(n)d mailboxes disabled.", n) % {"n": n}
+            ),
+            False,
+        ),
+        "delete": (
+            actions.delete_mailboxes,
+            lambda n: ngettext("%(n)d mailbox deleted.", "%(n)d mailboxes deleted.", n) % {"n": n},
+            True,
+        ),
+    }
 
-    def get_target(self) -> Mailbox:
-        return self.get_mailbox()
+    def scope_queryset(self) -> models.QuerySet:
+        return super().scope_queryset().filter(domain=self.get_domain())
 
-    def cancel_url(self) -> str:
-        return reverse("mail:mailbox-edit", args=[self.get_mailbox().pk])
+    def redirect_url(self) -> str:
+        return reverse("mail:domain-detail", args=[self.get_domain().pk])
 
-    def perform(self, form: Any) -> None:
-        actions.delete_mailbox(actor=self.request.user, mailbox=self.get_mailbox())
-        messages.success(self.request, _("Mailbox deleted."))
-
-    def get_success_url(self) -> str:
-        return reverse("mail:domain-detail", args=[self.get_mailbox().domain_id])
+    def confirm_context(self, objects: list[Any], name: str) -> dict[str, Any]:
+        return {"domain": self.get_domain()}
 
 
-class AutoResponderView(MailboxMixin, ActionFormView):
-    template_name = "mail/form.html"
-    permission_required = perms.MAIL_MANAGE
+class AutoResponderView(MailboxFormView):
     form_class = forms.AutoResponderForm
+    action = actions.set_autoresponder
+    title = gettext_lazy("Auto-responder of %(email)s")
+    note = gettext_lazy("Never sent to mailing lists, bulk or automatic mail.")
 
     def get_initial(self) -> dict[str, Any]:
-        row = getattr(self.get_mailbox(), "autoresponder", None)
+        row = getattr(self.get_object(), "autoresponder", None)
         if row is None:
             return {}
         return {
@@ -710,35 +611,14 @@ class AutoResponderView(MailboxMixin, ActionFormView):
             for f in ("is_enabled", "subject", "body", "start_date", "end_date", "interval_days")
         }
 
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        m = self.get_mailbox()
-        context.update(
-            {
-                "domain": m.domain,
-                "title": _("Auto-responder of %(email)s") % {"email": m.email},
-                "submit_label": _("Save"),
-                "cancel": reverse("mail:mailbox-edit", args=[m.pk]),
-                "note": _("Never sent to mailing lists, bulk or automatic mail."),
-            }
-        )
-        return context
 
-    def perform(self, form: Any) -> Any:
-        return actions.set_autoresponder(
-            actor=self.request.user, mailbox=self.get_mailbox(), **form.cleaned_data
-        )
-
-    def get_success_url(self) -> str:
-        return reverse("mail:mailbox-edit", args=[self.get_mailbox().pk])
-
-
-class MailboxFiltersView(MailboxMixin, ActionFormView):
+class MailboxFiltersView(MailboxFormView):
     """The rule editor: rules listed, one added per submission; raw Sieve on its own form."""
 
     template_name = "mail/filters.html"
     permission_required = perms.MAIL_VIEW
     form_class = forms.SieveRuleForm
+    success_url_name = "mail:mailbox-filters"
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.has_permission(perms.MAIL_MANAGE):
@@ -747,16 +627,15 @@ class MailboxFiltersView(MailboxMixin, ActionFormView):
 
     def rules_script(self) -> Any:
         return (
-            self.get_mailbox().sieve_scripts.filter(mode=choices.SIEVE_RULES, name="rules").first()
+            self.get_object().sieve_scripts.filter(mode=choices.SIEVE_RULES, name="rules").first()
         )
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        m = self.get_mailbox()
+        m = self.get_object()
         context.update(
             {
                 "mailbox": m,
-                "domain": m.domain,
                 "scripts": list(m.sieve_scripts.order_by("id")[:50]),
                 "rules_script": self.rules_script(),
                 "raw_form": kwargs.get("raw_form") or forms.SieveRawForm(actor=self.request.user),
@@ -770,144 +649,71 @@ class MailboxFiltersView(MailboxMixin, ActionFormView):
         rule = form.rule()
         if existing is None:
             return actions.create_sieve_script(
-                actor=self.request.user, mailbox=self.get_mailbox(), name="rules", rules=[rule]
+                actor=self.request.user, mailbox=self.get_object(), name="rules", rules=[rule]
             )
         return actions.update_sieve_script(
             actor=self.request.user, sieve_script=existing, rules=[*existing.rules, rule]
         )
 
-    def get_success_url(self) -> str:
-        return reverse("mail:mailbox-filters", args=[self.get_mailbox().pk])
-
 
 class MailboxRawSieveView(MailboxFiltersView):
     form_class = forms.SieveRawForm
+    success_message = gettext_lazy("Filter saved.")
 
     def form_invalid(self, form: Any) -> HttpResponse:
         return self.render_to_response(
             self.get_context_data(form=forms.SieveRuleForm(actor=self.request.user), raw_form=form)
         )
 
-    def form_valid(self, form: Any) -> HttpResponse:
+    def perform(self, form: forms.SieveRawForm) -> Any:
         data = form.cleaned_data
-        existing = self.get_mailbox().sieve_scripts.filter(name=data["name"]).first()
-        try:
-            if existing is None:
-                actions.create_sieve_script(
-                    actor=self.request.user,
-                    mailbox=self.get_mailbox(),
-                    name=data["name"],
-                    mode=choices.SIEVE_RAW,
-                    script=data["script"],
-                    is_active=data["is_active"],
-                )
-            else:
-                actions.update_sieve_script(
-                    actor=self.request.user,
-                    sieve_script=existing,
-                    mode=choices.SIEVE_RAW,
-                    script=data["script"],
-                    is_active=data["is_active"],
-                )
-        except (ValidationError, PermissionDenied) as exc:
-            if isinstance(exc, ValidationError):
-                apply_validation_error(form, exc)
-            else:
-                form.add_error(None, str(exc))
-            return self.form_invalid(form)
-        messages.success(self.request, _("Filter saved."))
-        return redirect(self.get_success_url())
+        fields = {
+            "mode": choices.SIEVE_RAW,
+            "script": data["script"],
+            "is_active": data["is_active"],
+        }
+        existing = self.get_object().sieve_scripts.filter(name=data["name"]).first()
+        if existing is None:
+            return actions.create_sieve_script(
+                actor=self.request.user, mailbox=self.get_object(), name=data["name"], **fields
+            )
+        return actions.update_sieve_script(actor=self.request.user, sieve_script=existing, **fields)
 
 
 # ------------------------------------------------------------------------------ aliases
 
 
-class AliasCreateView(DomainMixin, ActionFormView):
-    template_name = "mail/form.html"
-    permission_required = perms.MAIL_MANAGE
+class AliasCreateView(AliasesTabCreateView):
     form_class = forms.AliasForm
+    action = actions.create_alias
+    title = gettext_lazy("New alias or group at %(name)s")
+    submit_label = gettext_lazy("Create")
 
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        domain = self.get_domain()
-        context.update(
-            {
-                "domain": domain,
-                "title": _("New alias or group at %(name)s") % {"name": domain},
-                "submit_label": _("Create"),
-                "cancel": reverse("mail:domain-aliases", args=[domain.pk]),
-            }
-        )
-        return context
-
-    def perform(self, form: forms.AliasForm) -> Alias:
-        return actions.create_alias(
-            actor=self.request.user, domain=self.get_domain(), **form.action_fields()
-        )
-
-    def get_success_url(self) -> str:
-        return reverse("mail:domain-aliases", args=[self.get_domain().pk])
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "domain": self.get_parent()}
 
 
-class AliasMixin(MailPage):
-    def get_alias(self) -> Alias:
-        if not hasattr(self, "_alias"):
-            self._alias = _get(Alias, self.request, self.kwargs["pk"], select_related=["domain"])
-        return self._alias
+class AliasFormView(AliasesTabObjectView):
+    model = Alias
+    object_kwarg = "alias"
 
 
-class AliasEditView(AliasMixin, ActionFormView):
-    template_name = "mail/form.html"
-    permission_required = perms.MAIL_MANAGE
+class AliasEditView(AliasFormView):
     form_class = forms.AliasEditForm
+    action = actions.update_alias
+    initial_from_object = ("kind", "name", "is_enabled", "hide_from_address_book")
+    title = gettext_lazy("Edit %(email)s")
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "domain": self.get_object().domain}
 
     def get_initial(self) -> dict[str, Any]:
-        a = self.get_alias()
-        return {
-            "kind": a.kind,
-            "name": a.name,
-            "targets": "\n".join(a.targets),
-            "is_enabled": a.is_enabled,
-            "hide_from_address_book": a.hide_from_address_book,
-        }
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        a = self.get_alias()
-        context.update(
-            {
-                "domain": a.domain,
-                "title": _("Edit %(email)s") % {"email": a.email},
-                "submit_label": _("Save"),
-                "cancel": reverse("mail:domain-aliases", args=[a.domain_id]),
-            }
-        )
-        return context
-
-    def perform(self, form: forms.AliasEditForm) -> Alias:
-        return actions.update_alias(
-            actor=self.request.user, alias=self.get_alias(), **form.action_fields()
-        )
-
-    def get_success_url(self) -> str:
-        return reverse("mail:domain-aliases", args=[self.get_alias().domain_id])
+        return {**super().get_initial(), "targets": "\n".join(self.get_object().targets)}
 
 
-class AliasDeleteView(AliasMixin, ConfirmDeleteView):
-    permission_required = perms.MAIL_MANAGE
-
-    def get_target(self) -> Alias:
-        return self.get_alias()
-
-    def cancel_url(self) -> str:
-        return reverse("mail:domain-aliases", args=[self.get_alias().domain_id])
-
-    def perform(self, form: Any) -> None:
-        actions.delete_alias(actor=self.request.user, alias=self.get_alias())
-        messages.success(self.request, _("Alias deleted."))
-
-    def get_success_url(self) -> str:
-        return self.cancel_url()
+class AliasDeleteView(AliasFormView, MailDeleteView):
+    action = actions.delete_alias
+    success_message = gettext_lazy("Alias deleted.")
 
 
 # -------------------------------------------------------------------- search, bulk, export
@@ -941,6 +747,13 @@ class CsvImportView(MailPage, ActionFormView):
     permission_required = perms.MAIL_MANAGE
     form_class = forms.CsvImportForm
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        # Rows name existing domains: say so before someone uploads into nothing.
+        domains = scoping.scope_queryset(Domain.objects.all(), self.request.user)
+        context["has_domains"] = domains.exists()
+        return context
+
     def form_valid(self, form: Any) -> HttpResponse:
         upload = form.cleaned_data["file"]
         if upload.size > csv_import.MAX_BYTES:
@@ -954,10 +767,7 @@ class CsvImportView(MailPage, ActionFormView):
             else:
                 created, report = None, csv_import.dry_run(data, actor=self.request.user)
         except (ValidationError, PermissionDenied) as exc:
-            if isinstance(exc, ValidationError):
-                apply_validation_error(form, exc)
-            else:
-                form.add_error(None, str(exc))
+            add_errors(form, exc)
             return self.form_invalid(form)
         if created is not None:
             messages.success(
@@ -979,7 +789,7 @@ class ExportView(MailPage, View):
         aliases = scoping.scope_queryset(Alias.objects.all(), request.user)
         name = "mail-export.csv"
         if "pk" in kwargs:
-            domain = _get(Domain, request, kwargs["pk"])
+            domain = scoped_object_or_404(Domain, request.user, kwargs["pk"])
             mailboxes, aliases = mailboxes.filter(domain=domain), aliases.filter(domain=domain)
             name = f"{domain.name}.csv"
         response = StreamingHttpResponse(
@@ -991,7 +801,7 @@ class ExportView(MailPage, View):
 
 class AddressBookExportView(MailPage, View):
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> StreamingHttpResponse:
-        customer = _get(Customer, request, kwargs["pk"])
+        customer = scoped_object_or_404(Customer, request.user, kwargs["pk"])
         response = StreamingHttpResponse(
             addressbook.export(customer), content_type="text/vcard; charset=utf-8"
         )

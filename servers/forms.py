@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from tenants.models import Customer
+from tenants.forms import ActorForm, CustomerChoiceField
 from ums import scoping
 from ums.validators import no_control_characters
 
@@ -15,14 +15,8 @@ from .choices import Redundancy, Role, SiteKind
 from .models import Zone
 
 
-class ActorFormMixin:
-    def __init__(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
-        self.actor = actor
-        super().__init__(*args, **kwargs)
-
-
-class ZoneForm(ActorFormMixin, forms.Form):
-    customer = forms.ModelChoiceField(queryset=Customer.objects.none(), label=_("Customer"))
+class ZoneForm(ActorForm):
+    customer = CustomerChoiceField(label=_("Customer"))
     name = forms.CharField(label=_("Name"), max_length=100, validators=[no_control_characters])
     location = forms.CharField(
         label=_("Location"), max_length=200, required=False, validators=[no_control_characters]
@@ -37,14 +31,6 @@ class ZoneForm(ActorFormMixin, forms.Form):
         validators=[no_control_characters],
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Zones are created by a few provider-level administrators; the choice list is the
-        # scoped tree (not sliced: a sliced queryset cannot validate the submitted value).
-        self.fields["customer"].queryset = scoping.scope_queryset(
-            Customer.objects.order_by("path"), self.actor
-        )
-
 
 class ZoneEditForm(ZoneForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -52,7 +38,7 @@ class ZoneEditForm(ZoneForm):
         del self.fields["customer"]
 
 
-class NodeForm(ActorFormMixin, forms.Form):
+class NodeForm(ActorForm):
     zone = forms.ModelChoiceField(queryset=Zone.objects.none(), label=_("Zone"))
     roles = forms.MultipleChoiceField(
         label=_("Roles"),

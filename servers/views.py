@@ -13,13 +13,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views import View
 
 from deploy import actions as deploy_actions
 from tenants import permissions as perms
 from ums import scoping
 from ums.models import Job
-from ums.portal.views import ActionFormView, PortalMixin, ScopedListView, apply_validation_error
+from ums.portal.generic import ObjectFormView
+from ums.portal.views import PortalMixin, ScopedListView, apply_validation_error
 
 from . import actions, sizing
 from .choices import LATENCY_WARNING_MS, NodeStatus
@@ -129,34 +131,21 @@ class NodeDetailView(PortalMixin, View):
         )
 
 
-class NodeEditView(ActionFormView):
+class NodeEditView(ObjectFormView):
     template_name = "servers/node_form.html"
     form_class = NodeForm
     permission_required = perms.SERVERS_MANAGE
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.user.is_authenticated:
-            self.node = _node_or_404(request, kwargs["pk"])
-        return super().dispatch(request, *args, **kwargs)
+    model, select_related = Node, ("zone",)
+    action, object_kwarg = actions.update_node, "node"
+    initial_from_object = ("roles", "ssh_port", "storage_service")
+    success_message = gettext_lazy("Node saved.")
+    success_url_name, success_url_target = "servers:node-detail", "object"
 
     def get_initial(self) -> dict[str, Any]:
-        node = self.node
-        return {
-            "zone": node.zone_id,
-            "roles": node.roles,
-            "ssh_port": node.ssh_port,
-            "storage_service": node.storage_service,
-        }
+        return {**super().get_initial(), "zone": self.get_object().zone_id}
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return {**super().get_context_data(**kwargs), "node": self.node}
-
-    def perform(self, form: NodeForm) -> Node:
-        return actions.update_node(actor=self.request.user, node=self.node, **form.cleaned_data)
-
-    def get_success_url(self) -> str:
-        messages.success(self.request, _("Node saved."))
-        return reverse("servers:node-detail", args=[self.node.pk])
+        return {**super().get_context_data(**kwargs), "node": self.get_object()}
 
 
 class NodeApproveView(PortalMixin, View):
@@ -210,51 +199,27 @@ class ZoneListView(ScopedListView):
         return context
 
 
-class ZoneCreateView(ActionFormView):
+class ZoneCreateView(ObjectFormView):
     template_name = "servers/zone_form.html"
     form_class = ZoneForm
     permission_required = perms.SERVERS_MANAGE
-    success_message = ""
-
-    def perform(self, form: ZoneForm) -> Zone:
-        return actions.create_zone(actor=self.request.user, **form.cleaned_data)
-
-    def get_success_url(self) -> str:
-        messages.success(self.request, _("Zone created."))
-        return reverse("servers:zone-list")
+    action = actions.create_zone
+    success_message = gettext_lazy("Zone created.")
+    success_url_name, success_url_target = "servers:zone-list", None
 
 
-class ZoneEditView(ActionFormView):
+class ZoneEditView(ObjectFormView):
     template_name = "servers/zone_form.html"
     form_class = ZoneEditForm
     permission_required = perms.SERVERS_MANAGE
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.user.is_authenticated:
-            self.zone = get_object_or_404(
-                scoping.scope_queryset(Zone.objects.all(), request.user), pk=kwargs["pk"]
-            )
-        return super().dispatch(request, *args, **kwargs)
-
-    def get_initial(self) -> dict[str, Any]:
-        z = self.zone
-        return {
-            "name": z.name,
-            "location": z.location,
-            "site_kind": z.site_kind,
-            "redundancy": z.redundancy,
-            "notes": z.notes,
-        }
+    model = Zone
+    action, object_kwarg = actions.update_zone, "zone"
+    initial_from_object = ("name", "location", "site_kind", "redundancy", "notes")
+    success_message = gettext_lazy("Zone saved.")
+    success_url_name, success_url_target = "servers:zone-list", None
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return {**super().get_context_data(**kwargs), "zone": self.zone}
-
-    def perform(self, form: ZoneEditForm) -> Zone:
-        return actions.update_zone(actor=self.request.user, zone=self.zone, **form.cleaned_data)
-
-    def get_success_url(self) -> str:
-        messages.success(self.request, _("Zone saved."))
-        return reverse("servers:zone-list")
+        return {**super().get_context_data(**kwargs), "zone": self.get_object()}
 
 
 class ZoneDeleteView(PortalMixin, View):

@@ -12,8 +12,8 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from servers.models import Node
-from tenants.models import Customer
 from ums import scoping
+from ums.portal.fields import CustomerChoiceField
 from ums.validators import no_control_characters
 
 from .models import Outcome, Reason, Status
@@ -45,10 +45,6 @@ def _text_field(label: Any, max_length: int, **attrs: Any) -> forms.CharField:
     )
 
 
-def _depth(path: str | None) -> int:
-    return len([p for p in (path or "").split("/") if p]) - 1
-
-
 class QueueFilterForm(forms.Form):
     """The queue's filters (GET). Status defaults to "on hold"; "any" shows every status."""
 
@@ -68,22 +64,25 @@ class QueueFilterForm(forms.Form):
     since = _datetime_field(_("Received from"))
     until = _datetime_field(_("Received until"))
     node = forms.CharField(label=_("Node"), required=False, widget=forms.Select)
-    customer = forms.CharField(label=_("Customer subtree"), required=False, widget=forms.Select)
+    # The portal's one customer picker; its list is read only when the form is rendered.
+    customer = CustomerChoiceField(
+        label=_("Customer subtree"),
+        required=False,
+        empty_label=_("All customers in my scope"),
+        display_limit=CHOICES_LIMIT,
+        error_messages={"invalid_choice": _("Choose an entry from the list.")},
+    )
 
     def __init__(self, *args: Any, actor: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.actor = actor
-        self.customers = scoping.scope_queryset(Customer.objects.order_by("path"), actor)
+        customer = self.fields["customer"]
+        customer.bind_actor(actor)
+        customer.pinned = self.data.get("customer") if self.is_bound else None
         self.nodes = scoping.scope_queryset(Node.objects.order_by("hostname"), actor)
 
     def load_choices(self) -> None:
-        """Fill the customer and node lists (two queries; only pages showing the form)."""
-        rows = list(self.customers.only("id", "name", "path")[:CHOICES_LIMIT])
-        root_depth = _depth(scoping.scope_path_of(self.actor))
-        self.fields["customer"].widget.choices = [
-            ("", _("All customers in my scope")),
-            *[(str(c.pk), "— " * max(_depth(c.path) - root_depth, 0) + c.name) for c in rows],
-        ]
+        """Fill the node list (one query; only pages showing the form)."""
         nodes = list(self.nodes.only("id", "hostname")[:CHOICES_LIMIT])
         self.fields["node"].widget.choices = [
             ("", _("All nodes")),
@@ -100,9 +99,6 @@ class QueueFilterForm(forms.Form):
         if found is None:
             raise forms.ValidationError(_("Choose an entry from the list."))
         return found
-
-    def clean_customer(self) -> Any:
-        return self._id_in("customer", self.customers)
 
     def clean_node(self) -> Any:
         return self._id_in("node", self.nodes)

@@ -8,93 +8,25 @@ one scoping rule and never offer something the actor could not use.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
-from django.forms.models import ModelChoiceIterator
 from django.utils.translation import gettext_lazy as _
 
-from ums import scoping
+from ums.portal.fields import CustomerChoiceField, ScopedModelChoiceField
 from ums.validators import no_control_characters
 
 from . import permissions as perms
 from .models import NAME_MAX, Administrator, Customer
 
-DISPLAY_LIMIT = 500
+# The scoped pickers are re-exported: forms across the apps import them from here.
+__all__ = ["ActorForm", "CustomerChoiceField", "ScopedModelChoiceField"]
+
 DATETIME_LOCAL_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
-
-
-def _depth_of(path: str | None) -> int:
-    return len([p for p in (path or "").split("/") if p]) - 1
-
-
-class _LimitedChoiceIterator(ModelChoiceIterator):
-    """Lists at most ``display_limit`` choices (plus the selected one); validation is unlimited."""
-
-    def __iter__(self) -> Iterator[tuple[Any, str]]:
-        if self.field.empty_label is not None:
-            yield ("", self.field.empty_label)
-        for obj in self.field.display_objects():
-            yield self.choice(obj)
-
-    def __len__(self) -> int:
-        return len(self.field.display_objects()) + (self.field.empty_label is not None)
-
-    def __bool__(self) -> bool:
-        return True
-
-
-class ScopedModelChoiceField(forms.ModelChoiceField):
-    """A choice of objects within the actor's scope, from :func:`ums.scoping.scope_queryset`.
-
-    The field is declared with an unscoped queryset and offers nothing until
-    :meth:`bind_actor` runs (``ActorForm`` does that). Any object in scope validates, but the
-    select lists only the first ``display_limit`` (by path) or those matching ``search``:
-    a tree of 10,000 customers must not become a 10,000-option page.
-    """
-
-    iterator = _LimitedChoiceIterator
-
-    def __init__(
-        self, queryset: models.QuerySet, *, display_limit: int = DISPLAY_LIMIT, **kwargs: Any
-    ) -> None:
-        self.base_queryset = queryset
-        self.display_limit = display_limit
-        self.search = ""
-        self.pinned: Any = None
-        self.root_depth = 0
-        self._display_cache: list[Any] | None = None
-        super().__init__(queryset.none(), **kwargs)
-
-    def bind_actor(self, actor: Any, exclude: models.Q | None = None) -> None:
-        queryset = scoping.scope_queryset(self.base_queryset.all(), actor)
-        if exclude is not None:
-            queryset = queryset.exclude(exclude)
-        self.queryset = queryset
-        self.root_depth = _depth_of(scoping.scope_path_of(actor))
-        self._display_cache = None
-
-    def display_objects(self) -> list[Any]:
-        if self._display_cache is None:
-            queryset = self.queryset
-            if self.search:
-                queryset = queryset.filter(name__icontains=self.search)
-            rows = list(queryset[: self.display_limit])
-            pinned = str(self.pinned) if self.pinned not in (None, "") else None
-            if pinned and pinned.isdigit() and all(str(o.pk) != pinned for o in rows):
-                extra = self.queryset.filter(pk=int(pinned)).first() if len(pinned) < 19 else None
-                if extra is not None:
-                    rows.insert(0, extra)
-            self._display_cache = rows
-        return self._display_cache
-
-    def label_from_instance(self, obj: Any) -> str:
-        depth = _depth_of(getattr(obj, "path", None)) - self.root_depth
-        return "— " * max(depth, 0) + str(obj)
 
 
 class PermissionsField(forms.MultipleChoiceField):
@@ -118,9 +50,22 @@ class ActorForm(forms.Form):
     def __init__(self, *args: Any, actor: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.actor = actor
-        for field in self.fields.values():
+        for name, field in self.fields.items():
             if isinstance(field, PermissionsField | ScopedModelChoiceField):
                 field.bind_actor(actor)
+            if isinstance(field, ScopedModelChoiceField):
+                # The chosen object stays listed even beyond the display limit.
+                key = self.add_prefix(name)
+                field.pinned = self.data.get(key) if self.is_bound else self.initial.get(name)
+
+    @property
+    def fields_in_error(self) -> list[forms.BoundField]:
+        """The visible fields with errors, for a summary on top of a long form."""
+        return [
+            self[name]
+            for name in self.errors
+            if name in self.fields and not self.fields[name].widget.is_hidden
+        ]
 
     def permission_groups(self) -> list[tuple[str, list[Any]]]:
         """The permission checkboxes grouped by area, in catalogue order (empty areas left out)."""
@@ -158,11 +103,7 @@ class CustomerForm(ActorForm):
 
 
 class CustomerMoveForm(ActorForm):
-    parent = ScopedModelChoiceField(
-        Customer.objects.order_by("path"),
-        label=_("New parent customer"),
-        empty_label=_("Choose a customer…"),
-    )
+    parent = CustomerChoiceField(label=_("New parent customer"))
 
     def __init__(self, *args: Any, customer: Customer, search: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -206,11 +147,22 @@ class PasswordPairMixin(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
 
+    def password_user(self) -> Any:
+        """Whom the password is for (the similarity check compares it with their names)."""
+        return None
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         first, second = data.get("password"), data.get("password_confirm")
         if first and second and first != second:
             self.add_error("password_confirm", _("The two passwords differ."))
+        if first:
+            # Django's validators here, beside every other field's errors, so a weak password
+            # is flagged in the same round as a taken username (the action checks again).
+            try:
+                validate_password(first, self.password_user())
+            except forms.ValidationError as exc:
+                self.add_error("password", exc.messages)
         return data
 
 
@@ -223,10 +175,8 @@ class AdministratorCreateForm(PasswordPairMixin, ActorForm):
     )
     full_name = _name_field(_("Full name"), 150)
     email = forms.EmailField(label=_("Email"), max_length=254)
-    customer = ScopedModelChoiceField(
-        Customer.objects.order_by("path"),
+    customer = CustomerChoiceField(
         label=_("Home customer"),
-        empty_label=_("Choose a customer…"),
         help_text=_("The administrator works on this customer and everything below it."),
     )
     permissions = PermissionsField()
@@ -243,20 +193,19 @@ class AdministratorCreateForm(PasswordPairMixin, ActorForm):
         "is_active",
     ]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["customer"]
-        field.pinned = self.data.get("customer") if self.is_bound else self.initial.get("customer")
+    def password_user(self) -> Administrator:
+        data = self.cleaned_data
+        return Administrator(
+            username=data.get("username", ""),
+            full_name=data.get("full_name", ""),
+            email=data.get("email", ""),
+        )
 
 
 class AdministratorEditForm(ActorForm):
     full_name = _name_field(_("Full name"), 150)
     email = forms.EmailField(label=_("Email"), max_length=254)
-    customer = ScopedModelChoiceField(
-        Customer.objects.order_by("path"),
-        label=_("Home customer"),
-        empty_label=None,
-    )
+    customer = CustomerChoiceField(label=_("Home customer"), empty_label=None)
     permissions = PermissionsField()
     is_active = forms.BooleanField(label=_("Active"), required=False)
 
@@ -279,6 +228,13 @@ class AdministratorEditForm(ActorForm):
 
 class AdministratorPasswordForm(PasswordPairMixin, ActorForm):
     """Set another administrator's password (the actor must be allowed to manage them)."""
+
+    def __init__(self, *args: Any, admin: Administrator | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.admin = admin
+
+    def password_user(self) -> Administrator | None:
+        return self.admin
 
 
 # ------------------------------------------------------------------------------ settings
@@ -315,6 +271,9 @@ class OwnPasswordForm(PasswordPairMixin, ActorForm):
     )
 
     field_order = ["current_password", "password", "password_confirm"]
+
+    def password_user(self) -> Any:
+        return self.actor
 
     def clean_current_password(self) -> str:
         value = self.cleaned_data["current_password"]

@@ -20,9 +20,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views import View
 
 from ums import scoping
+from ums.portal.generic import ObjectFormView
 from ums.portal.paging import keyset_page
 from ums.portal.views import (
     ActionFormView,
@@ -230,62 +232,37 @@ class CustomerActionMixin:
         return {"customer": customer, "crumbs": breadcrumbs(customer, self.request.user)}
 
 
-class CustomerCreateView(CustomerActionMixin, ActionFormView):
+class CustomerFormView(ObjectFormView):
+    """A customer form page (declared on the generic view): crumbs of the customer shown."""
+
+    template_name = "tenants/customer_form.html"
+    permission_required = perms.CUSTOMERS_MANAGE
+    form_class = CustomerForm
+    success_url_name = "tenants:customer-detail"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        customer = self.target()
+        context.update({"customer": customer, "crumbs": breadcrumbs(customer, self.request.user)})
+        return context
+
+
+class CustomerCreateView(CustomerFormView):
     """Create a sub-customer under the customer of the URL."""
 
-    template_name = "tenants/customer_form.html"
-    permission_required = perms.CUSTOMERS_MANAGE
-    form_class = CustomerForm
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        context.update(self.customer_context())
-        context["title"] = _("New sub-customer of %(name)s") % {"name": self.get_customer().name}
-        context["submit_label"] = _("Create customer")
-        return context
-
-    def perform(self, form: CustomerForm) -> Customer:
-        created = actions.create_customer(
-            actor=self.request.user,
-            name=form.cleaned_data["name"],
-            parent=self.get_customer(),
-            notes=form.cleaned_data["notes"],
-        )
-        messages.success(self.request, _("Customer “%(name)s” created.") % {"name": created.name})
-        return created
-
-    def get_success_url(self) -> str:
-        return reverse("tenants:customer-detail", args=[self.result.pk])
+    parent_model = Customer
+    action, parent_kwarg = actions.create_customer, "parent"
+    title = gettext_lazy("New sub-customer of %(name)s")
+    submit_label = gettext_lazy("Create customer")
+    success_message = gettext_lazy("Customer “%(name)s” created.")
 
 
-class CustomerEditView(CustomerActionMixin, ActionFormView):
-    template_name = "tenants/customer_form.html"
-    permission_required = perms.CUSTOMERS_MANAGE
-    form_class = CustomerForm
-
-    def get_initial(self) -> dict[str, Any]:
-        customer = self.get_customer()
-        return {"name": customer.name, "notes": customer.notes}
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        context.update(self.customer_context())
-        context["title"] = _("Edit %(name)s") % {"name": self.get_customer().name}
-        context["submit_label"] = _("Save")
-        return context
-
-    def perform(self, form: CustomerForm) -> Customer:
-        updated = actions.update_customer(
-            actor=self.request.user,
-            customer=self.get_customer(),
-            name=form.cleaned_data["name"],
-            notes=form.cleaned_data["notes"],
-        )
-        messages.success(self.request, _("Customer “%(name)s” saved.") % {"name": updated.name})
-        return updated
-
-    def get_success_url(self) -> str:
-        return reverse("tenants:customer-detail", args=[self.result.pk])
+class CustomerEditView(CustomerFormView):
+    model = Customer
+    action, object_kwarg = actions.update_customer, "customer"
+    initial_from_object = ("name", "notes")
+    title = gettext_lazy("Edit %(name)s")
+    success_message = gettext_lazy("Customer “%(name)s” saved.")
 
 
 class CustomerMoveView(CustomerActionMixin, ActionFormView):
@@ -581,6 +558,9 @@ class AdministratorPasswordView(AdministratorActionMixin, ActionFormView):
     template_name = "tenants/administrator_password.html"
     permission_required = perms.ADMINISTRATORS_MANAGE
     form_class = AdministratorPasswordForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "admin": self.get_admin()}
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
