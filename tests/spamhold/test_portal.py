@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from spamhold.models import HeldMessage, Reason, Status
+from spamhold.models import HeldMessage, OutcomeIntent, Reason, Status
 from tenants import permissions as perms
 from tests.fixtures import Cast, make_admin
 from tests.spamhold.held import T0, make_held
@@ -223,10 +223,12 @@ def test_everything_matching_starts_a_job(
     response = client.post(reverse("spamhold:act"), form)
     assert response.status_code == 200 and response.context["count"] == 1
     response = client.post(reverse("spamhold:act"), {**form, "confirmed": "on"})
-    job = Job.objects.get(kind="spamhold.bulk")
+    job = Job.objects.get(kind="spamhold.apply")
     assert response.status_code == 302
     assert response["Location"] == reverse("portal:job-detail", args=[job.pk])
-    assert job.params["filters"] == {"status": "ONHOLD", "from_domain": "gmail.com"}
+    request = OutcomeIntent.objects.get(pk=job.params["intent"])
+    assert request.filters == {"status": "ONHOLD", "from_domain": "gmail.com"}
+    assert request.state == "requested" and not request.claimed_all
     assert HeldMessage.objects.filter(status=Status.ONHOLD).count() == 2  # the job acts later
 
 
