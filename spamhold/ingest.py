@@ -194,6 +194,9 @@ def ingest_node(node: Node) -> IngestResult:
             intent_id: nodeops.marked(conn, token)
             for intent_id, token in actions.absent_requested(node, set(queue_ids)).items()
         }
+        if any(ours.values()):
+            # Mail a dead attempt requeued may be waiting for pickup's next poll.
+            nodeops.kick_pickup(conn)
 
     rows = _build_rows(node, new_entries, headers)
     result.new, result.gone = actions.record_ingest(

@@ -477,10 +477,8 @@ def apply_marked(conn: Connector, outcome: str, token: str, ids: Iterable[str]) 
         change.done += [i for i in absent if i in ours]
         change.absent += [i for i in absent if i not in ours]
     outputs = []
-    acted_any = False
     for chunk in _chunks([i for i in wanted if i in present]):
         acted, output = _act(conn, flag, token, chunk)
-        acted_any = acted_any or bool(acted)
         outputs.append(output)
         still = in_hold(conn, chunk)
         moved = set(acted)
@@ -493,6 +491,13 @@ def apply_marked(conn: Connector, outcome: str, token: str, ids: Iterable[str]) 
                 # Held when we looked, gone before our command came: not ours.
                 change.absent.append(queue_id)
     change.output = "\n".join(o for o in outputs if o)[-4000:]
-    if flag == "-r" and acted_any:
-        conn.run(["sh", "-c", KICK_PICKUP], timeout=60)
+    if flag == "-r" and change.done:
+        # Also after a retry that only found our marker: the attempt that moved the mail
+        # may have died before its kick.
+        kick_pickup(conn)
     return change
+
+
+def kick_pickup(conn: Connector) -> None:
+    """Wake the pickup daemon for requeued mail (in the background; see :func:`release`)."""
+    conn.run(["sh", "-c", KICK_PICKUP], timeout=60)
