@@ -213,7 +213,8 @@ class OutcomeIntent(models.Model):
 
     Written in the requester's transaction, with the messages it claimed (or, for "every
     message matching a filter", the filter: its job claims the matches). A job applies it
-    on the nodes under a short lease (``lease_owner``/``lease_until``, renewed per batch);
+    on the nodes under a short lease (``lease_owner`` until ``next_attempt_at``, renewed per
+    batch);
     the reconciler (``spamhold.reconcile``) re-drives it when the lease ran out or a retry
     is due, with backoff, and gives up after ``UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS`` with the
     reason in ``error``. ``token`` names its marker file on the nodes, so a retry can tell
@@ -247,8 +248,9 @@ class OutcomeIntent(models.Model):
     job_id = models.BigIntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The job applying it now; while ``state`` is applying, ``next_attempt_at`` is when
+    # its lease runs out (renewed per batch).
     lease_owner = models.BigIntegerField(null=True, blank=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
     error = models.TextField(_("error"), blank=True)
     result = models.JSONField(default=dict, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

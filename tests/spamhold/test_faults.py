@@ -153,7 +153,6 @@ def test_released_mail_is_delivered_once_whatever_part_of_the_worker_dies(
     with celery_stack(tmp_path, env=env) as (worker, _beat):
         # One message through the API: answered before the node acts, pending meanwhile.
         client = token_client(bench.cast.sub_admin)
-        started = time.monotonic()
         answer = client.post(
             reverse("spamhold-message-release-one", args=[api_ids[0]]), {}, format="json"
         )
@@ -161,7 +160,6 @@ def test_released_mail_is_delivered_once_whatever_part_of_the_worker_dies(
         body = answer.json()
         assert body["pending"] == api_ids and body["result"]["status"] == "ONHOLD"
         assert body["result"]["pending"] == "release"
-        assert time.monotonic() - started < 5
         assert_released_once(bench, "fault-api", api_ids)
 
         # The whole worker SIGKILLed mid-release, restarted as systemd would.
