@@ -70,13 +70,7 @@ logger = logging.getLogger(__name__)
 #: Messages claimed per transaction when a job claims the matches of a filter.
 CHUNK = intents.CHUNK
 
-TARGET_STATUS = {
-    Outcome.RELEASE: Status.RELEASED,
-    Outcome.RELEASE_ALLOW: Status.RELEASED,
-    Outcome.DELETE: Status.DELETED,
-    Outcome.DELETE_BLOCK: Status.DELETED,
-    Outcome.EXPIRE: Status.EXPIRED,
-}
+TARGET_STATUS = intents.TARGET_STATUS
 PERMISSION = {
     Outcome.RELEASE: perms.SPAMHOLD_RELEASE,
     Outcome.RELEASE_ALLOW: perms.SPAMHOLD_RELEASE,

@@ -49,6 +49,14 @@ BACKOFF_MAX = 300
 #: Failed ids listed in a request's result.
 MAX_LISTED = 200
 
+#: What a message's status becomes once its node confirms the requested outcome.
+TARGET_STATUS = {
+    Outcome.RELEASE: Status.RELEASED,
+    Outcome.RELEASE_ALLOW: Status.RELEASED,
+    Outcome.DELETE: Status.DELETED,
+    Outcome.DELETE_BLOCK: Status.DELETED,
+    Outcome.EXPIRE: Status.EXPIRED,
+}
 NODE_OPERATION = {
     Outcome.RELEASE: "release",
     Outcome.RELEASE_ALLOW: "release",
@@ -260,19 +268,13 @@ def _summarise(errors: dict[int, str]) -> str:
 def status_counts(intent: OutcomeIntent) -> dict[str, int]:
     """How the request's messages ended: confirmed, left by other means, back on hold."""
     rows = HeldMessage.objects.filter(intent=intent)
-    target = actions_target(intent.outcome)
+    target = TARGET_STATUS[intent.outcome]
     return {
         "done": rows.filter(status=target).count(),
         "gone": rows.filter(status=Status.GONE).count(),
         "onhold": rows.filter(status=Status.ONHOLD, outcome="").count(),
         "pending": rows.filter(status=Status.ONHOLD).exclude(outcome="").count(),
     }
-
-
-def actions_target(outcome: str) -> str:
-    from .actions import TARGET_STATUS
-
-    return TARGET_STATUS[outcome]
 
 
 # ---------------------------------------------------------------------- re-driving

@@ -157,7 +157,7 @@ class HeldMessage(models.Model):
     @property
     def pending(self) -> str:
         """The requested outcome the node has not confirmed yet ("" when none)."""
-        return self.outcome if self.status == Status.ONHOLD and self.intent_id else ""
+        return self.outcome if self.status == Status.ONHOLD else ""
 
     @property
     def audit_customer(self) -> Customer | None:

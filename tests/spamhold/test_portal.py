@@ -248,3 +248,23 @@ def test_refresh_starts_a_job(cast: Cast, login: Any, monkeypatch: pytest.Monkey
     assert response.status_code == 302
     assert "/jobs/" in response["Location"]
     assert login(cast.root_admin).get(reverse("spamhold:refresh")).status_code == 405
+
+
+def test_a_requested_message_shows_pending_not_done(cast: Cast, login: Any) -> None:
+    asked = make_held(
+        cast.ministry,
+        subject="asked for",
+        outcome="release",
+        handled_at=T0,
+        handled_by_name="Root Admin",
+        node_error="Node smtp1: connection refused",
+    )
+    client = login(cast.sub_admin)
+    html = client.get(reverse("spamhold:home")).content.decode()
+    row = html[html.index(f'id="held-{asked.pk}"') - 300 : html.index("asked for") + 2000]
+    assert "Releasing…" in row and "Released<" not in row
+    assert re.search(rf'id="held-{asked.pk}"[^>]* disabled', html)
+    assert "connection refused" in row
+    page = client.get(reverse("spamhold:message", args=[asked.pk])).content.decode()
+    assert "Releasing…" in page and "waiting for the node to confirm" in page
+    assert 'value="release"' not in page and 'value="delete"' not in page
