@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -108,12 +109,53 @@ def take_lease(intent_id: int, job_id: int) -> bool:
     )
 
 
-def renew_lease(intent: OutcomeIntent, job_id: int) -> None:
-    updated = OutcomeIntent.objects.filter(
-        pk=intent.pk, state=IntentState.APPLYING, lease_owner=job_id
+def _extend(intent_id: int, job_id: int) -> int:
+    return OutcomeIntent.objects.filter(
+        pk=intent_id, state=IntentState.APPLYING, lease_owner=job_id
     ).update(next_attempt_at=timezone.now() + datetime.timedelta(seconds=lease_seconds()))
-    if not updated:
+
+
+def renew_lease(intent: OutcomeIntent, job_id: int) -> None:
+    """Extend the lease after a batch; :class:`LeaseLost` if another job has it now."""
+    if not _extend(intent.pk, job_id):
         raise LeaseLost
+
+
+class LeaseKeeper:
+    """Keeps the lease (and the job's heartbeat) fresh from a thread while a node command
+    runs longer than the lease, so a slow node or a slow SSH connect is not mistaken for a
+    dead worker. It dies with the worker process, which is the point: then the lease runs
+    out. Whether the lease was lost is checked by the job itself, after each batch."""
+
+    def __init__(self, intent_id: int, job_id: int) -> None:
+        self.intent_id, self.job_id = intent_id, job_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+
+    def __enter__(self) -> LeaseKeeper:
+        # Inside an outer transaction (tasks run in-process in a test's transaction) the
+        # thread's own connection could wait on the row the caller holds: not needed there.
+        if not transaction.get_connection().in_atomic_block:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        from ums.models import Job
+
+        try:
+            while not self._stop.wait(max(1.0, lease_seconds() / 3)):
+                if not _extend(self.intent_id, self.job_id):
+                    return
+                Job.objects.filter(pk=self.job_id, status=Job.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:  # a keeper must never take the worker down
+            logger.exception("keeping the lease of held-mail request %s", self.intent_id)
+        finally:
+            connections.close_all()
 
 
 # ---------------------------------------------------------------------- the job
@@ -129,9 +171,10 @@ def run(intent_id: int, job_id: int, reporter: jobs.Reporter) -> dict[str, Any]:
     intent = OutcomeIntent.objects.select_related("requested_by").get(pk=intent_id)
     actor = intent.requested_by
     try:
-        if not intent.claimed_all:
-            actions.claim_matches(actor=actor, intent=intent, job_id=job_id, reporter=reporter)
-        errors, warnings = _apply_pending(actor, intent, job_id, reporter)
+        with LeaseKeeper(intent_id, job_id):
+            if not intent.claimed_all:
+                actions.claim_matches(actor=actor, intent=intent, job_id=job_id, reporter=reporter)
+            errors, warnings = _apply_pending(actor, intent, job_id, reporter)
     except LeaseLost:
         reporter.log("another job took this request over; stopping")
         return {"skipped": True}

@@ -265,3 +265,33 @@ def test_a_request_never_picked_up_is_given_up_by_the_reconciler_after_the_cap(
     assert request.state == IntentState.FAILED and "3 attempts" in request.error
     message.refresh_from_db()
     assert message.pending == "" and "3 attempts" in message.node_error
+
+
+def test_a_node_command_longer_than_the_lease_is_not_taken_for_a_dead_worker(
+    cast: Cast, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's lease keeper renews the lease while a slow node works; only a dead
+    worker's lease runs out. (The node is replaced by a slow stand-in here: the lease
+    is under test, not the node.)"""
+    import contextlib
+    import time
+
+    from spamhold import intents, nodeops
+
+    settings.UMS_SPAMHOLD_INTENT_LEASE = 1
+    message = held_on_node(cast, make_node(cast.ministry))
+    seen: dict[str, Any] = {}
+
+    def slow_node(conn: Any, operation: str, token: str, ids: list[str]) -> Any:
+        time.sleep(3.5)  # more than three leases
+        seen["redriven"] = spamhold_reconcile.outcomes()["redriven"]
+        return nodeops.QueueChange(done=list(ids))
+
+    monkeypatch.setattr(intents, "session", lambda node: contextlib.nullcontext(None))
+    monkeypatch.setattr(nodeops, "apply_marked", slow_node)
+    report = actions.release(actor=cast.sub_admin, ids=[message.pk])
+    assert seen["redriven"] == []
+    request = OutcomeIntent.objects.get(pk=report.intent)
+    assert (request.state, request.attempts) == (IntentState.DONE, 1)
+    message.refresh_from_db()
+    assert message.status == Status.RELEASED
