@@ -9,8 +9,9 @@ by node in batches of :data:`CHUNK`:
 
 read the hold queue -> act on what is still held (marker first) -> read again -> settle.
 
-Each batch is settled in its own transaction before the next one starts and the lease is
-renewed with it, so a dead worker loses at most one batch of bookkeeping, never mail: the
+Each batch is settled in its own transaction before the next one starts; the lease is
+renewed by a :class:`LeaseKeeper` thread while the job lives (a slow node is not a dead
+worker), so a dead worker loses at most one batch of bookkeeping, never mail: the
 next attempt reads the node and the marker file and settles what the dead one did.
 Node failures leave the messages pending with the reason on each row; the request is
 retried with backoff and given up after ``UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS`` attempts
