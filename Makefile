@@ -57,6 +57,8 @@ bench: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL)_servers $(PY) benchmarks/servers.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_spamhold $(PY) benchmarks/spamhold.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_spamhold_nodes REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/spamhold_nodes.py
+	DATABASE_URL=$(BENCH_DATABASE_URL)_spamhold_reconcile $(PY) benchmarks/spamhold_reconcile.py
+	DATABASE_URL=$(BENCH_DATABASE_URL)_spamhold_resume REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/spamhold_resume.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_converge REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/converge.py
 
 lint: venv

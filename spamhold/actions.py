@@ -1,37 +1,47 @@
 """Every state change of held mail: release, delete, bulk outcomes, expiry, retention, ingest.
 
-One outcome per message. A release or delete first *claims* the messages in the database
-with one conditional UPDATE (``status = 'ONHOLD'`` -> the outcome, with who and when),
-committed before any node is touched, so of two administrators acting on the same message
-exactly one wins and the other is told who handled it. Only the winner runs the node
-commands, batched per node: one SSH session, one ``postsuper`` for all its ids.
+One outcome per message, asked for as a durable request and confirmed by the node:
 
-When the node command fails (node unreachable, Postfix refused), the claim is rolled back
-(status ``ONHOLD`` again, ``node_error`` set) and the id is reported as failed, so it can
-be retried. Retrying is always safe: the node's hold queue decides. ``postsuper`` acts
-only on ids still in the hold queue, so a command that did run before the connection
-dropped is not repeated: the retry finds the id gone from the hold queue and the row
-becomes ``GONE``. Nothing is lost (a message leaves the hold queue only by a command that
-succeeded) and nothing is delivered twice (``postsuper -H`` moves a message out of hold once).
+1. **Request** (:func:`request_outcome`, the administrator's transaction): the messages
+   still on hold and not already requested are claimed with one conditional UPDATE
+   (``status = 'ONHOLD' AND outcome = ''``) into a new
+   :class:`~spamhold.models.OutcomeIntent`, the claim is audited and a job is enqueued
+   (after commit). The caller is answered at once: the claimed messages are *pending*
+   (``status`` still ``ONHOLD``, ``outcome`` says what was asked, shown as "Releasing…"),
+   and of two administrators acting on the same message exactly one wins; the other is
+   told who asked (or who handled it) and when.
+2. **Apply** (``spamhold.intents``, the job): per node, read the hold queue, mark and
+   move what is still held, read again, and :func:`settle` each row from what the node
+   confirms: ``RELEASED``/``DELETED``/``EXPIRED`` when it left the hold queue through our
+   command (this attempt's or an earlier one's, per the node's marker file), ``GONE`` when
+   it left by other means. A dead worker or a dropped connection leaves the request
+   pending; the reconciler (``spamhold.reconcile``) re-drives it, retries node failures
+   with backoff and gives up after a cap (:func:`give_up`: messages back on hold with the
+   reason, the request failed, audited).
+
+Nothing is delivered twice: ``postsuper`` moves a message out of the hold queue once, and
+a retry acts only on ids still in it. Nothing stays held behind a row that says otherwise:
+a row changes status only from what the node confirmed.
 
 Release-and-allow and delete-and-block also change the recipient domain's sender lists
-through :mod:`mail.actions`, so that change is audited and converged like any other.
+through :mod:`mail.actions` (in the settling transaction), so that change is audited and
+converged like any other.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from deploy.connector.base import ConnectorError
-from deploy.nodes import describe_error, session
 from mail import actions as mail_actions
 from mail import policy as mail_policy
 from mail import validators as mail_validators
@@ -43,20 +53,24 @@ from ums import auditing, jobs, scoping
 from ums.actions import action, require_in_scope, require_permission
 from ums.models import Job
 
-from . import nodeops, retention
-from .models import HeldMessage, HoldRetention, Outcome, Status
+from . import intents, retention
+from .models import (
+    PENDING_STATES,
+    HeldMessage,
+    HoldRetention,
+    IntentState,
+    Outcome,
+    OutcomeIntent,
+    Status,
+)
 from .outcomes import OutcomeReport
 
-#: Messages claimed per transaction and per node command.
-CHUNK = 500
+logger = logging.getLogger(__name__)
 
-TARGET_STATUS = {
-    Outcome.RELEASE: Status.RELEASED,
-    Outcome.RELEASE_ALLOW: Status.RELEASED,
-    Outcome.DELETE: Status.DELETED,
-    Outcome.DELETE_BLOCK: Status.DELETED,
-    Outcome.EXPIRE: Status.EXPIRED,
-}
+#: Messages claimed per transaction when a job claims the matches of a filter.
+CHUNK = intents.CHUNK
+
+TARGET_STATUS = intents.TARGET_STATUS
 PERMISSION = {
     Outcome.RELEASE: perms.SPAMHOLD_RELEASE,
     Outcome.RELEASE_ALLOW: perms.SPAMHOLD_RELEASE,
@@ -68,6 +82,8 @@ PERMISSION = {
 USER_OUTCOMES = (Outcome.RELEASE, Outcome.RELEASE_ALLOW, Outcome.DELETE, Outcome.DELETE_BLOCK)
 # These also change a sender list, which is mail policy.
 POLICY_OUTCOMES = (Outcome.RELEASE_ALLOW, Outcome.DELETE_BLOCK)
+# What a claimed row says about who asked, cleared when a request is given up.
+UNCLAIMED = {"outcome": "", "handled_at": None, "handled_by": None, "handled_by_name": ""}
 
 
 def _actor_name(actor: Any) -> str:
@@ -99,105 +115,148 @@ def _check_outcome(actor: Any, outcome: str, *, user: bool = True) -> None:
         require_permission(actor, perms.MAIL_MANAGE)
 
 
+def job_title(outcome: str) -> str:
+    label = dict(Outcome.choices)[outcome]
+    return _("%(outcome)s held messages") % {"outcome": label}
+
+
 # ---------------------------------------------------------------------- public API
 
 
 def release(*, actor: Any, ids: Iterable[int], allow_sender: bool = False) -> OutcomeReport:
-    """Release held messages for delivery (and allow-list their senders if asked)."""
+    """Ask for held messages to be released (and their senders allow-listed if asked)."""
     outcome = Outcome.RELEASE_ALLOW if allow_sender else Outcome.RELEASE
-    return apply_outcome(actor=actor, outcome=outcome, ids=ids)
+    return request_outcome(actor=actor, outcome=outcome, ids=ids)
 
 
 def delete(*, actor: Any, ids: Iterable[int], block_sender: bool = False) -> OutcomeReport:
-    """Delete held messages from their nodes (and block their senders if asked)."""
+    """Ask for held messages to be deleted (and their senders block-listed if asked)."""
     outcome = Outcome.DELETE_BLOCK if block_sender else Outcome.DELETE
-    return apply_outcome(actor=actor, outcome=outcome, ids=ids)
+    return request_outcome(actor=actor, outcome=outcome, ids=ids)
 
 
-def apply_outcome(*, actor: Any, outcome: str, ids: Iterable[int]) -> OutcomeReport:
-    """Claim, run on the nodes, settle; in chunks of :data:`CHUNK` messages.
+def _new_intent(
+    actor: Any,
+    outcome: str,
+    *,
+    filters: dict | None = None,
+    max_id: int | None = None,
+) -> OutcomeIntent:
+    now = timezone.now()
+    return OutcomeIntent.objects.create(
+        token=uuid.uuid4().hex,
+        outcome=outcome,
+        customer_path=(scoping.scope_path_of(actor) if actor is not None else None) or "/",
+        requested_by=actor,
+        requested_by_name=_actor_name(actor),
+        requested_at=now,
+        filters=filters,
+        max_id=max_id,
+        claimed_all=filters is None,
+        attempts=1,
+        # The first job has this long to take the request before the reconciler
+        # re-drives it (a dispatch lost between commit and broker).
+        next_attempt_at=now + intents.backoff(1),
+    )
 
-    Must run outside a transaction of the caller's: each claim commits before the node
-    commands, so concurrent callers see it at once.
+
+def _enqueue(actor: Any, intent: OutcomeIntent, total: int) -> Job:
+    customer = None
+    if actor is not None:
+        customer = Customer.objects.filter(pk=actor.customer_id).first()
+    job = jobs.enqueue(
+        "spamhold.apply",
+        actor=actor,
+        title=job_title(intent.outcome),
+        customer=customer,
+        customer_path=None if customer is not None else intent.customer_path,
+        params={"intent": intent.pk},
+        total=total,
+    )
+    OutcomeIntent.objects.filter(pk=intent.pk).update(job_id=job.pk)
+    intent.job_id = job.pk
+    return job
+
+
+@action
+def request_outcome(*, actor: Any, outcome: str, ids: Iterable[int]) -> OutcomeReport:
+    """Claim ``ids`` for ``outcome`` as one durable request and enqueue its job.
+
+    Answers at once, per message: ``pending`` (claimed now; the node has not acted yet),
+    ``already`` (another request or outcome came first: who and when), ``failed`` (its
+    node no longer exists, nothing to ask), ``not_found`` (outside the actor's scope).
     """
     _check_outcome(actor, outcome, user=actor is not None)
     report = OutcomeReport()
     wanted = _clean_ids(ids)
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
-        claimed, stamp = _claim(actor=actor, outcome=outcome, ids=chunk, report=report)
-        if claimed:
-            _run_on_nodes(actor, outcome, claimed, stamp, report)
+    visible_qs = HeldMessage.objects.filter(pk__in=wanted)
+    if actor is not None:
+        visible_qs = scoping.scope_queryset(visible_qs, actor)
+    visible = dict(visible_qs.values_list("pk", "node_id"))
+    report.not_found += [i for i in wanted if i not in visible]
+    nodeless = [i for i in wanted if i in visible and visible[i] is None]
+    candidates = sorted(i for i in visible if visible[i] is not None)
+    # Locked in id order (no deadlock between two bulk requests); a concurrent claim of
+    # the same row waits for ours to commit, then PostgreSQL re-checks the condition on
+    # the new row version and leaves it out. The UPDATE repeats the condition.
+    won = list(
+        HeldMessage.objects.select_for_update(of=("self",))
+        .filter(pk__in=candidates, status=Status.ONHOLD, outcome="")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    won_set = set(won)
+    lost = [i for i in wanted if i in visible and i not in won_set]
+    if lost:
+        rows = HeldMessage.objects.filter(pk__in=lost).values(
+            "pk", "status", "outcome", "handled_by_name", "handled_at", "node_id"
+        )
+        by_id = {row["pk"]: row for row in rows}
+        for pk in lost:
+            row = by_id.get(pk)
+            if row is None:
+                continue
+            if pk in nodeless and row["status"] == Status.ONHOLD and not row["outcome"]:
+                report.failed.append(
+                    {"id": pk, "error": _("The node of this message no longer exists.")}
+                )
+            else:
+                report.already.append(already_entry(row))
+    if not won:
+        return report
+    intent = _new_intent(actor, outcome)
+    stamp = intent.requested_at
+    HeldMessage.objects.filter(pk__in=won, status=Status.ONHOLD, outcome="").update(
+        intent=intent,
+        outcome=outcome,
+        handled_at=stamp,
+        handled_by=actor,
+        handled_by_name=_actor_name(actor),
+        node_error="",
+    )
+    claimed = list(HeldMessage.objects.filter(pk__in=won))
+    audit_rows(f"spamhold.{outcome}", claimed, extra={"outcome": outcome, "request": intent.pk})
+    job = _enqueue(actor, intent, len(won))
+    report.pending = [i for i in wanted if i in won_set]
+    report.intent = intent.pk
+    report.job = job.pk
     return report
 
 
-# ---------------------------------------------------------------------- claim
-
-
-def _already_entry(row: dict[str, Any]) -> dict[str, Any]:
+def already_entry(row: dict[str, Any]) -> dict[str, Any]:
     handled = row["handled_at"]
     return {
         "id": row["pk"],
         "status": row["status"],
         "outcome": row["outcome"],
+        # Someone's request the node has not confirmed yet.
+        "pending": bool(row["outcome"]) and row["status"] == Status.ONHOLD,
         "handledBy": row["handled_by_name"],
         "handledAt": handled.isoformat() if handled else None,
     }
 
 
-def _conditional_claim(
-    ids: list[int], outcome: str, stamp: datetime.datetime, actor: Any
-) -> list[int]:
-    """Move the rows still ``ONHOLD`` to the outcome; returns the ids this caller won.
-
-    The rows are locked in id order (no deadlock between two bulk claims); a concurrent
-    claim of the same row waits for ours to commit, then PostgreSQL re-checks ``status``
-    on the new row version and leaves it out. The UPDATE repeats the condition.
-    """
-    won = list(
-        HeldMessage.objects.select_for_update(of=("self",))
-        .filter(pk__in=ids, status=Status.ONHOLD)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    if won:
-        HeldMessage.objects.filter(pk__in=won, status=Status.ONHOLD).update(
-            status=TARGET_STATUS[outcome],
-            outcome=outcome,
-            handled_at=stamp,
-            handled_by=actor if actor is not None else None,
-            handled_by_name=_actor_name(actor),
-            node_error="",
-        )
-    return won
-
-
-@action
-def _claim(
-    *, actor: Any, outcome: str, ids: list[int], report: OutcomeReport
-) -> tuple[list[HeldMessage], datetime.datetime]:
-    visible_qs = HeldMessage.objects.filter(pk__in=ids)
-    if actor is not None:
-        visible_qs = scoping.scope_queryset(visible_qs, actor)
-    visible = set(visible_qs.values_list("pk", flat=True))
-    report.not_found += [i for i in ids if i not in visible]
-    if not visible:
-        return [], timezone.now()
-    stamp = timezone.now()
-    won = set(_conditional_claim(sorted(visible), outcome, stamp, actor))
-    lost = [i for i in ids if i in visible and i not in won]
-    if lost:
-        rows = HeldMessage.objects.filter(pk__in=lost).values(
-            "pk", "status", "outcome", "handled_by_name", "handled_at"
-        )
-        by_id = {row["pk"]: row for row in rows}
-        report.already += [_already_entry(by_id[i]) for i in lost if i in by_id]
-    claimed = list(HeldMessage.objects.filter(pk__in=won).select_related("node"))
-    _audit(f"spamhold.{outcome}", claimed, extra={"outcome": outcome})
-    return claimed, stamp
-
-
-def _audit(verb: str, rows: list[HeldMessage], extra: dict[str, Any] | None = None) -> None:
+def audit_rows(verb: str, rows: list[HeldMessage], extra: dict[str, Any] | None = None) -> None:
     """One audit record per customer and call, listing the messages (a bulk action on
     10,000 messages writes a handful of records, not 10,000)."""
     by_path: dict[str, list[HeldMessage]] = defaultdict(list)
@@ -224,103 +283,192 @@ def _audit(verb: str, rows: list[HeldMessage], extra: dict[str, Any] | None = No
         )
 
 
-# ---------------------------------------------------------------------- node work
+# ---------------------------------------------------------------------- the job's side
 
 
-def _run_on_nodes(
-    actor: Any,
-    outcome: str,
-    claimed: list[HeldMessage],
-    stamp: datetime.datetime,
-    report: OutcomeReport,
-) -> None:
-    by_node: dict[int | None, list[HeldMessage]] = defaultdict(list)
-    for row in claimed:
-        by_node[row.node_id].append(row)
-    done: list[HeldMessage] = []
-    gone: list[HeldMessage] = []
-    failed: dict[int, str] = {}
-    for node_id, rows in by_node.items():
-        node = rows[0].node
-        if node_id is None or node is None:
-            failed.update({r.pk: _("The node of this message no longer exists.") for r in rows})
-            continue
-        by_queue_id = {r.queue_id: r for r in rows}
-        try:
-            with session(node) as conn:
-                if outcome in (Outcome.RELEASE, Outcome.RELEASE_ALLOW):
-                    change = nodeops.release(conn, list(by_queue_id))
-                else:
-                    change = nodeops.delete(conn, list(by_queue_id))
-        except ConnectorError as exc:
-            error = _("Node %(node)s: %(error)s") % {
-                "node": node.hostname,
-                "error": describe_error(exc),
-            }
-            failed.update({r.pk: error for r in rows})
-            continue
-        except (nodeops.QueueCommandFailed, nodeops.InvalidQueueId) as exc:
-            error = _("Node %(node)s: %(error)s") % {
-                "node": node.hostname,
-                "error": f"{exc} {getattr(exc, 'output', '')}".strip()[:1000],
-            }
-            failed.update({r.pk: error for r in rows})
-            continue
-        done += [by_queue_id[q] for q in change.done]
-        gone += [by_queue_id[q] for q in change.absent]
-        for queue_id, error in change.failed.items():
-            failed[by_queue_id[queue_id].pk] = _("Node %(node)s: %(error)s") % {
-                "node": node.hostname,
-                "error": f"{error}\n{change.output}".strip()[:1000],
-            }
-    _settle(actor=actor, outcome=outcome, stamp=stamp, gone=gone, failed=failed)
-    report.done += [r.pk for r in done]
-    report.already += [
-        {
-            "id": r.pk,
-            "status": Status.GONE,
-            "outcome": "",
-            "handledBy": "",
-            "handledAt": None,
-        }
-        for r in gone
-    ]
-    report.failed += [{"id": pk, "error": error} for pk, error in failed.items()]
-    if outcome in POLICY_OUTCOMES and done:
-        _update_sender_lists(actor, outcome, done, report)
+def claim_matches(*, actor: Any, intent: OutcomeIntent, job_id: int, reporter: Any) -> int:
+    """Claim every message matching a filtered request, in chunks; how many were claimed.
+
+    The set is what matched when the request was made (ids up to ``max_id``), within the
+    requester's scope then. Each chunk commits on its own and renews the lease; running
+    it again (after a dead worker) claims only what is left.
+    """
+    from .query import apply_filters
+
+    claimed = 0
+    if intent.max_id is not None:
+        queryset = HeldMessage.objects.filter(
+            status=Status.ONHOLD,
+            outcome="",
+            customer_path__startswith=intent.customer_path,
+            pk__lte=intent.max_id,
+        )
+        queryset = apply_filters(queryset, intent.filters or {})
+        last = 0
+        while True:
+            chunk = list(
+                queryset.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:CHUNK]
+            )
+            if not chunk:
+                break
+            last = chunk[-1]
+            claimed += _claim_chunk(actor=actor, intent=intent, ids=chunk)
+            intents.renew_lease(intent, job_id)
+            reporter.log(f"claimed {claimed} matching message(s)")
+    OutcomeIntent.objects.filter(pk=intent.pk).update(claimed_all=True)
+    intent.claimed_all = True
+    return claimed
 
 
 @action
-def _settle(
+def _claim_chunk(*, actor: Any, intent: OutcomeIntent, ids: list[int]) -> int:
+    won = list(
+        HeldMessage.objects.select_for_update(of=("self",), skip_locked=True)
+        .filter(pk__in=ids, status=Status.ONHOLD, outcome="")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not won:
+        return 0
+    HeldMessage.objects.filter(pk__in=won, status=Status.ONHOLD, outcome="").update(
+        intent=intent,
+        outcome=intent.outcome,
+        handled_at=intent.requested_at,
+        handled_by=intent.requested_by_id,
+        handled_by_name=intent.requested_by_name,
+        node_error="",
+    )
+    audit_rows(
+        f"spamhold.{intent.outcome}",
+        list(HeldMessage.objects.filter(pk__in=won)),
+        extra={"outcome": intent.outcome, "request": intent.pk},
+    )
+    return len(won)
+
+
+@action
+def settle(
     *,
     actor: Any,
-    outcome: str,
-    stamp: datetime.datetime,
+    intent: OutcomeIntent,
+    done: list[HeldMessage],
     gone: list[HeldMessage],
-    failed: dict[int, str],
-) -> None:
-    """Undo this caller's claims that did not happen on the node.
+    failed: dict[int, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Record what the node confirmed for messages of ``intent``; the policy warnings.
 
-    Conditional on the claim being ours (status and timestamp), so nothing another caller
-    did since is overwritten.
+    Conditional on the row still belonging to this request and being on hold, so a second
+    settle of the same rows (a retry, ingestion) changes nothing. ``done`` left the hold
+    queue through our command, ``gone`` by other means, ``failed`` are still held (the
+    reason is shown on the row; the request stays pending).
     """
-    mine = Q(status=TARGET_STATUS[outcome], outcome=outcome, handled_at=stamp)
-    unclaim = {"outcome": "", "handled_at": None, "handled_by": None, "handled_by_name": ""}
-    if gone:
-        HeldMessage.objects.filter(mine, pk__in=[r.pk for r in gone]).update(
-            status=Status.GONE, **unclaim
+    now = timezone.now()
+    mine = HeldMessage.objects.filter(intent=intent, status=Status.ONHOLD)
+    settled_done = list(
+        mine.select_for_update(of=("self",)).filter(pk__in=[r.pk for r in done]).order_by("pk")
+    )
+    if settled_done:
+        HeldMessage.objects.filter(pk__in=[r.pk for r in settled_done]).update(
+            status=TARGET_STATUS[intent.outcome],
+            outcome=intent.outcome,
+            handled_at=now,
+            handled_by=intent.requested_by_id,
+            handled_by_name=intent.requested_by_name,
+            node_error="",
+            last_seen_at=now,
         )
-        _audit("spamhold.gone", gone, extra={"outcome": outcome})
+        audit_rows(
+            f"spamhold.{intent.outcome}_done",
+            settled_done,
+            extra={"outcome": intent.outcome, "request": intent.pk},
+        )
+    settled_gone = list(
+        mine.select_for_update(of=("self",)).filter(pk__in=[r.pk for r in gone]).order_by("pk")
+    )
+    if settled_gone:
+        HeldMessage.objects.filter(pk__in=[r.pk for r in settled_gone]).update(
+            status=Status.GONE, node_error="", last_seen_at=now, **UNCLAIMED
+        )
+        audit_rows(
+            "spamhold.gone", settled_gone, extra={"outcome": intent.outcome, "request": intent.pk}
+        )
     by_error: dict[str, list[int]] = defaultdict(list)
-    for pk, error in failed.items():
+    for pk, error in (failed or {}).items():
         by_error[error].append(pk)
     for error, pks in by_error.items():
-        HeldMessage.objects.filter(mine, pk__in=pks).update(
-            status=Status.ONHOLD, node_error=error[:2000], **unclaim
+        mine.filter(pk__in=pks).update(node_error=error[:2000])
+    warnings: list[dict[str, Any]] = []
+    if intent.outcome in POLICY_OUTCOMES and settled_done:
+        report = OutcomeReport()
+        _update_sender_lists(actor, intent.outcome, settled_done, report)
+        warnings = report.warnings
+    return warnings
+
+
+@action
+def give_up_rows(*, actor: Any, intent: OutcomeIntent, rows: list[HeldMessage], error: str) -> int:
+    """Put ``rows`` of ``intent`` back on hold, unclaimed, with ``error`` on each."""
+    pks = [r.pk for r in rows]
+    updated = (
+        HeldMessage.objects.filter(pk__in=pks, intent=intent, status=Status.ONHOLD)
+        .exclude(outcome="")
+        .update(node_error=error[:2000], **UNCLAIMED)
+    )
+    if updated:
+        audit_rows(
+            f"spamhold.{intent.outcome}_failed",
+            list(HeldMessage.objects.filter(pk__in=pks)),
+            extra={"outcome": intent.outcome, "request": intent.pk, "error": error[:2000]},
         )
-    if failed:
-        rows = list(HeldMessage.objects.filter(pk__in=list(failed)))
-        _audit(f"spamhold.{outcome}_failed", rows, extra={"outcome": outcome})
+    return updated
+
+
+@action
+def give_up(
+    *, actor: Any, intent: OutcomeIntent, error: str, lease_owner: int | None = None
+) -> bool:
+    """Fail the request with ``error``: its messages go back on hold with the reason.
+
+    Conditional on the request still being pending (and held by ``lease_owner`` if
+    given). The messages keep pointing at the request, so a later ingestion can still
+    recognise a message our command moved before the connection was lost.
+    """
+    pending = OutcomeIntent.objects.filter(pk=intent.pk, state__in=PENDING_STATES)
+    if lease_owner is not None:
+        pending = pending.filter(lease_owner=lease_owner)
+    failed = pending.update(
+        state=IntentState.FAILED,
+        error=error[:4000],
+        finished_at=timezone.now(),
+        lease_owner=None,
+        next_attempt_at=None,
+    )
+    if not failed:
+        return False
+    rows = list(intents.pending_rows(intent))
+    give_up_rows(actor=actor, intent=intent, rows=rows, error=error)
+    auditing.record(
+        "spamhold.request_failed",
+        object_type=OutcomeIntent._meta.label_lower,
+        object_id=intent.pk,
+        object_repr=str(intent),
+        customer_path=intent.customer_path,
+        extra={
+            "outcome": intent.outcome,
+            "attempts": intent.attempts,
+            "messages": len(rows),
+            "error": error[:2000],
+        },
+    )
+    logger.error(
+        "held-mail request %s (%s, %d messages) gave up after %d attempts: %s",
+        intent.pk,
+        intent.outcome,
+        len(rows),
+        intent.attempts,
+        error,
+    )
+    return True
 
 
 def _hosted_domain(name: str) -> Domain | None:
@@ -387,52 +535,140 @@ def start_bulk(
     outcome: str,
     ids: list[int] | None = None,
     filters: dict | None = None,
-) -> Job:
-    """A job applying ``outcome`` to ``ids`` or to everything matching ``filters``.
+) -> Job | None:
+    """One request applying ``outcome`` to ``ids`` or to everything matching ``filters``.
 
-    With filters, the set is what matched when the job started (ids up to the highest
-    one at that moment), so mail arriving meanwhile is not swept up.
+    With filters, the set is what matched when the request was made (ids up to the
+    highest one at that moment), so mail arriving meanwhile is not swept up; the job
+    claims the matches. Returns the request's job (None when no id could be claimed).
     """
     _check_outcome(actor, outcome)
     if (ids is None) == (filters is None):
         raise ValidationError(_("Give either message ids or filters."))
-    params: dict[str, Any] = {"outcome": outcome}
     if ids is not None:
-        params["ids"] = _clean_ids(ids)
-        total = len(params["ids"])
-    else:
-        if not isinstance(filters, dict):
-            raise ValidationError({"filters": _("Enter filters as an object.")})
-        params["filters"] = filters
-        params["max_id"] = HeldMessage.objects.order_by("-pk").values_list("pk", flat=True).first()
-        total = 0
-    customer = None
-    if actor is not None:
-        customer = Customer.objects.filter(pk=actor.customer_id).first()
-    label = dict(Outcome.choices)[outcome]
-    return jobs.enqueue(
-        "spamhold.bulk",
-        actor=actor,
-        title=_("%(outcome)s held messages") % {"outcome": label},
-        customer=customer,
-        params=params,
-        total=total,
+        report = request_outcome(actor=actor, outcome=outcome, ids=ids)
+        return Job.objects.filter(pk=report.job).first() if report.job else None
+    if not isinstance(filters, dict):
+        raise ValidationError({"filters": _("Enter filters as an object.")})
+    max_id = HeldMessage.objects.order_by("-pk").values_list("pk", flat=True).first()
+    intent = _new_intent(actor, outcome, filters=filters, max_id=max_id)
+    auditing.record(
+        f"spamhold.{outcome}_matching",
+        object_type=OutcomeIntent._meta.label_lower,
+        object_id=intent.pk,
+        object_repr=str(intent),
+        customer_path=intent.customer_path,
+        extra={"outcome": outcome, "filters": filters, "maxId": max_id},
     )
+    return _enqueue(actor, intent, 0)
 
 
 # ---------------------------------------------------------------------- expiry
 
 
 def expire_due(*, now: datetime.datetime | None = None, limit: int = 10_000) -> dict[str, int]:
-    """Delete held messages past their expiry from their nodes and mark them EXPIRED."""
+    """Request the deletion of held messages past their expiry (one request, one job)."""
     now = now or timezone.now()
     due = list(
-        HeldMessage.objects.filter(status=Status.ONHOLD, expires_at__lte=now)
+        HeldMessage.objects.filter(status=Status.ONHOLD, outcome="", expires_at__lte=now)
+        .exclude(node=None)
         .order_by("expires_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
-    report = apply_outcome(actor=None, outcome=Outcome.EXPIRE, ids=due)
-    return report.counts()
+    if not due:
+        return OutcomeReport().counts()
+    return request_outcome(actor=None, outcome=Outcome.EXPIRE, ids=due).counts()
+
+
+# ---------------------------------------------------------------------- ingestion
+
+
+@action
+def record_ingest(
+    *,
+    actor: Any,
+    node: Node,
+    rows: list[HeldMessage],
+    present: set[str],
+    in_queue: int,
+    ours: dict[int, set[str]] | None = None,
+) -> tuple[int, int]:
+    """Store newly seen held messages once and settle those that left the queue.
+
+    A message on hold that left the queue is settled as its request's outcome when the
+    node's marker file for that request (``ours``: {request id: queue ids}, read after
+    the queue was listed) names it, else ``GONE``. Returns (new rows, rows marked gone).
+    """
+    ours = ours or {}
+    queue_ids = [r.queue_id for r in rows]
+
+    def existing() -> int:
+        return sum(
+            HeldMessage.objects.filter(node=node, queue_id__in=queue_ids[i : i + 5000]).count()
+            for i in range(0, len(queue_ids), 5000)
+        )
+
+    # ignore_conflicts leaves primary keys unset, so count what this run added.
+    before = existing() if rows else 0
+    HeldMessage.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
+    new = existing() - before if rows else 0
+    onhold = list(
+        HeldMessage.objects.filter(node=node, status=Status.ONHOLD).values_list(
+            "pk", "queue_id", "intent_id"
+        )
+    )
+    confirmed: dict[int, list[int]] = defaultdict(list)
+    gone: list[int] = []
+    seen: list[int] = []
+    for pk, queue_id, intent_id in onhold:
+        if queue_id in present:
+            seen.append(pk)
+        elif intent_id is not None and queue_id in ours.get(intent_id, set()):
+            confirmed[intent_id].append(pk)
+        else:
+            gone.append(pk)
+    now = timezone.now()
+    for intent in OutcomeIntent.objects.filter(pk__in=list(confirmed)).select_related(
+        "requested_by"
+    ):
+        settle(
+            actor=intent.requested_by,
+            intent=intent,
+            done=list(HeldMessage.objects.filter(pk__in=confirmed[intent.pk])),
+            gone=[],
+        )
+    gone_count = 0
+    for start in range(0, len(gone), 5000):
+        # Conditional: a message settled meanwhile keeps its outcome.
+        gone_count += HeldMessage.objects.filter(
+            pk__in=gone[start : start + 5000], status=Status.ONHOLD
+        ).update(status=Status.GONE, last_seen_at=now, **UNCLAIMED)
+    for start in range(0, len(seen), 5000):
+        HeldMessage.objects.filter(pk__in=seen[start : start + 5000]).update(last_seen_at=now)
+    if new or gone_count or confirmed:
+        auditing.record(
+            "spamhold.ingested",
+            obj=node,
+            customer_path=node.customer_path,
+            extra={
+                "new": new,
+                "gone": gone_count,
+                "confirmed": sum(len(v) for v in confirmed.values()),
+                "inQueue": in_queue,
+            },
+        )
+    return new, gone_count
+
+
+def absent_requested(node: Node, present: set[str]) -> dict[int, str]:
+    """{request id: token} of the node's pending-or-given-up rows missing from the queue:
+    the marker files ingestion must read to settle them."""
+    rows = (
+        HeldMessage.objects.filter(node=node, status=Status.ONHOLD)
+        .exclude(intent=None)
+        .values_list("queue_id", "intent_id", "intent__token")
+    )
+    return {intent_id: token for queue_id, intent_id, token in rows if queue_id not in present}
 
 
 # ---------------------------------------------------------------------- retention
@@ -491,50 +727,3 @@ def set_retention(*, actor: Any, customer: Customer, days: int | None) -> HoldRe
         extra={"effectiveDays": effective_days, "messagesUpdated": updated},
     )
     return row
-
-
-# ---------------------------------------------------------------------- ingestion
-
-
-@action
-def record_ingest(
-    *, actor: Any, node: Node, rows: list[HeldMessage], present: set[str], in_queue: int
-) -> tuple[int, int]:
-    """Store newly seen held messages once and mark those that left the queue GONE.
-
-    Returns (new rows, rows marked gone).
-    """
-    queue_ids = [r.queue_id for r in rows]
-
-    def existing() -> int:
-        return sum(
-            HeldMessage.objects.filter(node=node, queue_id__in=queue_ids[i : i + 5000]).count()
-            for i in range(0, len(queue_ids), 5000)
-        )
-
-    # ignore_conflicts leaves primary keys unset, so count what this run added.
-    before = existing() if rows else 0
-    HeldMessage.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
-    new = existing() - before if rows else 0
-    onhold = list(
-        HeldMessage.objects.filter(node=node, status=Status.ONHOLD).values_list("pk", "queue_id")
-    )
-    gone = [pk for pk, queue_id in onhold if queue_id not in present]
-    seen = [pk for pk, queue_id in onhold if queue_id in present]
-    now = timezone.now()
-    gone_count = 0
-    for start in range(0, len(gone), 5000):
-        # Conditional: a message an administrator claimed meanwhile keeps its outcome.
-        gone_count += HeldMessage.objects.filter(
-            pk__in=gone[start : start + 5000], status=Status.ONHOLD
-        ).update(status=Status.GONE, last_seen_at=now)
-    for start in range(0, len(seen), 5000):
-        HeldMessage.objects.filter(pk__in=seen[start : start + 5000]).update(last_seen_at=now)
-    if new or gone_count:
-        auditing.record(
-            "spamhold.ingested",
-            obj=node,
-            customer_path=node.customer_path,
-            extra={"new": new, "gone": gone_count, "inQueue": in_queue},
-        )
-    return new, gone_count

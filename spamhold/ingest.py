@@ -9,6 +9,11 @@ has left the hold queue (released or deleted on the node by hand, or expired by 
 become ``GONE``. Each message belongs to the customer owning its recipient domain (looked
 up by IDNA name among the node's customer tree's domains and domain aliases); without a
 hosted recipient it stays with the node's customer, whose administrators see it.
+
+A message with a release/delete request (pending, or given up) that left the queue is
+settled from the node's marker file of that request: our command moved it (the request's
+outcome) or it left by other means (``GONE``). A message still in the queue is never
+``GONE``, whatever is pending for it.
 """
 
 from __future__ import annotations
@@ -181,12 +186,26 @@ def ingest_node(node: Node) -> IngestResult:
             )
         new_entries = [e for e in entries if e.queue_id not in known]
         headers = nodeops.fetch_headers(conn, [e.queue_id for e in new_entries])
+        # Requested messages that left the queue: our marker says whether our command
+        # moved them (read after the listing, so "no marker" means "not us").
+        from . import actions
+
+        ours = {
+            intent_id: nodeops.marked(conn, token)
+            for intent_id, token in actions.absent_requested(node, set(queue_ids)).items()
+        }
+        if any(ours.values()):
+            # Mail a dead attempt requeued may be waiting for pickup's next poll.
+            nodeops.kick_pickup(conn)
 
     rows = _build_rows(node, new_entries, headers)
-    from . import actions
-
     result.new, result.gone = actions.record_ingest(
-        actor=None, node=node, rows=rows, present=set(queue_ids), in_queue=len(entries)
+        actor=None,
+        node=node,
+        rows=rows,
+        present=set(queue_ids),
+        in_queue=len(entries),
+        ours=ours,
     )
     return result
 

@@ -9,6 +9,14 @@ Postfix's ``postsuper`` exits 0 even for ids it does not know ("Released from ho
 messages"), and prints its per-message lines only in some logging setups, so the outcome
 of a release or delete is established from the hold queue itself: which ids were in it
 before the command and which are still there after.
+
+Observed state and our own marker (:func:`apply_marked`): before ``postsuper`` runs, the
+same remote command appends the ids it is about to act on to a marker file named after
+the request's token (``/var/lib/ums/spamhold/marks/<token>``). A retry, after a dropped
+connection or a dead worker, reads the hold queue first: an id still held is acted on
+(``postsuper`` moves a message out of hold once, so nothing is delivered twice); an id no
+longer held is ours if our marker lists it (the outcome happened), else it left by other
+means (``GONE``).
 """
 
 from __future__ import annotations
@@ -68,6 +76,32 @@ MISSING = re.compile(r"open queue file ([0-9A-Za-z]{1,64}):")
 # One message, headers and body, cut at a byte limit; base64 so 8-bit bytes survive the
 # connector's text decoding.
 MESSAGE_SCRIPT = 'postcat -bhq "$0" 2>/dev/null | head -c "$1" | base64'
+
+
+#: Where a node keeps the markers of our own commands (one file per request token).
+MARKS_DIR = "/var/lib/ums/spamhold/marks"
+#: Days a marker file is kept (a request gives up long before).
+MARKS_KEEP_DAYS = 30
+TOKEN = re.compile(r"^[0-9a-f]{32}$")
+FLAGS = {"release": "-r", "delete": "-d"}
+# $1 marks folder, $2 token, $3 postsuper flag, $4 days to keep markers, then the ids.
+# Lists which ids are in the hold queue now, appends those to the request's marker file
+# (before acting, so a retry can recognise our own command), moves them with one
+# postsuper reading ids from stdin ("hold": never a message outside the hold queue) and
+# prints them. Old marker files are pruned on the way.
+APPLY_SCRIPT = (
+    "dir=$1; mark=$1/$2; flag=$3; keep=$4; shift 4; "
+    'q=$(postconf -h queue_directory) || exit 70; cd "$q/hold" || exit 71; '
+    'mkdir -p "$dir" || exit 72; '
+    'find "$dir" -maxdepth 1 -type f -mtime +"$keep" -delete 2>/dev/null; '
+    'present=$(for id do if [ -f "$id" ]; then printf "%s\\n" "$id"; fi; done); '
+    '[ -n "$present" ] || exit 0; '
+    'printf "%s\\n" "$present" >> "$mark" || exit 73; '
+    'printf "%s\\n" "$present" | postsuper "$flag" - hold >&2 || exit 74; '
+    'printf "%s\\n" "$present"'
+)
+# The ids our commands under one token acted on (none yet: no file).
+MARKS_SCRIPT = 'cat -- "$1/$2" 2>/dev/null; exit 0'
 
 
 class InvalidQueueId(ValueError):
@@ -389,3 +423,81 @@ def summary(change: QueueChange) -> dict[str, Any]:
         "absent": len(change.absent),
         "failed": len(change.failed),
     }
+
+
+# ----------------------------------------------------------------------- marked outcomes
+
+
+def check_token(token: str) -> str:
+    if not isinstance(token, str) or not TOKEN.match(token):
+        raise InvalidQueueId(f"invalid request token {token!r}")
+    return token
+
+
+def marked(conn: Connector, token: str) -> set[str]:
+    """The queue ids our commands under ``token`` acted on, from the node's marker file."""
+    result = conn.run(["sh", "-c", MARKS_SCRIPT, "sh", MARKS_DIR, check_token(token)])
+    if not result.ok:
+        raise QueueCommandFailed(
+            f"reading the marker file exited {result.exit_code}", result.stderr.strip()
+        )
+    return {line for line in result.stdout.split() if QUEUE_ID.match(line)}
+
+
+def _act(conn: Connector, flag: str, token: str, ids: list[str]) -> tuple[list[str], str]:
+    """Mark and move the ``ids`` still held; (the ids acted on, postsuper's output)."""
+    argv = ["sh", "-c", APPLY_SCRIPT, "sh", MARKS_DIR, token, flag, str(MARKS_KEEP_DAYS), *ids]
+    result = conn.run(argv, timeout=600)
+    if not result.ok:
+        raise QueueCommandFailed(
+            f"postsuper {flag} exited {result.exit_code}", result.stderr.strip()[-2000:]
+        )
+    asked = set(ids)
+    return [i for i in result.stdout.split() if i in asked], result.stderr.strip()[-4000:]
+
+
+def apply_marked(conn: Connector, outcome: str, token: str, ids: Iterable[str]) -> QueueChange:
+    """Release (``outcome="release"``) or delete ``ids`` from the hold queue, idempotently.
+
+    Reads before it acts and confirms after: ``done`` are the ids that left the hold queue
+    through our command (this run's or an earlier attempt's, per the marker file),
+    ``absent`` those that left by other means, ``failed`` those still held after the
+    command. Running it again with the same token never acts twice on one message.
+    """
+    flag = FLAGS[outcome]
+    wanted = check_ids(ids)
+    check_token(token)
+    change = QueueChange()
+    present = in_hold(conn, wanted)
+    absent = [i for i in wanted if i not in present]
+    if absent:
+        # Read after the queue: an id missing from it without our marker now was not
+        # moved by us before the listing, so it left by other means.
+        ours = marked(conn, token)
+        change.done += [i for i in absent if i in ours]
+        change.absent += [i for i in absent if i not in ours]
+    outputs = []
+    for chunk in _chunks([i for i in wanted if i in present]):
+        acted, output = _act(conn, flag, token, chunk)
+        outputs.append(output)
+        still = in_hold(conn, chunk)
+        moved = set(acted)
+        for queue_id in chunk:
+            if queue_id in still:
+                change.failed[queue_id] = f"postsuper {flag} left it in the hold queue"
+            elif queue_id in moved:
+                change.done.append(queue_id)
+            else:
+                # Held when we looked, gone before our command came: not ours.
+                change.absent.append(queue_id)
+    change.output = "\n".join(o for o in outputs if o)[-4000:]
+    if flag == "-r" and change.done:
+        # Also after a retry that only found our marker: the attempt that moved the mail
+        # may have died before its kick.
+        kick_pickup(conn)
+    return change
+
+
+def kick_pickup(conn: Connector) -> None:
+    """Wake the pickup daemon for requeued mail (in the background; see :func:`release`)."""
+    conn.run(["sh", "-c", KICK_PICKUP], timeout=60)

@@ -1,10 +1,12 @@
-"""What a release or delete answers: per message, exactly one of four outcomes.
+"""What a release or delete request answers: per message, exactly one of these.
 
-``done``: this call moved the message (database claim won, node command succeeded).
-``already``: someone else handled it first (or it left the queue); says who and when.
-``failed``: the claim was won but the node command failed; the claim was rolled back, so
-the message is on hold again and can be retried (``error`` says why).
+``pending``: claimed by this request; the node has not confirmed yet (the message is
+still ``ONHOLD`` with ``outcome`` set; its job applies it and the reconciler re-drives it).
+``already``: someone else asked first or it was handled (or it left the queue); says who
+and when, and ``pending`` when that other request is not confirmed yet.
+``failed``: nothing can be asked (its node no longer exists).
 ``not_found``: no such message in the caller's scope (a single id answers 404).
+``done``/``warnings`` are filled by whoever waits for the outcome (a job's result).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 @dataclass
 class OutcomeReport:
+    pending: list[int] = field(default_factory=list)
     done: list[int] = field(default_factory=list)
-    # {"id", "status", "outcome", "handledBy" (name), "handledAt" (ISO or None)}
+    # {"id", "status", "outcome", "pending", "handledBy" (name), "handledAt" (ISO or None)}
     already: list[dict[str, Any]] = field(default_factory=list)
     # {"id", "error"}
     failed: list[dict[str, Any]] = field(default_factory=list)
@@ -24,16 +27,13 @@ class OutcomeReport:
     # Done, but a follow-up did not happen (e.g. the sender could not be allow-listed):
     # {"id", "warning"}.
     warnings: list[dict[str, Any]] = field(default_factory=list)
-
-    def merge(self, other: OutcomeReport) -> None:
-        self.done += other.done
-        self.already += other.already
-        self.failed += other.failed
-        self.not_found += other.not_found
-        self.warnings += other.warnings
+    # The request written for the pending messages, and its job.
+    intent: int | None = None
+    job: int | None = None
 
     def counts(self) -> dict[str, int]:
         return {
+            "pending": len(self.pending),
             "done": len(self.done),
             "already": len(self.already),
             "failed": len(self.failed),

@@ -60,6 +60,7 @@ SHEET_COLUMNS = (
     "sender",
     "recipient",
     "subject",
+    "outcome",
 )
 LIST_COLUMNS = (
     *SHEET_COLUMNS,
@@ -69,9 +70,9 @@ LIST_COLUMNS = (
     "node_id",
     "node_name",
     "customer_id",
-    "outcome",
     "handled_at",
     "handled_by_name",
+    "node_error",
 )
 
 
@@ -269,8 +270,18 @@ def counts_by_reason(queryset: models.QuerySet, cap: int = COUNT_CAP) -> list[Re
     return result
 
 
+def pending_outcome(row: Mapping[str, Any]) -> str | None:
+    """The outcome requested for a message and not yet confirmed by its node, or None.
+
+    A pending message keeps ``status`` ``ONHOLD`` (it *is* still in the hold queue), so
+    the sheet's ``"status": "ONHOLD"`` query still finds it; ``pending`` tells it apart.
+    """
+    return (row["outcome"] or None) if row["status"] == Status.ONHOLD else None
+
+
 def sheet_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``.values()`` row in the sheet's shape, plus the ``id`` to act on it."""
+    """A ``.values()`` row in the sheet's shape, plus the ``id`` to act on it and
+    ``pending`` (see :func:`pending_outcome`)."""
     return {
         "id": row["id"],
         "timestamp": epoch(row["received_at"], millis=True),
@@ -280,6 +291,7 @@ def sheet_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "fromEmail": row["sender"],
         "toEmail": row["recipient"],
         "subject": row["subject"],
+        "pending": pending_outcome(row),
     }
 
 
@@ -296,6 +308,7 @@ def list_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "outcome": row["outcome"],
         "handledAt": epoch(row["handled_at"], millis=True),
         "handledBy": row["handled_by_name"],
+        "nodeError": row["node_error"],
     }
 
 

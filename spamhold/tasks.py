@@ -1,4 +1,5 @@
-"""Periodic held-mail work (Celery beat): ingest every SMTP node, expire old messages."""
+"""Periodic held-mail work (Celery beat): ingest every SMTP node, request the expiry of old
+messages (re-driving requests is the reconciler's, ``spamhold.reconcile``)."""
 
 from __future__ import annotations
 
@@ -38,4 +39,6 @@ def ingest_all() -> Any:
 
 @shared_task(name="spamhold.expire", acks_late=True)
 def expire() -> Any:
-    return _exclusive("spamhold-expire", 3600, actions.expire_due)
+    # Only writes a request (its job and the reconciler do the node work), so the lock
+    # lives minutes, not an hour, if a worker dies holding it.
+    return _exclusive("spamhold-expire", 300, actions.expire_due)

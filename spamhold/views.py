@@ -39,6 +39,18 @@ FILTER_FIELDS = tuple(QueueFilterForm.base_fields)
 RELEASES = (Outcome.RELEASE, Outcome.RELEASE_ALLOW)
 
 
+def pending_labels() -> dict[str, str]:
+    """What a message shows while its requested outcome waits for the node's confirmation."""
+    releasing, deleting = _("Releasing…"), _("Deleting…")
+    return {
+        Outcome.RELEASE: releasing,
+        Outcome.RELEASE_ALLOW: releasing,
+        Outcome.DELETE: deleting,
+        Outcome.DELETE_BLOCK: deleting,
+        Outcome.EXPIRE: _("Expiring…"),
+    }
+
+
 def _actions() -> Any:
     from . import actions
 
@@ -126,6 +138,7 @@ class QueueView(SpamHoldPage, TemplateView):
                 "filtered": bool(_filter_items(self.request.GET)),
                 "here": self.request.get_full_path(),
                 "status_labels": query.STATUS_LABELS,
+                "pending_labels": pending_labels(),
                 "reason_labels": query.REASON_LABELS,
                 **_abilities(user),
             }
@@ -156,7 +169,8 @@ class MessageView(SpamHoldPage, View):
                 "content_error": content_error,
                 "log_lines": log_lines,
                 "log_error": log_error,
-                "is_on_hold": message.status == Status.ONHOLD,
+                "is_on_hold": message.status == Status.ONHOLD and not message.pending,
+                "pending_label": pending_labels().get(message.pending, ""),
                 "back": _safe_next(request, request.GET.get("next")),
                 **abilities,
             },
@@ -194,8 +208,8 @@ class ActionView(SpamHoldPage, View):
     """POST release/delete of ticked messages or of everything matching the filter.
 
     The first POST shows what will happen and asks to confirm; the confirmed POST acts.
-    Ticked messages are handled at once (outcome summary on the queue); "everything
-    matching" starts a bulk job and shows its page with the progress bar.
+    Ticked messages are requested at once (the queue shows them pending until their node
+    confirms); "everything matching" starts a request whose job page shows the progress.
     """
 
     http_method_names = ["post"]
@@ -273,14 +287,28 @@ class ActionView(SpamHoldPage, View):
     def _summarise(request: HttpRequest, outcome: str, report: Any) -> None:
         from .api.views import already_message
 
-        done = len(report.done)
-        if done:
+        pending = len(report.pending)
+        if pending:
+            # Asked, not done: the queue shows them "Releasing…"/"Deleting…" until the
+            # node confirms.
             text = (
-                ngettext("%(n)d message released.", "%(n)d messages released.", done)
+                ngettext(
+                    "Release of %(n)d message requested; it shows as Releasing… until its "
+                    "node confirms.",
+                    "Release of %(n)d messages requested; they show as Releasing… until "
+                    "their node confirms.",
+                    pending,
+                )
                 if outcome in RELEASES
-                else ngettext("%(n)d message deleted.", "%(n)d messages deleted.", done)
+                else ngettext(
+                    "Deletion of %(n)d message requested; it shows as Deleting… until its "
+                    "node confirms.",
+                    "Deletion of %(n)d messages requested; they show as Deleting… until "
+                    "their node confirms.",
+                    pending,
+                )
             )
-            messages.success(request, text % {"n": done})
+            messages.success(request, text % {"n": pending})
         for entry in report.already[:20]:
             messages.warning(request, f"#{entry.get('id')}: {already_message(entry)}")
         for entry in report.failed[:20]:
@@ -300,7 +328,7 @@ class ActionView(SpamHoldPage, View):
                 )
                 % {"n": len(report.not_found)},
             )  # fmt: skip
-        if not (done or report.already or report.failed or report.not_found):
+        if not (pending or report.already or report.failed or report.not_found):
             messages.info(request, _("Nothing was selected that you may act on."))
 
 

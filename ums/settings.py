@@ -333,6 +333,11 @@ UMS_SPAMHOLD_CONCURRENCY = env_int("UMS_SPAMHOLD_CONCURRENCY", 10, minimum=1)
 UMS_SPAMHOLD_INGEST_LOCK_SECONDS = env_int("UMS_SPAMHOLD_INGEST_LOCK_SECONDS", 600, minimum=30)
 UMS_SPAMHOLD_RETENTION_DAYS = env_int("UMS_SPAMHOLD_RETENTION_DAYS", 30, minimum=1)
 UMS_SPAMHOLD_CONTENT_LIMIT = env_int("UMS_SPAMHOLD_CONTENT_LIMIT", 2 * 1024 * 1024, minimum=1024)
+# A release/delete job holds its request for this many seconds, renewed per batch: after a
+# dead worker the reconciler re-drives the request once it ran out. A request failing on
+# its node is retried with backoff up to UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS times.
+UMS_SPAMHOLD_INTENT_LEASE = env_int("UMS_SPAMHOLD_INTENT_LEASE", 20, minimum=5)
+UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS = env_int("UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS", 8, minimum=1)
 # How often the reconciler loop re-drives work a dead process left (see ums.reconcile).
 UMS_RECONCILE_INTERVAL = env_int("UMS_RECONCILE_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {

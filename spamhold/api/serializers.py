@@ -20,7 +20,7 @@ from tenants.models import Customer
 from ums.api.fields import MAX_ID, SafeCharField, ScopedPrimaryKeyRelatedField
 from ums.api.serializers import StrictSerializer
 
-from ..models import Reason, Status
+from ..models import Outcome, Reason, Status
 from ..query import MAX_EPOCH, valid_epoch
 
 MAX_IDS = 1000
@@ -192,9 +192,21 @@ class SheetRecordSerializer(serializers.Serializer):
     from_email = serializers.CharField()
     to_email = serializers.CharField()
     subject = serializers.CharField()
+    pending = serializers.ChoiceField(
+        choices=Outcome.choices,
+        allow_null=True,
+        help_text="the outcome requested and not yet confirmed by the node (status stays "
+        "ONHOLD until it is), else null",
+    )
 
 
 class OutcomeReportSerializer(serializers.Serializer):
+    pending = serializers.ListField(
+        child=serializers.IntegerField(), help_text="requested now; the node acts after"
+    )
+    request = serializers.IntegerField(allow_null=True)
+    job = serializers.IntegerField(allow_null=True)
+    job_url = serializers.CharField(allow_null=True)
     done = serializers.ListField(child=serializers.IntegerField())
     already = serializers.ListField(child=serializers.DictField())
     failed = serializers.ListField(child=serializers.DictField())

@@ -6,9 +6,12 @@ One viewset, scoped by the ums base class (a message outside the caller's subtre
 are under ``messages/{id}/``. Lists run a fixed number of queries: the page is built from
 ``.values()`` rows, newest first, by keyset (``spamhold.query.page``).
 
-Release and delete accept an ``Idempotency-Key`` header: the first answer is stored per
-administrator and key and replayed for the same request; the same key with another body
-is a 422 (see :func:`idempotent`).
+Release and delete never wait on a node: they write a durable request and answer at once,
+202 with the messages ``pending`` (still ``ONHOLD`` until the node confirms; the request's
+job and the reconciler carry it out). They accept an ``Idempotency-Key`` header: the first
+answer is stored per administrator and key and replayed for the same request; the same key
+with another body is a 422; a key whose first request died mid-way is run again after
+``IdempotencyKey.STALE_SECONDS`` (see :func:`idempotent`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -99,11 +103,25 @@ def _when(value: Any) -> str:
     return str(value or "")
 
 
+RELEASE_OUTCOMES = (Outcome.RELEASE, Outcome.RELEASE_ALLOW)
+
+
 def already_message(entry: dict[str, Any]) -> str:
     """What the second administrator is told: who handled the message first, and when."""
     who = entry.get("handledBy") or _("someone else")
     when = _when(entry.get("handledAt"))
     state = entry.get("status")
+    if state == Status.ONHOLD and entry.get("outcome"):
+        if entry["outcome"] in RELEASE_OUTCOMES:
+            return _(
+                "%(who)s asked to release it at %(when)s; waiting for the node to confirm."
+            ) % {"who": who, "when": when}
+        if entry["outcome"] == Outcome.EXPIRE:
+            return _("It is being deleted as expired; waiting for the node to confirm.")
+        return _("%(who)s asked to delete it at %(when)s; waiting for the node to confirm.") % {
+            "who": who,
+            "when": when,
+        }
     if state == Status.RELEASED:
         return _("Already released by %(who)s at %(when)s.") % {"who": who, "when": when}
     if state == Status.DELETED:
@@ -117,6 +135,9 @@ def report_data(report: Any) -> dict[str, Any]:
     """An ``OutcomeReport`` as JSON; each ``already`` entry gets its sentence."""
     already = [_jsonable(entry) for entry in report.already]
     return {
+        "pending": list(report.pending),
+        "request": report.intent,
+        "job": report.job,
         "done": list(report.done),
         "already": [{**entry, "message": already_message(entry)} for entry in already],
         "failed": [_jsonable(entry) for entry in report.failed],
@@ -145,13 +166,69 @@ def content_denied_message() -> str:
     )
 
 
+def _take_key(request: Request, key: str, digest: str) -> IdempotencyKey | Response:
+    """The key's row, now ours to run the request under; or the answer to give instead.
+
+    A fresh key is inserted (committed at once, so a concurrent duplicate sees it). An
+    existing key answers: 422 for another request, the stored answer when done, 409
+    while its first request is in progress; but an in-progress entry older than
+    ``STALE_SECONDS`` (its request died mid-way) or a key past ``KEEP_HOURS`` is taken
+    over with a conditional UPDATE, and the request runs again: safe, since every outcome
+    claim is conditional.
+    """
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return IdempotencyKey.objects.create(
+                administrator=request.user,
+                key=key,
+                request_hash=digest,
+                status_code=0,
+                started_at=now,
+            )
+    except IntegrityError:
+        pass
+    record = IdempotencyKey.objects.filter(administrator=request.user, key=key).first()
+    expired = now - datetime.timedelta(hours=IdempotencyKey.KEEP_HOURS)
+    if record is not None and record.created_at < expired:
+        # A day-old key is forgotten (the reconciler purges these too): a new request.
+        taken = IdempotencyKey.objects.filter(pk=record.pk, created_at__lt=expired).update(
+            request_hash=digest, status_code=0, response={}, created_at=now, started_at=now
+        )
+        if taken:
+            record.refresh_from_db()
+            return record
+    if record is not None and record.request_hash != digest:
+        return Response(
+            {
+                "message": _(
+                    "This Idempotency-Key was already used for a different request; use a new key."
+                )
+            },
+            status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        )
+    if record is not None and record.status_code:
+        return Response(
+            record.response, status=record.status_code, headers={"Idempotent-Replayed": "true"}
+        )
+    stale = now - datetime.timedelta(seconds=IdempotencyKey.STALE_SECONDS)
+    if record is not None and (
+        IdempotencyKey.objects.filter(pk=record.pk, status_code=0)
+        .filter(models.Q(started_at__lt=stale) | models.Q(started_at=None))
+        .update(started_at=now)
+    ):
+        return record
+    return Response(
+        {"message": _("A request with this Idempotency-Key is still being handled.")},
+        status=status.HTTP_409_CONFLICT,
+    )
+
+
 def idempotent(request: Request, perform: Callable[[], Response]) -> Response:
     """Run ``perform`` once per (administrator, Idempotency-Key); replay its answer after.
 
-    The key row is committed before the action runs, so a concurrent duplicate finds it
-    and is told the first request is still in progress (409) instead of acting twice. If
-    the action raises (bad input, a server error) the row is removed so the client can
-    retry with the same key.
+    See :func:`_take_key` for the key's states. If the action raises (bad input, a server
+    error) or answers 5xx, the row is removed so the client can retry with the same key.
     """
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -172,31 +249,9 @@ def idempotent(request: Request, perform: Callable[[], Response]) -> Response:
         default=str,
     )
     digest = hashlib.sha256(body.encode()).hexdigest()
-    try:
-        with transaction.atomic():
-            record = IdempotencyKey.objects.create(
-                administrator=request.user, key=key, request_hash=digest, status_code=0
-            )
-    except IntegrityError:
-        record = IdempotencyKey.objects.filter(administrator=request.user, key=key).first()
-        if record is None or record.status_code == 0:
-            return Response(
-                {"message": _("A request with this Idempotency-Key is still being handled.")},
-                status=status.HTTP_409_CONFLICT,
-            )
-        if record.request_hash != digest:
-            return Response(
-                {
-                    "message": _(
-                        "This Idempotency-Key was already used for a different request; "
-                        "use a new key."
-                    )
-                },
-                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
-            )
-        return Response(
-            record.response, status=record.status_code, headers={"Idempotent-Replayed": "true"}
-        )
+    record = _take_key(request, key, digest)
+    if isinstance(record, Response):
+        return record
     try:
         response = perform()
     except BaseException:
@@ -281,16 +336,32 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
             "metadataOnly": metadata_only,
         }
 
+    def _job_url(self, job_id: int | None) -> str | None:
+        if job_id is None:
+            return None
+        return _on_base_url(self.request.build_absolute_uri(reverse("job-detail", args=[job_id])))
+
     def _outcome_one(self, message: HeldMessage, report: Any, verb: str) -> Response:
         data = report_data(report)
-        if message.pk in report.done:
+        if message.pk in report.pending:
+            # Accepted, not done: the node acts after this answer (the job), and the
+            # message shows ``pending`` until it confirms.
             message.refresh_from_db()
-            return Response({**data, "message": verb, "result": self._detail(message)})
+            return Response(
+                {
+                    **data,
+                    "message": verb,
+                    "jobUrl": self._job_url(report.job),
+                    "result": self._detail(message),
+                },
+                status=status.HTTP_202_ACCEPTED,
+            )
         if data["already"]:
             entry = data["already"][0]
             return Response(
                 {**data, "message": entry["message"], "handledBy": entry.get("handledBy"),
-                 "handledAt": entry.get("handledAt"), "status": entry.get("status")},
+                 "handledAt": entry.get("handledAt"), "status": entry.get("status"),
+                 "pending": entry.get("pending", False)},
                 status=status.HTTP_409_CONFLICT,
             )  # fmt: skip
         if data["failed"]:
@@ -316,7 +387,10 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
         if "ids" in data:
             # The action scopes the ids itself: outside ones come back as not found.
             report = call(actor=request.user, ids=data["ids"], **{flag: flagged})
-            return Response(report_data(report))
+            return Response(
+                {**report_data(report), "jobUrl": self._job_url(report.job)},
+                status=status.HTTP_202_ACCEPTED if report.pending else status.HTTP_200_OK,
+            )
         filters, _path = s.QuerySerializer.to_filters(data["filters"])
         job = _actions().start_bulk(
             actor=request.user,
@@ -326,10 +400,9 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
         return Response(
             {
                 "job": job.pk,
+                "request": job.params.get("intent"),
                 "status": job.status,
-                "job_url": _on_base_url(
-                    request.build_absolute_uri(reverse("job-detail", args=[job.pk]))
-                ),
+                "job_url": self._job_url(job.pk),
                 "filters": filters,
             },
             status=status.HTTP_202_ACCEPTED,
@@ -443,11 +516,12 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
     @extend_schema(
         request=s.ReleaseOneSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
+        responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
     )
     @action(detail=True, methods=["post"], url_path="release")
     def release_one(self, request: Request, pk: str | None = None) -> Response:
-        """Release (deliver) the message; 409 says who handled it first."""
+        """Ask for the message to be released (delivered): 202 at once, ``pending`` until
+        the node confirms; 409 says who asked or handled it first."""
         message = self.get_object()
 
         def perform() -> Response:
@@ -456,18 +530,21 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
             report = _actions().release(
                 actor=request.user, ids=[message.pk], **serializer.validated_data
             )
-            return self._outcome_one(message, report, _("Released."))
+            return self._outcome_one(
+                message, report, _("Release requested; waiting for the node to confirm.")
+            )
 
         return idempotent(request, perform)
 
     @extend_schema(
         request=s.DeleteOneSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
+        responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
     )
     @action(detail=True, methods=["post"], url_path="delete")
     def delete_one(self, request: Request, pk: str | None = None) -> Response:
-        """Delete the message from the node's hold queue; 409 says who handled it first."""
+        """Ask for the message to be deleted from the node's hold queue: 202 at once,
+        ``pending`` until the node confirms; 409 says who asked or handled it first."""
         message = self.get_object()
 
         def perform() -> Response:
@@ -476,7 +553,9 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
             report = _actions().delete(
                 actor=request.user, ids=[message.pk], **serializer.validated_data
             )
-            return self._outcome_one(message, report, _("Deleted."))
+            return self._outcome_one(
+                message, report, _("Deletion requested; waiting for the node to confirm.")
+            )
 
         return idempotent(request, perform)
 
@@ -485,10 +564,11 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
     @extend_schema(
         request=s.ReleaseSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={200: s.OutcomeReportSerializer, 202: OpenApiTypes.OBJECT},
+        responses={200: s.OutcomeReportSerializer, 202: s.OutcomeReportSerializer},
     )
     def release_many(self, request: Request) -> Response:
-        """``ids`` (at most 1000) are released now; ``filters`` start a bulk job (202)."""
+        """``ids`` (at most 1000) or ``filters``: one request, answered at once (202) with the
+        messages ``pending`` and the request's job."""
         return idempotent(
             request,
             lambda: self._act_many(
@@ -499,10 +579,11 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
     @extend_schema(
         request=s.DeleteSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={200: s.OutcomeReportSerializer, 202: OpenApiTypes.OBJECT},
+        responses={200: s.OutcomeReportSerializer, 202: s.OutcomeReportSerializer},
     )
     def delete_many(self, request: Request) -> Response:
-        """``ids`` (at most 1000) are deleted now; ``filters`` start a bulk job (202)."""
+        """``ids`` (at most 1000) or ``filters``: one request, answered at once (202) with the
+        messages ``pending`` and the request's job."""
         return idempotent(
             request,
             lambda: self._act_many(

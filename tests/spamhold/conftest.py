@@ -19,13 +19,41 @@ from email.message import EmailMessage
 import pytest
 from django.urls import reverse
 
-from tests.converge.conftest import MailNodes, mail_nodes, mail_services  # noqa: F401
+from tests.converge.conftest import (  # noqa: F401
+    MAIL_PRIVATE_PATHS,
+    MailNodes,
+    approved_node,
+    mail_services,
+    trusting_cluster,
+)
 from tests.converge.test_mail_flow import DOMAIN, PASSWORD, maildir
 from tests.fixtures import Cast, token_client
 from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
 from ums.models import Job
 
 POSTFIX = "/etc/postfix"
+# Where release/delete commands leave their markers on a node: private to each test node
+# (the harness shares everything else under /var with this machine).
+MARKS_ROOT = "/var/lib/ums"
+
+
+@pytest.fixture
+def mail_nodes(
+    tmp_path_factory: pytest.TempPathFactory,
+    controller_pkey,  # noqa: F811
+    controller_key,  # noqa: F811
+    zone,  # noqa: F811
+    cast: Cast,
+    mail_services: None,  # noqa: F811
+):
+    """The converge tests' two mail nodes (smtp, imap), with a private /var/lib/ums."""
+    workdir = tmp_path_factory.mktemp("hold")
+    paths = (*MAIL_PRIVATE_PATHS, MARKS_ROOT)
+    with trusting_cluster(workdir, 2, controller_pkey, paths) as cluster:
+        smtp, imap = cluster.nodes
+        imap_node = approved_node(zone, cast, imap, ["imap"])
+        smtp_node = approved_node(zone, cast, smtp, ["smtp"])
+        yield MailNodes(cluster, smtp, imap, smtp_node, imap_node)
 
 
 def node_queue(tnode, queue: str | None = "hold") -> list[dict]:
@@ -132,7 +160,7 @@ class HoldBench:
 
 
 @pytest.fixture
-def bench(cast: Cast, mail_nodes: MailNodes) -> HoldBench:  # noqa: F811
+def bench(cast: Cast, mail_nodes: MailNodes) -> HoldBench:
     # The mail root as the IMAP node's mail store would have it (owned by the mail uid):
     # Courier's converge checks it exists before it applies mailbox ACLs.
     # (Created after the approval's converge ran, so only the jobs from here on count.)

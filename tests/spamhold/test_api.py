@@ -17,7 +17,7 @@ from django.db import models
 from django.urls import reverse
 
 from audit.models import AuditRecord
-from spamhold.models import HeldMessage, IdempotencyKey, Status
+from spamhold.models import HeldMessage, IdempotencyKey, OutcomeIntent, Status
 from tenants import permissions as perms
 from tests.api.contracts import ScopedEndpointContract
 from tests.fixtures import Cast, make_admin, token_client
@@ -271,9 +271,11 @@ def test_bulk_by_filters_starts_a_job(cast: Cast, monkeypatch: pytest.MonkeyPatc
     from ums.models import Job
 
     job = Job.objects.get(pk=body["job"])
-    assert job.kind == "spamhold.bulk" and job.requested_by_id == cast.sub_admin.pk
-    assert job.params["outcome"] == "delete"
-    assert job.params["filters"] == {
+    assert job.kind == "spamhold.apply" and job.requested_by_id == cast.sub_admin.pk
+    request = OutcomeIntent.objects.get(pk=body["request"])
+    assert job.params == {"intent": request.pk}
+    assert request.outcome == "delete" and request.requested_by == cast.sub_admin
+    assert request.filters == {
         "from_domain": "gmail.com",
         "status": "ONHOLD",
         "customer": cast.ministry.pk,

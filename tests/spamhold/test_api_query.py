@@ -39,11 +39,28 @@ def test_sheet_query_returns_records_in_the_sheets_shape(cast: Cast) -> None:
             "fromEmail": "rackcorptest345@gmail.com",
             "toEmail": "salestest@rackcorp.com",
             "subject": "This is a test email",
+            "pending": None,
         }
     ]
     # Numbers, as in the sheet: the timestamp keeps its milliseconds, expiry is whole.
     assert b'"timestamp":1665516666.609' in response.content
     assert b'"expiry":1665519800' in response.content
+
+
+def test_a_requested_release_stays_onhold_with_pending_until_the_node_confirms(
+    cast: Cast,
+) -> None:
+    held = make_held(cast.ministry, outcome="release", handled_by_name="Root Admin")
+    client = token_client(cast.sub_admin)
+    records = client.post(QUERY, SHEET_BODY, format="json").json()["results"]
+    assert [(r["id"], r["status"], r["pending"]) for r in records] == [
+        (held.pk, "ONHOLD", "release")
+    ]
+    released = client.post(QUERY, {**SHEET_BODY, "status": "RELEASED"}, format="json").json()
+    assert released["results"] == []
+    HeldMessage.objects.filter(pk=held.pk).update(status=Status.RELEASED)
+    records = client.post(QUERY, {**SHEET_BODY, "status": "RELEASED"}, format="json").json()
+    assert [(r["id"], r["pending"]) for r in records["results"]] == [(held.pk, None)]
 
 
 def test_sheet_query_is_scoped_to_the_caller(cast: Cast) -> None:

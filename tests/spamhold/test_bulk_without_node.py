@@ -1,4 +1,5 @@
-"""A filtered bulk job, and what happens to a message whose node is gone (no node needed)."""
+"""A filtered bulk request, and what happens to a message whose node is gone (no node
+needed): nothing can carry it out, so the request gives it up at once with the reason."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import datetime
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditRecord
 from spamhold import actions
-from spamhold.models import HeldMessage, Outcome, Status
+from spamhold.models import HeldMessage, IntentState, Outcome, OutcomeIntent, Status
 from tests.fixtures import Cast
 from ums.models import Job
 
@@ -30,7 +32,7 @@ def held(cast: Cast, sender_domain: str) -> HeldMessage:
     )
 
 
-def test_filtered_bulk_job_acts_on_matches_only_and_a_failure_leaves_it_on_hold(
+def test_filtered_bulk_request_acts_on_matches_only_and_a_nodeless_one_is_given_up(
     cast: Cast,
 ) -> None:
     target, other = held(cast, "spam.test"), held(cast, "fine.test")
@@ -39,14 +41,20 @@ def test_filtered_bulk_job_acts_on_matches_only_and_a_failure_leaves_it_on_hold(
     )
     job.refresh_from_db()
     assert job.status == Job.SUCCEEDED, job.error
-    assert job.result["counts"]["failed"] == 1 and job.result["counts"]["done"] == 0
+    request = OutcomeIntent.objects.get(pk=job.params["intent"])
+    assert request.state == IntentState.DONE and request.claimed_all
+    assert job.result["counts"] == {"done": 0, "gone": 0, "onhold": 1, "pending": 0}
     assert [f["id"] for f in job.result["failed"]] == [target.pk]
     target.refresh_from_db()
     other.refresh_from_db()
-    # The claim was rolled back: on hold again, with the reason, retryable.
+    # Given up: on hold again, unclaimed, with the reason; retryable by anyone.
     assert (target.status, target.outcome, target.handled_by_name) == (Status.ONHOLD, "", "")
-    assert target.node_error
-    assert (other.status, other.node_error) == (Status.ONHOLD, "")
+    assert "no longer exists" in target.node_error
+    assert (other.status, other.node_error, other.outcome) == (Status.ONHOLD, "", "")
+    assert AuditRecord.objects.filter(action="spamhold.delete_failed").exists()
+    # Asked by id, a nodeless message is refused at once (nothing to request).
+    report = actions.delete(actor=cast.sub_admin, ids=[target.pk])
+    assert report.pending == [] and [f["id"] for f in report.failed] == [target.pk]
     # Out of scope for the sibling: not found, nothing claimed.
     report = actions.delete(actor=cast.sibling_admin, ids=[target.pk])
     assert report.not_found == [target.pk]

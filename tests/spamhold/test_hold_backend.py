@@ -15,8 +15,9 @@ from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.utils import timezone
 
-from spamhold import actions, content, ingest
-from spamhold.models import HeldMessage, Outcome, Reason, Status
+from spamhold import actions, content, ingest, nodeops
+from spamhold import reconcile as spamhold_reconcile
+from spamhold.models import HeldMessage, IntentState, Outcome, OutcomeIntent, Reason, Status
 from tenants import permissions as perms
 from tests.converge.test_mail_flow import DOMAIN
 from tests.fixtures import make_admin
@@ -104,13 +105,17 @@ def test_release_delivers_once_and_a_concurrent_release_is_told_who_did_it(
     for thread in threads:
         thread.join(timeout=120)
     assert len(reports) == 2
-    winners = [name for name, r in reports.items() if r.done == [race.pk]]
+    winners = [name for name, r in reports.items() if r.pending == [race.pk]]
     losers = [name for name, r in reports.items() if r.already]
     assert len(winners) == 1 and len(losers) == 1, reports
     already = reports[losers[0]].already[0]
     winner = next(a for a in admins if a.username == winners[0])
     assert already["id"] == race.pk
-    assert already["status"] == Status.RELEASED
+    # The winner's request: still pending (the node has not confirmed) or released.
+    assert (already["status"], already["pending"]) in (
+        (Status.ONHOLD, True),
+        (Status.RELEASED, False),
+    )
     assert already["handledBy"] == winner.audit_name
     assert already["handledAt"]
 
@@ -124,13 +129,18 @@ def test_release_delivers_once_and_a_concurrent_release_is_told_who_did_it(
     assert ids["marker-race"] not in held_ids(bench)
     # Releasing again changes nothing and says so.
     again = actions.release(actor=cast.sub_admin, ids=[race.pk])
-    assert again.done == [] and again.already[0]["status"] == Status.RELEASED
+    assert again.pending == [] and again.already[0]["status"] == Status.RELEASED
     assert bench.deliveries("marker-race") == 1
+    # Our marker on the node names the released id under the request's token.
+    request = race.intent
+    marks = bench.smtp.path(f"{nodeops.MARKS_DIR}/{request.token}").read_text().split()
+    assert marks == [ids["marker-race"]]
+    assert request.state == IntentState.DONE
 
     # Delete: gone from the node's queue, never delivered.
     doomed = HeldMessage.objects.get(subject="marker-delete")
     report = actions.delete(actor=cast.sub_admin, ids=[doomed.pk])
-    assert report.done == [doomed.pk]
+    assert report.pending == [doomed.pk]
     assert ids["marker-delete"] not in {e["queue_id"] for e in node_queue(bench.smtp, None)}
     doomed.refresh_from_db()
     assert (doomed.status, doomed.handled_by_name) == (Status.DELETED, cast.sub_admin.audit_name)
@@ -180,7 +190,7 @@ def test_scope_permissions_content_and_expiry(bench: HoldBench) -> None:
     expiring.refresh_from_db()
     assert expiring.expires_at - expiring.received_at == datetime.timedelta(days=2)
     counts = actions.expire_due(now=timezone.now() + datetime.timedelta(days=3))
-    assert counts["done"] == 2
+    assert counts["pending"] == 2
     expiring.refresh_from_db()
     assert (expiring.status, expiring.outcome, expiring.handled_by_name) == (
         Status.EXPIRED,
@@ -203,18 +213,39 @@ def test_a_failed_node_command_keeps_the_message_on_hold_for_a_retry_and_bulk_fi
     settings.UMS_SSH_RETRIES = 0
     type(node).objects.filter(pk=node.pk).update(ssh_port=1)  # nothing listens there
     report = actions.release(actor=cast.sub_admin, ids=pks[:1])
-    assert report.done == [] and [f["id"] for f in report.failed] == pks[:1]
+    assert report.pending == pks[:1]
+    # The node could not be reached: the request waits for a retry, the message stays
+    # pending with the reason shown, and nothing left the node.
     row = HeldMessage.objects.get(pk=pks[0])
-    assert row.status == Status.ONHOLD and row.node_error and not row.handled_by_name
+    assert (row.status, row.outcome, row.handled_by_name) == (
+        Status.ONHOLD,
+        Outcome.RELEASE,
+        cast.sub_admin.audit_name,
+    )
+    assert "Connect" in row.node_error or "refused" in row.node_error, row.node_error
+    request = OutcomeIntent.objects.get(pk=report.intent)
+    assert request.state == IntentState.RETRYING and request.error
     assert held_ids(bench) == set(ids.values())
+    # Another administrator is told it is already asked for, by whom.
+    other = actions.release(actor=cast.root_admin, ids=pks[:1])
+    assert other.pending == [] and other.already[0]["pending"] is True
 
+    # The node is back; the reconciler re-drives the request once its retry is due.
     type(node).objects.filter(pk=node.pk).update(ssh_port=real_port)
+    assert spamhold_reconcile.outcomes()["redriven"] == []  # not due yet
+    OutcomeIntent.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
+    assert spamhold_reconcile.outcomes()["redriven"] == [request.pk]
+    request.refresh_from_db()
+    assert request.state == IntentState.DONE and request.attempts == 2
+    bench.wait_delivered("marker-bulk-0")
+
     job = actions.start_bulk(actor=cast.sub_admin, outcome=Outcome.RELEASE, ids=pks)
     job.refresh_from_db()
     assert job.status == Job.SUCCEEDED, job.error
-    assert job.result["counts"]["done"] == 3
-    assert (job.progress_done, job.progress_total) == (3, 3)
+    assert job.result["counts"]["done"] == 2
+    assert (job.progress_done, job.progress_total) == (2, 2)
     for i in range(3):
         bench.wait_delivered(f"marker-bulk-{i}")
     assert set(HeldMessage.objects.values_list("status", flat=True)) == {Status.RELEASED}
     assert held_ids(bench) == set()
+    assert all(bench.deliveries(f"marker-bulk-{i}") == 1 for i in range(3))

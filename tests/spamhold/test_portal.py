@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from spamhold.models import HeldMessage, Reason, Status
+from spamhold.models import HeldMessage, OutcomeIntent, Reason, Status
 from tenants import permissions as perms
 from tests.fixtures import Cast, make_admin
 from tests.spamhold.held import T0, make_held
@@ -223,10 +223,12 @@ def test_everything_matching_starts_a_job(
     response = client.post(reverse("spamhold:act"), form)
     assert response.status_code == 200 and response.context["count"] == 1
     response = client.post(reverse("spamhold:act"), {**form, "confirmed": "on"})
-    job = Job.objects.get(kind="spamhold.bulk")
+    job = Job.objects.get(kind="spamhold.apply")
     assert response.status_code == 302
     assert response["Location"] == reverse("portal:job-detail", args=[job.pk])
-    assert job.params["filters"] == {"status": "ONHOLD", "from_domain": "gmail.com"}
+    request = OutcomeIntent.objects.get(pk=job.params["intent"])
+    assert request.filters == {"status": "ONHOLD", "from_domain": "gmail.com"}
+    assert request.state == "requested" and not request.claimed_all
     assert HeldMessage.objects.filter(status=Status.ONHOLD).count() == 2  # the job acts later
 
 
@@ -246,3 +248,23 @@ def test_refresh_starts_a_job(cast: Cast, login: Any, monkeypatch: pytest.Monkey
     assert response.status_code == 302
     assert "/jobs/" in response["Location"]
     assert login(cast.root_admin).get(reverse("spamhold:refresh")).status_code == 405
+
+
+def test_a_requested_message_shows_pending_not_done(cast: Cast, login: Any) -> None:
+    asked = make_held(
+        cast.ministry,
+        subject="asked for",
+        outcome="release",
+        handled_at=T0,
+        handled_by_name="Root Admin",
+        node_error="Node smtp1: connection refused",
+    )
+    client = login(cast.sub_admin)
+    html = client.get(reverse("spamhold:home")).content.decode()
+    row = html[html.index(f'id="held-{asked.pk}"') - 300 : html.index("asked for") + 2000]
+    assert "Releasing…" in row and "Released<" not in row
+    assert re.search(rf'id="held-{asked.pk}"[^>]* disabled', html)
+    assert "connection refused" in row
+    page = client.get(reverse("spamhold:message", args=[asked.pk])).content.decode()
+    assert "Releasing…" in page and "waiting for the node to confirm" in page
+    assert 'value="release"' not in page and 'value="delete"' not in page
