@@ -203,13 +203,14 @@ class Lease:
         ).exists()
 
 
-def acquire(node_id: int, owner: str) -> Lease | None:
+def acquire(node_id: int, owner: str, *, steal: int | None = None) -> Lease | None:
     """Take the node's lease unless someone else holds it unexpired.
 
     ``owner`` names the holder (``job:<id>``): a job that runs again after its worker
     died takes its own lease over at once instead of waiting for it to lapse (the job's
-    own claim already guarantees one live run). Reads the desired generation in the same
-    statement: that is what this converge makes true.
+    own claim already guarantees one live run); ``steal`` takes over the lease with that
+    token (its holder is known dead, see :func:`holder_is_dead`). Reads the desired
+    generation in the same statement: that is what this converge makes true.
     """
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -228,15 +229,37 @@ def acquire(node_id: int, owner: str) -> Lease | None:
             UPDATE deploy_nodeconvergestate SET lease_token = lease_token + 1, lease_owner = %s,
                 lease_expires_at = %s, running_generation = desired_generation
             WHERE node_id = %s
-              AND (lease_expires_at IS NULL OR lease_expires_at <= %s OR lease_owner = %s)
+              AND (lease_expires_at IS NULL OR lease_expires_at <= %s OR lease_owner = %s
+                   OR lease_token = %s)
             RETURNING lease_token, desired_generation
             """,
-            [owner, now + lease_length(), node_id, now, owner],
+            [owner, now + lease_length(), node_id, now, owner, -1 if steal is None else steal],
         )
         row = cursor.fetchone()
     if row is None:
         return None
     return Lease(node_id=node_id, owner=owner, token=row[0], generation=row[1])
+
+
+def holder_is_dead(node_id: int) -> int | None:
+    """The token of the node's lease if its holder is a job that is provably not running
+    any more (finished, given back, or its process on this host gone), else None.
+
+    Lets a converge requested right after a worker restart start at once instead of
+    being coalesced into a converge that died with the old worker.
+    """
+    state = (
+        NodeConvergeState.objects.filter(node_id=node_id, lease_expires_at__gt=timezone.now())
+        .values("lease_owner", "lease_token")
+        .first()
+    )
+    if state is None or not state["lease_owner"].startswith("job:"):
+        return None
+    job_id = state["lease_owner"].removeprefix("job:")
+    job = Job.objects.filter(pk=int(job_id) if job_id.isdigit() else 0).first()
+    if job is None or job.status != Job.RUNNING or (job.owner and jobs.owner_is_gone(job.owner)):
+        return state["lease_token"]
+    return None
 
 
 def succeeded(lease: Lease) -> bool:

@@ -241,6 +241,9 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
     if dry_run:
         return _converge(node, dry_run=True, reporter=reporter)
     lease = dirty.acquire(node.pk, owner=f"job:{job.pk}")
+    if lease is None and (dead := dirty.holder_is_dead(node.pk)) is not None:
+        reporter.log("the converge holding this node's lease is dead; taking over")
+        lease = dirty.acquire(node.pk, owner=f"job:{job.pk}", steal=dead)
     if lease is None:
         # The holder read the desired generation at its start; it (or, if it dies, the
         # reconciler once its lease lapses) converges again for what came after.

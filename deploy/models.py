@@ -92,8 +92,7 @@ class NodeConvergeState(models.Model):
 
     def __str__(self) -> str:
         return (
-            f"node {self.node_id}: generation {self.applied_generation}"
-            f"/{self.desired_generation}"
+            f"node {self.node_id}: generation {self.applied_generation}/{self.desired_generation}"
         )
 
     @property

@@ -210,6 +210,9 @@ def celery_stack(
     )
     app.conf.task_always_eager = False
     try:
+        # Messages an earlier, interrupted run left on the broker would run against this
+        # test's database.
+        app.control.purge()
         worker.start()
         if beat_proc is not None:
             beat_proc.start()
