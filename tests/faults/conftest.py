@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.converge.conftest import mail_nodes, mail_services  # noqa: F401
-from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
 from tests.harness.worker import CeleryBeat, CeleryWorker, celery_stack
+from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
 
 #: Seconds: the job heartbeat period is a fifth of STALE.
 STALE = 6
