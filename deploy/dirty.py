@@ -34,7 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from servers.choices import REACHABLE_STATUSES, NodeStatus
@@ -168,11 +168,17 @@ def state_of(node_id: int) -> NodeConvergeState | None:
 
 def due() -> list[NodeConvergeState]:
     """Dirty nodes whose next attempt is due (the reconciler's one indexed query)."""
-    now = timezone.now()
-    return list(
+    return list(due_queryset().select_related("node")[:200])
+
+
+def due_queryset() -> QuerySet[NodeConvergeState]:
+    # Ordered like the partial index ``converge_dirty``, so the planner walks that (tiny)
+    # index even though it cannot estimate how few rows are dirty. Every dirty row has a
+    # next_attempt_at: bump, failed, succeeded and the reconciler always set one.
+    return (
         NodeConvergeState.objects.filter(desired_generation__gt=F("applied_generation"))
-        .filter(Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True))
-        .select_related("node")[:200]
+        .filter(next_attempt_at__lte=timezone.now())
+        .order_by("next_attempt_at")
     )
 
 
@@ -273,7 +279,8 @@ def succeeded(lease: Lease) -> bool:
     done = NodeConvergeState.objects.filter(node_id=lease.node_id, lease_token=lease.token).update(
         applied_generation=_greatest("applied_generation", lease.generation),
         failures=0,
-        next_attempt_at=None,
+        # Due at once should a change have arrived meanwhile (then it is still dirty).
+        next_attempt_at=now,
         last_error="",
         last_applied_at=now,
         lease_expires_at=None,
