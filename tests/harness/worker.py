@@ -131,11 +131,20 @@ class CeleryProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the whole process group: nothing gets to clean up."""
+        """SIGKILL the whole process group: nothing gets to clean up.
+
+        Repeated until the group is empty: a pool child the main process was forking at
+        that instant can miss the first signal and live on, orphaned.
+        """
         if self.proc is None:
             return
-        with suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            if not _group_members(self.proc.pid) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
@@ -153,6 +162,22 @@ class CeleryProcess:
     def restart(self) -> None:
         self.kill()
         self.start()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 class CeleryWorker(CeleryProcess):
