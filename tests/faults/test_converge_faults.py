@@ -2,8 +2,9 @@
 
 Real Celery worker and beat processes (tests/harness/worker.py), real mail nodes
 (tests/converge/conftest.py). Each test stops a converge in the middle with a node command
-that hangs (:class:`tests.faults.nodes.Gate`), kills something, and then only waits: no
-manual converge, no key deleted by hand. The end state is checked where a user would
+that hangs (:class:`tests.faults.nodes.Gate`), or makes its change while the worker is
+dead (and the broker loses the message), kills something, and then only waits: no manual
+converge, no key deleted by hand. The end state is checked where a user would
 notice it: the SMTP node answers for the new alias (``postmap -q`` and ``RCPT``), mail to
 the new mailbox lands in its Maildir on the IMAP node, every node's applied generation
 equals its desired one with no lease left, and each job's final state is true.
@@ -209,5 +210,20 @@ def test_a_converge_requested_after_a_restart_is_not_coalesced_into_the_dead_one
         asked.refresh_from_db()
         assert asked.status == Job.SUCCEEDED, asked.error
         assert not asked.result.get("coalesced"), asked.log
+        wait_for(lambda: converged(mail_nodes), timeout=HEAL_BOUND, what="the fleet to heal")
+    assert_changes_applied(mail_nodes)
+
+
+def test_a_converge_whose_message_the_broker_lost_is_dispatched_again(
+    prepared, mail_nodes: MailNodes, tmp_path
+) -> None:
+    from ums.celery import app
+
+    client, domain, _gate, env = prepared
+    with stack(tmp_path, env) as (worker, _beat):
+        worker.kill()
+        make_changes(client, domain)
+        assert app.control.purge()  # the fault: the queued converges are gone
+        worker.start()
         wait_for(lambda: converged(mail_nodes), timeout=HEAL_BOUND, what="the fleet to heal")
     assert_changes_applied(mail_nodes)
