@@ -194,3 +194,24 @@ def test_a_node_job_given_up_shows_on_the_node(smtp) -> None:
     assert jobs_module.fail_abandoned(job.pk, 3, "The worker stopped 3 times.")
     alert = NodeAlert.objects.get(node=smtp, kind="job_failed")
     assert alert.message == "Restart a service: smtp1: The worker stopped 3 times."
+
+
+def test_the_node_page_shows_a_converge_as_pending_until_it_succeeded(cast: Cast, smtp) -> None:
+    from django.test import Client
+    from django.urls import reverse
+
+    from tests.fixtures import PASSWORD
+
+    client = Client()
+    assert client.login(username=cast.sub_admin.username, password=PASSWORD)
+    url = reverse("servers:node-detail", args=[smtp.pk])
+    dirty.bump([smtp.pk])
+    lease = dirty.acquire(smtp.pk, owner="job:1")
+    assert "Being applied" in client.get(url).content.decode()
+    dirty.failed(lease, "Connection refused")
+    dirty.failed(dirty.acquire(smtp.pk, owner="job:2"), "Connection refused")
+    page = client.get(url).content.decode()
+    assert "Not applied yet: failed 2 times in a row, retried automatically" in page
+    assert dirty.succeeded(dirty.acquire(smtp.pk, owner="job:3"))
+    page = client.get(url).content.decode()
+    assert "Applied" in page and "Not applied yet" not in page
