@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,6 +32,11 @@ _CONSUMERS: dict[str, Consumer] = {}
 #: wasted work).
 RECONCILE_AFTER = datetime.timedelta(seconds=5)
 BATCH = 500
+#: Processed rows are kept this long (to see what was consumed when), then deleted by the
+#: reconciler, at most once an hour and PURGE_BATCH rows at a time.
+KEEP_PROCESSED = datetime.timedelta(days=7)
+PURGE_EVERY = 3600
+PURGE_BATCH = 10_000
 
 
 def consumer(topic: str) -> Callable[[Consumer], Consumer]:
@@ -82,4 +89,19 @@ def process_pending() -> dict[str, Any]:
         except Exception:
             failed += 1
             logger.exception("outbox row %s failed; retried next pass", pk)
-    return {k: v for k, v in {"processed": done, "failed": failed}.items() if v}
+    purged = purge_processed() if cache.add(_purge_key(), 1, timeout=PURGE_EVERY) else 0
+    report = {"processed": done, "failed": failed, "purged": purged}
+    return {k: v for k, v in report.items() if v}
+
+
+def _purge_key() -> str:
+    # One purge per hour across every worker sharing the cache (per database).
+    return f"ums:outbox-purge:{settings.DATABASES['default']['NAME']}"
+
+
+def purge_processed() -> int:
+    """Delete up to PURGE_BATCH rows processed more than KEEP_PROCESSED ago."""
+    cutoff = timezone.now() - KEEP_PROCESSED
+    old = Outbox.objects.filter(processed_at__lt=cutoff).values("pk")[:PURGE_BATCH]
+    deleted, _by_model = Outbox.objects.filter(pk__in=old).delete()
+    return deleted

@@ -215,3 +215,21 @@ def test_the_node_page_shows_a_converge_as_pending_until_it_succeeded(cast: Cast
     assert dirty.succeeded(dirty.acquire(smtp.pk, owner="job:3"))
     page = client.get(url).content.decode()
     assert "Applied" in page and "Not applied yet" not in page
+
+
+def test_processed_intents_are_purged_after_a_week_at_most_once_an_hour() -> None:
+    from django.core.cache import cache as shared
+
+    shared.delete(outbox._purge_key())
+    old = timezone.now() - outbox.KEEP_PROCESSED - datetime.timedelta(hours=1)
+    recent = timezone.now() - datetime.timedelta(days=1)
+    for processed_at in (old, old, recent, None):
+        row = outbox.write("test.nobody", "/", {})
+        Outbox.objects.filter(pk=row.pk).update(
+            processed_at=processed_at, created_at=timezone.now()
+        )
+    assert outbox.process_pending() == {"purged": 2}
+    assert Outbox.objects.count() == 2
+    Outbox.objects.filter(processed_at=recent).update(processed_at=old)
+    assert outbox.process_pending() == {}  # not again within the hour
+    assert Outbox.objects.count() == 2

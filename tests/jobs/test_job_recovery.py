@@ -133,9 +133,7 @@ def test_the_error_is_a_sentence_and_the_traceback_goes_to_the_log(cast: Cast, c
 @pytest.mark.django_db(transaction=True)
 def test_the_heartbeat_beats_while_the_handler_works(cast: Cast, settings) -> None:
     settings.UMS_JOB_STALE_SECONDS = 3  # a beat every 0.6 s
-    job = Job.objects.create(
-        kind="test.sleep", title="s", customer_path="/", params={"seconds": 2}
-    )
+    job = Job.objects.create(kind="test.sleep", title="s", customer_path="/", params={"seconds": 2})
     beats: list[datetime.datetime] = []
     renewals: list[int] = []
     original = jobs.Reporter.__init__
@@ -162,7 +160,12 @@ def test_a_reconciler_pass_with_nothing_pending_is_a_few_queries(
 ) -> None:
     for _ in range(20):
         Job.objects.create(kind="test.count", title="done", customer_path="/", status="succeeded")
+    from django.core.cache import cache
+
+    from ums import outbox
+
     reconcile_loop.load()
+    cache.set(outbox._purge_key(), 1)  # the hourly purge is not part of a quiet pass
     with django_assert_max_num_queries(4):
         report = reconcile_loop.run_all()
     assert all(set(r) == {"ms"} for r in report.values()), report
