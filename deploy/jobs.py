@@ -69,7 +69,7 @@ def verify(job: Job, reporter: jobs.Reporter) -> dict:
     return {"facts": facts}
 
 
-@jobs.handler("node.run")
+@jobs.handler("node.run", retriable=False)  # any command: may not be idempotent
 def run_command(job: Job, reporter: jobs.Reporter) -> dict:
     """Run a fixed, controller-chosen argument list (never user text) and keep its output."""
     node = _node(job)
@@ -90,7 +90,7 @@ def run_command(job: Job, reporter: jobs.Reporter) -> dict:
     return output
 
 
-@jobs.handler("node.reboot")
+@jobs.handler("node.reboot", retriable=False)  # twice would reboot twice
 def reboot(job: Job, reporter: jobs.Reporter) -> dict:
     node = _node(job)
     try:
@@ -132,7 +132,9 @@ def storage_stop(job: Job, reporter: jobs.Reporter) -> dict:
     return _service(job, _node(job).storage_service, "stop", reporter)
 
 
-@jobs.handler("node.rotate_key")
+# Not retried: a run that died after removing the old key but before recording the new
+# version would log in with the removed key and fail with a misleading reason.
+@jobs.handler("node.rotate_key", retriable=False)
 def rotate_key(job: Job, reporter: jobs.Reporter) -> dict:
     """Move the node to a new controller key: add it, prove it works, remove the old one."""
     node = _node(job)
@@ -224,69 +226,90 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
     """Converge one node (or, with ``dry_run``, report the diff without applying it).
 
     With ``verify`` (after approval) the node's facts are read and it is marked active
-    first; every real converge installs the packages its roles need. One converge per
-    node at a time: see :mod:`deploy.dirty`.
+    first; every real converge installs the packages its roles need. A real converge
+    holds the node's lease (one per node at a time, renewed by the job's heartbeat) and
+    records its generation as applied only when it succeeded: see :mod:`deploy.dirty`.
+    Safe to run again after a dead worker: converge reads the node before it acts.
     """
-    from . import converge, desired, dirty, packages
+    from . import dirty
 
     node = _node(job)
     dry_run = bool(job.params.get("dry_run"))
     if job.params.get("verify"):
         verify(job, reporter)
         node.refresh_from_db()
-    if not dry_run:
-        dirty.started(node.pk)
-        if not dirty.acquire(node.pk):
-            # Another converge of this node is running; it re-runs for what we carried.
-            dirty.mark_only(node.pk)
-            reporter.log("another converge of this node is running; coalesced into it")
-            return {"coalesced": True}
+    if dry_run:
+        return _converge(node, dry_run=True, reporter=reporter)
+    lease = dirty.acquire(node.pk, owner=f"job:{job.pk}")
+    if lease is None and (dead := dirty.holder_is_dead(node.pk)) is not None:
+        reporter.log("the converge holding this node's lease is dead; taking over")
+        lease = dirty.acquire(node.pk, owner=f"job:{job.pk}", steal=dead)
+    if lease is None:
+        # The holder read the desired generation at its start; it (or, if it dies, the
+        # reconciler once its lease lapses) converges again for what came after.
+        reporter.log("another converge of this node is running; coalesced into it")
+        return {"coalesced": True}
+    reporter.on_heartbeat(lease.renew)
+    reporter.log(f"converging generation {lease.generation} (lease {lease.token})")
     try:
-        if not dry_run:
-            # Cleared before reading: a change committed from here on sets it again.
-            dirty.clear(node.pk)
-            _express(node, dirty.take_new_mailboxes(node.pk), reporter)
-        state = desired.build(node)
-        services = converge.applicable_services(state)
-        reporter.log(
-            f"{len(state.domains)} domain(s), {len(state.mailboxes)} mailbox(es); "
-            f"services: {', '.join(s.name for s in services) or 'none'}"
-        )
-        attempt = 1
-        while True:
-            try:
-                installed, result = _converge_over_ssh(node, state, services, dry_run, reporter)
-                break
-            except TransientConnectorError as exc:
-                # A converge is idempotent, so after a dropped connection one more run
-                # from the start is safe; a timeout is not retried (it would just recur).
-                if attempt >= _CONVERGE_ATTEMPTS or isinstance(exc, CommandTimeout):
-                    _fail_on_connector_error(exc)
-                reporter.log(f"{exc}; converging again from the start")
-                attempt += 1
-                time.sleep(_CONVERGE_RETRY_PAUSE)
-            except ConnectorError as exc:
+        _express(node, dirty.take_new_mailboxes(node.pk), reporter)
+        result = _converge(node, dry_run=False, reporter=reporter)
+    except Exception as exc:
+        failures = dirty.failed(lease, jobs.human_error(exc))
+        if failures:
+            delay = int(dirty.retry_delay(failures).total_seconds())
+            reporter.log(f"failure {failures} in a row; the node is retried in {delay} s")
+        raise
+    except BaseException:
+        dirty.release(lease)  # the worker is shutting down: the next run may start at once
+        raise
+    if not dirty.succeeded(lease):
+        reporter.log("a newer converge took this node over; its outcome stands")
+        return {**result, "superseded": True}
+    if dirty.is_dirty(node.pk):
+        dirty.ensure_queued([node.pk], reason="changed during converge")
+    return result
+
+
+def _converge(node: Node, *, dry_run: bool, reporter: jobs.Reporter) -> dict:
+    from . import converge, desired, packages
+
+    state = desired.build(node)
+    services = converge.applicable_services(state)
+    reporter.log(
+        f"{len(state.domains)} domain(s), {len(state.mailboxes)} mailbox(es); "
+        f"services: {', '.join(s.name for s in services) or 'none'}"
+    )
+    attempt = 1
+    while True:
+        try:
+            installed, result = _converge_over_ssh(node, state, services, dry_run, reporter)
+            break
+        except TransientConnectorError as exc:
+            # A converge is idempotent, so after a dropped connection one more run
+            # from the start is safe; a timeout is not retried (it would just recur).
+            if attempt >= _CONVERGE_ATTEMPTS or isinstance(exc, CommandTimeout):
                 _fail_on_connector_error(exc)
-            except packages.PackageInstallFailed as exc:
-                raise jobs.PermanentJobError(f"{exc}\n{exc.output}") from exc
-            except converge.ConvergeError as exc:
-                raise jobs.PermanentJobError(f"{exc}\n{exc.output}".strip()) from exc
-        for name, paths in result.changed.items():
-            reporter.log(f"{name}: {'would change' if dry_run else 'changed'} {', '.join(paths)}")
-        if not dry_run:
-            auditing.record(
-                "node.converged",
-                obj=node,
-                extra={"changed": result.changed, "packages": installed},
-            )
-            if "imap" in (node.roles or ()) and result.changed:
-                _retry_relayed(node, reporter)
-        return {**result.as_dict(), "packages": installed}
-    finally:
-        if not dry_run:
-            dirty.release(node.pk)
-            if dirty.is_dirty(node.pk):
-                dirty.mark([node.pk], reason="changed during converge")
+            reporter.log(f"{exc}; converging again from the start")
+            attempt += 1
+            time.sleep(_CONVERGE_RETRY_PAUSE)
+        except ConnectorError as exc:
+            _fail_on_connector_error(exc)
+        except packages.PackageInstallFailed as exc:
+            raise jobs.PermanentJobError(f"{exc}\n{exc.output}") from exc
+        except converge.ConvergeError as exc:
+            raise jobs.PermanentJobError(f"{exc}\n{exc.output}".strip()) from exc
+    for name, paths in result.changed.items():
+        reporter.log(f"{name}: {'would change' if dry_run else 'changed'} {', '.join(paths)}")
+    if not dry_run:
+        auditing.record(
+            "node.converged",
+            obj=node,
+            extra={"changed": result.changed, "packages": installed},
+        )
+        if "imap" in (node.roles or ()) and result.changed:
+            _retry_relayed(node, reporter)
+    return {**result.as_dict(), "packages": installed}
 
 
 def _express(node: Node, mailbox_ids: list[int], reporter: jobs.Reporter) -> None:

@@ -46,3 +46,55 @@ class DomainPlacement(models.Model):
 
     def __str__(self) -> str:
         return f"domain {self.domain_id} on node {self.node_id}"
+
+
+class NodeConvergeState(models.Model):
+    """A node's converge intent and lease, in PostgreSQL (see :mod:`deploy.dirty`).
+
+    ``desired_generation`` is bumped whenever something the node serves changes;
+    ``applied_generation`` is the generation the last *successful* converge read at its
+    start. The node is dirty while desired > applied, whatever happened to the workers.
+    The lease (``lease_owner``, ``lease_token``, ``lease_expires_at``) lets one converge
+    run per node; the heartbeat of its job renews it, so a dead worker's lease lapses in
+    seconds, and ``lease_token`` (incremented by every acquisition) fences writes of a
+    converge that was given up for dead.
+    """
+
+    node = models.OneToOneField(
+        "servers.Node", on_delete=models.CASCADE, primary_key=True, related_name="converge_state"
+    )
+    desired_generation = models.BigIntegerField(default=0)
+    applied_generation = models.BigIntegerField(default=0)
+    #: Why the last generation was asked for (shown with the node).
+    reason = models.CharField(max_length=200, blank=True)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_token = models.BigIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: The generation the lease holder read at its start (applied if it succeeds).
+    running_generation = models.BigIntegerField(default=0)
+    #: The converge job queued for the node and not started yet (changes coalesce into it).
+    queued_job_id = models.BigIntegerField(null=True, blank=True)
+    #: Failed converges in a row; the next is due at ``next_attempt_at`` (backoff).
+    failures = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The reconciler's query: only dirty nodes are in it.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="converge_dirty",
+                condition=models.Q(desired_generation__gt=models.F("applied_generation")),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"node {self.node_id}: generation {self.applied_generation}/{self.desired_generation}"
+        )
+
+    @property
+    def dirty(self) -> bool:
+        return self.desired_generation > self.applied_generation

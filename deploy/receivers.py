@@ -1,4 +1,5 @@
-"""Turns what other apps announce into node work."""
+"""Turns what other apps announce into node work: mail changes (outbox rows and their
+after-commit signal), node approvals, renewed certificates, and jobs given up."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from django.conf import settings
 from django.db import transaction
 from django.dispatch import receiver
 
+from mail import signals as mail_signals
 from mail.signals import mail_changed
+from servers import actions as server_actions
 from servers.models import Node
 from servers.signals import node_approved
+from ums import jobs, outbox
+from ums.models import Job, Outbox
 
 from . import dirty, placement
 from .actions import schedule_verification
@@ -32,8 +37,7 @@ def verify_approved_node(sender: Any, node_id: int, **kwargs: Any) -> None:
         schedule_verification(node_id)
     if settings.UMS_CONVERGE_ON_APPROVAL and dirty.enabled():
         node = Node.objects.get(pk=node_id)
-        with transaction.atomic():
-            dirty.enqueue(node, reason="approved")
+        dirty.mark([node_id], reason="approved")
         # The new node may be a relay target or upstream of its neighbours.
         others = [pk for pk in dirty.nodes_serving(node.customer_path) if pk != node_id]
         if others:
@@ -42,16 +46,47 @@ def verify_approved_node(sender: Any, node_id: int, **kwargs: Any) -> None:
 
 @receiver(mail_changed)
 def converge_after_mail_change(sender: Any, customer_path: str, **kwargs: Any) -> None:
+    """The fast path: consume the change's outbox row right after its commit (the
+    reconciler consumes it later if this process dies first)."""
+    outbox_id = kwargs.get("outbox_id")
+    if outbox_id is not None:
+        outbox.process(outbox_id)
+        return
+    with transaction.atomic():
+        _mail_changed(customer_path, kwargs)
+
+
+@outbox.consumer(mail_signals.TOPIC)
+def consume_mail_change(row: Outbox) -> None:
+    _mail_changed(row.customer_path, row.payload)
+
+
+def _mail_changed(customer_path: str, change: dict[str, Any]) -> None:
     # A new domain is placed on its IMAP node before any node converges, so the SMTP
     # node's first transport map already points at the right node.
-    domain_ids = kwargs.get("domain_ids") or ()
+    domain_ids = change.get("domain_ids") or ()
     if domain_ids:
         try:
-            placement.place_domains(domain_ids, actor=None)
+            with transaction.atomic():
+                placement.place_domains(domain_ids, actor=None)
         except Exception:
             # The change is committed; the next converge's desired.build places it.
             logger.exception("placing domains %s failed", list(domain_ids))
-    dirty.on_mail_changed(sender, customer_path=customer_path, **kwargs)
+    dirty.on_mail_changed(
+        customer_path,
+        kind=change.get("kind") or "",
+        new_mailbox_ids=change.get("new_mailbox_ids") or (),
+    )
+
+
+@receiver(jobs.job_gave_up)
+def alert_on_abandoned_node_job(sender: Any, job: Job, reason: str, **kwargs: Any) -> None:
+    """A node job given up for good shows on the node (servers' alerts)."""
+    if job.object_type != "servers.node" or not job.object_id.isdigit():
+        return
+    node = Node.objects.filter(pk=int(job.object_id)).first()
+    if node is not None:
+        server_actions.raise_alert(node, "job_failed", f"{job.title}: {reason}")
 
 
 # --------------------------------------------------------------------------- certificates

@@ -43,11 +43,18 @@ class Job(models.Model):
     result = models.JSONField(default=dict, blank=True)
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    #: Claims so far; also the fencing token of the current run (see ums.jobs).
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: ``host:pid`` of the process running it, so a redelivered task can tell that the
+    #: previous run's process is gone and resume at once (see ums.jobs._claim).
+    owner = models.CharField(max_length=200, blank=True)
+    #: A pending job not claimed by then is dispatched again by the reconciler (lost
+    #: message, or a retry after its worker died, with backoff).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("job")
@@ -56,6 +63,12 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["customer_path", "-id"], name="job_scope_id"),
             models.Index(fields=["status", "kind"], name="job_status_kind"),
+            # The reconciler's only query: tiny however many finished jobs there are.
+            models.Index(
+                fields=["status", "next_attempt_at", "heartbeat_at"],
+                name="job_unfinished",
+                condition=models.Q(status__in=("pending", "running")),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -79,3 +92,31 @@ class Job(models.Model):
             return None
         end = self.finished_at or self.heartbeat_at or self.started_at
         return (end - self.started_at).total_seconds()
+
+
+class Outbox(models.Model):
+    """An intent written in the user's transaction, consumed after commit (and again by the
+    reconciler if that was lost): append-only, so writing it never serialises two
+    administrators' transactions on one hot row.
+
+    ``topic`` names the consumer (``mail.changed``: deploy turns it into converges of the
+    nodes serving ``customer_path``); ``payload`` is plain JSON for it.
+    """
+
+    topic = models.CharField(max_length=64)
+    customer_path = models.CharField(max_length=1000)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="outbox_unprocessed",
+                condition=models.Q(processed_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.customer_path} #{self.pk}"

@@ -47,6 +47,9 @@ def load() -> None:
     global _loaded
     if _loaded:
         return
+    # The ums app's own reconcile module is this one; its reconcilers live beside it.
+    import_module("ums.job_reconcile")
+    import_module("ums.outbox")
     for config in apps.get_app_configs():
         try:
             import_module(f"{config.name}.reconcile")

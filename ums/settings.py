@@ -360,6 +360,14 @@ UMS_CONVERGE_ON_APPROVAL = env_bool("UMS_CONVERGE_ON_APPROVAL", True)
 # Options of the configuration rendered onto nodes (mail root, TLS floor, ZFS pool, spam
 # and greylisting knobs...): a JSON object checked at start-up against deploy.node_settings.
 UMS_CONVERGE = env_json_object("UMS_NODE_SETTINGS", {})
+# Crash safety (ums.jobs, deploy.dirty): a running job whose heartbeat is older than
+# UMS_JOB_STALE_SECONDS lost its worker and is run again, at most UMS_JOB_MAX_ATTEMPTS
+# times; a node's converge lease lasts UMS_CONVERGE_LEASE_SECONDS unless renewed; a failed
+# converge is retried with backoff up to UMS_CONVERGE_RETRY_MAX_SECONDS apart.
+UMS_JOB_STALE_SECONDS = env_int("UMS_JOB_STALE_SECONDS", 20, minimum=3)
+UMS_JOB_MAX_ATTEMPTS = env_int("UMS_JOB_MAX_ATTEMPTS", 5, minimum=1)
+UMS_CONVERGE_LEASE_SECONDS = env_int("UMS_CONVERGE_LEASE_SECONDS", 30, minimum=3)
+UMS_CONVERGE_RETRY_MAX_SECONDS = env_int("UMS_CONVERGE_RETRY_MAX_SECONDS", 300, minimum=5)
 
 # bootstrapcore.sh registrations accepted per client address (DRF rate syntax).
 NODE_REGISTER_THROTTLE_RATE = env_str("UMS_NODE_REGISTER_RATE", "30/minute")

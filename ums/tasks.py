@@ -1,4 +1,4 @@
-"""Celery tasks of the machinery: the generic job runner."""
+"""Celery tasks of the machinery: the generic job runner and the reconciler loop."""
 
 from __future__ import annotations
 

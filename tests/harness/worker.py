@@ -61,12 +61,30 @@ class CeleryProcess:
 
     ready_marker = ""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        host: str | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.env = env
         self.log_path = log_path
+        #: Run in a UTS namespace with this host name (needs root): a worker "on another
+        #: machine", whose processes this host cannot see by pid.
+        self.host = host
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+
+    def command(self) -> list[str]:
+        argv = [sys.executable, "-m", "celery", "-A", "ums", *self.argv]
+        if self.host is None:
+            return argv
+        # The host name arrives as "$1", never spliced into the script.
+        script = 'hostname "$1"; shift; exec "$@"'
+        return ["unshare", "--uts", "sh", "-c", script, "sh", self.host, *argv]
 
     def start(self, *, wait: bool = True) -> None:
         self.starts += 1
@@ -74,7 +92,7 @@ class CeleryProcess:
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "ums", *self.argv],
+                self.command(),
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -113,11 +131,20 @@ class CeleryProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the whole process group: nothing gets to clean up."""
+        """SIGKILL the whole process group: nothing gets to clean up.
+
+        Repeated until the group is empty: a pool child the main process was forking at
+        that instant can miss the first signal and live on, orphaned.
+        """
         if self.proc is None:
             return
-        with suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            if not _group_members(self.proc.pid) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
@@ -135,6 +162,22 @@ class CeleryProcess:
     def restart(self) -> None:
         self.kill()
         self.start()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 class CeleryWorker(CeleryProcess):
@@ -165,6 +208,36 @@ class CeleryBeat(CeleryProcess):
     ready_marker = "beat: Starting"
 
 
+def make_worker(
+    tmp_path: Path,
+    environment: dict[str, str],
+    *,
+    concurrency: int = 2,
+    name: str = "worker",
+    host: str | None = None,
+) -> CeleryWorker:
+    """A worker process (not started) logging to ``tmp_path/<name>.log``; with ``host``
+    it runs under that host name (see :attr:`CeleryProcess.host`)."""
+    return CeleryWorker(
+        [
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"{name}-{os.getpid()}@%h",
+        ],
+        environment,
+        tmp_path / f"{name}.log",
+        host=host,
+    )
+
+
 @contextmanager
 def celery_stack(
     tmp_path: Path,
@@ -182,23 +255,7 @@ def celery_stack(
     from ums.celery import app
 
     environment = worker_environment(env)
-    worker = CeleryWorker(
-        [
-            "worker",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"fault-{os.getpid()}@%h",
-        ],
-        environment,
-        tmp_path / "worker.log",
-    )
+    worker = make_worker(tmp_path, environment, concurrency=concurrency)
     beat_proc = (
         CeleryBeat(
             ["beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
@@ -210,6 +267,9 @@ def celery_stack(
     )
     app.conf.task_always_eager = False
     try:
+        # Messages an earlier, interrupted run left on the broker would run against this
+        # test's database.
+        app.control.purge()
         worker.start()
         if beat_proc is not None:
             beat_proc.start()

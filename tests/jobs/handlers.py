@@ -20,3 +20,23 @@ def count_handler(job: Job, reporter: jobs.Reporter) -> dict:
 @jobs.handler("test.explode")
 def explode_handler(job: Job, reporter: jobs.Reporter) -> None:
     raise jobs.PermanentJobError("the node refused")
+
+
+@jobs.handler("test.sleep")
+def sleep_handler(job: Job, reporter: jobs.Reporter) -> dict:
+    """Works for ``seconds`` (a slow point the fault tests kill a worker in)."""
+    import time
+
+    reporter.log(f"attempt {Job.objects.get(pk=job.pk).attempts} started")
+    time.sleep(float(job.params.get("seconds", 1)))
+    return {"slept": job.params.get("seconds", 1)}
+
+
+@jobs.handler("test.once", retriable=False)
+def once_handler(job: Job, reporter: jobs.Reporter) -> dict:
+    return {"ran": True}
+
+
+@jobs.handler("test.crash")
+def crash_handler(job: Job, reporter: jobs.Reporter) -> None:
+    raise ValueError("the disk is full")

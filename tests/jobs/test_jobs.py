@@ -157,7 +157,7 @@ def test_a_job_abandoned_by_a_dead_worker_is_picked_up_again(cast: Cast) -> None
 
     from django.utils import timezone
 
-    stale = timezone.now() - jobs.STALE_AFTER - datetime.timedelta(seconds=1)
+    stale = timezone.now() - jobs.stale_after() - datetime.timedelta(seconds=1)
     job = Job.objects.create(
         kind="test.count",
         title="t",
