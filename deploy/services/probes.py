@@ -24,15 +24,35 @@ PYTHON = {"debian": "/usr/bin/python3", "rhel": "/usr/libexec/platform-python"}
 #: Seconds a probe keeps retrying before it reports a failure.
 PROBE_SECONDS = 8
 
+# Every probe defines attempt() -> (passed, line) and ends with this loop; the last
+# argument is how many seconds it keeps trying.
+_RETRY = r"""
+deadline = time.monotonic() + float(sys.argv[-1])
+while True:
+    ok, line = attempt()
+    if ok or time.monotonic() > deadline:
+        print(line.replace("\n", " "))
+        sys.exit(0 if ok else 1)
+    time.sleep(0.5)
+"""
+
+# Any certificate: a node's own may be self-signed, and the probe checks the daemon
+# answers, not who signed its certificate.
+_TLS_CLIENT = r"""
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+"""
+
 # argv: host, port, recipient, mode ("known": only 2xx passes; "any": anything but a
 # 4xx or no answer), seconds. MAIL FROM:<> and RCPT only: no message is ever sent.
 # "Greylisted" (our policy service's answer) shows the lookups work: it passes.
-SMTP_PROBE = r"""
+SMTP_PROBE = (
+    r"""
 import smtplib, sys, time
 host, port, rcpt, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-seconds = float(sys.argv[5])
-deadline = time.monotonic() + seconds
-while True:
+
+def attempt():
     code, line = 0, ""
     try:
         with smtplib.SMTP(host, port, timeout=15, local_hostname="ums-probe.invalid") as s:
@@ -51,80 +71,69 @@ while True:
     except (OSError, smtplib.SMTPException) as exc:
         code, line = 0, "%s:%d: %s" % (host, port, exc or type(exc).__name__)
     ok = 200 <= code < 300 or (code in (450, 451) and "Greylisted" in line)
-    if mode == "any" and 500 <= code < 600:
-        ok = True
-    if ok or time.monotonic() > deadline:
-        print(line.replace("\n", " "))
-        sys.exit(0 if ok else 1)
-    time.sleep(0.5)
+    return ok or (mode == "any" and 500 <= code < 600), line
 """
+    + _RETRY
+)
 
-# argv: host, port, seconds. A TLS handshake (any certificate: the node's own may be
-# self-signed), the IMAP greeting and CAPABILITY.
-IMAPS_PROBE = r"""
+# argv: host, port, seconds. A TLS handshake, the IMAP greeting and CAPABILITY.
+IMAPS_PROBE = (
+    r"""
 import socket, ssl, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-context.check_hostname = False
-context.verify_mode = ssl.CERT_NONE
-deadline = time.monotonic() + seconds
-while True:
-    line, ok = "", False
+host, port = sys.argv[1], int(sys.argv[2])
+"""
+    + _TLS_CLIENT
+    + r"""
+def attempt():
     try:
         with socket.create_connection((host, port), timeout=15) as raw:
             with context.wrap_socket(raw) as tls:
                 reader = tls.makefile("rb")
                 greeting = reader.readline().decode(errors="replace").strip()
-                line = "greeting: " + greeting
-                if greeting.startswith("* OK"):
-                    tls.sendall(b"a1 CAPABILITY\r\n")
-                    caps = ""
-                    while True:
-                        got = reader.readline().decode(errors="replace").strip()
-                        if not got or got.startswith("a1 "):
-                            break
-                        caps = got
-                    ok = "IMAP4REV1" in caps.upper()
-                    line = "%s (%s) %s" % (tls.version(), caps[:200], got)
-                    tls.sendall(b"a2 LOGOUT\r\n")
+                if not greeting.startswith("* OK"):
+                    return False, "greeting: " + greeting
+                tls.sendall(b"a1 CAPABILITY\r\n")
+                caps = got = ""
+                while True:
+                    got = reader.readline().decode(errors="replace").strip()
+                    if not got or got.startswith("a1 "):
+                        break
+                    caps = got
+                tls.sendall(b"a2 LOGOUT\r\n")
+                line = "%s (%s) %s" % (tls.version(), caps[:200], got)
+                return "IMAP4REV1" in caps.upper(), line
     except (OSError, ssl.SSLError) as exc:
-        line = "%s:%d: %s" % (host, port, exc or type(exc).__name__)
-    if ok or time.monotonic() > deadline:
-        print(line)
-        sys.exit(0 if ok else 1)
-    time.sleep(0.5)
+        return False, "%s:%d: %s" % (host, port, exc or type(exc).__name__)
 """
+    + _RETRY
+)
 
 # argv: host, port, server name, seconds. Any HTTP answer over TLS passes (a 502 from
 # a missing backend is still nginx serving its new configuration); refused or silent
 # fails.
-HTTPS_PROBE = r"""
+HTTPS_PROBE = (
+    r"""
 import http.client, ssl, sys, time
-host, port, name, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-context.check_hostname = False
-context.verify_mode = ssl.CERT_NONE
-deadline = time.monotonic() + seconds
-while True:
-    line, ok = "", False
+host, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+"""
+    + _TLS_CLIENT
+    + r"""
+def attempt():
     try:
         conn = http.client.HTTPSConnection(host, port, timeout=15, context=context)
         conn.request("HEAD", "/", headers={"Host": name})
         response = conn.getresponse()
-        line = "HTTPS %s: %d %s" % (name, response.status, response.reason)
-        ok = True
         conn.close()
+        return True, "HTTPS %s: %d %s" % (name, response.status, response.reason)
     except ssl.SSLError as exc:
         # nginx answered TLS but this client and the configured versions do not meet
         # (a TLS 1.1-only site): it is serving, which is what is probed.
-        line, ok = "TLS answered: %s" % exc, True
+        return True, "TLS answered: %s" % exc
     except (OSError, http.client.HTTPException) as exc:
-        line = "%s:%d: %s" % (host, port, exc or type(exc).__name__)
-    if ok or time.monotonic() > deadline:
-        print(line)
-        sys.exit(0 if ok else 1)
-    time.sleep(0.5)
+        return False, "%s:%d: %s" % (host, port, exc or type(exc).__name__)
 """
+    + _RETRY
+)
 
 
 def run(conn: Connector, state: DesiredState, service: str, script: str, *args: str) -> str:
