@@ -422,14 +422,15 @@ def _activate_probe_record(
         for path in live:
             args += [path, "1" if path in created else "0"]
         conn.run(["sh", "-c", _ROLLBACK_SCRIPT, "sh", *args], timeout=120).check()
-        service.activate(conn, files)
         after = ""
         try:
+            service.activate(conn, files)
             service.probe(conn, tracking.state, strict=False)
         except (ProbeFailed, CheckFailed) as again:
             after = f"; after the rollback the probe still fails: {again.output}"
         had = tracking.had.get(name, "")
-        record_run_state(conn, service, had, had)
+        # Recorded as loaded only when the previous files demonstrably run again.
+        record_run_state(conn, service, had, "" if after else had)
         log(f"{name}: previous files restored and reloaded{after}")
         raise ConvergeError(f"{name}: rolled back: {exc.output}{after}", exc.output) from exc
     if seen:
