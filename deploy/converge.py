@@ -432,7 +432,8 @@ def _activate_probe_record(
         # Recorded as loaded only when the previous files demonstrably run again.
         record_run_state(conn, service, had, "" if after else had)
         log(f"{name}: previous files restored and reloaded{after}")
-        raise ConvergeError(f"{name}: rolled back: {exc.output}{after}", exc.output) from exc
+        # The message says it all; an output would only repeat it in the job's error.
+        raise ConvergeError(f"{name}: rolled back: {exc.output}{after}") from exc
     if seen:
         tracking.probed[name] = seen
         log(f"{name}: probe passed: {seen}")
@@ -1038,7 +1039,7 @@ def converge(
     try:
         validate(state.settings)
     except InvalidNodeSettings as exc:
-        raise ConvergeError(str(exc), "\n".join(exc.reasons)) from exc
+        raise ConvergeError(str(exc)) from exc
     selected = applicable_services(state, services)
     result = ConvergeResult(dry_run=dry_run, services=[s.name for s in selected])
     tracking = Tracking(state)
