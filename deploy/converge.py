@@ -657,9 +657,10 @@ def install_staged(
 # filesystem is rename(2): readers see the old file or the new one, never half of it.
 # The previous version is a copy, not a hard link: Postfix notices a replaced table
 # by its old file's link count dropping to 0, which a link would prevent (an smtpd
-# then answered with the old map for good). A compiled file the
-# checker did not build is skipped; the first failure stops the rest. The record keeps
-# its "loaded" line: the daemon still runs what it ran until activate and probe pass.
+# then answered with the old map for good); a reflink where the filesystem has them
+# (XFS, btrfs), a plain copy elsewhere. A compiled file the checker did not build is
+# skipped; the first failure stops the rest. The record keeps its "loaded" line: the
+# daemon still runs what it ran until activate and probe pass.
 _INSTALL_SCRIPT = r"""
 set -u
 keep=$1; f=$2; installed=$3; shift 3
@@ -668,7 +669,7 @@ while [ $# -ge 3 ]; do
   if [ "$kind" = compiled ] && [ ! -e "$staged" ]; then continue; fi
   if [ "$keep" = 1 ]; then
     rm -f -- "$live.ums-prev" || exit 1
-    if [ -e "$live" ]; then cp -p -- "$live" "$live.ums-prev" || exit 1; fi
+    if [ -e "$live" ]; then cp -p --reflink=auto -- "$live" "$live.ums-prev" || exit 1; fi
   fi
   mv -f -T -- "$staged" "$live" || exit 1
 done
