@@ -19,7 +19,20 @@ rules):
    output;
 6. in service order, each changed file (and what the checker compiled from it) is
    renamed into place, keeping the mode and owner set in the stage;
-7. only services whose files changed are activated (maps compiled, daemons reloaded).
+7. only services whose files changed are activated (maps compiled, daemons reloaded),
+   then probed (:meth:`~deploy.services.base.Service.probe`: e.g. SMTP ``RCPT`` to a
+   known address); a failed probe puts the previous files back (kept beside as
+   ``*.ums-prev`` during the install), reloads and fails the converge with the reason;
+8. a converge is done only when the running daemon serves the new configuration: the
+   node keeps, per service, the hash of the installed files and the hash the daemon was
+   last (re)loaded with (:data:`STATE_PREFIX`); a service whose files are current but whose
+   loaded hash differs (a crash between the renames and the reload) is reloaded and
+   probed without any file change.
+
+Reading the node comes first and every step is idempotent, so running a converge again
+after any failure (what the reconciler does) finishes the work. Stages left by a
+crashed converge are removed at the start of the next one; a failed stage or upload
+removes its own stage. :data:`PHASE_HOOK` lets tests stop a converge at each phase.
 
 Nothing built from user data reaches a shell: commands are argument lists, and the two
 small ``sh -c`` scripts below are constants that receive paths as ``"$@"``.
@@ -27,6 +40,7 @@ small ``sh -c`` scripts below are constants that receive paths as ``"$@"``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import posixpath
 import secrets
@@ -34,7 +48,7 @@ import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .connector.base import CommandFailed, Connector
+from .connector.base import CommandFailed, Connector, ConnectorError
 from .services.base import (
     CheckFailed,
     DesiredState,
@@ -43,6 +57,7 @@ from .services.base import (
     NotIncremental,
     Preparation,
     PrepareFailed,
+    ProbeFailed,
     Service,
 )
 
@@ -61,6 +76,33 @@ _FACTS_SCRIPT = (
 )
 
 Log = Callable[[str], None]
+
+#: Per service, the file ``<config root>/.ums-state-<service>`` on the node (see
+#: :func:`state_file`): ``installed <hash>`` (the files the last install put live) and
+#: ``loaded <hash>`` (what the daemon was last reloaded with and probed on). Hash:
+#: :func:`config_digest` of the service's files. Beside the files it describes, so it
+#: lives and dies with them (a reinstalled node has neither) and every node and every
+#: test instance of a service has its own.
+STATE_PREFIX = ".ums-state-"
+#: Beside each live file during an install: its previous version, for the rollback.
+PREV_SUFFIX = ".ums-prev"
+
+#: Test hook (None in production): called as ``PHASE_HOOK(phase, service)`` at each step
+#: of a real converge. Per service, in order: ``"stage"`` (before its stage is made),
+#: ``"validate"`` (staged, before its checker runs; called from the check thread),
+#: ``"install"`` (checked, before the renames), ``"reload"`` (files live, before the
+#: daemon is activated), ``"probe"`` (activated, before the post-flight probe),
+#: ``"record"`` (probed, before the loaded hash is written). A hook may raise (the
+#: converge stops there as if the controller died) or break the node (kill its sshd);
+#: ``tests/converge/test_faults.py`` does both.
+PHASE_HOOK: Callable[[str, str], None] | None = None
+
+
+def phase(name: str, service: str) -> None:
+    """Tell :data:`PHASE_HOOK` (if any) that ``service`` reached ``name``."""
+    hook = PHASE_HOOK
+    if hook is not None:
+        hook(name, service)
 
 
 class ConvergeError(Exception):
@@ -106,6 +148,11 @@ class ConvergeResult:
     incremental: list[str] = field(default_factory=list)
     #: Services installed as soon as their own check passed (see apply_services).
     live_alone: list[str] = field(default_factory=list)
+    #: Services reloaded with no file change because the daemon ran an older
+    #: configuration than the installed one (for a dry run: would be reloaded).
+    reloaded: list[str] = field(default_factory=list)
+    #: Services whose post-flight probe passed, with what it saw.
+    probed: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -121,6 +168,8 @@ class ConvergeResult:
             "activated": self.activated,
             "incremental": self.incremental,
             "liveAlone": self.live_alone,
+            "reloaded": self.reloaded,
+            "probed": self.probed,
             "diffs": self.diffs,
         }
 
@@ -147,7 +196,10 @@ def applicable_services(
 
 def render(service: Service, state: DesiredState) -> list[ManagedFile]:
     """Render and check each path lies inside the service's config root (it is staged)."""
-    files = service.render(state)
+    try:
+        files = service.render(state)
+    except ValueError as exc:  # UnsafeName and the like: a value that must not go out
+        raise ConvergeError(f"{service.name}: cannot render: {exc}") from exc
     root = service.config_root.rstrip("/") + "/"
     seen: set[str] = set()
     for file in files:
@@ -184,27 +236,238 @@ def plan(
     services: list[Service],
     *,
     unchanged: dict[str, str] | None = None,
+    tracking: Tracking | None = None,
 ) -> dict[str, list[FileChange]]:
     """Per service, the files that differ from the node (content, mode or owner).
 
-    ``unchanged`` (optional) receives path -> sha256 of every file already as rendered.
+    ``unchanged`` (optional) receives path -> sha256 of every file already as rendered;
+    ``tracking`` (optional) each service's rendered files and the digests of the node's
+    files before and after (see :class:`Tracking`).
     """
     rendered = {service.name: render(service, state) for service in services}
     paths = [f.path for files in rendered.values() for f in files]
     facts = remote_facts(conn, paths)
     changes: dict[str, list[FileChange]] = {}
     for service in services:
+        want: dict[str, str | None] = {}
+        had: dict[str, str | None] = {}
         for file in rendered[service.name]:
             fact = facts.get(file.path)
             remote_meta, remote_sha = fact if fact else (None, None)
-            if remote_sha == sha256(file.content) and remote_meta == _meta(file):
+            digest = sha256(file.content)
+            want[file.path], had[file.path] = digest, remote_sha
+            if remote_sha == digest and remote_meta == _meta(file):
                 if unchanged is not None:
                     unchanged[file.path] = remote_sha
                 continue
             changes.setdefault(service.name, []).append(
                 FileChange(service.name, file, remote_sha, remote_meta)
             )
+        if tracking is not None:
+            tracking.files[service.name] = rendered[service.name]
+            tracking.want[service.name] = config_digest(want)
+            tracking.had[service.name] = config_digest(had)
     return changes
+
+
+# --------------------------------------------------------------------------- run state
+
+
+def state_file(service: Service) -> str:
+    """Where the node keeps ``service``'s record (see :data:`STATE_PREFIX`)."""
+    return f"{service.config_root.rstrip('/')}/{STATE_PREFIX}{service.name}"
+
+
+def config_digest(files: dict[str, str | None]) -> str:
+    """One hash for a service's files: path -> sha256 (None: missing), order-free."""
+    lines = "".join(f"{path} {digest or '-'}\n" for path, digest in sorted(files.items()))
+    return sha256(lines.encode())
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a node recorded for one service (empty: nothing recorded yet)."""
+
+    installed: str = ""
+    loaded: str = ""
+
+
+@dataclass
+class Tracking:
+    """What converge knows of each service's files and running configuration.
+
+    ``run``: the node's record (read first, :func:`read_run_state`); ``want``: digest of
+    the rendered files (what the node has once installed); ``had``: digest of the files
+    the node had when planned (what a rollback returns to); ``files``: the rendered
+    files (activated again when only a reload is needed).
+    """
+
+    state: DesiredState
+    run: dict[str, RunState] = field(default_factory=dict)
+    want: dict[str, str] = field(default_factory=dict)
+    had: dict[str, str] = field(default_factory=dict)
+    files: dict[str, list[ManagedFile]] = field(default_factory=dict)
+    probed: dict[str, str] = field(default_factory=dict)
+
+
+# Arguments: "1" to remove stages a crashed converge left, then (service name, config
+# root, state file) triples. Prints "name installed loaded" per service ("-": none).
+_RUN_STATE_SCRIPT = r"""
+set -u
+clean=$1; shift
+while [ $# -ge 3 ]; do
+  name=$1; root=$2; f=$3; shift 3
+  if [ "$clean" = 1 ] && [ -d "$root" ]; then
+    find "$root" -mindepth 1 -maxdepth 1 -name '.ums-stage-*' -exec rm -rf -- {} + || exit 1
+  fi
+  i=; l=
+  if [ -f "$f" ]; then
+    i=$(sed -n 's/^installed //p' "$f"); l=$(sed -n 's/^loaded //p' "$f")
+  fi
+  printf '%s %s %s
+' "$name" "${i:--}" "${l:--}"
+done
+"""
+
+
+def read_run_state(conn: Connector, services: list[Service], *, clean: bool) -> dict[str, RunState]:
+    """Each service's record on the node, in one command; with ``clean``, stages a
+    crashed converge left in the services' config roots are removed first."""
+    args: list[str] = []
+    for service in services:
+        if service.config_root.rstrip("/"):  # a service without files keeps no record
+            args += [service.name, service.config_root.rstrip("/"), state_file(service)]
+    if not args:
+        return {}
+    result = conn.run(
+        ["sh", "-c", _RUN_STATE_SCRIPT, "sh", "1" if clean else "0", *args],
+        timeout=600,
+    )
+    if not result.ok:
+        raise ConvergeError("cannot read the node's converge state", result.stderr[-2000:])
+    found: dict[str, RunState] = {}
+    for line in result.stdout.splitlines():
+        name, installed, loaded = ([*line.split(), "-", "-"])[:3]
+        found[name] = RunState(
+            "" if installed == "-" else installed, "" if loaded == "-" else loaded
+        )
+    return found
+
+
+# Arguments: state file, installed hash, loaded hash, then live paths whose previous
+# version (*.ums-prev) is no longer needed. Written to a temporary file and renamed: a
+# reader sees the old record or the new one.
+_RECORD_SCRIPT = r"""
+set -u
+f=$1; installed=$2; loaded=$3; shift 3
+printf 'installed %s\nloaded %s\n' "$installed" "$loaded" > "$f.tmp" || exit 1
+mv -f -- "$f.tmp" "$f" || exit 1
+for f in "$@"; do rm -f -- "$f.ums-prev"; done
+"""
+
+# Arguments: (live path, "1" if the install created it) pairs. Puts each previous
+# version back; a file that did not exist before is removed.
+_ROLLBACK_SCRIPT = r"""
+set -u
+while [ $# -ge 2 ]; do
+  live=$1; new=$2; shift 2
+  if [ -e "$live.ums-prev" ]; then mv -f -T -- "$live.ums-prev" "$live" || exit 1
+  elif [ "$new" = 1 ]; then rm -f -- "$live" || exit 1
+  fi
+done
+"""
+
+
+def record_run_state(
+    conn: Connector, service: Service, installed: str, loaded: str, done: Iterable[str] = ()
+) -> None:
+    conn.run(
+        ["sh", "-c", _RECORD_SCRIPT, "sh", state_file(service), installed, loaded, *done],
+        timeout=120,
+    ).check()
+
+
+def _activate_probe_record(
+    conn: Connector,
+    service: Service,
+    files: list[ManagedFile],
+    live: list[str],
+    created: set[str],
+    tracking: Tracking,
+    log: Log,
+    *,
+    incremental: bool = False,
+) -> None:
+    """Activate ``service`` on its live files, probe it, record what it runs.
+
+    On a failed probe the previous files (``*.ums-prev``, ``created`` ones removed) go
+    back, the service is activated again and probed again, the record says the old
+    files are what runs, and :class:`ConvergeError` says why ("rolled back: ...").
+    """
+    name = service.name
+    phase("reload", name)
+    try:
+        if incremental:
+            service.activate_incremental(conn, files)
+        else:
+            service.activate(conn, files)
+        log(f"{name}: activated")
+        phase("probe", name)
+        seen = service.probe(conn, tracking.state)
+    except (ProbeFailed, CheckFailed) as exc:
+        # A daemon that refuses to reload its new files is as broken as one that
+        # answers wrongly: both go back to the previous files.
+        log(f"{name}: post-flight probe failed: {exc.output}; rolling back")
+        args: list[str] = []
+        for path in live:
+            args += [path, "1" if path in created else "0"]
+        conn.run(["sh", "-c", _ROLLBACK_SCRIPT, "sh", *args], timeout=120).check()
+        after = ""
+        try:
+            service.activate(conn, files)
+            service.probe(conn, tracking.state, strict=False)
+        except (ProbeFailed, CheckFailed) as again:
+            after = f"; after the rollback the probe still fails: {again.output}"
+        had = tracking.had.get(name, "")
+        # Recorded as loaded only when the previous files demonstrably run again.
+        record_run_state(conn, service, had, "" if after else had)
+        log(f"{name}: previous files restored and reloaded{after}")
+        # The message says it all; an output would only repeat it in the job's error.
+        raise ConvergeError(f"{name}: rolled back: {exc.output}{after}") from exc
+    if seen:
+        tracking.probed[name] = seen
+        log(f"{name}: probe passed: {seen}")
+    phase("record", name)
+    want = tracking.want.get(name, "")
+    record_run_state(conn, service, want, want, live)
+
+
+def reload_stale(
+    conn: Connector, service: Service, tracking: Tracking, log: Log, result: ConvergeResult
+) -> None:
+    """Reload ``service`` when its files are current but the daemon was last loaded
+    with something else (or nothing is recorded): the install of an earlier converge
+    went through and its reload did not."""
+    name = service.name
+    files = tracking.files.get(name) or []
+    want = tracking.want.get(name)
+    if not files or want is None:
+        return
+    run = tracking.run.get(name, RunState())
+    if run.loaded == want:
+        return
+    result.reloaded.append(name)
+    if result.dry_run:
+        return
+    log(
+        f"{name}: files are current but the daemon was loaded with "
+        f"{run.loaded[:12] or 'nothing recorded'}, not {want[:12]}: reloading"
+    )
+    live = [*service.compiled_files(files), *(f.path for f in files)]
+    # A failed probe restores whatever *.ums-prev the crashed install left and records
+    # nothing as loaded: the next converge reloads and probes again (and says why).
+    tracking.had[name] = ""
+    _activate_probe_record(conn, service, files, live, set(), tracking, log)
 
 
 def _diff(conn: Connector, change: FileChange) -> str:
@@ -231,53 +494,58 @@ SECRET_NAMES = frozenset({"userdb", "sasl_passwd"})
 
 
 def _stage(conn: Connector, service: Service, *, copy: bool = True) -> str:
+    """A new stage folder inside the service's config root (a copy of it with ``copy``).
+
+    Removed again if anything fails here (a full disk during the copy), so no partial
+    stage is left; stages a crashed converge left are removed by :func:`read_run_state`
+    at the start of the next converge, so they are never copied into this one.
+    """
     root = service.config_root.rstrip("/")
     stage = f"{root}/{STAGE_PREFIX}{secrets.token_hex(6)}"
-    # A stage a crashed converge left behind would otherwise be copied into this one.
-    conn.run(
-        [
-            "find",
-            root,
-            "-mindepth",
-            "1",
-            "-maxdepth",
-            "1",
-            "-name",
-            STAGE_PREFIX + "*",
-            "-exec",
-            "rm",
-            "-rf",
-            "--",
-            "{}",
-            "+",
-        ]
-    ).check()
     conn.run(["mkdir", "-p", root]).check()
     conn.run(["mkdir", "-m", "700", stage]).check()
     if not copy:
         return stage
-    conn.run(
-        [
-            "find",
-            root,
-            "-mindepth",
-            "1",
-            "-maxdepth",
-            "1",
-            "!",
-            "-name",
-            STAGE_PREFIX + "*",
-            "-exec",
-            "cp",
-            "-a",
-            "-t",
-            stage,
-            "--",
-            "{}",
-            "+",
-        ]
-    ).check()
+    try:
+        conn.run(
+            [
+                "find",
+                root,
+                "-mindepth",
+                "1",
+                "-maxdepth",
+                "1",
+                "!",
+                "-name",
+                STAGE_PREFIX + "*",
+                "!",
+                "-name",
+                "*" + PREV_SUFFIX,
+                "!",
+                "-name",
+                STATE_PREFIX + "*",
+                "-exec",
+                "cp",
+                "-a",
+                "-t",
+                stage,
+                "--",
+                "{}",
+                "+",
+            ]
+        ).check()
+    except BaseException:
+        remove_quietly(conn, stage)
+        raise
     return stage
+
+
+def remove_quietly(conn: Connector, path: str) -> None:
+    """``rm -rf path``, best effort: during a cleanup the node may be gone (the stage is
+    then removed at the start of the next converge), and the first error is the one
+    worth reporting."""
+    with contextlib.suppress(ConnectorError):
+        conn.run(["rm", "-rf", "--", path])
 
 
 def _staged_path(service: Service, stage: str, path: str) -> str:
@@ -300,7 +568,7 @@ def stage_files(conn: Connector, service: Service, changes: list[FileChange]) ->
                 group=file.group,
             )
     except BaseException:
-        conn.run(["rm", "-rf", "--", stage])
+        remove_quietly(conn, stage)
         raise
     return stage
 
@@ -320,7 +588,7 @@ def light_stage(conn: Connector, service: Service, changes: list[FileChange]) ->
                 group=file.group,
             )
     except BaseException:
-        conn.run(["rm", "-rf", "--", stage])
+        remove_quietly(conn, stage)
         raise
     return stage
 
@@ -333,6 +601,7 @@ def install_staged(
     log: Log,
     *,
     incremental: bool = False,
+    tracking: Tracking | None = None,
 ) -> list[ManagedFile]:
     """Rename the validated files (and what the checker compiled) into place; activate.
 
@@ -340,11 +609,17 @@ def install_staged(
     live source still differs from the render, so the next converge sees the change and
     compiles again (the other way round it would find the source current, and a stale
     compiled map would stay live).
+
+    With ``tracking`` (every real converge), each live file's previous version is kept
+    beside it as ``*.ums-prev`` and the node's record says the new files are installed,
+    in the same command as the renames; after the activation the service is probed,
+    rolled back on failure, and the record then says what the daemon runs.
     """
     files = [c.file for c in changes]
+    name = service.name
+    sources = [f.path for f in files]
+    live = [*service.compiled_files(files), *sources]
     try:
-        sources = [f.path for f in files]
-        live = [*service.compiled_files(files), *sources]
         live_parents = sorted({posixpath.dirname(p) for p in live})
         conn.run(["mkdir", "-p", "--", *live_parents]).check()
         args: list[str] = []
@@ -352,28 +627,57 @@ def install_staged(
             # A compiled file exists only if the checker built it.
             kind = "source" if path in sources else "compiled"
             args += [kind, _staged_path(service, stage, path), path]
+        phase("install", name)
+        installed = tracking.want.get(name, "") if tracking is not None else ""
         # One command for every rename (a round trip each was a tenth of a full converge).
-        conn.run(["sh", "-c", _INSTALL_SCRIPT, "sh", *args]).check()
-        log(f"{service.name}: installed {', '.join(f.path for f in files)}")
+        conn.run(
+            ["sh", "-c", _INSTALL_SCRIPT, "sh", "1" if tracking else "0", state_file(service),
+             installed or "-", *args]
+        ).check()  # fmt: skip
+        log(f"{name}: installed {', '.join(f.path for f in files)}")
     finally:
-        conn.run(["rm", "-rf", "--", stage])
-    if incremental:
-        service.activate_incremental(conn, files)
-    else:
-        service.activate(conn, files)
-    log(f"{service.name}: activated")
+        remove_quietly(conn, stage)
+    if tracking is None:
+        phase("reload", name)
+        if incremental:
+            service.activate_incremental(conn, files)
+        else:
+            service.activate(conn, files)
+        log(f"{name}: activated")
+        return files
+    created = {c.file.path for c in changes if c.is_new}
+    _activate_probe_record(
+        conn, service, files, live, created, tracking, log, incremental=incremental
+    )
     return files
 
 
-# Arguments: (kind, staged path, live path) triples, in order. mv within one filesystem
-# is rename(2): readers see the old file or the new one, never half of it. A compiled
-# file the checker did not build is skipped; the first failure stops the rest.
+# Arguments: "1" to keep previous versions and write the record, the state file, the
+# installed hash, then (kind, staged path, live path) triples, in order. mv within one
+# filesystem is rename(2): readers see the old file or the new one, never half of it.
+# The previous version is a copy, not a hard link: Postfix notices a replaced table
+# by its old file's link count dropping to 0, which a link would prevent (an smtpd
+# then answered with the old map for good); a reflink where the filesystem has them
+# (XFS, btrfs), a plain copy elsewhere. A compiled file the checker did not build is
+# skipped; the first failure stops the rest. The record keeps its "loaded" line: the
+# daemon still runs what it ran until activate and probe pass.
 _INSTALL_SCRIPT = r"""
+set -u
+keep=$1; f=$2; installed=$3; shift 3
 while [ $# -ge 3 ]; do
   kind=$1; staged=$2; live=$3; shift 3
   if [ "$kind" = compiled ] && [ ! -e "$staged" ]; then continue; fi
+  if [ "$keep" = 1 ]; then
+    rm -f -- "$live.ums-prev" || exit 1
+    if [ -e "$live" ]; then cp -p --reflink=auto -- "$live" "$live.ums-prev" || exit 1; fi
+  fi
   mv -f -T -- "$staged" "$live" || exit 1
 done
+[ "$keep" = 1 ] || exit 0
+loaded=
+if [ -f "$f" ]; then loaded=$(sed -n 's/^loaded //p' "$f"); fi
+printf 'installed %s\nloaded %s\n' "$installed" "${loaded:--}" > "$f.tmp" || exit 1
+mv -f -- "$f.tmp" "$f"
 """
 
 
@@ -435,6 +739,7 @@ def apply_services(
     trusted: dict[str, str] | None = None,
     installed: Callable[[list[ManagedFile]], None] | None = None,
     more: Sequence[Callable[[], dict[str, list[FileChange]]]] = (),
+    tracking: Tracking | None = None,
 ) -> None:
     """Stage every changed service, validate the stages at once, install.
 
@@ -463,6 +768,8 @@ def apply_services(
     check passed, in service order, so a service that relies on another's files (Postfix
     on the LDA's) finds them live first. A failed check of a service always leaves that
     service's live files untouched (its stage is removed).
+
+    With ``tracking``, each install is probed and recorded (see :func:`install_staged`).
     """
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -491,12 +798,13 @@ def apply_services(
 
     def check(service: Service, stage: str, mode: str) -> str:
         items = changes[service.name]
+        phase("validate", service.name)
         if mode == "incremental":
             live = [LiveFile(c.file, c.remote_sha256 or "") for c in items]
             try:
                 service.validate_incremental(conn, stage, live)
             except (NotIncremental, CheckFailed, CommandFailed) as exc:
-                conn.run(["rm", "-rf", "--", stage])
+                remove_quietly(conn, stage)
                 tlog(f"{service.name}: incremental path not taken ({_first_line(exc)}); "
                      "falling back to the full check")  # fmt: skip
                 return "fallback"
@@ -505,11 +813,14 @@ def apply_services(
             service.validate(conn, stage)
         if service.name not in alone:
             return "checked"
-        install_staged(conn, service, stage, items, tlog, incremental=mode == "incremental")
+        install_staged(
+            conn, service, stage, items, tlog, incremental=mode == "incremental", tracking=tracking
+        )
         return "live"
 
     def submit(service: Service) -> None:
         items = changes[service.name]
+        phase("stage", service.name)
         if _incremental_candidate(service, state, items, trusted):
             modes[service.name] = "incremental"
             stages[service.name] = light_stage(conn, service, items)
@@ -593,7 +904,13 @@ def apply_services(
         incremental = modes[name] == "incremental"
         try:
             install_staged(
-                conn, service, stages.pop(name), changes[name], log, incremental=incremental
+                conn,
+                service,
+                stages.pop(name),
+                changes[name],
+                log,
+                incremental=incremental,
+                tracking=tracking,
             )
         except CheckFailed as exc:
             _remove_stages(conn, stages)
@@ -617,7 +934,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _remove_stages(conn: Connector, stages: dict[str, str]) -> None:
     for stage in stages.values():
-        conn.run(["rm", "-rf", "--", stage])
+        remove_quietly(conn, stage)
     stages.clear()
 
 
@@ -709,17 +1026,47 @@ def converge(
     services: Iterable[Service] | None = None,
     log: Log | None = None,
 ) -> ConvergeResult:
-    """Bring the node behind ``conn`` to ``state``; idempotent. Raises ConvergeError."""
+    """Bring the node behind ``conn`` to ``state``; idempotent. Raises ConvergeError.
+
+    Settings that fail :func:`deploy.node_settings.problems` are refused before anything
+    is read or rendered, with every reason. Each service with changes is installed,
+    activated, probed (rolled back on failure) and recorded; a service without changes
+    is reloaded and probed when the daemon runs an older configuration than its files
+    (see :func:`reload_stale`).
+    """
+    from .node_settings import InvalidNodeSettings, validate
+
     log = log or (lambda line: None)
+    try:
+        validate(state.settings)
+    except InvalidNodeSettings as exc:
+        raise ConvergeError(str(exc)) from exc
     selected = applicable_services(state, services)
     result = ConvergeResult(dry_run=dry_run, services=[s.name for s in selected])
+    tracking = Tracking(state)
+    try:
+        tracking.run = read_run_state(conn, selected, clean=not dry_run)
+    except CommandFailed as exc:
+        raise ConvergeError(f"cannot read the node's converge state: {exc}") from exc
     preparations = prepare(conn, state, selected, result)
     record = None if dry_run else InstalledRecord(state.node.id)
+
+    def reload_unchanged() -> None:
+        for service in selected:
+            if service.name in result.changed:
+                continue
+            try:
+                reload_stale(conn, service, tracking, log, result)
+            except CheckFailed as exc:
+                raise ConvergeError(str(exc), exc.output) from exc
+            except CommandFailed as exc:
+                raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
+        result.probed.update(tracking.probed)
 
     def plan_and_note(batch: list[Service]) -> dict[str, list[FileChange]]:
         unchanged: dict[str, str] = {}
         try:
-            changes = plan(conn, state, batch, unchanged=unchanged)
+            changes = plan(conn, state, batch, unchanged=unchanged, tracking=tracking)
         except CommandFailed as exc:
             raise ConvergeError(f"cannot read the node's files: {exc}") from exc
         for name, items in changes.items():
@@ -746,14 +1093,16 @@ def converge(
         while pending and not changes:
             changes = plan_and_note([pending.pop(0)])
     if not changes and not preparations:
-        log("no changes")
         if record is not None:
             record.save()
+        reload_unchanged()
+        log("no changes" if not result.reloaded else f"reloaded {', '.join(result.reloaded)}")
         return result
     if dry_run:
         for items in changes.values():
             for change in items:
                 result.diffs[change.file.path] = _diff(conn, change)
+        reload_unchanged()
         return result
     for service in selected:
         preparation = preparations.get(service.name)
@@ -778,7 +1127,10 @@ def converge(
             trusted=record.previous,
             installed=record.installed,
             more=[(lambda s=s: plan_and_note([s])) for s in pending],
+            tracking=tracking,
         )
     finally:
         record.save()
+        result.probed.update(tracking.probed)
+    reload_unchanged()
     return result

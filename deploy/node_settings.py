@@ -4,11 +4,22 @@ They arrive as one JSON object in ``UMS_NODE_SETTINGS`` (``settings.UMS_CONVERGE
 become ``DesiredState.settings``. Each service module reads the keys it owns; this module
 is the one list of them, checked at start-up (``deploy.checks``) so a misspelt key or a
 wrong type stops the process instead of being silently ignored on every converge.
+
+Types are not enough: ``"relay_networks": ["10.9.0.0/99"]`` passes ``postfix check``,
+goes live, and every message then gets ``451 4.3.0 Temporary lookup failure``; a newline
+in ``postfix_maillog_file`` reaches ``main.cf``. So each key also has a value check
+(:data:`VALUE_CHECKS`: networks parsed with :mod:`ipaddress`, paths absolute, plain and
+under an allowed prefix, names and numbers within range, no control characters
+anywhere). :func:`problems` gives every reason naming its key; the start-up check
+(``deploy.checks``) and every converge (:func:`deploy.converge.converge`, before anything
+is rendered) refuse settings that have any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _TEXT = (str,)
@@ -50,8 +61,171 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+# ----------------------------------------------------------------------- value checks
+# Each returns why a (well-typed) value cannot be used, or None.
+
+#: Control characters (C0, DEL, C1): never part of a value written into a config file.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Where log files may go: Postfix's own ``maillog_file_prefixes`` rule (under /var), and
+#: standard output for containers.
+LOG_PREFIXES = ("/var/",)
+LOG_EXACT = ("/dev/stdout",)
+#: Where the mail store may live.
+MAIL_ROOT_PREFIXES = ("/var/", "/srv/", "/home/", "/data/", "/mnt/", "/export/")
+_PATH = re.compile(r"/[A-Za-z0-9._/+-]+")
+_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_DATASET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*")
+_HOST = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_TLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+_ZFS_COMPRESSION = re.compile(r"on|off|lzjb|gzip|gzip-[1-9]|zle|lz4|zstd(-[0-9]{1,2})?")
+
+
+def control_characters(value: str) -> str | None:
+    """Why ``value`` cannot be written into a config file, or None (shared with renderers)."""
+    found = _CONTROL.search(value)
+    if found:
+        return f"contains a control character ({found.group()!r}) at position {found.start()}"
+    return None
+
+
+def _text(value: str) -> str | None:
+    return control_characters(value)
+
+
+def _path(value: str, prefixes: tuple[str, ...], exact: tuple[str, ...] = ()) -> str | None:
+    if reason := control_characters(value):
+        return reason
+    if value in exact:
+        return None
+    if not _PATH.fullmatch(value):
+        return f"{value!r} is not an absolute path of letters, digits and . _ / + -"
+    if any(part in ("", ".", "..") for part in value.rstrip("/").split("/")[1:]):
+        return f"{value!r} has an empty, '.' or '..' component"
+    if not value.startswith(prefixes):
+        allowed = ", ".join([*prefixes, *exact])
+        return f"{value!r} is not under an allowed prefix ({allowed})"
+    return None
+
+
+def _log_path(value: str) -> str | None:
+    return None if value == "" else _path(value, LOG_PREFIXES, LOG_EXACT)
+
+
+def _mail_root(value: str) -> str | None:
+    return _path(value, MAIL_ROOT_PREFIXES)
+
+
+def _networks(value: list) -> str | None:
+    for item in value:
+        if not isinstance(item, str):
+            return f"every network must be text, got {type(item).__name__}"
+        if reason := control_characters(item):
+            return f"{item!r} {reason}"
+        try:
+            # strict: 10.9.0.1/16 (host bits set) is as suspicious as a bad prefix.
+            ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            return f"{item!r} is not a network: {exc}"
+    return None
+
+
+def _range(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value: float) -> str | None:
+        if not low <= value <= high:
+            return f"{value} is outside {low}..{high}"
+        return None
+
+    return check
+
+
+def _tls_version(value: str) -> str | None:
+    return None if value in _TLS else f"{value!r} is not one of {', '.join(_TLS)}"
+
+
+def _tls_versions(value: list) -> str | None:
+    if not value:
+        return "at least one TLS version is needed"
+    bad = [v for v in value if not isinstance(v, str) or v not in _TLS]
+    return f"{bad!r}: each must be one of {', '.join(_TLS)}" if bad else None
+
+
+def _user(value: str) -> str | None:
+    return None if _NAME.fullmatch(value) else f"{value!r} is not a plain user name"
+
+
+def _dataset(value: str) -> str | None:
+    ok = _DATASET.fullmatch(value) and ".." not in value and len(value) <= 200
+    return None if ok else f"{value!r} is not a plain ZFS dataset name"
+
+
+def _compression(value: str) -> str | None:
+    return None if _ZFS_COMPRESSION.fullmatch(value) else f"{value!r} is not a ZFS compression"
+
+
+def _dedup(value: str | bool) -> str | None:
+    ok = isinstance(value, bool) or value in ("auto", "on", "off", "true", "false")
+    return None if ok else f"{value!r} is not auto, on, off, true or false"
+
+
+def _subject_tag(value: str) -> str | None:
+    return control_characters(value) or (f"{len(value)} characters (at most 64)"
+                                          if len(value) > 64 else None)  # fmt: skip
+
+
+def _hostnames(value: dict) -> str | None:
+    for role, host in value.items():
+        if not isinstance(host, str) or not _HOST.fullmatch(host):
+            return f"{role}: {host!r} is not a host name"
+    return None
+
+
+def _ports(value: dict) -> str | None:
+    for role, port in value.items():
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            return f"{role}: {port!r} is not a port number (1..65535)"
+    return None
+
+
+_SCORE = _range(-1000, 1000)
+
+#: key -> check of a value of the right type (see OPTIONS). Keys without one need none
+#: beyond their type (booleans, the certificate store the nginx service checks itself).
+VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "tls_min_version": _tls_version,
+    "tls_versions": _tls_versions,
+    "mail_root": _mail_root,
+    "mail_uid": _range(100, 2**31 - 1),
+    "mail_gid": _range(100, 2**31 - 1),
+    "mail_user": _user,
+    "postfix_maillog_file": _log_path,
+    "lda_log_file": _log_path,
+    "relay_networks": _networks,
+    "spam_subject_tag": _subject_tag,
+    "spam_max_size": _range(1024, 1024**3),
+    "spam_timeout": _range(1, 3600),
+    "spam_tag_score": _SCORE,
+    "spam_hold_score": _SCORE,
+    "spam_reject_score": _SCORE,
+    "clamav_max_file_size_mb": _range(1, 4096),
+    "clamav_timeout": _range(1, 3600),
+    "greylist_delay": _range(0, 86400),
+    "greylist_retention_days": _range(1, 3650),
+    "mail_store_pool": _dataset,
+    "mail_store_dataset": _dataset,
+    "mail_store_compression": _compression,
+    "mail_store_dedup": _dedup,
+    "mail_store_mountpoint": _mail_root,
+    "web_hostnames": _hostnames,
+    "web_backend_ports": _ports,
+}
+
+
 def problems(options: Mapping[str, Any]) -> list[str]:
-    """Why ``options`` cannot be used: unknown keys and values of the wrong type."""
+    """Why ``options`` cannot be used, one reason per bad key, each naming its key:
+    unknown keys, values of the wrong type, values the value check refuses."""
     found = []
     for key, value in options.items():
         if key not in OPTIONS:
@@ -63,7 +237,23 @@ def problems(options: Mapping[str, Any]) -> list[str]:
             found.append(f"{key} must be {_names(types)}, got a boolean")
         elif not isinstance(value, types):
             found.append(f"{key} must be {_names(types)}, got {type(value).__name__}")
+        elif (check := VALUE_CHECKS.get(key)) and (reason := check(value)):
+            found.append(f"{key}: {reason}")
     return found
+
+
+class InvalidNodeSettings(ValueError):
+    """Node settings that must not be rendered; the message names each key and why."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("UMS_NODE_SETTINGS refused: " + "; ".join(reasons))
+        self.reasons = reasons
+
+
+def validate(options: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidNodeSettings` when :func:`problems` finds anything."""
+    if found := problems(options):
+        raise InvalidNodeSettings(found)
 
 
 def _names(types: tuple[type, ...]) -> str:

@@ -34,6 +34,16 @@ class CheckFailed(Exception):
         self.output = output
 
 
+class ProbeFailed(Exception):
+    """After install and reload the running daemon does not serve as it should; converge
+    puts the previous files back. ``output`` says what the probe saw."""
+
+    def __init__(self, service: str, output: str) -> None:
+        super().__init__(f"{service}: post-flight probe failed: {output}")
+        self.service = service
+        self.output = output
+
+
 @dataclass(frozen=True)
 class NodeView:
     """What a service may know about the node it renders for."""
@@ -182,6 +192,18 @@ class Service(ABC):
     @abstractmethod
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """After the files are live: compile maps, reload. Called only when files changed."""
+
+    def probe(self, conn: Connector, state: DesiredState, *, strict: bool = True) -> str:
+        """After install and reload: does the running daemon serve the new configuration?
+
+        Checks what the daemon's own checker cannot (Postfix: an SMTP ``RCPT`` to a known
+        address answered without a 4xx). Returns what it saw, for the log ("" when the
+        service has no probe, the default); raises :class:`ProbeFailed` with the reason,
+        and converge then rolls the service back to its previous files. ``strict`` False
+        (the probe after a rollback) checks only that the daemon answers sanely: the
+        previous files may not know what ``state`` adds (a new mailbox).
+        """
+        return ""
 
     def compiled_files(self, changed: list[ManagedFile]) -> list[str]:
         """Files ``validate`` built in the stage from ``changed`` (``main.db``, ``userdb.dat``).

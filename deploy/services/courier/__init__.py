@@ -38,9 +38,17 @@ from __future__ import annotations
 import posixpath
 
 from deploy.connector.base import Connector
-from deploy.services.base import CheckFailed, DesiredState, MailboxData, ManagedFile, Service
+from deploy.services.base import (
+    CheckFailed,
+    DesiredState,
+    MailboxData,
+    ManagedFile,
+    ProbeFailed,
+    Service,
+)
 from deploy.services.postfix import safe
 
+from .. import probes
 from . import policy
 
 ROOT = "/etc/courier"
@@ -332,6 +340,21 @@ class CourierService(Service):
         return []
 
     # ------------------------------------------------------------------ activate
+
+    def probe(self, conn: Connector, state: DesiredState, *, strict: bool = True) -> str:
+        """authdaemond's socket is there (SASL and logins ask it); on IMAP nodes serving
+        IMAPS, a TLS handshake, the greeting and CAPABILITY on port 993."""
+        socket = f"{AUTH_DIR}/socket"
+        if not conn.run(["test", "-S", socket]).ok:
+            raise ProbeFailed(self.name, f"authdaemond is not listening ({socket} missing)")
+        if "imap" not in state.node.roles:
+            return "authdaemond listening"
+        if not conn.run(["grep", "-qx", "IMAPDSSLSTART=YES", f"{ROOT}/imapd-ssl"]).ok:
+            return "authdaemond listening (IMAPS off)"
+        return probes.run(
+            conn, state, self.name, probes.IMAPS_PROBE, "127.0.0.1", "993",
+            str(probes.PROBE_SECONDS),
+        )  # fmt: skip
 
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         paths = {f.path for f in changed}

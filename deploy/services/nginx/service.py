@@ -32,8 +32,9 @@ import re
 from collections.abc import Mapping
 
 from deploy.connector.base import Connector
-from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
+from deploy.services.base import CheckFailed, DesiredState, ManagedFile, ProbeFailed, Service
 
+from .. import probes
 from .certs import valid_cert_name
 
 __all__ = ["WEB_ROLES", "MissingCertificate", "NginxService", "tls_protocols"]
@@ -337,6 +338,24 @@ class NginxService(Service):
         )
         if not result.ok:
             raise CheckFailed(self.name, (result.stderr + result.stdout).strip())
+
+    def probe(self, conn: Connector, state: DesiredState, *, strict: bool = True) -> str:
+        """``nginx -t`` on the live files, then (when it serves sites) an HTTPS request to
+        its own listener with the first public host name."""
+        checked = conn.run(
+            ["nginx", "-t", "-q", "-c", self._path("nginx.conf"), "-p", self._prefix()]
+        )
+        if not checked.ok:
+            raise ProbeFailed(self.name, (checked.stderr or checked.stdout).strip()[-2000:])
+        hostnames = state.settings.get("web_hostnames") or {}
+        if not hostnames:
+            return "nginx -t passed"
+        host = self.listen_address or "127.0.0.1"
+        name = str(sorted(hostnames.items())[0][1])
+        return probes.run(
+            conn, state, self.name, probes.HTTPS_PROBE,
+            host, str(self.https_port), _host(name, "host name"), str(probes.PROBE_SECONDS),
+        )  # fmt: skip
 
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """Reload nginx (graceful: old workers finish their requests); start it if down."""

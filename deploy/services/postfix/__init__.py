@@ -23,7 +23,9 @@ compiled ``.db`` goes live by rename together with its source.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import shlex
 from collections import defaultdict
 from importlib import resources
 
@@ -38,6 +40,7 @@ from deploy.services.base import (
     Service,
 )
 
+from .. import probes
 from . import delivery, filtering, safe
 
 ROOT = "/etc/postfix"
@@ -50,6 +53,10 @@ MAPS = (
     "sender_login",
     "sasl_access_submission",
     "sasl_access_smtps",
+)
+#: Maps trivial-rewrite reads (address class and transport of a domain).
+_RESOLVER_MAPS = frozenset(
+    f"{ROOT}/{name}" for name in ("virtual_domains", "alias_domains", "transport")
 )
 #: The maps that decide whether, and where, mail for an address is accepted: what a new
 #: mailbox's express entries go into (see :meth:`PostfixService.express_entries`).
@@ -222,10 +229,13 @@ class PostfixService(Service):
         protocols = tls_protocols(str(conf.get("tls_min_version", "TLSv1.2")))
         networks = ["127.0.0.0/8"]
         for net in conf.get("relay_networks", []) or []:
-            # Networks come from operator settings, not tenants; still keep them one token.
-            if not net or any(ch.isspace() or ch in ",#" for ch in str(net)):
-                raise safe.UnsafeName(f"refusing relay network {net!r}")
-            networks.append(str(net))
+            # Operator settings are checked at start and before every converge
+            # (deploy.node_settings); a network Postfix cannot parse passes "postfix check"
+            # and then answers 451 to every RCPT, so parse it here too.
+            try:
+                networks.append(str(ipaddress.ip_network(str(net), strict=True)))
+            except ValueError as exc:
+                raise safe.UnsafeName(f"refusing relay network {net!r}: {exc}") from None
         uid, gid = int(conf.get("mail_uid", 5000)), int(conf.get("mail_gid", 5000))
         mail_root = str(conf.get("mail_root", "/var/mail/vhosts"))
         params: list[tuple[str, str]] = [
@@ -307,7 +317,9 @@ class PostfixService(Service):
         merged.update(filtering.params(state))
         merged.update(delivery.params(state))
         lines = ["# Managed by UMS (deploy/services/postfix): replaced on every converge."]
-        lines += [f"{key} = {value}".rstrip() for key, value in merged.items()]
+        lines += [
+            f"{key} = {safe.config_value(key, value)}".rstrip() for key, value in merged.items()
+        ]
         return "\n".join(lines) + "\n"
 
     def master_cf(self, state: DesiredState) -> bytes:
@@ -329,6 +341,13 @@ class PostfixService(Service):
         def run(argv: list[str]) -> str:
             result = conn.run(argv, timeout=600)
             text = (result.stdout + result.stderr).strip()
+            if not result.ok and not text:
+                # Without syslog or a tty Postfix fails silently ("postfix check" refusing
+                # a log path printed nothing, and the job said only the command line):
+                # again under script(1), whose tty gets its reason. Every argument is a
+                # constant or the stage path converge made, each quoted.
+                again = conn.run(["script", "-qec", shlex.join(argv), "/dev/null"], timeout=600)
+                text = (again.stdout + again.stderr).strip().replace("\r", "")
             # Only Postfix's own diagnostics count (a value may contain "error:").
             problems = [line for line in text.splitlines() if _DIAGNOSTIC.search(line)]
             if not result.ok or problems:
@@ -459,15 +478,45 @@ class PostfixService(Service):
         return added
 
     def activate_incremental(self, conn: Connector, changed: list[ManagedFile]) -> None:
-        """No reload: Postfix daemons notice a replaced ``.db`` and restart by themselves
-        before their next client ("table ... has changed -- restarting"); only start
-        Postfix if it is not running at all."""
-        if not conn.run(["postfix", "status"]).ok:
+        """No reload for address maps: smtpd and cleanup notice a replaced ``.db`` and
+        restart by themselves before their next client ("table ... has changed --
+        restarting"). The domain and transport tables are read by trivial-rewrite, a
+        long-lived daemon that noticed only tens of seconds later (the post-flight probe
+        found a new domain still refused as "Relay access denied"): those get a reload.
+        Postfix is started if it is not running at all."""
+        if not conn.run(["postfix", "status"]).ok or {f.path for f in changed} & _RESOLVER_MAPS:
             self.activate(conn, changed)
 
     def compiled_files(self, changed: list[ManagedFile]) -> list[str]:
         names = {f"{ROOT}/{name}" for name in MAPS}
         return [f"{f.path}.db" for f in changed if f.path in names]
+
+    # ------------------------------------------------------------------ probe
+
+    def probe(self, conn: Connector, state: DesiredState, *, strict: bool = True) -> str:
+        """SMTP on the node's port 25 from the node itself: EHLO, ``MAIL FROM:<>`` and
+        ``RCPT TO`` the first hosted mailbox, which must be accepted (no 4xx: a map or
+        network Postfix cannot read answers 451 to every recipient). Without a mailbox (or
+        not ``strict``), any answer but a 4xx passes. No message is sent.
+
+        It connects to the node's own mail address, not loopback: a client in
+        ``mynetworks`` may relay anywhere, so from 127.0.0.1 a domain Postfix does not
+        (yet) know would pass."""
+        hosted = {d.name for d in state.domains if d.enabled}
+        known = min(
+            (m.email for m in state.mailboxes if m.enabled and m.domain in hosted),
+            default=None,
+        )
+        rcpt = safe.hosted_address(known) if known else "ums-probe@example.invalid"
+        mode = "known" if known and strict else "any"
+        try:
+            host = str(ipaddress.ip_address(state.node.address))
+        except ValueError:
+            host = "127.0.0.1"
+        return probes.run(
+            conn, state, self.name, probes.SMTP_PROBE,
+            host, "25", rcpt, mode, str(probes.PROBE_SECONDS),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ activate
 

@@ -22,6 +22,8 @@ import re
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
+from deploy.node_settings import control_characters
+
 if TYPE_CHECKING:
     from deploy.services.base import MailboxData
 
@@ -39,6 +41,14 @@ _CRYPT = re.compile(r"\$[0-9a-z]+\$[./0-9A-Za-z$=]{1,200}")
 
 class UnsafeName(ValueError):
     """A value that must not reach a node's configuration."""
+
+
+def config_value(key: str, value: str) -> str:
+    """``value`` for ``key = value`` in a config file: no control characters (a newline
+    would start a line of its own choosing)."""
+    if reason := control_characters(str(value)):
+        raise UnsafeName(f"refusing {key} = {value!r}: {reason}")
+    return value
 
 
 def domain(value: str) -> str:
