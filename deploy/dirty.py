@@ -247,6 +247,16 @@ def acquire(node_id: int, owner: str, *, steal: int | None = None) -> Lease | No
     return Lease(node_id=node_id, owner=owner, token=row[0], generation=row[1])
 
 
+def lease_owner(node_id: int) -> str | None:
+    """Who holds the node's unexpired lease (``job:<id>``), if anyone: named in the log of
+    a converge that coalesced into it, so an administrator can follow the work."""
+    return (
+        NodeConvergeState.objects.filter(node_id=node_id, lease_expires_at__gt=timezone.now())
+        .values_list("lease_owner", flat=True)
+        .first()
+    )
+
+
 def holder_is_dead(node_id: int) -> int | None:
     """The token of the node's lease if its holder is a job that is provably not running
     any more (finished, given back, or its process on this host gone), else None.

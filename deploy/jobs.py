@@ -247,8 +247,9 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
     if lease is None:
         # The holder read the desired generation at its start; it (or, if it dies, the
         # reconciler once its lease lapses) converges again for what came after.
-        reporter.log("another converge of this node is running; coalesced into it")
-        return {"coalesced": True}
+        holder = dirty.lease_owner(node.pk) or "?"
+        reporter.log(f"another converge of this node is running ({holder}); coalesced into it")
+        return {"coalesced": True, "into": holder}
     reporter.on_heartbeat(lease.renew)
     reporter.log(f"converging generation {lease.generation} (lease {lease.token})")
     try:

@@ -140,7 +140,7 @@ def test_a_notified_job_abandoned_by_a_dead_runner_is_taken_up(cast: Cast) -> No
     from ums import jobs
     from ums.embedded.runner import notify
 
-    stale = timezone.now() - jobs.STALE_AFTER - datetime.timedelta(seconds=1)
+    stale = timezone.now() - jobs.stale_after() - datetime.timedelta(seconds=1)
     job = Job.objects.create(
         kind="test.count",
         title="abandoned",

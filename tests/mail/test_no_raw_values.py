@@ -42,3 +42,26 @@ def test_mail_pages_show_no_raw_python_values(
             continue
         found = RAW.findall(_visible_text(response.content.decode()))
         assert not found, (url, found)
+
+
+def test_every_mail_form_page_renders_every_field_of_its_form(
+    cast: Cast,
+    objects: dict[str, Any],  # noqa: F811
+    login: Callable[..., Client],  # noqa: F811
+) -> None:
+    """A form page shows an input for each field its form declares (a template condition
+    that failed silently once left the new-domain page with nothing but its buttons)."""
+    from django.urls import reverse
+
+    client = login(cast.sub_admin)
+    checked = 0
+    for url in [*pages(cast, objects), *[reverse(n) for n in GLOBAL_PAGES]]:
+        response = client.get(url)
+        form = (response.context or {}).get("form") if response.status_code == 200 else None
+        if form is None or not hasattr(form, "visible_fields"):
+            continue
+        body = response.content.decode()
+        missing = [f.name for f in form.visible_fields() if f'name="{f.html_name}"' not in body]
+        assert not missing, (url, missing)
+        checked += 1
+    assert checked >= 5
