@@ -196,6 +196,7 @@ def indexes_dropped(table: str, timings: dict[str, float]):
     rolls the drop back too.
     """
     indexes = secondary_indexes(table)
+    statistics = index_statistics([name for name, _ in indexes])
     with connection.cursor() as cursor:
         for name, _definition in indexes:
             cursor.execute(f"DROP INDEX {connection.ops.quote_name(name)}")
@@ -206,6 +207,31 @@ def indexes_dropped(table: str, timings: dict[str, float]):
             started = time.perf_counter()
             cursor.execute(definition)
             timings[f"index {name}"] = round(time.perf_counter() - started, 2)
+        for statement in statistics:
+            cursor.execute(statement)
+
+
+def index_statistics(names: list[str]) -> list[str]:
+    """``ALTER INDEX`` statements restoring the raised statistics targets of these indexes'
+    expression columns (a dropped and recreated index forgets them; the planner's choice
+    for a rare or common needle depends on them)."""
+    if not names:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, a.attnum, a.attstattarget
+            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+            WHERE c.relname = ANY(%s) AND c.relkind = 'i' AND a.attstattarget > 0
+            """,
+            [names],
+        )
+        rows = cursor.fetchall()
+    quote = connection.ops.quote_name
+    return [
+        f"ALTER INDEX {quote(name)} ALTER COLUMN {attnum} SET STATISTICS {int(target)}"
+        for name, attnum, target in rows
+    ]
 
 
 def analyze(*tables: str, vacuum: bool = False) -> None:
