@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -28,6 +29,7 @@ from benchmarks import bootstrap  # noqa: E402
 DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "issue2.json"
 SUBTREE_TARGET_MS = 15.0
 AUDIT_TARGET_MS = 100.0
+AUDIT_COLD_MS = 50.0  # issue 19: actor search p95 at 5M records, cold cache included
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -237,12 +239,58 @@ def data_facts(info: dict, people: dict[str, Who], groups: set[str]) -> dict:
                     [*params, who.path + "%"],
                 )
                 facts[f"{who.key}: {label}"] = cursor.fetchone()[0]
+        for who in people.values():
+            facts[f"{who.key}: actors"] = actor_facts(cursor, who.path)
         cursor.execute(
             "SELECT pg_size_pretty(pg_table_size('audit_auditrecord')), "
             "pg_size_pretty(pg_indexes_size('audit_auditrecord'))"
         )
         facts["audit table size"], facts["audit indexes size"] = cursor.fetchone()
     return facts
+
+
+def actor_facts(cursor, path: str) -> dict:
+    """The actors of a scope's records: the most and least frequent, and every name (for
+    the cold pass). A needle is the ``<username>`` part of a name, so it matches that
+    actor only and the expected row count is exact."""
+    cursor.execute(
+        "SELECT actor_name, max(actor_id), count(*) FROM audit_auditrecord "
+        "WHERE customer_path LIKE %s AND actor_name LIKE '%%<%%>' "
+        "GROUP BY actor_name ORDER BY count(*) DESC, actor_name",
+        [path + "%"],
+    )
+    rows = [(name, actor_id, n) for name, actor_id, n in cursor.fetchall()]
+    if not rows:
+        return {"names": []}
+
+    def needle(name: str) -> str:
+        return "<" + name.rsplit("<", 1)[1].upper()
+
+    (top, top_id, top_n), (rare, _rare_id, rare_n) = rows[0], rows[-1]
+    return {
+        "frequent": {"needle": needle(top), "id": top_id, "records": top_n},
+        "rare": {"needle": needle(rare), "records": rare_n},
+        "names": [needle(name) for name, _id, _n in rows],
+        "distinct": len(rows),
+    }
+
+
+def cold_actor_pass(client, actors: dict) -> dict | None:
+    """Every actor of the scope searched once, never repeated: each request touches index
+    and heap pages no earlier request of the pass did (PostgreSQL's 128 MB of shared
+    buffers hold a sliver of the table; the OS page cache is not dropped, it is shared)."""
+    from benchmarks.measure import summary, timed_get
+
+    names = actors.get("names") or []
+    if not names:
+        return None
+    walls = []
+    for needle in names:
+        wall, _cpu, response = timed_get(client, f"/api/v1/audit/?{urlencode({'actor': needle})}")
+        if response.status_code != 200 or not response.json()["results"]:
+            raise RuntimeError(f"cold actor pass: {needle} answered {response.status_code}")
+        walls.append(wall)
+    return {"requests": len(walls), "target_p95_ms": AUDIT_COLD_MS, **summary(walls)}
 
 
 def scenarios(people: dict[str, Who], facts: dict, only: str | None) -> list:
@@ -395,6 +443,54 @@ def scenarios(people: dict[str, Who], facts: dict, only: str | None) -> list:
                         count=rows(f"action {RARE_ACTION}"), customers=scope, action=RARE_ACTION
                     ),
                 ),
+            ]
+            actors = facts[f"{who.key}: actors"]
+            actor_target = AUDIT_COLD_MS if who.key == "mid" else None
+            if actors.get("frequent"):
+                top, rare = actors["frequent"], actors["rare"]
+                cases += [
+                    Scenario(
+                        "audit actor frequent",
+                        "audit",
+                        who.key,
+                        f"/api/v1/audit/?{urlencode({'actor': top['needle']})}&pageSize={page}",
+                        a,
+                        actor_target,
+                        f"{note}actor name substring, {top['records']} records",
+                        expect(count=min(page, top["records"]), customers=scope),
+                    ),
+                    Scenario(
+                        "audit actor rare",
+                        "audit",
+                        who.key,
+                        f"/api/v1/audit/?{urlencode({'actor': rare['needle']})}&pageSize={page}",
+                        a,
+                        actor_target,
+                        f"{note}actor name substring, {rare['records']} records",
+                        expect(count=min(page, rare["records"]), customers=scope),
+                    ),
+                    Scenario(
+                        "audit actor id",
+                        "audit",
+                        who.key,
+                        f"/api/v1/audit/?actor={top['id']}&pageSize={page}",
+                        a,
+                        actor_target,
+                        f"{note}actor id of the most frequent actor",
+                        expect(customers=scope),
+                    ),
+                    Scenario(
+                        "audit actor absent",
+                        "audit",
+                        who.key,
+                        f"/api/v1/audit/?actor=nobody-zq&pageSize={page}",
+                        a,
+                        actor_target,
+                        f"{note}actor name substring matching nothing",
+                        expect(count=0),
+                    ),
+                ]
+            cases += [
                 Scenario(
                     "audit latest",
                     "audit",
@@ -513,7 +609,19 @@ def main(argv: list[str] | None = None) -> int:
 
     print_table(results)
     print()
-    print("Data: " + "; ".join(f"{k} {v}" for k, v in facts.items()))
+    print("Data: " + "; ".join(f"{k} {v}" for k, v in facts.items() if "actors" not in k))
+    for key, value in facts.items():
+        if "actors" in key and value.get("frequent"):
+            print(
+                f"{key}: {value['distinct']} distinct, most frequent {value['frequent']}, "
+                f"least {value['rare']}"
+            )
+    cold = {}
+    if "audit" in groups:
+        for who in people.values():
+            cold[who.key] = cold_actor_pass(clients[who.key], facts[f"{who.key}: actors"])
+            if cold[who.key]:
+                print(f"cold actor pass ({who.key}): {cold[who.key]}")
     cpus = os.cpu_count()
     print(
         f"Load average (1 min) {load_before} before, {load_after} after measuring, on "
@@ -532,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             print(measure.page_query(r))
             print(r.explain)
     missed = [r for r in results if r.passed is False]
+    cold_missed = [k for k, c in cold.items() if c and k == "mid" and c["p95"] > AUDIT_COLD_MS]
 
     output = {
         "issue": 2,
@@ -561,19 +670,21 @@ def main(argv: list[str] | None = None) -> int:
             "measure_seconds": measure_seconds,
         },
         "data": facts,
+        "cold_actor_pass": cold,
         "words": {"common": seed_audit.COMMON_WORD, "rare": seed_audit.RARE_WORD},
         "targets_ms": {
             "customers subtree p95": SUBTREE_TARGET_MS,
             "audit search p95": AUDIT_TARGET_MS,
         },
         "results": [r.as_dict() for r in results],
-        "missed": [f"{r.scenario.key} ({r.scenario.who})" for r in missed],
+        "missed": [f"{r.scenario.key} ({r.scenario.who})" for r in missed]
+        + [f"cold actor pass ({k})" for k in cold_missed],
         "total_seconds": round(time.perf_counter() - run_started, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(output, indent=2, default=str) + "\n")
     print(f"\nwrote {args.json}")
-    if missed:
+    if output["missed"]:
         print("targets missed: " + ", ".join(output["missed"]))
         return 1
     print("all targets met")
