@@ -262,7 +262,19 @@ def filter_bodies(args: argparse.Namespace) -> list[tuple[str, list[dict[str, An
     with connection.cursor() as cursor:
         cursor.execute("SELECT sender FROM spamhold_heldmessage TABLESAMPLE SYSTEM (1) LIMIT 400")
         senders = [r[0] for r in cursor.fetchall()]
+        # First recipients: each customer's inbox gets about 1 % of all held mail (hot).
+        cursor.execute(
+            "SELECT DISTINCT recipient FROM spamhold_heldmessage TABLESAMPLE SYSTEM (1) LIMIT 400"
+        )
+        firsts = [r[0] for r in cursor.fetchall()]
+        cursor.execute(
+            "SELECT DISTINCT recipients->>1 FROM spamhold_heldmessage TABLESAMPLE SYSTEM (1) "
+            "WHERE jsonb_array_length(recipients) > 1 LIMIT 400"
+        )
+        laters = [r[0] for r in cursor.fetchall()]
     senders = rng.sample(senders, min(40, len(senders)))
+    firsts = rng.sample(firsts, min(40, len(firsts)))
+    laters = rng.sample(laters, min(40, len(laters)))
     customers = [rng.randrange(2, args.customers + 2) for _ in range(40)]
     stems = ["Offer", "Invoice", "Your order", "Meeting", "Re: project", "Password reset"]
     rare = [f"{rng.choice(stems).lower()} {rng.randrange(10007)} " for _ in range(40)]
@@ -274,8 +286,8 @@ def filter_bodies(args: argparse.Namespace) -> list[tuple[str, list[dict[str, An
         ("to_domain", [{"toDomain": f"customer{c}.example"} for c in customers]),
         ("from_email", [{"fromEmail": a.upper()} for a in senders]),
         ("from_email_bulk", [{"fromEmail": "bulk@sender7.example"}]),
-        ("to_email_first", [{"toEmail": f"STAFF{c % 50}@customer{c}.example"} for c in customers]),
-        ("to_email_later", [{"toEmail": f"team{c % 7}@customer{c}.example"} for c in customers]),
+        ("to_email_first", [{"toEmail": a.upper()} for a in firsts]),
+        ("to_email_later", [{"toEmail": a.upper()} for a in laters]),
         ("subject_rare", [{"subject": n} for n in rare]),
         ("subject_common", [{"subject": w} for w in ("URGENT", "weekly", "final", "cheap")]),
         ("subject_absent", [{"subject": f"zq{i}x"} for i in range(40)]),
