@@ -37,7 +37,9 @@ def storable_datetime(value: datetime | None) -> None:
     try:
         value.astimezone(UTC)
     except (OverflowError, ValueError) as exc:
-        raise ValidationError(_("Enter a date between the years 1 and 9999."), code="range") from exc
+        raise ValidationError(
+            _("Enter a date between the years 1 and 9999."), code="range"
+        ) from exc
 
 
 class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
