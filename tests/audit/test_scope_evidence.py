@@ -11,13 +11,14 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
+from django.urls import reverse
 
 from audit import chain
 from audit.models import AuditChainHead, AuditRecord
 from audit.verify import verify
 from tenants import actions
 from tests.audit.test_chain import tamper
-from tests.fixtures import Cast
+from tests.fixtures import PASSWORD, Cast
 
 pytestmark = pytest.mark.django_db
 
@@ -158,3 +159,11 @@ def test_version_1_records_stay_verifiable_and_are_counted(cast: Cast, capsys) -
         [cast.shop.path, record.pk],
     )
     assert verify().finding is None
+
+
+def test_portal_search_refuses_a_date_it_cannot_convert(cast: Cast, client, settings) -> None:
+    settings.TIME_ZONE = "Asia/Ulaanbaatar"  # east of UTC: year 1 has no UTC equivalent
+    assert client.login(username="sub.admin", password=PASSWORD)
+    response = client.get(reverse("audit:record-list"), {"since": "0001-01-01T00:00"})
+    assert response.status_code == 200
+    assert "between the years 1 and 9999" in response.content.decode()
