@@ -37,10 +37,11 @@ FORWARD = [
             new_prefix := split_part(move, ' ', 2);
             IF old_prefix = '' OR new_prefix = ''
                OR left(OLD.customer_path, length(old_prefix)) <> old_prefix
-               OR NEW.customer_path <> new_prefix || substr(OLD.customer_path, length(old_prefix) + 1)
+               OR NEW.customer_path
+                  <> new_prefix || substr(OLD.customer_path, length(old_prefix) + 1)
             THEN
-                RAISE EXCEPTION
-                    'audit records are append-only: customer_path changes only with a customer move';
+                RAISE EXCEPTION USING MESSAGE = 'audit records are append-only: '
+                    || 'customer_path changes only with a customer move';
             END IF;
         END IF;
         RETURN NEW;
