@@ -1,4 +1,14 @@
-"""The hash chain: each record's hash covers its content and the previous record's hash."""
+"""The hash chain: each record's hash covers its content and the previous record's hash.
+
+Two formulas, chosen by the record's ``hash_version``:
+
+* **v1** (records written before scope evidence): ``HASHED_FIELDS``. ``customer_path`` is
+  not covered, so a v1 record moved to another subtree cannot be told from an intact one.
+* **v2** (every new record): v1's fields plus ``hash_version`` and ``recorded_path``, the
+  customer path the record was written with. The live ``customer_path`` (the column scoping
+  filters on, rewritten when a subtree moves) must equal ``recorded_path`` with every later
+  ``customer.move`` of the chain applied; :mod:`audit.verify` checks exactly that.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +17,10 @@ import json
 from typing import Any
 
 GENESIS = "0" * 64
+CURRENT_VERSION = 2
 
-# Fields that make up the evidence. ``customer_path`` is left out on purpose: it is a
-# denormalised index rewritten when a subtree moves; ``customer_id`` is the evidence.
+# v1 evidence. ``customer_id``, ``object_type`` and ``object_id`` (which also decide who
+# sees a record) were covered from the start.
 HASHED_FIELDS = (
     "seq",
     "timestamp",
@@ -25,11 +36,23 @@ HASHED_FIELDS = (
     "customer_id",
     "changes",
 )
+HASHED_FIELDS_V2 = (*HASHED_FIELDS, "hash_version", "recorded_path")
+FIELDS_BY_VERSION = {1: HASHED_FIELDS, 2: HASHED_FIELDS_V2}
+# Every column any version hashes: what verification loads.
+ALL_HASHED_FIELDS = HASHED_FIELDS_V2
 
 
-def canonical(values: dict[str, Any]) -> bytes:
+def hashed_fields(version: int) -> tuple[str, ...]:
+    """The fields the hash of a record of ``version`` covers; unknown versions are refused."""
+    try:
+        return FIELDS_BY_VERSION[version]
+    except KeyError:
+        raise ValueError(f"unknown audit hash version {version!r}") from None
+
+
+def canonical(values: dict[str, Any], version: int = 1) -> bytes:
     data = {}
-    for name in HASHED_FIELDS:
+    for name in hashed_fields(version):
         value = values[name]
         if hasattr(value, "isoformat"):
             value = value.isoformat()
@@ -38,4 +61,13 @@ def canonical(values: dict[str, Any]) -> bytes:
 
 
 def compute_hash(prev_hash: str, values: dict[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(values)).hexdigest()
+    version = values.get("hash_version", 1)
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(values, version)).hexdigest()
+
+
+def moved_path(path: str, moves: list[tuple[str, str]]) -> str:
+    """``path`` after the subtree moves ``(old prefix, new prefix)``, applied in order."""
+    for old, new in moves:
+        if old and path.startswith(old):
+            path = new + path[len(old) :]
+    return path

@@ -5,15 +5,15 @@ from __future__ import annotations
 import django_filters
 from django.db import models
 
-from ums.api.filters import IdFilter
+from ums.api.filters import BoundedIsoDateTimeFilter, IdFilter
 
 from . import search
 from .models import AuditRecord
 
 
 class AuditRecordFilterSet(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+    since = BoundedIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
+    until = BoundedIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
     actor = django_filters.CharFilter(method="filter_actor", max_length=150)
     action = django_filters.CharFilter(method="filter_action", max_length=64)
     object_type = django_filters.CharFilter(field_name="object_type", max_length=64)

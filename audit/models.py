@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -28,14 +30,51 @@ class AuditRecordManager(models.Manager):
                 actor_id=getattr(actor, "pk", None),
                 prev_hash=head.last_hash,
                 search_text="",
+                hash_version=chain.CURRENT_VERSION,
                 **values,
             )
+            # The path the record was written with: hashed, never rewritten.
+            record.recorded_path = record.customer_path
             record.search_text = record.build_search_text()
             record.hash = chain.compute_hash(head.last_hash, record.hashed_values())
             record.save(force_insert=True)
             head.last_seq, head.last_hash = record.seq, record.hash
             head.save(update_fields=["last_seq", "last_hash"])
         return record
+
+    def move_scope(self, old_path: str, new_path: str) -> int:
+        """Rewrite ``customer_path`` of records under ``old_path`` when that subtree moves.
+
+        The only UPDATE the database trigger lets through, and only for this prefix pair
+        (passed in a transaction-local setting). The chain head stays locked until the
+        caller's transaction ends, so the ``customer.move`` record the caller appends next
+        follows every record rewritten here: verification replays each move on the records
+        before it. Call inside the move's transaction, then append the move record.
+        """
+        if " " in old_path or " " in new_path:
+            raise ValueError("customer paths contain no spaces")
+        AuditChainHead.objects.select_for_update().get_or_create(
+            pk=1, defaults={"last_seq": 0, "last_hash": chain.GENESIS}
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('ums.audit_scope_move', %s, true)", [f"{old_path} {new_path}"]
+            )
+            try:
+                moved = (
+                    self.get_queryset()
+                    .filter(customer_path__startswith=old_path)
+                    .update(
+                        customer_path=Concat(
+                            Value(new_path),
+                            Substr(F("customer_path"), len(old_path) + 1),
+                            output_field=models.CharField(),
+                        )
+                    )
+                )
+            finally:
+                cursor.execute("SELECT set_config('ums.audit_scope_move', '', true)")
+        return moved
 
 
 class AuditRecord(models.Model):
@@ -57,7 +96,12 @@ class AuditRecord(models.Model):
     object_id = models.CharField(_("object id"), max_length=64, blank=True)
     object_repr = models.CharField(_("object"), max_length=300, blank=True)
     customer_id = models.BigIntegerField(_("customer id"), null=True, blank=True)
+    # What scoping filters on; rewritten (only) when the customer's subtree moves.
     customer_path = models.CharField(max_length=1000, blank=True)
+    # The customer path when written (hash v2). The database default keeps bulk loaders
+    # that predate it (benchmarks/seed_audit.py) writing verifiable v1 records.
+    recorded_path = models.CharField(max_length=1000, blank=True, default="", db_default="")
+    hash_version = models.PositiveSmallIntegerField(default=1, db_default=1)
     changes = models.JSONField(_("changes"), default=dict)
     search_text = models.TextField(blank=True)
     prev_hash = models.CharField(max_length=64)
@@ -88,7 +132,7 @@ class AuditRecord(models.Model):
         raise RuntimeError("audit records are append-only")
 
     def hashed_values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in chain.HASHED_FIELDS}
+        return {name: getattr(self, name) for name in chain.hashed_fields(self.hash_version)}
 
     def build_search_text(self) -> str:
         # "Name <username>": PostgreSQL's parser drops "<username>" as a tag, so the brackets go.

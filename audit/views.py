@@ -20,6 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views import View
 
 from ums import csvsafe, scoping
+from ums.api.filters import storable_datetime
 from ums.portal.views import ScopedListView, ScopedQuerysetMixin
 from ums.validators import no_control_characters
 
@@ -68,6 +69,7 @@ def _datetime_field(label: Any) -> forms.DateTimeField:
         label=label,
         required=False,
         input_formats=DATETIME_LOCAL_FORMATS,
+        validators=[storable_datetime],
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
 

@@ -1,8 +1,11 @@
 """Sieve: validation with a real parser, the rule editor's script, the auto-responder's script.
 
 Every script is parsed with ``sievelib`` before it is saved; a script it refuses is refused
-with its message (unknown commands, unloaded extensions, syntax errors). The parser keeps
-its state in a module global, so parsing is serialised with a lock.
+with its message (unknown commands, unloaded extensions, syntax errors). Then every folder
+and address argument of the parsed commands (``fileinto``, ``redirect``, ``vacation :from``
+and ``:addresses``, ``notify``) is checked as rule mode checks it, so a raw script cannot
+file into ``../x`` or redirect to a malformed address; the error names the line. The parser
+keeps its state in a module global, so parsing is serialised with a lock.
 
 Rules (the portal's rule editor and the API) are plain data::
 
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import re
 import threading
+from email.utils import parseaddr
 from typing import Any
 
+import sievelib.parser as sievelib_parser
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 from sievelib.parser import Parser
@@ -41,15 +46,126 @@ _SIZE = re.compile(r"^[0-9]{1,9}[KMG]?$")
 _lock = threading.Lock()
 
 
+# sievelib keeps no line numbers on the commands it builds. While we parse (under _lock) the
+# command factory it calls is wrapped to stamp each command with the lexer's current line,
+# so an argument error can name its line.
+_parsing: list[Parser] = []
+_make_command = sievelib_parser.get_command_instance
+
+
+def _command_with_line(*args: Any, **kwargs: Any) -> Any:
+    command = _make_command(*args, **kwargs)
+    command.ums_line = _parsing[-1].lexer.curlineno() if _parsing else 0
+    return command
+
+
+sievelib_parser.get_command_instance = _command_with_line
+
+
 def parse_error(script: str) -> str | None:
-    """The parser's message for an invalid script, or None when it is valid."""
+    """Why a raw script is refused (syntax, or a folder/address argument that fails the
+    checks rule mode applies), or None when it is valid."""
     with _lock:
         parser = Parser()
+        _parsing.append(parser)
         try:
             ok = parser.parse(script.encode("utf-8"))
         except Exception as exc:  # the parser raises on some malformed input
             return str(exc) or exc.__class__.__name__
-        return None if ok else str(getattr(parser, "error", "invalid script"))
+        finally:
+            _parsing.pop()
+        if not ok:
+            return str(getattr(parser, "error", "invalid script"))
+        commands = list(parser.result)
+    return argument_error(commands)
+
+
+# --------------------------------------------------------------------------- arguments
+# Every argument that names a folder or an address is checked exactly as rule mode checks
+# it. The commands the parser knows are listed here; ``include`` and ``mailboxexists`` are
+# unknown to it and so refused as syntax. A value built from variables (``${name}``) cannot
+# be checked before delivery and is refused.
+
+
+def _unquote(raw: str) -> str:
+    """The value of a Sieve string token: quoted (with \\ escapes) or ``text:`` block."""
+    if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+        return re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.S)
+    if raw.startswith("text:"):
+        lines = raw.split("\n")[1:]
+        if lines and lines[-1].strip() == ".":
+            lines = lines[:-1]
+        return "\n".join(line[1:] if line.startswith("..") else line for line in lines)
+    return raw
+
+
+def _folder(value: str) -> None:
+    validators.validate_folder(value)
+
+
+def _address(value: str) -> None:
+    validators.normalise_address(value)
+
+
+def _from_address(value: str) -> None:
+    """``vacation :from``/``notify :from``: an address, optionally as ``Name <address>``."""
+    validators.no_control_characters(value)
+    if "<" in value:
+        _name, value = parseaddr(value)
+        if not value:
+            raise ValidationError(_("Enter an address of the form Name <name@example.com>."))
+    validators.normalise_address(value)
+
+
+def _mailto(value: str) -> None:
+    """``notify`` method: only ``mailto:`` to one valid address."""
+    if not value.lower().startswith("mailto:"):
+        raise ValidationError(_("Only mailto: notifications are allowed."))
+    validators.normalise_address(value[len("mailto:") :].split("?", 1)[0])
+
+
+# command -> (argument, where the parser keeps it, check)
+_CHECKED: dict[str, tuple[tuple[str, str, Any], ...]] = {
+    "fileinto": (("mailbox", "arguments", _folder),),
+    "redirect": (("address", "arguments", _address),),
+    "vacation": (
+        ("from", "extra_arguments", _from_address),
+        ("addresses", "extra_arguments", _address),
+    ),
+    "notify": (("from", "extra_arguments", _from_address), ("method", "arguments", _mailto)),
+}
+
+
+def _walk(commands: list[Any]) -> Any:
+    for command in commands:
+        yield command
+        yield from _walk(list(command.children))
+
+
+def argument_error(commands: list[Any]) -> str | None:
+    """The first folder or address argument of parsed ``commands`` that fails its check."""
+    for command in _walk(commands):
+        for argument, where, check in _CHECKED.get(command.name, ()):
+            raw = getattr(command, where).get(argument)
+            if raw is None:
+                continue
+            for item in raw if isinstance(raw, list) else [raw]:
+                value = _unquote(item)
+                try:
+                    if "${" in value:
+                        raise ValidationError(
+                            _("a value built from variables cannot be checked; use a literal.")
+                        )
+                    check(value)
+                except ValidationError as exc:
+                    return _("line %(line)d: %(command)s %(argument)s “%(value)s”: %(error)s") % {
+                        "line": getattr(command, "ums_line", 0),
+                        "command": command.name,
+                        "argument": argument,
+                        "value": value[:80].encode("unicode_escape").decode(),
+                        "error": exc.messages[0],
+                    }
+    return None
 
 
 def validate_script(script: object, field: str = "script") -> str:

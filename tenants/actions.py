@@ -141,6 +141,10 @@ def move_customer(*, actor: Any, customer: Customer, new_parent: Customer) -> Cu
         depth=F("depth") + depth_delta,
     )
     for model in _customer_path_models():
+        if hasattr(model._default_manager, "move_scope"):
+            # The audit log moves its records itself: the database allows it only so.
+            model._default_manager.move_scope(old_path, new_path)
+            continue
         tail = Substr(F("customer_path"), len(old_path) + 1)
         model._default_manager.filter(customer_path__startswith=old_path).update(
             customer_path=Concat(Value(new_path), tail, output_field=models.CharField())

@@ -289,6 +289,20 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
         "delete_many": perms.SPAMHOLD_DELETE,
     }
 
+    # The request body each action reads; OPTIONS (DRF's metadata) describes the query's.
+    request_serializers: dict[str, type] = {
+        "query": s.QuerySerializer,
+        "counts": s.QuerySerializer,
+        "release_many": s.ReleaseSerializer,
+        "delete_many": s.DeleteSerializer,
+        "release_one": s.ReleaseOneSerializer,
+        "delete_one": s.DeleteOneSerializer,
+        "refresh": s.RefreshSerializer,
+    }
+
+    def get_serializer_class(self) -> type:
+        return self.request_serializers.get(self.action or "", s.QuerySerializer)
+
     # ------------------------------------------------------------------ helpers
 
     def _filters(self, data: Any) -> tuple[dict[str, Any], str | None]:

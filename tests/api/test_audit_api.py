@@ -81,3 +81,26 @@ def test_evidence_keys_are_returned_as_recorded(cast: Cast) -> None:
     record = found.json()["results"][0]
     assert record["changes"] == {"before": {"is_active": True}, "after": {"is_active": False}}
     assert "objectRepr" in record
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"until": "2020-01-01T00:00:00+22:05"},
+        {"since": "2020-01-01T00:00:00-14:30"},
+        {"since": "0001-01-01T00:00:00+14:00", "until": "9999-12-31T23:59:59-14:00"},
+    ],
+)
+def test_datetime_filter_the_database_cannot_hold_is_a_field_error(cast: Cast, params) -> None:
+    response = token_client(cast.sub_admin).get(reverse("auditrecord-list"), params)
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert set(errors) <= {"since", "until"}
+    assert set(errors) & set(params)
+
+
+def test_datetime_filter_with_real_offset_is_accepted(cast: Cast) -> None:
+    response = token_client(cast.sub_admin).get(
+        reverse("auditrecord-list"), {"until": "2020-01-01T00:00:00+14:00"}
+    )
+    assert response.status_code == 200

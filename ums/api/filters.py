@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
 
 from ums.api.fields import MAX_ID
 
@@ -15,3 +18,33 @@ class IdFilter(django_filters.NumberFilter):
         kwargs.setdefault("max_value", MAX_ID)
         kwargs.setdefault("decimal_places", 0)
         super().__init__(*args, **kwargs)
+
+
+# PostgreSQL refuses UTC offsets beyond ±15:59 and Python's own range ends at year 9999;
+# real time zones stay within ±14:00 (Kiribati, Baker Island).
+MAX_UTC_OFFSET = timedelta(hours=14)
+
+
+def storable_datetime(value: datetime | None) -> None:
+    """Refuse a datetime the database cannot hold or compare: a field error, not a 500."""
+    if value is None:
+        return
+    offset = value.utcoffset()
+    if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+        raise ValidationError(
+            _("A time zone offset must be between -14:00 and +14:00."), code="offset"
+        )
+    try:
+        value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValidationError(
+            _("Enter a date between the years 1 and 9999."), code="range"
+        ) from exc
+
+
+class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 datetime filter that refuses offsets and dates the database cannot hold."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra.setdefault("validators", []).append(storable_datetime)
