@@ -25,6 +25,6 @@ REVERSE = ["DROP INDEX IF EXISTS audit_actor_name_trgm"]
 
 
 class Migration(migrations.Migration):
-    dependencies = [("audit", "0003_c_collation_for_paths")]
+    dependencies = [("audit", "0004_harden1_scope_evidence")]
 
     operations = [postgres_only(FORWARD, REVERSE)]
