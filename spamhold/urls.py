@@ -11,4 +11,5 @@ urlpatterns = [
     path("act/", views.ActionView.as_view(), name="act"),
     path("refresh/", views.RefreshView.as_view(), name="refresh"),
     path("<int:pk>/", views.MessageView.as_view(), name="message"),
+    path("<int:pk>/content/", views.MessageContentView.as_view(), name="content"),
 ]

@@ -333,6 +333,10 @@ UMS_SPAMHOLD_CONCURRENCY = env_int("UMS_SPAMHOLD_CONCURRENCY", 10, minimum=1)
 UMS_SPAMHOLD_INGEST_LOCK_SECONDS = env_int("UMS_SPAMHOLD_INGEST_LOCK_SECONDS", 600, minimum=30)
 UMS_SPAMHOLD_RETENTION_DAYS = env_int("UMS_SPAMHOLD_RETENTION_DAYS", 30, minimum=1)
 UMS_SPAMHOLD_CONTENT_LIMIT = env_int("UMS_SPAMHOLD_CONTENT_LIMIT", 2 * 1024 * 1024, minimum=1024)
+# Seconds a portal read from a node (held content, receipt log) may take per step
+# (connect, SSH banner, login, command), without retries: a slow node answers with a clear
+# message instead of holding the request.
+UMS_SPAMHOLD_CONTENT_TIMEOUT = env_int("UMS_SPAMHOLD_CONTENT_TIMEOUT", 8, minimum=1)
 # A release/delete job holds its request for this many seconds, renewed per batch: after a
 # dead worker the reconciler re-drives the request once it ran out. A request failing on
 # its node is retried with backoff up to UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS times.
