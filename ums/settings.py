@@ -160,6 +160,7 @@ ARGON2_TIME_COST = env_int("UMS_ARGON2_TIME_COST", 2, minimum=1)
 ARGON2_MEMORY_KIB = env_int("UMS_ARGON2_MEMORY_KIB", 102400, minimum=8)
 ARGON2_PARALLELISM = env_int("UMS_ARGON2_PARALLELISM", 8, minimum=1)
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "tenants.password_validators.ControlCharacterValidator"},
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
         "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
