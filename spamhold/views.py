@@ -147,41 +147,37 @@ class QueueView(SpamHoldPage, TemplateView):
 
 
 class MessageView(SpamHoldPage, View):
-    """One message: metadata, why it is held, a placeholder for the content, receipt log.
+    """One message: metadata, why it is held, placeholders for the content and the log.
 
-    The page never waits on the node for the content: it renders at once, and the content
-    comes from :class:`MessageContentView` (fetched by static/js/fragment.js, or followed
-    as a link without JavaScript), which bounds the node's time.
+    The page never waits on the node: it renders at once, and the content (at once) and
+    the receipt log (on request) come from :class:`NodeReadView` fragments, fetched by
+    static/js/fragment.js or followed as links without JavaScript; the node's time is
+    bounded there.
     """
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         message = _get_message(request, pk)
-        abilities = _abilities(request.user)
-        log_lines: list[str] | None = None
-        log_error = ""
-        if request.GET.get("log") == "1":
-            log_lines, log_error = _log(message)
         back = _safe_next(request, request.GET.get("next"))
+        query = urlencode({"next": back})
         return render(
             request,
             "spamhold/message.html",
             {
                 "message": message,
-                "content_url": _content_url(message, back),
-                # Each node step has the timeout; the browser waits for all of them, then gives up.
-                "content_wait_ms": (_content_timeout() * 5 + 5) * 1000,
-                "log_lines": log_lines,
-                "log_error": log_error,
+                "content_url": f"{reverse('spamhold:content', args=[message.pk])}?{query}",
+                "log_url": f"{reverse('spamhold:log', args=[message.pk])}?{query}",
+                # Each node step has the timeout; the browser waits for all of them.
+                "fragment_wait_ms": (_content_timeout() * 5 + 5) * 1000,
                 "is_on_hold": message.status == Status.ONHOLD and not message.pending,
                 "pending_label": pending_labels().get(message.pending, ""),
                 "back": back,
-                **abilities,
+                **_abilities(request.user),
             },
         )
 
 
-class MessageContentView(SpamHoldPage, View):
-    """The content of one message: a fragment for the message page, or a page of its own.
+class NodeReadView(SpamHoldPage, View):
+    """What a message page reads from the node: a fragment for the page, or a page of its own.
 
     A request from static/js/fragment.js (``X-Requested-With: fetch``) gets the fragment;
     following the link without JavaScript gets a whole page. Either way the node has
@@ -189,30 +185,31 @@ class MessageContentView(SpamHoldPage, View):
     gives a clear message instead of a hanging request.
     """
 
+    part = "content"  # or "log"
+
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         message = _get_message(request, pk)
-        if not request.user.has_permission(perms.SPAMHOLD_READ_CONTENT):
-            raise PermissionDenied
-        content, content_error = _content(request, message)
-        context = {
+        context: dict[str, Any] = {
             "message": message,
-            "content": content,
-            "content_error": content_error,
+            "part": self.part,
             "back": _safe_next(request, request.GET.get("next")),
         }
+        if self.part == "content":
+            if not request.user.has_permission(perms.SPAMHOLD_READ_CONTENT):
+                raise PermissionDenied
+            context["content"], context["content_error"] = _content(request, message)
+        else:
+            context["log_lines"], context["log_error"] = _log(message)
         fragment = request.headers.get("X-Requested-With") == "fetch"
-        template = "spamhold/_content.html" if fragment else "spamhold/message_content.html"
-        return render(request, template, context)
+        name = "_content.html" if self.part == "content" else "_log.html"
+        template = f"spamhold/{name}" if fragment else "spamhold/message_part.html"
+        return render(request, template, {**context, "fragment": name})
 
 
 def _content_timeout() -> int:
     from . import content as content_module
 
     return content_module.read_timeout()
-
-
-def _content_url(message: HeldMessage, back: str) -> str:
-    return f"{reverse('spamhold:content', args=[message.pk])}?{urlencode({'next': back})}"
 
 
 def _content(request: HttpRequest, message: HeldMessage) -> tuple[Any, str]:

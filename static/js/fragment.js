@@ -2,7 +2,9 @@
    HTML the server renders (and escapes) for that URL, so a page never waits on a slow
    source (a node) before it answers. Without JavaScript the element keeps its link to
    the same URL, which then renders as a page of its own. The browser gives up after
-   data-fragment-wait milliseconds and shows data-fragment-failed next to the link. */
+   data-fragment-wait milliseconds and shows data-fragment-failed next to the link. With
+   data-fragment-on="click" the fragment loads when the link inside is followed instead of
+   at once (a read the user asks for, like a node's log). */
 (function () {
   "use strict";
   if (!window.fetch || !window.DOMParser) {
@@ -52,7 +54,19 @@
   }
 
   function start() {
-    Array.prototype.forEach.call(document.querySelectorAll("[data-fragment-url]"), load);
+    Array.prototype.forEach.call(document.querySelectorAll("[data-fragment-url]"), function (box) {
+      if (box.getAttribute("data-fragment-on") !== "click") {
+        load(box);
+        return;
+      }
+      var link = box.querySelector("a[href]");
+      if (link) {
+        link.addEventListener("click", function (event) {
+          event.preventDefault();
+          load(box);
+        });
+      }
+    });
   }
 
   if (document.readyState === "loading") {

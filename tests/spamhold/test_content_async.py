@@ -134,8 +134,25 @@ def test_message_page_answers_without_asking_the_node(
     content_url = reverse("spamhold:content", args=[held.pk])
     assert f'data-fragment-url="{content_url}?next=' in html  # loaded after the page
     assert f'href="{content_url}?next=' in html  # and a link without JavaScript
+    log_url = reverse("spamhold:log", args=[held.pk])
+    assert f'data-fragment-url="{log_url}?next=' in html and f'href="{log_url}?next=' in html
     assert "js/fragment.js" in html
     assert silent.accepted == []  # the page did not touch the node
+
+
+def test_log_fragment_answers_a_hanging_node_with_a_clear_message(
+    cast: Cast, client: Any, hanging_node: Node, silent: SilentNode
+) -> None:
+    held = _held_on(hanging_node, cast, client)
+    url = reverse("spamhold:log", args=[held.pk])
+    started = time.monotonic()
+    fragment = client.get(url, headers={"X-Requested-With": "fetch"})
+    assert time.monotonic() - started < BOUND
+    assert fragment.status_code == 200 and "<html" not in fragment.content.decode()
+    assert f"The node did not answer within {TIMEOUT} seconds" in fragment.content.decode()
+    assert len(silent.accepted) == 1
+    page = client.get(url)
+    assert page.status_code == 200 and "Receipt log" in page.content.decode()
 
 
 def test_content_fragment_answers_a_hanging_node_with_a_clear_message(

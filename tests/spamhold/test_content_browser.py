@@ -43,10 +43,17 @@ def test_content_of_a_hanging_node_loads_after_the_page_with_a_clear_message(
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name=held.subject)).to_be_visible()
-    box = page.locator("[data-fragment-url]")
+    box = page.locator("[data-fragment-url]").first
     expect(box).to_contain_text("Reading the content from the node")
     expect(box).to_contain_text(
         f"The node did not answer within {TIMEOUT} seconds", timeout=BOUND * 1000
     )
+    # The log is read when asked for, in place, with the same bound and message.
+    log = page.locator('[data-fragment-on="click"]')
+    log.get_by_role("link", name="Read the log from the node").click()
+    expect(log).to_contain_text(
+        f"The node did not answer within {TIMEOUT} seconds", timeout=BOUND * 1000
+    )
+    expect(page).to_have_url(f"{live_server.url}/spamhold/{held.pk}/")  # stayed on the page
     assert errors == []
     context.close()

@@ -137,8 +137,9 @@ def test_message_page_without_content_permission_says_metadata_only(
 def test_message_page_shows_a_node_problem_instead_of_failing(cast: Cast, login: Any) -> None:
     held = make_held(cast.ministry)  # no node
     client = login(cast.sub_admin)
-    response = client.get(reverse("spamhold:message", args=[held.pk]) + "?log=1")
+    response = client.get(reverse("spamhold:log", args=[held.pk]))
     assert response.status_code == 200
+    assert "no lines for this message" in response.content.decode()
     response = client.get(reverse("spamhold:content", args=[held.pk]))
     assert response.status_code == 200
     assert "no longer exists" in response.content.decode()
