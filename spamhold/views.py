@@ -203,7 +203,10 @@ class NodeReadView(SpamHoldPage, View):
         fragment = request.headers.get("X-Requested-With") == "fetch"
         name = "_content.html" if self.part == "content" else "_log.html"
         template = f"spamhold/{name}" if fragment else "spamhold/message_part.html"
-        return render(request, template, {**context, "fragment": name})
+        response = render(request, template, {**context, "fragment": name})
+        # Held mail is read afresh each time (and each read audited), never from a cache.
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 def _content_timeout() -> int:

@@ -167,6 +167,7 @@ def test_content_fragment_answers_a_hanging_node_with_a_clear_message(
     text = fragment.content.decode()
     assert f"The node did not answer within {TIMEOUT} seconds" in text
     assert "<html" not in text  # a fragment, not a page
+    assert fragment["Cache-Control"] == "no-store"
     assert len(silent.accepted) == 1  # it really asked the node, once (no retries)
     page = client.get(url)  # without JavaScript: the same answer as a page of its own
     assert page.status_code == 200 and "<html" in page.content.decode()
