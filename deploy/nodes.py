@@ -24,7 +24,8 @@ class NodeUnavailable(PermanentConnectorError):
     """The controller will not talk to this node (not approved, or its host key changed)."""
 
 
-def connector_for(node: Node) -> SSHConnector:
+def connector_for(node: Node, *, timeout: float | None = None) -> SSHConnector:
+    """The node's connector; ``timeout`` (seconds) bounds each step and disables retries."""
     if not node.pinned_host_keys:
         raise NodeUnavailable(f"{node.hostname} has no pinned host key (approve it first)")
     if node.host_key_alert:
@@ -36,16 +37,20 @@ def connector_for(node: Node) -> SSHConnector:
         username="root",
         pkey=controller_keys.private_key(key),
         known_host_keys=node.pinned_host_keys,
-        connect_timeout=settings.UMS_SSH_CONNECT_TIMEOUT,
-        command_timeout=settings.UMS_SSH_COMMAND_TIMEOUT,
-        retries=settings.UMS_SSH_RETRIES,
+        connect_timeout=timeout or settings.UMS_SSH_CONNECT_TIMEOUT,
+        command_timeout=timeout or settings.UMS_SSH_COMMAND_TIMEOUT,
+        retries=0 if timeout else settings.UMS_SSH_RETRIES,
     )
 
 
 @contextmanager
-def session(node: Node) -> Iterator[SSHConnector]:
-    """A connected session; one connection reused for everything inside the block."""
-    connector = connector_for(node)
+def session(node: Node, *, timeout: float | None = None) -> Iterator[SSHConnector]:
+    """A connected session; one connection reused for everything inside the block.
+
+    ``timeout`` is for reads made while someone waits (a portal page): each step (TCP,
+    SSH banner, key exchange, login, command) gets that many seconds and nothing is retried.
+    """
+    connector = connector_for(node, timeout=timeout)
     try:
         try:
             connector.connect()

@@ -178,17 +178,43 @@ def accept_new_host_key(*, actor: Any, node: Node, host_key: str) -> Node:
     require_permission(actor, perms.SERVERS_MANAGE)
     require_in_scope(node, actor)
     node = Node.objects.select_for_update().get(pk=node.pk)
-    before = {"pinned_host_keys": node.pinned_host_keys}
+    before = {"pinned_host_keys": node.pinned_host_keys, "status": node.status}
     node.pinned_host_keys = [host_key]
     node.host_key_alert = ""
-    node.save(update_fields=["pinned_host_keys", "host_key_alert"])
+    if node.status == NodeStatus.DEGRADED:
+        # The mismatch was what degraded it (flag_host_key_mismatch); with the key accepted
+        # the node serves again in the status it had before.
+        node.status = _status_before_mismatch(node)
+    node.save(update_fields=["pinned_host_keys", "host_key_alert", "status"])
     node.alerts.filter(kind="host_key_mismatch", resolved_at__isnull=True).update(
         resolved_at=timezone.now()
     )
     auditing.record(
-        "node.host_key_accept", obj=node, before=before, after={"pinned_host_keys": [host_key]}
+        "node.host_key_accept",
+        obj=node,
+        before=before,
+        after={"pinned_host_keys": [host_key], "status": node.status},
     )
     return node
+
+
+def _status_before_mismatch(node: Node) -> str:
+    """The status a node had when a host key mismatch degraded it (from its audit record)."""
+    from audit.models import AuditRecord
+
+    record = (
+        AuditRecord.objects.filter(
+            action=f"node.status.{NodeStatus.DEGRADED}",
+            object_type=Node._meta.label_lower,
+            object_id=str(node.pk),
+        )
+        .order_by("-seq")
+        .first()
+    )
+    earlier = (record.changes.get("before") or {}).get("status") if record else None
+    if earlier in (NodeStatus.ACTIVE, NodeStatus.APPROVED):
+        return earlier
+    return NodeStatus.ACTIVE if node.controller_key_version is not None else NodeStatus.APPROVED
 
 
 def set_status(node: Node, status: str, *, reason: str = "") -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from deploy.connector.base import ConnectorError
+from deploy.connector.base import CommandTimeout, ConnectorError
 from deploy.desired import DEFAULT_SETTINGS
 from deploy.nodes import describe_error, session
 from tenants import permissions as perms
@@ -50,6 +50,23 @@ SYSLOG_FILES = ["/var/log/maillog", "/var/log/mail.log"]
 
 class MessageUnavailable(Exception):
     """The message cannot be read from its node (gone, or the node is unreachable)."""
+
+
+def read_timeout() -> int:
+    """Seconds each step of a read from a node may take while someone waits for the page."""
+    return int(settings.UMS_SPAMHOLD_CONTENT_TIMEOUT)
+
+
+def _unavailable(exc: ConnectorError) -> MessageUnavailable:
+    """A clear message for a node that could not be asked (timed out or unreachable)."""
+    if isinstance(exc, CommandTimeout) or isinstance(exc.__cause__, TimeoutError):
+        return MessageUnavailable(
+            _("The node did not answer within %(seconds)d seconds; try again later.")
+            % {"seconds": read_timeout()}
+        )
+    return MessageUnavailable(
+        _("The node could not be asked: %(error)s") % {"error": describe_error(exc)}
+    )
 
 
 @dataclass(frozen=True)
@@ -204,13 +221,11 @@ def read(*, actor: Any, message: HeldMessage) -> MessageContent:
         raise MessageUnavailable(_("The node of this message no longer exists."))
     limit = int(settings.UMS_SPAMHOLD_CONTENT_LIMIT)
     try:
-        with session(message.node) as conn:
+        with session(message.node, timeout=read_timeout()) as conn:
             # One byte more than the limit tells a message that was cut from one that fits.
-            data = nodeops.fetch_message(conn, message.queue_id, limit + 1)
+            data = nodeops.fetch_message(conn, message.queue_id, limit + 1, timeout=read_timeout())
     except ConnectorError as exc:
-        raise MessageUnavailable(
-            _("The node could not be asked: %(error)s") % {"error": describe_error(exc)}
-        ) from exc
+        raise _unavailable(exc) from exc
     if data is None:
         raise MessageUnavailable(_("The message is no longer in the node's queue."))
     truncated = len(data) > limit
@@ -233,10 +248,8 @@ def receipt_log(message: HeldMessage) -> list[str]:
     if message.node is None:
         return []
     try:
-        with session(message.node) as conn:
+        with session(message.node, timeout=read_timeout()) as conn:
             lines = nodeops.grep_log(conn, message.queue_id, maillog_files())
     except ConnectorError as exc:
-        raise MessageUnavailable(
-            _("The node could not be asked: %(error)s") % {"error": describe_error(exc)}
-        ) from exc
+        raise _unavailable(exc) from exc
     return [clean_text(line, 2000) for line in lines]

@@ -395,10 +395,13 @@ def delete(conn: Connector, ids: Iterable[str]) -> QueueChange:
 # ----------------------------------------------------------------------- content
 
 
-def fetch_message(conn: Connector, queue_id: str, limit: int) -> bytes | None:
+def fetch_message(
+    conn: Connector, queue_id: str, limit: int, *, timeout: float = 120
+) -> bytes | None:
     """Headers and body of one queued message, at most ``limit`` bytes; None if gone."""
     (queue_id,) = check_ids([queue_id])
-    result = conn.run(["sh", "-c", MESSAGE_SCRIPT, queue_id, str(int(limit))], timeout=120)
+    argv = ["sh", "-c", MESSAGE_SCRIPT, queue_id, str(int(limit))]
+    result = conn.run(argv, timeout=timeout)
     if not result.ok:
         raise CommandFailed(result, host=conn.host)
     data = base64.b64decode("".join(result.stdout.split()) or b"")

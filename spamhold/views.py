@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views import View
@@ -147,61 +147,97 @@ class QueueView(SpamHoldPage, TemplateView):
 
 
 class MessageView(SpamHoldPage, View):
-    """One message: metadata, why it is held, content (with the permission), receipt log."""
+    """One message: metadata, why it is held, placeholders for the content and the log.
+
+    The page never waits on the node: it renders at once, and the content (at once) and
+    the receipt log (on request) come from :class:`NodeReadView` fragments, fetched by
+    static/js/fragment.js or followed as links without JavaScript; the node's time is
+    bounded there.
+    """
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         message = _get_message(request, pk)
-        abilities = _abilities(request.user)
-        content = None
-        content_error = ""
-        if abilities["can_read_content"]:
-            content, content_error = self._content(request, message)
-        log_lines: list[str] | None = None
-        log_error = ""
-        if request.GET.get("log") == "1":
-            log_lines, log_error = self._log(message)
+        back = _safe_next(request, request.GET.get("next"))
+        query = urlencode({"next": back})
         return render(
             request,
             "spamhold/message.html",
             {
                 "message": message,
-                "content": content,
-                "content_error": content_error,
-                "log_lines": log_lines,
-                "log_error": log_error,
+                "content_url": f"{reverse('spamhold:content', args=[message.pk])}?{query}",
+                "log_url": f"{reverse('spamhold:log', args=[message.pk])}?{query}",
+                # Each node step has the timeout; the browser waits for all of them.
+                "fragment_wait_ms": (_content_timeout() * 5 + 5) * 1000,
                 "is_on_hold": message.status == Status.ONHOLD and not message.pending,
                 "pending_label": pending_labels().get(message.pending, ""),
-                "back": _safe_next(request, request.GET.get("next")),
-                **abilities,
+                "back": back,
+                **_abilities(request.user),
             },
         )
 
-    @staticmethod
-    def _content(request: HttpRequest, message: HeldMessage) -> tuple[Any, str]:
-        from . import content as content_module
-        from .api.views import content_data
 
-        try:
-            return content_data(content_module.read(actor=request.user, message=message)), ""
-        except PermissionDenied:
-            return None, ""
-        except content_module.MessageUnavailable as exc:
-            logger.warning("held message %s: content not available: %s", message.pk, exc)
-            return None, _("The content could not be read from the node: %(error)s") % {
-                "error": str(exc)[:500]
-            }
+class NodeReadView(SpamHoldPage, View):
+    """What a message page reads from the node: a fragment for the page, or a page of its own.
 
-    @staticmethod
-    def _log(message: HeldMessage) -> tuple[list[str] | None, str]:
-        from . import content as content_module
+    A request from static/js/fragment.js (``X-Requested-With: fetch``) gets the fragment;
+    following the link without JavaScript gets a whole page. Either way the node has
+    ``UMS_SPAMHOLD_CONTENT_TIMEOUT`` seconds per step and an unreachable or silent node
+    gives a clear message instead of a hanging request.
+    """
 
-        try:
-            return list(content_module.receipt_log(message)), ""
-        except content_module.MessageUnavailable as exc:
-            logger.warning("held message %s: log not available: %s", message.pk, exc)
-            return None, _("The log could not be read from the node: %(error)s") % {
-                "error": str(exc)[:500]
-            }
+    part = "content"  # or "log"
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        message = _get_message(request, pk)
+        context: dict[str, Any] = {
+            "message": message,
+            "part": self.part,
+            "back": _safe_next(request, request.GET.get("next")),
+        }
+        if self.part == "content":
+            if not request.user.has_permission(perms.SPAMHOLD_READ_CONTENT):
+                raise PermissionDenied
+            context["content"], context["content_error"] = _content(request, message)
+        else:
+            context["log_lines"], context["log_error"] = _log(message)
+        fragment = request.headers.get("X-Requested-With") == "fetch"
+        name = "_content.html" if self.part == "content" else "_log.html"
+        template = f"spamhold/{name}" if fragment else "spamhold/message_part.html"
+        response = render(request, template, {**context, "fragment": name})
+        # Held mail is read afresh each time (and each read audited), never from a cache.
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def _content_timeout() -> int:
+    from . import content as content_module
+
+    return content_module.read_timeout()
+
+
+def _content(request: HttpRequest, message: HeldMessage) -> tuple[Any, str]:
+    from . import content as content_module
+    from .api.views import content_data
+
+    try:
+        return content_data(content_module.read(actor=request.user, message=message)), ""
+    except content_module.MessageUnavailable as exc:
+        logger.warning("held message %s: content not available: %s", message.pk, exc)
+        return None, _("The content could not be read from the node: %(error)s") % {
+            "error": str(exc)[:500]
+        }
+
+
+def _log(message: HeldMessage) -> tuple[list[str] | None, str]:
+    from . import content as content_module
+
+    try:
+        return list(content_module.receipt_log(message)), ""
+    except content_module.MessageUnavailable as exc:
+        logger.warning("held message %s: log not available: %s", message.pk, exc)
+        return None, _("The log could not be read from the node: %(error)s") % {
+            "error": str(exc)[:500]
+        }
 
 
 class ActionView(SpamHoldPage, View):

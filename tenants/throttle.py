@@ -42,7 +42,14 @@ def note_failure(username: str, ip: str | None) -> None:
 
 def purge_expired() -> int:
     """Delete failures older than the window (run from a periodic task)."""
-    deleted, _ = LoginFailure.objects.filter(at__lt=_window_start()).delete()
+    # Password-reset requests count over an hour (tenants.password_reset), whatever the
+    # login window is.
+    reset_since = timezone.now() - datetime.timedelta(hours=1)
+    deleted, _ = (
+        LoginFailure.objects.filter(at__lt=_window_start())
+        .exclude(kind__in=("reset", "resetip"), at__gte=reset_since)
+        .delete()
+    )
     return deleted
 
 

@@ -160,6 +160,7 @@ ARGON2_TIME_COST = env_int("UMS_ARGON2_TIME_COST", 2, minimum=1)
 ARGON2_MEMORY_KIB = env_int("UMS_ARGON2_MEMORY_KIB", 102400, minimum=8)
 ARGON2_PARALLELISM = env_int("UMS_ARGON2_PARALLELISM", 8, minimum=1)
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "tenants.password_validators.ControlCharacterValidator"},
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
         "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
@@ -185,6 +186,21 @@ SESSION_ABSOLUTE_TIMEOUT = env_int("UMS_SESSION_ABSOLUTE_TIMEOUT", SESSION_COOKI
 # Second factor (TOTP, security keys, recovery codes). Failed attempts are counted per
 # account in the database within UMS_LOGIN_THROTTLE_WINDOW.
 TWO_FACTOR_THROTTLE_FAILURES = env_int("UMS_2FA_THROTTLE_FAILURES", 5, minimum=1)
+
+# Password reset by mail (tenants/password_reset.py): links built from UMS_BASE_URL, valid
+# this many seconds and only until used (Django's token covers the password hash);
+# requests throttled per account and per address within an hour.
+PASSWORD_RESET_TIMEOUT = env_int("UMS_PASSWORD_RESET_TIMEOUT", 3600, minimum=300)
+PASSWORD_RESET_PER_ACCOUNT = env_int("UMS_PASSWORD_RESET_PER_ACCOUNT", 3, minimum=1)
+PASSWORD_RESET_PER_ADDRESS = env_int("UMS_PASSWORD_RESET_PER_ADDRESS", 10, minimum=1)
+# Outgoing mail of the controller itself (password reset links).
+EMAIL_HOST = env_str("UMS_EMAIL_HOST", "localhost") or "localhost"
+EMAIL_PORT = env_int("UMS_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("UMS_EMAIL_USER", "") or ""
+EMAIL_HOST_PASSWORD = env_str("UMS_EMAIL_PASSWORD", "") or ""
+EMAIL_USE_TLS = env_bool("UMS_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("UMS_EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("UMS_EMAIL_FROM", f"UMS <ums@{_base.hostname}>") or "ums@localhost"
 # How recent a second-factor check must be for sensitive steps (creating an API token,
 # adding or removing a factor).
 TWO_FACTOR_FRESH_SECONDS = env_int("UMS_2FA_FRESH_SECONDS", 300, minimum=30)
@@ -333,6 +349,10 @@ UMS_SPAMHOLD_CONCURRENCY = env_int("UMS_SPAMHOLD_CONCURRENCY", 10, minimum=1)
 UMS_SPAMHOLD_INGEST_LOCK_SECONDS = env_int("UMS_SPAMHOLD_INGEST_LOCK_SECONDS", 600, minimum=30)
 UMS_SPAMHOLD_RETENTION_DAYS = env_int("UMS_SPAMHOLD_RETENTION_DAYS", 30, minimum=1)
 UMS_SPAMHOLD_CONTENT_LIMIT = env_int("UMS_SPAMHOLD_CONTENT_LIMIT", 2 * 1024 * 1024, minimum=1024)
+# Seconds a portal read from a node (held content, receipt log) may take per step
+# (connect, SSH banner, login, command), without retries: a slow node answers with a clear
+# message instead of holding the request.
+UMS_SPAMHOLD_CONTENT_TIMEOUT = env_int("UMS_SPAMHOLD_CONTENT_TIMEOUT", 8, minimum=1)
 # A release/delete job holds its request for this many seconds, renewed per batch: after a
 # dead worker the reconciler re-drives the request once it ran out. A request failing on
 # its node is retried with backoff up to UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS times.

@@ -181,6 +181,18 @@ def _start_transport(
                 )
             options.key_types = wanted
         transport.start_client(timeout=timeout)
+        if transport.host_key is None:
+            # start_client returns quietly when its timeout passes mid-negotiation (a node
+            # that accepts TCP but never sends its banner): that is a timeout, say so.
+            raise TimeoutError(
+                f"SSH handshake timed out after {timeout:g} s (no banner or key exchange)"
+            )
+    except paramiko.SSHException as exc:
+        transport.close()
+        if isinstance(exc.__context__, TimeoutError):
+            # The banner did not come within banner_timeout: a timeout, not a protocol error.
+            raise TimeoutError(f"no SSH banner within {timeout:g} s") from exc
+        raise
     except BaseException:
         transport.close()
         raise

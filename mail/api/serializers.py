@@ -487,6 +487,10 @@ class SieveScriptSerializer(StrictModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["customer", "created_at", "updated_at"]
+        # No validators derived from the model's unique constraints: activating a script
+        # switches the mailbox's active one (mail.actions, one transaction) instead of
+        # failing "one active per mailbox", and the action names a duplicate name itself.
+        validators: list = []
 
 
 class SieveScriptUpdateSerializer(SieveScriptSerializer):

@@ -13,7 +13,8 @@ with ``pytest_plugins = ["tests.harness.fixtures"]`` in ``tests/conftest.py``.
   logged in as root with the controller key and the node's pinned host key; closed
   after the test. Keyword arguments override the SSHConnector defaults.
 
-Tests skip (rather than fail) only when not running as root; any other harness failure
+Tests skip (rather than fail) only when not running as root, and under ``CI=true`` that
+skip is a failure too (tests/plugins/real_components.py); any other harness failure
 is an error, so a broken environment is never mistaken for a pass.
 """
 

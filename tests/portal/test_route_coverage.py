@@ -15,6 +15,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 # Public by design, with the reason.
 PUBLIC: dict[str, str] = {
     "portal:login": "the login form itself",
+    "portal:password-reset": "asking for a reset link: for those who cannot log in",
+    "portal:password-reset-confirm": "the reset link from the mail (its token is the proof)",
     "set_language": "language switch, also on the login page",
     "bootstrapcore": "the script new nodes download before they can authenticate",
     "schema": "API schema: describes the API, no data",

@@ -101,10 +101,12 @@ def test_gtube_is_held_ingested_queried_shown_escaped_and_released_once(
         sibling.post(reverse("spamhold-query"), SHEET_BODY, format="json").json()["results"] == []
     )
 
-    # The portal's message view fetches the real message from the node: escaped.
+    # The portal's content fragment fetches the real message from the node: escaped.
     portal = Client()
     portal.force_login(cast.sub_admin)
-    page = portal.get(reverse("spamhold:message", args=[held.pk]))
+    page = portal.get(
+        reverse("spamhold:content", args=[held.pk]), headers={"X-Requested-With": "fetch"}
+    )
     assert page.status_code == 200
     html = page.content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
