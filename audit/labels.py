@@ -38,6 +38,11 @@ ACTION_LABELS: dict[str, Promise] = {
     "administrator.create": pgettext_lazy("audit action", "Administrator created"),
     "administrator.update": pgettext_lazy("audit action", "Administrator changed"),
     "administrator.password": pgettext_lazy("audit action", "Administrator password set"),
+    "administrator.password_reset_requested": pgettext_lazy(
+        "audit action", "Password reset requested"
+    ),
+    "administrator.password_reset_refused": pgettext_lazy("audit action", "Password reset refused"),
+    "administrator.password_reset": pgettext_lazy("audit action", "Password reset by mail"),
     "administrator.delete": pgettext_lazy("audit action", "Administrator deleted"),
     "token.create": pgettext_lazy("audit action", "API token created"),
     "token.revoke": pgettext_lazy("audit action", "API token revoked"),
