@@ -48,6 +48,10 @@ import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from django.utils.translation import gettext_noop
+
+from ums.joblog import log_entry
+
 from .connector.base import CommandFailed, Connector, ConnectorError
 from .services.base import (
     CheckFailed,
@@ -411,13 +415,19 @@ def _activate_probe_record(
             service.activate_incremental(conn, files)
         else:
             service.activate(conn, files)
-        log(f"{name}: activated")
+        log(log_entry(gettext_noop("%(service)s: activated"), service=name))
         phase("probe", name)
         seen = service.probe(conn, tracking.state)
     except (ProbeFailed, CheckFailed) as exc:
         # A daemon that refuses to reload its new files is as broken as one that
         # answers wrongly: both go back to the previous files.
-        log(f"{name}: post-flight probe failed: {exc.output}; rolling back")
+        log(
+            log_entry(
+                gettext_noop("%(service)s: post-flight probe failed: %(output)s; rolling back"),
+                service=name,
+                output=exc.output,
+            )
+        )
         args: list[str] = []
         for path in live:
             args += [path, "1" if path in created else "0"]
@@ -431,12 +441,29 @@ def _activate_probe_record(
         had = tracking.had.get(name, "")
         # Recorded as loaded only when the previous files demonstrably run again.
         record_run_state(conn, service, had, "" if after else had)
-        log(f"{name}: previous files restored and reloaded{after}")
+        if after:  # "; after the rollback the probe still fails: <output>"
+            log(
+                log_entry(
+                    gettext_noop(
+                        "%(service)s: previous files restored and reloaded; "
+                        "after the rollback the probe still fails: %(output)s"
+                    ),
+                    service=name,
+                    output=after.partition(": ")[2],
+                )
+            )
+        else:
+            log(
+                log_entry(
+                    gettext_noop("%(service)s: previous files restored and reloaded"),
+                    service=name,
+                )
+            )
         # The message says it all; an output would only repeat it in the job's error.
         raise ConvergeError(f"{name}: rolled back: {exc.output}{after}") from exc
     if seen:
         tracking.probed[name] = seen
-        log(f"{name}: probe passed: {seen}")
+        log(log_entry(gettext_noop("%(service)s: probe passed: %(seen)s"), service=name, seen=seen))
     phase("record", name)
     want = tracking.want.get(name, "")
     record_run_state(conn, service, want, want, live)
@@ -460,8 +487,24 @@ def reload_stale(
     if result.dry_run:
         return
     log(
-        f"{name}: files are current but the daemon was loaded with "
-        f"{run.loaded[:12] or 'nothing recorded'}, not {want[:12]}: reloading"
+        log_entry(
+            gettext_noop(
+                "%(service)s: files are current but the daemon was loaded with %(loaded)s, "
+                "not %(want)s: reloading"
+            ),
+            service=name,
+            loaded=run.loaded[:12],
+            want=want[:12],
+        )
+        if run.loaded
+        else log_entry(
+            gettext_noop(
+                "%(service)s: files are current but the daemon was loaded with nothing "
+                "recorded, not %(want)s: reloading"
+            ),
+            service=name,
+            want=want[:12],
+        )
     )
     live = [*service.compiled_files(files), *(f.path for f in files)]
     # A failed probe restores whatever *.ums-prev the crashed install left and records
@@ -634,7 +677,13 @@ def install_staged(
             ["sh", "-c", _INSTALL_SCRIPT, "sh", "1" if tracking else "0", state_file(service),
              installed or "-", *args]
         ).check()  # fmt: skip
-        log(f"{name}: installed {', '.join(f.path for f in files)}")
+        log(
+            log_entry(
+                gettext_noop("%(service)s: installed %(paths)s"),
+                service=name,
+                paths=", ".join(f.path for f in files),
+            )
+        )
     finally:
         remove_quietly(conn, stage)
     if tracking is None:
@@ -643,7 +692,7 @@ def install_staged(
             service.activate_incremental(conn, files)
         else:
             service.activate(conn, files)
-        log(f"{name}: activated")
+        log(log_entry(gettext_noop("%(service)s: activated"), service=name))
         return files
     created = {c.file.path for c in changes if c.is_new}
     _activate_probe_record(
@@ -805,10 +854,23 @@ def apply_services(
                 service.validate_incremental(conn, stage, live)
             except (NotIncremental, CheckFailed, CommandFailed) as exc:
                 remove_quietly(conn, stage)
-                tlog(f"{service.name}: incremental path not taken ({_first_line(exc)}); "
-                     "falling back to the full check")  # fmt: skip
+                tlog(
+                    log_entry(
+                        gettext_noop(
+                            "%(service)s: incremental path not taken (%(reason)s); "
+                            "falling back to the full check"
+                        ),
+                        service=service.name,
+                        reason=_first_line(exc),
+                    )
+                )
                 return "fallback"
-            tlog(f"{service.name}: incremental update built and verified in the stage")
+            tlog(
+                log_entry(
+                    gettext_noop("%(service)s: incremental update built and verified in the stage"),
+                    service=service.name,
+                )
+            )
         else:
             service.validate(conn, stage)
         if service.name not in alone:
@@ -824,11 +886,23 @@ def apply_services(
         if _incremental_candidate(service, state, items, trusted):
             modes[service.name] = "incremental"
             stages[service.name] = light_stage(conn, service, items)
-            log(f"{service.name}: trying the incremental path for {len(items)} file(s)")
+            log(
+                log_entry(
+                    gettext_noop("%(service)s: trying the incremental path for %(count)s file(s)"),
+                    service=service.name,
+                    count=len(items),
+                )
+            )
         else:
             modes[service.name] = "full"
             stages[service.name] = stage_files(conn, service, items)
-            log(f"{service.name}: validating {len(items)} staged file(s)")
+            log(
+                log_entry(
+                    gettext_noop("%(service)s: validating %(count)s staged file(s)"),
+                    service=service.name,
+                    count=len(items),
+                )
+            )
         mode = modes[service.name]
         futures[pool.submit(check, service, stages[service.name], mode)] = service
 
@@ -868,7 +942,13 @@ def apply_services(
                         stages.pop(name, None)
                         errors[name] = exc
                         continue
-                    log(f"{name}: validating {len(changes[name])} staged file(s)")
+                    log(
+                        log_entry(
+                            gettext_noop("%(service)s: validating %(count)s staged file(s)"),
+                            service=name,
+                            count=len(changes[name]),
+                        )
+                    )
                     futures[pool.submit(check, service, stages[name], "full")] = service
                     continue
                 outcome[name] = state_of
@@ -890,7 +970,21 @@ def apply_services(
         live = [n for n in result.live_alone if n != name]
         note = f" ({', '.join(live)} already live: independent change)" if live else ""
         if isinstance(exc, CheckFailed):
-            log(f"{exc.service}: check failed, live files untouched{note}")
+            log(
+                log_entry(
+                    gettext_noop(
+                        "%(service)s: check failed, live files untouched "
+                        "(%(live)s already live: independent change)"
+                    ),
+                    service=exc.service,
+                    live=", ".join(live),
+                )
+                if note
+                else log_entry(
+                    gettext_noop("%(service)s: check failed, live files untouched"),
+                    service=exc.service,
+                )
+            )
             raise ConvergeError(str(exc), exc.output) from exc
         if isinstance(exc, CommandFailed):
             raise ConvergeError(f"{name}: {exc}{note}", exc.result.stderr) from exc
@@ -1096,7 +1190,11 @@ def converge(
         if record is not None:
             record.save()
         reload_unchanged()
-        log("no changes" if not result.reloaded else f"reloaded {', '.join(result.reloaded)}")
+        log(
+            log_entry(gettext_noop("reloaded %(services)s"), services=", ".join(result.reloaded))
+            if result.reloaded
+            else log_entry(gettext_noop("no changes"))
+        )
         return result
     if dry_run:
         for items in changes.values():
@@ -1114,7 +1212,13 @@ def converge(
             raise ConvergeError(str(exc), getattr(exc, "output", "")) from exc
         except CommandFailed as exc:
             raise ConvergeError(f"{service.name}: {exc}", exc.result.stderr) from exc
-        log(f"{service.name}: ran {len(preparation.commands)} preparation command(s)")
+        log(
+            log_entry(
+                gettext_noop("%(service)s: ran %(count)s preparation command(s)"),
+                service=service.name,
+                count=len(preparation.commands),
+            )
+        )
     assert record is not None
     try:
         apply_services(

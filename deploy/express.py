@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.utils.translation import gettext_noop
+
 from servers.models import Node
+from ums.joblog import log_entry
 
 from . import desired
 from .connector.base import ConnectorError
@@ -49,8 +52,25 @@ def add_new_recipients(node: Node, mailbox_ids: list[int], log: Callable[[str], 
             added = postfix.add_express_entries(conn, entries)
     except (ConnectorError, CheckFailed) as exc:
         reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
-        log(f"express: not taken ({reason}); the converge adds them")
+        log(
+            log_entry(
+                gettext_noop("express: not taken (%(reason)s); the converge adds them"),
+                reason=reason,
+            )
+        )
         return 0
-    log(f"express: {added} entr{'y' if added == 1 else 'ies'} for {len(state.mailboxes)} new "
-        f"mailbox(es) live in {', '.join(sorted(entries))}")  # fmt: skip
+    log(
+        log_entry(
+            gettext_noop(
+                "express: %(count)s entry for %(mailboxes)s new mailbox(es) live in %(maps)s"
+            )
+            if added == 1
+            else gettext_noop(
+                "express: %(count)s entries for %(mailboxes)s new mailbox(es) live in %(maps)s"
+            ),
+            count=added,
+            mailboxes=len(state.mailboxes),
+            maps=", ".join(sorted(entries)),
+        )
+    )
     return added

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from servers import actions as server_actions
 from servers.choices import NodeStatus
@@ -54,12 +55,21 @@ def verify(job: Job, reporter: jobs.Reporter) -> dict:
     reporter.progress(0, 2)
     try:
         with session(node) as conn:
-            reporter.log(f"connected to {node.ssh_address}:{node.ssh_port}")
+            reporter.say(
+                gettext_noop("connected to %(address)s:%(port)s"),
+                address=node.ssh_address,
+                port=node.ssh_port,
+            )
             facts = node_ops.gather_facts(conn)
     except ConnectorError as exc:
         _fail_on_connector_error(exc)
     server_actions.record_facts(node, facts)
-    reporter.log(f"{facts['os_pretty_name']}, {facts['cpus']} CPUs, {facts['memory_mb']} MB")
+    reporter.say(
+        gettext_noop("%(os)s, %(cpus)s CPUs, %(memory)s MB"),
+        os=facts["os_pretty_name"],
+        cpus=facts["cpus"],
+        memory=facts["memory_mb"],
+    )
     reporter.progress(1, 2)
     if node.controller_key_version is None:
         Node.objects.filter(pk=node.pk).update(
@@ -79,7 +89,11 @@ def run_command(job: Job, reporter: jobs.Reporter) -> dict:
             result = conn.run(argv, timeout=job.params.get("timeout", 300))
     except ConnectorError as exc:
         _fail_on_connector_error(exc)
-    reporter.log(f"$ {' '.join(argv)} -> exit {result.exit_code}")
+    reporter.say(
+        gettext_noop("$ %(command)s -> exit %(code)s"),
+        command=" ".join(argv),
+        code=result.exit_code,
+    )
     output = {
         "exit_code": result.exit_code,
         "stdout": result.stdout[-20000:],
@@ -98,7 +112,7 @@ def reboot(job: Job, reporter: jobs.Reporter) -> dict:
             result = node_ops.reboot(conn)
     except ConnectorError as exc:
         _fail_on_connector_error(exc)
-    reporter.log("reboot requested")
+    reporter.say(gettext_noop("reboot requested"))
     return {"exit_code": None if result is None else result.exit_code}
 
 
@@ -109,7 +123,14 @@ def _service(job: Job, service: str, verb: str, reporter: jobs.Reporter) -> dict
             result = node_ops.service_command(conn, service, verb)
     except ConnectorError as exc:
         _fail_on_connector_error(exc)
-    reporter.log(f"{verb} {service}: exit {result.exit_code}")
+    reporter.say(
+        {
+            "start": gettext_noop("start %(service)s: exit %(code)s"),
+            "stop": gettext_noop("stop %(service)s: exit %(code)s"),
+        }.get(verb, gettext_noop("restart %(service)s: exit %(code)s")),
+        service=service,
+        code=result.exit_code,
+    )
     if not result.ok:
         raise jobs.PermanentJobError(
             (result.stderr or result.stdout).strip()[-2000:] or f"exit {result.exit_code}"
@@ -146,7 +167,11 @@ def rotate_key(job: Job, reporter: jobs.Reporter) -> dict:
     try:
         with session(node) as conn:
             node_ops.add_authorized_key(conn, new.public_key)
-        reporter.log(f"installed controller key v{new.version} ({new.fingerprint})")
+        reporter.say(
+            gettext_noop("installed controller key v%(version)s (%(fingerprint)s)"),
+            version=new.version,
+            fingerprint=new.fingerprint,
+        )
         reporter.progress(1, 3)
         probe = connector_for(node)
         with SSHConnector(
@@ -161,7 +186,11 @@ def rotate_key(job: Job, reporter: jobs.Reporter) -> dict:
             removed = node_ops.remove_authorized_keys(conn, [old.public_key])
     except ConnectorError as exc:
         _fail_on_connector_error(exc)
-    reporter.log(f"login with v{new.version} works; removed {removed} old key line(s)")
+    reporter.say(
+        gettext_noop("login with v%(version)s works; removed %(count)s old key line(s)"),
+        version=new.version,
+        count=removed,
+    )
     Node.objects.filter(pk=node.pk).update(controller_key_version=new.version)
     auditing.record(
         "node.key_rotated",
@@ -181,12 +210,14 @@ def decommission(job: Job, reporter: jobs.Reporter) -> dict:
     try:
         with session(node) as conn:
             removed = node_ops.remove_authorized_keys(conn, keys)
-        reporter.log(f"removed {removed} controller key line(s) from the node")
+        reporter.say(
+            gettext_noop("removed %(count)s controller key line(s) from the node"), count=removed
+        )
     except PermanentConnectorError as exc:
         raise jobs.PermanentJobError(f"{type(exc).__name__}: {exc}") from exc
     except ConnectorError as exc:
         # An unreachable node can still be decommissioned; say so in the log.
-        reporter.log(f"node unreachable, keys not removed: {exc}")
+        reporter.say(gettext_noop("node unreachable, keys not removed: %(error)s"), error=str(exc))
     server_actions.set_status(node, NodeStatus.DECOMMISSIONED, reason="decommissioned")
     return {"keys_removed": removed}
 
@@ -213,8 +244,12 @@ def _converge_over_ssh(
             conn, family, packages.wanted(services, family), dry_run=dry_run
         )
         if installed:
-            verb = "would install" if dry_run else "installed"
-            reporter.log(f"{verb} packages: {', '.join(installed)}")
+            reporter.say(
+                gettext_noop("would install packages: %(packages)s")
+                if dry_run
+                else gettext_noop("installed packages: %(packages)s"),
+                packages=", ".join(installed),
+            )
         result = converge.converge(
             conn, state, dry_run=dry_run, services=services, log=reporter.log
         )
@@ -242,16 +277,25 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
         return _converge(node, dry_run=True, reporter=reporter)
     lease = dirty.acquire(node.pk, owner=f"job:{job.pk}")
     if lease is None and (dead := dirty.holder_is_dead(node.pk)) is not None:
-        reporter.log("the converge holding this node's lease is dead; taking over")
+        reporter.say(gettext_noop("the converge holding this node's lease is dead; taking over"))
         lease = dirty.acquire(node.pk, owner=f"job:{job.pk}", steal=dead)
     if lease is None:
         # The holder read the desired generation at its start; it (or, if it dies, the
         # reconciler once its lease lapses) converges again for what came after.
         holder = dirty.lease_owner(node.pk) or "?"
-        reporter.log(f"another converge of this node is running ({holder}); coalesced into it")
+        reporter.say(
+            gettext_noop(
+                "another converge of this node is running (%(holder)s); coalesced into it"
+            ),
+            holder=holder,
+        )
         return {"coalesced": True, "into": holder}
     reporter.on_heartbeat(lease.renew)
-    reporter.log(f"converging generation {lease.generation} (lease {lease.token})")
+    reporter.say(
+        gettext_noop("converging generation %(generation)s (lease %(lease)s)"),
+        generation=lease.generation,
+        lease=lease.token,
+    )
     try:
         _express(node, dirty.take_new_mailboxes(node.pk), reporter)
         result = _converge(node, dry_run=False, reporter=reporter)
@@ -259,13 +303,17 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
         failures = dirty.failed(lease, jobs.human_error(exc))
         if failures:
             delay = int(dirty.retry_delay(failures).total_seconds())
-            reporter.log(f"failure {failures} in a row; the node is retried in {delay} s")
+            reporter.say(
+                gettext_noop("failure %(failures)s in a row; the node is retried in %(delay)s s"),
+                failures=failures,
+                delay=delay,
+            )
         raise
     except BaseException:
         dirty.release(lease)  # the worker is shutting down: the next run may start at once
         raise
     if not dirty.succeeded(lease):
-        reporter.log("a newer converge took this node over; its outcome stands")
+        reporter.say(gettext_noop("a newer converge took this node over; its outcome stands"))
         return {**result, "superseded": True}
     if dirty.is_dirty(node.pk):
         dirty.ensure_queued([node.pk], reason="changed during converge")
@@ -277,9 +325,13 @@ def _converge(node: Node, *, dry_run: bool, reporter: jobs.Reporter) -> dict:
 
     state = desired.build(node)
     services = converge.applicable_services(state)
-    reporter.log(
-        f"{len(state.domains)} domain(s), {len(state.mailboxes)} mailbox(es); "
-        f"services: {', '.join(s.name for s in services) or 'none'}"
+    reporter.say(
+        gettext_noop("%(domains)s domain(s), %(mailboxes)s mailbox(es); services: %(services)s")
+        if services
+        else gettext_noop("%(domains)s domain(s), %(mailboxes)s mailbox(es); no services"),
+        domains=len(state.domains),
+        mailboxes=len(state.mailboxes),
+        services=", ".join(s.name for s in services),
     )
     attempt = 1
     while True:
@@ -291,7 +343,7 @@ def _converge(node: Node, *, dry_run: bool, reporter: jobs.Reporter) -> dict:
             # from the start is safe; a timeout is not retried (it would just recur).
             if attempt >= _CONVERGE_ATTEMPTS or isinstance(exc, CommandTimeout):
                 _fail_on_connector_error(exc)
-            reporter.log(f"{exc}; converging again from the start")
+            reporter.say(gettext_noop("%(error)s; converging again from the start"), error=str(exc))
             attempt += 1
             time.sleep(_CONVERGE_RETRY_PAUSE)
         except ConnectorError as exc:
@@ -301,7 +353,13 @@ def _converge(node: Node, *, dry_run: bool, reporter: jobs.Reporter) -> dict:
         except converge.ConvergeError as exc:
             raise jobs.PermanentJobError(f"{exc}\n{exc.output}".strip()) from exc
     for name, paths in result.changed.items():
-        reporter.log(f"{name}: {'would change' if dry_run else 'changed'} {', '.join(paths)}")
+        reporter.say(
+            gettext_noop("%(service)s: would change %(paths)s")
+            if dry_run
+            else gettext_noop("%(service)s: changed %(paths)s"),
+            service=name,
+            paths=", ".join(paths),
+        )
     if not dry_run:
         auditing.record(
             "node.converged",
@@ -326,7 +384,10 @@ def _express(node: Node, mailbox_ids: list[int], reporter: jobs.Reporter) -> Non
         express.add_new_recipients(node, mailbox_ids, reporter.log)
     except Exception as exc:
         logger.exception("express step on %s failed", node.hostname)
-        reporter.log(f"express: failed ({exc}); the converge adds the new mailboxes")
+        reporter.say(
+            gettext_noop("express: failed (%(error)s); the converge adds the new mailboxes"),
+            error=str(exc),
+        )
 
 
 def _retry_relayed(node: Node, reporter: jobs.Reporter) -> None:
@@ -338,7 +399,10 @@ def _retry_relayed(node: Node, reporter: jobs.Reporter) -> None:
         relay_retry.retry_deferred(node, reporter.log)
     except Exception as exc:
         logger.exception("re-queueing deferred mail for %s failed", node.hostname)
-        reporter.log(f"deferred mail not re-queued ({exc}); Postfix retries it later")
+        reporter.say(
+            gettext_noop("deferred mail not re-queued (%(error)s); Postfix retries it later"),
+            error=str(exc),
+        )
 
 
 @jobs.handler("node.converge_dry_run")

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db.models import Q
+from django.utils.translation import gettext_noop
 
 from servers.models import Node
+from ums.joblog import log_entry
 
 from .connector.base import ConnectorError
 from .connector.ssh import SSHConnector
@@ -99,7 +101,13 @@ def retry_deferred(imap_node: Node, log: Callable[[str], None]) -> int:
         try:
             conn = connector_for(smtp)  # reads the controller key: in this thread
         except ConnectorError as exc:
-            log(f"{smtp.hostname}: deferred mail not re-queued ({exc})")
+            log(
+                log_entry(
+                    gettext_noop("%(host)s: deferred mail not re-queued (%(error)s)"),
+                    host=smtp.hostname,
+                    error=str(exc),
+                )
+            )
             continue
         conn.retries = 0
         connectors[smtp.hostname] = conn
@@ -112,9 +120,23 @@ def retry_deferred(imap_node: Node, log: Callable[[str], None]) -> int:
             try:
                 count = future.result()
             except ConnectorError as exc:
-                log(f"{host}: deferred mail not re-queued ({exc})")
+                log(
+                    log_entry(
+                        gettext_noop("%(host)s: deferred mail not re-queued (%(error)s)"),
+                        host=host,
+                        error=str(exc),
+                    )
+                )
                 continue
             if count:
-                log(f"{host}: re-queued {count} message(s) deferred by this node")
+                log(
+                    log_entry(
+                        gettext_noop(
+                            "%(host)s: re-queued %(count)s message(s) deferred by this node"
+                        ),
+                        host=host,
+                        count=count,
+                    )
+                )
                 total += count
     return total

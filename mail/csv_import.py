@@ -34,6 +34,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from tenants import permissions as perms
 from tenants.limits import ResourceLimit
@@ -422,12 +423,20 @@ def apply_import(upload: CsvImport, *, actor: Any, reporter: Any = None) -> dict
         )
     rows = result.rows
     if reporter is not None:
-        reporter.log(f"validated {len(rows)} rows in {time.perf_counter() - started:.1f} s")
+        reporter.say(
+            gettext_noop("validated %(rows)s rows in %(seconds).1f s"),
+            rows=len(rows),
+            seconds=time.perf_counter() - started,
+        )
     mailbox_rows = [r for r in rows if r.kind == "mailbox"]
     started = time.perf_counter()
     hashes = _hash_all([r.password for r in mailbox_rows])
     if reporter is not None:
-        reporter.log(f"hashed {len(hashes)} passwords in {time.perf_counter() - started:.1f} s")
+        reporter.say(
+            gettext_noop("hashed %(count)s passwords in %(seconds).1f s"),
+            count=len(hashes),
+            seconds=time.perf_counter() - started,
+        )
     started = time.perf_counter()
     try:
         written = _write_all(upload, rows, mailbox_rows, hashes, actor=actor, reporter=reporter)
@@ -440,7 +449,11 @@ def apply_import(upload: CsvImport, *, actor: Any, reporter: Any = None) -> dict
             % {"error": _first_line(exc)}
         ) from exc
     if reporter is not None:
-        reporter.log(f"wrote {len(rows)} rows in {time.perf_counter() - started:.1f} s")
+        reporter.say(
+            gettext_noop("wrote %(rows)s rows in %(seconds).1f s"),
+            rows=len(rows),
+            seconds=time.perf_counter() - started,
+        )
     _announce_import(rows, reporter)
     return written
 
@@ -465,7 +478,10 @@ def _announce_import(rows: list[Row], reporter: Any) -> None:
     except Exception as exc:  # the rows are committed: report, never fail the job
         logger.exception("announcing a committed CSV import failed")
         if reporter is not None:
-            reporter.log(f"imported, but telling the nodes failed: {_first_line(exc)}")
+            reporter.say(
+                gettext_noop("imported, but telling the nodes failed: %(error)s"),
+                error=_first_line(exc),
+            )
 
 
 def _write_all(

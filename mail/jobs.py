@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_noop
 
 from ums import jobs
 from ums.models import Job
@@ -30,5 +31,9 @@ def run_csv_import(job: Job, reporter: jobs.Reporter) -> dict[str, Any]:
     except Exception:
         CsvImport.objects.filter(pk=upload.pk).update(payload="", status=CsvImport.FAILED)
         raise
-    reporter.log(f"imported {result['mailboxes']} mailboxes and {result['aliases']} aliases")
+    reporter.say(
+        gettext_noop("imported %(mailboxes)s mailboxes and %(aliases)s aliases"),
+        mailboxes=result["mailboxes"],
+        aliases=result["aliases"],
+    )
     return result

@@ -41,6 +41,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from mail import actions as mail_actions
 from mail import policy as mail_policy
@@ -314,7 +315,7 @@ def claim_matches(*, actor: Any, intent: OutcomeIntent, job_id: int, reporter: A
             last = chunk[-1]
             claimed += _claim_chunk(actor=actor, intent=intent, ids=chunk)
             intents.renew_lease(intent, job_id)
-            reporter.log(f"claimed {claimed} matching message(s)")
+            reporter.say(gettext_noop("claimed %(count)s matching message(s)"), count=claimed)
     OutcomeIntent.objects.filter(pk=intent.pk).update(claimed_all=True)
     intent.claimed_all = True
     return claimed

@@ -32,6 +32,7 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from deploy.connector.base import ConnectorError
 from deploy.nodes import describe_error, session
@@ -167,7 +168,7 @@ def run(intent_id: int, job_id: int, reporter: jobs.Reporter) -> dict[str, Any]:
     from . import actions
 
     if not take_lease(intent_id, job_id):
-        reporter.log("another job is applying this request; nothing to do here")
+        reporter.say(gettext_noop("another job is applying this request; nothing to do here"))
         return {"skipped": True}
     intent = OutcomeIntent.objects.select_related("requested_by").get(pk=intent_id)
     actor = intent.requested_by
@@ -177,7 +178,7 @@ def run(intent_id: int, job_id: int, reporter: jobs.Reporter) -> dict[str, Any]:
                 actions.claim_matches(actor=actor, intent=intent, job_id=job_id, reporter=reporter)
             errors, warnings = _apply_pending(actor, intent, job_id, reporter)
     except LeaseLost:
-        reporter.log("another job took this request over; stopping")
+        reporter.say(gettext_noop("another job took this request over; stopping"))
         return {"skipped": True}
     return _conclude(actor, intent, job_id, errors, warnings, reporter)
 
@@ -241,7 +242,9 @@ def _apply_pending(
             else:
                 detail = f"{exc} {getattr(exc, 'output', '')}".strip()
             error = _node_error(node.hostname, detail)
-            reporter.log(error)
+            reporter.say(
+                gettext_noop("Node %(node)s: %(error)s"), node=node.hostname, error=detail[:2000]
+            )
             left = list(rows.values_list("pk", flat=True))
             HeldMessage.objects.filter(pk__in=left, intent=intent).update(node_error=error)
             errors.update(dict.fromkeys(left, error))
@@ -279,17 +282,24 @@ def _conclude(
             error="",
             result=result,
         )
-        reporter.log(
-            "done: {done} confirmed, {gone} had left the queue, {onhold} back on hold".format(
-                **counts
-            )
+        reporter.say(
+            gettext_noop(
+                "done: %(done)s confirmed, %(gone)s had left the queue, %(onhold)s back on hold"
+            ),
+            done=counts["done"],
+            gone=counts["gone"],
+            onhold=counts["onhold"],
         )
         return result
     reason = _summarise(errors) or _("The node did not confirm every message.")
     intent.refresh_from_db(fields=["attempts"])
     if intent.attempts >= max_attempts():
         actions.give_up(actor=actor, intent=intent, error=reason, lease_owner=job_id)
-        reporter.log(f"gave up after {intent.attempts} attempts: {reason}")
+        reporter.say(
+            gettext_noop("gave up after %(attempts)s attempts: %(reason)s"),
+            attempts=intent.attempts,
+            reason=reason,
+        )
         raise jobs.PermanentJobError(reason)
     mine.update(
         state=IntentState.RETRYING,
@@ -298,7 +308,11 @@ def _conclude(
         error=reason,
         result=result,
     )
-    reporter.log(f"{left} message(s) not confirmed yet, retrying later: {reason}")
+    reporter.say(
+        gettext_noop("%(count)s message(s) not confirmed yet, retrying later: %(reason)s"),
+        count=left,
+        reason=reason,
+    )
     return result
 
 

@@ -3,6 +3,8 @@ ingestion, with progress."""
 
 from __future__ import annotations
 
+from django.utils.translation import gettext_noop
+
 from ums import jobs
 from ums.models import Job
 
@@ -24,13 +26,21 @@ def refresh(job: Job, reporter: jobs.Reporter) -> dict:
 
     def done(result: ingest.IngestResult, count: int, total: int) -> None:
         if result.error:
-            reporter.log(f"{result.node_name}: {result.error}")
+            reporter.say(
+                gettext_noop("%(node)s: %(error)s"), node=result.node_name, error=result.error
+            )
         elif result.skipped:
-            reporter.log(f"{result.node_name}: being read by another run, skipped")
+            reporter.say(
+                gettext_noop("%(node)s: being read by another run, skipped"),
+                node=result.node_name,
+            )
         else:
-            reporter.log(
-                f"{result.node_name}: {result.in_queue} held, {result.new} new, "
-                f"{result.gone} left the queue"
+            reporter.say(
+                gettext_noop("%(node)s: %(held)s held, %(new)s new, %(gone)s left the queue"),
+                node=result.node_name,
+                held=result.in_queue,
+                new=result.new,
+                gone=result.gone,
             )
         reporter.progress(count, total)
 

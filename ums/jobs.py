@@ -41,8 +41,10 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.dispatch import Signal
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from ums import context
+from ums.joblog import log_entry
 from ums.models import Job
 
 logger = logging.getLogger(__name__)
@@ -169,7 +171,18 @@ class Reporter:
         self.job = job
         self._heartbeat = heartbeat
 
+    def say(self, msgid: str, /, **params: Any) -> None:
+        """Log a line each reader sees in their language (see :mod:`ums.joblog`).
+
+        ``msgid`` is English with ``%(name)s`` placeholders, passed as
+        ``gettext_noop("...")`` so makemessages collects it; ``params`` fill the
+        placeholders as given (node output stays untranslated). Handlers use this, never
+        ``log`` with a formatted string.
+        """
+        self.log(log_entry(msgid, **params))
+
     def log(self, line: str) -> None:
+        """Append ``line`` as stored (for lines already built by :func:`log_entry`)."""
         stamp = timezone.now().strftime("%H:%M:%S")
         Job.objects.filter(pk=self.job.pk).update(
             log=Concat(F("log"), Value(f"[{stamp}] {line}\n"), output_field=models.TextField()),
@@ -325,7 +338,7 @@ def fail_abandoned(job_id: int, attempts: int, reason: str) -> bool:
         if not done:
             return False
         job = Job.objects.get(pk=job_id)
-        _append_log(job_id, f"given up: {reason}")
+        _append_log(job_id, log_entry(gettext_noop("given up: %(reason)s"), reason=reason))
         auditing.record(
             "job.given_up",
             obj=job,
@@ -354,8 +367,14 @@ def requeue_abandoned(job_id: int, attempts: int) -> bool:
     if moved:
         _append_log(
             job_id,
-            f"the worker running attempt {attempts} stopped; "
-            f"running it again in {int(delay.total_seconds())} s",
+            log_entry(
+                gettext_noop(
+                    "the worker running attempt %(attempt)d stopped; "
+                    "running it again in %(seconds)d s"
+                ),
+                attempt=attempts,
+                seconds=int(delay.total_seconds()),
+            ),
         )
     return bool(moved)
 
@@ -396,11 +415,11 @@ def run(job_id: int) -> str:
             try:
                 result = func(job, reporter) or {}
             except PermanentJobError as exc:
-                reporter.log(f"failed: {exc}")
+                reporter.say(gettext_noop("failed: %(error)s"), error=str(exc))
                 return _finish(job, token, Job.FAILED, error=str(exc))
             except Exception as exc:
                 logger.exception("job %s (%s) failed", job.pk, job.kind)
-                reporter.log(f"failed: {human_error(exc)}")
+                reporter.say(gettext_noop("failed: %(error)s"), error=human_error(exc))
                 return _finish(job, token, Job.FAILED, error=human_error(exc))
         return _finish(job, token, Job.SUCCEEDED, result=result)
     finally:

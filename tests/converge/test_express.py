@@ -15,6 +15,7 @@ import pytest
 
 from deploy import dirty
 from tests.fixtures import Cast
+from ums.joblog import translate_log
 
 from .conftest import MailNodes
 from .test_courier_access import add_mailbox
@@ -42,7 +43,7 @@ def test_a_new_mailbox_is_accepted_before_the_converge_builds_its_state(
 
     add_mailbox(client, domain, "carol")
     assert_jobs_succeeded()
-    log = last_converge(mail_nodes.smtp_node).log
+    log = translate_log(last_converge(mail_nodes.smtp_node).log, "en")
     assert "express: 1 entry for 1 new mailbox(es) live in virtual_mailboxes" in log, log
     # Before the converge read the whole tree ("N domain(s), M mailbox(es); services").
     assert log.index("express: ") < log.index(" mailbox(es); services")

@@ -18,6 +18,7 @@ import pytest
 from django.urls import reverse
 
 from tests.fixtures import Cast
+from ums.joblog import translate_log
 
 from .conftest import MailNodes
 from .test_courier_access import add_mailbox
@@ -91,7 +92,7 @@ def test_map_only_changes_take_the_incremental_path(cast: Cast, mail_nodes: Mail
     assert "incremental update built and verified" in job.log
     # A pipeline, slowest check first: Courier's makeuserdb (SASL logins) was running on
     # the node while the controller rendered Postfix's maps.
-    log = job.log
+    log = translate_log(job.log, "en")
     assert log.index("courier: validating") < log.index("postfix: trying the incremental path")
     assert "courier" in job.result["changed"], job.log
     assert "/etc/postfix/main.cf" not in job.result["changed"]["postfix"]

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.fixtures import Cast
+from ums.joblog import translate_log
 
 from .conftest import MailNodes
 from .test_mail_flow import DOMAIN, converge_now, send, setup_mail, wait_for_message
@@ -74,8 +75,9 @@ def test_mail_for_a_mailbox_the_imap_node_does_not_know_yet_is_deferred_then_del
     job = Job.objects.filter(kind="node.converge", object_id=str(mail_nodes.imap_node.pk)).latest(
         "pk"
     )
-    assert f"{mail_nodes.smtp_node.hostname}: re-queued 1 message(s)" in job.log, job.log
-    assert "down-smtp.ums.test: deferred mail not re-queued" in job.log, job.log
+    log = translate_log(job.log, "en")
+    assert f"{mail_nodes.smtp_node.hostname}: re-queued 1 message(s)" in log, log
+    assert "down-smtp.ums.test: deferred mail not re-queued" in log, log
     assert "marker-gap" in wait_for_message(mail_nodes, "alice", "marker-gap", timeout=60)
 
 

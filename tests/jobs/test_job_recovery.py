@@ -20,6 +20,7 @@ from tests.jobs import handlers  # noqa: F401  (registers the test job kinds)
 from ums import jobs
 from ums import reconcile as reconcile_loop
 from ums.job_reconcile import redrive_jobs
+from ums.joblog import translate_log
 from ums.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -65,7 +66,7 @@ def test_the_reconciler_runs_a_job_whose_worker_stopped_beating(cast: Cast) -> N
     job.refresh_from_db()
     # In-process tasks: the dispatch ran it.
     assert job.status == Job.SUCCEEDED and job.attempts == 2
-    assert "the worker running attempt 1 stopped" in job.log
+    assert "the worker running attempt 1 stopped" in translate_log(job.log, "en")
 
 
 def test_a_lost_dispatch_is_sent_again_and_not_before_it_is_due(cast: Cast) -> None:

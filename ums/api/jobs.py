@@ -1,15 +1,28 @@
-"""Jobs in the API: read-only, scoped like everything else."""
+"""Jobs in the API: read-only, scoped like everything else.
+
+The log is rendered in the request's language (``Accept-Language``) line by line, as the
+portal shows it; the stored log keeps its language-neutral lines (see :mod:`ums.joblog`).
+"""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
 from ums.api.viewsets import ScopedReadOnlyViewSet
+from ums.joblog import translate_log
 from ums.models import Job
+
+
+class TranslatedLogField(serializers.CharField):
+    """A job log in the active language (LocaleMiddleware set it from the request)."""
+
+    def to_representation(self, value: str) -> str:
+        return translate_log(value or "")
 
 
 class JobSerializer(serializers.ModelSerializer):
     percent = serializers.IntegerField(read_only=True)
+    log = TranslatedLogField(read_only=True)
 
     class Meta:
         model = Job

@@ -4,13 +4,12 @@ A job's stored ``title`` is written once, in the language of whoever started it.
 rebuilds the title from the job's kind and parameters at display time, so a Russian and a
 Mongolian administrator each read it in their language; a kind not listed here keeps its
 stored title. The msgids are the ones the apps use when they enqueue, so catalogs share one
-translation. ``error_summary`` keeps Python tracebacks away from tenant administrators.
+translation. ``error_summary`` keeps Python tracebacks away from tenant administrators. Log
+lines are rendered by :mod:`ums.joblog` (re-exported here).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +17,22 @@ from django.apps import apps
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from ums.joblog import I18N_PREFIX, LOG_STAMP, log_entry, render_line, translate_log
 from ums.models import Job
+
+# Job log lines live in ums.joblog (handlers outside the portal write them); re-exported
+# here for the templates and views that render jobs.
+__all__ = [
+    "I18N_PREFIX",
+    "LOG_STAMP",
+    "attach_hosts",
+    "describe",
+    "error_summary",
+    "log_entry",
+    "render_line",
+    "title",
+    "translate_log",
+]
 
 # The node actions' labels, as deploy.actions.NODE_ACTIONS spells them (same msgids).
 NODE_ACTION_LABELS = {
@@ -97,44 +111,6 @@ def title(job: Job) -> str:
             "Refresh held mail from %(count)d node", "Refresh held mail from %(count)d nodes", count
         ) % {"count": count}
     return job.title
-
-
-LOG_STAMP = re.compile(r"^(\[\d{2}:\d{2}:\d{2}\] )?(.*)$")
-# A log line written as ``i18n:{"m": msgid, "p": {params}}`` is shown translated.
-I18N_PREFIX = "i18n:"
-
-
-def log_entry(msgid: str, **params: Any) -> str:
-    """A job log line that each reader sees in their language.
-
-    ``reporter.log(log_entry("Converged %(host)s in %(seconds).1f s", host=..., seconds=...))``
-    stores the English msgid and its parameters; :func:`translate_log` renders it. The msgid
-    must also appear in a ``gettext_noop`` call so makemessages collects it.
-    """
-    return I18N_PREFIX + json.dumps({"m": msgid, "p": params}, ensure_ascii=False, default=str)
-
-
-def _translate_line(text: str) -> str:
-    if text.startswith(I18N_PREFIX):
-        try:
-            data = json.loads(text[len(I18N_PREFIX) :])
-            params = data.get("p") or {}
-            translated = gettext(str(data["m"]))
-            return translated % params if params else translated
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return text
-    # A plain line is shown translated when it is a msgid the catalogs know (else as is).
-    return gettext(text) if text else text
-
-
-def translate_log(log: str) -> str:
-    """The job log in the reader's language, line by line; timestamps are kept."""
-    lines = []
-    for line in (log or "").splitlines():
-        match = LOG_STAMP.match(line)
-        stamp, text = (match.group(1) or "", match.group(2)) if match else ("", line)
-        lines.append(stamp + _translate_line(text))
-    return "\n".join(lines) + ("\n" if log.endswith("\n") else "") if log else ""
 
 
 def describe(job: Any) -> dict[str, Any]:
