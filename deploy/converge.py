@@ -18,7 +18,8 @@ rules):
    every stage is removed and nothing live was touched; the error carries the checker's
    output;
 6. in service order, each changed file (and what the checker compiled from it) is
-   renamed into place, keeping the mode and owner set in the stage;
+   renamed into place, keeping the mode and owner set in the stage, unless the node's
+   fence (:data:`FENCE_NAME`) saw a newer converge's lease token (:class:`Superseded`);
 7. only services whose files changed are activated (maps compiled, daemons reloaded),
    then probed (:meth:`~deploy.services.base.Service.probe`: e.g. SMTP ``RCPT`` to a
    known address); a failed probe puts the previous files back (kept beside as
