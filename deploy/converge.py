@@ -18,7 +18,8 @@ rules):
    every stage is removed and nothing live was touched; the error carries the checker's
    output;
 6. in service order, each changed file (and what the checker compiled from it) is
-   renamed into place, keeping the mode and owner set in the stage;
+   renamed into place, keeping the mode and owner set in the stage, unless the node's
+   fence (:data:`FENCE_NAME`) saw a newer converge's lease token (:class:`Superseded`);
 7. only services whose files changed are activated (maps compiled, daemons reloaded),
    then probed (:meth:`~deploy.services.base.Service.probe`: e.g. SMTP ``RCPT`` to a
    known address); a failed probe puts the previous files back (kept beside as
@@ -90,6 +91,14 @@ Log = Callable[[str], None]
 STATE_PREFIX = ".ums-state-"
 #: Beside each live file during an install: its previous version, for the rollback.
 PREV_SUFFIX = ".ums-prev"
+#: ``<config root>/.ums-fence`` on the node: the highest converge lease token (fencing
+#: token, :mod:`deploy.dirty`) whose install went through there, as a zero-padded number.
+#: The install step refuses an older token (see :func:`install_staged`), so a converge
+#: given up for dead cannot put its older files over a newer converge's. Beside the run
+#: state, for the same reason: it lives and dies with the files it guards.
+FENCE_NAME = ".ums-fence"
+#: Exit status of the install script when the fence refused it.
+FENCE_REFUSED = 75
 
 #: Test hook (None in production): called as ``PHASE_HOOK(phase, service)`` at each step
 #: of a real converge. Per service, in order: ``"stage"`` (before its stage is made),
@@ -115,6 +124,15 @@ class ConvergeError(Exception):
     def __init__(self, message: str, output: str = "") -> None:
         super().__init__(message)
         self.output = output
+
+
+class Superseded(ConvergeError):
+    """The node's fence holds a newer token than this converge's: its install was refused
+    and no live file was touched; the newer converge's outcome stands."""
+
+    def __init__(self, seen: int) -> None:
+        super().__init__(f"a newer converge (token {seen}) already configured this node")
+        self.seen = seen
 
 
 @dataclass
@@ -282,6 +300,20 @@ def state_file(service: Service) -> str:
     return f"{service.config_root.rstrip('/')}/{STATE_PREFIX}{service.name}"
 
 
+def fence_file(service: Service) -> str:
+    """The service's fence file on the node (see :data:`FENCE_NAME`)."""
+    return f"{service.config_root.rstrip('/')}/{FENCE_NAME}"
+
+
+def fence_token(token: int | None) -> str:
+    """The install script's token argument: a non-negative int, or "-" for no fence."""
+    if token is None:
+        return "-"
+    if type(token) is not int or not 0 <= token < 2**63:
+        raise ValueError(f"invalid fencing token {token!r}")
+    return str(token)
+
+
 def config_digest(files: dict[str, str | None]) -> str:
     """One hash for a service's files: path -> sha256 (None: missing), order-free."""
     lines = "".join(f"{path} {digest or '-'}\n" for path, digest in sorted(files.items()))
@@ -312,6 +344,8 @@ class Tracking:
     had: dict[str, str] = field(default_factory=dict)
     files: dict[str, list[ManagedFile]] = field(default_factory=dict)
     probed: dict[str, str] = field(default_factory=dict)
+    #: The converge's lease token, checked and recorded by every install (None: unfenced).
+    fence: int | None = None
 
 
 # Arguments: "1" to remove stages a crashed converge left, then (service name, config
@@ -567,6 +601,9 @@ def _stage(conn: Connector, service: Service, *, copy: bool = True) -> str:
                 "!",
                 "-name",
                 STATE_PREFIX + "*",
+                "!",
+                "-name",
+                FENCE_NAME,
                 "-exec",
                 "cp",
                 "-a",
@@ -657,6 +694,11 @@ def install_staged(
     beside it as ``*.ums-prev`` and the node's record says the new files are installed,
     in the same command as the renames; after the activation the service is probed,
     rolled back on failure, and the record then says what the daemon runs.
+
+    Fenced: with a lease token (``tracking.fence``), the same command takes an flock on
+    the service's :data:`FENCE_NAME` file and refuses (:class:`Superseded`, nothing live
+    touched, the stage removed) when it holds a higher token; otherwise it records this
+    one and renames under the lock, so of two converges the newer one's files stay.
     """
     files = [c.file for c in changes]
     name = service.name
@@ -672,11 +714,27 @@ def install_staged(
             args += [kind, _staged_path(service, stage, path), path]
         phase("install", name)
         installed = tracking.want.get(name, "") if tracking is not None else ""
+        token = fence_token(tracking.fence if tracking is not None else None)
         # One command for every rename (a round trip each was a tenth of a full converge).
-        conn.run(
+        done = conn.run(
             ["sh", "-c", _INSTALL_SCRIPT, "sh", "1" if tracking else "0", state_file(service),
-             installed or "-", *args]
-        ).check()  # fmt: skip
+             installed or "-", fence_file(service), token, *args]
+        )  # fmt: skip
+        if done.exit_code == FENCE_REFUSED and done.stdout.startswith("fenced "):
+            seen = int(done.stdout.split()[1])  # digits only: the script checked
+            log(
+                log_entry(
+                    gettext_noop(
+                        "%(service)s: install refused: the node saw converge token %(seen)s, "
+                        "this is %(token)s"
+                    ),
+                    service=name,
+                    seen=seen,
+                    token=token,
+                )
+            )
+            raise Superseded(seen)
+        done.check()
         log(
             log_entry(
                 gettext_noop("%(service)s: installed %(paths)s"),
@@ -710,9 +768,22 @@ def install_staged(
 # (XFS, btrfs), a plain copy elsewhere. A compiled file the checker did not build is
 # skipped; the first failure stops the rest. The record keeps its "loaded" line: the
 # daemon still runs what it ran until activate and probe pass.
+#
+# Fence (see FENCE_NAME): with a token, fd 9 holds an flock on the fence file for the
+# whole command (released when sh exits). The file is never renamed (a lock on a replaced
+# inode would not exclude anyone) and the token is written in place at a fixed width, so
+# it is never seen truncated. A higher token seen: exit FENCE_REFUSED before any rename.
 _INSTALL_SCRIPT = r"""
 set -u
-keep=$1; f=$2; installed=$3; shift 3
+keep=$1; f=$2; installed=$3; fence=$4; token=$5; shift 5
+if [ "$token" != - ]; then
+  exec 9>>"$fence" || exit 1
+  flock -w 120 9 || exit 1
+  seen=; read -r seen < "$fence" || true
+  case $seen in ''|*[!0-9]*) seen=0 ;; esac
+  if [ "$seen" -gt "$token" ]; then printf 'fenced %s\n' "$seen"; exit 75; fi
+  printf '%020d\n' "$token" 1<>"$fence" || exit 1
+fi
 while [ $# -ge 3 ]; do
   kind=$1; staged=$2; live=$3; shift 3
   if [ "$kind" = compiled ] && [ ! -e "$staged" ]; then continue; fi
@@ -1119,8 +1190,12 @@ def converge(
     dry_run: bool = False,
     services: Iterable[Service] | None = None,
     log: Log | None = None,
+    fence: int | None = None,
 ) -> ConvergeResult:
     """Bring the node behind ``conn`` to ``state``; idempotent. Raises ConvergeError.
+
+    ``fence`` is the converge's lease token: every install checks it against the node's
+    fence and records it (:class:`Superseded` when the node saw a newer one).
 
     Settings that fail :func:`deploy.node_settings.problems` are refused before anything
     is read or rendered, with every reason. Each service with changes is installed,
@@ -1137,7 +1212,8 @@ def converge(
         raise ConvergeError(str(exc)) from exc
     selected = applicable_services(state, services)
     result = ConvergeResult(dry_run=dry_run, services=[s.name for s in selected])
-    tracking = Tracking(state)
+    fence_token(fence)  # a bad token fails here, before anything is read
+    tracking = Tracking(state, fence=fence)
     try:
         tracking.run = read_run_state(conn, selected, clean=not dry_run)
     except CommandFailed as exc:

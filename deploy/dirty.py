@@ -3,7 +3,8 @@
 Per node a :class:`~deploy.models.NodeConvergeState` row holds the *desired generation*
 (bumped by :func:`bump` whenever something the node serves changes) and the *applied
 generation* (the generation the last successful converge read at its start). A node is
-dirty while desired > applied; nothing but a successful converge clears that, so a dead
+dirty while desired > applied; nothing but a successful converge clears that (and a failed
+converge makes even a clean node dirty: it may have changed the node halfway), so a dead
 worker, a failed converge or a lost message leaves the node dirty and the ``converge``
 reconciler (:mod:`deploy.reconcile`) starts it again: with backoff after failures (5 s,
 10 s, 20 s ... ``UMS_CONVERGE_RETRY_MAX_SECONDS``), a node alert after
@@ -14,9 +15,11 @@ One converge per node: a converge takes the node's *lease* (:func:`acquire`) for
 ``UMS_CONVERGE_LEASE_SECONDS``; its job's heartbeat renews it, so a dead worker's lease
 lapses within that time (not an hour). Every acquisition increments ``lease_token``, the
 fencing token: the outcome is written ``WHERE lease_token = mine``, so a converge that was
-given up for dead cannot overwrite a newer one's. Changes arriving meanwhile coalesce: a
-job that finds the lease taken ends at once, and the holder, whose generation was read at
-its start, queues another run if desired moved past it.
+given up for dead cannot overwrite a newer one's; the node enforces the same token on its
+files (every install checks and records it, :func:`deploy.converge.install_staged`).
+Changes arriving meanwhile coalesce: a job that finds the lease taken ends at once, and
+the holder, whose generation was read at its start, queues another run if desired moved
+past it.
 
 Jobs: :func:`mark` bumps and queues a converge job unless one is queued and not started
 (``queued_job_id``). The express step's list of new mailboxes stays in the shared cache:
@@ -306,7 +309,12 @@ def succeeded(lease: Lease) -> bool:
 def failed(lease: Lease, reason: str) -> int:
     """The converge failed: the node stays dirty, the next attempt waits (backoff), and
     after :data:`ALERT_AFTER` failures in a row the node shows an alert with the reason.
-    Returns the failures in a row (0 if the lease was lost)."""
+    Returns the failures in a row (0 if the lease was lost).
+
+    A node that was clean (a converge requested by hand, or after a settings change that
+    bumps nothing) becomes dirty: a converge that failed midway may have left new files
+    live and not reloaded, or rolled back, so the node is no longer known to serve its
+    applied generation, and the reconciler converges it again until one succeeds."""
     with transaction.atomic():
         state = (
             NodeConvergeState.objects.select_for_update()
@@ -318,6 +326,7 @@ def failed(lease: Lease, reason: str) -> int:
         failures = state.failures + 1
         NodeConvergeState.objects.filter(pk=state.pk).update(
             failures=failures,
+            desired_generation=_greatest("desired_generation", F("applied_generation") + 1),
             next_attempt_at=timezone.now() + retry_delay(failures),
             last_error=reason[:4000],
             lease_expires_at=None,
@@ -328,6 +337,18 @@ def failed(lease: Lease, reason: str) -> int:
     return failures
 
 
+def catch_up(node_id: int, seen: int) -> bool:
+    """The node's fence holds ``seen``, a token above any this database issued for it
+    (every token a node sees was issued here first, and tokens only grow): move the
+    node's token sequence past it so the next converge's installs are not refused.
+    Whoever holds the lease loses it (its token no longer matches). True if moved."""
+    return bool(
+        NodeConvergeState.objects.filter(node_id=node_id, lease_token__lt=seen).update(
+            lease_token=seen, lease_expires_at=None, lease_owner=""
+        )
+    )
+
+
 def release(lease: Lease) -> None:
     """Free the lease if this converge still holds it (dry runs, coalesced ends)."""
     NodeConvergeState.objects.filter(node_id=lease.node_id, lease_token=lease.token).update(
@@ -335,7 +356,7 @@ def release(lease: Lease) -> None:
     )
 
 
-def _greatest(field: str, value: int) -> Any:
+def _greatest(field: str, value: Any) -> Any:
     from django.db.models.functions import Greatest
 
     return Greatest(F(field), value)

@@ -231,8 +231,10 @@ def _converge_over_ssh(
     services: list[Service],
     dry_run: bool,
     reporter: jobs.Reporter,
+    fence: int | None = None,
 ) -> tuple[list[str], ConvergeResult]:
-    """One attempt: install the packages the roles need, then converge the files."""
+    """One attempt: install the packages the roles need, then converge the files
+    (every install fenced with ``fence``, the converge's lease token)."""
     from . import converge, desired, packages
 
     with session(node) as conn:
@@ -251,7 +253,7 @@ def _converge_over_ssh(
                 packages=", ".join(installed),
             )
         result = converge.converge(
-            conn, state, dry_run=dry_run, services=services, log=reporter.log
+            conn, state, dry_run=dry_run, services=services, log=reporter.log, fence=fence
         )
     return installed, result
 
@@ -298,7 +300,7 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
     )
     try:
         _express(node, dirty.take_new_mailboxes(node.pk), reporter)
-        result = _converge(node, dry_run=False, reporter=reporter)
+        result = _converge(node, dry_run=False, reporter=reporter, fence=lease.token)
     except Exception as exc:
         failures = dirty.failed(lease, jobs.human_error(exc))
         if failures:
@@ -308,6 +310,7 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
                 failures=failures,
                 delay=delay,
             )
+        _catch_up_with_fence(node, exc, reporter)
         raise
     except BaseException:
         dirty.release(lease)  # the worker is shutting down: the next run may start at once
@@ -320,7 +323,33 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
     return result
 
 
-def _converge(node: Node, *, dry_run: bool, reporter: jobs.Reporter) -> dict:
+def _catch_up_with_fence(node: Node, exc: BaseException, reporter: jobs.Reporter) -> None:
+    """A refusal by a token this database never issued (a restored database, a node row
+    enrolled again over a configured machine) would refuse every converge for good: the
+    node's token sequence moves past it, so the retry goes through."""
+    from . import converge, dirty
+
+    refusal = exc if isinstance(exc, converge.Superseded) else exc.__cause__
+    if isinstance(refusal, converge.Superseded) and dirty.catch_up(node.pk, refusal.seen):
+        reporter.say(
+            gettext_noop(
+                "the node's fence (%(seen)s) is ahead of every converge token this "
+                "database issued; the next converge starts past it"
+            ),
+            seen=refusal.seen,
+        )
+
+
+def _converge(
+    node: Node, *, dry_run: bool, reporter: jobs.Reporter, fence: int | None = None
+) -> dict:
+    """Build the desired state and converge the node (a dry run: the diff only).
+
+    ``fence`` (the lease token of a real converge) goes to every install on the node,
+    which refuses it when a newer converge already installed there (see
+    :func:`deploy.converge.install_staged`): the database outcome is fenced by
+    :mod:`deploy.dirty`, the node's files by the node itself.
+    """
     from . import converge, desired, packages
 
     state = desired.build(node)
@@ -336,7 +365,7 @@ def _converge(node: Node, *, dry_run: bool, reporter: jobs.Reporter) -> dict:
     attempt = 1
     while True:
         try:
-            installed, result = _converge_over_ssh(node, state, services, dry_run, reporter)
+            installed, result = _converge_over_ssh(node, state, services, dry_run, reporter, fence)
             break
         except TransientConnectorError as exc:
             # A converge is idempotent, so after a dropped connection one more run
@@ -350,6 +379,12 @@ def _converge(node: Node, *, dry_run: bool, reporter: jobs.Reporter) -> dict:
             _fail_on_connector_error(exc)
         except packages.PackageInstallFailed as exc:
             raise jobs.PermanentJobError(f"{exc}\n{exc.output}") from exc
+        except converge.Superseded as exc:
+            reporter.say(
+                gettext_noop("%(error)s; its outcome stands, nothing was installed by this one"),
+                error=str(exc),
+            )
+            raise jobs.PermanentJobError(str(exc)) from exc
         except converge.ConvergeError as exc:
             raise jobs.PermanentJobError(f"{exc}\n{exc.output}".strip()) from exc
     for name, paths in result.changed.items():
@@ -375,6 +410,12 @@ def _express(node: Node, mailbox_ids: list[int], reporter: jobs.Reporter) -> Non
     """New mailboxes' addresses live before the converge proper (see deploy.express).
 
     Never fails the converge: whatever goes wrong, the converge adds the entries anyway.
+    Not fenced (the install's fence does not cover it): it only adds entries, for
+    mailboxes that exist in the database the moment it runs, never removes or replaces
+    a file, and any later change (a deletion) bumps the node and converges it again. A
+    stale converge's express step therefore cannot undo a newer converge's outcome; at
+    worst, a mailbox deleted between its read and its write here keeps a relay entry
+    (mail to it deferred, never delivered) until the node's next converge.
     """
     from . import express
 
