@@ -137,7 +137,7 @@ def decrypt_stream(chunks: Iterable[bytes], *, key: str | None = None) -> Iterat
                 continue
             break
         else:
-            raise DecryptionError("the object is damaged (chunk %d fails its check)" % index)
+            raise DecryptionError(f"the object is damaged (chunk {index} fails its check)")
         yield plain
         if final:
             if reader.read(1):

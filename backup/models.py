@@ -68,9 +68,7 @@ class BackupTarget(models.Model):
         _("endpoint URL"), max_length=300, blank=True, validators=[*_TEXT, v.endpoint_url]
     )
     s3_region = models.CharField(_("region"), max_length=63, blank=True, validators=[v.region])
-    s3_bucket = models.CharField(
-        _("bucket"), max_length=63, blank=True, validators=[v.bucket_name]
-    )
+    s3_bucket = models.CharField(_("bucket"), max_length=63, blank=True, validators=[v.bucket_name])
     s3_prefix = models.CharField(
         _("prefix"), max_length=300, blank=True, validators=[v.object_prefix]
     )
@@ -80,9 +78,7 @@ class BackupTarget(models.Model):
     s3_secret_key = EncryptedTextField(_("secret key"), blank=True, validators=_TEXT)
     s3_server_side_encryption = models.BooleanField(_("server-side encryption"), default=False)
 
-    cifs_server = models.CharField(
-        _("server"), max_length=253, blank=True, validators=[v.hostname]
-    )
+    cifs_server = models.CharField(_("server"), max_length=253, blank=True, validators=[v.hostname])
     cifs_port = models.PositiveIntegerField(
         _("port"), default=445, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
@@ -160,7 +156,10 @@ class SnapshotPolicy(models.Model):
     customer_path = models.CharField(max_length=1000, editable=False, db_index=True)
     enabled = models.BooleanField(_("snapshots enabled"), null=True, blank=True)
     hourly_keep = models.PositiveIntegerField(
-        _("hourly snapshots kept"), null=True, blank=True, validators=_keep_validators("hourly_keep")
+        _("hourly snapshots kept"),
+        null=True,
+        blank=True,
+        validators=_keep_validators("hourly_keep"),
     )
     daily_keep = models.PositiveIntegerField(
         _("daily snapshots kept"), null=True, blank=True, validators=_keep_validators("daily_keep")

@@ -71,9 +71,7 @@ def share_name(value: str) -> None:
 
 def account_name(value: str) -> None:
     if value and (not _ACCOUNT.match(value) or value != value.strip()):
-        raise ValidationError(
-            _("Letters, digits and . _ @ - only."), code="account"
-        )
+        raise ValidationError(_("Letters, digits and . _ @ - only."), code="account")
 
 
 def relative_path(value: str) -> None:

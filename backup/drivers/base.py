@@ -46,5 +46,5 @@ class Target(abc.ABC):
     def delete(self, name: str) -> None:
         """Remove ``name``; removing what is not there is not an error."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""

@@ -49,7 +49,7 @@ class NfsTarget(Target):
     def get(self, name: str) -> Iterator[bytes]:
         path = self._path(name)
         try:
-            handle = open(path, "rb")
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError as exc:
             raise TargetError(f"{name} does not exist on the target") from exc
         except OSError as exc:

@@ -85,7 +85,7 @@ def test_encrypted_round_trip_stores_only_ciphertext(driver_and_files) -> None:
 
 
 def test_probe_leaves_nothing_behind(driver_and_files) -> None:
-    driver, files = driver_and_files
+    driver, _files = driver_and_files
     probe(driver)
     assert driver.list("ums-probe") == []
 
@@ -105,9 +105,9 @@ def test_nfs_path_not_mounted_is_clear(tmp_path: Path) -> None:
 
 
 def test_s3_wrong_secret_and_missing_bucket(s3_server: S3Server) -> None:
-    with pytest.raises(TargetError, match="refused the secret key|denied|does not know"):
+    with pytest.raises(TargetError, match="refused the secret key"):
         probe(s3(s3_server, secret_key="wrong-secret-key-0000"))
-    with pytest.raises(TargetError, match="does not know|denied|refused"):
+    with pytest.raises(TargetError, match=r"does not know this access key|denied access"):
         probe(s3(s3_server, access_key="nobody"))
     with pytest.raises(TargetError, match="bucket 'nobucket' does not exist"):
         probe(s3(s3_server, bucket="nobucket"))
