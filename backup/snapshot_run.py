@@ -13,6 +13,7 @@ import datetime
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -108,3 +109,15 @@ def record(
                         "observed_at": now,
                     },
                 )
+
+
+def snapshot_path(snapshot: Snapshot, local_part: str | None = None) -> str:
+    """Where the snapshot's files are on the node: the domain's folder under ZFS's
+    ``.zfs/snapshot`` directory, or one mailbox's Maildir in it."""
+    from deploy.desired import DEFAULT_SETTINGS
+
+    conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
+    root = str(conf.get("mail_root") or "/var/mail/vhosts").rstrip("/")
+    domain = snapshot.dataset.rsplit("/", 1)[-1]
+    path = f"{root}/{domain}/.zfs/snapshot/{snapshot.name}/"
+    return f"{path}{local_part}/Maildir/" if local_part else path
