@@ -12,6 +12,7 @@ urlpatterns = [
     path("targets/<id:pk>/edit/", views.TargetEditView.as_view(), name="target-edit"),
     path("targets/<id:pk>/delete/", views.TargetDeleteView.as_view(), name="target-delete"),
     path("targets/<id:pk>/test/", views.TargetTestView.as_view(), name="target-test"),
+    path("domains/", views.DomainListView.as_view(), name="domain-list"),
     path(
         "domains/<id:pk>/snapshots/", views.DomainSnapshotsView.as_view(), name="domain-snapshots"
     ),

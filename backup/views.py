@@ -110,6 +110,24 @@ class SnapshotNowView(_JobButtonView):
         return reverse("backup:domain-snapshots", args=[obj.pk])
 
 
+class DomainListView(ScopedListView):
+    """Every domain in scope with how many snapshots its node reported, and the newest."""
+
+    template_name = "backup/domain_list.html"
+    model = Domain
+    permission_required = perms.SERVERS_VIEW
+    ordering = "name"
+
+    def filter_queryset(self, queryset: Any) -> Any:
+        from django.db.models import Count, Max, OuterRef, Subquery
+
+        snaps = Snapshot.objects.filter(domain=OuterRef("pk")).order_by().values("domain")
+        return queryset.annotate(
+            snapshot_count=Subquery(snaps.annotate(n=Count("id")).values("n")[:1]),
+            newest_snapshot=Subquery(snaps.annotate(t=Max("taken_at")).values("t")[:1]),
+        )
+
+
 class DomainSnapshotsView(PortalMixin, View):
     """The snapshots the domain's IMAP node last reported, newest first."""
 
@@ -163,6 +181,7 @@ class PolicyEditView(ObjectFormView):
 
 
 __all__ = [
+    "DomainListView",
     "DomainSnapshotsView",
     "PolicyEditView",
     "SnapshotNowView",

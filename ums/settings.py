@@ -291,6 +291,9 @@ SPECTACULAR_SETTINGS = {
         "PermissionCodeEnum": "tenants.permissions.ALL",
         "HeldMessageStatusEnum": "spamhold.models.Status",
         "HeldMessageReasonEnum": "spamhold.models.Reason",
+        "BackupTargetKindEnum": "backup.choices.TargetKind",
+        "SnapshotTierEnum": "backup.choices.SnapshotTier",
+        "AliasKindEnum": "mail.choices.ALIAS_KINDS",
     },
 }
 

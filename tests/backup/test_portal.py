@@ -113,6 +113,9 @@ def test_domain_snapshots_and_snapshot_now(cast: Cast) -> None:
         referenced_bytes=5 * 1024 * 1024,
     )
     client = portal(cast.sub_admin)
+    listing = client.get("/backup/domains/").content.decode()
+    assert f"/backup/domains/{domain.pk}/snapshots/" in listing
+    assert "page.example" not in portal(cast.sibling_admin).get("/backup/domains/").content.decode()
     page = client.get(f"/backup/domains/{domain.pk}/snapshots/").content.decode()
     assert "ums-hourly-20261207T0600Z" in page and "5.0" in page
     response = client.post(f"/backup/domains/{domain.pk}/snapshot-now/")
