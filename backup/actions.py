@@ -22,28 +22,10 @@ from ums.models import Job
 from .choices import POLICY_FIELDS
 from .models import KIND_REQUIRED, BackupTarget, SnapshotPolicy
 
-#: Fields an administrator may set on a target; secrets are write-only.
-TARGET_FIELDS = frozenset(
-    {
-        "name",
-        "s3_endpoint",
-        "s3_region",
-        "s3_bucket",
-        "s3_prefix",
-        "s3_access_key",
-        "s3_secret_key",
-        "s3_server_side_encryption",
-        "cifs_server",
-        "cifs_port",
-        "cifs_share",
-        "cifs_path",
-        "cifs_username",
-        "cifs_password",
-        "cifs_domain",
-        "nfs_path",
-    }
-)
 SECRET_FIELDS = frozenset({"s3_secret_key", "cifs_password"})
+#: Fields an administrator may set on a target: the audited ones but the kind (fixed at
+#: creation), and the secrets (write-only, never audited).
+TARGET_FIELDS = (frozenset(BackupTarget.audit_fields) - {"kind"}) | SECRET_FIELDS
 TEST_JOB = "backup.test_target"
 SNAPSHOT_JOB = "backup.snapshot_node"
 
