@@ -232,3 +232,30 @@ def test_snapshot_policy_endpoint(cast: Cast) -> None:
     outsider = token_client(cast.sibling_admin)
     assert outsider.get(url).status_code == 404
     assert outsider.patch(url, {"dailyKeep": 1}, format="json").status_code == 404
+
+
+def test_lists_run_a_constant_number_of_queries(cast: Cast, django_assert_max_num_queries) -> None:
+    node = _imap_node(cast)
+    domain = make_domain(cast.ministry, "many.example")
+    mailbox = make_mailbox(domain, "bob")
+    for hour in range(30):
+        make_target(cast.ministry, f"Target {hour}")
+        Snapshot.objects.create(
+            node=node,
+            domain=domain,
+            customer_path=domain.customer_path,
+            dataset="tank/mail/many.example",
+            name=f"ums-hourly-202612{1 + hour // 24:02d}T{hour % 24:02d}00Z",
+            tier="hourly",
+            taken_at=at(hour % 24, 1 + hour // 24),
+            observed_at=at(0),
+        )
+    client = token_client(cast.sub_admin)
+    for url in (
+        "/api/v1/backup/targets/",
+        f"/api/v1/backup/snapshots/?domain={domain.pk}",
+        f"/api/v1/backup/snapshots/?mailbox={mailbox.pk}",
+    ):
+        with django_assert_max_num_queries(12):
+            response = client.get(url)
+        assert response.status_code == 200 and len(response.json()["results"]) == 30, url
