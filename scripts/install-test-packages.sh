@@ -12,6 +12,8 @@ packages+=(slapd ldap-utils libldap2-dev libsasl2-dev)
 packages+=(spamd)
 # Delivery with Sieve and auto-responders (issue 5): Dovecot's LDA and Pigeonhole.
 packages+=(dovecot-core dovecot-sieve)
+# Backup targets (issue 13): a real smbd for the CIFS target tests.
+packages+=(samba smbclient)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "servers",
     "deploy",
     "spamhold",
+    "backup",
 ]
 
 MIDDLEWARE = [
@@ -306,6 +307,9 @@ SPECTACULAR_SETTINGS = {
         "PermissionCodeEnum": "tenants.permissions.ALL",
         "HeldMessageStatusEnum": "spamhold.models.Status",
         "HeldMessageReasonEnum": "spamhold.models.Reason",
+        "BackupTargetKindEnum": "backup.choices.TargetKind",
+        "SnapshotTierEnum": "backup.choices.SnapshotTier",
+        "AliasKindEnum": "mail.choices.ALIAS_KINDS",
     },
 }
 
@@ -358,6 +362,14 @@ UMS_SPAMHOLD_CONTENT_TIMEOUT = env_int("UMS_SPAMHOLD_CONTENT_TIMEOUT", 8, minimu
 # its node is retried with backoff up to UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS times.
 UMS_SPAMHOLD_INTENT_LEASE = env_int("UMS_SPAMHOLD_INTENT_LEASE", 20, minimum=5)
 UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS = env_int("UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS", 8, minimum=1)
+# Backups (backup/): the key everything written to a backup target is encrypted with
+# (client side, AES-256-GCM). Unset: generated once under UMS_VAR_DIR/backup_key. Keep a
+# copy away from the controller: a dump nobody can decrypt is lost data.
+UMS_BACKUP_KEY = env_str("UMS_BACKUP_KEY", "") or read_or_create_secret(
+    VAR_DIR / "backup_key", fernet=True
+)
+# How often (seconds) the snapshot scheduler looks for domains due a ZFS snapshot.
+UMS_SNAPSHOT_INTERVAL = env_int("UMS_SNAPSHOT_INTERVAL", 300, minimum=30)
 # How often the reconciler loop re-drives work a dead process left (see ums.reconcile).
 UMS_RECONCILE_INTERVAL = env_int("UMS_RECONCILE_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
@@ -371,6 +383,7 @@ CELERY_BEAT_SCHEDULE = {
     "purge-identity-records": {"task": "tenants.purge_identity_records", "schedule": 3600},
     "ingest-held-mail": {"task": "spamhold.ingest_all", "schedule": UMS_SPAMHOLD_INGEST_INTERVAL},
     "expire-held-mail": {"task": "spamhold.expire", "schedule": 900},
+    "schedule-snapshots": {"task": "backup.schedule_snapshots", "schedule": UMS_SNAPSHOT_INTERVAL},
 }
 
 # Node configuration: converge nodes when mail changes, and run a full converge (packages

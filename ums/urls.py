@@ -26,6 +26,7 @@ urlpatterns = [
     path("mail/", include("mail.urls")),
     path("servers/", include("servers.urls")),
     path("spamhold/", include("spamhold.urls")),
+    path("backup/", include("backup.urls")),
     path("servers/enrolment/", include("servers.enrolment_urls")),
     path("install/", include("servers.install_urls")),
 ]

@@ -18,4 +18,5 @@ urlpatterns = [
     path("", include("spamhold.api.urls")),
     path("", include("servers.api.urls")),
     path("", include("servers.api.enrolment_urls")),
+    path("", include("backup.api.urls")),
 ]

@@ -14,6 +14,7 @@ NAVIGATION = [
     ("mail:home", _("Mail"), "mail", "mail.view"),
     ("servers:home", _("Servers"), "servers", "servers.view"),
     ("spamhold:home", _("Spam hold"), "spamhold", "spamhold.view"),
+    ("backup:target-list", _("Backups"), "lock", "servers.view"),
     ("audit:record-list", _("Audit"), "audit", "audit.view"),
     ("portal:job-list", _("Jobs"), "jobs", None),
     ("tenants:settings", _("Settings"), "settings", None),

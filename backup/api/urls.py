@@ -1,0 +1,10 @@
+from rest_framework.routers import SimpleRouter
+
+from .views import BackupTargetViewSet, SnapshotPolicyViewSet, SnapshotViewSet
+
+router = SimpleRouter()
+router.register("backup/targets", BackupTargetViewSet, basename="backuptarget")
+router.register("backup/snapshots", SnapshotViewSet, basename="snapshot")
+router.register("backup/snapshot-policies", SnapshotPolicyViewSet, basename="snapshotpolicy")
+
+urlpatterns = router.urls

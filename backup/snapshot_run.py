@@ -1,0 +1,123 @@
+"""One snapshot pass over a node: take what is due, prune beyond retention, record what
+the node then reports.
+
+Used by the ``backup.snapshot_node`` job with an SSH session, and by tests with a local
+connector on a real zfs-fuse pool. Safe to run again at any point: due snapshots are
+named by period, pruning only destroys what retention excludes, and the recorded rows are
+replaced by what the node lists afterwards (observed state).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from deploy.connector.base import Connector
+from deploy.services.zfs import ZfsService
+from mail.models import Domain
+from servers.models import Node
+
+from . import policy as policy_mod
+from . import snapshots
+from .models import Snapshot
+
+
+def layout(conf: Mapping[str, Any]) -> str:
+    """The parent dataset of the domain datasets (``<pool>/mail`` by default)."""
+    return ZfsService._layout(conf)[1]
+
+
+def dataset_of(parent: str, domain: Domain) -> str:
+    return ZfsService.dataset_for(parent, domain.name)
+
+
+def run_node(
+    conn: Connector,
+    node: Node,
+    domains: Iterable[Domain],
+    *,
+    conf: Mapping[str, Any],
+    manual: bool = False,
+    now: datetime.datetime | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Take, prune and record for ``domains`` on ``node``; a summary of what was done."""
+    now = now or timezone.now()
+    parent = layout(conf)
+    domains = list(domains)
+    existing = snapshots.read(conn, parent)
+    taken: list[str] = []
+    pruned: list[str] = []
+    policies: dict[int, dict[str, Any]] = {}
+    for domain in domains:
+        dataset = dataset_of(parent, domain)
+        have = {s.name for s in existing.get(dataset, [])}
+        if manual:
+            wanted = [snapshots.period_name("manual", now)]
+            drop: list[str] = []
+        else:
+            if domain.customer_id not in policies:
+                policies[domain.customer_id] = policy_mod.values(domain.customer)
+            policy = policies[domain.customer_id]
+            wanted = snapshots.due(have, policy, now)
+            drop = snapshots.to_prune(have | set(wanted), policy)
+        for name in wanted:
+            if snapshots.take(conn, dataset, name):
+                taken.append(f"{dataset}@{name}")
+                log(f"took {dataset}@{name}")
+        for name in drop:
+            snapshots.destroy(conn, dataset, name)
+            pruned.append(f"{dataset}@{name}")
+            log(f"pruned {dataset}@{name}")
+    observed = snapshots.read(conn, parent)
+    record(node, domains, parent, observed)
+    return {"taken": taken, "pruned": pruned}
+
+
+def record(
+    node: Node,
+    domains: Iterable[Domain],
+    parent: str,
+    observed: Mapping[str, list[snapshots.SnapshotInfo]],
+) -> None:
+    """Make the Snapshot rows of these domains on ``node`` what the node reported."""
+    now = timezone.now()
+    with transaction.atomic():
+        for domain in domains:
+            dataset = dataset_of(parent, domain)
+            reported = observed.get(dataset, [])
+            Snapshot.objects.filter(node=node, dataset=dataset).exclude(
+                name__in=[s.name for s in reported]
+            ).delete()
+            for snap in reported:
+                Snapshot.objects.update_or_create(
+                    node=node,
+                    dataset=dataset,
+                    name=snap.name,
+                    defaults={
+                        "domain": domain,
+                        "customer_path": domain.customer_path,
+                        "tier": snap.tier,
+                        "taken_at": snap.created,
+                        "used_bytes": snap.used,
+                        "referenced_bytes": snap.referenced,
+                        "observed_at": now,
+                    },
+                )
+
+
+def snapshot_path(snapshot: Snapshot, local_part: str | None = None) -> str:
+    """Where the snapshot's files are on the node: the domain's folder under ZFS's
+    ``.zfs/snapshot`` directory, or one mailbox's Maildir in it."""
+    from deploy.desired import DEFAULT_SETTINGS
+
+    conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
+    root = str(conf.get("mail_root") or "/var/mail/vhosts").rstrip("/")
+    domain = snapshot.dataset.rsplit("/", 1)[-1]
+    path = f"{root}/{domain}/.zfs/snapshot/{snapshot.name}/"
+    return f"{path}{local_part}/Maildir/" if local_part else path

@@ -1,0 +1,193 @@
+"""Portal pages of backups: targets (list, create, edit, delete, test), a domain's
+snapshots with "Snapshot now", and a customer's snapshot policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.translation import gettext_lazy
+from django.views import View
+
+from mail.models import Domain
+from tenants import permissions as perms
+from tenants.models import Customer
+from ums.portal.generic import ObjectDeleteView, ObjectFormView, scoped_object_or_404
+from ums.portal.views import PortalMixin, ScopedListView
+
+from . import actions
+from .forms import BackupTargetEditForm, BackupTargetForm, SnapshotPolicyForm
+from .models import BackupTarget, Snapshot, SnapshotPolicy
+from .policy import effective_policy
+
+
+class TargetListView(ScopedListView):
+    template_name = "backup/target_list.html"
+    model = BackupTarget
+    permission_required = perms.SERVERS_VIEW
+    ordering = "id"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["can_manage"] = self.request.user.has_permission(perms.SERVERS_MANAGE)
+        return context
+
+
+class TargetFormView(ObjectFormView):
+    template_name = "backup/form.html"
+    permission_required = perms.SERVERS_MANAGE
+    success_url_name, success_url_target = "backup:target-list", None
+    cancel_url_name, cancel_url_target = "backup:target-list", None
+
+
+class TargetCreateView(TargetFormView):
+    form_class = BackupTargetForm
+    action = actions.create_target
+    title = gettext_lazy("New backup target")
+    success_message = gettext_lazy("Backup target %(name)s created.")
+
+
+class TargetEditView(TargetFormView):
+    form_class = BackupTargetEditForm
+    model = BackupTarget
+    action, object_kwarg = actions.update_target, "target"
+    title = gettext_lazy("Backup target %(name)s")
+    success_message = gettext_lazy("Backup target %(name)s saved.")
+    initial_from_object = tuple(
+        f for f in BackupTargetEditForm.base_fields if f not in actions.SECRET_FIELDS
+    )
+
+
+class TargetDeleteView(ObjectDeleteView):
+    template_name = "backup/confirm.html"
+    permission_required = perms.SERVERS_MANAGE
+    model = BackupTarget
+    action, object_kwarg = actions.delete_target, "target"
+    success_message = gettext_lazy("Backup target %(name)s deleted.")
+    success_url_name = "backup:target-list"
+    cancel_url_name, cancel_url_target = "backup:target-list", None
+
+
+class _JobButtonView(PortalMixin, View):
+    """A POST button that starts a job through an action and shows the job."""
+
+    permission_required = perms.SERVERS_MANAGE
+    model: type = BackupTarget
+    back = "backup:target-list"
+
+    def start(self, obj: Any) -> Any:
+        raise NotImplementedError
+
+    def back_url(self, obj: Any) -> str:
+        return reverse(self.back)
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        obj = scoped_object_or_404(self.model, request.user, pk)
+        try:
+            job = self.start(obj)
+        except (ValidationError, PermissionDenied) as exc:
+            for text in getattr(exc, "messages", None) or [str(exc)]:
+                messages.error(request, text)
+            return HttpResponseRedirect(self.back_url(obj))
+        return HttpResponseRedirect(reverse("portal:job-detail", args=[job.pk]))
+
+
+class TargetTestView(_JobButtonView):
+    def start(self, obj: BackupTarget) -> Any:
+        return actions.start_target_test(actor=self.request.user, target=obj)
+
+
+class SnapshotNowView(_JobButtonView):
+    model = Domain
+
+    def start(self, obj: Domain) -> Any:
+        return actions.snapshot_domain_now(actor=self.request.user, domain=obj)
+
+    def back_url(self, obj: Domain) -> str:
+        return reverse("backup:domain-snapshots", args=[obj.pk])
+
+
+class DomainListView(ScopedListView):
+    """Every domain in scope with how many snapshots its node reported, and the newest."""
+
+    template_name = "backup/domain_list.html"
+    model = Domain
+    permission_required = perms.SERVERS_VIEW
+    ordering = "name"
+
+    def filter_queryset(self, queryset: Any) -> Any:
+        from django.db.models import Count, Max, OuterRef, Subquery
+
+        snaps = Snapshot.objects.filter(domain=OuterRef("pk")).order_by().values("domain")
+        return queryset.annotate(
+            snapshot_count=Subquery(snaps.annotate(n=Count("id")).values("n")[:1]),
+            newest_snapshot=Subquery(snaps.annotate(t=Max("taken_at")).values("t")[:1]),
+        )
+
+
+class DomainSnapshotsView(PortalMixin, View):
+    """The snapshots the domain's IMAP node last reported, newest first."""
+
+    permission_required = perms.SERVERS_VIEW
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        from django.shortcuts import render
+
+        domain = scoped_object_or_404(Domain, request.user, pk, ("customer",))
+        rows = list(
+            Snapshot.objects.filter(domain=domain)
+            .select_related("node")
+            .order_by("-taken_at")[:500]
+        )
+        return render(
+            request,
+            "backup/domain_snapshots.html",
+            {
+                "domain": domain,
+                "snapshots": rows,
+                "policy": effective_policy(domain.customer),
+                "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
+            },
+        )
+
+
+class PolicyEditView(ObjectFormView):
+    template_name = "backup/policy_form.html"
+    permission_required = perms.SERVERS_MANAGE
+    form_class = SnapshotPolicyForm
+    model = Customer
+    action, object_kwarg = actions.set_snapshot_policy, "customer"
+    title = gettext_lazy("Snapshot policy of %(name)s")
+    success_message = gettext_lazy("Snapshot policy of %(name)s saved.")
+    success_url_name, success_url_target = "backup:policy", "object"
+    cancel_url_name, cancel_url_target = "backup:target-list", None
+
+    def get_initial(self) -> dict[str, Any]:
+        own = SnapshotPolicy.objects.filter(customer=self.get_object()).first()
+        fields = ("enabled", "hourly_keep", "daily_keep", "monthly_keep")
+        return {f: getattr(own, f, None) for f in fields}
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["inherited"] = effective_policy(self.get_object(), upto_parent=True)
+        context["effective"] = effective_policy(self.get_object())
+        return context
+
+    def format_values(self, obj: Any) -> dict[str, Any]:
+        return {"name": obj if not isinstance(obj, SnapshotPolicy) else obj.customer, "email": ""}
+
+
+__all__ = [
+    "DomainListView",
+    "DomainSnapshotsView",
+    "PolicyEditView",
+    "SnapshotNowView",
+    "TargetCreateView",
+    "TargetDeleteView",
+    "TargetEditView",
+    "TargetListView",
+    "TargetTestView",
+]
