@@ -20,7 +20,17 @@ from django.conf import settings
 
 ROOT = Path(settings.BASE_DIR)
 LANGUAGES = {"ru": 3, "mn": 2}  # language: number of plural forms
-SOURCE_DIRS = ["templates", "tenants", "audit", "ums", "mail", "servers", "spamhold", "deploy"]
+SOURCE_DIRS = [
+    "templates",
+    "tenants",
+    "audit",
+    "ums",
+    "mail",
+    "servers",
+    "spamhold",
+    "deploy",
+    "backup",
+]
 
 
 def catalog(language: str, root: Path = ROOT) -> polib.POFile:
