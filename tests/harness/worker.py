@@ -56,6 +56,12 @@ def worker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class CeleryProcess:
     """One Celery command (worker or beat) run in its own process group."""
 
@@ -98,6 +104,9 @@ class CeleryProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so kill() takes the pool
+                # A pytest run that is itself killed must not leave a worker consuming the
+                # next run's jobs from the same test database and broker.
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
