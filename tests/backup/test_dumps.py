@@ -315,3 +315,26 @@ def test_scheduler_starts_one_dump_per_day(cast: Cast, nfs_dir: Path, settings) 
     assert "started" in started
     assert "skipped" in dumps_jobs.schedule()
     assert Job.objects.filter(kind="backup.dump").count() == 1
+
+
+def test_portal_lists_dumps_and_dumps_now_for_operators_only(cast: Cast, nfs_dir: Path) -> None:
+    from django.test import Client
+
+    target = nfs_target(cast, nfs_dir)
+    operator, tenant_admin = Client(), Client()
+    operator.force_login(cast.root_admin)
+    tenant_admin.force_login(cast.sub_admin)
+    assert tenant_admin.get("/backup/dumps/").status_code == 403
+    assert tenant_admin.post("/backup/dumps/now/").status_code == 403
+
+    response = operator.post("/backup/dumps/now/")
+    assert response.status_code == 302 and "/jobs/" in response["Location"]
+    job = Job.objects.get(kind="backup.dump")
+    assert job.status == Job.SUCCEEDED, job.error
+    page = operator.get("/backup/dumps/").content.decode()
+    assert target.name in page and job.result["dump"] in page
+    assert "Dump now" in page and "Check dumps" in page
+    response = operator.post(f"/backup/dumps/check/{target.pk}/")
+    assert response.status_code == 302
+    assert Dump.objects.get(target=target).status == Dump.OK
+    assert "verified" in operator.get("/backup/dumps/").content.decode()
