@@ -188,6 +188,16 @@ def test_dump_reaches_every_target_encrypted_and_the_drill_restores_it(
     assert settings.SECRET_KEY not in plain_settings
     assert settings.UMS_BACKUP_KEY not in plain_settings
     assert "UMS_DUMP_KEEP" in plain_settings
+    # A node's part is its rendered configuration: files under /etc and their index, no mail.
+    import io
+    import tarfile
+
+    node_object = next(n for n in kinds if n.startswith("nodes/"))
+    tar_bytes = b"".join(dumps.crypto.decrypt_stream(driver.get(f"dumps/{name}/{node_object}")))
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        members = tar.getnames()
+    assert "UMS-FILES.json" in members and any(m.startswith("etc/postfix/") for m in members)
+    assert all(m == "UMS-FILES.json" or m.startswith("etc/") for m in members), members
 
     # Listed per target through the API, read from the manifests.
     listed = token_client(cast.root_admin).get("/api/v1/backup/dumps/").json()["results"]
