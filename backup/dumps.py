@@ -101,11 +101,12 @@ class Staging:
         self.objects: list[StagedObject] = []
 
     def __enter__(self) -> Staging:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o700)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Only folders named like a dump: the staging folder may be shared with others.
         for old in self.root.iterdir():
-            shutil.rmtree(old, ignore_errors=True)
-        self.dir.mkdir(mode=0o700)
+            if old.is_dir() and NAME_RE.match(old.name):
+                shutil.rmtree(old, ignore_errors=True)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -348,3 +348,25 @@ def test_portal_lists_dumps_and_dumps_now_for_operators_only(cast: Cast, nfs_dir
     assert response.status_code == 302
     assert Dump.objects.get(target=target).status == Dump.OK
     assert "verified" in operator.get("/backup/dumps/").content.decode()
+
+
+def test_the_dump_list_runs_a_constant_number_of_queries(
+    cast: Cast, nfs_dir: Path, django_assert_max_num_queries
+) -> None:
+    from django.utils import timezone
+
+    client = token_client(cast.root_admin)
+    for index in range(3):
+        target = nfs_target(cast, nfs_dir, name=f"NFS {index}")
+        for day in range(5):
+            Dump.objects.create(
+                target=target,
+                customer_path=target.customer_path,
+                name=f"ums-dump-2026120{day + 1}T023000Z-j{index * 10 + day}",
+                created_at=timezone.now(),
+                observed_at=timezone.now(),
+            )
+    client.get("/api/v1/backup/dumps/")  # warm the token and session caches
+    with django_assert_max_num_queries(6):
+        response = client.get("/api/v1/backup/dumps/")
+    assert len(response.json()["results"]) == 15
