@@ -65,3 +65,7 @@ def snapshot_node(job: Job, reporter: jobs.Reporter) -> dict:
             manual=bool(job.params.get("manual")),
             log=reporter.log,
         )
+
+
+# Controller dumps (issue 13 item 5) register their handlers on import.
+from . import dumps_jobs  # noqa: E402, F401

@@ -210,3 +210,41 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset}@{self.name}"
+
+
+# ------------------------------------------------------------------ controller dumps
+
+
+class Dump(models.Model):
+    """A controller dump as its target's manifest last described it (observed state).
+
+    The target is the truth (:mod:`backup.dumps`): these rows are rewritten from the
+    manifests each time a dump job or a check job reads the target.
+    """
+
+    scope_path_field = "customer_path"
+    OK, WRITTEN, DAMAGED, UNREADABLE = "ok", "written", "damaged", "unreadable"
+    STATUSES = (
+        (OK, _("verified")),
+        (WRITTEN, _("written, not verified since")),
+        (DAMAGED, _("checksum mismatch")),
+        (UNREADABLE, _("manifest unreadable")),
+    )
+
+    target = models.ForeignKey(BackupTarget, on_delete=models.CASCADE, related_name="+")
+    customer_path = models.CharField(max_length=1000, db_index=True)
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(null=True)
+    size_bytes = models.BigIntegerField(default=0)
+    object_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=12, choices=STATUSES, default=WRITTEN)
+    status_message = models.CharField(max_length=2000, blank=True)
+    checked_at = models.DateTimeField(null=True)
+    observed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("-created_at", "id")
+        constraints = [models.UniqueConstraint("target", "name", name="backup_dump_unique")]
+
+    def __str__(self) -> str:
+        return self.name

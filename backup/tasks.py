@@ -76,3 +76,7 @@ def schedule(now: Any = None) -> dict[str, Any]:
 @shared_task(name="backup.schedule_snapshots", acks_late=True)
 def schedule_snapshots() -> Any:
     return schedule()
+
+
+# The daily dump scheduler (backup.schedule_dump) lives with the dump jobs.
+from .dumps_jobs import schedule_dump  # noqa: E402, F401

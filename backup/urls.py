@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import dumps_views, views
 
 app_name = "backup"
 
@@ -18,4 +18,8 @@ urlpatterns = [
     ),
     path("domains/<id:pk>/snapshot-now/", views.SnapshotNowView.as_view(), name="snapshot-now"),
     path("policies/<id:pk>/", views.PolicyEditView.as_view(), name="policy"),
+    # Controller dumps (operators only; backup/dumps_views.py).
+    path("dumps/", dumps_views.DumpListView.as_view(), name="dump-list"),
+    path("dumps/now/", dumps_views.DumpNowView.as_view(), name="dump-now"),
+    path("dumps/check/<id:pk>/", dumps_views.DumpCheckView.as_view(), name="dump-check"),
 ]

@@ -9,10 +9,12 @@ your PostgreSQL, Redis and separate Celery workers.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from ums.embedded.postgres import database_settings as embedded_database
@@ -385,6 +387,16 @@ CELERY_BEAT_SCHEDULE = {
     "expire-held-mail": {"task": "spamhold.expire", "schedule": 900},
     "schedule-snapshots": {"task": "backup.schedule_snapshots", "schedule": UMS_SNAPSHOT_INTERVAL},
 }
+# Controller dumps (backup/dumps.py): daily at UMS_DUMP_TIME ("HH:MM" UTC; empty: only
+# "Dump now"), UMS_DUMP_KEEP kept per target, to the top-level customers' targets or only
+# those named in UMS_DUMP_TARGETS (ids or names); staged (encrypted) in UMS_DUMP_STAGING_DIR.
+UMS_DUMP_TIME = env_str("UMS_DUMP_TIME", "02:30") or ""
+if UMS_DUMP_TIME and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", UMS_DUMP_TIME):
+    raise ImproperlyConfigured(f"UMS_DUMP_TIME must be HH:MM (UTC), not {UMS_DUMP_TIME!r}")
+UMS_DUMP_KEEP = env_int("UMS_DUMP_KEEP", 7, minimum=1)
+UMS_DUMP_TARGETS = env_list("UMS_DUMP_TARGETS")
+UMS_DUMP_STAGING_DIR = env_str("UMS_DUMP_STAGING_DIR", "") or str(VAR_DIR / "dumps")
+CELERY_BEAT_SCHEDULE["schedule-dump"] = {"task": "backup.schedule_dump", "schedule": 300}
 
 # Node configuration: converge nodes when mail changes, and run a full converge (packages
 # included) when a node is approved.

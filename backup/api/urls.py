@@ -7,4 +7,9 @@ router.register("backup/targets", BackupTargetViewSet, basename="backuptarget")
 router.register("backup/snapshots", SnapshotViewSet, basename="snapshot")
 router.register("backup/snapshot-policies", SnapshotPolicyViewSet, basename="snapshotpolicy")
 
+# Controller dumps (operators only; backup/dumps_api.py).
+from ..dumps_api import DumpViewSet  # noqa: E402
+
+router.register("backup/dumps", DumpViewSet, basename="dump")
+
 urlpatterns = router.urls
