@@ -213,7 +213,9 @@ def applicable_services(
         from .services.registry import SERVICES
 
         services = SERVICES
-    return [s for s in services if s.applies_to_state(state)]
+    # Bound to the node: a service whose config root depends on the OS (clamd on Rocky
+    # reads /etc/clamd.d) is staged, checked and recorded in that node's directory.
+    return [s.for_node(state.node) for s in services if s.applies_to_state(state)]
 
 
 def render(service: Service, state: DesiredState) -> list[ManagedFile]:

@@ -7,6 +7,7 @@ lists, and ``deploy.converge`` compares, stages, validates, installs and reloads
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +172,24 @@ class Service(ABC):
 
     def applies_to(self, node: NodeView) -> bool:
         return bool(self.roles & set(node.roles))
+
+    def config_root_for(self, node: NodeView) -> str:
+        """The config root on ``node``; one per class unless the OS moves it (clamd)."""
+        return self.config_root
+
+    def for_node(self, node: NodeView) -> Service:
+        """This service with ``config_root`` resolved for ``node``.
+
+        The engine (staging, state and fence files, the inside-the-root check) reads
+        ``config_root``; a service whose root differs by OS gets a copy bound to the
+        node, so every step of one converge agrees on the same directory.
+        """
+        root = self.config_root_for(node)
+        if root == self.config_root:
+            return self
+        bound = copy.copy(self)
+        bound.config_root = root
+        return bound
 
     def applies_to_state(self, state: DesiredState) -> bool:
         """Whether converge manages this service for ``state``; by default by role only.

@@ -49,6 +49,24 @@ def test_render_rhel_paths_and_refuses_injection() -> None:
         ClamAVService(overrides={"LogFile": "/x\nUser root"}).render(_state({}))
 
 
+def test_the_engine_stages_and_records_clamd_in_the_rocky_directory() -> None:
+    """The converge engine binds the service to the node: on Rocky its stage, state and
+    fence files and the inside-the-root check all use /etc/clamd.d (before, the render
+    check refused the file as outside /etc/clamav and clamd never converged on Rocky)."""
+    from deploy import converge
+
+    service = ClamAVService()
+    state = _state({}, os_family="rhel")
+    [bound] = converge.applicable_services(state, [service])
+    assert bound.config_root == "/etc/clamd.d" and service.config_root == "/etc/clamav"
+    [conf] = converge.render(bound, state)
+    assert conf.path == "/etc/clamd.d/scan.conf"
+    assert converge.state_file(bound).startswith("/etc/clamd.d/")
+    assert converge.fence_file(bound).startswith("/etc/clamd.d/")
+    [debian] = converge.applicable_services(_state({}), [service])
+    assert debian is service
+
+
 needs_clamav = pytest.mark.skipif(
     shutil.which("clamd") is None or shutil.which("clamconf") is None, reason="clamav not installed"
 )
