@@ -47,6 +47,24 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
     assert "System check identified no issues (0 silenced)" in result.stdout, result.stdout
 
 
+def test_check_deploy_refuses_jobs_inside_requests(tmp_path: Path) -> None:
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={
+            **env_example(),
+            "UMS_BASE_URL": "https://portal.example.org",
+            "DJANGO_SECRET_KEY": "k" * 10 + "x7Pq2Lm9Rt4Vb8Nc1Zd6Gh3Jk5Wf0Ys-Ea_Qo" * 2,
+            "UMS_VAR_DIR": str(tmp_path),
+            "UMS_TASKS_IN_PROCESS": "true",
+        },
+    )
+    assert result.returncode != 0
+    assert "ums.W001" in result.stderr + result.stdout
+
+
 def test_malformed_variable_fails_loudly(tmp_path: Path) -> None:
     result = run_manage("check", env={"UMS_DEBUG": "perhaps", "UMS_VAR_DIR": str(tmp_path)})
     assert result.returncode != 0
