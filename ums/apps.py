@@ -6,4 +6,6 @@ class UmsConfig(AppConfig):
     verbose_name = "UMS machinery"
 
     def ready(self) -> None:
-        from . import converters  # noqa: F401  (registers the <id:...> path converter)
+        # Imported for their side effects: the <id:...> path converter, `check --deploy`'s
+        # additions.
+        from . import converters, deploy_checks  # noqa: F401

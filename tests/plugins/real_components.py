@@ -36,6 +36,7 @@ COMPONENT_FIXTURES = {
     "ssh_nodes": "nodes",
     "ssh_connect": "nodes",
     "directory_server": "ldap",
+    "simplesamlphp": "simplesamlphp",
 }
 # Folders under tests/ whose tests drive a real daemon or tool (tests/services/<name>).
 COMPONENT_FOLDERS = {"converge": "converge", "services": None}
