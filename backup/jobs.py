@@ -65,3 +65,6 @@ def snapshot_node(job: Job, reporter: jobs.Reporter) -> dict:
             manual=bool(job.params.get("manual")),
             log=reporter.log,
         )
+
+
+from . import export_job  # noqa: E402, F401  (registers backup.export)

@@ -76,3 +76,11 @@ def schedule(now: Any = None) -> dict[str, Any]:
 @shared_task(name="backup.schedule_snapshots", acks_late=True)
 def schedule_snapshots() -> Any:
     return schedule()
+
+
+@shared_task(name="backup.cleanup_exports", acks_late=True)
+def cleanup_exports() -> Any:
+    """Delete controller exports whose download link expired (``UMS_EXPORT_LINK_TTL``)."""
+    from . import export
+
+    return {"expired": export.cleanup()}

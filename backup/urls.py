@@ -19,3 +19,15 @@ urlpatterns = [
     path("domains/<id:pk>/snapshot-now/", views.SnapshotNowView.as_view(), name="snapshot-now"),
     path("policies/<id:pk>/", views.PolicyEditView.as_view(), name="policy"),
 ]
+
+from . import export_views  # noqa: E402
+
+urlpatterns += [
+    path("exports/", export_views.ExportListView.as_view(), name="export-list"),
+    path("exports/new/", export_views.ExportCreateView.as_view(), name="export-create"),
+    path(
+        "exports/download/<str:signed>/",
+        export_views.ExportDownloadView.as_view(),
+        name="export-download",
+    ),
+]
