@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import time
 from collections.abc import Iterator
 
 from deploy.connector.base import Connector, TransientConnectorError, build_command
@@ -160,7 +161,14 @@ def source_folder(
 
 
 def destroy_clone(conn: Connector, dataset: str, export_id: int) -> None:
-    result = conn.run(["zfs", "destroy", "-f", clone_name(dataset, export_id)])
-    if not result.ok and "does not exist" not in result.stderr:
-        raise StreamError(f"zfs destroy of the export clone: {result.stderr.strip()[:1000]}")
+    """Destroy the export's clone; retried a while, as a just-closed mount can be busy."""
+    clone = clone_name(dataset, export_id)
+    for attempt in range(20):
+        result = conn.run(["zfs", "destroy", "-f", clone])
+        if result.ok or "does not exist" in result.stderr:
+            break
+        if "busy" not in result.stderr or attempt == 19:
+            raise StreamError(f"zfs destroy of the export clone: {result.stderr.strip()[:1000]}")
+        conn.run(["zfs", "unmount", "-f", clone])
+        time.sleep(0.5)
     conn.run(["rmdir", clone_mountpoint(export_id)])

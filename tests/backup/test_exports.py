@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -26,6 +27,12 @@ from ums import jobs
 from ums.models import Job
 
 from .test_snapshots import _imap_node
+
+
+@pytest.fixture(autouse=True)
+def _own_var_dir(settings, tmp_path: Path) -> None:
+    settings.VAR_DIR = tmp_path  # controller export files of this test only
+
 
 pytestmark = pytest.mark.django_db
 # Scoping of this route (outsider 404, lists) is tested below, not by the CRUD contract.
@@ -67,7 +74,7 @@ def portal(admin) -> Client:
 
 
 def test_export_needs_the_content_permission(cast: Cast, placed) -> None:
-    domain, mailbox = placed
+    _domain, mailbox = placed
     no_content = make_admin(
         cast.government, "no.content", [c for c in perms.ALL if c != perms.SPAMHOLD_READ_CONTENT]
     )
