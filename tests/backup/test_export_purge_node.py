@@ -18,14 +18,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from audit.models import AuditRecord
 from backup import actions as backup_actions
-from backup import drivers
+from backup import drivers, holders
 from backup import export as export_mod
 from backup.models import BackupTarget, Export, Purge, Snapshot
-from mail.models import Mailbox
+from mail.models import Domain, Mailbox
 from tests.converge.test_mail_store import IMAP, PASSWORD, _failed_jobs, _send, _wait_in_node
 from tests.fixtures import Cast, token_client
 from ums import jobs
@@ -198,3 +198,45 @@ def test_export_then_permanent_purge_on_a_real_node(
     # 6. Again: nothing left to do, and it says so without failing.
     output = _purge(None, monkeypatch)
     assert "0 copies destroyed" in output
+
+    # 7. The whole domain, interrupted by a copy holder that fails once (an unreachable
+    # target), then finished by running the same command again.
+    response = client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json")
+    assert response.status_code == 202, response.content
+    flaky = _FlakyHolder()
+    monkeypatch.setitem(holders._HOLDERS, flaky.name, flaky)
+    with pytest.raises(CommandError, match="Run the same command again"):
+        call_command("purge_domain", DOMAIN, "--permanent", "--yes", stdout=io.StringIO())
+    assert Purge.objects.filter(domain_name=DOMAIN, finished_at__isnull=True).exists()
+    domain_dir = f"/var/mail/vhosts/{DOMAIN}"
+    assert f.in_node(IMAP, ["test", "-e", f"{domain_dir}/bob"], check=False).returncode != 0
+    out = io.StringIO()
+    call_command("purge_domain", DOMAIN, "--permanent", "--yes", stdout=out)
+    assert "Resuming the purge" in out.getvalue() and "permanently purged" in out.getvalue()
+    assert flaky.destroyed
+    listed = f.in_node(IMAP, ["zfs", "list", "-H", "-t", "all", "-o", "name", "-r", pool])
+    assert dataset not in listed.stdout, listed.stdout
+    assert f.in_node(IMAP, ["test", "-e", domain_dir], check=False).returncode != 0
+    assert not Domain.objects.filter(name=DOMAIN).exists()
+    assert not Purge.objects.filter(finished_at__isnull=True).exists()
+    assert AuditRecord.objects.filter(action="backup.purge.done", object_repr=DOMAIN).exists()
+
+
+class _FlakyHolder:
+    """A copy holder whose first destroy fails, as an unreachable target would."""
+
+    name = "flaky-test-holder"
+
+    def __init__(self) -> None:
+        self.failed = self.destroyed = False
+
+    def find(self, domain, local_part):
+        if self.destroyed:
+            return []
+        return [holders.HeldCopy(holder=self.name, description="a copy on a flaky target")]
+
+    def destroy(self, copy, domain, local_part, log) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("target unreachable")
+        self.destroyed = True
