@@ -168,3 +168,27 @@ def export_views_link(export: Export) -> str:
     from backup.export_views import download_url
 
     return download_url(export)
+
+
+def test_export_buttons_and_form(cast: Cast, placed) -> None:
+    domain, mailbox = placed
+    client = portal(cast.sub_admin)
+    page = client.get(f"/mail/mailboxes/{mailbox.pk}/").content.decode()
+    assert f"/backup/exports/new/?mailbox={mailbox.pk}" in page
+    page = client.get(f"/mail/domains/{domain.pk}/").content.decode()
+    assert f"/backup/exports/new/?domain={domain.pk}" in page
+    no_content = make_admin(
+        cast.government, "no.content2", [c for c in perms.ALL if c != perms.SPAMHOLD_READ_CONTENT]
+    )
+    page = portal(no_content).get(f"/mail/mailboxes/{mailbox.pk}/").content.decode()
+    assert "/backup/exports/new/" not in page
+    assert client.get(f"/backup/exports/new/?mailbox={mailbox.pk}").status_code == 200
+    assert (
+        portal(cast.sibling_admin).get(f"/backup/exports/new/?mailbox={mailbox.pk}").status_code
+        == 404
+    )
+    response = client.post(f"/backup/exports/new/?mailbox={mailbox.pk}", {"target": "999999"})
+    assert response.status_code == 200 and response.context["form"].errors["target"]
+    response = client.post(f"/backup/exports/new/?mailbox={mailbox.pk}", {})
+    assert response.status_code == 302 and "/jobs/" in response["Location"]
+    assert Export.objects.get().local_part == "alice"
