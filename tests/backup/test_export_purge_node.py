@@ -85,6 +85,7 @@ def test_export_then_permanent_purge_on_a_real_node(
     store_fleet,  # noqa: F811
     s3_server: S3Server,
     monkeypatch: pytest.MonkeyPatch,
+    settings,
 ) -> None:
     jobs.load_handlers()
     f, pool = store_fleet, store_fleet.pools[IMAP]
@@ -136,6 +137,9 @@ def test_export_then_permanent_purge_on_a_real_node(
     assert not _members_with(tar, bob_token)
     line = b"".join(drivers.get_decrypted(driver, f"{to_s3.object_name}.sha256")).decode()
     assert line.split()[0] == to_s3.sha256
+    fetched = Path(settings.VAR_DIR) / "fetched.tar"
+    call_command("export_fetch", str(to_s3.pk), str(fetched), stdout=io.StringIO())
+    assert fetched.read_bytes() == tar
     stored = list((s3_server.root / "backups").rglob("*.tar*"))
     assert len(stored) == 2 and all(token.encode() not in p.read_bytes() for p in stored)
 
