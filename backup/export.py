@@ -187,6 +187,25 @@ def delete_file(export: Export) -> None:
         (exports_dir() / f"{export.file_name}.part").unlink(missing_ok=True)
 
 
+def discard(export: Export) -> bool:
+    """Delete everything the export wrote; False when its target row is gone (the object
+    can no longer be reached)."""
+    from . import drivers
+
+    delete_file(export)
+    if not export.object_name:
+        return True
+    if not export.target_id:
+        return False
+    driver = drivers.driver_for(export.target)
+    try:
+        driver.delete(export.object_name)
+        driver.delete(f"{export.object_name}.sha256")
+    finally:
+        driver.close()
+    return True
+
+
 def expire(export: Export) -> None:
     """Delete the controller file of an expired export; the row stays as the record."""
     delete_file(export)

@@ -90,13 +90,14 @@ def run_export(job: Job, reporter: jobs.Reporter) -> dict:
     export = export.first()
     if export is None:
         raise jobs.PermanentJobError("The export was deleted.")
-    if export.status in (Export.READY, Export.EXPIRED, Export.PURGED):
-        return {"status": export.status}
+    # Claimed conditionally: a purge marks the row purged, and nothing may bring it back.
+    live = (Export.PENDING, Export.RUNNING, Export.FAILED)
+    if not Export.objects.filter(pk=export.pk, status__in=live).update(status=Export.RUNNING):
+        return {"status": Export.objects.get(pk=export.pk).status}
     if export.node is None:
         raise jobs.PermanentJobError("The IMAP node of this export was deleted.")
     if export.target_id is None and not export.file_name:
         raise jobs.PermanentJobError("The backup target of this export was deleted.")
-    Export.objects.filter(pk=export.pk).update(status=Export.RUNNING)
     conf = getattr(settings, "UMS_CONVERGE", {})
     dataset = ""
     if export.snapshot_name:
@@ -130,7 +131,7 @@ def run_export(job: Job, reporter: jobs.Reporter) -> dict:
         Export.objects.filter(pk=export.pk).update(status=Export.FAILED, error=str(exc)[:1000])
         raise jobs.PermanentJobError(str(exc)) from exc
     now = timezone.now()
-    Export.objects.filter(pk=export.pk).update(
+    finished = Export.objects.filter(pk=export.pk, status=Export.RUNNING).update(
         status=Export.READY,
         size_bytes=counter.size,
         sha256=counter.sha.hexdigest(),
@@ -140,6 +141,10 @@ def run_export(job: Job, reporter: jobs.Reporter) -> dict:
         else now + datetime.timedelta(seconds=export_mod.link_ttl()),
         error="",
     )
+    if not finished:
+        # Purged (or expired) while it was being written: what was just written goes too.
+        export_mod.discard(export)
+        raise jobs.PermanentJobError("The export was permanently deleted while it ran.")
     reporter.progress(counter.total, counter.total)
     reporter.say(
         gettext_noop("exported %(bytes)s bytes, sha256 %(sha256)s"),

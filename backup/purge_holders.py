@@ -17,8 +17,8 @@ from django.conf import settings
 from mail.models import Domain, Mailbox
 from servers.models import Node
 
-from . import drivers, snapshot_run
 from . import export as export_mod
+from . import snapshot_run
 from .holders import HeldCopy, register
 from .models import Export, Purge, Snapshot
 
@@ -113,7 +113,11 @@ class ExportHolder:
     name = "exports"
 
     def find(self, domain: Domain, local_part: str | None) -> list[HeldCopy]:
-        rows = Export.objects.filter(domain_name=domain.name).exclude(status=Export.PURGED)
+        # A purged row keeps its file and object names until both are gone, so a purge
+        # interrupted between marking and deleting finds them again.
+        rows = Export.objects.filter(domain_name=domain.name).exclude(
+            status=Export.PURGED, file_name="", object_name=""
+        )
         if local_part is not None:
             rows = rows.filter(local_part__in=[local_part, ""])
         copies = []
@@ -139,18 +143,12 @@ class ExportHolder:
     def destroy(
         self, copy: HeldCopy, domain: Domain, local_part: str | None, log: Callable[[str], None]
     ) -> None:
+        # Marked first: an export job still writing it then discards what it wrote.
+        Export.objects.filter(pk=copy.ref).update(status=Export.PURGED)
         export = Export.objects.select_related("target").get(pk=copy.ref)
-        export_mod.delete_file(export)
-        if export.object_name and export.target_id:
-            driver = drivers.driver_for(export.target)
-            try:
-                driver.delete(export.object_name)
-                driver.delete(f"{export.object_name}.sha256")
-            finally:
-                driver.close()
-        elif export.object_name:
+        if not export_mod.discard(export):
             log(f"export #{export.pk}: its target was deleted, the object cannot be reached")
-        Export.objects.filter(pk=export.pk).update(status=Export.PURGED)
+        Export.objects.filter(pk=export.pk).update(file_name="", object_name="")
         log(f"destroyed {copy.description}")
 
 
