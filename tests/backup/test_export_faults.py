@@ -60,9 +60,7 @@ def test_export_worker_killed_mid_stream_finishes_on_its_own(
     cur = f"/var/mail/vhosts/{DOMAIN}/alice/Maildir/cur"
     _wait_in_node(f, f"/var/mail/vhosts/{DOMAIN}/alice/Maildir/new", token)
     # A large message of random bytes, so the stream lasts long enough to be cut.
-    f.in_node(
-        IMAP, ["sh", "-c", f"head -c {BIG_MB}M /dev/urandom > {cur}/1.big.example:2,S"]
-    )
+    f.in_node(IMAP, ["sh", "-c", f"head -c {BIG_MB}M /dev/urandom > {cur}/1.big.example:2,S"])
     response = client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json")
     assert response.status_code == 202, response.content
     snapshot = Snapshot.objects.get(domain_id=domain_id)
@@ -113,4 +111,3 @@ def test_export_worker_killed_mid_stream_finishes_on_its_own(
             for m in names.values()
             if m.size < 2**20
         )
-
