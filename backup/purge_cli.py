@@ -33,6 +33,8 @@ class PurgeCommand(BaseCommand):
             the_plan = purge.plan(domain, local_part)
         except purge.PurgeError as exc:
             raise CommandError(str(exc)) from exc
+        except Exception as exc:  # a node or target that cannot be read: nothing was done
+            raise CommandError(f"Cannot list what to purge: {exc}. Nothing was changed.") from exc
         for line in purge.describe(the_plan):
             self.stdout.write(line)
         if not options["yes"]:

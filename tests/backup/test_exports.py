@@ -192,3 +192,55 @@ def test_export_buttons_and_form(cast: Cast, placed) -> None:
     response = client.post(f"/backup/exports/new/?mailbox={mailbox.pk}", {})
     assert response.status_code == 302 and "/jobs/" in response["Location"]
     assert Export.objects.get().local_part == "alice"
+
+
+def test_export_lists_run_a_constant_number_of_queries(
+    cast: Cast, placed, django_assert_max_num_queries
+) -> None:
+    domain, _mailbox = placed
+    for _ in range(3):
+        _ready_export(domain)
+    api, client = token_client(cast.sub_admin), portal(cast.sub_admin)
+    with django_assert_max_num_queries(20) as few:
+        assert len(api.get("/api/v1/backup/exports/").json()["results"]) == 3
+        assert client.get("/backup/exports/").status_code == 200
+    for _ in range(10):
+        _ready_export(domain)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert len(api.get("/api/v1/backup/exports/").json()["results"]) == 13
+        assert client.get("/backup/exports/").status_code == 200
+
+
+def test_purge_of_a_mailbox_deleted_the_ordinary_way(cast: Cast, monkeypatch) -> None:
+    """No node holds it any more (never placed here), but exports of it still exist:
+    purge by name finds and destroys them, asks first, and says what it did."""
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from mail import actions as mail_actions
+
+    domain = make_domain(cast.ministry, "gone.example")
+    mailbox = make_mailbox(domain, "carol")
+    mine, whole = _ready_export(domain, "carol"), _ready_export(domain, "")
+    other = _ready_export(domain, "dave")
+    mail_actions.delete_mailbox(actor=None, mailbox=mailbox)
+    with pytest.raises(CommandError, match="--permanent"):
+        call_command("purge_mailbox", "carol@gone.example", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="unknown domain"):
+        call_command("purge_mailbox", "x@nowhere.example", "--permanent", stdout=io.StringIO())
+    monkeypatch.setattr("builtins.input", lambda: "y")
+    out = io.StringIO()
+    call_command("purge_mailbox", "Carol@gone.example", "--permanent", stdout=out)
+    assert f"export #{mine.pk}" in out.getvalue() and f"export #{whole.pk}" in out.getvalue()
+    assert f"export #{other.pk}" not in out.getvalue()
+    assert "Nothing was changed." in out.getvalue()
+    assert export_mod.file_path(mine).exists()
+    out = io.StringIO()
+    call_command("purge_mailbox", "carol@gone.example", "--permanent", "--yes", stdout=out)
+    assert "2 copies destroyed" in out.getvalue()
+    assert not export_mod.file_path(mine).exists() and not export_mod.file_path(whole).exists()
+    assert export_mod.file_path(other).exists()
+    assert Export.objects.get(pk=mine.pk).status == Export.PURGED
+    record = AuditRecord.objects.get(action="backup.purge.done")
+    assert record.object_repr == "carol@gone.example" and record.actor_name == "system"
