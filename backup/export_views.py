@@ -80,7 +80,8 @@ class ExportListView(ScopedListView):
         for export in context.get("object_list", []):
             if export_mod.can_download(export, user):
                 export.download_link = download_url(export)
-        context["ttl_hours"] = round(export_mod.link_ttl() / 3600, 1)
+        hours = export_mod.link_ttl() / 3600
+        context["ttl_hours"] = int(hours) if hours == int(hours) else round(hours, 1)
         return context
 
 
