@@ -34,6 +34,7 @@ from mail.models import Domain, Mailbox
 from tenants import permissions as perms
 from ums import auditing, jobs, scoping
 from ums.actions import action, require_in_scope, require_permission
+from ums.models import Job
 
 from .models import BackupTarget, Export, Snapshot
 
@@ -220,6 +221,10 @@ def cleanup(now: Any = None) -> int:
     )
     for export in expired:
         expire(export)
+    # A job given up after its attempts (see ums.jobs) leaves its export unfinished.
+    Export.objects.filter(
+        status__in=(Export.PENDING, Export.RUNNING), job__status=Job.FAILED
+    ).update(status=Export.FAILED, error="The export job failed; see its log.")
     return len(expired)
 
 

@@ -162,6 +162,12 @@ def test_expired_link_is_gone_and_the_file_deleted(cast: Cast, placed, settings)
     Export.objects.filter(pk=other.pk).update(expires_at=timezone.now())
     assert tasks.cleanup_exports()["expired"] == 1
     assert not export_mod.file_path(other).exists()
+    # An export whose job was given up is shown as failed, not running for ever.
+    stuck = _ready_export(domain)
+    job = Job.objects.create(kind="backup.export", title="x", status=Job.FAILED)
+    Export.objects.filter(pk=stuck.pk).update(status=Export.RUNNING, job=job)
+    tasks.cleanup_exports()
+    assert Export.objects.get(pk=stuck.pk).status == Export.FAILED
 
 
 def export_views_link(export: Export) -> str:
