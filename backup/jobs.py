@@ -67,5 +67,8 @@ def snapshot_node(job: Job, reporter: jobs.Reporter) -> dict:
         )
 
 
-# Controller dumps (issue 13 item 5) register their handlers on import.
-from . import dumps_jobs  # noqa: E402, F401
+# Controller dumps and Maildir exports register their handlers on import.
+from . import (  # noqa: E402
+    dumps_jobs,  # noqa: F401
+    export_job,  # noqa: F401
+)

@@ -248,3 +248,92 @@ class Dump(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# ----------------------------------------------------------- exports and purges (items 7, 8)
+
+
+class Export(models.Model):
+    """A Maildir tar of one mailbox (or a whole domain when ``local_part`` is blank),
+    written encrypted to a target or kept encrypted on the controller for a download link.
+
+    The names are copied, not only linked: a purge must still find the export after the
+    mailbox or the domain rows are gone.
+    """
+
+    PENDING, RUNNING, READY, FAILED, EXPIRED, PURGED = (
+        "pending",
+        "running",
+        "ready",
+        "failed",
+        "expired",
+        "purged",
+    )
+    STATUSES = [
+        (PENDING, _("Pending")),
+        (RUNNING, _("Running")),
+        (READY, _("Ready")),
+        (FAILED, _("Failed")),
+        (EXPIRED, _("Expired")),
+        (PURGED, _("Permanently deleted")),
+    ]
+    scope_path_field = "customer_path"
+    audit_fields = ("domain_name", "local_part", "snapshot_name", "status", "object_name")
+
+    token = models.CharField(max_length=64, unique=True, editable=False)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    customer_path = models.CharField(max_length=1000, db_index=True)
+    domain = models.ForeignKey(
+        Domain, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    domain_name = models.CharField(max_length=253, db_index=True)
+    local_part = models.CharField(max_length=64, blank=True)
+    snapshot_name = models.CharField(max_length=100, blank=True)
+    node = models.ForeignKey(Node, on_delete=models.SET_NULL, null=True, related_name="+")
+    target = models.ForeignKey(
+        BackupTarget, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    object_name = models.CharField(max_length=512, blank=True)
+    file_name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=8, choices=STATUSES, default=PENDING)
+    job = models.ForeignKey("ums.Job", on_delete=models.SET_NULL, null=True, related_name="+")
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=1000, blank=True)
+    requested_by_name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.local_part}@{self.domain_name}" if self.local_part else self.domain_name
+
+    @property
+    def audit_customer(self) -> Customer | None:
+        return self.customer
+
+
+class Purge(models.Model):
+    """A permanent deletion in progress or done: what a re-run after a crash resumes.
+
+    Holds names, never content; ``done`` lists the steps completed (for the record).
+    """
+
+    domain_name = models.CharField(max_length=253)
+    local_part = models.CharField(max_length=64, blank=True)
+    customer_path = models.CharField(max_length=1000, blank=True)
+    node = models.ForeignKey(Node, on_delete=models.SET_NULL, null=True, related_name="+")
+    done = models.JSONField(default=list)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-started_at",)
+
+    def __str__(self) -> str:
+        return f"{self.local_part}@{self.domain_name}" if self.local_part else self.domain_name

@@ -80,3 +80,11 @@ def schedule_snapshots() -> Any:
 
 # The daily dump scheduler (backup.schedule_dump) lives with the dump jobs.
 from .dumps_jobs import schedule_dump  # noqa: E402, F401
+
+
+@shared_task(name="backup.cleanup_exports", acks_late=True)
+def cleanup_exports() -> Any:
+    """Delete controller exports whose download link expired (``UMS_EXPORT_LINK_TTL``)."""
+    from . import export
+
+    return {"expired": export.cleanup()}

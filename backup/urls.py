@@ -23,3 +23,15 @@ urlpatterns = [
     path("dumps/now/", dumps_views.DumpNowView.as_view(), name="dump-now"),
     path("dumps/check/<id:pk>/", dumps_views.DumpCheckView.as_view(), name="dump-check"),
 ]
+
+from . import export_views  # noqa: E402
+
+urlpatterns += [
+    path("exports/", export_views.ExportListView.as_view(), name="export-list"),
+    path("exports/new/", export_views.ExportCreateView.as_view(), name="export-create"),
+    path(
+        "exports/download/<str:signed>/",
+        export_views.ExportDownloadView.as_view(),
+        name="export-download",
+    ),
+]

@@ -372,6 +372,10 @@ UMS_BACKUP_KEY = env_str("UMS_BACKUP_KEY", "") or read_or_create_secret(
 )
 # How often (seconds) the snapshot scheduler looks for domains due a ZFS snapshot.
 UMS_SNAPSHOT_INTERVAL = env_int("UMS_SNAPSHOT_INTERVAL", 300, minimum=30)
+# Maildir exports kept on the controller: how long (seconds) a download link works; the
+# file is deleted after that by backup.cleanup_exports, run every UMS_EXPORT_CLEANUP_INTERVAL.
+UMS_EXPORT_LINK_TTL = env_int("UMS_EXPORT_LINK_TTL", 86400, minimum=60)
+UMS_EXPORT_CLEANUP_INTERVAL = env_int("UMS_EXPORT_CLEANUP_INTERVAL", 900, minimum=30)
 # How often the reconciler loop re-drives work a dead process left (see ums.reconcile).
 UMS_RECONCILE_INTERVAL = env_int("UMS_RECONCILE_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
@@ -386,6 +390,7 @@ CELERY_BEAT_SCHEDULE = {
     "ingest-held-mail": {"task": "spamhold.ingest_all", "schedule": UMS_SPAMHOLD_INGEST_INTERVAL},
     "expire-held-mail": {"task": "spamhold.expire", "schedule": 900},
     "schedule-snapshots": {"task": "backup.schedule_snapshots", "schedule": UMS_SNAPSHOT_INTERVAL},
+    "cleanup-exports": {"task": "backup.cleanup_exports", "schedule": UMS_EXPORT_CLEANUP_INTERVAL},
 }
 # Controller dumps (backup/dumps.py): daily at UMS_DUMP_TIME ("HH:MM" UTC; empty: only
 # "Dump now"), UMS_DUMP_KEEP kept per target, to the top-level customers' targets or only
