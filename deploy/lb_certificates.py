@@ -266,6 +266,17 @@ def renew_pass(
         due = row.order_url or _issued_by(bundle, local) or needs_renewal(bundle, names, now=now)
         if not due:
             continue
+        if not balancers:
+            # Nothing could answer the HTTP-01 challenge: asking the CA would only fail.
+            LbCertificate.objects.filter(pk=row.pk).update(
+                last_error="no load balancer to answer the ACME challenge yet"
+            )
+            if reporter:
+                reporter.say(
+                    gettext_noop("No load balancer can answer the challenge for %(name)s yet"),
+                    name=name,
+                )
+            continue
         LbCertificate.objects.filter(pk=row.pk).update(last_attempt_at=timezone.now())
         if reporter:
             reporter.say(gettext_noop("Requesting a certificate for %(name)s by ACME"), name=name)

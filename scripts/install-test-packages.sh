@@ -14,6 +14,8 @@ packages+=(spamd)
 packages+=(dovecot-core dovecot-sieve)
 # Backup targets (issue 13): a real smbd for the CIFS target tests.
 packages+=(samba smbclient)
+# ACME for load balancer names (issue 15): Pebble, Let's Encrypt's test CA (with pebble-challtestsrv).
+packages+=(pebble)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -202,7 +202,7 @@ class AcmeIssuer:
             say(
                 gettext_noop("ACME order %(url)s is %(status)s"),
                 url=orderr.uri,
-                status=orderr.body.status,
+                status=orderr.body.status.name,
             )
             for authzr in orderr.authorizations:
                 if authzr.body.status != messages.STATUS_PENDING:

@@ -179,15 +179,22 @@ class Pebble:
         url = f"https://127.0.0.1:{self.management_port}/roots/0"
         return self._get(url, self.management_port).decode()
 
-    def point(self, host: str, address: str) -> None:
-        """Make the DNS server answer ``host`` with ``address`` (to break validation)."""
-        request = urllib.request.Request(  # noqa: S310
-            f"http://127.0.0.1:{self.dns_management_port}/add-a",
-            data=json.dumps({"host": host, "addresses": [address]}).encode(),
+    def _dns(self, verb: str, data: dict) -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.dns_management_port}/{verb}",
+            data=json.dumps(data).encode(),
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=5):  # noqa: S310
             pass
+
+    def point(self, host: str, address: str) -> None:
+        """Make the DNS server answer ``host`` with ``address`` (to break validation)."""
+        self._dns("add-a", {"host": host, "addresses": [address]})
+
+    def unpoint(self, host: str) -> None:
+        """``host`` resolves to the load balancer again."""
+        self._dns("clear-a", {"host": host})
 
     def stop(self) -> None:
         for process in self.processes:

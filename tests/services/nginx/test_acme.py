@@ -24,7 +24,7 @@ NAME = "public.ums.test"
 class _Responder(http.server.BaseHTTPRequestHandler):
     answers: dict[str, str] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         token = self.path.rsplit("/", 1)[-1]
         body = self.answers.get(token)
         if not self.path.startswith("/.well-known/acme-challenge/") or body is None:
