@@ -172,7 +172,8 @@ def _alert(nodes: list[Node], failures: dict[str, str]) -> None:
             resolve_alerts(node, ALERT_KIND)
         return
     message = "; ".join(
-        f"certificate for {name} not renewed: {reason}" for name, reason in sorted(failures.items())
+        _("Certificate for %(name)s not renewed: %(reason)s") % {"name": name, "reason": reason}
+        for name, reason in sorted(failures.items())
     )
     for node in nodes:
         updated = NodeAlert.objects.filter(node=node, kind=ALERT_KIND, resolved_at=None).update(
