@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from ums.crypto import EncryptedTextField
 
 ISSUER_LOCAL_CA = "local-ca"
 ISSUER_ACME = "acme"
-ISSUER_CHOICES = ((ISSUER_LOCAL_CA, "local CA"), (ISSUER_ACME, "ACME"))
+ISSUER_CHOICES = ((ISSUER_LOCAL_CA, _("local CA")), (ISSUER_ACME, _("ACME")))
 
 
 class AcmeAccount(models.Model):

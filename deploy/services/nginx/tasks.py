@@ -30,7 +30,6 @@ __all__ = [
     "cert_directory",
     "current_certificates",
     "renew_lb_certificates",
-    "renew_now",
 ]
 
 #: Called with the renewed names when anything was renewed, so the load balancers get
@@ -46,13 +45,6 @@ def cert_directory() -> Path:
 def current_certificates() -> dict[str, dict[str, str]]:
     """The store's certificates as the nginx service renders them (``tls_certificates``)."""
     return certificates_setting(FileCertificateStore(cert_directory()))
-
-
-def renew_now() -> list[str]:
-    """One renewal pass over the controller's certificate store; the renewed names."""
-    from deploy.lb_certificates import renew_pass
-
-    return renew_pass()["renewed"]
 
 
 @shared_task(name="deploy.renew_lb_certificates", acks_late=True)
