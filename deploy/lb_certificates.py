@@ -8,8 +8,9 @@ served with a local-CA one, so nginx can start and answer the challenge at all.
 
 The renewal runs as the job ``lb.renew_certificates`` (daily, from beat): a certificate
 with fewer than 30 days left is renewed; an ACME failure keeps the current certificate,
-records the reason on the name, logs it in the job and raises a ``certificate_renewal``
-alert on each load balancer (resolved by the next success). Crash safety: the order in
+records the reason on the name, logs it in the job (which then fails with the reason,
+after renewing what it could) and raises a ``certificate_renewal`` alert on each load
+balancer (resolved by the next success). Crash safety: the order in
 flight is saved before its challenges are answered and resumed from the ACME server's
 state by the next run; a stored certificate the load balancers were not told about yet
 (``installed_serial``) is handed to converge again.
@@ -326,7 +327,16 @@ def renew_job(job: Job, reporter: jobs.Reporter) -> dict:
     result = renew_pass(reporter)
     if result["renewed"]:
         reporter.say(gettext_noop("Renewed: %(names)s"), names=", ".join(result["renewed"]))
-    else:
+    if result["failed"]:
+        # The job shows as failed with the reason; the alert stays open until a success.
+        raise jobs.PermanentJobError(
+            "; ".join(
+                _("Certificate for %(name)s not renewed: %(reason)s")
+                % {"name": name, "reason": reason}
+                for name, reason in sorted(result["failed"].items())
+            )
+        )
+    if not result["renewed"]:
         reporter.say(gettext_noop("No certificate needed renewal"))
     return result
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,13 @@ def test_load_balancer_serves_renews_and_keeps_a_pebble_certificate(
     first = store.get(PUBLIC)
     assert first is not None
     _wait_served(lb_node.address, PUBLIC, pebble_root, first.serial)
+    s_client = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{lb_node.address}:443", "-servername", PUBLIC,
+         "-CAfile", str(pebble_root), "-verify_return_error", "-verify_hostname", PUBLIC],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert s_client.returncode == 0, s_client.stdout[-2000:] + s_client.stderr[-2000:]
+    assert "Verify return code: 0 (ok)" in s_client.stdout
     assert _served(lb_node.address, PRIVATE, local_ca).serial_number == private_serial
     row = LbCertificate.objects.get(name=PUBLIC)
     assert row.order_url == "" and row.last_error == "" and row.installed_serial
@@ -181,7 +189,8 @@ def test_load_balancer_serves_renews_and_keeps_a_pebble_certificate(
     alert = NodeAlert.objects.get(node=node, kind=ALERT_KIND, resolved_at=None)
     assert PUBLIC in alert.message and "challenge failed" in alert.message, alert.message
     job = Job.objects.filter(kind="lb.renew_certificates").latest("pk")
-    assert job.status == Job.SUCCEEDED and "challenge failed" in job.log, job.log
+    assert job.status == Job.FAILED and "challenge failed" in job.error, job.log
+    assert "the current certificate stays in place" in job.log
     assert "challenge failed" in LbCertificate.objects.get(name=PUBLIC).last_error
     assert store.get(PUBLIC).serial == second.serial  # type: ignore[union-attr]
     assert _served(lb_node.address, PUBLIC, pebble_root).serial_number == second.serial
@@ -191,4 +200,4 @@ def test_load_balancer_serves_renews_and_keeps_a_pebble_certificate(
     renewed = _renew()
     assert renewed == [PUBLIC], Job.objects.filter(kind="lb.renew_certificates").latest("pk").log
     assert not NodeAlert.objects.filter(node=node, kind=ALERT_KIND, resolved_at=None).exists()
-    assert not [j.error for j in Job.objects.filter(status=Job.FAILED)]
+    assert not [j.error for j in Job.objects.filter(status=Job.FAILED, kind="node.converge")]
