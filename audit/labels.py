@@ -120,6 +120,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "node.key_rotated": pgettext_lazy("audit action", "Controller key rotated"),
     "node.host_key_mismatch": pgettext_lazy("audit action", "Node host key changed"),
     "node.host_key_accept": pgettext_lazy("audit action", "New host key accepted"),
+    "lb_certificate.issuer": pgettext_lazy("audit action", "Certificate issuer chosen"),
     "node.status.active": pgettext_lazy("audit action", "Node is active"),
     "node.status.degraded": pgettext_lazy("audit action", "Node is degraded"),
     "node.status.offline": pgettext_lazy("audit action", "Node is offline"),

@@ -15,7 +15,11 @@ from servers.models import Node
 from ums import auditing, jobs
 from ums.models import Job
 
-from . import controller_keys, node_ops
+from . import (
+    controller_keys,
+    lb_certificates,  # noqa: F401 (registers the lb.renew_certificates job)
+    node_ops,
+)
 from .connector.base import (
     CommandTimeout,
     ConnectorError,

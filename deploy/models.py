@@ -98,3 +98,6 @@ class NodeConvergeState(models.Model):
     @property
     def dirty(self) -> bool:
         return self.desired_generation > self.applied_generation
+
+
+from .certificate_models import AcmeAccount, LbCertificate  # noqa: E402,F401 (ACME, issue 15)

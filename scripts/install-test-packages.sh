@@ -17,6 +17,8 @@ packages+=(samba smbclient)
 # SAML against a real identity provider (issue 18): SimpleSAMLphp under PHP's web server,
 # behind nginx for TLS.
 packages+=(simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring)
+# ACME for load balancer names (issue 15): Pebble, Let's Encrypt's test CA (with pebble-challtestsrv).
+packages+=(pebble)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -433,3 +433,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("UMS_LOG_LEVEL", "INFO")},
 }
+
+# ACME for load balancer names marked "acme" (deploy/lb_certificates.py). Unset: Let's
+# Encrypt production; empty: ACME off (every name keeps the local CA). The CA bundle
+# verifies the ACME server's HTTPS (default: certifi's roots, not REQUESTS_CA_BUNDLE).
+UMS_ACME_DIRECTORY = (
+    env_str("UMS_ACME_DIRECTORY", "https://acme-v02.api.letsencrypt.org/directory") or ""
+)
+UMS_ACME_EMAIL = env_str("UMS_ACME_EMAIL", "") or ""
+UMS_ACME_CA_BUNDLE = env_str("UMS_ACME_CA_BUNDLE", "") or ""

@@ -1,7 +1,6 @@
 """nginx load balancer service: configuration, certificates and their renewal."""
 
 from .certs import (
-    AcmeIssuer,
     CertificateBundle,
     FileCertificateStore,
     LocalCAIssuer,
@@ -13,7 +12,6 @@ from .service import WEB_ROLES, MissingCertificate, NginxService, tls_protocols
 
 __all__ = [
     "WEB_ROLES",
-    "AcmeIssuer",
     "CertificateBundle",
     "FileCertificateStore",
     "LocalCAIssuer",

@@ -5,9 +5,9 @@ The product sheet asks for certificates renewed every 3 months. Issuance is plug
 
 * :class:`LocalCAIssuer` signs with a local certificate authority (``cryptography``). It
   is what the tests use and the on-premise default: clients must trust the local CA.
-* :class:`AcmeIssuer` is the interface for production issuance from a public ACME CA
-  (Let's Encrypt). **It is not implemented in this build**: no ACME server is reachable
-  from here to test against, so ``issue`` raises :class:`IssuerUnavailable` and says so.
+* ACME issuance for public names (Let's Encrypt or any RFC 8555 CA) is
+  :class:`deploy.services.nginx.acme.AcmeIssuer`, driven per name by
+  :mod:`deploy.lb_certificates`.
 
 Certificates live in a :class:`CertificateStore` on the controller (a directory by
 default); :func:`certificates_setting` turns the store into the
@@ -37,7 +37,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "CERT_LIFETIME",
     "RENEW_BEFORE",
-    "AcmeIssuer",
     "CertificateBundle",
     "CertificateStore",
     "FileCertificateStore",
@@ -69,7 +68,7 @@ def valid_cert_name(name: str) -> bool:
 
 
 class IssuerUnavailable(RuntimeError):
-    """The issuer cannot issue (not configured, or not implemented in this build)."""
+    """The issuer cannot issue (not configured)."""
 
 
 @dataclass(frozen=True)
@@ -223,28 +222,6 @@ class LocalCAIssuer:
         )
         return CertificateBundle(
             cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)
-        )
-
-
-class AcmeIssuer:
-    """Production issuance from an ACME CA (RFC 8555). NOT IMPLEMENTED in this build.
-
-    The interface is fixed so a real client (e.g. the ``acme`` package, HTTP-01 answers
-    served by the load balancer from ``/.well-known/acme-challenge/``, which the rendered
-    nginx configuration already routes to :data:`ACME_CHALLENGE_DIR`) can be dropped in.
-    No ACME server is reachable from the development machines, so nothing here was
-    tested against one; ``issue`` refuses instead of pretending.
-    """
-
-    def __init__(self, directory_url: str, contact_email: str, account_key_pem: str) -> None:
-        self.directory_url = directory_url
-        self.contact_email = contact_email
-        self.account_key_pem = account_key_pem
-
-    def issue(self, names: Sequence[str], *, now: dt.datetime | None = None) -> CertificateBundle:
-        raise IssuerUnavailable(
-            "ACME issuance is not implemented in this build; use the local CA issuer "
-            "or install certificates into the certificate store by hand"
         )
 
 

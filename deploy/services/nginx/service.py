@@ -42,7 +42,8 @@ __all__ = ["WEB_ROLES", "MissingCertificate", "NginxService", "tls_protocols"]
 #: Web roles the load balancer fronts, in rendering order.
 WEB_ROLES: tuple[str, ...] = ("webmail", "cloudfiles", "chat", "office")
 
-#: Where ACME HTTP-01 challenge answers would be written (see certs.AcmeIssuer).
+#: Where ACME HTTP-01 challenge answers are pushed (deploy.lb_certificates): nginx serves
+#: ``<dir>/.well-known/acme-challenge/<token>`` on port 80.
 ACME_CHALLENGE_DIR = "/var/lib/ums/acme"
 
 _VERSION_ALIASES = {
@@ -137,6 +138,7 @@ class NginxService(Service):
         https_port: int = 443,
         extra_main: str = "",
         extra_http: str = "",
+        acme_root: str = ACME_CHALLENGE_DIR,
     ) -> None:
         if config_root is not None:
             self.config_root = config_root.rstrip("/")
@@ -146,6 +148,7 @@ class NginxService(Service):
         self.https_port = https_port
         self.extra_main = extra_main
         self.extra_http = extra_http
+        self.acme_root = acme_root.rstrip("/")
 
     # ------------------------------------------------------------------ render
 
@@ -195,7 +198,8 @@ class NginxService(Service):
             self._listen(self.http_port, " default_server"),
             "    server_name _;",
             "    location /.well-known/acme-challenge/ {",
-            f"        root {ACME_CHALLENGE_DIR};",
+            f"        root {self.acme_root};",
+            "        default_type text/plain;",
             "    }",
             "    location / {",
             f"        return 301 {redirect};",

@@ -10,9 +10,9 @@ The worker must import this module (``from deploy.services.nginx import tasks`` 
 ``deploy/tasks.py``): Celery's autodiscovery only looks at ``<app>/tasks.py``.
 
 Settings (all optional): ``UMS_TLS_CERT_DIR`` (default ``VAR_DIR / "tls"``),
-``UMS_TLS_ISSUER`` (``"local-ca"``, the default, or ``"acme"``, which is not implemented
-in this build and fails loudly), ``UMS_LB_HOSTNAMES`` (``{cert name: [dns names]}`` to
-issue even before they are in the store).
+``UMS_LB_HOSTNAMES`` (``{cert name: [dns names]}`` to issue even before they are in the
+store). Which names use ACME, and the ACME settings, are in :mod:`deploy.lb_certificates`,
+which the task hands the work to as the job ``lb.renew_certificates`` (job log, alerts).
 """
 
 from __future__ import annotations
@@ -24,21 +24,12 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from .certs import (
-    AcmeIssuer,
-    FileCertificateStore,
-    Issuer,
-    LocalCAIssuer,
-    certificates_setting,
-    renew_certificates,
-)
+from .certs import FileCertificateStore, certificates_setting
 
 __all__ = [
     "cert_directory",
     "current_certificates",
-    "default_issuer",
     "renew_lb_certificates",
-    "renew_now",
 ]
 
 #: Called with the renewed names when anything was renewed, so the load balancers get
@@ -56,28 +47,13 @@ def current_certificates() -> dict[str, dict[str, str]]:
     return certificates_setting(FileCertificateStore(cert_directory()))
 
 
-def default_issuer(directory: Path) -> Issuer:
-    """The configured issuer: the local CA (kept in ``directory/ca``) unless ACME."""
-    if getattr(settings, "UMS_TLS_ISSUER", "local-ca") == "acme":
-        return AcmeIssuer(
-            getattr(settings, "UMS_ACME_DIRECTORY", ""),
-            getattr(settings, "UMS_ACME_EMAIL", ""),
-            "",
-        )
-    return LocalCAIssuer.load_or_create(directory / "ca")
-
-
-def renew_now() -> list[str]:
-    """One renewal pass over the controller's certificate store; the renewed names."""
-    directory = cert_directory()
-    store = FileCertificateStore(directory)
-    wanted = getattr(settings, "UMS_LB_HOSTNAMES", None) or {}
-    renewed = renew_certificates(store, default_issuer(directory), wanted)
-    if renewed and on_renewed is not None:
-        on_renewed(renewed)
-    return renewed
-
-
 @shared_task(name="deploy.renew_lb_certificates", acks_late=True)
 def renew_lb_certificates() -> list[str]:
-    return renew_now()
+    """Queue the renewal job; the names it renewed when it ran here and now (eager)."""
+    from deploy.lb_certificates import start_renewal
+
+    job = start_renewal()
+    if job is None:
+        return []
+    job.refresh_from_db()
+    return list((job.result or {}).get("renewed", [])) if job.result else []

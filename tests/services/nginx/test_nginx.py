@@ -359,8 +359,11 @@ def test_renewal_replaces_near_expiry_certificate(tmp_path: Path, issuer: LocalC
     assert files[f"/etc/nginx/ums/tls/{HOST}.crt"].decode() == new.cert_pem
 
 
-def test_renewal_task_uses_configured_store(tmp_path: Path, settings: object, db: None) -> None:
-    # db: a renewal looks up the load balancers to mark dirty (none exist here).
+def test_renewal_task_uses_configured_store(
+    tmp_path: Path, settings: object, transactional_db: None
+) -> None:
+    # The task queues the renewal job, which runs after commit (eager here); it looks up
+    # the load balancers to mark dirty (none exist here).
     from deploy.services.nginx import tasks
 
     settings.UMS_TLS_CERT_DIR = str(tmp_path / "tls")  # type: ignore[attr-defined]
