@@ -19,3 +19,23 @@ urlpatterns = [
     path("domains/<id:pk>/snapshot-now/", views.SnapshotNowView.as_view(), name="snapshot-now"),
     path("policies/<id:pk>/", views.PolicyEditView.as_view(), name="policy"),
 ]
+
+# Exclusion policies and per mail store settings (backup/exclusion_views.py).
+from . import exclusion_views as ev  # noqa: E402
+
+urlpatterns += [
+    path("exclusions/", ev.ExclusionListView.as_view(), name="exclusion-list"),
+    path(
+        "exclusions/customers/<id:pk>/",
+        ev.CustomerExclusionView.as_view(),
+        name="exclusion-customer",
+    ),
+    path("exclusions/domains/<id:pk>/", ev.DomainExclusionView.as_view(), name="exclusion-domain"),
+    path(
+        "exclusions/mailboxes/<id:pk>/",
+        ev.MailboxExclusionView.as_view(),
+        name="exclusion-mailbox",
+    ),
+    path("mail-stores/", ev.MailStoreListView.as_view(), name="store-list"),
+    path("mail-stores/<id:pk>/", ev.MailStoreSettingsView.as_view(), name="store"),
+]

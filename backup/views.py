@@ -18,7 +18,7 @@ from tenants.models import Customer
 from ums.portal.generic import ObjectDeleteView, ObjectFormView, scoped_object_or_404
 from ums.portal.views import PortalMixin, ScopedListView
 
-from . import actions
+from . import actions, exclusion_policy
 from .forms import BackupTargetEditForm, BackupTargetForm, SnapshotPolicyForm
 from .models import BackupTarget, Snapshot, SnapshotPolicy
 from .policy import effective_policy
@@ -127,6 +127,14 @@ class DomainListView(ScopedListView):
             newest_snapshot=Subquery(snaps.annotate(t=Max("taken_at")).values("t")[:1]),
         )
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        from .exclusion_policy import for_domains
+
+        context = super().get_context_data(**kwargs)
+        excluded = for_domains(context["object_list"])  # the page's, in one query
+        context["rows"] = [(d, excluded[d.pk]) for d in context["object_list"]]
+        return context
+
 
 class DomainSnapshotsView(PortalMixin, View):
     """The snapshots the domain's IMAP node last reported, newest first."""
@@ -149,6 +157,7 @@ class DomainSnapshotsView(PortalMixin, View):
                 "domain": domain,
                 "snapshots": rows,
                 "policy": effective_policy(domain.customer),
+                "exclusions": exclusion_policy.describe(domain),
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
             },
         )

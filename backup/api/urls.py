@@ -8,3 +8,16 @@ router.register("backup/snapshots", SnapshotViewSet, basename="snapshot")
 router.register("backup/snapshot-policies", SnapshotPolicyViewSet, basename="snapshotpolicy")
 
 urlpatterns = router.urls
+
+# Exclusion policies and per mail store settings (backup/api/exclusions.py).
+from . import exclusions as ex  # noqa: E402
+
+for _prefix, _viewset, _basename in (
+    ("backup/exclusions", ex.ExclusionViewSet, "backupexclusion"),
+    ("backup/exclusions/customers", ex.CustomerExclusionViewSet, "customerexclusion"),
+    ("backup/exclusions/domains", ex.DomainExclusionViewSet, "domainexclusion"),
+    ("backup/exclusions/mailboxes", ex.MailboxExclusionViewSet, "mailboxexclusion"),
+    ("backup/mail-stores", ex.MailStoreSettingsViewSet, "mailstoresettings"),
+):
+    router.register(_prefix, _viewset, basename=_basename)
+urlpatterns = router.urls
