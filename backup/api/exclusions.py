@@ -176,6 +176,19 @@ class MailStoreSettingsSerializer(StrictSerializer):
     daily_keep = _keep("daily_keep")
     monthly_keep = _keep("monthly_keep")
 
+    def _check(self, field: str, value: str) -> str:
+        # The node's own checks here too, so they come with the other field errors.
+        found = store_settings.problems(self.context["node"], {field: value}).get(field)
+        if found:
+            raise serializers.ValidationError(found)
+        return value
+
+    def validate_compression(self, value: str) -> str:
+        return self._check("compression", value)
+
+    def validate_dedup(self, value: str) -> str:
+        return self._check("dedup", value)
+
 
 class MailStoreSettingsViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     """``/backup/mail-stores/<node id>/``: own values, effective ones, the choices."""
@@ -191,7 +204,9 @@ class MailStoreSettingsViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     @extend_schema(request=MailStoreSettingsSerializer)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         node = self.get_object()
-        serializer = MailStoreSettingsSerializer(data=request.data, partial=True)
+        serializer = MailStoreSettingsSerializer(
+            data=request.data, partial=True, context={"node": node}
+        )
         serializer.is_valid(raise_exception=True)
         store_settings.set_store_settings(
             actor=request.user, node=node, **serializer.validated_data

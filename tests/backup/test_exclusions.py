@@ -19,6 +19,7 @@ from backup.exclusion_policy import clean_folders, describe, describe_customer, 
 from backup.models import Snapshot
 from deploy.models import DomainPlacement
 from deploy.services.zfs import ZfsService
+from tests.api.contracts import COVERED
 from tests.fixtures import Cast, token_client
 from tests.mail.helpers import make_domain, make_mailbox
 from tests.services.localconn import LocalConnector
@@ -29,6 +30,8 @@ from .test_portal import portal
 from .test_snapshots import _domain_data, _imap_node, _snapshot_names, at
 
 pytestmark = pytest.mark.django_db
+# Scoping of these routes (outsider: 404, empty list) is tested below.
+COVERED.update({"backupexclusion", "customerexclusion", "domainexclusion", "mailboxexclusion"})
 
 
 def test_folder_names_every_error_at_once() -> None:
@@ -153,7 +156,11 @@ def test_api_levels_errors_scope_and_audit(cast: Cast) -> None:
     assert sorted(r["level"] for r in rows) == ["customer", "domain", "mailbox"]
 
     outsider = token_client(cast.sibling_admin)
-    for path in (f"customers/{cast.government.pk}", f"domains/{domain.pk}"):
+    for path in (
+        f"customers/{cast.government.pk}",
+        f"domains/{domain.pk}",
+        f"mailboxes/{mailbox.pk}",
+    ):
         assert outsider.get(f"{base}/{path}/").status_code == 404
         assert outsider.patch(f"{base}/{path}/", {"excluded": True}, format="json").status_code == (
             404
@@ -178,7 +185,7 @@ def test_snapshot_lists_show_excluded_in_constant_queries(
     node = _imap_node(cast)
     client = token_client(cast.sub_admin)
     domains = [make_domain(cast.ministry, f"list{i}.example") for i in range(6)]
-    for i, domain in enumerate(domains):
+    for domain in domains:
         for hour in range(3):
             Snapshot.objects.create(
                 node=node,
