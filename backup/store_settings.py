@@ -155,6 +155,9 @@ def set_store_settings(*, actor: Any, node: Node, **values: Any) -> MailStoreSet
         errors.setdefault(NON_FIELD_ERRORS, []).append(_("Only IMAP nodes have a mail store."))
     if errors:
         raise ValidationError(errors)
+    if values.get("compression") == "gzip-6":
+        # ZFS reports gzip-6 as "gzip": stored as shown, so converge finds it in step.
+        values["compression"] = "gzip"
     row, created = MailStoreSettings.objects.select_for_update().get_or_create(
         node=node, defaults={"customer_path": node.customer_path}
     )

@@ -5,13 +5,15 @@ override used by the scheduler, API and portal scoped (404 outside)."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from audit.models import AuditRecord
 from backup import actions, tasks
-from backup.store_settings import set_store_settings
+from backup.store_settings import COMMON_COMPRESSION, set_store_settings
 from deploy import desired
 from deploy.models import DomainPlacement, NodeConvergeState
 from deploy.node_settings import problems
@@ -19,6 +21,7 @@ from servers.models import Node
 from tests.api.contracts import COVERED
 from tests.fixtures import Cast, token_client
 from tests.mail.helpers import make_domain
+from tests.services.zfs.test_zfs import pool  # noqa: F401  (the shared pool fixture)
 from ums.models import Job
 
 from .test_portal import portal
@@ -52,6 +55,8 @@ def test_values_checked_against_the_node_every_error_at_once(cast: Cast) -> None
     Node.objects.filter(pk=node.pk).update(storage_service="zfs", memory_mb=0)
     node.refresh_from_db()
     set_store_settings(actor=cast.sub_admin, node=node, compression="zstd-3", dedup="on")
+    row = set_store_settings(actor=cast.sub_admin, node=node, compression="gzip-6")
+    assert row.compression == "gzip"  # what ZFS reports for it, so converge stays idempotent
 
     smtp = Node.objects.create(
         customer=cast.government,
@@ -140,3 +145,37 @@ def test_api_and_portal(cast: Cast) -> None:
     assert response.status_code == 302
     assert client.get(url).json()["own"]["compression"] == "zle"
     assert portal(cast.sibling_admin).get(f"/backup/mail-stores/{node.pk}/").status_code == 404
+
+
+def _zfs_value(dataset: str, prop: str) -> str:
+    argv = ["zfs", "get", "-H", "-o", "value", prop, dataset]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_every_compression_offered_for_zfs_fuse_is_one_it_takes(pool: str) -> None:  # noqa: F811
+    """The list offered for zfs-fuse nodes, on a real zfs-fuse pool; lz4 it refuses."""
+    dataset = f"{pool}/complist"
+    subprocess.run(["zfs", "create", dataset], check=True)
+    try:
+        for value in COMMON_COMPRESSION:
+            subprocess.run(["zfs", "set", f"compression={value}", dataset], check=True)
+            shown = _zfs_value(dataset, "compression")
+            assert shown == ("gzip" if value == "gzip-6" else value)  # stored as "gzip"
+        refused = subprocess.run(
+            ["zfs", "set", "compression=lz4", dataset], capture_output=True, text=True
+        )
+        assert refused.returncode != 0
+    finally:
+        subprocess.run(["zfs", "destroy", "-r", dataset], check=False)
+
+
+def test_a_lost_converge_job_leaves_the_node_dirty(cast: Cast) -> None:
+    """The intent is the generation bump in the action's own transaction: with the job
+    after commit never queued (a worker died there), the reconciler still finds the node."""
+    from deploy import dirty
+
+    node = _imap_node(cast)
+    set_store_settings(actor=None, node=node, compression="lzjb")  # on_commit never runs here
+    assert not Job.objects.filter(kind="node.converge").exists()
+    assert dirty.is_dirty(node.pk)
+    assert node.pk in [s.node_id for s in dirty.due()]
