@@ -1,26 +1,34 @@
 """Portal pages of exclusion policies (Backups → Exclusions, and one form per customer,
-domain and mailbox showing what is inherited and from where) and of per mail store
-settings (Backups → Mail stores)."""
+domain and mailbox showing what is inherited and from where), a mailbox's snapshots
+(with what is excluded) and per mail store settings (Backups → Mail stores)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views import View
 
 from mail.models import Domain, Mailbox
 from servers.models import Node
 from tenants import permissions as perms
 from tenants.models import Customer
-from ums.portal.generic import ObjectFormView
-from ums.portal.views import ScopedListView
+from ums import scoping
+from ums.portal.generic import ObjectFormView, scoped_object_or_404
+from ums.portal.views import PortalMixin, ScopedListView
 
 from . import exclusion_policy as policy
 from . import store_settings
 from .api.exclusions import describe_customer, describe_domain, describe_mailbox
 from .exclusion_actions import set_exclusion
 from .exclusion_forms import ExclusionForm, MailboxExclusionForm, MailStoreSettingsForm
-from .models import BackupExclusion
+from .models import BackupExclusion, Snapshot
+from .snapshot_run import snapshot_path
 
 
 class ExclusionListView(ScopedListView):
@@ -154,3 +162,53 @@ class MailStoreSettingsView(ObjectFormView):
     def format_values(obj: Any) -> dict[str, Any]:
         node = getattr(obj, "node", obj)
         return {"name": node.hostname, "email": ""}
+
+
+class MailboxSnapshotsView(PortalMixin, View):
+    """One mailbox's snapshots: its domain's, with the mailbox's Maildir path in each and
+    whether backups leave the mailbox (or some of its folders) out."""
+
+    permission_required = perms.SERVERS_VIEW
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        mailbox = scoped_object_or_404(Mailbox, request.user, pk, ("domain",))
+        rows = list(
+            Snapshot.objects.filter(domain_id=mailbox.domain_id)
+            .select_related("node")
+            .order_by("-taken_at")[:500]
+        )
+        found = policy.for_domains([mailbox.domain])[mailbox.domain_id]
+        return render(
+            request,
+            "backup/mailbox_snapshots.html",
+            {
+                "mailbox": mailbox,
+                "snapshots": [(s, snapshot_path(s, mailbox.local_part)) for s in rows],
+                "excluded": policy.status(found, mailbox.local_part),
+                "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
+            },
+        )
+
+
+class MailboxLookupView(PortalMixin, View):
+    """The domain snapshot page's "mailbox" box: to that mailbox's snapshots or exclusions."""
+
+    permission_required = perms.SERVERS_VIEW
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        domain = scoped_object_or_404(Domain, request.user, pk)
+        local_part = request.GET.get("local_part", "").strip().lower()
+        mailbox = (
+            scoping.scope_queryset(Mailbox.objects.all(), request.user)
+            .filter(domain=domain, local_part__iexact=local_part[:64])
+            .first()
+        )
+        if mailbox is None:
+            messages.error(request, _("No mailbox %(name)s in this domain.") % {"name": local_part})
+            return HttpResponseRedirect(reverse("backup:domain-snapshots", args=[domain.pk]))
+        name = (
+            "backup:exclusion-mailbox"
+            if "exclusions" in request.GET
+            else "backup:mailbox-snapshots"
+        )
+        return HttpResponseRedirect(reverse(name, args=[mailbox.pk]))

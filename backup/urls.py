@@ -36,6 +36,12 @@ urlpatterns += [
         ev.MailboxExclusionView.as_view(),
         name="exclusion-mailbox",
     ),
+    path("domains/<id:pk>/mailbox/", ev.MailboxLookupView.as_view(), name="mailbox-lookup"),
+    path(
+        "mailboxes/<id:pk>/snapshots/",
+        ev.MailboxSnapshotsView.as_view(),
+        name="mailbox-snapshots",
+    ),
     path("mail-stores/", ev.MailStoreListView.as_view(), name="store-list"),
     path("mail-stores/<id:pk>/", ev.MailStoreSettingsView.as_view(), name="store"),
 ]

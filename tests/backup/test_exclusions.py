@@ -229,6 +229,23 @@ def test_snapshot_lists_show_excluded_in_constant_queries(
     )
     page = web.get(f"/backup/domains/{domains[1].pk}/snapshots/").content.decode()
     assert "<code>bob</code>" in page and "<code>Trash</code>" in page
+    response = web.get(f"/backup/domains/{domains[1].pk}/mailbox/", {"local_part": "BOB"})
+    assert response.status_code == 302 and response.url == f"/backup/mailboxes/{bob.pk}/snapshots/"
+    page = web.get(response.url).content.decode()
+    assert "This mailbox is excluded from backups" in page
+    assert page.count(f"/{bob.local_part}/Maildir/") == 3  # each snapshot, with its path
+    response = web.get(
+        f"/backup/domains/{domains[1].pk}/mailbox/", {"local_part": "bob", "exclusions": "1"}
+    )
+    assert response.url == f"/backup/exclusions/mailboxes/{bob.pk}/"
+    response = web.get(f"/backup/domains/{domains[1].pk}/mailbox/", {"local_part": "nobody"})
+    assert response.url == f"/backup/domains/{domains[1].pk}/snapshots/"
+    outsider = portal(cast.sibling_admin)
+    assert outsider.get(f"/backup/mailboxes/{bob.pk}/snapshots/").status_code == 404
+    assert (
+        outsider.get(f"/backup/domains/{domains[1].pk}/mailbox/", {"local_part": "bob"}).status_code
+        == 404
+    )
 
 
 # --------------------------------------------------------------------------- scheduler
