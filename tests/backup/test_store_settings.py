@@ -169,13 +169,23 @@ def test_every_compression_offered_for_zfs_fuse_is_one_it_takes(pool: str) -> No
         subprocess.run(["zfs", "destroy", "-r", dataset], check=False)
 
 
-def test_a_lost_converge_job_leaves_the_node_dirty(cast: Cast) -> None:
+def test_a_lost_converge_job_leaves_the_node_dirty_for_the_reconciler(
+    cast: Cast, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
     """The intent is the generation bump in the action's own transaction: with the job
-    after commit never queued (a worker died there), the reconciler still finds the node."""
+    after commit never queued (the process died there), the reconciler still finds the
+    node and queues its converge."""
     from deploy import dirty
+    from deploy.reconcile import converge_dirty_nodes
+    from ums import jobs as jobs_module
 
+    monkeypatch.setattr(jobs_module, "_dispatch", lambda job_id: None)  # no worker here
     node = _imap_node(cast)
-    set_store_settings(actor=None, node=node, compression="lzjb")  # on_commit never runs here
+    with django_capture_on_commit_callbacks(execute=False):
+        set_store_settings(actor=None, node=node, compression="lzjb")
     assert not Job.objects.filter(kind="node.converge").exists()
     assert dirty.is_dirty(node.pk)
-    assert node.pk in [s.node_id for s in dirty.due()]
+    with django_capture_on_commit_callbacks(execute=False):
+        assert converge_dirty_nodes() == {"queued": 1}
+    job = Job.objects.get(kind="node.converge")
+    assert job.params["node_id"] == node.pk and not job.params["dry_run"]
