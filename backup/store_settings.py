@@ -173,3 +173,21 @@ def set_store_settings(*, actor: Any, node: Node, **values: Any) -> MailStoreSet
         bumped = dirty.bump([node.pk], reason="mail store settings")
         transaction.on_commit(lambda: dirty.ensure_queued(bumped, reason="mail store settings"))
     return row
+
+
+def effective_for_domain(domain: Any) -> dict[str, dict[str, Any]]:
+    """The domain's snapshot policy as its node's snapshot pass applies it: the customers'
+    (:func:`backup.policy.effective_policy`) with its mail store's override on top."""
+    from deploy.models import DomainPlacement
+
+    from .policy import effective_policy
+
+    result = effective_policy(domain.customer)
+    placement = DomainPlacement.objects.filter(domain=domain).select_related("node").first()
+    if placement is None:
+        return result
+    own = policy_overrides([placement.node_id]).get(placement.node_id, {})
+    source = {"level": "store", "id": placement.node_id, "name": placement.node.hostname}
+    for field, value in own.items():
+        result[field] = {"value": value, "source": source}
+    return result

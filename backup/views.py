@@ -18,7 +18,7 @@ from tenants.models import Customer
 from ums.portal.generic import ObjectDeleteView, ObjectFormView, scoped_object_or_404
 from ums.portal.views import PortalMixin, ScopedListView
 
-from . import actions, exclusion_policy
+from . import actions, exclusion_policy, store_settings
 from .forms import BackupTargetEditForm, BackupTargetForm, SnapshotPolicyForm
 from .models import BackupTarget, Snapshot, SnapshotPolicy
 from .policy import effective_policy
@@ -156,7 +156,7 @@ class DomainSnapshotsView(PortalMixin, View):
             {
                 "domain": domain,
                 "snapshots": rows,
-                "policy": effective_policy(domain.customer),
+                "policy": store_settings.effective_for_domain(domain),
                 "exclusions": exclusion_policy.describe(domain),
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
             },

@@ -13,7 +13,7 @@ from django.http import Http404
 
 from audit.models import AuditRecord
 from backup import actions, tasks
-from backup.store_settings import COMMON_COMPRESSION, set_store_settings
+from backup.store_settings import COMMON_COMPRESSION, effective_for_domain, set_store_settings
 from deploy import desired
 from deploy.models import DomainPlacement, NodeConvergeState
 from deploy.node_settings import problems
@@ -115,6 +115,15 @@ def test_store_snapshot_override_wins_over_the_customers(cast: Cast, settings) -
     assert tasks.schedule(now=at(6))["started"] == []
     set_store_settings(actor=None, node=node, enabled=None)
     assert tasks.schedule(now=at(6))["started"] == [node.hostname]
+    set_store_settings(actor=None, node=node, daily_keep=2)
+    shown = effective_for_domain(domain)
+    assert (
+        shown["hourly_keep"]["value"] == 5 and shown["hourly_keep"]["source"]["name"] == "Ministry"
+    )
+    assert shown["daily_keep"] == {
+        "value": 2,
+        "source": {"level": "store", "id": node.pk, "name": node.hostname},
+    }
 
 
 def test_api_and_portal(cast: Cast) -> None:
