@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from tenants.forms import ActorForm
 
-from .choices import MAX_KEEP
+from .forms import _keep
 from .store_settings import COMMON_COMPRESSION, OPENZFS_COMPRESSION
 
 
@@ -42,16 +42,6 @@ class MailboxExclusionForm(ExclusionForm):
 
     def action_fields(self) -> dict[str, Any]:
         return {"excluded": self.cleaned_data["excluded"]}
-
-
-def _keep(label: Any, field: str) -> forms.IntegerField:
-    return forms.IntegerField(
-        label=label,
-        min_value=0,
-        max_value=MAX_KEEP[field],
-        required=False,
-        help_text=_("Empty: the customers' policy. 0 turns this tier off."),
-    )
 
 
 class MailStoreSettingsForm(ActorForm):

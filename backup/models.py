@@ -275,22 +275,11 @@ class MailStoreSettings(models.Model):
     customer_path = models.CharField(max_length=1000, editable=False, db_index=True)
     compression = models.CharField(_("compression"), max_length=16, blank=True)
     dedup = models.CharField(_("deduplication"), max_length=8, blank=True)
-    enabled = models.BooleanField(_("snapshots enabled"), null=True, blank=True)
-    hourly_keep = models.PositiveIntegerField(
-        _("hourly snapshots kept"),
-        null=True,
-        blank=True,
-        validators=_keep_validators("hourly_keep"),
-    )
-    daily_keep = models.PositiveIntegerField(
-        _("daily snapshots kept"), null=True, blank=True, validators=_keep_validators("daily_keep")
-    )
-    monthly_keep = models.PositiveIntegerField(
-        _("monthly snapshots kept"),
-        null=True,
-        blank=True,
-        validators=_keep_validators("monthly_keep"),
-    )
+    # The snapshot policy's own fields, cloned so the two stay in step.
+    enabled = SnapshotPolicy._meta.get_field("enabled").clone()
+    hourly_keep = SnapshotPolicy._meta.get_field("hourly_keep").clone()
+    daily_keep = SnapshotPolicy._meta.get_field("daily_keep").clone()
+    monthly_keep = SnapshotPolicy._meta.get_field("monthly_keep").clone()
 
     class Meta:
         verbose_name = _("mail store settings")
