@@ -344,3 +344,19 @@ def test_portal_exclusion_forms(cast: Cast) -> None:
         outsider.post(f"/backup/exclusions/mailboxes/{mailbox.pk}/", {"excluded": "on"}).status_code
         == 404
     )
+
+
+def test_portal_domain_list_queries_do_not_grow_with_the_page(
+    cast: Cast, django_assert_max_num_queries
+) -> None:
+    web = portal(cast.sub_admin)
+    for i in range(3):
+        set_exclusion(actor=None, domain=make_domain(cast.ministry, f"a{i}.example"), excluded=True)
+    web.get("/backup/domains/")  # warm the session and the caches
+    with django_assert_max_num_queries(25) as few:
+        web.get("/backup/domains/")
+    for i in range(12):
+        set_exclusion(actor=None, domain=make_domain(cast.ministry, f"b{i}.example"), excluded=True)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        page = web.get("/backup/domains/").content.decode()
+    assert page.count(">excluded</span>") == 15
