@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.request import Request
@@ -122,9 +123,11 @@ class _ExclusionLevelViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     def describe(self, obj: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         return Response(self.describe(self.get_object()))
 
+    @extend_schema(request=ExclusionSerializer, responses=OpenApiTypes.OBJECT)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         obj = self.get_object()
         serializer = ExclusionSerializer(data=request.data, partial=True)
@@ -198,10 +201,11 @@ class MailStoreSettingsViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     permission_area = "servers"
     http_method_names = ["get", "patch", "head", "options"]
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         return Response(store_settings.describe(self.get_object()))
 
-    @extend_schema(request=MailStoreSettingsSerializer)
+    @extend_schema(request=MailStoreSettingsSerializer, responses=OpenApiTypes.OBJECT)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         node = self.get_object()
         serializer = MailStoreSettingsSerializer(
