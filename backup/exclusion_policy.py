@@ -20,6 +20,7 @@ checks them and reports every bad one at once.
 from __future__ import annotations
 
 import unicodedata
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,8 @@ from .models import BackupExclusion
 #: At most this many folders per level; a UTF-8 folder name at most this many bytes.
 MAX_FOLDERS = 50
 MAX_FOLDER_BYTES = 200
+#: Beyond this many domains :func:`for_domains` reads every domain and mailbox row.
+BULK_DOMAINS = 1000
 
 
 def ancestor_paths(path: str) -> list[str]:
@@ -100,10 +103,14 @@ def _rows(domains: list[Domain]) -> list[dict[str, Any]]:
     for domain in domains:
         paths.update(ancestor_paths(domain.customer_path))
     ids = [d.pk for d in domains]
+    if len(ids) > BULK_DOMAINS:
+        # The scheduler asks for every placed domain: exclusion rows are few next to
+        # domains, so reading all domain and mailbox rows beats a huge IN list.
+        wanted = Q(customer__path__in=paths) | Q(customer__isnull=True)
+    else:
+        wanted = Q(customer__path__in=paths) | Q(domain_id__in=ids) | Q(mailbox__domain_id__in=ids)
     return list(
-        BackupExclusion.objects.filter(
-            Q(customer__path__in=paths) | Q(domain_id__in=ids) | Q(mailbox__domain_id__in=ids)
-        ).values(
+        BackupExclusion.objects.filter(wanted).values(
             "excluded",
             "folders",
             "customer_id",
@@ -127,36 +134,41 @@ def _source(row: dict[str, Any]) -> dict[str, Any]:
     return {"level": "mailbox", "id": row["mailbox_id"], "name": row["mailbox__email"]}
 
 
-def _describe_rows(domain: Domain, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The effective exclusions of ``domain`` with sources, from pre-read rows."""
-    chain = ancestor_paths(domain.customer_path)
-    depth = {path: i for i, path in enumerate(chain)}
-    mine = [
-        r
-        for r in rows
-        if (r["customer__path"] in depth)
-        or r["domain_id"] == domain.pk
-        or r["mailbox__domain_id"] == domain.pk
-    ]
-    # Root first, then the domain, then its mailboxes: the first source of a thing wins.
-    mine.sort(key=lambda r: (depth.get(r["customer__path"], len(chain)), bool(r["mailbox_id"])))
-    result: dict[str, Any] = {"domain": None, "folders": [], "mailboxes": []}
-    seen: set[str] = set()
-    for row in mine:
-        source = _source(row)
-        if row["mailbox_id"]:
-            if row["excluded"]:
-                result["mailboxes"].append(
-                    {"local_part": row["mailbox__local_part"].lower(), "source": source}
-                )
-            continue
-        if row["excluded"] and result["domain"] is None:
-            result["domain"] = source
-        for folder in row["folders"] or ():
-            if folder not in seen:
-                seen.add(folder)
-                result["folders"].append({"name": folder, "source": source})
-    return result
+class _Index:
+    """Exclusion rows by customer path, domain id and (mailboxes) domain id, so each
+    domain looks up only its own rows: linear in domains, whatever the number of rows."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.by_path: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.by_domain: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            if row["customer_id"]:
+                self.by_path[row["customer__path"]].append(row)
+            else:  # domain rows first, then that domain's mailboxes (sorted below)
+                self.by_domain[row["domain_id"] or row["mailbox__domain_id"]].append(row)
+
+    def describe(self, domain: Domain) -> dict[str, Any]:
+        """The effective exclusions of ``domain`` with sources."""
+        # Root first, then the domain, then its mailboxes: the first source of a thing wins.
+        mine = [r for path in ancestor_paths(domain.customer_path) for r in self.by_path[path]]
+        mine += sorted(self.by_domain.get(domain.pk, ()), key=lambda r: bool(r["mailbox_id"]))
+        result: dict[str, Any] = {"domain": None, "folders": [], "mailboxes": []}
+        seen: set[str] = set()
+        for row in mine:
+            source = _source(row)
+            if row["mailbox_id"]:
+                if row["excluded"]:
+                    result["mailboxes"].append(
+                        {"local_part": row["mailbox__local_part"].lower(), "source": source}
+                    )
+                continue
+            if row["excluded"] and result["domain"] is None:
+                result["domain"] = source
+            for folder in row["folders"] or ():
+                if folder not in seen:
+                    seen.add(folder)
+                    result["folders"].append({"name": folder, "source": source})
+        return result
 
 
 def _to_exclusions(described: dict[str, Any]) -> Exclusions:
@@ -174,13 +186,13 @@ def for_domains(domains: Iterable[Domain]) -> dict[int, Exclusions]:
     domains = list(domains)
     if not domains:
         return {}
-    rows = _rows(domains)
-    return {d.pk: _to_exclusions(_describe_rows(d, rows)) for d in domains}
+    index = _Index(_rows(domains))
+    return {d.pk: _to_exclusions(index.describe(d)) for d in domains}
 
 
 def describe(domain: Domain) -> dict[str, Any]:
     """``{"domain": source|None, "folders": [{name, source}], "mailboxes": [...]}``."""
-    return _describe_rows(domain, _rows([domain]))
+    return _Index(_rows([domain])).describe(domain)
 
 
 def describe_customer(customer: Customer, *, upto_parent: bool = False) -> dict[str, Any]:
