@@ -116,6 +116,8 @@ ACTION_LABELS: dict[str, Promise] = {
     "backup.export.download": pgettext_lazy("audit action", "Maildir export downloaded"),
     "backup.purge.start": pgettext_lazy("audit action", "Permanent purge started"),
     "backup.purge.done": pgettext_lazy("audit action", "Permanently purged"),
+    "backup_exclusion.update": pgettext_lazy("audit action", "Backup exclusion changed"),
+    "mail_store.update": pgettext_lazy("audit action", "Mail store settings changed"),
     "job.given_up": pgettext_lazy("audit action", "Job given up"),
     "node.key_rotated": pgettext_lazy("audit action", "Controller key rotated"),
     "node.host_key_mismatch": pgettext_lazy("audit action", "Node host key changed"),

@@ -187,6 +187,20 @@ def snapshot_domain_now(*, actor: Any, domain: Domain) -> Job:
 
     require_permission(actor, perms.SERVERS_MANAGE)
     require_in_scope(domain, actor)
+    from .exclusion_policy import describe
+
+    if source := describe(domain)["domain"]:
+        # Refused rather than taken: "excluded" must mean no snapshot of it exists that
+        # the system made after the exclusion (see README, Backups).
+        raise ValidationError(
+            {
+                "domain": _(
+                    "This domain is excluded from backups (set on %(name)s): "
+                    "no snapshot is taken. Lift the exclusion first."
+                )
+                % {"name": source["name"]}
+            }
+        )
     placement = DomainPlacement.objects.filter(domain=domain).select_related("node").first()
     if placement is None:
         raise ValidationError(

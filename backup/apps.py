@@ -8,6 +8,12 @@ class BackupConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from deploy import desired
+
         from .purge_holders import register_all
+        from .store_settings import node_overrides
 
         register_all()  # local snapshots and exports, for permanent deletion
+
+        if node_overrides not in desired.NODE_OVERRIDES:
+            desired.NODE_OVERRIDES.append(node_overrides)

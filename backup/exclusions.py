@@ -5,7 +5,15 @@ dumps, listings). Paths are relative to the domain's folder on the mail store, t
 Maildir tree lies under it: ``<local_part>/Maildir/...`` with Courier's Maildir++ folders
 as ``.<Folder>`` and subfolders as ``.<Folder>.<Sub>``.
 
-Placeholder until the exclusion policies land: nothing is excluded.
+The policies themselves (customer, domain and mailbox levels, adding up down the tree)
+live in :mod:`backup.exclusion_policy`; a list asks
+:func:`backup.exclusion_policy.for_domains` (one query for all its domains) rather than
+this function per row.
+
+ZFS snapshots are per domain dataset: a mailbox or a folder cannot be left out of one.
+So ``domain_excluded`` stops the scheduled snapshots of the domain, while mailbox and
+folder exclusions apply to what is made *from* snapshots: off-node object copies, dumps
+and exports (their writers call :meth:`Exclusions.excludes_path` per path).
 """
 
 from __future__ import annotations
@@ -53,4 +61,6 @@ NOTHING = Exclusions()
 
 def for_domain(domain: Domain) -> Exclusions:
     """The exclusions in force for ``domain`` (inherited down the customer tree)."""
-    return NOTHING
+    from .exclusion_policy import for_domains
+
+    return for_domains([domain])[domain.pk]

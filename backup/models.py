@@ -337,3 +337,84 @@ class Purge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.local_part}@{self.domain_name}" if self.local_part else self.domain_name
+
+
+class BackupExclusion(models.Model):
+    """What one customer, domain or mailbox leaves out of backups (exactly one is set).
+
+    Exclusions only add up down the tree (see :mod:`backup.exclusion_policy`): a level
+    below cannot take back what a level above left out. Kept here rather than on the mail
+    models so the mail app's schema does not change for a backup concern.
+    """
+
+    scope_path_field = "customer_path"
+    audit_fields = ("excluded", "folders")
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    domain = models.ForeignKey(
+        Domain, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    mailbox = models.ForeignKey(
+        "mail.Mailbox", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    customer_path = models.CharField(max_length=1000, editable=False, db_index=True)
+    excluded = models.BooleanField(_("excluded from backups"), default=False)
+    #: Maildir++ folder names without the leading dot (customer and domain levels).
+    folders = models.JSONField(_("excluded folders"), default=list, blank=True)
+
+    class Meta:
+        verbose_name = _("backup exclusion")
+        verbose_name_plural = _("backup exclusions")
+        constraints = [
+            models.UniqueConstraint("customer", name="backup_excl_customer"),
+            models.UniqueConstraint("domain", name="backup_excl_domain"),
+            models.UniqueConstraint("mailbox", name="backup_excl_mailbox"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(customer__isnull=False, domain__isnull=True, mailbox__isnull=True)
+                    | models.Q(customer__isnull=True, domain__isnull=False, mailbox__isnull=True)
+                    | models.Q(customer__isnull=True, domain__isnull=True, mailbox__isnull=False)
+                ),
+                name="backup_excl_one_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"backup exclusion of {self.customer or self.domain or self.mailbox}"
+
+    @property
+    def audit_customer(self) -> Customer:
+        if self.customer is not None:
+            return self.customer
+        return (self.domain or self.mailbox).customer
+
+
+class MailStoreSettings(models.Model):
+    """One IMAP node's mail store settings; blank/``None`` fields keep UMS_NODE_SETTINGS
+    (compression, dedup) or the customers' snapshot policy (the snapshot fields)."""
+
+    scope_path_field = "customer_path"
+    audit_fields = ("compression", "dedup", "enabled", "hourly_keep", "daily_keep", "monthly_keep")
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="+")
+    customer_path = models.CharField(max_length=1000, editable=False, db_index=True)
+    compression = models.CharField(_("compression"), max_length=16, blank=True)
+    dedup = models.CharField(_("deduplication"), max_length=8, blank=True)
+    # The snapshot policy's own fields, cloned so the two stay in step.
+    enabled = SnapshotPolicy._meta.get_field("enabled").clone()
+    hourly_keep = SnapshotPolicy._meta.get_field("hourly_keep").clone()
+    daily_keep = SnapshotPolicy._meta.get_field("daily_keep").clone()
+    monthly_keep = SnapshotPolicy._meta.get_field("monthly_keep").clone()
+
+    class Meta:
+        verbose_name = _("mail store settings")
+        verbose_name_plural = _("mail store settings")
+
+    def __str__(self) -> str:
+        return f"mail store of {self.node}"
+
+    @property
+    def audit_customer(self) -> Customer:
+        return self.node.customer

@@ -22,8 +22,8 @@ from deploy.services.zfs import ZfsService
 from mail.models import Domain
 from servers.models import Node
 
+from . import exclusion_policy, snapshots, store_settings
 from . import policy as policy_mod
-from . import snapshots
 from .models import Snapshot
 
 
@@ -54,15 +54,22 @@ def run_node(
     taken: list[str] = []
     pruned: list[str] = []
     policies: dict[int, dict[str, Any]] = {}
+    # Excluded domains get no snapshot and no pruning (what exists is kept); the store's
+    # own snapshot fields override the customers' policy for every domain on it.
+    excluded = exclusion_policy.for_domains(domains)
+    store = store_settings.policy_overrides([node.pk]).get(node.pk, {})
     for domain in domains:
         dataset = dataset_of(parent, domain)
+        if excluded[domain.pk].domain_excluded:
+            log(f"skipped {dataset}: excluded from backups")
+            continue
         have = {s.name for s in existing.get(dataset, [])}
         if manual:
             wanted = [snapshots.period_name("manual", now)]
             drop: list[str] = []
         else:
             if domain.customer_id not in policies:
-                policies[domain.customer_id] = policy_mod.values(domain.customer)
+                policies[domain.customer_id] = {**policy_mod.values(domain.customer), **store}
             policy = policies[domain.customer_id]
             wanted = snapshots.due(have, policy, now)
             drop = snapshots.to_prune(have | set(wanted), policy)

@@ -20,7 +20,7 @@ from servers.choices import REACHABLE_STATUSES
 from ums import jobs
 from ums.models import Job
 
-from . import actions, snapshot_run, snapshots
+from . import actions, exclusion_policy, snapshot_run, snapshots, store_settings
 from . import policy as policy_mod
 from .models import Snapshot
 
@@ -47,15 +47,18 @@ def schedule(now: Any = None) -> dict[str, Any]:
             status__in=(Job.PENDING, Job.RUNNING),
         ).values_list("object_id", flat=True)
     )
+    placements = list(placements)
+    excluded = exclusion_policy.for_domains([p.domain for p in placements])
+    stores = store_settings.policy_overrides({p.node_id for p in placements})
     policies: dict[int, dict[str, Any]] = {}
     due_nodes: dict[int, Any] = {}
     for placement in placements:
         domain, node = placement.domain, placement.node
-        if node.pk in due_nodes or str(node.pk) in busy:
+        if node.pk in due_nodes or str(node.pk) in busy or excluded[domain.pk].domain_excluded:
             continue
         if domain.customer_id not in policies:
             policies[domain.customer_id] = policy_mod.values(domain.customer)
-        policy = policies[domain.customer_id]
+        policy = {**policies[domain.customer_id], **stores.get(node.pk, {})}
         have = recorded[(node.pk, snapshot_run.dataset_of(parent, domain))]
         if snapshots.due(have, policy, now) or snapshots.to_prune(have, policy):
             due_nodes[node.pk] = node

@@ -35,3 +35,29 @@ urlpatterns += [
         name="export-download",
     ),
 ]
+
+# Exclusion policies and per mail store settings (backup/exclusion_views.py).
+from . import exclusion_views as ev  # noqa: E402
+
+urlpatterns += [
+    path("exclusions/", ev.ExclusionListView.as_view(), name="exclusion-list"),
+    path(
+        "exclusions/customers/<id:pk>/",
+        ev.CustomerExclusionView.as_view(),
+        name="exclusion-customer",
+    ),
+    path("exclusions/domains/<id:pk>/", ev.DomainExclusionView.as_view(), name="exclusion-domain"),
+    path(
+        "exclusions/mailboxes/<id:pk>/",
+        ev.MailboxExclusionView.as_view(),
+        name="exclusion-mailbox",
+    ),
+    path("domains/<id:pk>/mailbox/", ev.MailboxLookupView.as_view(), name="mailbox-lookup"),
+    path(
+        "mailboxes/<id:pk>/snapshots/",
+        ev.MailboxSnapshotsView.as_view(),
+        name="mailbox-snapshots",
+    ),
+    path("mail-stores/", ev.MailStoreListView.as_view(), name="store-list"),
+    path("mail-stores/<id:pk>/", ev.MailStoreSettingsView.as_view(), name="store"),
+]

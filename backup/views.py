@@ -18,7 +18,7 @@ from tenants.models import Customer
 from ums.portal.generic import ObjectDeleteView, ObjectFormView, scoped_object_or_404
 from ums.portal.views import PortalMixin, ScopedListView
 
-from . import actions
+from . import actions, exclusion_policy, store_settings
 from .forms import BackupTargetEditForm, BackupTargetForm, SnapshotPolicyForm
 from .models import BackupTarget, Snapshot, SnapshotPolicy
 from .policy import effective_policy
@@ -127,6 +127,12 @@ class DomainListView(ScopedListView):
             newest_snapshot=Subquery(snaps.annotate(t=Max("taken_at")).values("t")[:1]),
         )
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        excluded = exclusion_policy.for_domains(context["object_list"])  # one query
+        context["rows"] = [(d, excluded[d.pk]) for d in context["object_list"]]
+        return context
+
 
 class DomainSnapshotsView(PortalMixin, View):
     """The snapshots the domain's IMAP node last reported, newest first."""
@@ -148,7 +154,8 @@ class DomainSnapshotsView(PortalMixin, View):
             {
                 "domain": domain,
                 "snapshots": rows,
-                "policy": effective_policy(domain.customer),
+                "policy": store_settings.effective_for_domain(domain),
+                "exclusions": exclusion_policy.describe(domain),
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
             },
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -62,6 +62,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # Networks allowed to relay without authentication (besides loopback).
     "relay_networks": [],
 }
+
+
+#: Per-node settings from apps ``deploy`` may not import (backup's per mail store
+#: settings): each ``f(node) -> {key: value}`` overrides ``UMS_NODE_SETTINGS`` for that
+#: node and is validated with it by every converge. Registered in the app's ``ready()``.
+NODE_OVERRIDES: list[Callable[[Node], Mapping[str, Any]]] = []
 
 
 def os_family(os_id: str) -> str:
@@ -134,6 +140,8 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
     """
     scope = node.customer_path
     conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
+    for overrides in NODE_OVERRIDES:
+        conf.update(overrides(node))
     if "loadbalancer" in (node.roles or ()) and "tls_certificates" not in conf:
         # The controller's certificate store, as renewed by the scheduled task.
         conf["tls_certificates"] = current_certificates()

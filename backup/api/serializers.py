@@ -88,6 +88,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
     node_hostname = serializers.CharField(source="node.hostname", read_only=True)
     taken_at = serializers.SerializerMethodField()
     path = serializers.SerializerMethodField()
+    excluded = serializers.SerializerMethodField()
 
     class Meta:
         model = Snapshot
@@ -104,6 +105,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
             "used_bytes",
             "referenced_bytes",
             "path",
+            "excluded",
         ]
         read_only_fields = fields
 
@@ -112,6 +114,15 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
     def get_path(self, obj: Snapshot) -> str:
         return snapshot_path(obj, self.context.get("local_part"))
+
+    def get_excluded(self, obj: Snapshot) -> dict[str, Any]:
+        """``{"domain": bool, "mailbox"|"mailboxes": ..., "folders": [...]}``; the view
+        reads the exclusions of a whole page at once (``context["exclusions"]``)."""
+        from ..exclusion_policy import status
+        from ..exclusions import NOTHING
+
+        found = self.context.get("exclusions", {}).get(obj.domain_id, NOTHING)
+        return status(found, self.context.get("local_part"))
 
 
 class SnapshotNowSerializer(StrictSerializer):

@@ -15,3 +15,16 @@ from ..dumps_api import DumpViewSet  # noqa: E402
 router.register("backup/dumps", DumpViewSet, basename="dump")
 
 urlpatterns = router.urls
+
+# Exclusion policies and per mail store settings (backup/api/exclusions.py).
+from . import exclusions as ex  # noqa: E402
+
+for _prefix, _viewset, _basename in (
+    ("backup/exclusions", ex.ExclusionViewSet, "backupexclusion"),
+    ("backup/exclusions/customers", ex.CustomerExclusionViewSet, "customerexclusion"),
+    ("backup/exclusions/domains", ex.DomainExclusionViewSet, "domainexclusion"),
+    ("backup/exclusions/mailboxes", ex.MailboxExclusionViewSet, "mailboxexclusion"),
+    ("backup/mail-stores", ex.MailStoreSettingsViewSet, "mailstoresettings"),
+):
+    router.register(_prefix, _viewset, basename=_basename)
+urlpatterns = router.urls

@@ -92,6 +92,18 @@ class SnapshotViewSet(ScopedReadOnlyViewSet):
                 context["local_part"] = mailbox.local_part
         return context
 
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        # A page's exclusions in one query, not one per row.
+        if args and isinstance(args[0], Snapshot | list):
+            from ..exclusion_policy import for_domains
+
+            rows = list(args[0]) if kwargs.get("many") else [args[0]]
+            args = (rows if kwargs.get("many") else args[0], *args[1:])
+            kwargs.setdefault("context", self.get_serializer_context())
+            domains = {r.domain_id: r.domain for r in rows if r.domain_id}
+            kwargs["context"]["exclusions"] = for_domains(domains.values())
+        return super().get_serializer(*args, **kwargs)
+
     @extend_schema(
         parameters=[OpenApiParameter("mailbox", int)],
         responses=s.SnapshotSerializer(many=True),
