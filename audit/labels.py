@@ -108,6 +108,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "backup_target.test": pgettext_lazy("audit action", "Backup target tested"),
     "snapshot.request": pgettext_lazy("audit action", "Snapshot requested"),
     "snapshot_policy.update": pgettext_lazy("audit action", "Snapshot policy changed"),
+    "snapshot.restore": pgettext_lazy("audit action", "Restore from snapshot requested"),
     "job.given_up": pgettext_lazy("audit action", "Job given up"),
     "node.key_rotated": pgettext_lazy("audit action", "Controller key rotated"),
     "node.host_key_mismatch": pgettext_lazy("audit action", "Node host key changed"),

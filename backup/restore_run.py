@@ -133,13 +133,10 @@ def run(
     say: Callable[..., None] = lambda msgid, **values: None,
 ) -> dict[str, Any]:
     """Restore what ``params`` asks (see :func:`restore.start_restore`); a summary."""
-    from django.utils.translation import gettext_noop
-
     snapshot = Snapshot.objects.select_related("domain").filter(pk=params["snapshot_id"]).first()
     if snapshot is None or snapshot.domain is None:
         raise RestoreError("The snapshot (or its domain) is no longer listed by the node.")
     domain = snapshot.domain
-    mode, folder = params["mode"], params["folder"]
     mailboxes = Mailbox.objects.filter(domain=domain).order_by("local_part")
     if params.get("mailbox_id"):
         mailboxes = mailboxes.filter(pk=params["mailbox_id"])
@@ -147,8 +144,37 @@ def run(
     if not boxes:
         raise RestoreError("The mailbox was deleted.")
     root = str(conf()["mail_root"]).rstrip("/")
-    domain_root = f"{root}/{domain.name}"
     mount = ensure_clone(conn, snapshot, job_id)
+    try:
+        result = _restore(
+            conn, job_id, params, snapshot, boxes, mount, root, python, save_params, progress, say
+        )
+    except RestoreError:
+        destroy_clone(conn, snapshot, job_id)  # this job will not run again: nothing to keep
+        raise
+    destroy_clone(conn, snapshot, job_id)
+    return result
+
+
+def _restore(
+    conn: Connector,
+    job_id: int,
+    params: dict[str, Any],
+    snapshot: Snapshot,
+    boxes: list[Box],
+    mount: str,
+    root: str,
+    python: str,
+    save_params: Callable[[dict[str, Any]], None],
+    progress: Callable[[int, int], None],
+    say: Callable[..., None],
+) -> dict[str, Any]:
+    from django.utils.translation import gettext_noop
+
+    domain = snapshot.domain
+    assert domain is not None
+    mode, folder = params["mode"], params["folder"]
+    domain_root = f"{root}/{domain.name}"
     say(gettext_noop("snapshot %(snapshot)s mounted read-only"), snapshot=snapshot.name)
     listing = node_program(
         conn,
@@ -219,7 +245,6 @@ def run(
             mailbox=box.key,
             count=count,
         )
-    destroy_clone(conn, snapshot, job_id)
     return {
         "mailboxes": [b.key for b, _s, _c in work],
         "messages": total,

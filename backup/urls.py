@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import restore_views, views
 
 app_name = "backup"
 
@@ -18,4 +18,12 @@ urlpatterns = [
     ),
     path("domains/<id:pk>/snapshot-now/", views.SnapshotNowView.as_view(), name="snapshot-now"),
     path("policies/<id:pk>/", views.PolicyEditView.as_view(), name="policy"),
+    path(
+        "snapshots/<id:pk>/restore/", restore_views.RestoreView.as_view(), name="snapshot-restore"
+    ),
+    path(
+        "mailboxes/<id:pk>/snapshots/",
+        restore_views.MailboxSnapshotsView.as_view(),
+        name="mailbox-snapshots",
+    ),
 ]

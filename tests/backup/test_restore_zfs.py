@@ -206,6 +206,7 @@ def test_folder_names_are_validated() -> None:
     assert restore.clean_folder("Archive.2025") == "Archive.2025"
     assert restore.clean_folder("Отправленные") == "Отправленные"
     assert restore.clean_folder(None) is None
-    assert restore.target_folder(
-        datetime.date(2026, 12, 1), ["", ".Restored 2026-12-01.Sent"]
-    ) == ".Restored 2026-12-01 (2)"
+    assert (
+        restore.target_folder(datetime.date(2026, 12, 1), ["", ".Restored 2026-12-01.Sent"])
+        == ".Restored 2026-12-01 (2)"
+    )
