@@ -124,14 +124,13 @@ class OutOfTime(Exception):
     pass
 
 
-COPIED = [0]
+STATS = {"copied": 0, "flags": 0}
 
 
 def tick():
     # At least one message per call, however small the budget: every call makes progress.
-    if COPIED[0] and time.monotonic() - started > args["budget"]:
+    if STATS["copied"] and time.monotonic() - started > args["budget"]:
         raise OutOfTime()
-    COPIED[0] += 1
 
 
 def copy_in(src_file, folder, sub, name):
@@ -145,18 +144,19 @@ def copy_in(src_file, folder, sub, name):
 
 def fill(src, dst, flags):
     # Copy the messages of src that dst lacks (by unique name); with flags, give messages
-    # present in both the snapshot's flags. Returns (copied, flags restored, present).
+    # present in both the snapshot's flags. Counts go to STATS.
+    if src is None:
+        return
     have = messages(dst)
-    copied = restored = 0
     for unique, (sub, name) in sorted(messages(src).items()):
         current = have.get(unique)
         if current is None:
             tick()
             copy_in(os.path.join(src, sub, name), dst, sub, name)
-            copied += 1
+            STATS["copied"] += 1
         elif flags and sub == "cur" and current != (sub, name):
             os.rename(os.path.join(dst, current[0], current[1]), os.path.join(dst, sub, name))
-            restored += 1
+            STATS["flags"] += 1
     keywords = os.path.join(src, "courierimapkeywords")
     if not flags and os.path.isdir(keywords) and not os.path.exists(
         os.path.join(dst, "courierimapkeywords")
@@ -166,7 +166,6 @@ def fill(src, dst, flags):
         for base, dirs, files in os.walk(os.path.join(dst, "courierimapkeywords")):
             for item in [base] + [os.path.join(base, f) for f in files]:
                 os.chown(item, *owner)
-    return copied, restored
 
 
 def publish(staged, live):
@@ -237,30 +236,26 @@ def do_restore():
                 fail("bad folder name %r" % name)
     total = sum(len(messages(path_of(source, s))) for s, _d in plan if s is not None)
     created = os.path.join(stage, "created")
-    copied = restored = 0
     try:
         os.makedirs(stage, exist_ok=True)
         for src_name, dst_name in plan:
             src = path_of(source, src_name) if src_name is not None else None
             live = path_of(maildir, dst_name)
             if os.path.isdir(os.path.join(live, "cur")):
-                c, r = fill(src, live, in_place) if src else (0, 0)
+                fill(src, live, in_place)
             else:
                 staged = os.path.join(stage, dst_name or "INBOX")
                 part = staged + ".part"
-                c, r = 0, 0
                 if not os.path.isdir(staged):
                     make_folder(part, owner, bool(dst_name))
-                    c, r = fill(src, part, False) if src else (0, 0)
+                    fill(src, part, False)
                     os.rename(part, staged)
                 with open(created, "a") as handle:  # subscribed at the end, even after a crash
                     handle.write(dst_name + "\n")
                 publish(staged, live)
-            copied += c
-            restored += r
     except OutOfTime:
-        print(json.dumps({"finished": False, "copied": copied, "flags": restored,
-                          "total": total, "done": progress(plan, source, maildir, stage)}))
+        done = progress(plan, source, maildir, stage)
+        print(json.dumps(dict(STATS, finished=False, total=total, done=done)))
         return
     try:
         with open(created) as handle:
@@ -271,8 +266,7 @@ def do_restore():
     recount_quota(maildir, args.get("quota"), owner)
     shutil.rmtree(stage, ignore_errors=True)
     os.unlink(stage + ".lock")
-    print(json.dumps({"finished": True, "copied": copied, "flags": restored, "total": total,
-                      "done": total, "folders": new_folders}))
+    print(json.dumps(dict(STATS, finished=True, total=total, done=total, folders=new_folders)))
 
 
 def progress(plan, source, maildir, stage):
