@@ -150,6 +150,8 @@ class DomainSnapshotsView(PortalMixin, View):
                 "snapshots": rows,
                 "policy": effective_policy(domain.customer),
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
+                # Each mailbox's own snapshot page (restore of one mailbox or folder).
+                "mailboxes": list(domain.mailboxes.order_by("local_part")[:200]),
             },
         )
 

@@ -111,6 +111,7 @@ def test_portal_restore_flow(cast: Cast, client) -> None:
     page = client.get(f"/backup/domains/{snap.domain.pk}/snapshots/")
     restore_url = f"/backup/snapshots/{snap.pk}/restore/"
     assert restore_url in page.content.decode()
+    assert f"/backup/mailboxes/{alice.pk}/snapshots/" in page.content.decode()
     page = client.get(f"/backup/mailboxes/{alice.pk}/snapshots/")
     assert page.status_code == 200 and f"{restore_url}?mailbox={alice.pk}" in page.content.decode()
     form = client.get(f"{restore_url}?mailbox={alice.pk}")
