@@ -1,6 +1,6 @@
-"""The program a restore runs on the IMAP node: constant Python text, its parameters one
-JSON argument (never code), run with the node's own Python (the one the content filter
-and the probes use: standard library only).
+"""The program a restore runs on the IMAP node: constant Python text, its parameters a
+JSON document on standard input (data, never code), run with the node's own Python (the
+one the content filter and the probes use: standard library only).
 
 Two operations:
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 PROGRAM = r"""
 import fcntl, json, os, shutil, subprocess, sys, time
 
-args = json.loads(sys.argv[1])
+args = json.loads(sys.stdin.read())
 started = time.monotonic()
 SUBS = ("cur", "new")
 
@@ -72,16 +72,17 @@ def folders(maildir):
 
 
 def messages(folder):
-    # {unique name: (sub, file name)}; the unique name is the file name before ":".
+    # {unique name: (sub, file name)}; the unique name is the file name before ":". Only
+    # regular files: a link in a snapshot must never pull another file into a mailbox.
     found = {}
     for sub in SUBS:
-        try:
-            names = os.listdir(os.path.join(folder, sub))
-        except FileNotFoundError:
+        path = os.path.join(folder, sub)
+        if os.path.islink(path) or not os.path.isdir(path):
             continue
-        for name in names:
-            if not name.startswith("."):
-                found[name.split(":", 1)[0]] = (sub, name)
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                    found[entry.name.split(":", 1)[0]] = (sub, entry.name)
     return found
 
 
@@ -158,14 +159,18 @@ def fill(src, dst, flags):
             os.rename(os.path.join(dst, current[0], current[1]), os.path.join(dst, sub, name))
             STATS["flags"] += 1
     keywords = os.path.join(src, "courierimapkeywords")
-    if not flags and os.path.isdir(keywords) and not os.path.exists(
-        os.path.join(dst, "courierimapkeywords")
-    ):
-        shutil.copytree(keywords, os.path.join(dst, "courierimapkeywords"))
-        owner = owner_of(os.path.join(dst, "cur"))
-        for base, dirs, files in os.walk(os.path.join(dst, "courierimapkeywords")):
-            for item in [base] + [os.path.join(base, f) for f in files]:
-                os.chown(item, *owner)
+    target = os.path.join(dst, "courierimapkeywords")
+    if flags or os.path.islink(keywords) or not os.path.isdir(keywords):
+        return
+    # IMAP keywords of the messages (Courier's own files): regular files only.
+    owner = owner_of(os.path.join(dst, "cur"))
+    os.makedirs(target, exist_ok=True)
+    os.chown(target, *owner)
+    with os.scandir(keywords) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                shutil.copy2(entry.path, os.path.join(target, entry.name))
+                os.chown(os.path.join(target, entry.name), *owner)
 
 
 def publish(staged, live):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext_noop
 
 from deploy.connector.base import Connector
 from mail.models import Mailbox
@@ -110,8 +111,9 @@ def destroy_clone(conn: Connector, snapshot: Snapshot, job_id: int) -> None:
 
 
 def node_program(conn: Connector, python: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the constant node program with ``args`` (one JSON argument); its JSON answer."""
-    result = conn.run([python, "-c", PROGRAM, json.dumps(args)])
+    """Run the constant node program with ``args`` (JSON on its standard input: a domain's
+    list of mailboxes can exceed the 128 KB limit of one argument); its JSON answer."""
+    result = conn.run([python, "-c", PROGRAM], input=json.dumps(args).encode())
     try:
         answer = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -120,6 +122,24 @@ def node_program(conn: Connector, python: str, args: Mapping[str, Any]) -> dict[
         detail = answer.get("error") or (result.stderr or result.stdout).strip()[-2000:]
         raise RestoreError(f"the restore program on the node failed: {detail}")
     return answer
+
+
+@dataclass
+class Hooks:
+    """How a run reports: the job's parameters, progress and log (no-ops in tests)."""
+
+    save_params: Callable[[dict[str, Any]], None] = lambda params: None
+    progress: Callable[[int, int], None] = lambda done, total: None
+    say: Callable[..., None] = lambda msgid, **values: None
+
+
+@dataclass
+class Work:
+    """One mailbox's part of the restore: its folder plan and the messages in it."""
+
+    box: Box
+    steps: list[list[Any]]
+    count: int
 
 
 def run(
@@ -136,19 +156,18 @@ def run(
     snapshot = Snapshot.objects.select_related("domain").filter(pk=params["snapshot_id"]).first()
     if snapshot is None or snapshot.domain is None:
         raise RestoreError("The snapshot (or its domain) is no longer listed by the node.")
-    domain = snapshot.domain
-    mailboxes = Mailbox.objects.filter(domain=domain).order_by("local_part")
+    mailboxes = Mailbox.objects.filter(domain=snapshot.domain).order_by("local_part")
     if params.get("mailbox_id"):
         mailboxes = mailboxes.filter(pk=params["mailbox_id"])
     boxes = [Box(m.local_part, max(int(m.quota_mb or 0), 0) * 1024 * 1024) for m in mailboxes]
     if not boxes:
         raise RestoreError("The mailbox was deleted.")
-    root = str(conf()["mail_root"]).rstrip("/")
     mount = ensure_clone(conn, snapshot, job_id)
+    restorer = _Restorer(
+        conn, job_id, params, python, snapshot, mount, Hooks(save_params, progress, say)
+    )
     try:
-        result = _restore(
-            conn, job_id, params, snapshot, boxes, mount, root, python, save_params, progress, say
-        )
+        result = restorer.copy(restorer.plan(boxes))
     except RestoreError:
         destroy_clone(conn, snapshot, job_id)  # this job will not run again: nothing to keep
         raise
@@ -156,100 +175,112 @@ def run(
     return result
 
 
-def _restore(
-    conn: Connector,
-    job_id: int,
-    params: dict[str, Any],
-    snapshot: Snapshot,
-    boxes: list[Box],
-    mount: str,
-    root: str,
-    python: str,
-    save_params: Callable[[dict[str, Any]], None],
-    progress: Callable[[int, int], None],
-    say: Callable[..., None],
-) -> dict[str, Any]:
-    from django.utils.translation import gettext_noop
+class _Restorer:
+    def __init__(
+        self,
+        conn: Connector,
+        job_id: int,
+        params: dict[str, Any],
+        python: str,
+        snapshot: Snapshot,
+        mount: str,
+        hooks: Hooks,
+    ) -> None:
+        assert snapshot.domain is not None
+        self.conn, self.job_id, self.params, self.python = conn, int(job_id), params, python
+        self.snapshot, self.domain, self.mount, self.hooks = snapshot, snapshot.domain, mount, hooks
+        self.root = str(conf()["mail_root"]).rstrip("/")
+        self.mode, self.folder = params["mode"], params["folder"]
+        self.targets: dict[str, str] = dict(params.get("targets") or {})
 
-    domain = snapshot.domain
-    assert domain is not None
-    mode, folder = params["mode"], params["folder"]
-    domain_root = f"{root}/{domain.name}"
-    say(gettext_noop("snapshot %(snapshot)s mounted read-only"), snapshot=snapshot.name)
-    listing = node_program(
-        conn,
-        python,
-        {
-            "op": "list",
-            "mailboxes": [
-                {
-                    "key": b.key,
-                    "source": f"{mount}/{b.key}/Maildir",
-                    "maildir": f"{domain_root}/{b.key}/Maildir",
-                }
-                for b in boxes
-            ],
-        },
-    )
-    targets: dict[str, str] = dict(params.get("targets") or {})
-    work: list[tuple[Box, list[list[Any]], int]] = []
-    date = restore.restored_date(snapshot)
-    for box in boxes:
-        seen = listing.get(box.key) or {"source": {}, "live": []}
-        source, live = seen["source"], seen["live"]
-        if not source:
-            if params.get("mailbox_id"):
-                raise RestoreError(f"{box.key}@{domain.name} is not in this snapshot.")
-            say(gettext_noop("%(mailbox)s: not in the snapshot, skipped"), mailbox=box.key)
-            continue
-        if "" not in live:
-            if params.get("mailbox_id"):
-                raise RestoreError(f"{box.key}@{domain.name} has no Maildir on the node yet.")
-            say(gettext_noop("%(mailbox)s: no Maildir on the node, skipped"), mailbox=box.key)
-            continue
-        if folder is not None and not any(restore.selects(folder, d) for d in source):
-            raise RestoreError(f"The folder {folder or 'INBOX'} is not in this snapshot.")
-        if mode == restore.NEW_FOLDER and box.key not in targets:
-            targets[box.key] = restore.target_folder(date, live)
-        steps = restore.plan(mode, folder, sorted(source), targets.get(box.key, ""))
-        count = sum(source.get(s, 0) for s, _d in steps if s is not None)
-        work.append((box, steps, count))
-    if targets != (params.get("targets") or {}):
-        save_params({**params, "targets": targets})  # before any copy: a re-run keeps them
-    total = sum(count for _b, _s, count in work)
-    progress(0, total)
-    done_before = copied = flags = 0
-    for box, steps, count in work:
-        args = {
-            "op": "restore",
-            "mode": mode,
-            "root": root,
-            "source_root": mount,
-            "source": f"{mount}/{box.key}/Maildir",
-            "maildir": f"{domain_root}/{box.key}/Maildir",
-            "stage": f"{domain_root}/{box.key}/.ums-restore-{int(job_id)}",
-            "folders": steps,
-            "quota": box.quota,
-            "budget": SLICE_SECONDS,
-        }
-        while True:
-            answer = node_program(conn, python, args)
-            copied += int(answer.get("copied", 0))
-            flags += int(answer.get("flags", 0))
-            progress(done_before + int(answer.get("done", 0)), total)
-            if answer.get("finished"):
-                break
-        done_before += count
-        say(
-            gettext_noop("%(mailbox)s: %(count)d message(s) restored"),
-            mailbox=box.key,
-            count=count,
+    def source(self, box: Box) -> str:
+        return f"{self.mount}/{box.key}/Maildir"
+
+    def maildir(self, box: Box) -> str:
+        return f"{self.root}/{self.domain.name}/{box.key}/Maildir"
+
+    def plan(self, boxes: list[Box]) -> list[Work]:
+        """What the snapshot and the live Maildirs hold (one command) and, per mailbox,
+        the folder plan; the target names are saved before anything is copied."""
+        say = self.hooks.say
+        say(gettext_noop("snapshot %(snapshot)s mounted read-only"), snapshot=self.snapshot.name)
+        listing = node_program(
+            self.conn,
+            self.python,
+            {
+                "op": "list",
+                "mailboxes": [
+                    {"key": b.key, "source": self.source(b), "maildir": self.maildir(b)}
+                    for b in boxes
+                ],
+            },
         )
-    return {
-        "mailboxes": [b.key for b, _s, _c in work],
-        "messages": total,
-        "copied": copied,
-        "flags_restored": flags,
-        "folders": {k: v[1:] for k, v in targets.items()},
-        "mode": mode,
-    }
+        one = bool(self.params.get("mailbox_id"))
+        date = restore.restored_date(self.snapshot)
+        work: list[Work] = []
+        for box in boxes:
+            seen = listing.get(box.key) or {"source": {}, "live": []}
+            source, live = seen["source"], seen["live"]
+            address = f"{box.key}@{self.domain.name}"
+            if not source:
+                if one:
+                    raise RestoreError(f"{address} is not in this snapshot.")
+                say(gettext_noop("%(mailbox)s: not in the snapshot, skipped"), mailbox=box.key)
+                continue
+            if "" not in live:
+                if one:
+                    raise RestoreError(f"{address} has no Maildir on the node yet.")
+                say(gettext_noop("%(mailbox)s: no Maildir on the node, skipped"), mailbox=box.key)
+                continue
+            folder = self.folder
+            if folder is not None and not any(restore.selects(folder, d) for d in source):
+                raise RestoreError(f"The folder {folder or 'INBOX'} is not in this snapshot.")
+            if self.mode == restore.NEW_FOLDER and box.key not in self.targets:
+                self.targets[box.key] = restore.target_folder(date, live)
+            steps = restore.plan(self.mode, folder, sorted(source), self.targets.get(box.key, ""))
+            count = sum(source.get(s, 0) for s, _d in steps if s is not None)
+            work.append(Work(box, steps, count))
+        if self.targets != (self.params.get("targets") or {}):
+            self.hooks.save_params({**self.params, "targets": self.targets})
+        return work
+
+    def copy(self, work: list[Work]) -> dict[str, Any]:
+        """Each mailbox in time slices of the node program, reporting progress."""
+        total = sum(w.count for w in work)
+        self.hooks.progress(0, total)
+        done_before = copied = flags = 0
+        for item in work:
+            args = {
+                "op": "restore",
+                "mode": self.mode,
+                "root": self.root,
+                "source_root": self.mount,
+                "source": self.source(item.box),
+                "maildir": self.maildir(item.box),
+                # Beside the Maildir: the same file system (renames), unseen by Courier.
+                "stage": f"{self.maildir(item.box)[: -len('/Maildir')]}/.ums-restore-{self.job_id}",
+                "folders": item.steps,
+                "quota": item.box.quota,
+                "budget": SLICE_SECONDS,
+            }
+            while True:
+                answer = node_program(self.conn, self.python, args)
+                copied += int(answer.get("copied", 0))
+                flags += int(answer.get("flags", 0))
+                self.hooks.progress(done_before + int(answer.get("done", 0)), total)
+                if answer.get("finished"):
+                    break
+            done_before += item.count
+            self.hooks.say(
+                gettext_noop("%(mailbox)s: %(count)d message(s) restored"),
+                mailbox=item.box.key,
+                count=item.count,
+            )
+        return {
+            "mailboxes": [w.box.key for w in work],
+            "messages": total,
+            "copied": copied,
+            "flags_restored": flags,
+            "folders": {k: v[1:] for k, v in self.targets.items()},
+            "mode": self.mode,
+        }

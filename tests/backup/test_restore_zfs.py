@@ -70,6 +70,8 @@ def store(zfs: PrivateZfs, tmp_path: Path, cast: Cast, settings):
     _message(maildir / ".Work.Deep", "new", "103.M1.host", "deep-old")
     for d in (maildir, maildir.parent):
         os.chown(d, MAIL_UID, MAIL_UID)
+    # A link in the snapshot must never pull another file into the mailbox.
+    (maildir / "cur" / "999.M1.evil:2,S").symlink_to("/etc/hostname")
     name = "ums-manual-20261201T101010Z"
     zfs.run("zfs", "snapshot", f"{dataset}@{name}")
     snap = Snapshot.objects.create(
@@ -87,6 +89,7 @@ def store(zfs: PrivateZfs, tmp_path: Path, cast: Cast, settings):
     shutil.rmtree(maildir / ".Work")
     shutil.rmtree(maildir / ".Work.Deep")
     (maildir / "cur" / "100.M1.host:2,S").unlink()
+    (maildir / "cur" / "999.M1.evil:2,S").unlink()
     (maildir / ".Sent" / "cur" / "101.M1.host:2,S").rename(
         maildir / ".Sent" / "cur" / "101.M1.host:2,FS"
     )
