@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils.translation import gettext_noop
 
 from servers.models import Node
 from ums import jobs
@@ -95,3 +96,32 @@ def restore_snapshot(job: Job, reporter: jobs.Reporter) -> dict:
             )
     except restore_run.RestoreError as exc:
         raise jobs.PermanentJobError(str(exc)) from exc
+
+
+@jobs.handler(restore.FOLDERS_JOB)
+def snapshot_folders(job: Job, reporter: jobs.Reporter) -> dict:
+    """The folders of a mailbox in a snapshot, for the restore form (read only)."""
+    from deploy.desired import os_family
+    from deploy.nodes import session
+    from deploy.services.probes import PYTHON
+    from mail.models import Mailbox
+
+    snapshot = Snapshot.objects.select_related("node").filter(pk=job.params["snapshot_id"]).first()
+    mailbox = Mailbox.objects.select_related("domain").filter(pk=job.params["mailbox_id"]).first()
+    if snapshot is None or mailbox is None:
+        raise jobs.PermanentJobError("The snapshot or the mailbox is gone.")
+    node = snapshot.node
+    try:
+        with session(node) as conn:
+            folders = restore_run.list_folders(
+                conn,
+                job.pk,
+                snapshot,
+                mailbox,
+                python=PYTHON.get(os_family(node.os_id), PYTHON["debian"]),
+            )
+    except restore_run.RestoreError as exc:
+        raise jobs.PermanentJobError(str(exc)) from exc
+    for name, count in folders:
+        reporter.say(gettext_noop("%(folder)s: %(count)d message(s)"), folder=name, count=count)
+    return {"folders": folders}

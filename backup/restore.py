@@ -38,6 +38,7 @@ from ums.models import Job
 from .models import Snapshot
 
 RESTORE_JOB = "backup.restore"
+FOLDERS_JOB = "backup.snapshot_folders"
 NEW_FOLDER, IN_PLACE = "new_folder", "in_place"
 MODES = {
     NEW_FOLDER: gettext_lazy("Into a new folder “Restored <date>” (nothing is overwritten)"),
@@ -186,3 +187,23 @@ def start_restore(
         },
     )
     return job
+
+
+@action
+def start_folder_listing(*, actor: Any, snapshot: Snapshot, mailbox: Mailbox) -> Job:
+    """A job reads the folders ``mailbox`` has in ``snapshot`` (for choosing what to
+    restore); nothing changes, so no audit record."""
+    require_permission(actor, perms.SERVERS_MANAGE)
+    require_in_scope(snapshot, actor)
+    require_in_scope(mailbox, actor)
+    if mailbox.domain_id != snapshot.domain_id:
+        raise ValidationError({"mailbox": [_("This mailbox is not in the snapshot's domain.")]})
+    return jobs.enqueue(
+        FOLDERS_JOB,
+        actor=actor,
+        title=_("Folders of %(mailbox)s in %(snapshot)s")
+        % {"mailbox": mailbox.email, "snapshot": snapshot.name},
+        customer=mailbox.domain.customer,
+        target=mailbox,
+        params={"snapshot_id": snapshot.pk, "mailbox_id": mailbox.pk},
+    )

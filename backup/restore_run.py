@@ -284,3 +284,32 @@ class _Restorer:
             "folders": {k: v[1:] for k, v in self.targets.items()},
             "mode": self.mode,
         }
+
+
+def list_folders(
+    conn: Connector, job_id: int, snapshot: Snapshot, mailbox: Mailbox, *, python: str
+) -> list[list[Any]]:
+    """``[[folder name, messages], ...]`` of ``mailbox`` in ``snapshot`` (``INBOX`` first,
+    then Maildir++ names such as ``Sent`` or ``Archive.2025``), read through a clone."""
+    mount = ensure_clone(conn, snapshot, job_id)
+    try:
+        box = Box(mailbox.local_part, 0)
+        root = str(conf()["mail_root"]).rstrip("/")
+        listing = node_program(
+            conn,
+            python,
+            {
+                "op": "list",
+                "mailboxes": [
+                    {
+                        "key": box.key,
+                        "source": f"{mount}/{box.key}/Maildir",
+                        "maildir": f"{root}/{mailbox.domain.name}/{box.key}/Maildir",
+                    }
+                ],
+            },
+        )
+    finally:
+        destroy_clone(conn, snapshot, job_id)
+    source = (listing.get(box.key) or {}).get("source") or {}
+    return [[d[1:] if d else "INBOX", source[d]] for d in sorted(source)]

@@ -8,15 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.views import View
 
 from mail.models import Mailbox
 from tenants import permissions as perms
 from tenants.forms import ActorForm
+from ums import scoping
+from ums.models import Job
 from ums.portal.generic import ObjectFormView, scoped_object_or_404
 from ums.portal.views import PortalMixin
 
@@ -55,11 +59,23 @@ class RestoreForm(ActorForm):
         required=False,
     )
 
-    def __init__(self, *args: Any, snapshot: Snapshot, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        snapshot: Snapshot,
+        folders: list[list[Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["mailbox"]
         assert isinstance(field, forms.ModelChoiceField)
         field.queryset = Mailbox.objects.filter(domain_id=snapshot.domain_id).order_by("local_part")
+        if folders:
+            # Read from the snapshot by a job: chosen instead of typed (still validated).
+            choices = [("", _("The whole mailbox"))] + [
+                (name, f"{name} ({count})") for name, count in folders
+            ]
+            self.fields["folder"].widget = forms.Select(choices=choices)
 
     def clean_folder(self) -> str | None:
         try:
@@ -99,10 +115,45 @@ class RestoreView(ObjectFormView):
     def format_values(obj: Any) -> dict[str, Any]:
         return {"name": getattr(obj, "name", obj), "email": ""}
 
+    def folders_job(self) -> Job | None:
+        """The folder listing named by ``?folders=``, if it is of this snapshot and in scope."""
+        value = self.request.GET.get("folders", "")
+        if not value.isdigit() or not 0 < int(value) < 2**63:
+            return None
+        jobs = scoping.scope_queryset(Job.objects.all(), self.request.user)
+        return jobs.filter(
+            pk=int(value), kind=restore.FOLDERS_JOB, params__snapshot_id=self.get_object().pk
+        ).first()
+
     def get_form_kwargs(self) -> dict[str, Any]:
         kwargs = super().get_form_kwargs()
         kwargs["snapshot"] = self.get_object()
+        job = self.folders_job()
+        if job is not None and job.status == Job.SUCCEEDED:
+            kwargs["folders"] = (job.result or {}).get("folders") or []
         return kwargs
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The form's second button: read the chosen mailbox's folders (a job), then
+        come back to the form with them."""
+        if "list_folders" not in request.POST:
+            return super().post(request, *args, **kwargs)
+        snapshot = self.get_object()
+        value = request.POST.get("mailbox", "")
+        mailbox = scoped_object_or_404(Mailbox, request.user, value) if value.isdigit() else None
+        url = reverse("backup:snapshot-restore", args=[snapshot.pk])
+        if mailbox is None:
+            messages.error(request, _("Choose a mailbox to read its folders."))
+            return HttpResponseRedirect(url)
+        try:
+            job = restore.start_folder_listing(
+                actor=request.user, snapshot=snapshot, mailbox=mailbox
+            )
+        except (ValidationError, PermissionDenied) as exc:
+            for text in getattr(exc, "messages", None) or [str(exc)]:
+                messages.error(request, text)
+            return HttpResponseRedirect(f"{url}?mailbox={mailbox.pk}")
+        return HttpResponseRedirect(f"{url}?mailbox={mailbox.pk}&folders={job.pk}")
 
     def get_initial(self) -> dict[str, Any]:
         initial = super().get_initial()
@@ -116,6 +167,7 @@ class RestoreView(ObjectFormView):
         snapshot = self.get_object()
         context["snapshot"] = snapshot
         context["restored_name"] = f"Restored {restore.restored_date(snapshot).isoformat()}"
+        context["folders_job"] = self.folders_job()
         return context
 
 

@@ -1,5 +1,6 @@
 """``POST /api/v1/backup/restores/``: restore a domain, a mailbox or one folder from a
-snapshot, as a job (202 with the job; its progress and log at ``/api/v1/jobs/<id>/``)."""
+snapshot, as a job (202 with the job; its progress and log at ``/api/v1/jobs/<id>/``);
+``POST /api/v1/backup/restores/folders/``: a job that reads a mailbox's folders in it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -54,6 +56,11 @@ class RestoreSerializer(StrictSerializer):
         return attrs
 
 
+class FolderListSerializer(StrictSerializer):
+    snapshot = ScopedPrimaryKeyRelatedField(queryset=Snapshot.objects.all())
+    mailbox = ScopedPrimaryKeyRelatedField(queryset=Mailbox.objects.all())
+
+
 class RestoreViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     queryset = Snapshot.objects.all()
     serializer_class = RestoreSerializer
@@ -66,5 +73,16 @@ class RestoreViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
         serializer = RestoreSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         job = restore.start_restore(actor=request.user, **serializer.validated_data)
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=FolderListSerializer, responses={202: JobSerializer})
+    @action(detail=False, methods=["post"])
+    def folders(self, request: Request) -> Response:
+        """A job reads the mailbox's folders in the snapshot: its ``result.folders`` is
+        ``[[name, messages], ...]``, the names ``folder`` accepts."""
+        serializer = FolderListSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        job = restore.start_folder_listing(actor=request.user, **serializer.validated_data)
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -137,3 +137,31 @@ def test_portal_restore_flow(cast: Cast, client) -> None:
     client.login(username="sibling.admin", password=PASSWORD)
     assert client.get(restore_url).status_code == 404
     assert client.post(restore_url, {"mode": "new_folder"}).status_code == 404
+
+
+def test_portal_reads_the_folders_by_a_job_then_offers_them(cast: Cast, client) -> None:
+    snap = _snapshot(cast, cast.ministry, "folders.example")
+    alice = make_mailbox(snap.domain, "alice")
+    client.login(username="sub.admin", password=PASSWORD)
+    restore_url = f"/backup/snapshots/{snap.pk}/restore/"
+    response = client.post(restore_url, {"mailbox": alice.pk, "list_folders": "1"})
+    job = Job.objects.get(kind="backup.snapshot_folders")
+    assert job.params == {"snapshot_id": snap.pk, "mailbox_id": alice.pk}
+    assert response["Location"] == f"{restore_url}?mailbox={alice.pk}&folders={job.pk}"
+    page = client.get(response["Location"]).content.decode()
+    assert 'http-equiv="refresh"' in page  # still reading
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.SUCCEEDED, result={"folders": [["INBOX", 3], ["Sent", 2]]}
+    )
+    page = client.get(response["Location"]).content.decode()
+    assert '<option value="Sent">Sent (2)</option>' in page
+    assert 'http-equiv="refresh"' not in page
+    # The API starts the same job; another customer's mailbox is no such object.
+    api = token_client(cast.sub_admin)
+    response = api.post(f"{URL}folders/", {"snapshot": snap.pk, "mailbox": alice.pk}, format="json")
+    assert response.status_code == 202 and response.json()["kind"] == "backup.snapshot_folders"
+    outsider = token_client(cast.sibling_admin)
+    response = outsider.post(
+        f"{URL}folders/", {"snapshot": snap.pk, "mailbox": alice.pk}, format="json"
+    )
+    assert response.status_code == 400

@@ -134,6 +134,15 @@ def test_restore_over_imap_on_a_real_node(cast: Cast, store_fleet: Fleet) -> Non
     _send(f, alice, new_token)
     _wait_in_node(f, f"{maildir}/new", new_token)
 
+    # The folders the restore form offers, read from the snapshot by a job.
+    response = client.post(
+        f"{URL}folders/", {"snapshot": snap.pk, "mailbox": ids["alice"]}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
+    assert job.result["folders"] == [["INBOX", 1], ["Work", 1]]
+
     started = time.monotonic()
     job = _restore(client, snapshot=snap.pk, mailbox=ids["alice"])
     elapsed = time.monotonic() - started
