@@ -213,3 +213,22 @@ def test_folder_names_are_validated() -> None:
         restore.target_folder(datetime.date(2026, 12, 1), ["", ".Restored 2026-12-01.Sent"])
         == ".Restored 2026-12-01 (2)"
     )
+
+
+def test_a_snapshot_being_restored_is_pruned_later_not_failed(store) -> None:
+    from backup import snapshots
+
+    snap, _alice, _maildir = store
+    conn = CONN[0]
+    name = "ums-hourly-20261201T1000Z"
+    conn.zfs.run("zfs", "snapshot", f"{snap.dataset}@{name}")
+    snap.name = name
+    restore_run.ensure_clone(conn, snap, 7010)
+    snapshots.destroy(conn, snap.dataset, name)  # has a dependent clone: kept, no error
+    assert f"@{name}" in conn.zfs.run("zfs", "list", "-H", "-t", "snapshot", "-o", "name").stdout
+    assert restore_run.ensure_clone(conn, snap, 7010)  # a resumed job finds its clone
+    restore_run.destroy_clone(conn, snap, 7010)
+    snapshots.destroy(conn, snap.dataset, name)
+    assert (
+        f"@{name}" not in conn.zfs.run("zfs", "list", "-H", "-t", "snapshot", "-o", "name").stdout
+    )
