@@ -112,13 +112,14 @@ def plan(mode: str, folder: str | None, source: list[str], target: str) -> list[
 
     ``source`` lists the snapshot's folder directories; the caller checked ``folder`` is
     among them. In a new folder the ``Restored`` folder itself always exists (the inbox's
-    messages, or empty as the parent of what was restored).
+    messages, or empty as the parent of what was restored), published after the others.
     """
     chosen = [d for d in source if selects(folder, d)]
     if mode == IN_PLACE:
         return [[d, d] for d in chosen]
-    steps: list[list[Any]] = [] if "" in chosen else [[None, target]]
-    return steps + [[d, target + d] for d in chosen]
+    # The Restored folder itself last: until the end a failed restore shows nothing of it.
+    parent = ["", target] if "" in chosen else [None, target]
+    return [[d, target + d] for d in chosen if d] + [parent]
 
 
 def describe(mailbox: Mailbox | None, folder: str | None, domain: Domain) -> str:

@@ -289,10 +289,29 @@ def progress(plan, source, maildir, stage):
     return done
 
 
-if args["op"] == "list":
-    do_list()
-elif args["op"] == "restore":
-    do_restore()
-else:
+def do_abort():
+    # The job failed for good: its staging folders (never visible to Courier) go.
+    for stage in args["stages"]:
+        stage = inside(stage, args["root"])
+        if os.path.basename(stage).startswith(".ums-restore-"):
+            # Over a ZFS quota with snapshots, even unlink needs room: truncating the
+            # copies first frees their blocks (no snapshot holds them).
+            for base, _dirs, files in os.walk(stage):
+                for name in files:
+                    path = os.path.join(base, name)
+                    if not os.path.islink(path):
+                        os.truncate(path, 0)
+            shutil.rmtree(stage)
+            if os.path.lexists(stage + ".lock"):
+                os.unlink(stage + ".lock")
+    print(json.dumps({"finished": True}))
+
+
+OPERATIONS = {"list": do_list, "abort": do_abort, "restore": do_restore}
+if args.get("op") not in OPERATIONS:
     fail("unknown operation")
+try:
+    OPERATIONS[args["op"]]()
+except OSError as exc:  # a sentence for the job, not a traceback (a full disk, a quota)
+    fail("%s: %s" % (exc.strerror or exc, exc.filename or ""))
 """

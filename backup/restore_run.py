@@ -120,7 +120,7 @@ def node_program(conn: Connector, python: str, args: Mapping[str, Any]) -> dict[
         answer = {}
     if not result.ok or "error" in answer:
         detail = answer.get("error") or (result.stderr or result.stdout).strip()[-2000:]
-        raise RestoreError(f"the restore program on the node failed: {detail}")
+        raise RestoreError(f"The restore failed on the node: {detail}")
     return answer
 
 
@@ -169,7 +169,9 @@ def run(
     try:
         result = restorer.copy(restorer.plan(boxes))
     except RestoreError:
-        destroy_clone(conn, snapshot, job_id)  # this job will not run again: nothing to keep
+        # This job will not run again: its clone and staging folders are of no use.
+        restorer.abort(boxes)
+        destroy_clone(conn, snapshot, job_id)
         raise
     destroy_clone(conn, snapshot, job_id)
     return result
@@ -192,6 +194,14 @@ class _Restorer:
         self.root = str(conf()["mail_root"]).rstrip("/")
         self.mode, self.folder = params["mode"], params["folder"]
         self.targets: dict[str, str] = dict(params.get("targets") or {})
+
+    def stage(self, box: Box) -> str:
+        # Beside the Maildir: the same file system (renames), unseen by Courier.
+        return f"{self.root}/{self.domain.name}/{box.key}/.ums-restore-{self.job_id}"
+
+    def abort(self, boxes: list[Box]) -> None:
+        stages = [self.stage(b) for b in boxes]
+        node_program(self.conn, self.python, {"op": "abort", "root": self.root, "stages": stages})
 
     def source(self, box: Box) -> str:
         return f"{self.mount}/{box.key}/Maildir"
@@ -257,8 +267,7 @@ class _Restorer:
                 "source_root": self.mount,
                 "source": self.source(item.box),
                 "maildir": self.maildir(item.box),
-                # Beside the Maildir: the same file system (renames), unseen by Courier.
-                "stage": f"{self.maildir(item.box)[: -len('/Maildir')]}/.ums-restore-{self.job_id}",
+                "stage": self.stage(item.box),
                 "folders": item.steps,
                 "quota": item.box.quota,
                 "budget": SLICE_SECONDS,

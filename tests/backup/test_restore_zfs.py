@@ -232,3 +232,30 @@ def test_a_snapshot_being_restored_is_pruned_later_not_failed(store) -> None:
     assert (
         f"@{name}" not in conn.zfs.run("zfs", "list", "-H", "-t", "snapshot", "-o", "name").stdout
     )
+
+
+def test_a_restore_that_does_not_fit_fails_and_leaves_nothing(store) -> None:
+    snap, alice, maildir = store
+    conn = CONN[0]
+    for n in range(40):
+        _message(maildir / ".Big", "cur", f"{3000 + n}.M3.host:2,S", "x" * 200_000)
+    name = "ums-manual-20261203T000000Z"
+    conn.zfs.run("zfs", "snapshot", f"{snap.dataset}@{name}")
+    big = Snapshot.objects.create(
+        node=snap.node,
+        domain=snap.domain,
+        customer_path=snap.customer_path,
+        dataset=snap.dataset,
+        name=name,
+        tier="manual",
+        taken_at=datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC),
+        observed_at=datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC),
+    )
+    used = int(conn.zfs.run("zfs", "get", "-Hp", "-o", "value", "used", snap.dataset).stdout)
+    conn.zfs.run("zfs", "set", f"quota={used + 1024 * 1024}", snap.dataset)
+    with pytest.raises(restore_run.RestoreError) as failure:
+        _run(big, 7020, mailbox_id=alice.pk, folder="Big")
+    assert "Disk quota exceeded" in str(failure.value)
+    assert sorted(os.listdir(maildir.parent)) == ["Maildir"]  # no staging, no lock
+    assert not (maildir / ".Restored 2026-12-03").exists()
+    assert "ums-restore-" not in conn.zfs.run("zfs", "list", "-H", "-o", "name").stdout
