@@ -6,3 +6,9 @@ class BackupConfig(AppConfig):
     name = "backup"
     verbose_name = _("Backups")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import holders
+        from .restore_holder import RestoreCloneHolder
+
+        holders.register(RestoreCloneHolder())  # restore clones hold a domain's mail

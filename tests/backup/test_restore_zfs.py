@@ -259,3 +259,23 @@ def test_a_restore_that_does_not_fit_fails_and_leaves_nothing(store) -> None:
     assert sorted(os.listdir(maildir.parent)) == ["Maildir"]  # no staging, no lock
     assert not (maildir / ".Restored 2026-12-03").exists()
     assert "ums-restore-" not in conn.zfs.run("zfs", "list", "-H", "-o", "name").stdout
+
+
+def test_purge_finds_and_destroys_a_left_over_restore_clone(store) -> None:
+    from contextlib import nullcontext
+
+    from backup import holders
+    from backup.restore_holder import RestoreCloneHolder
+
+    snap, _alice, _maildir = store
+    conn = CONN[0]
+    assert any(h.name == "restore_clones" for h in holders.holders())  # registered
+    holder = RestoreCloneHolder(connect=lambda node: nullcontext(conn))
+    assert holder.find(snap.domain, "alice") == []
+    restore_run.ensure_clone(conn, snap, 7030)  # a given-up job's clone
+    [copy] = holder.find(snap.domain, "alice")
+    assert copy.ref["clone"] == f"{conn.zfs.pool}/ums-restore-7030"
+    assert copy.also_removes  # the whole domain's mail is in it
+    holder.destroy(copy, snap.domain, "alice", log=lambda line: None)
+    holder.destroy(copy, snap.domain, "alice", log=lambda line: None)  # idempotent
+    assert holder.find(snap.domain, None) == []
