@@ -19,6 +19,7 @@ from ums.api.fields import SafeCharField, ScopedPrimaryKeyRelatedField
 from ums.api.jobs import JobSerializer
 from ums.api.serializers import StrictSerializer
 from ums.api.viewsets import ScopedViewSetMixin
+from ums.models import Job
 
 from .. import restore
 from ..models import Snapshot
@@ -62,10 +63,18 @@ class FolderListSerializer(StrictSerializer):
 
 
 class RestoreViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
-    queryset = Snapshot.objects.all()
+    """Restores are jobs: the list is the restore jobs of the subtree, newest first."""
+
+    queryset = Job.objects.filter(kind=restore.RESTORE_JOB)
     serializer_class = RestoreSerializer
     permission_area = "servers"
-    http_method_names = ["post", "options"]
+    http_method_names = ["get", "post", "head", "options"]
+    ordering = "-id"
+
+    @extend_schema(responses=JobSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(JobSerializer(page, many=True).data)
 
     @extend_schema(request=RestoreSerializer, responses={202: JobSerializer})
     def create(self, request: Request) -> Response:

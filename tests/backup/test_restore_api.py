@@ -57,6 +57,10 @@ def test_restore_request_is_a_job_and_audited(cast: Cast) -> None:
     response = client.post(URL, {"snapshot": snap.pk, "mode": "in_place"}, format="json")
     assert response.status_code == 202, response.content
     assert Job.objects.get(pk=response.json()["id"]).params["mailbox_id"] is None
+    # The list is the restore jobs, newest first; none of them for another customer.
+    rows = client.get(URL).json()["results"]
+    assert [r["id"] for r in rows] == [response.json()["id"], job.pk]
+    assert token_client(cast.sibling_admin).get(URL).json()["results"] == []
 
 
 def test_every_bad_field_at_once_and_nothing_started(cast: Cast) -> None:
