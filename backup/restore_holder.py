@@ -8,7 +8,6 @@ exists its snapshot cannot be destroyed, so purge must find and destroy it first
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -19,8 +18,7 @@ from servers.models import Node
 
 from .holders import HeldCopy
 from .models import Snapshot
-
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*/ums-restore-[0-9]+$")
+from .restore_run import CLONE_RE, destroy_clone_named
 
 
 def _session(node: Node) -> AbstractContextManager[Connector]:
@@ -49,7 +47,7 @@ class RestoreCloneHolder:
                 result = conn.run(["zfs", "list", "-H", "-o", "name,origin", "-t", "filesystem"])
             for line in result.stdout.splitlines() if result.ok else []:
                 name, _tab, origin = line.partition("\t")
-                if _NAME.match(name) and origin.split("@", 1)[0] in datasets:
+                if CLONE_RE.match(name) and origin.split("@", 1)[0] in datasets:
                     copies.append(
                         HeldCopy(
                             holder=self.name,
@@ -65,13 +63,7 @@ class RestoreCloneHolder:
     def destroy(
         self, copy: HeldCopy, domain: Domain, local_part: str | None, log: Callable[[str], Any]
     ) -> None:
-        name = copy.ref["clone"]
-        if not _NAME.match(name):
-            raise ValueError(f"refusing to destroy {name}")
         node = Node.objects.get(pk=copy.ref["node"])
         with self.connect(node) as conn:
-            result = conn.run(["zfs", "destroy", name])
-        text = (result.stderr or result.stdout).strip()
-        if not result.ok and "does not exist" not in text and "could not find" not in text:
-            raise RuntimeError(f"zfs destroy {name} failed: {text}")
-        log(f"destroyed {name}")
+            destroy_clone_named(conn, copy.ref["clone"])
+        log(f"destroyed {copy.ref['clone']}")

@@ -36,7 +36,7 @@ from .restore_node import PROGRAM
 CLONE_ROOT = "/var/lib/ums-restore"
 #: Seconds each call of the node program works before reporting progress.
 SLICE_SECONDS = 3.0
-_CLONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*/ums-restore-[0-9]+$")
+CLONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*/ums-restore-[0-9]+$")
 
 
 class RestoreError(Exception):
@@ -94,9 +94,13 @@ def ensure_clone(conn: Connector, snapshot: Snapshot, job_id: int) -> str:
 
 
 def destroy_clone(conn: Connector, snapshot: Snapshot, job_id: int) -> None:
-    """Destroy the job's clone (only a name of our pattern); gone is fine."""
-    clone = clone_name(snapshot, job_id)
-    if not _CLONE_RE.match(clone):
+    """Destroy the job's clone; gone is fine."""
+    destroy_clone_named(conn, clone_name(snapshot, job_id))
+
+
+def destroy_clone_named(conn: Connector, clone: str) -> None:
+    """``zfs destroy`` of a restore clone (only a name of our pattern); gone is fine."""
+    if not CLONE_RE.match(clone):
         raise RestoreError(f"refusing to destroy {clone}")
     for attempt in range(20):
         result = conn.run(["zfs", "destroy", clone])
