@@ -118,6 +118,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "backup.purge.done": pgettext_lazy("audit action", "Permanently purged"),
     "backup_exclusion.update": pgettext_lazy("audit action", "Backup exclusion changed"),
     "mail_store.update": pgettext_lazy("audit action", "Mail store settings changed"),
+    "snapshot.restore": pgettext_lazy("audit action", "Restore from snapshot requested"),
     "job.given_up": pgettext_lazy("audit action", "Job given up"),
     "node.key_rotated": pgettext_lazy("audit action", "Controller key rotated"),
     "node.host_key_mismatch": pgettext_lazy("audit action", "Node host key changed"),

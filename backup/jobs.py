@@ -1,15 +1,16 @@
-"""Job handlers of the backup app: testing a target and a node's snapshot pass."""
+"""Job handlers of the backup app: testing a target, a node's snapshot pass, a restore."""
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils.translation import gettext_noop
 
 from servers.models import Node
 from ums import jobs
 from ums.models import Job
 
-from . import actions, crypto, drivers, snapshot_run
-from .models import BackupTarget
+from . import actions, crypto, drivers, restore, restore_run, snapshot_run
+from .models import BackupTarget, Snapshot
 
 
 @jobs.handler(actions.TEST_JOB)
@@ -65,6 +66,65 @@ def snapshot_node(job: Job, reporter: jobs.Reporter) -> dict:
             manual=bool(job.params.get("manual")),
             log=reporter.log,
         )
+
+
+@jobs.handler(restore.RESTORE_JOB)
+def restore_snapshot(job: Job, reporter: jobs.Reporter) -> dict:
+    """Restore a domain, mailbox or folder from a snapshot (see :mod:`backup.restore_run`)."""
+    from deploy.desired import os_family
+    from deploy.nodes import session
+    from deploy.services.probes import PYTHON
+
+    snapshot = Snapshot.objects.select_related("node").filter(pk=job.params["snapshot_id"]).first()
+    if snapshot is None:
+        raise jobs.PermanentJobError("The snapshot is no longer listed by the node.")
+    node = snapshot.node
+
+    def save_params(params: dict) -> None:
+        Job.objects.filter(pk=job.pk).update(params=params)
+
+    try:
+        with session(node) as conn:
+            return restore_run.run(
+                conn,
+                job.pk,
+                dict(job.params),
+                python=PYTHON.get(os_family(node.os_id), PYTHON["debian"]),
+                save_params=save_params,
+                progress=reporter.progress,
+                say=reporter.say,
+            )
+    except restore_run.RestoreError as exc:
+        raise jobs.PermanentJobError(str(exc)) from exc
+
+
+@jobs.handler(restore.FOLDERS_JOB)
+def snapshot_folders(job: Job, reporter: jobs.Reporter) -> dict:
+    """The folders of a mailbox in a snapshot, for the restore form (read only)."""
+    from deploy.desired import os_family
+    from deploy.nodes import session
+    from deploy.services.probes import PYTHON
+    from mail.models import Mailbox
+
+    snapshot = Snapshot.objects.select_related("node").filter(pk=job.params["snapshot_id"]).first()
+    mailbox = Mailbox.objects.select_related("domain").filter(pk=job.params["mailbox_id"]).first()
+    if snapshot is None or mailbox is None:
+        raise jobs.PermanentJobError("The snapshot or the mailbox is gone.")
+    node = snapshot.node
+    try:
+        with session(node) as conn:
+            folders = restore_run.list_folders(
+                conn,
+                job.pk,
+                snapshot,
+                mailbox,
+                python=PYTHON.get(os_family(node.os_id), PYTHON["debian"]),
+            )
+    except restore_run.RestoreError as exc:
+        raise jobs.PermanentJobError(str(exc)) from exc
+    for name, count in folders:
+        reporter.say(gettext_noop("%(folder)s: %(count)d message(s)"), folder=name, count=count)
+    return {"folders": folders}
 
 
 # Controller dumps and Maildir exports register their handlers on import.

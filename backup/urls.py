@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import dumps_views, views
+from . import dumps_views, restore_views, views
 
 app_name = "backup"
 
@@ -60,4 +60,7 @@ urlpatterns += [
     ),
     path("mail-stores/", ev.MailStoreListView.as_view(), name="store-list"),
     path("mail-stores/<id:pk>/", ev.MailStoreSettingsView.as_view(), name="store"),
+    path(
+        "snapshots/<id:pk>/restore/", restore_views.RestoreView.as_view(), name="snapshot-restore"
+    ),
 ]

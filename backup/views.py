@@ -157,6 +157,8 @@ class DomainSnapshotsView(PortalMixin, View):
                 "policy": store_settings.effective_for_domain(domain),
                 "exclusions": exclusion_policy.describe(domain),
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
+                # Each mailbox's own snapshot page (restore of one mailbox or folder).
+                "mailboxes": list(domain.mailboxes.order_by("local_part")[:200]),
             },
         )
 

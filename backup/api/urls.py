@@ -1,6 +1,7 @@
 from rest_framework.routers import SimpleRouter
 
 from .export_views import ExportViewSet
+from .restore import RestoreViewSet
 from .views import BackupTargetViewSet, SnapshotPolicyViewSet, SnapshotViewSet
 
 router = SimpleRouter()
@@ -8,6 +9,7 @@ router.register("backup/targets", BackupTargetViewSet, basename="backuptarget")
 router.register("backup/snapshots", SnapshotViewSet, basename="snapshot")
 router.register("backup/exports", ExportViewSet, basename="export")
 router.register("backup/snapshot-policies", SnapshotPolicyViewSet, basename="snapshotpolicy")
+router.register("backup/restores", RestoreViewSet, basename="restore")
 
 # Controller dumps (operators only; backup/dumps_api.py).
 from ..dumps_api import DumpViewSet  # noqa: E402
