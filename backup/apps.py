@@ -6,3 +6,9 @@ class BackupConfig(AppConfig):
     name = "backup"
     verbose_name = _("Backups")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import holders
+        from .offnode_holder import HOLDER as offnode_holder
+
+        holders.register(offnode_holder)

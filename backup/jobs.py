@@ -65,3 +65,7 @@ def snapshot_node(job: Job, reporter: jobs.Reporter) -> dict:
             manual=bool(job.params.get("manual")),
             log=reporter.log,
         )
+
+
+# Off-node copies register their handlers on import.
+from . import offnode_jobs  # noqa: E402, F401

@@ -210,3 +210,7 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset}@{self.name}"
+
+
+# Off-node copies live in their own module; imported here so Django registers them.
+from .models_offnode import OffnodeCopy, OffnodeSetting  # noqa: E402, F401

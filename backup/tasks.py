@@ -76,3 +76,7 @@ def schedule(now: Any = None) -> dict[str, Any]:
 @shared_task(name="backup.schedule_snapshots", acks_late=True)
 def schedule_snapshots() -> Any:
     return schedule()
+
+
+# The off-node copy scheduler (Celery's autodiscovery imports this module only).
+from .offnode_jobs import schedule_offnode  # noqa: E402, F401

@@ -370,6 +370,9 @@ UMS_BACKUP_KEY = env_str("UMS_BACKUP_KEY", "") or read_or_create_secret(
 )
 # How often (seconds) the snapshot scheduler looks for domains due a ZFS snapshot.
 UMS_SNAPSHOT_INTERVAL = env_int("UMS_SNAPSHOT_INTERVAL", 300, minimum=30)
+# How often (seconds) beat looks for IMAP nodes due an off-node copy (each node's own
+# interval is its setting; this is only how often that is checked).
+UMS_OFFNODE_CHECK_INTERVAL = env_int("UMS_OFFNODE_CHECK_INTERVAL", 300, minimum=30)
 # How often the reconciler loop re-drives work a dead process left (see ums.reconcile).
 UMS_RECONCILE_INTERVAL = env_int("UMS_RECONCILE_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
@@ -384,6 +387,7 @@ CELERY_BEAT_SCHEDULE = {
     "ingest-held-mail": {"task": "spamhold.ingest_all", "schedule": UMS_SPAMHOLD_INGEST_INTERVAL},
     "expire-held-mail": {"task": "spamhold.expire", "schedule": 900},
     "schedule-snapshots": {"task": "backup.schedule_snapshots", "schedule": UMS_SNAPSHOT_INTERVAL},
+    "schedule-offnode": {"task": "backup.schedule_offnode", "schedule": UMS_OFFNODE_CHECK_INTERVAL},
 }
 
 # Node configuration: converge nodes when mail changes, and run a full converge (packages

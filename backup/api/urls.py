@@ -8,3 +8,10 @@ router.register("backup/snapshots", SnapshotViewSet, basename="snapshot")
 router.register("backup/snapshot-policies", SnapshotPolicyViewSet, basename="snapshotpolicy")
 
 urlpatterns = router.urls
+
+# Off-node copies (backup/api/offnode.py).
+from .offnode import OffnodeCopyViewSet, OffnodeSettingViewSet  # noqa: E402
+
+router.register("backup/offnode-settings", OffnodeSettingViewSet, basename="offnodesetting")
+router.register("backup/offnode-copies", OffnodeCopyViewSet, basename="offnodecopy")
+urlpatterns = router.urls
