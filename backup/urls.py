@@ -19,3 +19,17 @@ urlpatterns = [
     path("domains/<id:pk>/snapshot-now/", views.SnapshotNowView.as_view(), name="snapshot-now"),
     path("policies/<id:pk>/", views.PolicyEditView.as_view(), name="policy"),
 ]
+
+# Off-node copies (backup/offnode_views.py).
+from . import offnode_views  # noqa: E402
+
+urlpatterns += [
+    path("offnode/", offnode_views.OffnodeListView.as_view(), name="offnode-list"),
+    path("offnode/<id:pk>/", offnode_views.OffnodeSettingView.as_view(), name="offnode-setting"),
+    path(
+        "offnode/<id:pk>/copy-now/",
+        offnode_views.OffnodeCopyNowView.as_view(),
+        name="offnode-copy-now",
+    ),
+    path("offnode/<id:pk>/rebuild/", offnode_views.RebuildView.as_view(), name="offnode-rebuild"),
+]
