@@ -61,6 +61,7 @@ bench: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL)_spamhold_resume REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/spamhold_resume.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_converge REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/converge.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_reconcile REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/reconcile.py
+	DATABASE_URL=$(BENCH_DATABASE_URL)_offnode $(PY) benchmarks/offnode.py
 
 lint: venv
 	$(PY) -m ruff check .
