@@ -20,7 +20,7 @@ from tests.mail.helpers import make_domain
 from ums.models import Job
 
 from .test_portal import portal
-from .test_snapshots import _imap_node
+from .test_snapshots import _imap_node, pool  # noqa: F401  (the shared zfs-fuse pool)
 
 pytestmark = pytest.mark.django_db
 
@@ -189,3 +189,44 @@ def test_common_snapshot_is_found_by_guid_and_names_are_checked() -> None:
     for bad in ("p/m/d; rm -rf /", "../x", "p//x", "-o/x"):
         with pytest.raises(offnode_zfs.OffnodeError):
             offnode_zfs.check_dataset(bad)
+
+
+def test_the_snapshot_an_offnode_copy_continues_from_is_never_pruned(
+    pool: str,  # noqa: F811
+    cast: Cast,
+) -> None:
+    from backup import actions, snapshot_run
+    from deploy.services.zfs import ZfsService
+    from tests.services.localconn import LocalConnector
+
+    from .test_snapshots import _domain_data, _snapshot_names, _state, at
+
+    conn = LocalConnector()
+    conf = {"mail_store_pool": pool}
+    node = _imap_node(cast)
+    domain = make_domain(cast.ministry, "base.example")
+    service = ZfsService()
+    service.apply(conn, service.plan(conn, _state(pool, _domain_data("base.example"))))
+    actions.set_snapshot_policy(
+        actor=None, customer=cast.ministry, hourly_keep=1, daily_keep=0, monthly_keep=0
+    )
+    snapshot_run.run_node(conn, node, [domain], conf=conf, now=at(4))
+    OffnodeCopy.objects.create(
+        domain=domain,
+        domain_name=domain.name,
+        customer_path=domain.customer_path,
+        kind=OffnodeCopy.NODE,
+        source_node=node,
+        backup_node=_backup_node(cast, node),
+        location="backup/ums/base.example",
+        snapshots=["ums-hourly-20261207T0400Z"],
+        last_snapshot="ums-hourly-20261207T0400Z",
+        copied_at=timezone.now(),
+    )
+    for hour in (5, 6):
+        snapshot_run.run_node(conn, node, [domain], conf=conf, now=at(hour))
+    # Retention keeps one hourly, plus the base the next incremental copy starts from.
+    assert _snapshot_names(f"{pool}/mail/base.example") == [
+        "ums-hourly-20261207T0400Z",
+        "ums-hourly-20261207T0600Z",
+    ]
