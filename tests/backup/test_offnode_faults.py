@@ -13,13 +13,15 @@ dataset, yields the source's snapshot (same GUID).
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import paramiko
 import pytest
 from django.db import transaction
 
-from backup import offnode_actions, rebuild
+from backup import offnode, offnode_actions, rebuild
 from backup.drivers.nfs import NfsTarget
 from backup.models import BackupTarget
 from backup.models_offnode import OffnodeSetting
@@ -179,3 +181,52 @@ def test_worker_killed_mid_stream_then_the_next_run_completes(
     assert _guid(f, BACKUP, f"{backup_pool}/fromtarget@{snaps[-1]}") == _guid(
         f, A, f"{source}@{snaps[-1]}"
     )
+
+    # The receiving side dies mid-stream (its zfs receive killed): the relay reports it
+    # instead of hanging, the copy stays at its last snapshot, the sender is not left
+    # running, and the next pass sends the increment again.
+    f.in_node(BACKUP, ["zfs", "destroy", "-r", f"{backup_pool}/fromtarget"])  # pool space
+    f.in_node(
+        A,
+        [
+            "dd",
+            "if=/dev/urandom",
+            f"of=/var/mail/vhosts/{DOMAIN}/alice/Maildir/cur/big2",
+            "bs=1M",
+            "count=40",
+        ],
+    )
+    response = client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json")
+    assert Job.objects.get(pk=response.json()["id"]).status == Job.SUCCEEDED
+    newest = _snaps(f, A, source)[-1]
+    pid = f.tnodes[BACKUP].pid
+    killer = subprocess.Popen(
+        [
+            "nsenter",
+            "-t",
+            str(pid),
+            "-m",
+            "-u",
+            "-n",
+            "sh",
+            "-c",
+            'until pkill -9 -f "zfs [r]eceive"; do sleep 0.02; done',
+        ]
+    )
+    try:
+        with session(f.nodes[A]) as src, session(f.nodes[BACKUP]) as dst:
+            started = time.monotonic()
+            with pytest.raises(Exception, match=r"stopped reading|exited"):
+                offnode.copy_to_node(src, dst, source, copy, {"enabled": False})
+            assert time.monotonic() - started < 120
+    finally:
+        killer.wait(timeout=30)
+    assert _snaps(f, BACKUP, copy) == snaps  # the cut increment was discarded
+    deadline = time.monotonic() + 30
+    while f.in_node(A, ["pgrep", "-f", "zfs send"], check=False).returncode == 0:
+        assert time.monotonic() < deadline, "zfs send left running on the IMAP node"
+        time.sleep(0.2)
+    with session(f.nodes[A]) as src, session(f.nodes[BACKUP]) as dst:
+        result = offnode.copy_to_node(src, dst, source, copy, {"enabled": False})
+    assert result["sent"] == {"base": snaps[-1], "snapshot": newest}
+    assert _guid(f, BACKUP, f"{copy}@{newest}") == _guid(f, A, f"{source}@{newest}")
