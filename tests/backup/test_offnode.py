@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditRecord
@@ -43,6 +44,8 @@ def test_setting_form_shows_every_error_then_saves_and_audits(cast: Cast) -> Non
     client = portal(cast.sub_admin)
     assert client.get("/backup/offnode/").status_code == 200
     url = f"/backup/offnode/{imap.pk}/"
+    node_page = client.get(reverse("servers:node-detail", args=[imap.pk])).content.decode()
+    assert url in node_page and f"{url}rebuild/" in node_page
     assert client.get(url).status_code == 200
     response = client.post(
         url,
