@@ -16,6 +16,7 @@ from backup import offnode_jobs, offnode_zfs
 from backup.models_offnode import OffnodeCopy, OffnodeSetting
 from deploy.models import DomainPlacement
 from servers.models import Node
+from tests.api.contracts import COVERED, ScopedEndpointContract
 from tests.fixtures import Cast, token_client
 from tests.mail.helpers import make_domain
 from ums.models import Job
@@ -24,6 +25,8 @@ from .test_portal import portal
 from .test_snapshots import _imap_node, pool  # noqa: F401  (the shared zfs-fuse pool)
 
 pytestmark = pytest.mark.django_db
+# The copies are observed state, read-only: scoping tested in test_copies_list_is_scoped.
+COVERED.add("offnodecopy")
 
 
 def _backup_node(cast: Cast, imap: Node) -> Node:
@@ -233,3 +236,76 @@ def test_the_snapshot_an_offnode_copy_continues_from_is_never_pruned(
         "ums-hourly-20261207T0400Z",
         "ums-hourly-20261207T0600Z",
     ]
+
+
+def _node(customer, hostname: str, roles: list[str]) -> Node:
+    from servers import actions as server_actions
+
+    zone = server_actions.create_zone(actor=None, customer=customer, name=f"Z {hostname}")
+    return Node.objects.create(
+        customer=customer,
+        customer_path=customer.path,
+        zone=zone,
+        hostname=hostname,
+        ssh_address="192.0.2.40",
+        status="active",
+        roles=roles,
+    )
+
+
+def _setting(customer, hostname: str) -> OffnodeSetting:
+    imap = _node(customer, hostname, ["imap"])
+    backup = _node(customer, f"backup-{hostname}", ["backup"])
+    return OffnodeSetting.objects.create(
+        node=imap,
+        customer_path=imap.customer_path,
+        backup_node=backup,
+        backup_dataset="backup/ums",
+    )
+
+
+class TestOffnodeSettingEndpoint(ScopedEndpointContract):
+    basename = "offnodesetting"
+    model = OffnodeSetting
+    audit_prefix = "offnode_setting."
+    can_delete = False
+
+    def make_in_scope(self, cast: Cast) -> OffnodeSetting:
+        return _setting(cast.government, "imap-gov.example.org")
+
+    def make_outside(self, cast: Cast) -> OffnodeSetting:
+        return _setting(cast.isp, "imap-isp.example.org")
+
+    def create_payload(self, cast: Cast) -> dict:
+        imap = _node(cast.ministry, "imap-new.example.org", ["imap"])
+        backup = _node(cast.ministry, "backup-new.example.org", ["backup"])
+        return {"node": imap.pk, "backupNode": backup.pk, "backupDataset": "backup/ums"}
+
+    def update_payload(self, cast: Cast, obj: OffnodeSetting) -> dict:
+        return {"intervalMinutes": 120}
+
+    def escape_payload(self, cast: Cast, obj: OffnodeSetting) -> dict:
+        # A backup node outside the administrator's subtree is refused.
+        return {"backupNode": _node(cast.isp, "backup-isp.example.org", ["backup"]).pk}
+
+
+def test_copies_list_is_scoped(cast: Cast) -> None:
+    inside = _setting(cast.government, "imap-g.example.org")
+    domain = make_domain(cast.ministry, "listed.example")
+    row = OffnodeCopy.objects.create(
+        domain=domain,
+        domain_name=domain.name,
+        customer_path=domain.customer_path,
+        kind=OffnodeCopy.NODE,
+        source_node=inside.node,
+        backup_node=inside.backup_node,
+        location="backup/ums/listed.example",
+        snapshots=["ums-daily-20261207T0000Z"],
+        last_snapshot="ums-daily-20261207T0000Z",
+        copied_at=timezone.now(),
+    )
+    rows = token_client(cast.sub_admin).get("/api/v1/backup/offnode-copies/").json()["results"]
+    assert [r["id"] for r in rows] == [row.pk] and rows[0]["backupNodeHostname"]
+    outsider = token_client(cast.sibling_admin)
+    assert outsider.get("/api/v1/backup/offnode-copies/").json()["results"] == []
+    assert outsider.get(f"/api/v1/backup/offnode-copies/{row.pk}/").status_code == 404
