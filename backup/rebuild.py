@@ -124,6 +124,26 @@ def receive_domain(
     mount(conn, dataset, domain.name)
 
 
+def carry_setting(lost: Node, new: Node) -> None:
+    """The new node inherits the lost node's copy setting (unless it has its own), so
+    its domains go on being copied, continuing the same chains."""
+    from .models_offnode import OffnodeSetting
+
+    old = OffnodeSetting.objects.filter(node=lost).first()
+    if old is None or OffnodeSetting.objects.filter(node=new).exists():
+        return
+    setting = OffnodeSetting.objects.create(
+        node=new,
+        customer_path=new.customer_path,
+        **{field: getattr(old, field) for field in OffnodeSetting.audit_fields},
+    )
+    auditing.record(
+        "offnode_setting.update",
+        obj=setting,
+        after={**auditing.snapshot(setting), "from_node": lost.hostname},
+    )
+
+
 def move_placements(domains: Iterable[Any], lost: Node, new: Node) -> list[int]:
     """Place ``domains`` on ``new`` (audited) and mark the mail nodes for converge;
     the node ids marked."""
@@ -145,6 +165,7 @@ def move_placements(domains: Iterable[Any], lost: Node, new: Node) -> list[int]:
         for domain in domains:
             nodes.update(dirty.nodes_serving(domain.customer_path))
         nodes.discard(lost.pk)
+        carry_setting(lost, new)
         dirty.bump(nodes, reason="domains rebuilt onto a new node")
         transaction.on_commit(lambda: dirty.ensure_queued(nodes, reason="rebuild"))
     return sorted(nodes)

@@ -22,7 +22,7 @@ import pytest
 from django.urls import reverse
 
 from backup import crypto, holders
-from backup.models_offnode import OffnodeCopy
+from backup.models_offnode import OffnodeCopy, OffnodeSetting
 from deploy.models import DomainPlacement
 from deploy.services import registry
 from deploy.services.zfs import SERVICE as ZFS
@@ -196,7 +196,6 @@ def test_copies_to_backup_node_and_s3_then_rebuild_lost_node(
     _wait_in_node(f, f"/var/mail/vhosts/{DOMAIN}/alice/Maildir/new", token2)
     _ok(_job(client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json")))
     from backup import offnode_jobs
-    from backup.models_offnode import OffnodeSetting
 
     assert offnode_jobs.schedule()["started"] == []  # the interval has not elapsed
     OffnodeSetting.objects.filter(pk=setting_id).update(last_run_at=None)
@@ -211,9 +210,11 @@ def test_copies_to_backup_node_and_s3_then_rebuild_lost_node(
     assert sorted(r["kind"] for r in rows) == ["node", "target"]
     assert all(r["lastSnapshot"] == second[-1] for r in rows)
 
-    # Node A is lost: its pool destroyed, the node down.
-    f.in_node(A, ["zpool", "destroy", "-f", pool])
+    # Node A is lost: the node down (its zfs-fuse with it) and the pool's disk gone.
     f.tnodes[A].stop()
+    image = f.cluster.base_dir / f"{pool}.img"
+    assert image.exists()
+    image.unlink()
     response = client.post(
         "/api/v1/backup/offnode-settings/rebuild/",
         {"node": node_a.pk, "newNode": node_b.pk},
@@ -227,6 +228,28 @@ def test_copies_to_backup_node_and_s3_then_rebuild_lost_node(
             _ok(converge)
     bodies = _imaps_bodies(f.tnodes[B].address)
     assert token.encode() in bodies and token2.encode() in bodies
+    # B inherited A's copy setting; its next copy continues the same chains.
+    b_setting = OffnodeSetting.objects.get(node=node_b)
+    assert (b_setting.backup_node_id, b_setting.target_id) == (backup_node.pk, target_id)
+    _ok(_job(client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json")))
+    job = _ok(_job(client.post(f"/api/v1/backup/offnode-settings/{b_setting.pk}/copy-now/")))
+    third = _snaps(f, B, source)
+    assert job.result["node"][0]["sent"] == {"base": second[-1], "snapshot": third[-1]}
+    assert job.result["target"][0]["sent"]["base"] == second[-1]
+    assert _snaps(f, BACKUP, copy) == third
+    # The target's chain (full, then incrementals) restores the same snapshot.
+    from backup import drivers, rebuild
+    from backup.models import BackupTarget
+    from deploy.nodes import session
+
+    driver = drivers.driver_for(BackupTarget.objects.get(pk=target_id))
+    with session(backup_node) as conn:
+        got = rebuild.receive_from_target(conn, driver, DOMAIN, f"{backup_pool}/froms3")
+    driver.close()
+    assert got == [first[-1], second[-1], third[-1]]
+    assert _guid(f, BACKUP, f"{backup_pool}/froms3@{third[-1]}") == _guid(
+        f, B, f"{source}@{third[-1]}"
+    )
 
     # Permanent deletion: the holder lists both copies, whole-domain, and destroys them.
     from mail.models import Domain
