@@ -105,7 +105,13 @@ def start_offnode_copy(*, actor: Any, node: Node) -> Job:
         raise ValidationError(
             {"node": _("Choose a backup node or a target for this node's copies first.")}
         )
-    job = enqueue_copy(setting, actor)
+    # One pass at a time per node: two receives into one dataset would only fail.
+    job = Job.objects.filter(
+        kind=COPY_JOB,
+        object_type="servers.node",
+        object_id=str(node.pk),
+        status__in=(Job.PENDING, Job.RUNNING),
+    ).first() or enqueue_copy(setting, actor)
     auditing.record("offnode_copy.request", obj=node, extra={"job": job.pk})
     return job
 

@@ -309,3 +309,31 @@ def test_copies_list_is_scoped(cast: Cast) -> None:
     outsider = token_client(cast.sibling_admin)
     assert outsider.get("/api/v1/backup/offnode-copies/").json()["results"] == []
     assert outsider.get(f"/api/v1/backup/offnode-copies/{row.pk}/").status_code == 404
+
+
+def test_excluded_domains_are_not_copied(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backup import exclusions, offnode
+
+    kept = make_domain(cast.ministry, "kept.example")
+    out = make_domain(cast.ministry, "out.example")
+
+    def for_domain(domain):
+        return exclusions.Exclusions(domain_excluded=domain.name == "out.example")
+
+    monkeypatch.setattr(exclusions, "for_domain", for_domain)
+    assert offnode.copyable([kept, out]) == [kept]
+
+
+def test_copy_now_while_a_pass_is_queued_returns_that_pass(cast: Cast) -> None:
+    from backup import offnode_actions
+
+    setting = _setting(cast.government, "imap-busy.example.org")
+    queued = Job.objects.create(
+        kind=offnode_actions.COPY_JOB,
+        title="copy",
+        object_type="servers.node",
+        object_id=str(setting.node_id),
+        next_attempt_at=timezone.now(),
+    )
+    job = offnode_actions.start_offnode_copy(actor=cast.sub_admin, node=setting.node)
+    assert job.pk == queued.pk
