@@ -41,6 +41,8 @@ from tests.fixtures import Cast, token_client
 from tests.harness.worker import celery_stack, wait_for
 from ums.models import Job
 
+from .test_offnode_node import _guid, _snaps
+
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 DOMAIN = "offfault.example"
 A, SMTP, BACKUP = 0, 1, 2
@@ -67,17 +69,6 @@ def fault_fleet(
         tmp_path_factory, controller_pkey, zone, cast, roles, zfs={A: pool, BACKUP: backup_pool}
     ) as f:
         yield f
-
-
-def _snaps(f: Fleet, index: int, dataset: str) -> list[str]:
-    listed = f.in_node(
-        index, ["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset], check=False
-    )
-    return [line.partition("@")[2] for line in listed.stdout.split()]
-
-
-def _guid(f: Fleet, index: int, snapshot: str) -> str:
-    return f.in_node(index, ["zfs", "get", "-H", "-o", "value", "guid", snapshot]).stdout.strip()
 
 
 def _receiving(f: Fleet) -> bool:

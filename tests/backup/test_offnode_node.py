@@ -228,6 +228,21 @@ def test_copies_to_backup_node_and_s3_then_rebuild_lost_node(
             _ok(converge)
     bodies = _imaps_bodies(f.tnodes[B].address)
     assert token.encode() in bodies and token2.encode() in bodies
+    # Run again (a retried job): nothing is received twice, nothing changes.
+    from backup import rebuild
+    from deploy.nodes import session
+    from mail.models import Domain
+
+    said: list[str] = []
+    with session(node_b) as conn:
+        rebuild.receive_domain(
+            conn,
+            Domain.objects.get(pk=domain_id),
+            rebuild.source_copy(DOMAIN),
+            lambda msgid, **params: said.append(msgid % params),
+        )
+    assert said == [f"{DOMAIN} was already received"]
+    assert _snaps(f, B, source) == second
     # B inherited A's copy setting; its next copy continues the same chains.
     b_setting = OffnodeSetting.objects.get(node=node_b)
     assert (b_setting.backup_node_id, b_setting.target_id) == (backup_node.pk, target_id)
@@ -238,9 +253,8 @@ def test_copies_to_backup_node_and_s3_then_rebuild_lost_node(
     assert job.result["target"][0]["sent"]["base"] == second[-1]
     assert _snaps(f, BACKUP, copy) == third
     # The target's chain (full, then incrementals) restores the same snapshot.
-    from backup import drivers, rebuild
+    from backup import drivers
     from backup.models import BackupTarget
-    from deploy.nodes import session
 
     driver = drivers.driver_for(BackupTarget.objects.get(pk=target_id))
     with session(backup_node) as conn:
@@ -252,8 +266,6 @@ def test_copies_to_backup_node_and_s3_then_rebuild_lost_node(
     )
 
     # Permanent deletion: the holder lists both copies, whole-domain, and destroys them.
-    from mail.models import Domain
-
     domain = Domain.objects.get(pk=domain_id)
     holder = next(h for h in holders.holders() if h.name == "offnode")
     held = holder.find(domain, "alice")
