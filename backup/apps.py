@@ -11,12 +11,15 @@ class BackupConfig(AppConfig):
         from deploy import desired
 
         from . import holders
+        from .offnode_holder import HOLDER as offnode_holder
         from .purge_holders import register_all
         from .restore_holder import RestoreCloneHolder
         from .store_settings import node_overrides
 
-        register_all()  # local snapshots and exports, for permanent deletion
-        holders.register(RestoreCloneHolder())  # restore clones hold a domain's mail
+        # Everything that can hold a mailbox's messages, for permanent deletion.
+        register_all()  # local snapshots and exports
+        holders.register(RestoreCloneHolder())  # restore clones
+        holders.register(offnode_holder)  # copies on the backup node and on targets
 
         if node_overrides not in desired.NODE_OVERRIDES:
             desired.NODE_OVERRIDES.append(node_overrides)

@@ -127,8 +127,9 @@ def snapshot_folders(job: Job, reporter: jobs.Reporter) -> dict:
     return {"folders": folders}
 
 
-# Controller dumps and Maildir exports register their handlers on import.
+# Controller dumps, Maildir exports and off-node copies register their handlers on import.
 from . import (  # noqa: E402
     dumps_jobs,  # noqa: F401
     export_job,  # noqa: F401
+    offnode_jobs,  # noqa: F401
 )

@@ -418,3 +418,7 @@ class MailStoreSettings(models.Model):
     @property
     def audit_customer(self) -> Customer:
         return self.node.customer
+
+
+# Off-node copies live in their own module; imported here so Django registers them.
+from .models_offnode import OffnodeCopy, OffnodeSetting  # noqa: E402, F401

@@ -58,6 +58,8 @@ def run_node(
     # own snapshot fields override the customers' policy for every domain on it.
     excluded = exclusion_policy.for_domains(domains)
     store = store_settings.policy_overrides([node.pk]).get(node.pk, {})
+
+    copied = copy_bases(node)
     for domain in domains:
         dataset = dataset_of(parent, domain)
         if excluded[domain.pk].domain_excluded:
@@ -73,6 +75,7 @@ def run_node(
             policy = policies[domain.customer_id]
             wanted = snapshots.due(have, policy, now)
             drop = snapshots.to_prune(have | set(wanted), policy)
+            drop = [n for n in drop if n not in copied.get(domain.name, ())]
         for name in wanted:
             if snapshots.take(conn, dataset, name):
                 taken.append(f"{dataset}@{name}")
@@ -84,6 +87,19 @@ def run_node(
     observed = snapshots.read(conn, parent)
     record(node, domains, parent, observed)
     return {"taken": taken, "pruned": pruned}
+
+
+def copy_bases(node: Node) -> dict[str, set[str]]:
+    """Per domain, the snapshots off-node copies continue from (never pruned here, or
+    the next copy would have to be a full one)."""
+    from .models_offnode import OffnodeCopy
+
+    bases: dict[str, set[str]] = {}
+    for name, snap in OffnodeCopy.objects.filter(source_node=node).values_list(
+        "domain_name", "last_snapshot"
+    ):
+        bases.setdefault(name, set()).add(snap)
+    return bases
 
 
 def record(

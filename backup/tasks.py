@@ -91,3 +91,7 @@ def cleanup_exports() -> Any:
     from . import export
 
     return {"expired": export.cleanup()}
+
+
+# The off-node copy scheduler (Celery's autodiscovery imports this module only).
+from .offnode_jobs import schedule_offnode  # noqa: E402, F401

@@ -64,3 +64,17 @@ urlpatterns += [
         "snapshots/<id:pk>/restore/", restore_views.RestoreView.as_view(), name="snapshot-restore"
     ),
 ]
+
+# Off-node copies (backup/offnode_views.py).
+from . import offnode_views  # noqa: E402
+
+urlpatterns += [
+    path("offnode/", offnode_views.OffnodeListView.as_view(), name="offnode-list"),
+    path("offnode/<id:pk>/", offnode_views.OffnodeSettingView.as_view(), name="offnode-setting"),
+    path(
+        "offnode/<id:pk>/copy-now/",
+        offnode_views.OffnodeCopyNowView.as_view(),
+        name="offnode-copy-now",
+    ),
+    path("offnode/<id:pk>/rebuild/", offnode_views.RebuildView.as_view(), name="offnode-rebuild"),
+]

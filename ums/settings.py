@@ -376,6 +376,10 @@ UMS_SNAPSHOT_INTERVAL = env_int("UMS_SNAPSHOT_INTERVAL", 300, minimum=30)
 # file is deleted after that by backup.cleanup_exports, run every UMS_EXPORT_CLEANUP_INTERVAL.
 UMS_EXPORT_LINK_TTL = env_int("UMS_EXPORT_LINK_TTL", 86400, minimum=60)
 UMS_EXPORT_CLEANUP_INTERVAL = env_int("UMS_EXPORT_CLEANUP_INTERVAL", 900, minimum=30)
+
+# How often (seconds) beat looks for IMAP nodes due an off-node copy (each node's own
+# interval is its setting; this is only how often that is checked).
+UMS_OFFNODE_CHECK_INTERVAL = env_int("UMS_OFFNODE_CHECK_INTERVAL", 300, minimum=30)
 # How often the reconciler loop re-drives work a dead process left (see ums.reconcile).
 UMS_RECONCILE_INTERVAL = env_int("UMS_RECONCILE_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
@@ -391,6 +395,7 @@ CELERY_BEAT_SCHEDULE = {
     "expire-held-mail": {"task": "spamhold.expire", "schedule": 900},
     "schedule-snapshots": {"task": "backup.schedule_snapshots", "schedule": UMS_SNAPSHOT_INTERVAL},
     "cleanup-exports": {"task": "backup.cleanup_exports", "schedule": UMS_EXPORT_CLEANUP_INTERVAL},
+    "schedule-offnode": {"task": "backup.schedule_offnode", "schedule": UMS_OFFNODE_CHECK_INTERVAL},
 }
 # Controller dumps (backup/dumps.py): daily at UMS_DUMP_TIME ("HH:MM" UTC; empty: only
 # "Dump now"), UMS_DUMP_KEEP kept per target, to the top-level customers' targets or only

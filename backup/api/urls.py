@@ -29,4 +29,10 @@ for _prefix, _viewset, _basename in (
     ("backup/mail-stores", ex.MailStoreSettingsViewSet, "mailstoresettings"),
 ):
     router.register(_prefix, _viewset, basename=_basename)
+
+# Off-node copies (backup/api/offnode.py).
+from .offnode import OffnodeCopyViewSet, OffnodeSettingViewSet  # noqa: E402
+
+router.register("backup/offnode-settings", OffnodeSettingViewSet, basename="offnodesetting")
+router.register("backup/offnode-copies", OffnodeCopyViewSet, basename="offnodecopy")
 urlpatterns = router.urls

@@ -1,0 +1,144 @@
+"""API of off-node copies: each IMAP node's copy setting (with "copy now"), the copies
+that exist, and "restore onto a new node"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from servers.models import Node
+from ums.api.fields import SafeCharField, ScopedPrimaryKeyRelatedField
+from ums.api.jobs import JobSerializer
+from ums.api.serializers import StrictModelSerializer, StrictSerializer
+from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet
+
+from .. import offnode_actions
+from ..models import BackupTarget
+from ..models_offnode import OffnodeCopy, OffnodeSetting
+
+
+class OffnodeSettingSerializer(StrictModelSerializer):
+    node = ScopedPrimaryKeyRelatedField(queryset=Node.objects.all())
+    backup_node = ScopedPrimaryKeyRelatedField(
+        queryset=Node.objects.all(), required=False, allow_null=True
+    )
+    target = ScopedPrimaryKeyRelatedField(
+        queryset=BackupTarget.objects.all(), required=False, allow_null=True
+    )
+    backup_dataset = SafeCharField(max_length=200, required=False, allow_blank=True)
+    node_hostname = serializers.CharField(source="node.hostname", read_only=True)
+
+    class Meta:
+        model = OffnodeSetting
+        fields = [
+            "id",
+            "node",
+            "node_hostname",
+            "enabled",
+            "backup_node",
+            "backup_dataset",
+            "target",
+            "interval_minutes",
+            "target_full_every",
+            "target_keep_chains",
+            "last_run_at",
+            "last_ok",
+            "last_message",
+        ]
+        read_only_fields = ["last_run_at", "last_ok", "last_message"]
+
+
+class OffnodeSettingUpdateSerializer(OffnodeSettingSerializer):
+    class Meta(OffnodeSettingSerializer.Meta):
+        read_only_fields = ["node", "last_run_at", "last_ok", "last_message"]
+
+
+class RebuildSerializer(StrictSerializer):
+    node = ScopedPrimaryKeyRelatedField(queryset=Node.objects.all())
+    new_node = ScopedPrimaryKeyRelatedField(queryset=Node.objects.all())
+    prefer = serializers.ChoiceField(
+        choices=["", OffnodeCopy.NODE, OffnodeCopy.TARGET], required=False, default=""
+    )
+
+
+class OffnodeCopySerializer(StrictModelSerializer):
+    backup_node_hostname = serializers.CharField(
+        source="backup_node.hostname", read_only=True, default=None
+    )
+    target_name = serializers.CharField(source="target.name", read_only=True, default=None)
+
+    class Meta:
+        model = OffnodeCopy
+        fields = [
+            "id",
+            "domain",
+            "domain_name",
+            "kind",
+            "source_node",
+            "backup_node",
+            "backup_node_hostname",
+            "target",
+            "target_name",
+            "location",
+            "snapshots",
+            "last_snapshot",
+            "bytes_sent",
+            "copied_at",
+        ]
+
+
+class OffnodeSettingViewSet(ScopedModelViewSet):
+    """Where each IMAP node's mail store is copied; POST creates or replaces a node's."""
+
+    queryset = OffnodeSetting.objects.select_related("node")
+    serializer_class = OffnodeSettingSerializer
+    filterset_fields = ["node", "backup_node", "target"]
+    permission_area = "servers"
+    http_method_names = ["get", "post", "patch", "head", "options"]
+    ordering = "id"
+
+    def get_serializer_class(self) -> type:
+        if self.action in {"update", "partial_update"}:
+            return OffnodeSettingUpdateSerializer
+        return super().get_serializer_class()
+
+    def create_object(self, data: dict[str, Any]) -> OffnodeSetting:
+        return offnode_actions.set_offnode_setting(actor=self.request.user, **data)
+
+    def update_object(self, instance: OffnodeSetting, data: dict[str, Any]) -> OffnodeSetting:
+        return offnode_actions.set_offnode_setting(
+            actor=self.request.user, node=instance.node, **data
+        )
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"], url_path="copy-now")
+    def copy_now(self, request: Request, pk: str | None = None) -> Response:
+        """One off-node copy pass of the node now (a job)."""
+        job = offnode_actions.start_offnode_copy(actor=request.user, node=self.get_object().node)
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=RebuildSerializer, responses={202: JobSerializer})
+    @action(detail=False, methods=["post"])
+    def rebuild(self, request: Request) -> Response:
+        """Restore a lost IMAP node's domains onto a new IMAP node from their copies."""
+        serializer = RebuildSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        job = offnode_actions.start_rebuild(actor=request.user, **serializer.validated_data)
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class OffnodeCopyViewSet(ScopedReadOnlyViewSet):
+    """The copies that exist, per domain and destination (observed after each pass)."""
+
+    queryset = OffnodeCopy.objects.select_related("backup_node", "target")
+    serializer_class = OffnodeCopySerializer
+    filterset_fields = ["domain", "kind", "backup_node", "target", "source_node"]
+    permission_area = "servers"
+    ordering = "id"

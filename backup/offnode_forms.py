@@ -1,0 +1,74 @@
+"""Portal forms of off-node copies: a node's copy setting, and "restore onto a new node"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from servers.models import Node
+from tenants.forms import ActorForm
+from ums.portal.fields import ScopedModelChoiceField
+from ums.validators import no_control_characters
+
+from .models import BackupTarget
+from .models_offnode import OffnodeCopy
+
+
+class OffnodeSettingForm(ActorForm):
+    """Types the values; the action checks roles, scope and the dataset name."""
+
+    enabled = forms.BooleanField(label=_("Copies enabled"), required=False, initial=True)
+    backup_node = ScopedModelChoiceField(
+        Node.objects.filter(roles__contains=["backup"]).order_by("hostname"),
+        label=_("Backup node"),
+        required=False,
+        empty_label=_("None"),
+        help_text=_("A node with the backup role and a ZFS pool; zfs send streams go there."),
+    )
+    backup_dataset = forms.CharField(
+        label=_("Dataset on the backup node"),
+        max_length=200,
+        required=False,
+        validators=[no_control_characters],
+        help_text=_("Inside its pool, e.g. backup/ums-copies (created, not mounted)."),
+    )
+    target = ScopedModelChoiceField(
+        BackupTarget.objects.order_by("name"),
+        label=_("Backup target"),
+        required=False,
+        empty_label=_("None"),
+        help_text=_("The same streams, encrypted, with a manifest per domain."),
+    )
+    interval_minutes = forms.IntegerField(
+        label=_("Copy every (minutes)"), min_value=5, max_value=7 * 24 * 60, initial=60
+    )
+    target_full_every = forms.IntegerField(
+        label=_("Incrementals before a new full copy on the target"),
+        min_value=1,
+        max_value=1000,
+        initial=30,
+    )
+    target_keep_chains = forms.IntegerField(
+        label=_("Full copies kept on the target"), min_value=1, max_value=100, initial=2
+    )
+
+
+class RebuildForm(ActorForm):
+    new_node = ScopedModelChoiceField(
+        Node.objects.filter(roles__contains=["imap"]).order_by("hostname"),
+        label=_("New IMAP node"),
+        help_text=_("Approved, with the mail store's ZFS pool, and without these domains."),
+    )
+    prefer = forms.ChoiceField(
+        label=_("Restore from"),
+        required=False,
+        choices=[
+            ("", _("The backup node if it has a copy, else the target")),
+            (OffnodeCopy.TARGET, _("The backup target")),
+        ],
+    )
+
+    def action_fields(self) -> dict[str, Any]:
+        return {"new_node": self.cleaned_data["new_node"], "prefer": self.cleaned_data["prefer"]}

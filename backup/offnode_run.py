@@ -1,0 +1,166 @@
+"""The ``backup.offnode_copy`` pass over one IMAP node, and the records it leaves.
+
+Opens the SSH sessions (the IMAP node, the backup node) and the target driver, runs
+:mod:`backup.offnode` per domain, and records each copy as :class:`OffnodeCopy` (observed
+state). One domain failing does not stop the others; the pass then fails as a whole so
+the job is retried, and a retry sends only what is still missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.translation import gettext_noop
+
+from servers.models import Node
+
+from . import drivers, offnode, snapshot_run
+from . import policy as policy_mod
+from .models_offnode import OffnodeCopy, OffnodeSetting
+
+
+def placed_domains(node: Node) -> list[Any]:
+    from deploy.models import DomainPlacement
+
+    placements = DomainPlacement.objects.filter(node=node).select_related("domain__customer")
+    return [p.domain for p in placements.order_by("domain__name")]
+
+
+def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any) -> None:
+    """The copy's row after a successful step (``where``: backup_node= or target=)."""
+    snaps = where.pop("snapshots")
+    sent_bytes = where.pop("bytes_sent", 0)
+    if not snaps:
+        return
+    OffnodeCopy.objects.update_or_create(
+        domain_name=domain.name,
+        kind=kind,
+        backup_node=where.get("backup_node"),
+        target=where.get("target"),
+        defaults={
+            "domain": domain,
+            "customer_path": domain.customer_path,
+            "source_node": source,
+            "location": location,
+            "snapshots": snaps,
+            "last_snapshot": snaps[-1],
+            "bytes_sent": sent_bytes,
+            "copied_at": timezone.now(),
+        },
+    )
+
+
+def run_setting(setting: OffnodeSetting, say: Callable[..., None]) -> dict[str, Any]:
+    """Copy every copyable domain of the setting's node to its destinations."""
+    from deploy.nodes import session
+
+    conf = getattr(settings, "UMS_CONVERGE", {})
+    parent = snapshot_run.layout(conf)
+    node = setting.node
+    domains = placed_domains(node)
+    allowed = offnode.copyable(domains)
+    for skipped in sorted({d.name for d in domains} - {d.name for d in allowed}):
+        say(gettext_noop("%(domain)s is excluded from backups: not copied"), domain=skipped)
+    summary: dict[str, Any] = {"node": [], "target": [], "errors": []}
+    if not allowed:
+        return summary
+    with ExitStack() as stack:
+        source = stack.enter_context(session(node))
+        dest = stack.enter_context(session(setting.backup_node)) if setting.backup_node else None
+        driver = drivers.driver_for(setting.target) if setting.target else None
+        if driver is not None:
+            stack.callback(driver.close)
+        for domain in allowed:
+            dataset = snapshot_run.dataset_of(parent, domain)
+            if dest is not None:
+                _to_node(setting, source, dest, dataset, domain, say, summary)
+            if driver is not None:
+                _to_target(setting, source, driver, dataset, domain, say, summary)
+    return summary
+
+
+def _to_node(setting, source, dest, dataset, domain, say, summary) -> None:
+    copy = offnode.copy_dataset_name(setting.backup_dataset, domain.name)
+    try:
+        result = offnode.copy_to_node(
+            source, dest, dataset, copy, policy_mod.values(domain.customer)
+        )
+    except Exception as exc:
+        say(
+            gettext_noop("copy of %(domain)s to %(node)s failed: %(error)s"),
+            domain=domain.name,
+            node=dest.host,
+            error=str(exc),
+        )
+        summary["errors"].append(f"{domain.name} -> {setting.backup_node}: {exc}")
+        return
+    if result["sent"]:
+        say(
+            gettext_noop("sent %(domain)s up to %(snapshot)s to %(node)s (%(bytes)s bytes)"),
+            domain=domain.name,
+            snapshot=result["sent"]["snapshot"],
+            node=setting.backup_node.hostname,
+            bytes=result["bytes"],
+        )
+    for name in result.get("pruned", []):
+        say(gettext_noop("pruned %(copy)s@%(snapshot)s"), copy=copy, snapshot=name)
+    record(
+        domain,
+        setting.node,
+        kind=OffnodeCopy.NODE,
+        location=copy,
+        backup_node=setting.backup_node,
+        snapshots=result["snapshots"],
+        bytes_sent=result["bytes"],
+    )
+    summary["node"].append({"domain": domain.name, **result})
+
+
+def _to_target(setting, source, driver, dataset, domain, say, summary) -> None:
+    try:
+        result = offnode.copy_to_target(
+            source,
+            driver,
+            dataset,
+            domain.name,
+            full_every=setting.target_full_every,
+            keep_chains=setting.target_keep_chains,
+        )
+    except Exception as exc:
+        say(
+            gettext_noop("copy of %(domain)s to target %(target)s failed: %(error)s"),
+            domain=domain.name,
+            target=setting.target.name,
+            error=str(exc),
+        )
+        summary["errors"].append(f"{domain.name} -> {setting.target}: {exc}")
+        return
+    if result["leftovers"]:
+        say(
+            gettext_noop("deleted %(count)s objects an interrupted copy left behind"),
+            count=len(result["leftovers"]),
+        )
+    if result["sent"]:
+        say(
+            gettext_noop("stored %(domain)s up to %(snapshot)s on %(target)s (%(bytes)s bytes)"),
+            domain=domain.name,
+            snapshot=result["sent"]["snapshot"],
+            target=setting.target.name,
+            bytes=result["bytes"],
+        )
+    manifest = result.get("manifest") or {"chains": []}
+    snaps = [o["snapshot"] for chain in manifest["chains"] for o in chain["objects"]]
+    record(
+        domain,
+        setting.node,
+        kind=OffnodeCopy.TARGET,
+        location=offnode.manifest_name(domain.name),
+        target=setting.target,
+        snapshots=snaps,
+        bytes_sent=result["bytes"],
+    )
+    summary["target"].append({"domain": domain.name, "sent": result["sent"]})
