@@ -1,4 +1,5 @@
-"""Flash messages that announce a job: the message links to the job's page.
+"""Flash messages that announce a job (the message links to the job's page), and the
+standing notices apps show on every page.
 
 Views call :func:`announce_job`; the message carries the job id in its extra tags and the
 base template adds an "Open the job" link. Messages queued the older way ("… started as job
@@ -9,6 +10,8 @@ language they were written in, so they link too.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
@@ -42,3 +45,34 @@ def job_id_of(message: Any) -> int | None:
         if match:
             return int(match.group(1))
     return None
+
+
+# ---------------------------------------------------------------- standing notices
+# Banners every portal page shows above its content while a condition holds (a licence
+# about to expire, ...). Apps register a provider at start-up (``ums`` imports no app);
+# a provider answers quickly and returns nothing for users it does not concern.
+
+
+@dataclass(frozen=True)
+class Notice:
+    level: str  # "info", "warning" or "error" (the message styles of the base template)
+    text: str
+    url: str = ""
+    link_text: str = ""
+
+
+NoticeProvider = Callable[[Any], list[Notice]]
+_providers: list[NoticeProvider] = []
+
+
+def register_notice_provider(provider: NoticeProvider) -> None:
+    if provider not in _providers:
+        _providers.append(provider)
+
+
+def notices_for(user: Any) -> list[Notice]:
+    """The standing notices ``user`` should see on every page."""
+    found: list[Notice] = []
+    for provider in _providers:
+        found.extend(provider(user))
+    return found

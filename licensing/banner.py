@@ -1,0 +1,79 @@
+"""The licence banner operators see on every portal page (registered in ``apps.py``).
+
+Warns 30 days before expiry and at 90 % of the limit; says so plainly once the licence
+has expired, is exhausted, cannot be verified, or when none is installed. Administrators
+of tenants see nothing: the licence is the operator's business.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from django.utils import formats
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from ums.portal.notices import Notice
+
+from . import actions, state
+from .enforce import billable_label
+
+
+def licence_notices(user: Any) -> list[Notice]:
+    if not actions.is_operator(user) or not user.has_permission(actions.VIEW_PERMISSION):
+        return []
+    return describe(state.current())
+
+
+def describe(status: state.Status) -> list[Notice]:
+    """The notices a licence status calls for (also shown on the licence page)."""
+    url, link = reverse("licensing:licence"), _("Licence")
+    licence = status.licence
+    if status.state == state.UNLICENSED:
+        text = _(
+            "This installation runs unlicensed (evaluation): nothing is limited. Install the "
+            "licence you received to see its terms and use here."
+        )
+        return [Notice("info", text, url, link)]
+    if status.state == state.INVALID or licence is None:
+        text = _(
+            "The installed licence cannot be verified: %(error)s New mailboxes, customers and "
+            "quota increases are refused until a valid licence is installed."
+        ) % {"error": status.error}
+        return [Notice("error", text, url, link)]
+    what = billable_label(licence.model)
+    date = formats.date_format(licence.expires)
+    found: list[Notice] = []
+    if status.state == state.EXPIRED:
+        text = _(
+            "The licence expired on %(date)s: new %(what)s are refused until a renewed licence "
+            "is installed. Everything that exists, and all mail, keeps working."
+        ) % {"date": date, "what": what}
+        found.append(Notice("error", text, url, link))
+    elif status.expiring_soon:
+        text = ngettext(
+            "The licence expires in %(days)d day, on %(date)s.",
+            "The licence expires in %(days)d days, on %(date)s.",
+            status.days_left or 0,
+        ) % {"days": status.days_left or 0, "date": date}
+        found.append(Notice("warning", text, url, link))
+    values = {
+        "used": status.used_display,
+        "limit": licence.limit,
+        "what": licence.model_label,
+        "percent": status.percent or 0,
+    }
+    if status.over_limit:
+        text = (
+            _(
+                "The licence limit is reached: %(used)s of %(limit)s %(what)s in use; new ones are "
+                "refused."
+            )
+            % values
+        )
+        found.append(Notice("error", text, url, link))
+    elif status.near_limit:
+        text = _("%(percent)d%% of the licence is in use: %(used)s of %(limit)s %(what)s.") % values
+        found.append(Notice("warning", text, url, link))
+    return found
