@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 
 from ums.portal.views import ActionFormView
 
-from . import actions, banner, state
+from . import actions, state
 from .forms import LicenceForm
 from .models import InstalledLicence
 
@@ -35,7 +35,6 @@ class LicenceView(ActionFormView):
             {
                 "status": status,
                 "licence": status.licence,
-                "status_notices": banner.describe(status),
                 "can_install": self.request.user.has_permission(actions.MANAGE_PERMISSION),
                 "history": InstalledLicence.objects.select_related("installed_by")[:HISTORY_SHOWN],
             }
