@@ -9,6 +9,7 @@ language they were written in, so they link too.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from django.contrib import messages
 from django.http import HttpRequest
 from django.utils.translation import gettext
 
+logger = logging.getLogger(__name__)
 JOB_TAG = re.compile(r"(?:^|\s)job:(\d{1,18})(?:\s|$)")
 # msgids (with a %(job)d placeholder) that apps use to say a job started.
 JOB_ANNOUNCEMENTS = ("Import started as job %(job)d; it applies all rows or none.",)
@@ -74,5 +76,8 @@ def notices_for(user: Any) -> list[Notice]:
     """The standing notices ``user`` should see on every page."""
     found: list[Notice] = []
     for provider in _providers:
-        found.extend(provider(user))
+        try:
+            found.extend(provider(user))
+        except Exception:  # a banner must never break the page (the 500 page included)
+            logger.exception("notice provider %s failed", provider)
     return found
