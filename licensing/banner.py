@@ -12,7 +12,6 @@ from typing import Any
 from django.urls import reverse
 from django.utils import formats
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 
 from ums.portal.notices import Notice
 
@@ -52,11 +51,10 @@ def describe(status: state.Status) -> list[Notice]:
         ) % {"date": date, "what": what}
         found.append(Notice("error", text, url, link))
     elif status.expiring_soon:
-        text = ngettext(
-            "The licence expires in %(days)d day, on %(date)s.",
-            "The licence expires in %(days)d days, on %(date)s.",
-            status.days_left or 0,
-        ) % {"days": status.days_left or 0, "date": date}
+        text = _("The licence expires on %(date)s: %(days)d days left.") % {
+            "days": status.days_left or 0,
+            "date": date,
+        }
         found.append(Notice("warning", text, url, link))
     values = {
         "used": status.used_display,

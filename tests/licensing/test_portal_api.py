@@ -38,7 +38,7 @@ def test_the_page_shows_terms_use_and_days_left(cast: Cast, login: Callable[...,
     assert "Example ISP" in page and "LIC-TEST-1" in page
     assert "3 of 10" in page and "30%" in page
     assert ">200<" in page  # days left
-    assert "expires in" not in page  # no warning yet
+    assert "days left." not in page  # no warning yet
     settings_page = client.get(reverse("tenants:settings")).content.decode()
     assert reverse("licensing:licence") in settings_page
 
@@ -49,14 +49,14 @@ def test_warnings_at_30_days_and_at_90_percent(cast: Cast, login: Callable[..., 
     client = login(cast.root_admin)
     home = client.get(reverse("portal:home")).content.decode()
     assert "90% of the licence is in use: 9 of 10 users (mailboxes)." in home
-    assert "expires in" not in home
+    assert "days left." not in home
     # 30 days before expiry: a licence issued 336 days ago (365 days long) has 29 left.
     issued = timezone.now().date() - datetime.timedelta(days=336)
     actions.install_licence(
         actor=cast.root_admin, text=make_licence(limit=10, days=365, issued=issued)
     )
     home = client.get(reverse("portal:home")).content.decode()
-    assert "The licence expires in 29 days" in home
+    assert "The licence expires on" in home and ": 29 days left." in home
     body = token_client(cast.root_admin).get(reverse("licence")).json()
     assert body["daysLeft"] == 29 and body["percent"] == 90
     assert [w["level"] for w in body["warnings"]] == ["warning", "warning"]
