@@ -8,8 +8,9 @@ class LicensingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from ums.portal import notices
+        from ums.portal import dashboard, notices
 
         from . import banner
 
         notices.register_notice_provider(banner.licence_notices)
+        dashboard.register_stat_provider(banner.licence_stat)

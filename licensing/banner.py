@@ -13,16 +13,51 @@ from django.urls import reverse
 from django.utils import formats
 from django.utils.translation import gettext as _
 
+from ums.portal.dashboard import Stat
 from ums.portal.notices import Notice
 
 from . import actions, state
 from .enforce import billable_label
 
 
+def _concerns(user: Any) -> bool:
+    return actions.is_operator(user) and user.has_permission(actions.VIEW_PERMISSION)
+
+
+def _status(user: Any) -> state.Status:
+    """The licence status, read once per request (the banner and the home tile share it)."""
+    status = getattr(user, "_licence_status", None)
+    if status is None:
+        status = state.current()
+        user._licence_status = status
+    return status
+
+
 def licence_notices(user: Any) -> list[Notice]:
-    if not actions.is_operator(user) or not user.has_permission(actions.VIEW_PERMISSION):
+    return describe(_status(user)) if _concerns(user) else []
+
+
+def licence_stat(user: Any) -> list[Stat]:
+    """The home page tile: use against the limit and days left (operators only)."""
+    if not _concerns(user):
         return []
-    return describe(state.current())
+    status = _status(user)
+    url = reverse("licensing:licence")
+    licence = status.licence
+    if licence is None:
+        label = (
+            _("Licence: none installed")
+            if status.state == state.UNLICENSED
+            else _("Licence: cannot be verified")
+        )
+        return [Stat("—", label, url, warn=status.state != state.UNLICENSED)]
+    label = _("Licence: %(what)s, %(days)d days left") % {
+        "what": licence.model_label,
+        "days": status.days_left or 0,
+    }
+    value = f"{formats.number_format(status.used_display)} / {formats.number_format(licence.limit)}"
+    warn = status.state != state.VALID or status.expiring_soon or status.near_limit
+    return [Stat(value, label, url, warn=warn)]
 
 
 def describe(status: state.Status) -> list[Notice]:

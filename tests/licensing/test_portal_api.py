@@ -49,6 +49,7 @@ def test_warnings_at_30_days_and_at_90_percent(cast: Cast, login: Callable[..., 
     client = login(cast.root_admin)
     home = client.get(reverse("portal:home")).content.decode()
     assert "90% of the licence is in use: 9 of 10 users (mailboxes)." in home
+    assert "9 / 10" in home and "Licence: users (mailboxes), 365 days left" in home  # tile
     assert "days left." not in home
     # 30 days before expiry: a licence issued 336 days ago (365 days long) has 29 left.
     issued = timezone.now().date() - datetime.timedelta(days=336)
@@ -70,6 +71,7 @@ def test_warnings_at_30_days_and_at_90_percent(cast: Cast, login: Callable[..., 
     # Tenants' administrators are not bothered with the installation's licence.
     client.force_login(cast.sub_admin)
     assert "licence" not in client.get(reverse("portal:home")).content.decode().lower()
+    assert "Licence:" not in client.get(reverse("portal:home")).content.decode()
 
 
 def test_unlicensed_and_exhausted_banners(cast: Cast, login: Callable[..., Client]) -> None:
