@@ -146,6 +146,8 @@ ACTION_LABELS: dict[str, Promise] = {
     "spamhold.bulk": pgettext_lazy("audit action", "Bulk action on held mail"),
     "spamhold.retention.set": pgettext_lazy("audit action", "Hold retention set"),
     "spamhold.retention.reset": pgettext_lazy("audit action", "Hold retention reset"),
+    # product licence
+    "licence.install": pgettext_lazy("audit action", "Licence installed"),
 }
 
 

@@ -36,6 +36,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
+from licensing import enforce as licence
 from tenants import permissions as perms
 from tenants.limits import ResourceLimit
 from tenants.models import Customer
@@ -211,7 +212,20 @@ def plan(data: bytes | str, *, actor: Any, domain: Domain | None = None) -> Plan
     _check_fields(rows)
     _check_addresses(rows)
     errors = _check_limits(rows, actor)
+    _check_licence(rows)
     return Plan(rows=rows, errors=errors)
+
+
+def _check_licence(rows: list[Row]) -> None:
+    """Name each mailbox row the product licence refuses (those beyond its limit)."""
+    mailboxes = [r for r in rows if r.kind == "mailbox" and r.domain is not None]
+    amounts = [
+        {"users": 1, "storage_mb": r.fields.get("quota_mb", r.domain.default_quota_mb)}
+        for r in mailboxes
+    ]
+    for row, message in zip(mailboxes, licence.refusals(amounts), strict=True):
+        if message:
+            row.fail(licence.FIELD, message)
 
 
 def _resolve_domains(rows: list[Row], actor: Any) -> None:

@@ -19,6 +19,7 @@ from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext as _
 
+from licensing import enforce as licence
 from tenants.limits import RESOURCE_LABELS, RESOURCES, ResourceLimit
 from tenants.models import Customer
 from ums import scoping
@@ -112,6 +113,8 @@ def reserve(
     Call inside the action's transaction, before the rows are written. Negative amounts
     (deletes, smaller quotas) are never refused.
     """
+    # The product licence first: it holds for the whole installation (licensing.enforce).
+    licence.check(users=mailboxes, storage_mb=quota_mb)
     delta = {"domains": domains, "mailboxes": mailboxes, "aliases": aliases, "quota_gb": quota_mb}
     growing = [r for r in RESOURCES if delta[r] > 0]
     if growing:

@@ -19,6 +19,7 @@ from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from licensing import enforce as licence
 from ums import auditing
 from ums.actions import action, recheck_in_scope, require_in_scope, require_permission
 
@@ -60,6 +61,8 @@ def create_customer(*, actor: Any, name: str, parent: Customer | None, notes: st
         if parent is None:
             raise ValidationError({"parent": _("Choose the customer this one belongs to.")})
         require_in_scope(parent, actor)
+    if parent is not None:  # top-level customers are the licensee's own
+        licence.check(organisations=1)
     customer = Customer(name=name, parent=parent, notes=notes, path="/pending/")
     _full_clean(customer, exclude=["path"])
     _check_sibling_name(name, parent)

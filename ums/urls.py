@@ -27,6 +27,7 @@ urlpatterns = [
     path("servers/", include("servers.urls")),
     path("spamhold/", include("spamhold.urls")),
     path("backup/", include("backup.urls")),
+    path("settings/licence/", include("licensing.urls")),
     path("servers/enrolment/", include("servers.enrolment_urls")),
     path("install/", include("servers.install_urls")),
 ]

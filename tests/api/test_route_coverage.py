@@ -14,6 +14,10 @@ from tests.api.contracts import COVERED
 # Routes that are deliberately not tenant objects, with the reason.
 NOT_SCOPED: dict[str, str] = {
     "api-root": "lists the URLs of the collections; holds no tenant data",
+    "licence": (
+        "the installation's licence: one resource for operators (top-level administrators), "
+        "403 for everyone else; tests/licensing/test_api.py"
+    ),
     "node-register": (
         "unauthenticated by design (bootstrapcore.sh on a new node); authorised by the "
         "enrolment token in the body, which fixes the zone and customer"

@@ -30,6 +30,7 @@ SOURCE_DIRS = [
     "spamhold",
     "deploy",
     "backup",
+    "licensing",
 ]
 
 

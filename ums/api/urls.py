@@ -19,4 +19,5 @@ urlpatterns = [
     path("", include("servers.api.urls")),
     path("", include("servers.api.enrolment_urls")),
     path("", include("backup.api.urls")),
+    path("", include("licensing.api_urls")),
 ]

@@ -7,6 +7,8 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from ums.portal import notices
+
 # (url name or None while the section is not built yet, label, icon, permission to see it)
 NAVIGATION = [
     ("portal:home", _("Home"), "home", None),
@@ -28,5 +30,12 @@ def portal(request: HttpRequest) -> dict[str, Any]:
         for url_name, label, icon, code in NAVIGATION:
             if code is None or user.has_permission(code):
                 items.append({"url_name": url_name, "label": label, "icon": icon})
+    else:
+        user = None
     section = getattr(getattr(request, "resolver_match", None), "namespace", "")
-    return {"navigation": items, "current_section": section}
+    return {
+        "navigation": items,
+        "current_section": section,
+        # Lazy: only pages that render the banner (full pages, not fragments) pay for it.
+        "portal_notices": (lambda: notices.notices_for(user)) if user is not None else (),
+    }

@@ -9,6 +9,7 @@ not computed at all.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,27 @@ class DayCount:
     count: int
 
 
+@dataclass(frozen=True)
+class Stat:
+    """A tile an app adds to the counts row (registered with :func:`register_stat_provider`)."""
+
+    value: str
+    label: str
+    url: str = ""
+    warn: bool = False
+
+
+StatProvider = Callable[[Any], list[Stat]]
+_stat_providers: list[StatProvider] = []
+
+
+def register_stat_provider(provider: StatProvider) -> None:
+    """Apps add tiles without ``ums`` importing them; a provider returns [] for users it
+    does not concern."""
+    if provider not in _stat_providers:
+        _stat_providers.append(provider)
+
+
 @dataclass
 class Dashboard:
     counts: dict[str, int] = field(default_factory=dict)
@@ -47,6 +69,7 @@ class Dashboard:
     quota: dict[str, Any] | None = None
     held_per_day: list[DayCount] = field(default_factory=list)
     mailboxes_per_day: list[DayCount] = field(default_factory=list)
+    stats: list[Stat] = field(default_factory=list)
 
 
 def _scoped(label: str, user: Any) -> models.QuerySet:
@@ -160,4 +183,6 @@ def build(user: Any) -> Dashboard:
         jobs.filter(status__in=(Job.PENDING, Job.RUNNING)).order_by("-id")[:RECENT_JOBS]
     )
     jobtext.attach_hosts([*board.failed_jobs, *board.running_jobs])
+    for provider in _stat_providers:
+        board.stats.extend(provider(user))
     return board
