@@ -61,6 +61,11 @@ class DumpViewSet(ScopedReadOnlyViewSet):
     permission_area = "servers"
     ordering = "-id"
 
+    @staticmethod
+    def listed_for(user: Any) -> bool:
+        """Whether the API root names this collection for ``user`` (operators only)."""
+        return dumps_actions.is_operator(user)
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         if not dumps_actions.is_operator(request.user):

@@ -28,11 +28,21 @@ LANGUAGES = ("ru", "mn")
 
 
 def load_pending(folder: Path) -> dict[tuple[str | None, str], dict]:
+    """Both shapes: the list above, or ``{msgid: {"ru": ..., "mn": ...}}`` with a context
+    written as ``"<context>\\u0004<msgid>"`` (gettext's own separator)."""
     entries: dict[tuple[str | None, str], dict] = {}
     for path in sorted(folder.glob("*.json")):
-        for item in json.loads(path.read_text(encoding="utf-8")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data = [_from_mapping(key, value) for key, value in data.items()]
+        for item in data:
             entries[(item.get("msgctxt") or None, item["msgid"])] = item
     return entries
+
+
+def _from_mapping(key: str, value: dict) -> dict:
+    context, sep, msgid = key.rpartition("\u0004")
+    return {**value, "msgid": msgid, "msgctxt": context if sep else None}
 
 
 def apply(language: str, pending: dict[tuple[str | None, str], dict]) -> list[str]:

@@ -32,7 +32,17 @@ def test_api_root_lists_collections_with_absolute_urls(cast: Cast) -> None:
         assert collections[name] == f"http://testserver/api/v1/{name}/", name
     assert body["docs"] == "http://testserver/api/docs/"
     assert body["schema"] == "http://testserver/api/schema/"
-    # Every collection it names answers (none is a dead link).
+    # Every collection it names answers (none is a dead link); operator-only ones
+    # (controller dumps) are not named for a tenant's administrator.
+    for name, url in collections.items():
+        assert client.get(url).status_code == 200, name
+    assert "backup/dumps" not in collections
+
+
+def test_api_root_names_operator_collections_for_operators(cast: Cast) -> None:
+    client = token_client(cast.root_admin)
+    collections = client.get("/api/v1/").json()["collections"]
+    assert collections["backup/dumps"] == "http://testserver/api/v1/backup/dumps/"
     for name, url in collections.items():
         assert client.get(url).status_code == 200, name
 

@@ -15,9 +15,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
-def _collections(patterns: list[Any], prefix: str = "") -> list[tuple[str, str]]:
-    """(route, url name) of every list route without parameters, in URLconf order."""
-    found: list[tuple[str, str]] = []
+def _collections(patterns: list[Any], prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(route, url name, view class) of every list route without parameters, in URLconf
+    order."""
+    found: list[tuple[str, str, Any]] = []
     for pattern in patterns:
         route = prefix + str(pattern.pattern).lstrip("^").rstrip("$")
         if isinstance(pattern, URLResolver):
@@ -29,7 +30,8 @@ def _collections(patterns: list[Any], prefix: str = "") -> list[tuple[str, str]]
             and "(?P<" not in route
             and "<" not in route
         ):
-            found.append((route.rstrip("/"), pattern.name))
+            view = getattr(pattern.callback, "cls", None)
+            found.append((route.rstrip("/"), pattern.name, view))
     return found
 
 
@@ -43,7 +45,13 @@ class ApiRootView(APIView):
         from ums.api import urls
 
         collections = {}
-        for route, name in _collections(urls.urlpatterns):
+        for route, name, view in _collections(urls.urlpatterns):
+            # A collection only some administrators may use (controller dumps: operators)
+            # says so with ``listed_for(user)``; it is left out for the others, so the
+            # root never names a link that answers 403.
+            listed_for = getattr(view, "listed_for", None)
+            if listed_for is not None and not listed_for(request.user):
+                continue
             if route and route not in collections:
                 collections[route] = request.build_absolute_uri(reverse(name))
         return Response(
