@@ -28,7 +28,9 @@ class Finding:
     detail: str  # what was seen, for the administrator (English; shown as data)
 
 
-def resolver(addresses: list[str] | None = None) -> dns.resolver.Resolver:
+def resolver(
+    addresses: list[str] | None = None, *, timeout: float = TIMEOUT
+) -> dns.resolver.Resolver:
     """A resolver for ``addresses`` ("ip" or "ip:port"), else ``UMS_DNS_RESOLVER``, else
     the system's configuration."""
     wanted = list(settings.UMS_DNS_RESOLVER if addresses is None else addresses)
@@ -50,7 +52,7 @@ def resolver(addresses: list[str] | None = None) -> dns.resolver.Resolver:
             raise ImproperlyConfigured("UMS_DNS_RESOLVER: all resolvers must share one port")
         result.nameservers = servers
         result.port = ports.pop()
-    result.timeout = result.lifetime = TIMEOUT
+    result.timeout = result.lifetime = timeout
     return result
 
 

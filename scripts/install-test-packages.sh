@@ -14,6 +14,8 @@ packages+=(spamd)
 packages+=(dovecot-core dovecot-sieve)
 # Backup targets (issue 13): a real smbd for the CIFS target tests.
 packages+=(samba smbclient)
+# DKIM signing (issue 15): OpenDKIM as the SMTP nodes' signing milter.
+packages+=(opendkim opendkim-tools)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -10,7 +10,9 @@ new record, then the new one signs; inbound mail gets ``Authentication-Results``
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import smtplib
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -28,7 +30,7 @@ from deploy.services.postfix import SERVICE as POSTFIX
 from mail import dkim as mail_dkim
 from mail.models import DkimKey
 from servers.models import Zone
-from tests.fixtures import Cast, token_client
+from tests.fixtures import Cast
 
 from .conftest import MAIL_PRIVATE_PATHS, MailNodes, approved_node, trusting_cluster
 from .outside import Sink, smtp_sink, txt_server
@@ -59,20 +61,23 @@ def signing_nodes(
     """SMTP and IMAP nodes converged with OpenDKIM; outbound mail goes to a sink."""
     monkeypatch.setattr(registry, "SERVICES", [COURIER, LDA, OPENDKIM, POSTFIX])
     private = (*MAIL_PRIVATE_PATHS, "/etc/ums-opendkim", "/run/ums-opendkim")
-    with trusting_cluster(tmp_path_factory.mktemp("dkim"), 2, controller_pkey, private) as cluster:
-        with smtp_sink(cluster.bridge_address) as sink:
-            settings.UMS_CONVERGE = {
-                "postfix_maillog_file": "/var/spool/postfix/maillog",
-                "lda_log_file": "/var/lib/ums-lda/lda.log",
-                "content_filter": False,
-                "outbound_relay": f"{sink.address}:{sink.port}",
-            }
-            settings.UMS_AUTO_CONVERGE = True
-            settings.UMS_CONVERGE_ON_APPROVAL = True
-            smtp, imap = cluster.nodes
-            imap_node = approved_node(zone, cast, imap, ["imap"])
-            smtp_node = approved_node(zone, cast, smtp, ["smtp"])
-            yield MailNodes(cluster, smtp, imap, smtp_node, imap_node), sink
+    workdir = tmp_path_factory.mktemp("dkim")
+    with (
+        trusting_cluster(workdir, 2, controller_pkey, private) as cluster,
+        smtp_sink(cluster.bridge_address) as sink,
+    ):
+        settings.UMS_CONVERGE = {
+            "postfix_maillog_file": "/var/spool/postfix/maillog",
+            "lda_log_file": "/var/lib/ums-lda/lda.log",
+            "content_filter": False,
+            "outbound_relay": f"{sink.address}:{sink.port}",
+        }
+        settings.UMS_AUTO_CONVERGE = True
+        settings.UMS_CONVERGE_ON_APPROVAL = True
+        smtp, imap = cluster.nodes
+        imap_node = approved_node(zone, cast, imap, ["imap"])
+        smtp_node = approved_node(zone, cast, smtp, ["smtp"])
+        yield MailNodes(cluster, smtp, imap, smtp_node, imap_node), sink
 
 
 def submit(nodes: MailNodes, sender: str, marker: str) -> None:
@@ -188,3 +193,16 @@ def test_outbound_mail_is_dkim_signed_rotation_waits_for_dns(
         smtp.send_message(message)
     text = wait_for_message(nodes, "alice", "mk-in")
     assert re.search(r"Authentication-Results: \S+;\s+dkim=none", text), text[:1500]
+
+    # The retired key is deleted: its private key leaves the node.
+    response = client.delete(reverse("mail-dkim-key-detail", args=[first.pk]))
+    assert response.status_code == 204, response.content
+    assert_jobs_succeeded()
+    keys = sorted(p.name for p in nodes.smtp.path("/etc/ums-opendkim/keys").iterdir())
+    assert keys == [f"{DOMAIN}.s2.key"]
+
+    # A dead signer never holds mail back: it leaves unsigned (default_action=accept).
+    pid = int(nodes.smtp.path("/run/ums-opendkim/opendkim.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    submit(nodes, f"alice@{DOMAIN}", "mk-signer-down")
+    assert b"DKIM-Signature:" not in sink.wait_for(b"mk-signer-down")
