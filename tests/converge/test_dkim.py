@@ -34,6 +34,7 @@ from tests.fixtures import Cast
 
 from .conftest import MAIL_PRIVATE_PATHS, MailNodes, approved_node, trusting_cluster
 from .outside import Sink, smtp_sink, txt_server
+from .test_faults import heal_by_reconciler, kill_sshd, phase_hook  # noqa: F401
 from .test_mail_flow import (
     DOMAIN,
     PASSWORD,
@@ -206,3 +207,52 @@ def test_outbound_mail_is_dkim_signed_rotation_waits_for_dns(
     os.kill(pid, signal.SIGTERM)
     submit(nodes, f"alice@{DOMAIN}", "mk-signer-down")
     assert b"DKIM-Signature:" not in sink.wait_for(b"mk-signer-down")
+
+
+def test_signer_never_reloaded_after_a_crash_is_healed_by_the_reconciler(
+    cast: Cast,
+    signing_nodes: tuple[MailNodes, Sink],
+    settings,
+    phase_hook,  # noqa: F811
+) -> None:
+    """The node's sshd dies when the new signing tables are live but OpenDKIM has not
+    re-read them (the controller lost mid-converge): the signer keeps the old key. The
+    reconciler, unaided, reloads it and removes the old private key from the node."""
+    nodes, sink = signing_nodes
+    client, domain = setup_mail(cast)
+    settings.UMS_CONVERGE_RETRY_MAX_SECONDS = 1
+    response = client.post(
+        reverse("mail-dkim-key-list"), {"domain": domain["id"], "selector": "s1"}, format="json"
+    )
+    first = DkimKey.objects.get(pk=response.json()["id"])
+    response = client.post(
+        reverse("mail-dkim-key-rotate", args=[first.pk]), {"selector": "s2"}, format="json"
+    )
+    second = DkimKey.objects.get(pk=response.json()["id"])
+    assert_jobs_succeeded()
+
+    fired: list[str] = []
+
+    def hook(at: str, service: str) -> None:
+        if at == "reload" and service == "opendkim" and not fired:
+            fired.append(at)
+            kill_sshd(nodes)
+
+    phase_hook(hook)
+    # Deleting the retired key moves signing to s2 at once.
+    assert client.delete(reverse("mail-dkim-key-detail", args=[first.pk])).status_code == 204
+    phase_hook(lambda at, service: None)
+    assert fired == ["reload"]
+    keytable = nodes.smtp.path("/etc/ums-opendkim/KeyTable").read_text()
+    assert ":s2:" in keytable and ":s1:" not in keytable
+    submit(nodes, f"alice@{DOMAIN}", "mk-not-reloaded")
+    raw = sink.wait_for(b"mk-not-reloaded")
+    assert verify(raw, published(first)) == (True, "s1")  # the fault is real
+
+    nodes.smtp.start()  # sshd back; nothing else is touched by hand
+    job = heal_by_reconciler(nodes.smtp_node)
+    assert "opendkim" in job.result["reloaded"], job.result
+    keys = sorted(p.name for p in nodes.smtp.path("/etc/ums-opendkim/keys").iterdir())
+    assert keys == [f"{DOMAIN}.s2.key"]
+    submit(nodes, f"alice@{DOMAIN}", "mk-healed")
+    assert verify(sink.wait_for(b"mk-healed"), published(second)) == (True, "s2")

@@ -27,6 +27,7 @@ mail unsigned rather than deferring it. The probe after every reload shows a dea
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 
 from cryptography.hazmat.primitives import serialization
@@ -199,14 +200,28 @@ class OpenDkimService(Service):
             raise CheckFailed(self.name, (result.stdout + result.stderr).strip())
 
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
-        """Reload (SIGUSR1 re-reads the configuration and tables), or start the daemon."""
+        """Reload (SIGUSR1 re-reads the configuration and tables), or start the daemon.
+
+        Under systemd, Debian's ``opendkim`` unit runs it with our configuration (a
+        drop-in), so it restarts on failure and comes back after a reboot. Without
+        systemd (containers, the test nodes) our own pid file tells whether it runs.
+        """
         pid = (conn.get_file(PIDFILE) or b"").strip().decode(errors="replace")
-        if pid.isdigit() and conn.run(["kill", "-0", pid]).ok:
+        if conn.run(["systemctl", "cat", UNIT]).ok:
+            conn.run(["mkdir", "-p", posixpath.dirname(DROP_IN)]).check()
+            if conn.get_file(DROP_IN) != _DROP_IN:
+                conn.put_file(DROP_IN, _DROP_IN, mode=0o644)
+                conn.run(["systemctl", "daemon-reload"]).check()
+            conn.run(["systemctl", "enable", UNIT])
+            conn.run(["systemctl", "reload-or-restart", UNIT], timeout=120).check()
+        elif pid.isdigit() and conn.run(["kill", "-0", pid]).ok:
             conn.run(["kill", "-USR1", pid]).check()
         else:
             self._start(conn)
         table = next((f for f in changed if f.path == f"{ROOT}/KeyTable"), None)
-        if table is not None:
+        # Only once the signer answers with the new table: if it does not, converge's
+        # probe fails and puts the previous table back, which needs its key files.
+        if table is not None and conn.run(_PROBE_ARGV, timeout=probes.PROBE_SECONDS + 30).ok:
             self._remove_stale_keys(conn, table)
 
     def _remove_stale_keys(self, conn: Connector, table: ManagedFile) -> None:
@@ -239,6 +254,29 @@ class OpenDkimService(Service):
             conn, state, self.name, MILTER_PROBE, HOST, str(PORT), str(probes.PROBE_SECONDS)
         )
 
+
+# The milter probe with whichever Python the node has (activate knows no DesiredState).
+_PROBE_ARGV = [
+    "sh", "-c",
+    'for p in "$0" /usr/libexec/platform-python; do [ -x "$p" ] && exec "$p" "$@"; done; exit 127',
+    probes.PYTHON["debian"], "-c", MILTER_PROBE, HOST, str(PORT), str(probes.PROBE_SECONDS),
+]  # fmt: skip
+
+UNIT = "opendkim"
+DROP_IN = f"/etc/systemd/system/{UNIT}.service.d/ums.conf"
+# Replaces the package's command line (its -p/-P would override our Socket and PidFile).
+_DROP_IN = f"""# Managed by UMS (deploy/services/opendkim): the signer with UMS's configuration.
+[Service]
+Type=forking
+PIDFile={PIDFILE}
+RuntimeDirectory=
+RuntimeDirectory={posixpath.basename(RUN_DIR)}
+ExecStart=
+ExecStart=/usr/sbin/opendkim -x {ROOT}/opendkim.conf
+ExecReload=
+ExecReload=/bin/kill -USR1 $MAINPID
+Restart=on-failure
+""".encode()
 
 # argv: stage, live root. The staged configuration names live table paths; a copy of it
 # pointing at the staged tables is what opendkim -n checks (it opens every table).
