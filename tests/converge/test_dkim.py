@@ -61,10 +61,9 @@ def signing_nodes(
 ) -> Iterator[tuple[MailNodes, Sink]]:
     """SMTP and IMAP nodes converged with OpenDKIM; outbound mail goes to a sink."""
     monkeypatch.setattr(registry, "SERVICES", [COURIER, LDA, OPENDKIM, POSTFIX])
-    private = (*MAIL_PRIVATE_PATHS, "/etc/ums-opendkim", "/run/ums-opendkim")
     workdir = tmp_path_factory.mktemp("dkim")
     with (
-        trusting_cluster(workdir, 2, controller_pkey, private) as cluster,
+        trusting_cluster(workdir, 2, controller_pkey, MAIL_PRIVATE_PATHS) as cluster,
         smtp_sink(cluster.bridge_address) as sink,
     ):
         settings.UMS_CONVERGE = {

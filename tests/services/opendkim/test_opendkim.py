@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploy import node_settings
+from deploy.connector.base import CommandResult, Connector
 from deploy.services import registry
 from deploy.services.base import CheckFailed, DesiredState, DomainData, NodeView
 from deploy.services.opendkim import SERVICE as OPENDKIM
@@ -118,3 +119,45 @@ def test_real_checker_accepts_the_render_and_refuses_a_bad_option(tmp_path: Path
     (stage / "SigningTable").unlink()
     with pytest.raises(CheckFailed, match="SigningTable"):
         OPENDKIM.validate(conn, str(stage))
+
+
+class SystemdNode(Connector):
+    """A node with systemd, as far as activate can tell: records commands and files.
+    (No systemd runs where the suite does; the node tests take the pid-file path.)"""
+
+    host = "systemd-node"
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.commands: list[list[str]] = []
+
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def run(self, argv, *, timeout=None, input=None, sudo=False) -> CommandResult:
+        self.commands.append(list(argv))
+        return CommandResult(list(argv), 0, "", "", 0.0)
+
+    def put_file(self, remote_path, data, *, mode=None, owner=None, group=None) -> None:
+        self.files[remote_path] = data
+
+    def get_file(self, remote_path):
+        return self.files.get(remote_path)
+
+
+def test_under_systemd_the_package_unit_runs_our_configuration() -> None:
+    node = SystemdNode()
+    OPENDKIM.activate(node, [])
+    drop_in = node.files["/etc/systemd/system/opendkim.service.d/ums.conf"].decode()
+    assert f"ExecStart=/usr/sbin/opendkim -x {ROOT}/opendkim.conf" in drop_in
+    assert "PIDFile=/run/ums-opendkim/opendkim.pid" in drop_in
+    assert "Restart=on-failure" in drop_in
+    assert ["systemctl", "daemon-reload"] in node.commands
+    assert node.commands[-1] == ["systemctl", "reload-or-restart", "opendkim"]
+    node.commands.clear()
+    OPENDKIM.activate(node, [])  # drop-in unchanged: no daemon-reload
+    assert ["systemctl", "daemon-reload"] not in node.commands
+    assert ["systemctl", "reload-or-restart", "opendkim"] in node.commands
