@@ -134,15 +134,12 @@ def attempt():
 
 
 class OpenDkimService(Service):
-    """The signer's configuration. ``extra`` (raw ``opendkim.conf`` lines) is test-only."""
+    """The signer's configuration, keys and daemon."""
 
     name = "opendkim"
     roles = frozenset({"smtp"})
     packages = {"debian": ("opendkim", "opendkim-tools"), "rhel": ("opendkim",)}
     config_root = ROOT
-
-    def __init__(self, *, extra: str = "") -> None:
-        self.extra = extra
 
     def applies_to_state(self, state: DesiredState) -> bool:
         return self.applies_to(state.node) and signing_enabled(state)
@@ -172,8 +169,6 @@ class OpenDkimService(Service):
             f"SigningTable {ROOT}/SigningTable",
             f"InternalHosts {ROOT}/InternalHosts",
         ]
-        if self.extra:
-            conf.append(self.extra)
         # Key files, not keys inline: OpenDKIM reads table lines into a 1 kB buffer, and
         # a 2048-bit key in base64 is longer (the signer then fails every message).
         key_table = "".join(
