@@ -94,11 +94,13 @@ def smtp_sink(address: str) -> Iterator[Sink]:
 
 
 @contextlib.contextmanager
-def txt_server(records: dict[str, list[str]]) -> Iterator[str]:
-    """A UDP DNS server on loopback answering TXT from ``records`` (name -> values; the
-    dict may change while it runs); yields "127.0.0.1:port" for UMS_DNS_RESOLVER."""
+def txt_server(
+    records: dict[str, list[str]], address: str = "127.0.0.1", port: int = 0
+) -> Iterator[str]:
+    """A UDP DNS server answering TXT from ``records`` (name -> values; the dict may
+    change while it runs); yields "address:port" for UMS_DNS_RESOLVER."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((address, port))
     sock.settimeout(0.2)
     stop = threading.Event()
 
@@ -113,9 +115,12 @@ def txt_server(records: dict[str, list[str]]) -> Iterator[str]:
             question = query.question[0]
             name = question.name.to_text().lower()
             values = records.get(name)
-            if values is None:
+            # A name above a record (``_domainkey.example.``) exists, empty: NXDOMAIN
+            # there would end a resolver's walk down to the record (qname minimisation).
+            above = any(known.endswith("." + name) or name == "." for known in records)
+            if values is None and not above:
                 response.set_rcode(dns.rcode.NXDOMAIN)
-            elif question.rdtype == dns.rdatatype.TXT:
+            elif values is not None and question.rdtype == dns.rdatatype.TXT:
                 chunks = [
                     " ".join(f'"{v[i : i + 255]}"' for i in range(0, len(v), 255)) for v in values
                 ]
@@ -125,7 +130,7 @@ def txt_server(records: dict[str, list[str]]) -> Iterator[str]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
+        yield f"{address}:{sock.getsockname()[1]}"
     finally:
         stop.set()
         thread.join(5)
