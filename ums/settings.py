@@ -385,6 +385,7 @@ CELERY_BEAT_SCHEDULE = {
     "purge-identity-records": {"task": "tenants.purge_identity_records", "schedule": 3600},
     "ingest-held-mail": {"task": "spamhold.ingest_all", "schedule": UMS_SPAMHOLD_INGEST_INTERVAL},
     "expire-held-mail": {"task": "spamhold.expire", "schedule": 900},
+    "recheck-dkim-rotations": {"task": "mail.recheck_dkim_rotations", "schedule": 3600},
     "schedule-snapshots": {"task": "backup.schedule_snapshots", "schedule": UMS_SNAPSHOT_INTERVAL},
 }
 # Controller dumps (backup/dumps.py): daily at UMS_DUMP_TIME ("HH:MM" UTC; empty: only

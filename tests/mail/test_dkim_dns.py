@@ -133,3 +133,23 @@ def test_portal_dkim_tab_checks_dns_and_shows_which_key_signs(
     outside = make_domain(cast.shop, "shop.example")
     response = client.post(reverse("mail:domain-dkim-check", args=[outside.pk]))
     assert response.status_code == 404
+
+
+def test_beat_rechecks_pending_rotations_until_dns_shows_the_new_key(
+    cast: Cast, settings, django_capture_on_commit_callbacks
+) -> None:
+    from mail.tasks import recheck_dkim_rotations
+
+    domain = make_domain(cast.ministry, "ministry.example")
+    settled = make_domain(cast.ministry, "settled.example")
+    actions.generate_dkim_key(actor=None, domain=settled, selector="s1")  # no rotation
+    actions.generate_dkim_key(actor=None, domain=domain, selector="s1")
+    second = actions.rotate_dkim_key(actor=None, domain=domain, selector="s2")
+    with txt_server(record(second)) as resolver:
+        settings.UMS_DNS_RESOLVER = [resolver]
+        with django_capture_on_commit_callbacks(execute=True):
+            assert recheck_dkim_rotations() == 1  # only the domain with a rotation
+    second.refresh_from_db()
+    assert second.dns_status == "match"
+    assert selectors(domain) == "s2"
+    assert recheck_dkim_rotations() == 0  # settled: nothing left to check
