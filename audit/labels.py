@@ -73,6 +73,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "mail.dkim.rotate": pgettext_lazy("audit action", "DKIM key rotated"),
     "mail.dkim.retire": pgettext_lazy("audit action", "DKIM key retired"),
     "mail.dkim.delete": pgettext_lazy("audit action", "DKIM key deleted"),
+    "mail.dkim.dns": pgettext_lazy("audit action", "DKIM DNS record checked"),
     "mail.mailbox.create": pgettext_lazy("audit action", "Mailbox created"),
     "mail.mailbox.update": pgettext_lazy("audit action", "Mailbox changed"),
     "mail.mailbox.password": pgettext_lazy("audit action", "Mailbox password set"),

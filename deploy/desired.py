@@ -24,7 +24,6 @@ from mail.models import (
     Alias,
     AutoResponder,
     CustomerPolicy,
-    DkimKey,
     Domain,
     DomainAlias,
     DomainPolicy,
@@ -32,6 +31,7 @@ from mail.models import (
     SieveScript,
 )
 from mail.policy import Source, resolve_protocols_from
+from mail.signing import signing_keys
 from servers.choices import NodeStatus
 from servers.models import Node
 from tenants.models import Customer
@@ -191,12 +191,7 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
     ):
         alias_domains[domain_id].append(name)
 
-    dkim: dict[int, tuple[str, str]] = {}
-    # Model instances here: the private key field decrypts on load (few rows per domain).
-    for key in DkimKey.objects.filter(
-        domain_id__in=domain_ids, state=mail_choices.DKIM_ACTIVE
-    ).order_by("created_at"):
-        dkim[key.domain_id] = (key.selector, key.private_key)
+    dkim = signing_keys(domain_ids)
 
     # Per domain: the protocol levels above the mailbox, and the effective filtering.
     domain_levels: dict[int, list[tuple[Source, dict | None]]] = {}

@@ -38,6 +38,8 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "lda_log_file": (_TEXT, "delivery agent log file; empty logs to syslog"),
     "content_filter": (_BOOL, "filter mail on SMTP nodes (true); false: a plain relay"),
     "relay_networks": ((list,), "networks relaying without authentication besides loopback"),
+    "outbound_relay": (_TEXT, "smarthost SMTP nodes send outbound mail through (host[:port])"),
+    "dkim_signing": (_BOOL, "OpenDKIM signs outbound and verifies inbound mail (true)"),
     "antivirus": (_BOOL, "force clamd on or off on SMTP nodes (default: per policy)"),
     "spam_network_checks": (_BOOL, "SpamAssassin DNS blocklists (true)"),
     "spam_subject_tag": (_TEXT, "subject prefix of tagged spam ([SPAM])"),
@@ -132,6 +134,16 @@ def _networks(value: list) -> str | None:
     return None
 
 
+def _relay(value: str) -> str | None:
+    """``host`` or ``host:port`` (an IPv4 address or a DNS name); empty: direct delivery."""
+    host, _sep, port = value.rpartition(":") if ":" in value else (value, "", "")
+    if value and not _HOST.fullmatch(host):
+        return f"{value!r} is not host or host:port"
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"{port!r} is not a port number (1..65535)"
+    return None
+
+
 def _range(low: float, high: float) -> Callable[[Any], str | None]:
     def check(value: float) -> str | None:
         if not low <= value <= high:
@@ -203,6 +215,7 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "postfix_maillog_file": _log_path,
     "lda_log_file": _log_path,
     "relay_networks": _networks,
+    "outbound_relay": _relay,
     "spam_subject_tag": _subject_tag,
     "spam_max_size": _range(1024, 1024**3),
     "spam_timeout": _range(1, 3600),

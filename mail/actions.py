@@ -537,6 +537,41 @@ def delete_dkim_key(*, actor: Any, key: DkimKey) -> None:
     announce(path, [domain_id], kind="dkim")
 
 
+DKIM_DNS_JOB = "mail.dkim_dns_check"
+
+
+@action
+def check_dkim_dns(*, actor: Any, domain: Domain) -> Any:
+    """Queue a DNS check of every DKIM key of ``domain`` (see :mod:`mail.dkim_dns`)."""
+    from ums import jobs
+
+    require_permission(actor, perms.MAIL_MANAGE)
+    require_in_scope(domain, actor)
+    return jobs.enqueue(
+        DKIM_DNS_JOB,
+        actor=actor,
+        title=_("DKIM DNS check of %(domain)s") % {"domain": domain.name},
+        customer=domain.customer,
+        params={"domain_id": domain.pk},
+        target=domain,
+    )
+
+
+@action
+def record_dkim_dns(*, actor: Any, key: DkimKey, status: str, detail: str) -> bool:
+    """Store a DNS check result; a changed status is audited and converges the domain's
+    SMTP nodes (it may move signing to a rotated-in key). True when it changed."""
+    key = DkimKey.objects.select_for_update().get(pk=key.pk)
+    changed = key.dns_status != status
+    before = {"dns_status": key.dns_status}
+    key.dns_status, key.dns_detail, key.dns_checked_at = status, detail[:300], timezone.now()
+    key.save(update_fields=["dns_status", "dns_detail", "dns_checked_at"])
+    if changed:
+        _record("mail.dkim.dns", key, before=before, after={"dns_status": status})
+        _announce(key, [key.domain_id], "dkim")
+    return changed
+
+
 # ----------------------------------------------------------------------------- policies
 
 _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")

@@ -42,6 +42,19 @@ ALIAS_KINDS = [(ALIAS, _("Alias")), (GROUP, _("Distribution group"))]
 DKIM_ACTIVE = "active"
 DKIM_RETIRED = "retired"
 DKIM_STATES = [(DKIM_ACTIVE, _("Active")), (DKIM_RETIRED, _("Retired"))]
+# What the last DNS check found at the key's TXT record (empty: never checked).
+DNS_UNCHECKED = ""
+DNS_MATCH = "match"
+DNS_MISMATCH = "mismatch"
+DNS_MISSING = "missing"
+DNS_ERROR = "error"
+DKIM_DNS_STATES = [
+    (DNS_UNCHECKED, _("Not checked")),
+    (DNS_MATCH, _("Published")),
+    (DNS_MISMATCH, _("Different key published")),
+    (DNS_MISSING, _("No record")),
+    (DNS_ERROR, _("Lookup failed")),
+]
 DKIM_KEY_SIZES = [(2048, "RSA 2048"), (3072, "RSA 3072"), (4096, "RSA 4096")]
 DKIM_DEFAULT_BITS = 2048
 

@@ -10,8 +10,8 @@ from django.utils.translation import gettext_noop
 from ums import jobs
 from ums.models import Job
 
-from . import csv_import
-from .models import CsvImport
+from . import actions, csv_import, dkim_dns
+from .models import CsvImport, DkimKey
 
 
 @jobs.handler(csv_import.JOB_KIND)
@@ -37,3 +37,26 @@ def run_csv_import(job: Job, reporter: jobs.Reporter) -> dict[str, Any]:
         aliases=result["aliases"],
     )
     return result
+
+
+@jobs.handler(actions.DKIM_DNS_JOB)
+def run_dkim_dns_check(job: Job, reporter: jobs.Reporter) -> dict[str, Any]:
+    """Look up every key of the domain; safe to run again (it only reads DNS and stores)."""
+    keys = list(
+        DkimKey.objects.filter(domain_id=job.params.get("domain_id"))
+        .select_related("domain")
+        .order_by("created_at")
+    )
+    using = dkim_dns.resolver()
+    results = {}
+    for key in keys:
+        finding = dkim_dns.check(key.selector, key.domain.name, key.public_key, using=using)
+        actions.record_dkim_dns(actor=None, key=key, status=finding.status, detail=finding.detail)
+        reporter.say(
+            gettext_noop("%(selector)s: %(status)s (%(detail)s)"),
+            selector=key.selector,
+            status=finding.status,
+            detail=finding.detail,
+        )
+        results[key.selector] = finding.status
+    return {"keys": results}

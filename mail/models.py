@@ -190,6 +190,13 @@ class DkimKey(ScopedMailModel):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # The last DNS check (mail.dkim_dns): after a rotation the new key signs only once
+    # its TXT record was seen published (deploy.desired.signing_key).
+    dns_status = models.CharField(
+        _("DNS record"), max_length=8, choices=choices.DKIM_DNS_STATES, blank=True, default=""
+    )
+    dns_detail = models.CharField(_("DNS check detail"), max_length=300, blank=True, default="")
+    dns_checked_at = models.DateTimeField(_("DNS checked at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("DKIM key")

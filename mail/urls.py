@@ -23,6 +23,11 @@ urlpatterns = [
         views.DomainDkimActionView.as_view(rotate=True),
         name="domain-dkim-rotate",
     ),
+    path(
+        "domains/<int:pk>/dkim/check/",
+        views.DomainDkimCheckView.as_view(),
+        name="domain-dkim-check",
+    ),
     path("domains/<int:pk>/edit/", views.DomainEditView.as_view(), name="domain-edit"),
     path("domains/<int:pk>/delete/", views.DomainDeleteView.as_view(), name="domain-delete"),
     path("domains/<int:pk>/export/", views.ExportView.as_view(), name="domain-export"),

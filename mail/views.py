@@ -41,6 +41,7 @@ from ums.portal.views import ActionFormView, PortalMixin
 from . import actions, addressbook, choices, csv_import, dkim, forms, paging, policy
 from .filtersets import search_prefix
 from .models import Alias, CustomerPolicy, DkimKey, Domain, DomainAlias, DomainPolicy, Mailbox
+from .signing import signing_keys
 
 PAGE_SIZE = 50
 
@@ -191,6 +192,7 @@ class DomainDkimView(DomainMixin, TemplateView):
         context.update(
             {
                 "keys": [(k, dkim.zone_line(k.selector, domain.name, k.public_key)) for k in keys],
+                "signing": signing_keys([domain.pk]).get(domain.pk, ("", ""))[0],
                 "has_active": any(k.state == choices.DKIM_ACTIVE for k in keys),
                 "spf": dkim.spf_suggestion(domain.name),
                 "dmarc": dkim.dmarc_suggestion(domain.name),
@@ -229,6 +231,24 @@ class DomainDkimActionView(DomainMixin, View):
                 )
         else:
             _form_messages(request, form)
+        return redirect("mail:domain-dkim", pk=domain.pk)
+
+
+class DomainDkimCheckView(DomainMixin, View):
+    """POST: queue the DNS check of the domain's keys (a job; the page shows results)."""
+
+    permission_required = perms.MAIL_MANAGE
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        domain = self.get_domain()
+        try:
+            actions.check_dkim_dns(actor=request.user, domain=domain)
+        except (ValidationError, PermissionDenied) as exc:
+            for message in _error_messages(exc):
+                messages.error(request, message)
+        else:
+            messages.success(request, _("DNS check started; reload this page for its result."))
         return redirect("mail:domain-dkim", pk=domain.pk)
 
 

@@ -19,6 +19,8 @@ packages+=(samba smbclient)
 packages+=(simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring)
 # ACME for load balancer names (issue 15): Pebble, Let's Encrypt's test CA (with pebble-challtestsrv).
 packages+=(pebble)
+# DKIM signing (issue 15): OpenDKIM as the SMTP nodes' signing milter.
+packages+=(opendkim opendkim-tools)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -394,6 +394,7 @@ CELERY_BEAT_SCHEDULE = {
     "purge-identity-records": {"task": "tenants.purge_identity_records", "schedule": 3600},
     "ingest-held-mail": {"task": "spamhold.ingest_all", "schedule": UMS_SPAMHOLD_INGEST_INTERVAL},
     "expire-held-mail": {"task": "spamhold.expire", "schedule": 900},
+    "recheck-dkim-rotations": {"task": "mail.recheck_dkim_rotations", "schedule": 3600},
     "schedule-snapshots": {"task": "backup.schedule_snapshots", "schedule": UMS_SNAPSHOT_INTERVAL},
     "cleanup-exports": {"task": "backup.cleanup_exports", "schedule": UMS_EXPORT_CLEANUP_INTERVAL},
     "schedule-offnode": {"task": "backup.schedule_offnode", "schedule": UMS_OFFNODE_CHECK_INTERVAL},
@@ -424,6 +425,9 @@ UMS_JOB_STALE_SECONDS = env_int("UMS_JOB_STALE_SECONDS", 20, minimum=3)
 UMS_JOB_MAX_ATTEMPTS = env_int("UMS_JOB_MAX_ATTEMPTS", 5, minimum=1)
 UMS_CONVERGE_LEASE_SECONDS = env_int("UMS_CONVERGE_LEASE_SECONDS", 30, minimum=3)
 UMS_CONVERGE_RETRY_MAX_SECONDS = env_int("UMS_CONVERGE_RETRY_MAX_SECONDS", 300, minimum=5)
+# DKIM DNS check (mail.dkim_dns): resolvers as "ip" or "ip:port", comma-separated; empty
+# uses the system's (/etc/resolv.conf). Only the check uses them, never mail delivery.
+UMS_DNS_RESOLVER = env_list("UMS_DNS_RESOLVER", [])
 
 # bootstrapcore.sh registrations accepted per client address (DRF rate syntax).
 NODE_REGISTER_THROTTLE_RATE = env_str("UMS_NODE_REGISTER_RATE", "30/minute")

@@ -21,6 +21,7 @@ MODULES = (
     "deploy.services.zfs",
     "deploy.services.spamassassin",
     "deploy.services.clamav",
+    "deploy.services.opendkim",
     "deploy.services.courier",
     "deploy.services.lda",
     "deploy.services.postfix",

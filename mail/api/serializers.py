@@ -127,6 +127,12 @@ class DnsRecordSerializer(serializers.Serializer):
     type = serializers.CharField()
     value = serializers.CharField()
     zone = serializers.CharField()
+    dns_status = serializers.CharField(required=False, help_text="DKIM: last DNS check")
+    signing = serializers.BooleanField(required=False, help_text="DKIM: the key that signs")
+
+
+class JobAcceptedSerializer(serializers.Serializer):
+    job = serializers.IntegerField(help_text="the queued job (/api/v1/jobs/{id}/)")
 
 
 class DomainAliasSerializer(StrictModelSerializer):
@@ -169,8 +175,14 @@ class DkimKeySerializer(StrictModelSerializer):
             "zone",
             "created_at",
             "retired_at",
+            "dns_status",
+            "dns_detail",
+            "dns_checked_at",
         ]
-        read_only_fields = ["customer", "state", "public_key", "created_at", "retired_at"]
+        read_only_fields = [
+            "customer", "state", "public_key", "created_at", "retired_at",
+            "dns_status", "dns_detail", "dns_checked_at",
+        ]  # fmt: skip
 
     def _domain_name(self, obj: DkimKey) -> str:
         names = self.context.setdefault("domain_names", {})

@@ -53,6 +53,7 @@ from ..models import (
     SieveScript,
 )
 from ..sieve import parse_error
+from ..signing import signing_keys
 from . import serializers as s
 from .pagination import CompositeKeysetPagination, decode_cursor, encode_cursor
 from .renderers import CamelCased, FastCamelCaseJSONRenderer, camel
@@ -145,10 +146,13 @@ class DomainViewSet(MailModelViewSet):
         """The DNS records to publish: DKIM keys (active and retired), suggested SPF, DMARC."""
         domain = self.get_object()
         records = []
+        signing = signing_keys([domain.pk]).get(domain.pk, ("", ""))[0]
         for key in DkimKey.objects.filter(domain=domain).order_by("-id"):
             records.append(
                 {
                     "purpose": f"dkim-{key.state}",
+                    "dns_status": key.dns_status,
+                    "signing": key.selector == signing,
                     "name": dkim.record_name(key.selector, domain.name),
                     "type": "TXT",
                     "value": dkim.record_value(key.public_key),
@@ -158,6 +162,13 @@ class DomainViewSet(MailModelViewSet):
         records.append({"purpose": "spf", **dkim.spf_suggestion(domain.name)})
         records.append({"purpose": "dmarc", **dkim.dmarc_suggestion(domain.name)})
         return Response(s.DnsRecordSerializer(records, many=True).data)
+
+    @extend_schema(request=None, responses={202: s.JobAcceptedSerializer})
+    @action(detail=True, methods=["post"], url_path="dns/check")
+    def dns_check(self, request: Request, pk: str | None = None) -> Response:
+        """Queue a lookup of every DKIM key's TXT record; results land on the keys."""
+        job = actions.check_dkim_dns(actor=request.user, domain=self.get_object())
+        return Response({"job": job.pk}, status=status.HTTP_202_ACCEPTED)
 
 
 class DomainAliasViewSet(MailModelViewSet):

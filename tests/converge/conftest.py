@@ -41,6 +41,9 @@ MAIL_PRIVATE_PATHS = (
     "/etc/ums-lda",
     "/run/ums-lda",
     "/var/lib/ums-lda",
+    # OpenDKIM (signing on SMTP nodes): its configuration, keys and pid file.
+    "/etc/ums-opendkim",
+    "/run/ums-opendkim",
 )
 DAEMON_NAMES = ("master", "authdaemond", "couriertcpd", "courierlogger")
 

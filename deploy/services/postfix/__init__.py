@@ -41,7 +41,7 @@ from deploy.services.base import (
 )
 
 from .. import probes
-from . import delivery, filtering, safe
+from . import delivery, filtering, safe, signing
 
 ROOT = "/etc/postfix"
 MAPS = (
@@ -305,6 +305,15 @@ class PostfixService(Service):
                 "reject_sender_login_mismatch, permit_sasl_authenticated, reject",
             ),
         ]
+        relay = str(conf.get("outbound_relay", "") or "")
+        if relay and is_smtp:
+            # Checked by deploy.node_settings; bracketed: the host itself, no MX lookup.
+            host, _sep, port = relay.partition(":")
+            try:
+                host = str(ipaddress.IPv4Address(host))
+            except ValueError:
+                host = safe.domain(host.lower())
+            params.append(("relayhost", f"[{host}]:{int(port or 25)}"))
         maillog = str(conf.get("postfix_maillog_file", "") or "")
         if maillog:
             params += [
@@ -316,6 +325,7 @@ class PostfixService(Service):
         merged = dict(params)
         merged.update(filtering.params(state))
         merged.update(delivery.params(state))
+        merged.update(signing.params(state, merged))
         lines = ["# Managed by UMS (deploy/services/postfix): replaced on every converge."]
         lines += [
             f"{key} = {safe.config_value(key, value)}".rstrip() for key, value in merged.items()

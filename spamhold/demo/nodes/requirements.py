@@ -21,6 +21,7 @@ COMMANDS = (
     "spamd",
     "clamd",
     "sigtool",
+    "opendkim",
     "python3",
 )
 _PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
