@@ -34,6 +34,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -278,16 +279,19 @@ def execution_ms(plan: str) -> float | None:
     return None
 
 
-def check_counts(body: dict[str, Any], answer: dict[str, Any]) -> None:
+def check_counts(body: dict[str, Any], answer: dict[str, Any], admin: Any) -> None:
     """The counts are truthful: exact ones equal a plain ``COUNT(*)``, the others are at
     most it, and the total is exact or the cap (the root administrator sees everything)."""
     from django.db.models import Count
+    from djangorestframework_camel_case.util import underscoreize
 
     from spamhold import query
     from spamhold.api import serializers
     from spamhold.models import HeldMessage
 
-    checker = serializers.QuerySerializer(data=body)
+    checker = serializers.QuerySerializer(
+        data=underscoreize(body), context={"request": SimpleNamespace(user=admin)}
+    )
     checker.is_valid(raise_exception=True)
     filters, path = serializers.QuerySerializer.to_filters(checker.validated_data)
     filters.pop("reason", None)
@@ -414,7 +418,8 @@ def measure(args: argparse.Namespace, people: dict[str, Any]) -> list[dict[str, 
     for _key, who, client, method, url, case_bodies, _target in cases:
         if url == COUNTS_URL and who == "root":
             for body in case_bodies[:3]:
-                check_counts(body, timed(client, method, url, body)[2].json())
+                answer = timed(client, method, url, body)[2].json()
+                check_counts(body, answer, people["root"]["admin"])
     for key, who, client, method, url, case_bodies, target in cases:
         queries, sql_text, settings = last_query_sql(client, method, url, case_bodies[0])
         wall, cpu = samples[key]
