@@ -55,6 +55,7 @@ class AuditRecordQuerySet(models.QuerySet):
             outer = self.model._base_manager.using(self.db).filter(seq__in=keys)
             outer.query.select_related = self.query.select_related
             outer.query.deferred_loading = self.query.deferred_loading
+            outer._prefetch_related_lookups = self._prefetch_related_lookups
             return outer.order_by(*ordering)
         return super().__getitem__(k)
 

@@ -7,8 +7,8 @@ and drives it with ``wrk`` (Debian package ``wrk``): 16 connections on one threa
 ``--duration`` seconds, each request the root administrator's first page of mailboxes
 with a real API token (target: 500 requests/s). Every answer is checked first (status 200
 and a full page), so an error page cannot pass for speed. ``--profile`` records the
-workers with py-spy (``pip install py-spy``) during a second wrk run and writes a
-flame graph (SVG) next to the JSON.
+workers with py-spy (``pip install py-spy``) during one more wrk run and writes their
+collapsed stacks next to the JSON, the busiest frames into it.
 
 Usage::
 
@@ -45,7 +45,7 @@ from benchmarks import mail  # noqa: E402
 
 DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "throughput.json"
 TARGET_RPS = 500.0
-PAGE_PATH = "/api/v1/mailboxes/?pageSize=50"
+PAGE_PATH = "/api/v1/mail/mailboxes/?pageSize=50"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=2, help="wrk runs (the best and all)")
     parser.add_argument("--path", default=PAGE_PATH)
-    parser.add_argument("--profile", action="store_true", help="py-spy flame graph")
+    parser.add_argument("--profile", action="store_true", help="py-spy profile of the workers")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     return parser.parse_args(argv)
 
@@ -104,34 +104,90 @@ def check_page(url: str, token: str) -> int:
         return len(body["results"])
 
 
-def wrk(url: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (``/proc/<pid>/stat``)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def server_pids(master: int) -> dict[str, list[int]]:
+    """gunicorn's workers and the PostgreSQL backends of this database (same machine)."""
+    from django.db import connection
+
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        backends = [row[0] for row in cursor.fetchall()]
+    return {"gunicorn": [int(p) for p in children], "postgres": backends}
+
+
+def wrk(url: str, token: str, args: argparse.Namespace, master: int) -> dict[str, Any]:
+    """One wrk run; with the CPU time gunicorn's workers and their database backends
+    spent per request (less sensitive to other load on the machine than requests/s)."""
+    pids = server_pids(master)
+    before = {name: cpu_seconds(p) for name, p in pids.items()}
     command = [
         "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
         "-H", f"Authorization: Bearer {token}", url,
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    spent = {name: cpu_seconds(p) - before[name] for name, p in pids.items()}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    served = int(re.search(r"(\d+) requests in", out).group(1))
     latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "requests_per_s": rps,
         "latency": latency,
         "non_2xx": int(errors.group(1)) if errors else 0,
+        "cpu_ms_per_request": {k: round(v * 1000 / max(served, 1), 3) for k, v in spent.items()},
         "load_average": os.getloadavg()[0],
         "output": out,
     }
 
 
-def profile(url: str, token: str, args: argparse.Namespace, pid: int, svg: Path) -> None:
+def profile(url: str, token: str, args: argparse.Namespace, pid: int, out: Path) -> dict[str, Any]:
+    """py-spy over every worker during one wrk run: collapsed stacks in ``out`` and the
+    share of samples (inclusive) of the frames that matter most."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     recorder = subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--subprocesses", "--rate", "200",
-         "--duration", str(args.duration), "--output", str(svg), "--nonblocking"],
+        [spy, "record", "--pid", str(pid), "--subprocesses", "--rate", "250", "--format",
+         "raw", "--duration", str(args.duration), "--output", str(out), "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(1)
-    wrk(url, token, args)
+    wrk(url, token, args, pid)
     recorder.wait(timeout=args.duration + 60)
+    return top_frames(out)
+
+
+def top_frames(collapsed: Path, limit: int = 40) -> dict[str, Any]:
+    """Inclusive share of samples per frame (``function (file)``), busy samples only."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit() or "select" in stack.rsplit(";", 1)[-1]:
+            continue  # idle: a worker waiting for a request
+        n = int(count)
+        total += n
+        for frame in set(stack.split(";")):
+            name = re.sub(r":\d+\)$", ")", frame)
+            inclusive[name] = inclusive.get(name, 0) + n
+    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])[:limit]
+    return {"busy_samples": total, "inclusive": {k: round(v / total, 3) for k, v in ranked}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,17 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for _ in range(20):  # every worker warm (imports, connections)
                 check_page(page_url, token)
-            runs = [wrk(page_url, token, args) for _ in range(args.runs)]
+            runs = [wrk(page_url, token, args, proc.pid) for _ in range(args.runs)]
             if args.profile:
-                svg = args.json.with_suffix(".svg")
-                profile(page_url, token, args, proc.pid, svg)
-                results["flame_graph"] = str(svg)
+                stacks = args.json.with_suffix(".stacks.txt")
+                results["profile"] = profile(page_url, token, args, proc.pid, stacks)
+                results["profile"]["stacks"] = str(stacks)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
     best = max(r["requests_per_s"] for r in runs)
     for run in runs:
         print(run["output"])
+        print(f"CPU ms per request: {run['cpu_ms_per_request']}")
     print(
         f"{args.path}: best {best:.0f} req/s over {args.runs} runs of {args.duration} s, "
         f"{args.connections} connections, gunicorn {args.workers}x{args.threads} "
