@@ -48,6 +48,7 @@ class AuditRecordQuerySet(models.QuerySet):
             and not self.query.annotations
             and not self.query.extra_select
             and not self.query.distinct
+            and not self.query.select_for_update
             and not _has_extra_where(self.query.where)
         ):
             ordering = self.query.order_by or self.model._meta.ordering
