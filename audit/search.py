@@ -10,18 +10,47 @@ import datetime
 from typing import Any
 
 from django.db import models
+from django.db.models import BooleanField, Func, Value
 
-from .models import AuditRecord
+from .models import AuditActorName, AuditRecord
+
+
+class _FullTextMatch(Func):
+    """``<table>.search_vector @@ plainto_tsquery('simple', text)`` (the column is added by
+    migration 0002, not a model field). The table is named by the alias the query gives
+    it at compile time, so the condition stays right inside a sub-select, where Django
+    renames the table (``U0``): a page is read key first that way (``audit.models``)."""
+
+    output_field = BooleanField()
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        alias = compiler.quote_name_unless_alias(compiler.query.get_initial_alias())
+        text_sql, params = compiler.compile(self.source_expressions[0])
+        return f"{alias}.search_vector @@ plainto_tsquery('simple', {text_sql})", list(params)
 
 
 def full_text(queryset: models.QuerySet, text: str) -> models.QuerySet:
     text = text.strip()
     if not text:
         return queryset
-    return queryset.extra(
-        where=["audit_auditrecord.search_vector @@ plainto_tsquery('simple', %s)"],
-        params=[text],
-    )
+    return queryset.filter(_FullTextMatch(Value(text)))
+
+
+# More names than this containing one substring: match the records' names directly.
+ACTOR_NAMES_MAX = 500
+
+
+def actor_names(needle: str) -> list[str] | models.QuerySet:
+    """Every actor name containing ``needle`` (case ignored), from ``AuditActorName``.
+
+    The table holds each distinct name of the records (a trigger keeps it complete, see
+    migration 0006), so ``actor_name IN (these)`` selects exactly the records whose name
+    contains the needle, and the ``(actor_name, seq)`` index answers it. Past
+    :data:`ACTOR_NAMES_MAX` names the sub-select is used as is (still exact).
+    """
+    names = AuditActorName.objects.filter(name__icontains=needle).values_list("name", flat=True)
+    found = list(names[: ACTOR_NAMES_MAX + 1])
+    return names if len(found) > ACTOR_NAMES_MAX else found
 
 
 def apply_filters(
@@ -44,7 +73,7 @@ def apply_filters(
         if actor.isdigit():
             queryset = queryset.filter(actor_id=int(actor))
         else:
-            queryset = queryset.filter(actor_name__icontains=actor)
+            queryset = queryset.filter(actor_name__in=actor_names(actor))
     if action:
         # "customer." means every customer action; a full name is an exact (indexed) match.
         if action.endswith("."):

@@ -122,7 +122,9 @@ class QueueView(SpamHoldPage, TemplateView):
             rows = result.rows
             without_reason = {k: v for k, v in filters.items() if k != "reason"}
             counts = query.counts_by_reason(
-                query.apply_filters(scoped, without_reason, customer_path=path)
+                query.apply_filters(scoped, without_reason, customer_path=path),
+                cap=query.COUNT_CAP,
+                time_range=query.has_time_range(filters),
             )
         context.update(
             {
@@ -130,7 +132,7 @@ class QueueView(SpamHoldPage, TemplateView):
                 "rows": rows,
                 "page": result,
                 "counts": counts,
-                "counts_total": sum(c.count for c in counts),
+                "counts_total": query.total(counts, cap=query.COUNT_CAP),
                 "counts_exact": all(c.exact for c in counts),
                 "count_cap": query.COUNT_CAP,
                 "filter_items": _filter_items(self.request.GET),
@@ -271,13 +273,18 @@ class ActionView(SpamHoldPage, View):
                 return HttpResponseRedirect(back)
             filters, path = filter_form.to_filters()
             matching = query.apply_filters(scoped, filters, customer_path=path)
-            count = matching.order_by()[: query.COUNT_CAP + 1].count()
+            # Bounded like the queue's counts (at most COUNT_CAP rows read).
+            counted = query.counts_by_reason(
+                matching, cap=query.COUNT_CAP, time_range=query.has_time_range(filters)
+            )
+            count = query.total(counted, cap=query.COUNT_CAP)
+            capped = not counted[0].exact
             ids: list[int] = []
         else:
             wanted = list(dict.fromkeys(data["ids"]))
             visible = set(scoped.filter(pk__in=wanted).values_list("pk", flat=True))
             ids = [pk for pk in wanted if pk in visible]
-            count = len(ids)
+            count, capped = len(ids), False
         if not data["confirmed"]:
             return render(
                 request,
@@ -286,8 +293,8 @@ class ActionView(SpamHoldPage, View):
                     "outcome": outcome,
                     "outcome_label": dict(form.fields["outcome"].choices)[outcome],
                     "is_release": outcome in RELEASES,
-                    "count": min(count, query.COUNT_CAP),
-                    "count_capped": count > query.COUNT_CAP,
+                    "count": count,
+                    "count_capped": capped,
                     "all_matching": data["all_matching"],
                     "ids": ids,
                     "filter_items": _filter_items(request.POST) if data["all_matching"] else [],

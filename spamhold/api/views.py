@@ -471,18 +471,22 @@ class HeldMessageViewSet(ScopedReadOnlyViewSet):
 
     @extend_schema(request=s.QuerySerializer, responses={200: OpenApiTypes.OBJECT})
     def counts(self, request: Request) -> Response:
-        """Messages per reason under the filters (without ``reason``), each capped."""
+        """Messages per reason under the filters (without ``reason``): exact when at most
+        ``cap`` match in all; otherwise ``exact`` is false, ``total`` is ``cap`` ("more
+        than cap") and each count is a lower bound (see ``query.counts_by_reason``)."""
         filters, path = self._filters(request.data)
         filters.pop("reason", None)
         queryset = query.apply_filters(self.get_queryset(), filters, customer_path=path)
-        rows = query.counts_by_reason(queryset)
+        rows = query.counts_by_reason(
+            queryset, cap=query.COUNT_CAP, time_range=query.has_time_range(filters)
+        )
         return Response(
             {
                 "by_reason": [
                     {"reason": r.reason, "label": r.label, "count": r.count, "exact": r.exact}
                     for r in rows
                 ],
-                "total": sum(r.count for r in rows),
+                "total": query.total(rows, cap=query.COUNT_CAP),
                 "exact": all(r.exact for r in rows),
                 "cap": query.COUNT_CAP,
             }

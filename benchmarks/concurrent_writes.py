@@ -1,0 +1,244 @@
+"""Benchmark of issue 19 (writes under concurrency): mailbox creates by 1 and by N clients.
+
+Uses the mail benchmark's database (1,000,000 mailboxes; ``benchmarks/mail.py`` seeds it,
+and its ``ensure_people`` puts resource limits on the root and one reseller, so every
+create takes the locked limit check). N worker processes (default 16) each create
+mailboxes through ``mail.actions.create_mailbox`` (the action layer: permission and scope
+checks, limit reservation, audit append, one transaction) in a domain of its own customer,
+all customers children of the root. First one client alone, then N at once, for the same
+number of seconds each. A sampler polls ``pg_locks`` every few milliseconds for waiting
+lock requests of this database (``waitstart``, PostgreSQL 14+) and names the table
+behind each wait: its p95 is a lower bound at the sampling resolution.
+
+Targets (issue 19): N clients' throughput at least 1.7 times one client's; lock waits
+p95 at most 5 ms. Password hashing uses the cheap Argon2 settings of the test suite
+(``UMS_ARGON2_*``) so the figures are about the database, not the hash (the action hashes
+before taking any lock).
+
+Usage::
+
+    DATABASE_URL=postgres://root@127.0.0.1:5432/ums_bench_perf_mail \\
+        .venv/bin/python benchmarks/concurrent_writes.py [--clients 16] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+for _name, _value in (
+    ("UMS_ARGON2_TIME_COST", "1"),
+    ("UMS_ARGON2_MEMORY_KIB", "1024"),
+    ("UMS_ARGON2_PARALLELISM", "1"),
+):
+    os.environ.setdefault(_name, _value)
+
+from benchmarks import mail  # noqa: E402
+
+DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "concurrent_writes.json"
+SPEEDUP_TARGET = 1.7
+LOCK_WAIT_TARGET_MS = 5.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--worker", nargs=2, metavar=("DOMAIN", "RENDEZVOUS_DIR"))
+    return parser.parse_args(argv)
+
+
+def worker(domain_id: int, rendezvous: Path) -> None:
+    """Load Django, say ready, wait for the common start, then create mailboxes in one
+    domain until the common stop; print one JSON line with the latencies."""
+    mail.setup_django()
+    from mail import actions
+    from mail.models import Domain
+    from tenants.models import Administrator
+    from ums import context
+
+    actor = Administrator.objects.get(username="bench.root")
+    domain = Domain.objects.get(pk=domain_id)
+    (rendezvous / f"ready-{os.getpid()}").touch()
+    go = rendezvous / "go"
+    while not go.exists():
+        time.sleep(0.05)
+    start_at, stop_at = json.loads(go.read_text())
+    stamp = f"{os.getpid()}x{int(start_at)}"
+    latencies: list[float] = []
+    time.sleep(max(0.0, start_at - time.time()))
+    i = 0
+    while time.time() < stop_at:
+        started = time.perf_counter()
+        with context.acting(channel=context.CHANNEL_CLI, actor=actor):
+            actions.create_mailbox(
+                actor=actor, domain=domain, local_part=f"cw{stamp}n{i}",
+                password="bench-Password-not-secret-1",
+            )  # fmt: skip
+        latencies.append((time.perf_counter() - started) * 1000)
+        i += 1
+    print(json.dumps({"domain": domain_id, "latencies_ms": latencies}), flush=True)
+
+
+def domains_under_root(count: int) -> list[int]:
+    """One domain in each of ``count`` different children of the root customer."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT ON (k.id) d.id FROM tenants_customer k "
+            "JOIN mail_domain d ON d.customer_id = k.id WHERE k.parent_id = 1 "
+            "ORDER BY k.id, d.id LIMIT %s",
+            [count],
+        )
+        found = [row[0] for row in cursor.fetchall()]
+    if len(found) < count:
+        raise SystemExit(f"only {len(found)} children of the root own a domain")
+    return found
+
+
+class LockSampler(threading.Thread):
+    """Polls waiting lock requests of this database; the longest wait seen per request."""
+
+    def __init__(self, dsn: str, interval: float = 0.003) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.interval = dsn, interval
+        self.stop = threading.Event()
+        self.waits: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                rows = conn.execute(
+                    "SELECT l.pid, l.waitstart::text, "
+                    "extract(epoch FROM clock_timestamp() - l.waitstart) * 1000, "
+                    "l.locktype, coalesce(l.relation::regclass::text, ''), left(a.query, 120) "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND a.datname = current_database()"
+                ).fetchall()
+                for pid, since, waited, locktype, relation, query in rows:
+                    entry = self.waits.setdefault(
+                        (pid, since), {"ms": 0.0, "locktype": locktype, "query": query}
+                    )
+                    entry["ms"] = max(entry["ms"], float(waited or 0))
+                    if relation:
+                        entry["relation"] = relation
+                time.sleep(self.interval)
+
+
+def run_phase(args: argparse.Namespace, domain_ids: list[int], dsn: str) -> dict[str, Any]:
+    rendezvous = Path(tempfile.mkdtemp(prefix="ums-bench-writes-"))
+    env = {**os.environ}
+    command = [sys.executable, __file__, "--worker"]
+    procs = [
+        subprocess.Popen(
+            [*command, str(d), str(rendezvous)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for d in domain_ids
+    ]
+    while len(list(rendezvous.glob("ready-*"))) < len(procs):
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a worker died before the start")
+        time.sleep(0.1)
+    start_at = time.time() + 0.5
+    stop_at = start_at + args.seconds
+    (rendezvous / "go.tmp").write_text(json.dumps([start_at, stop_at]))
+    (rendezvous / "go.tmp").rename(rendezvous / "go")
+    sampler = LockSampler(dsn)
+    time.sleep(max(0.0, start_at - time.time()))
+    sampler.start()
+    outputs = [p.communicate(timeout=args.seconds + 120)[0] for p in procs]
+    sampler.stop.set()
+    sampler.join()
+    shutil.rmtree(rendezvous, ignore_errors=True)
+    if any(p.returncode for p in procs):
+        raise RuntimeError("a worker failed")
+    latencies = [ms for out in outputs for ms in json.loads(out.splitlines()[-1])["latencies_ms"]]
+    waits = sorted(w["ms"] for w in sampler.waits.values())
+    by_query: dict[str, int] = {}
+    for wait in sampler.waits.values():
+        key = wait.get("relation") or wait["query"]
+        by_query[key] = by_query.get(key, 0) + 1
+    return {
+        "clients": len(domain_ids),
+        "creates": len(latencies),
+        "creates_per_s": round(len(latencies) / args.seconds, 1),
+        "latency_ms": mail.stats(latencies) if latencies else {},
+        "lock_waits_seen": len(waits),
+        "lock_wait_ms": mail.stats(waits) if waits else {},
+        "lock_waits_by_statement": dict(sorted(by_query.items(), key=lambda kv: -kv[1])[:8]),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(int(args.worker[0]), Path(args.worker[1]))
+        return 0
+    url = mail.database_url()
+    if mail.seeded_sizes(url) is None:
+        raise SystemExit("seed the mail benchmark's database first (benchmarks/mail.py)")
+    mail.setup_django()
+    mail.ensure_people()
+    from django.db import connection
+
+    domain_ids = domains_under_root(args.clients)
+    connection.close()
+    one = run_phase(args, domain_ids[:1], url)
+    many = run_phase(args, domain_ids, url)
+    speedup = many["creates_per_s"] / max(one["creates_per_s"], 0.001)
+    lock_p95 = many["lock_wait_ms"].get("p95", 0.0)
+    for label, phase in (("1 client", one), (f"{args.clients} clients", many)):
+        latency = phase["latency_ms"]
+        print(
+            f"{label:11} {phase['creates_per_s']:7.1f} creates/s  latency p50 "
+            f"{latency.get('p50', 0):6.1f} p95 {latency.get('p95', 0):6.1f} ms"
+            f"  lock waits seen {phase['lock_waits_seen']:5d}, p95 "
+            f"{phase['lock_wait_ms'].get('p95', 0):6.1f} ms  load {phase['load_average']:.1f}"
+        )
+        for statement, n in phase["lock_waits_by_statement"].items():
+            print(f"    {n:5d} waits on {statement}")
+    print(
+        f"speedup {speedup:.2f} (target {SPEEDUP_TARGET}), lock wait p95 {lock_p95:.1f} ms "
+        f"(target {LOCK_WAIT_TARGET_MS})"
+    )
+    report = {
+        "issue": 19,
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "seconds_per_phase": args.seconds,
+        "one_client": one,
+        "many_clients": many,
+        "speedup": round(speedup, 2),
+        "passed": speedup >= SPEEDUP_TARGET and lock_p95 <= LOCK_WAIT_TARGET_MS,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.json}")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
