@@ -137,6 +137,14 @@ def test_delivery_status_notifications_on_request(cast: Cast, mail_nodes: MailNo
     assert not [t for t in messages(mail_nodes, "bob") if "marker-dsn-never" in t]
     assert not [t for t in messages(mail_nodes, "small") if "marker-dsn-" in t]
 
+    # Every listener offers DSN: the MX (25) and SMTPS (465) as well as submission.
+    with smtplib.SMTP(mail_nodes.smtp.address, 25, timeout=30) as smtp:
+        smtp.ehlo()
+        assert smtp.has_extn("dsn")
+    with smtplib.SMTP_SSL(mail_nodes.smtp.address, 465, timeout=30, context=tls()) as smtp:
+        smtp.ehlo()
+        assert smtp.has_extn("dsn")
+
     # An unknown hosted address is refused while the client is still connected: the
     # sender's program shows the error at once, so no bounce is needed or sent.
     with pytest.raises(smtplib.SMTPRecipientsRefused):
