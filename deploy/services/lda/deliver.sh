@@ -25,7 +25,11 @@ case "$domain/$user" in
   */*/* | .* | */.* | *..*) exit 0 ;;
 esac
 md="$root/$domain/$user/Maildir"
-[ -f "$md/subscriptions" ] || ls -- "$md"/subscriptions.ums-merging.* >/dev/null 2>&1 || exit 0
+# Nothing to merge on almost every delivery: decided without starting any process.
+if [ ! -f "$md/subscriptions" ]; then
+  set -- "$md"/subscriptions.ums-merging.*
+  [ -f "$1" ] || exit 0
+fi
 (
   umask 077
   # One merge at a time per mailbox.
