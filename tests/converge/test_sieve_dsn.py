@@ -105,6 +105,30 @@ def test_sieve_created_folder_is_subscribed_in_courier(cast: Cast, mail_nodes: M
     )
     assert b"INBOX.Leftover" in subscribed(mail_nodes, "alice")
 
+    # A second active script replaces the first on the node; activating the first again
+    # brings it back. The node only ever holds the active one.
+    news = response.json()["id"]
+    other = (
+        'require ["fileinto"];\n'
+        'if header :contains "subject" "newsletter" { fileinto "Elsewhere"; }\n'
+    )
+    response = client.post(
+        reverse("mail-sieve-script-list"),
+        {"mailbox": mailbox_id(f"alice@{DOMAIN}"), "name": "Other", "mode": "raw", "script": other},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert_jobs_succeeded()
+    live = mail_nodes.imap.path(f"/etc/ums-lda/sieve/{DOMAIN}/alice/user.sieve")
+    assert live.read_text() == other
+    send(mail_nodes, "list@outside.test", f"alice@{DOMAIN}", "newsletter marker-sub-4")
+    wait_for(mail_nodes, "alice", "marker-sub-4", folder="Elsewhere")
+    assert b"INBOX.Elsewhere" in subscribed(mail_nodes, "alice")
+    response = client.post(reverse("mail-sieve-script-activate", args=[news]))
+    assert response.status_code == 200, response.content
+    assert_jobs_succeeded()
+    assert live.read_text() == SCRIPT
+
 
 @pytest.mark.nodes
 @pytest.mark.django_db(transaction=True)
