@@ -87,6 +87,8 @@ ACTION_LABELS: dict[str, Promise] = {
     "mail.sieve.create": pgettext_lazy("audit action", "Mail filter created"),
     "mail.sieve.update": pgettext_lazy("audit action", "Mail filter changed"),
     "mail.sieve.delete": pgettext_lazy("audit action", "Mail filter deleted"),
+    "mail.sieve.activate": pgettext_lazy("audit action", "Mail filter activated"),
+    "mail.sieve.deactivate": pgettext_lazy("audit action", "Mail filter deactivated"),
     "mail.import.request": pgettext_lazy("audit action", "CSV import requested"),
     "mail.import.apply": pgettext_lazy("audit action", "CSV import applied"),
     "domain.placed": pgettext_lazy("audit action", "Domain placed on nodes"),

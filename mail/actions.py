@@ -1303,6 +1303,39 @@ def update_sieve_script(*, actor: Any, sieve_script: SieveScript, **changes: Any
 
 
 @action
+def set_sieve_script_active(
+    *, actor: Any, sieve_script: SieveScript, active: bool = True
+) -> SieveScript:
+    """Make this the mailbox's one active filter (the previous one is switched off), or
+    switch it off. One audit row names both scripts; the node gets only the active one."""
+    require_permission(actor, perms.MAIL_MANAGE)
+    require_in_scope(sieve_script, actor)
+    # The mailbox row lock orders concurrent switches: the last one wins, none fails.
+    mailbox = Mailbox.objects.select_for_update().get(pk=sieve_script.mailbox_id)
+    row = SieveScript.objects.select_for_update().select_related("customer").get(pk=sieve_script.pk)
+    active = _bool(active, "active")
+    previous = list(
+        SieveScript.objects.filter(mailbox_id=row.mailbox_id, is_active=True)
+        .exclude(pk=row.pk)
+        .values_list("name", flat=True)
+    )
+    if row.is_active == active and not (active and previous):
+        return row
+    row.is_active = active
+    _activate_only(row)
+    row.save(update_fields=["is_active", "updated_at"])
+    _record(
+        "mail.sieve.activate" if active else "mail.sieve.deactivate",
+        row,
+        before={"active": previous if active else [row.name]},
+        after={"active": [row.name] if active else []},
+    )
+    _announce(row, [mailbox.domain_id], "sieve")
+    recheck_in_scope(row, actor)
+    return row
+
+
+@action
 def delete_sieve_script(*, actor: Any, sieve_script: SieveScript) -> None:
     require_permission(actor, perms.MAIL_MANAGE)
     require_in_scope(sieve_script, actor)

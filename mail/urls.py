@@ -65,6 +65,16 @@ urlpatterns = [
         views.MailboxRawSieveView.as_view(),
         name="mailbox-filters-raw",
     ),
+    path(
+        "filters/<int:pk>/activate/",
+        views.SieveScriptSwitchView.as_view(),
+        name="filter-activate",
+    ),
+    path(
+        "filters/<int:pk>/deactivate/",
+        views.SieveScriptSwitchView.as_view(active=False),
+        name="filter-deactivate",
+    ),
     path("aliases/<int:pk>/", views.AliasEditView.as_view(), name="alias-edit"),
     path("aliases/<int:pk>/delete/", views.AliasDeleteView.as_view(), name="alias-delete"),
     path("customers/<int:pk>/", views.CustomerMailView.as_view(), name="customer"),

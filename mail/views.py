@@ -40,7 +40,16 @@ from ums.portal.views import ActionFormView, PortalMixin
 
 from . import actions, addressbook, choices, csv_import, dkim, forms, paging, policy
 from .filtersets import search_prefix
-from .models import Alias, CustomerPolicy, DkimKey, Domain, DomainAlias, DomainPolicy, Mailbox
+from .models import (
+    Alias,
+    CustomerPolicy,
+    DkimKey,
+    Domain,
+    DomainAlias,
+    DomainPolicy,
+    Mailbox,
+    SieveScript,
+)
 from .signing import signing_keys
 
 PAGE_SIZE = 50
@@ -698,6 +707,33 @@ class MailboxRawSieveView(MailboxFiltersView):
                 actor=self.request.user, mailbox=self.get_object(), name=data["name"], **fields
             )
         return actions.update_sieve_script(actor=self.request.user, sieve_script=existing, **fields)
+
+
+class SieveScriptSwitchView(MailPage, ObjectMixin, View):
+    """POST: make this filter the mailbox's active one, or switch it off (``active``)."""
+
+    model = SieveScript
+    permission_required = perms.MAIL_MANAGE
+    http_method_names = ["post"]
+    active = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        script = self.get_object()
+        try:
+            actions.set_sieve_script_active(
+                actor=request.user, sieve_script=script, active=self.active
+            )
+        except (ValidationError, PermissionDenied) as exc:
+            for message in _error_messages(exc):
+                messages.error(request, message)
+        else:
+            text = (
+                _("Filter “%(name)s” is now active.")
+                if self.active
+                else _("Filter “%(name)s” is switched off.")
+            )
+            messages.success(request, text % {"name": script.name})
+        return redirect("mail:mailbox-filters", pk=script.mailbox_id)
 
 
 # ------------------------------------------------------------------------------ aliases

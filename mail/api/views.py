@@ -424,7 +424,8 @@ class AutoResponderViewSet(MailModelViewSet):
 
 
 class SieveScriptViewSet(MailModelViewSet):
-    """Sieve filters; ``check`` validates a script without saving it."""
+    """Sieve filters; ``check`` validates a script without saving it, ``activate`` and
+    ``deactivate`` switch which one of a mailbox's filters runs."""
 
     queryset = SieveScript.objects.all()
     serializer_class = s.SieveScriptSerializer
@@ -439,6 +440,24 @@ class SieveScriptViewSet(MailModelViewSet):
 
     def delete_object(self, instance: Any) -> None:
         actions.delete_sieve_script(actor=self.request.user, sieve_script=instance)
+
+    @extend_schema(request=None, responses=s.SieveScriptSerializer)
+    @action(detail=True, methods=["post"])
+    def activate(self, request: Request, pk: str | None = None) -> Response:
+        """Make this the mailbox's active filter; the previously active one is switched off."""
+        return self._set_active(True)
+
+    @extend_schema(request=None, responses=s.SieveScriptSerializer)
+    @action(detail=True, methods=["post"])
+    def deactivate(self, request: Request, pk: str | None = None) -> Response:
+        """Switch this filter off; the mailbox then runs no filter of its own."""
+        return self._set_active(False)
+
+    def _set_active(self, active: bool) -> Response:
+        row = actions.set_sieve_script_active(
+            actor=self.request.user, sieve_script=self.get_object(), active=active
+        )
+        return Response(s.SieveScriptSerializer(row, context=self.get_serializer_context()).data)
 
     @extend_schema(request=s.SieveCheckSerializer, responses=s.SieveCheckResultSerializer)
     @action(detail=False, methods=["post"])

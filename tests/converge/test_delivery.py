@@ -423,8 +423,9 @@ def test_postfix_delivers_through_the_lda_only_when_it_is_managed(
     assert "\ndovecot_destination_recipient_limit = 1\n" in main_cf
     master = POSTFIX.master_cf(state).decode()
     assert (
-        "flags=DRhu user=vmail argv=/usr/lib/dovecot/dovecot-lda -c /etc/ums-lda/dovecot.conf"
-        " -e -f ${sender} -a ${original_recipient} -d ${user}@${nexthop}"
+        "flags=DRXhu user=vmail argv=/etc/ums-lda/deliver /var/mail/vhosts ${nexthop} ${user}"
+        " /usr/lib/dovecot/dovecot-lda -c /etc/ums-lda/dovecot.conf -e -f ${sender}"
+        " -a ${original_recipient} -d ${user}@${nexthop}"
     ) in master
     monkeypatch.setattr(registry, "SERVICES", [COURIER, POSTFIX])
     assert "\nvirtual_transport = virtual\n" in POSTFIX.main_cf(state)

@@ -1,6 +1,7 @@
 """Faults injected into real test nodes: a command that hangs, sshd killed.
 
-* :class:`Gate`: a ``postfix`` in the node's ``/usr/local/sbin`` (first in root's PATH
+* :class:`Gate`: a ``postfix`` (or another command: ``sievec``) in the node's
+  ``/usr/local/sbin`` (first in root's PATH
   over SSH) that hangs while the gate is closed, then runs the real one: the converge
   then stops in the middle (Postfix's check of the staged tree), as with a node whose
   command blocks, and the test kills something at that moment. Nothing of the
@@ -21,24 +22,27 @@ from tests.harness import sshnodes
 from tests.harness.sshnodes import TestNode
 
 GATE_DIR = "/usr/local/sbin"
-WRAPPER = f"""#!/bin/sh
-# Fault-test gate: hangs while the gate file exists, then runs the real postfix.
-if [ -e {GATE_DIR}/postfix.gate ]; then
-  : > {GATE_DIR}/postfix.waiting
-  while [ -e {GATE_DIR}/postfix.gate ]; do sleep 0.2; done
+WRAPPER = """#!/bin/sh
+# Fault-test gate: hangs while the gate file exists, then runs the real {name}.
+if [ -e {dir}/{name}.gate ]; then
+  : > {dir}/{name}.waiting
+  while [ -e {dir}/{name}.gate ]; do sleep 0.2; done
 fi
-exec /usr/sbin/postfix "$@"
+exec {real} "$@"
 """
 
 
 class Gate:
-    def __init__(self, tnode: TestNode) -> None:
+    def __init__(
+        self, tnode: TestNode, name: str = "postfix", real: str = "/usr/sbin/postfix"
+    ) -> None:
         self.tnode = tnode
-        wrapper = tnode.path(f"{GATE_DIR}/postfix")
-        wrapper.write_text(WRAPPER)
+        self.name = name
+        wrapper = tnode.path(f"{GATE_DIR}/{name}")
+        wrapper.write_text(WRAPPER.format(dir=GATE_DIR, name=name, real=real))
         wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        self.gate = tnode.path(f"{GATE_DIR}/postfix.gate")
-        self.waiting_marker = tnode.path(f"{GATE_DIR}/postfix.waiting")
+        self.gate = tnode.path(f"{GATE_DIR}/{name}.gate")
+        self.waiting_marker = tnode.path(f"{GATE_DIR}/{name}.waiting")
 
     def close(self) -> None:
         self.waiting_marker.unlink(missing_ok=True)
@@ -53,7 +57,7 @@ class Gate:
 
     def remove(self) -> None:
         self.open()
-        self.tnode.path(f"{GATE_DIR}/postfix").unlink(missing_ok=True)
+        self.tnode.path(f"{GATE_DIR}/{self.name}").unlink(missing_ok=True)
 
 
 def kill_sshd(tnode: TestNode) -> None:

@@ -79,3 +79,82 @@ def test_second_active_script_switches_the_active_one(cast: Cast) -> None:
         format="json",
     )
     assert response.status_code == 400 and "name" in response.json()["errors"], response.content
+
+
+def _script(client, mailbox_id: int, name: str, body: str, active: bool) -> int:
+    response = client.post(
+        reverse("mail-sieve-script-list"),
+        {"mailbox": mailbox_id, "name": name, "mode": "raw", "script": body, "isActive": active},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def test_activate_and_deactivate_endpoints_switch_in_one_step_and_audit(cast: Cast) -> None:
+    mailbox = make_mailbox(make_domain(cast.ministry, "ministry.example"), "alice")
+    client = token_client(cast.sub_admin)
+    first = _script(client, mailbox.pk, "first", "keep;", True)
+    second = _script(client, mailbox.pk, "second", "discard;", False)
+    assert _active(mailbox.pk) == ["first"]
+
+    response = client.post(reverse("mail-sieve-script-activate", args=[second]))
+    assert response.status_code == 200, response.content
+    assert response.json()["isActive"] is True
+    assert _active(mailbox.pk) == ["second"]
+    row = AuditRecord.objects.filter(action="mail.sieve.activate").latest("pk")
+    assert row.changes["before"] == {"active": ["first"]}
+    assert row.changes["after"] == {"active": ["second"]}
+
+    # Activating the active one again changes nothing and records nothing.
+    client.post(reverse("mail-sieve-script-activate", args=[second]))
+    assert AuditRecord.objects.filter(action="mail.sieve.activate").count() == 1
+
+    response = client.post(reverse("mail-sieve-script-deactivate", args=[second]))
+    assert response.status_code == 200 and response.json()["isActive"] is False
+    assert _active(mailbox.pk) == []
+    assert AuditRecord.objects.filter(action="mail.sieve.deactivate").count() == 1
+    response = client.post(reverse("mail-sieve-script-activate", args=[first]))
+    assert _active(mailbox.pk) == ["first"]
+
+    # A viewer may not switch; another customer's administrator does not see the script.
+    viewer = token_client(cast.ministry_viewer)
+    assert viewer.post(reverse("mail-sieve-script-activate", args=[second])).status_code == 403
+    sibling = token_client(cast.sibling_admin)
+    assert sibling.post(reverse("mail-sieve-script-activate", args=[second])).status_code == 404
+    assert _active(mailbox.pk) == ["first"]
+
+
+def test_the_node_gets_only_the_active_script(cast: Cast) -> None:
+    from deploy import desired
+    from deploy.models import DomainPlacement
+    from deploy.services.lda import SERVICE as LDA
+    from servers import actions as server_actions
+    from servers.models import Node, NodeStatus
+
+    domain = make_domain(cast.ministry, "ministry.example")
+    mailbox = make_mailbox(domain, "alice")
+    client = token_client(cast.sub_admin)
+    first = _script(client, mailbox.pk, "first", 'require ["fileinto"];\nfileinto "One";\n', True)
+    _script(client, mailbox.pk, "second", 'require ["fileinto"];\nfileinto "Two";\n', True)
+    zone = server_actions.create_zone(actor=None, customer=cast.government, name="DC")
+    node = Node.objects.create(
+        customer=cast.government,
+        customer_path=cast.government.path,
+        zone=zone,
+        hostname="imap1.example.org",
+        ssh_address="192.0.2.30",
+        status=NodeStatus.ACTIVE,
+        roles=["imap"],
+    )
+    DomainPlacement.objects.update_or_create(domain=domain, defaults={"node": node})
+
+    def user_scripts() -> list[bytes]:
+        files = LDA.render(desired.build(node))
+        return [f.content for f in files if f.path.endswith("/alice/user.sieve")]
+
+    assert user_scripts() == [b'require ["fileinto"];\nfileinto "Two";\n']
+    client.post(reverse("mail-sieve-script-activate", args=[first]))
+    assert user_scripts() == [b'require ["fileinto"];\nfileinto "One";\n']
+    client.post(reverse("mail-sieve-script-deactivate", args=[first]))
+    assert user_scripts() == []

@@ -19,6 +19,11 @@ mailbox's Sieve scripts and writes into the Maildir Courier-IMAP serves:
   in place (a binary records its script's path), so the LDA, which may not write there,
   finds an up-to-date binary; scripts no longer named by the userdb are removed.
 
+* ``/etc/ums-lda/deliver``: what Postfix's pipe(8) runs. It runs dovecot-lda, keeps its
+  exit status, then copies the subscriptions the LDA made for folders a filter created
+  (``lda_mailbox_autosubscribe``, Dovecot's own ``subscriptions`` file) into Courier's
+  ``courierimapsubscribed``, so those folders show in the user's mail client.
+
 Settings: ``mail_root``, ``mail_uid``, ``mail_gid`` (shared with Postfix and Courier),
 ``mail_user`` (the account owning the mail store, default ``vmail``; Postfix's pipe(8)
 needs a name, so converge creates it with ``mail_uid``/``mail_gid`` when missing) and
@@ -49,6 +54,8 @@ STATE_DIR = "/var/lib/ums-lda"
 PIDFILE = f"{RUN_DIR}/master.pid"
 #: What activate needs besides the files (it is not given the desired state).
 OWNER = f"{ROOT}/mail-owner"
+#: What Postfix's pipe(8) runs: dovecot-lda, then Courier's subscriptions kept in step.
+DELIVER = f"{ROOT}/deliver"
 USER_SCRIPT = "user.sieve"
 VACATION_SCRIPT = "vacation.sieve"
 #: The pipe(8) transport name in master.cf.
@@ -87,11 +94,21 @@ def mail_user(settings: dict[str, Any]) -> str:
     return name
 
 
+def mail_root(settings: dict[str, Any]) -> str:
+    """The mail store's root (``mail_root``), refused unless a plain absolute path."""
+    root = str(settings.get("mail_root", "/var/mail/vhosts")).rstrip("/")
+    if not _PATH.match(root) or "/." in root:
+        raise safe.UnsafeName(f"refusing mail root {root!r}")
+    return root
+
+
 def postfix_glue(state: DesiredState) -> dict[str, str]:
     """What Postfix's master.cf needs to pipe mail into the LDA on ``state.node``."""
     return {
         "transport": TRANSPORT,
         "user": mail_user(state.settings),
+        "deliver": DELIVER,
+        "root": mail_root(state.settings),
         "lda": LDA_BINARY.get(state.node.os_family, LDA_BINARY["rhel"]),
         "config": CONF,
     }
@@ -158,9 +175,7 @@ class LdaService(Service):
 
     def render(self, state: DesiredState) -> list[ManagedFile]:
         conf = state.settings
-        root = str(conf.get("mail_root", "/var/mail/vhosts")).rstrip("/")
-        if not _PATH.match(root) or "/." in root:
-            raise safe.UnsafeName(f"refusing mail root {root!r}")
+        root = mail_root(conf)
         uid, gid = int(conf.get("mail_uid", 5000)), int(conf.get("mail_gid", 5000))
         hosted = {safe.domain(d.name) for d in state.domains if d.enabled}
         mailboxes = [m for m in state.mailboxes if m.enabled and m.domain in hosted]
@@ -184,9 +199,12 @@ class LdaService(Service):
         # script that is not there yet.
         log = str(conf.get("lda_log_file") or "")
         owner = f"user={mail_user(conf)}\nuid={uid}\ngid={gid}\nlog={log}\n"
+        deliver = resources.files(__package__).joinpath("deliver.sh").read_bytes()
         return [
             *scripts,
             ManagedFile(OWNER, owner.encode()),
+            # Before Postfix's master.cf names it (the LDA converges first).
+            ManagedFile(DELIVER, deliver, 0o755),
             ManagedFile(CONF, self.dovecot_conf(state).encode()),
             ManagedFile(
                 USERS,

@@ -52,12 +52,15 @@ def master_entries(state: DesiredState) -> str:
         return ""
     # Postfix expands each ${...} into exactly one argument (no shell is involved), and
     # only after the recipient matched virtual_mailbox_maps.
-    # D/R: Delivered-To (loop detection) and Return-Path; h/u: lower-case domain/user,
-    # as the userdb keys are.
+    # D/R: Delivered-To (loop detection) and Return-Path; X: final delivery, so a
+    # NOTIFY=SUCCESS sender is told "delivered", not "relayed"; h/u: lower-case domain/user,
+    # as the userdb keys are. The LDA runs under the "deliver" wrapper, which keeps its
+    # exit status and then subscribes Sieve-created folders in Courier's list.
     return (
         "# Final delivery through Dovecot's LDA with Sieve (deploy/services/lda).\n"
         f"{glue['transport']}   unix  -       n       n       -       -       pipe\n"
-        f"  flags=DRhu user={glue['user']} argv={glue['lda']} -c {glue['config']} -e"
+        f"  flags=DRXhu user={glue['user']} argv={glue['deliver']} {glue['root']}"
+        f" ${{nexthop}} ${{user}} {glue['lda']} -c {glue['config']} -e"
         " -f ${sender} -a ${original_recipient} -d ${user}@${nexthop}\n"
     )
 
