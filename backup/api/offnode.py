@@ -46,6 +46,7 @@ class OffnodeSettingSerializer(StrictModelSerializer):
             "interval_minutes",
             "target_full_every",
             "target_keep_chains",
+            "target_format",
             "last_run_at",
             "last_ok",
             "last_message",
