@@ -25,10 +25,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import io
 import json
 import re
+import secrets
+import tarfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from django.utils import timezone
@@ -159,6 +162,20 @@ def snapshot_folder(
 # ------------------------------------------------------------------------ the target
 
 
+class _Digest:
+    """SHA-256 and size of the plain tar as it passes."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def wrap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for piece in chunks:
+            self.sha.update(piece)
+            self.size += len(piece)
+            yield piece
+
+
 def manifest_name(domain_name: str) -> str:
     return drivers.check_name(f"{PREFIX}/{domain_name}/manifest.json")
 
@@ -212,22 +229,16 @@ def archive_to_target(
         return done
     stamp = f"{now.astimezone(datetime.UTC):%Y%m%dT%H%M%SZ}"
     name = drivers.check_name(f"{PREFIX}/{domain_name}/{stamp}-{newest.name}.tar")
-    digest, size = hashlib.sha256(), 0
+    digest = _Digest()
     with snapshot_folder(source, live=live, dataset=dataset, snapshot=newest.name, key=key) as f:
         found = source.run(find_argv(f))
         if not found.ok:
             raise ArchiveError(f"find failed: {found.stderr.strip()[:500]}")
         kept, boxes = members(found.stdout, excl)
         names = b"".join(p.encode() + b"\0" for p in kept)
-
-        def hashed() -> Iterator[bytes]:
-            nonlocal size
-            for piece in command_output(source, tar_argv(f), stdin=names):
-                digest.update(piece)
-                size += len(piece)
-                yield piece
-
-        stored = drivers.put_encrypted(driver, name, hashed())
+        tar = command_output(source, tar_argv(f), stdin=names)
+        stored = drivers.put_encrypted(driver, name, digest.wrap(tar))
+    size = digest.size
     archives.append(
         {
             "name": name,
@@ -235,7 +246,7 @@ def archive_to_target(
             "guid": newest.guid,
             "bytes": size,
             "stored_bytes": stored,
-            "sha256": digest.hexdigest(),
+            "sha256": digest.sha.hexdigest(),
             "at": now.isoformat(),
             "mailboxes": boxes,
             "entries": len(kept),
@@ -247,7 +258,7 @@ def archive_to_target(
     _write_manifest(driver, manifest)  # the commit point
     for old in dropped:
         driver.delete(old["name"])
-    sent = {"snapshot": newest.name, "archive": name, "sha256": digest.hexdigest()}
+    sent = {"snapshot": newest.name, "archive": name, "sha256": digest.sha.hexdigest()}
     return {**done, "sent": sent, "bytes": size}
 
 
@@ -262,3 +273,102 @@ def delete_archives(driver: Target, domain_name: str) -> int:
         if name != manifest:
             driver.delete(name)
     return len(names)
+
+
+# ------------------------------------------------------- permanent deletion of a mailbox
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of chunks (tarfile reads the decrypted archive)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+
+class _Sink:
+    """What tarfile writes, handed on as chunks."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def _top(name: str) -> str:
+    parts = [p for p in name.split("/") if p and p != "."]
+    return parts[0].lower() if parts else ""
+
+
+def without_mailbox(chunks: Iterable[bytes], local_part: str) -> Iterator[bytes]:
+    """The tar ``chunks`` less every member under ``<local_part>/``, streamed member by
+    member (a member's content passes through memory once, never the whole archive)."""
+    sink = _Sink()
+    reader = io.BufferedReader(_ChunkReader(chunks), 1024 * 1024)
+    with (
+        tarfile.open(fileobj=reader, mode="r|") as source,
+        tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as dest,
+    ):
+        for member in source:
+            if _top(member.name) == local_part.lower():
+                continue
+            dest.addfile(member, source.extractfile(member) if member.isreg() else None)
+            yield sink.take()
+    yield sink.take()
+
+
+def rewrite_without(driver: Target, domain_name: str, local_part: str) -> list[str]:
+    """Rewrite each archive holding ``local_part`` without it; the archives rewritten.
+
+    Same commit point as a pass: the new objects first, then the manifest naming them,
+    then the old objects are deleted. Run again, it finds nothing left to rewrite (and
+    deletes what a cut run wrote before its manifest)."""
+    manifest = read_manifest(driver, domain_name)
+    referenced = {a["name"] for a in manifest["archives"]} | {manifest_name(domain_name)}
+    for name in sorted(set(driver.list(f"{PREFIX}/{domain_name}")) - referenced):
+        driver.delete(name)
+    key = local_part.lower()
+    old_names, rewritten = [], []
+    for entry in manifest["archives"]:
+        if key not in {m.lower() for m in entry.get("mailboxes", [])}:
+            continue
+        stem = entry["name"].removesuffix(".tar").split("-purged", 1)[0]
+        name = drivers.check_name(f"{stem}-purged{secrets.token_hex(4)}.tar")
+        digest = _Digest()
+        plain = drivers.get_decrypted(driver, entry["name"])
+        stored = drivers.put_encrypted(driver, name, digest.wrap(without_mailbox(plain, key)))
+        old_names.append(entry["name"])
+        entry.update(
+            name=name,
+            bytes=digest.size,
+            stored_bytes=stored,
+            sha256=digest.sha.hexdigest(),
+            mailboxes=[m for m in entry["mailboxes"] if m.lower() != key],
+        )
+        rewritten.append(name)
+    if rewritten:
+        _write_manifest(driver, manifest)  # the commit point
+        for name in old_names:
+            driver.delete(name)
+    return rewritten

@@ -1,9 +1,9 @@
 """The permanent-deletion holder of Maildir archive copies (see :mod:`backup.holders`).
 
-An archive holds every mailbox of its domain that was not excluded when it was made, so
-a purge of one mailbox deletes the domain's archives on that target (the listing says
-all mailboxes of the domain go with them); the next copy pass makes a fresh archive from
-the next snapshot, which no longer holds the purged mailbox.
+Unlike a ZFS stream, a tar can be rewritten without one mailbox: purging a mailbox
+rewrites each of the domain's archives that holds it (the mailbox's members left out, a
+new object, the manifest, then the old object deleted), and the other mailboxes'
+archives stay. Purging a domain deletes its archives whole.
 """
 
 from __future__ import annotations
@@ -26,18 +26,24 @@ class ArchiveCopyHolder:
 
     def find(self, domain: Domain, local_part: str | None) -> list[HeldCopy]:
         rows = OffnodeCopy.objects.filter(domain_name=domain.name, kind=OffnodeCopy.ARCHIVE)
-        return [
-            HeldCopy(
-                holder=self.name,
-                description=_(
+        found = []
+        for row in rows.select_related("target"):
+            values = {"count": len(row.snapshots), "domain": domain.name, "target": row.target.name}
+            if local_part:
+                text = _(
+                    "Off-node copy: %(count)s Maildir archives of %(domain)s on target "
+                    "%(target)s (rewritten without the mailbox)"
+                )
+                also: list[str] = []
+            else:
+                text = _(
                     "Off-node copy: %(count)s Maildir archives of %(domain)s on target %(target)s"
                 )
-                % {"count": len(row.snapshots), "domain": domain.name, "target": row.target.name},
-                also_removes=[_("all mailboxes of %(domain)s") % {"domain": domain.name}],
-                ref=row.pk,
+                also = [_("all mailboxes of %(domain)s") % {"domain": domain.name}]
+            found.append(
+                HeldCopy(holder=self.name, description=text % values, also_removes=also, ref=row.pk)
             )
-            for row in rows.select_related("target")
-        ]
+        return found
 
     def destroy(
         self, copy: HeldCopy, domain: Domain, local_part: str | None, log: Callable[[str], None]
@@ -47,9 +53,25 @@ class ArchiveCopyHolder:
             return  # already destroyed (idempotent)
         driver = drivers.driver_for(row.target)
         try:
-            count = offnode_archive.delete_archives(driver, row.domain_name)
+            if local_part:
+                names = offnode_archive.rewrite_without(driver, row.domain_name, local_part)
+            else:
+                count = offnode_archive.delete_archives(driver, row.domain_name)
         finally:
             driver.close()
+        if local_part:
+            log(
+                log_entry(
+                    gettext_noop(
+                        "rewrote %(count)s archives of %(domain)s on %(target)s without %(mailbox)s"
+                    ),
+                    count=len(names),
+                    domain=row.domain_name,
+                    target=row.target.name,
+                    mailbox=local_part,
+                )
+            )
+            return
         log(
             log_entry(
                 gettext_noop("deleted %(count)s archive objects of %(domain)s on %(target)s"),

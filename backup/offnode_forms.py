@@ -44,6 +44,7 @@ class OffnodeSettingForm(ActorForm):
     target_format = forms.ChoiceField(
         label=_("What is stored on the target"),
         choices=OffnodeSetting.FORMATS,
+        required=False,  # absent: streams, as before this choice existed
         initial=OffnodeSetting.STREAM,
         help_text=_(
             "Streams restore a lost node; Maildir archives (a full tar per pass) leave out "
@@ -66,6 +67,10 @@ class OffnodeSettingForm(ActorForm):
         initial=2,
         help_text=_("Full stream chains, or Maildir archives."),
     )
+
+
+    def clean_target_format(self) -> str:
+        return self.cleaned_data.get("target_format") or OffnodeSetting.STREAM
 
 
 class RebuildForm(ActorForm):

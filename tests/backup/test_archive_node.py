@@ -6,8 +6,9 @@ Tokens land in alice's INBOX, in her "Trash" and "Trash.Old" folders and in bob'
 with ``targetFormat: "maildir"`` archives the newest snapshot (read through a read-only
 clone: zfs-fuse has no ``.zfs/snapshot``); the object on the S3 server's disk is
 decrypted and extracted: the INBOX token is there, the Trash, Trash.Old and bob tokens
-are not. A pass with nothing new adds nothing; a new snapshot replaces the archive (keep
-1). ``purge_mailbox --permanent`` deletes the archives.
+are not. A pass with nothing new adds nothing; lifting bob's exclusion archives the
+snapshot again with him (keep 1); ``manage.py archive_fetch`` reads it back verified; and
+``purge_mailbox --permanent`` of alice rewrites the archive without her, bob's mail kept.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def _open(path: Path) -> bytes:
     return crypto.decrypt_bytes(data)
 
 
+def _manifest(s3: S3Server) -> dict:
+    return json.loads(_open(s3.root / "backups" / "ums-archive" / DOMAIN / "manifest.json"))
+
+
 def _files_with(tar_bytes: bytes, token: str) -> list[str]:
     found = []
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
@@ -78,7 +83,7 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     cast: Cast,
     store_fleet,  # noqa: F811
     s3_server: S3Server,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     jobs.load_handlers()
     f = store_fleet
@@ -168,8 +173,7 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     assert job.result["target"][0]["archive"]["snapshot"]
     objects = _stored(s3_server)
     assert [p.name for p in objects if p.suffix == ".tar"] and len(objects) == 2
-    manifest = json.loads(_open(objects[-1] if objects[-1].name == "manifest.json" else objects[0]))
-    (entry,) = manifest["archives"]
+    (entry,) = _manifest(s3_server)["archives"]
     data = _open(s3_server.root / "backups" / entry["name"])
     for path in objects:  # nothing in clear on the server
         assert inbox.encode() not in path.read_bytes()
@@ -191,17 +195,37 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     rows = client.get(f"/api/v1/backup/offnode-copies/?domain={domain_id}").json()["results"]
     assert [r["kind"] for r in rows] == ["archive"]
 
-    # Nothing new: no new archive. A new snapshot: a new archive replaces it (keep 1).
+    # Nothing new: no new archive. Bob's exclusion lifted: the same snapshot is archived
+    # again, now with bob, and replaces the first archive (keep 1).
     job = _ok(client.post(f"/api/v1/backup/offnode-settings/{setting_id}/copy-now/"))
     assert job.result["target"][0]["archive"] is None and _stored(s3_server) == objects
-    _ok(client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json"))
+    response = client.patch(
+        f"/api/v1/backup/exclusions/mailboxes/{ids['bob']}/", {"excluded": False}, format="json"
+    )
+    assert response.status_code == 200, response.content
     job = _ok(client.post(f"/api/v1/backup/offnode-settings/{setting_id}/copy-now/"))
-    now = _stored(s3_server)
-    assert len(now) == 2 and now != objects
+    assert job.result["target"][0]["archive"]["snapshot"] == entry["snapshot"]
+    assert len(_stored(s3_server)) == 2
+    assert not (s3_server.root / "backups" / entry["name"]).exists()  # replaced
+    (entry,) = _manifest(s3_server)["archives"]
+    assert entry["mailboxes"] == ["alice", "bob"]
 
-    # Permanent deletion of alice: her archives go (they hold the domain's mailboxes).
+    # Read back with the command: decrypted, checksum verified, an ordinary tar.
+    out = io.StringIO()
+    call_command("archive_fetch", DOMAIN, str(tmp_path / "back.tar"), stdout=out)
+    assert "(verified)" in out.getvalue()
+    data = (tmp_path / "back.tar").read_bytes()
+    assert _files_with(data, inbox) and _files_with(data, bob) and not _files_with(data, trash)
+
+    # Permanent deletion of alice: the archive is rewritten without her; bob's mail stays.
     out = io.StringIO()
     call_command("purge_mailbox", f"alice@{DOMAIN}", "--permanent", "--yes", stdout=out)
-    assert "Maildir archives" in out.getvalue() and "permanently purged" in out.getvalue()
-    assert _stored(s3_server) == []
-    assert not OffnodeCopy.objects.filter(domain_name=DOMAIN).exists()
+    assert "rewritten without the mailbox" in out.getvalue(), out.getvalue()
+    assert "permanently purged" in out.getvalue()
+    (after,) = _manifest(s3_server)["archives"]
+    assert after["mailboxes"] == ["bob"] and after["name"] != entry["name"]
+    data = _open(s3_server.root / "backups" / after["name"])
+    assert hashlib.sha256(data).hexdigest() == after["sha256"]
+    assert _files_with(data, bob) and not _files_with(data, inbox)
+    assert len(_stored(s3_server)) == 2  # the old archive is gone
+    assert OffnodeCopy.objects.filter(domain_name=DOMAIN, kind=OffnodeCopy.ARCHIVE).exists()
