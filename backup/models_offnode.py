@@ -134,6 +134,9 @@ class OffnodeCopy(models.Model):
     snapshots = models.JSONField(default=list)
     last_snapshot = models.CharField(max_length=100)
     bytes_sent = models.BigIntegerField(default=0)
+    #: Archives only: what the newest archive left out by the exclusion policies,
+    #: ``{"mailboxes": [...], "folders": [...]}`` (streams leave nothing out: ``{}``).
+    left_out = models.JSONField(default=dict, blank=True)
     copied_at = models.DateTimeField()
 
     class Meta:

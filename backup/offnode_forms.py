@@ -68,7 +68,6 @@ class OffnodeSettingForm(ActorForm):
         help_text=_("Full stream chains, or Maildir archives."),
     )
 
-
     def clean_target_format(self) -> str:
         return self.cleaned_data.get("target_format") or OffnodeSetting.STREAM
 

@@ -34,6 +34,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
     """The copy's row after a successful step (``where``: backup_node= or target=)."""
     snaps = where.pop("snapshots")
     sent_bytes = where.pop("bytes_sent", 0)
+    left_out = where.pop("left_out", {})
     if not snaps:
         return
     OffnodeCopy.objects.update_or_create(
@@ -49,6 +50,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
             "snapshots": snaps,
             "last_snapshot": snaps[-1],
             "bytes_sent": sent_bytes,
+            "left_out": left_out,
             "copied_at": timezone.now(),
         },
     )
@@ -230,5 +232,6 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
         target=setting.target,
         snapshots=[a["snapshot"] for a in archives],
         bytes_sent=result["bytes"],
+        left_out=archives[-1]["left_out"] if archives else {},
     )
     summary["target"].append({"domain": domain.name, "archive": result["sent"]})

@@ -89,6 +89,7 @@ class OffnodeCopySerializer(StrictModelSerializer):
             "snapshots",
             "last_snapshot",
             "bytes_sent",
+            "left_out",
             "copied_at",
         ]
 

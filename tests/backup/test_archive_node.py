@@ -31,6 +31,7 @@ from ums import jobs
 from ums.models import Job
 
 from .servers import S3Server
+from .test_portal import portal
 from .test_snapshots_node import (  # noqa: F401  (fixtures)
     controller_key,
     controller_pkey,
@@ -194,6 +195,9 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     assert row.kind == OffnodeCopy.ARCHIVE and row.snapshots == [entry["snapshot"]]
     rows = client.get(f"/api/v1/backup/offnode-copies/?domain={domain_id}").json()["results"]
     assert [r["kind"] for r in rows] == ["archive"]
+    assert rows[0]["leftOut"] == {"mailboxes": ["bob"], "folders": ["Trash"]}
+    page = portal(cast.sub_admin).get("/backup/offnode/").content.decode()
+    assert "partly excluded" in page and "Trash" in page
 
     # Nothing new: no new archive. Bob's exclusion lifted: the same snapshot is archived
     # again, now with bob, and replaces the first archive (keep 1).
