@@ -11,13 +11,14 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from mail.models import Mailbox
 from servers.models import Node
 from ums.api.fields import SafeCharField, ScopedPrimaryKeyRelatedField
 from ums.api.jobs import JobSerializer
 from ums.api.serializers import StrictModelSerializer, StrictSerializer
 from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet
 
-from .. import offnode_actions
+from .. import archive_restore, offnode_actions
 from ..models import BackupTarget
 from ..models_offnode import OffnodeCopy, OffnodeSetting
 
@@ -65,6 +66,11 @@ class RebuildSerializer(StrictSerializer):
     prefer = serializers.ChoiceField(
         choices=["", OffnodeCopy.NODE, OffnodeCopy.TARGET], required=False, default=""
     )
+
+
+class ArchiveRestoreSerializer(StrictSerializer):
+    mailbox = ScopedPrimaryKeyRelatedField(queryset=Mailbox.objects.select_related("domain"))
+    snapshot = SafeCharField(max_length=100, required=False, allow_blank=True, default="")
 
 
 class OffnodeCopySerializer(StrictModelSerializer):
@@ -144,3 +150,15 @@ class OffnodeCopyViewSet(ScopedReadOnlyViewSet):
     filterset_fields = ["domain", "kind", "backup_node", "target", "source_node"]
     permission_area = "servers"
     ordering = "id"
+
+    @extend_schema(request=ArchiveRestoreSerializer, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def restore(self, request: Request, pk: str | None = None) -> Response:
+        """Restore a mailbox from this Maildir archive copy into "Restored <date>"."""
+        serializer = ArchiveRestoreSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        job = archive_restore.start_archive_restore(
+            actor=request.user, copy=self.get_object(), **serializer.validated_data
+        )
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -8,6 +8,7 @@ clone: zfs-fuse has no ``.zfs/snapshot``); the object on the S3 server's disk is
 decrypted and extracted: the INBOX token is there, the Trash, Trash.Old and bob tokens
 are not. A pass with nothing new adds nothing; lifting bob's exclusion archives the
 snapshot again with him (keep 1); ``manage.py archive_fetch`` reads it back verified; and
+alice is restored from the archive into a "Restored <date>" folder on the live node (API);
 ``purge_mailbox --permanent`` of alice rewrites the archive without her, bob's mail kept.
 """
 
@@ -220,6 +221,27 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     assert "(verified)" in out.getvalue()
     data = (tmp_path / "back.tar").read_bytes()
     assert _files_with(data, inbox) and _files_with(data, bob) and not _files_with(data, trash)
+
+    # Restore alice from the archive onto the live node: a new "Restored <date>" folder
+    # with her inbox mail; the excluded Trash was never archived, so it does not come back.
+    row = OffnodeCopy.objects.get(domain_name=DOMAIN)
+    response = client.post(
+        f"/api/v1/backup/offnode-copies/{row.pk}/restore/", {"mailbox": ids["alice"]}, format="json"
+    )
+    job = _ok(response)
+    (restored,) = job.result["folders"].values()
+    assert restored.startswith("Restored ")
+    found = f.in_node(IMAP, ["grep", "-rl", inbox, f"{maildir}/.{restored}"]).stdout
+    assert found.strip(), job.log
+    listing = f.in_node(IMAP, ["ls", "-a", "-1", maildir]).stdout.splitlines()
+    assert f".{restored}" in listing and not [n for n in listing if n.startswith(f".{restored}.")]
+    assert "ums-archive" not in f.in_node(IMAP, ["ls", "/var/lib/ums-archive"], check=False).stdout
+    response = client.post(
+        f"/api/v1/backup/offnode-copies/{row.pk}/restore/",
+        {"mailbox": ids["alice"], "snapshot": "ums-manual-19700101T000000Z"},
+        format="json",
+    )
+    assert response.status_code == 400 and set(response.json()["errors"]) == {"snapshot"}
 
     # Permanent deletion of alice: the archive is rewritten without her; bob's mail stays.
     out = io.StringIO()
