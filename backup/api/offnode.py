@@ -155,10 +155,11 @@ class OffnodeCopyViewSet(ScopedReadOnlyViewSet):
     @action(detail=True, methods=["post"])
     def restore(self, request: Request, pk: str | None = None) -> Response:
         """Restore a mailbox from this Maildir archive copy into "Restored <date>"."""
+        copy = self.get_object()  # 404 outside scope before any field is judged
         serializer = ArchiveRestoreSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         job = archive_restore.start_archive_restore(
-            actor=request.user, copy=self.get_object(), **serializer.validated_data
+            actor=request.user, copy=copy, **serializer.validated_data
         )
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
