@@ -3,7 +3,9 @@
 sshd namespace) to a target and is SIGKILLed while ``tar`` streams. No half archive is
 ever listed (the manifest is written last); the reconciler hands the job to the
 restarted worker, which removes the clone the dead pass left, archives again from the
-start and commits one whole archive whose checksum matches.
+start and commits one whole archive whose checksum matches. Then the message is lost on
+the node and restored from the archive, the worker killed again while ``tar -x`` runs on
+the node: the resumed job brings it back into "Restored <date>" exactly once.
 
 The target is a plain directory standing in for an NFS mount (no NFS server or client can
 run on these machines).
@@ -137,3 +139,44 @@ def test_worker_killed_mid_archive_then_the_next_run_completes(
     listed = f.in_node(IMAP, ["zfs", "list", "-H", "-o", "name"]).stdout
     assert "ums-archive" not in listed, listed
     assert OffnodeCopy.objects.get(domain_name=DOMAIN).kind == OffnodeCopy.ARCHIVE
+
+    # Restore alice from that archive, the worker killed while tar extracts on the node:
+    # the resumed job extracts again, and the big message comes back once, whole.
+    from backup import archive_restore
+    from mail.models import Mailbox
+
+    row = OffnodeCopy.objects.get(domain_name=DOMAIN)
+    alice = Mailbox.objects.get(domain_id=domain_id, local_part="alice")
+    # The message is lost on the node, and so is the snapshot (the pool is small: the
+    # archive is the only copy left, and the restore needs the room).
+    f.in_node(IMAP, ["rm", f"{maildir}/cur/big", f"{maildir}/.Junk/cur/spam"])
+    dataset = f"{f.pools[IMAP]}/mail/{DOMAIN}"
+    f.in_node(IMAP, ["zfs", "destroy", f"{dataset}@{entry['snapshot']}"])
+    celery_dir = tmp_path / "celery2"
+    celery_dir.mkdir()
+    with celery_stack(celery_dir, env=env) as (worker, _beat):
+        with transaction.atomic():
+            job = archive_restore.start_archive_restore(actor=None, copy=row, mailbox=alice)
+        wait_for(lambda: _extracting(f), timeout=60, what="tar -x on the node")
+        worker.kill()
+        job.refresh_from_db()
+        assert job.status != Job.SUCCEEDED
+        worker.restart()
+
+        def restored() -> bool:
+            job.refresh_from_db()
+            return job.status in (Job.SUCCEEDED, Job.FAILED)
+
+        wait_for(restored, timeout=240, what="the restore to finish after the restart")
+    assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
+    assert job.attempts >= 2
+    (folder,) = job.result["folders"].values()
+    found = f.in_node(IMAP, ["find", maildir, "-type", "f", "-size", "100M"]).stdout.splitlines()
+    assert len(found) == 1 and found[0].startswith(f"{maildir}/.{folder}/cur/big"), found
+    left = f.in_node(IMAP, ["ls", "-A", "/var/lib/ums-archive"], check=False).stdout
+    assert "restore-" not in left, left
+
+
+def _extracting(f) -> bool:
+    found = f.in_node(IMAP, ["pgrep", "-f", "tar -x -C /var/lib/ums-archive/restore-"], check=False)
+    return found.returncode == 0
