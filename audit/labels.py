@@ -124,6 +124,9 @@ ACTION_LABELS: dict[str, Promise] = {
     "snapshot.restore": pgettext_lazy("audit action", "Restore from snapshot requested"),
     "offnode_setting.update": pgettext_lazy("audit action", "Off-node copy setting changed"),
     "offnode_copy.request": pgettext_lazy("audit action", "Off-node copy requested"),
+    "offnode_archive.restore": pgettext_lazy(
+        "audit action", "Restore from a Maildir archive requested"
+    ),
     "node.rebuild": pgettext_lazy("audit action", "Restore onto a new node requested"),
     "domain.rebuilt": pgettext_lazy("audit action", "Domain restored onto a new node"),
     "job.given_up": pgettext_lazy("audit action", "Job given up"),

@@ -11,6 +11,7 @@ class BackupConfig(AppConfig):
         from deploy import desired
 
         from . import holders
+        from .offnode_archive_holder import HOLDER as archive_holder
         from .offnode_holder import HOLDER as offnode_holder
         from .purge_holders import register_all
         from .restore_holder import RestoreCloneHolder
@@ -20,6 +21,7 @@ class BackupConfig(AppConfig):
         register_all()  # local snapshots and exports
         holders.register(RestoreCloneHolder())  # restore clones
         holders.register(offnode_holder)  # copies on the backup node and on targets
+        holders.register(archive_holder)  # Maildir archives on targets
 
         if node_overrides not in desired.NODE_OVERRIDES:
             desired.NODE_OVERRIDES.append(node_overrides)

@@ -11,9 +11,10 @@ live in :mod:`backup.exclusion_policy`; a list asks
 this function per row.
 
 ZFS snapshots are per domain dataset: a mailbox or a folder cannot be left out of one.
-So ``domain_excluded`` stops the scheduled snapshots of the domain, while mailbox and
-folder exclusions apply to what is made *from* snapshots: off-node object copies, dumps
-and exports (their writers call :meth:`Exclusions.excludes_path` per path).
+So ``domain_excluded`` stops the scheduled snapshots and off-node copies of the domain,
+while mailbox and folder exclusions apply to what is made *from* snapshots file by file:
+the Maildir archive copies of :mod:`backup.offnode_archive`, which call
+:meth:`Exclusions.excludes_path` per entry (exports deliberately ignore exclusions).
 """
 
 from __future__ import annotations

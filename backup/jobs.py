@@ -129,6 +129,7 @@ def snapshot_folders(job: Job, reporter: jobs.Reporter) -> dict:
 
 # Controller dumps, Maildir exports and off-node copies register their handlers on import.
 from . import (  # noqa: E402
+    archive_restore,  # noqa: F401
     dumps_jobs,  # noqa: F401
     export_job,  # noqa: F401
     offnode_jobs,  # noqa: F401

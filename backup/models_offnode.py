@@ -33,6 +33,12 @@ class OffnodeSetting(models.Model):
         "interval_minutes",
         "target_full_every",
         "target_keep_chains",
+        "target_format",
+    )
+    STREAM, MAILDIR = "stream", "maildir"
+    FORMATS = (
+        (STREAM, _("zfs send streams (the whole dataset; a lost node comes back from them)")),
+        (MAILDIR, _("Maildir archives (leave out excluded mailboxes and folders)")),
     )
 
     node = models.OneToOneField(
@@ -74,6 +80,12 @@ class OffnodeSetting(models.Model):
         default=2,
         validators=[MinValueValidator(1), MaxValueValidator(100)],
     )
+    #: What goes to the target: ``zfs send`` streams, or Maildir tar archives filtered by
+    #: the exclusion policies (:mod:`backup.offnode_archive`). The backup node always
+    #: receives streams.
+    target_format = models.CharField(
+        _("what is stored on the target"), max_length=8, choices=FORMATS, default=STREAM
+    )
     last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_ok = models.BooleanField(null=True, editable=False)
     last_message = models.CharField(max_length=1000, blank=True, editable=False)
@@ -94,8 +106,12 @@ class OffnodeCopy(models.Model):
     """A domain's copy on a backup node (a dataset) or a target (a manifest's chains)."""
 
     scope_path_field = "customer_path"
-    NODE, TARGET = "node", "target"
-    KINDS = ((NODE, _("backup node")), (TARGET, _("backup target")))
+    NODE, TARGET, ARCHIVE = "node", "target", "archive"
+    KINDS = (
+        (NODE, _("backup node")),
+        (TARGET, _("backup target")),
+        (ARCHIVE, _("Maildir archives on a backup target")),
+    )
 
     domain = models.ForeignKey(
         Domain, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -113,10 +129,14 @@ class OffnodeCopy(models.Model):
         BackupTarget, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     #: The dataset on the backup node, or the manifest's object name on the target.
+    #: For archives, ``snapshots`` lists the snapshot each kept archive was made from.
     location = models.CharField(max_length=500)
     snapshots = models.JSONField(default=list)
     last_snapshot = models.CharField(max_length=100)
     bytes_sent = models.BigIntegerField(default=0)
+    #: Archives only: what the newest archive left out by the exclusion policies,
+    #: ``{"mailboxes": [...], "folders": [...]}`` (streams leave nothing out: ``{}``).
+    left_out = models.JSONField(default=dict, blank=True)
     copied_at = models.DateTimeField()
 
     class Meta:

@@ -11,7 +11,8 @@ cut pass left behind).
 
 Excluded domains (``backup.exclusions``) are not copied anywhere. A ZFS stream carries
 the whole dataset, so excluded mailboxes and folders of a domain that is copied *are* in
-its copies; the README says so.
+its copies; the README says so. :mod:`backup.offnode_archive` is the target copy kind
+that leaves them out.
 """
 
 from __future__ import annotations

@@ -141,8 +141,11 @@ def start_rebuild(
     names = sorted(p.domain.name for p in placed)
     if not names:
         errors.setdefault("node", []).append(_("No domain of this node to restore."))
+    # Maildir archives cannot rebuild a node (no dataset, no Courier state): streams only.
     copied = set(
-        OffnodeCopy.objects.filter(domain_name__in=names).values_list("domain_name", flat=True)
+        OffnodeCopy.objects.filter(
+            domain_name__in=names, kind__in=(OffnodeCopy.NODE, OffnodeCopy.TARGET)
+        ).values_list("domain_name", flat=True)
     )
     missing = [n for n in names if n not in copied]
     if missing:

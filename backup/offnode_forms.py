@@ -13,7 +13,7 @@ from ums.portal.fields import ScopedModelChoiceField
 from ums.validators import no_control_characters
 
 from .models import BackupTarget
-from .models_offnode import OffnodeCopy
+from .models_offnode import OffnodeCopy, OffnodeSetting
 
 
 class OffnodeSettingForm(ActorForm):
@@ -41,6 +41,16 @@ class OffnodeSettingForm(ActorForm):
         empty_label=_("None"),
         help_text=_("The same streams, encrypted, with a manifest per domain."),
     )
+    target_format = forms.ChoiceField(
+        label=_("What is stored on the target"),
+        choices=OffnodeSetting.FORMATS,
+        required=False,  # absent: streams, as before this choice existed
+        initial=OffnodeSetting.STREAM,
+        help_text=_(
+            "Streams restore a lost node; Maildir archives (a full tar per pass) leave out "
+            "the mailboxes and folders excluded from backups."
+        ),
+    )
     interval_minutes = forms.IntegerField(
         label=_("Copy every (minutes)"), min_value=5, max_value=7 * 24 * 60, initial=60
     )
@@ -51,8 +61,15 @@ class OffnodeSettingForm(ActorForm):
         initial=30,
     )
     target_keep_chains = forms.IntegerField(
-        label=_("Full copies kept on the target"), min_value=1, max_value=100, initial=2
+        label=_("Full copies kept on the target"),
+        min_value=1,
+        max_value=100,
+        initial=2,
+        help_text=_("Full stream chains, or Maildir archives."),
     )
+
+    def clean_target_format(self) -> str:
+        return self.cleaned_data.get("target_format") or OffnodeSetting.STREAM
 
 
 class RebuildForm(ActorForm):

@@ -28,9 +28,10 @@ class OffnodeCopyHolder:
 
     def find(self, domain: Domain, local_part: str | None) -> list[HeldCopy]:
         found = []
-        for copy in OffnodeCopy.objects.filter(domain_name=domain.name).select_related(
-            "backup_node", "target"
-        ):
+        rows = OffnodeCopy.objects.filter(
+            domain_name=domain.name, kind__in=(OffnodeCopy.NODE, OffnodeCopy.TARGET)
+        )
+        for copy in rows.select_related("backup_node", "target"):
             if copy.kind == OffnodeCopy.NODE:
                 where = _("dataset %(dataset)s on backup node %(node)s") % {
                     "dataset": copy.location,

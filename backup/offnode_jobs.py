@@ -36,7 +36,7 @@ def offnode_copy(job: Job, reporter: jobs.Reporter) -> dict:
     )
     if setting is None:
         raise jobs.PermanentJobError("The node has no off-node copy setting.")
-    summary = offnode_run.run_setting(setting, reporter.say)
+    summary = offnode_run.run_setting(setting, reporter.say, key=job.pk)
     errors = summary["errors"]
     OffnodeSetting.objects.filter(pk=setting.pk).update(
         last_run_at=timezone.now(),

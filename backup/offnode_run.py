@@ -18,7 +18,7 @@ from django.utils.translation import gettext_noop
 
 from servers.models import Node
 
-from . import drivers, offnode, snapshot_run
+from . import drivers, exclusions, offnode, offnode_archive, snapshot_run
 from . import policy as policy_mod
 from .models_offnode import OffnodeCopy, OffnodeSetting
 
@@ -34,6 +34,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
     """The copy's row after a successful step (``where``: backup_node= or target=)."""
     snaps = where.pop("snapshots")
     sent_bytes = where.pop("bytes_sent", 0)
+    left_out = where.pop("left_out", {})
     if not snaps:
         return
     OffnodeCopy.objects.update_or_create(
@@ -49,13 +50,17 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
             "snapshots": snaps,
             "last_snapshot": snaps[-1],
             "bytes_sent": sent_bytes,
+            "left_out": left_out,
             "copied_at": timezone.now(),
         },
     )
 
 
-def run_setting(setting: OffnodeSetting, say: Callable[..., None]) -> dict[str, Any]:
-    """Copy every copyable domain of the setting's node to its destinations."""
+def run_setting(
+    setting: OffnodeSetting, say: Callable[..., None], *, key: int = 0
+) -> dict[str, Any]:
+    """Copy every copyable domain of the setting's node to its destinations (``key``: the
+    job's id, naming the snapshot clone a Maildir archive reads through)."""
     from deploy.nodes import session
 
     conf = getattr(settings, "UMS_CONVERGE", {})
@@ -74,11 +79,17 @@ def run_setting(setting: OffnodeSetting, say: Callable[..., None]) -> dict[str, 
         driver = drivers.driver_for(setting.target) if setting.target else None
         if driver is not None:
             stack.callback(driver.close)
+        archives = driver is not None and setting.target_format == OffnodeSetting.MAILDIR
+        if archives:
+            for clone in offnode_archive.leftover_clones(source, parent.split("/", 1)[0]):
+                offnode_archive.destroy_clone(source, clone)
         for domain in allowed:
             dataset = snapshot_run.dataset_of(parent, domain)
             if dest is not None:
                 _to_node(setting, source, dest, dataset, domain, say, summary)
-            if driver is not None:
+            if archives:
+                _archive(setting, source, driver, dataset, domain, say, summary, key)
+            elif driver is not None:
                 _to_target(setting, source, driver, dataset, domain, say, summary)
     return summary
 
@@ -164,3 +175,63 @@ def _to_target(setting, source, driver, dataset, domain, say, summary) -> None:
         bytes_sent=result["bytes"],
     )
     summary["target"].append({"domain": domain.name, "sent": result["sent"]})
+
+
+def _archive(setting, source, driver, dataset, domain, say, summary, key) -> None:
+    from deploy.services.postfix import safe
+
+    from .restore_run import conf
+
+    mail_root = str(conf().get("mail_root") or "/var/mail/vhosts").rstrip("/")
+    excl = exclusions.for_domain(domain)
+    try:
+        result = offnode_archive.archive_to_target(
+            source,
+            driver,
+            live=f"{mail_root}/{safe.domain(domain.name)}",
+            dataset=dataset,
+            domain_name=domain.name,
+            excl=excl,
+            keep=setting.target_keep_chains,
+            key=key,
+        )
+    except Exception as exc:
+        say(
+            gettext_noop("archive of %(domain)s to target %(target)s failed: %(error)s"),
+            domain=domain.name,
+            target=setting.target.name,
+            error=str(exc),
+        )
+        summary["errors"].append(f"{domain.name} -> {setting.target} (archive): {exc}")
+        return
+    if result["leftovers"]:
+        say(
+            gettext_noop("deleted %(count)s objects an interrupted copy left behind"),
+            count=len(result["leftovers"]),
+        )
+    if result["sent"]:
+        left = offnode_archive.left_out(excl)
+        say(
+            gettext_noop(
+                "archived %(domain)s at %(snapshot)s on %(target)s (%(bytes)s bytes; "
+                "left out: mailboxes %(mailboxes)s, folders %(folders)s)"
+            ),
+            domain=domain.name,
+            snapshot=result["sent"]["snapshot"],
+            target=setting.target.name,
+            bytes=result["bytes"],
+            mailboxes=", ".join(left["mailboxes"]) or "-",
+            folders=", ".join(left["folders"]) or "-",
+        )
+    archives = result["manifest"]["archives"]
+    record(
+        domain,
+        setting.node,
+        kind=OffnodeCopy.ARCHIVE,
+        location=offnode_archive.manifest_name(domain.name),
+        target=setting.target,
+        snapshots=[a["snapshot"] for a in archives],
+        bytes_sent=result["bytes"],
+        left_out=archives[-1]["left_out"] if archives else {},
+    )
+    summary["target"].append({"domain": domain.name, "archive": result["sent"]})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -67,11 +68,29 @@ def _finish(channel: Any, argv: list[str], stderr: bytearray, host: str) -> None
         raise StreamError(f"{' '.join(argv[:2])} on {host} exited {code}: {detail}")
 
 
-def command_output(conn: Connector, argv: list[str]) -> Iterator[bytes]:
+def _feed_stdin(channel: Any, data: bytes, failed: list[BaseException]) -> None:
+    """Write ``data`` to the command's stdin, then end it (a thread: the command may
+    write its stdout while still reading, and a full window on either side would stall
+    a single-threaded writer)."""
+    try:
+        channel.sendall(data)
+        channel.shutdown_write()
+    except Exception as exc:  # reported with the command's exit status
+        failed.append(exc)
+
+
+def command_output(
+    conn: Connector, argv: list[str], *, stdin: bytes | None = None
+) -> Iterator[bytes]:
     """The stdout of ``argv`` on the node, chunk by chunk; raises :class:`StreamError` at
-    the end when the command failed, so a consumer never commits a failed stream."""
+    the end when the command failed, so a consumer never commits a failed stream.
+
+    ``stdin``: data for the command's standard input (e.g. a file list), else none."""
     channel = _channel(conn, argv)
     stderr = bytearray()
+    failed: list[BaseException] = []
+    if stdin is not None:
+        threading.Thread(target=_feed_stdin, args=(channel, stdin, failed), daemon=True).start()
     try:
         while True:
             try:
@@ -83,6 +102,8 @@ def command_output(conn: Connector, argv: list[str]) -> Iterator[bytes]:
                 break
             yield piece
         _finish(channel, argv, stderr, conn.host)
+        if failed:
+            raise StreamError(f"{argv[0]} on {conn.host}: its input was cut: {failed[0]}")
     finally:
         with contextlib.suppress(Exception):
             channel.close()

@@ -104,6 +104,9 @@ class RebuildView(ObjectFormView):
         names = DomainPlacement.objects.filter(node=self.get_object()).values_list(
             "domain__name", flat=True
         )
-        copies = {c.domain_name: c for c in OffnodeCopy.objects.filter(domain_name__in=names)}
+        streams = OffnodeCopy.objects.filter(domain_name__in=names).exclude(
+            kind=OffnodeCopy.ARCHIVE  # archives cannot rebuild a node
+        )
+        copies = {c.domain_name: c for c in streams}
         context["domains"] = [(name, copies.get(name)) for name in sorted(names)]
         return context

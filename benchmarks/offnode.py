@@ -12,7 +12,9 @@ the controller relaying every byte between the two nodes:
    (``copy_to_node``: list both sides, find the common snapshot, ``send -I``, prune);
 4. a pass with nothing new (what every scheduled pass costs when idle);
 5. the same full and incremental streams to a target as encrypted objects with the
-   manifest (a local folder standing in for an NFS mount).
+   manifest (a local folder standing in for an NFS mount);
+6. a full Maildir archive copy of the newest snapshot to that target (read through a
+   read-only clone, ``Trash`` left out by exclusion, ``backup.offnode_archive``).
 
 Usage::
 
@@ -68,9 +70,10 @@ def _timed(func: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
 
 
 def run(messages: int, mailboxes: int, new: int) -> dict[str, Any]:
-    from backup import offnode
+    from backup import offnode, offnode_archive
     from backup import offnode_zfs as oz
     from backup.drivers.nfs import NfsTarget
+    from backup.exclusions import Exclusions
     from deploy.connector.keys import public_key_openssh
     from deploy.connector.ssh import SSHConnector
     from tests.converge.fleet import ZFS_PRIVATE_PATHS, _start_zfs, _stop_zfs, in_node
@@ -127,6 +130,18 @@ def run(messages: int, mailboxes: int, new: int) -> dict[str, Any]:
             offnode.copy_to_target, src, target, dataset, DOMAIN, full_every=30, keep_chains=2
         )
         t_idle, idle = _timed(offnode.copy_to_node, src, dst, dataset, copy, keep)
+        # A full Maildir archive of the newest snapshot (through a clone), Trash left out.
+        t_arch, arch = _timed(
+            offnode_archive.archive_to_target,
+            src,
+            target,
+            live=mount,
+            dataset=dataset,
+            domain_name=DOMAIN,
+            excl=Exclusions(folders=frozenset({"Trash"})),
+            keep=2,
+            key=1,
+        )
         # Same snapshots (by GUID) on both sides; txg numbers are per pool.
         same = [(s.name, s.guid) for s in oz.list_snaps(src, dataset) or []] == [
             (s.name, s.guid) for s in oz.list_snaps(dst, copy) or []
@@ -156,6 +171,9 @@ def run(messages: int, mailboxes: int, new: int) -> dict[str, Any]:
             "full_to_target_mb_per_s": rate(full_obj["bytes"], t_full_obj),
             "incremental_to_target_s": round(t_incr_obj, 2),
             "incremental_to_target_bytes": incr_obj["bytes"],
+            "maildir_archive_s": round(t_arch, 2),
+            "maildir_archive_bytes": arch["bytes"],
+            "maildir_archive_mb_per_s": rate(arch["bytes"], t_arch),
             "copy_identical": same,
         }
     finally:

@@ -11,13 +11,14 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from mail.models import Mailbox
 from servers.models import Node
 from ums.api.fields import SafeCharField, ScopedPrimaryKeyRelatedField
 from ums.api.jobs import JobSerializer
 from ums.api.serializers import StrictModelSerializer, StrictSerializer
 from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet
 
-from .. import offnode_actions
+from .. import archive_restore, offnode_actions
 from ..models import BackupTarget
 from ..models_offnode import OffnodeCopy, OffnodeSetting
 
@@ -46,6 +47,7 @@ class OffnodeSettingSerializer(StrictModelSerializer):
             "interval_minutes",
             "target_full_every",
             "target_keep_chains",
+            "target_format",
             "last_run_at",
             "last_ok",
             "last_message",
@@ -64,6 +66,11 @@ class RebuildSerializer(StrictSerializer):
     prefer = serializers.ChoiceField(
         choices=["", OffnodeCopy.NODE, OffnodeCopy.TARGET], required=False, default=""
     )
+
+
+class ArchiveRestoreSerializer(StrictSerializer):
+    mailbox = ScopedPrimaryKeyRelatedField(queryset=Mailbox.objects.select_related("domain"))
+    snapshot = SafeCharField(max_length=100, required=False, allow_blank=True, default="")
 
 
 class OffnodeCopySerializer(StrictModelSerializer):
@@ -88,6 +95,7 @@ class OffnodeCopySerializer(StrictModelSerializer):
             "snapshots",
             "last_snapshot",
             "bytes_sent",
+            "left_out",
             "copied_at",
         ]
 
@@ -142,3 +150,16 @@ class OffnodeCopyViewSet(ScopedReadOnlyViewSet):
     filterset_fields = ["domain", "kind", "backup_node", "target", "source_node"]
     permission_area = "servers"
     ordering = "id"
+
+    @extend_schema(request=ArchiveRestoreSerializer, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def restore(self, request: Request, pk: str | None = None) -> Response:
+        """Restore a mailbox from this Maildir archive copy into "Restored <date>"."""
+        copy = self.get_object()  # 404 outside scope before any field is judged
+        serializer = ArchiveRestoreSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        job = archive_restore.start_archive_restore(
+            actor=request.user, copy=copy, **serializer.validated_data
+        )
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

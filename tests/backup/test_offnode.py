@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audit.models import AuditRecord
 from backup import offnode_jobs, offnode_zfs
+from backup.models import BackupTarget
 from backup.models_offnode import OffnodeCopy, OffnodeSetting
 from deploy.models import DomainPlacement
 from servers.models import Node
@@ -337,3 +338,53 @@ def test_copy_now_while_a_pass_is_queued_returns_that_pass(cast: Cast) -> None:
     )
     job = offnode_actions.start_offnode_copy(actor=cast.sub_admin, node=setting.node)
     assert job.pk == queued.pk
+
+
+def test_restore_from_an_archive_checks_kind_domain_snapshot_and_scope(cast: Cast) -> None:
+    from tests.mail.helpers import make_mailbox
+
+    setting = _setting(cast.government, "imap-arch.example.org")
+    domain = make_domain(cast.ministry, "arch.example")
+    other = make_mailbox(make_domain(cast.ministry, "other.example"), "carol")
+    alice = make_mailbox(domain, "alice")
+    target = BackupTarget.objects.create(
+        customer=cast.ministry,
+        customer_path=cast.ministry.path,
+        name="t",
+        kind="nfs",
+        nfs_path="/srv/none",
+    )
+    common = {
+        "domain": domain,
+        "domain_name": domain.name,
+        "customer_path": domain.customer_path,
+        "source_node": setting.node,
+        "snapshots": ["ums-daily-20261207T0000Z"],
+        "last_snapshot": "ums-daily-20261207T0000Z",
+        "copied_at": timezone.now(),
+    }
+    archive = OffnodeCopy.objects.create(
+        kind=OffnodeCopy.ARCHIVE, target=target, location="ums-archive/x", **common
+    )
+    stream = OffnodeCopy.objects.create(
+        kind=OffnodeCopy.NODE, backup_node=setting.backup_node, location="backup/ums/x", **common
+    )
+    client = token_client(cast.sub_admin)
+    url = f"/api/v1/backup/offnode-copies/{archive.pk}/restore/"
+    response = client.post(
+        url, {"mailbox": other.pk, "snapshot": "ums-daily-20261201T0000Z"}, format="json"
+    )
+    assert response.status_code == 400
+    assert set(response.json()["errors"]) == {"mailbox", "snapshot"}
+    response = client.post(
+        f"/api/v1/backup/offnode-copies/{stream.pk}/restore/", {"mailbox": alice.pk}, format="json"
+    )
+    assert response.status_code == 400 and set(response.json()["errors"]) == {"copy"}
+    outsider = token_client(cast.sibling_admin)
+    assert outsider.post(url, {"mailbox": alice.pk}, format="json").status_code == 404
+    assert not Job.objects.filter(kind="backup.archive_restore").exists()
+    response = client.post(url, {"mailbox": alice.pk}, format="json")
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.params["snapshot"] == "ums-daily-20261207T0000Z"
+    assert AuditRecord.objects.filter(action="offnode_archive.restore").count() == 1
