@@ -20,6 +20,7 @@ Every step is idempotent: a missing Maildir, snapshot or object is already gone.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,13 +139,25 @@ def _remove_live(p: Plan, log: Callable[[str], None]) -> None:
         else:
             dataset = dataset_of(p.domain)
             if dataset:
-                result = conn.run(["zfs", "destroy", "-R", dataset])
-                if not result.ok and "does not exist" not in result.stderr:
-                    raise PurgeError(f"zfs destroy {dataset}: {result.stderr.strip()}")
+                _destroy_dataset(conn, dataset)
         conn.run(["rm", "-rf", "--", folder]).check()
         if conn.run(["test", "-e", folder]).ok:
             raise PurgeError(f"{folder} is still there on {p.node.hostname}")
     log(f"removed {folder} on {p.node.hostname}")
+
+
+def _destroy_dataset(conn: Any, dataset: str) -> None:
+    """``zfs destroy -R -f`` of the domain's dataset. ``-f`` unmounts it even while a
+    process still has a file open in it (an IMAP session of the purged domain): the data is
+    being destroyed on purpose. "busy" can still come back while the unmount settles (seen
+    on zfs-fuse), so a few short retries before giving up with the node's words."""
+    for attempt in range(5):
+        result = conn.run(["zfs", "destroy", "-R", "-f", dataset])
+        if result.ok or "does not exist" in result.stderr:
+            return
+        if "busy" not in result.stderr or attempt == 4:
+            raise PurgeError(f"zfs destroy {dataset}: {result.stderr.strip()}")
+        time.sleep(1 + attempt)
 
 
 def _destroy_copies(p: Plan, log: Callable[[str], None]) -> list[str]:

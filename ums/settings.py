@@ -313,6 +313,8 @@ SPECTACULAR_SETTINGS = {
         "BackupTargetKindEnum": "backup.choices.TargetKind",
         "SnapshotTierEnum": "backup.choices.SnapshotTier",
         "AliasKindEnum": "mail.choices.ALIAS_KINDS",
+        "SieveModeEnum": "mail.choices.SIEVE_MODES",
+        "RestoreModeEnum": "backup.restore.MODES",
     },
 }
 

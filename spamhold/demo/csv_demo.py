@@ -22,7 +22,7 @@ def csv_text(domain: str) -> str:
     writer.writerow(["type", "address", "display_name", "password", "quota_mb", "targets"])
     for local, display_name, quota in CSV_MAILBOXES:
         writer.writerow(
-            ["mailbox", f"{local}@{domain}", display_name, mailbox_password(), quota, ""]
+            ["mailbox", f"{local}@{domain}", display_name, mailbox_password(local), quota, ""]
         )
     for local, kind, targets in CSV_ALIASES:
         members = " ".join(f"{t}@{domain}" for t in targets.split())

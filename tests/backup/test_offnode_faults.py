@@ -176,7 +176,19 @@ def test_worker_killed_mid_stream_then_the_next_run_completes(
     # The receiving side dies mid-stream (its zfs receive killed): the relay reports it
     # instead of hanging, the copy stays at its last snapshot, the sender is not left
     # running, and the next pass sends the increment again.
-    f.in_node(BACKUP, ["zfs", "destroy", "-r", f"{backup_pool}/fromtarget"])  # pool space
+    # Pool space. -f: the received dataset is mounted, and zfs-fuse answers "busy" while
+    # its mount is still settling.
+    wait_for(
+        lambda: (
+            f.in_node(
+                BACKUP, ["zfs", "destroy", "-r", "-f", f"{backup_pool}/fromtarget"], check=False
+            ).returncode
+            == 0
+        ),
+        timeout=30,
+        interval=1,
+        what="the dataset received from the target destroyed",
+    )
     f.in_node(
         A,
         [
