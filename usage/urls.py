@@ -1,0 +1,11 @@
+"""Portal pages of usage."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "usage"
+
+urlpatterns = [
+    path("quota-warnings/", views.QuotaWarningListView.as_view(), name="quota-warnings"),
+]
