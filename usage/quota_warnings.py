@@ -10,6 +10,8 @@ marking sends that one mail twice (at least once, never lost).
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +29,7 @@ from ums.portal.notices import Notice
 
 from .models import QuotaWarning
 
+logger = logging.getLogger(__name__)
 THRESHOLDS = (80, 95)
 _BATCH = 500
 
@@ -125,10 +128,15 @@ def send_pending() -> int:
         .order_by("created_at")[:_BATCH]
     )
     for warning in pending:
-        for admin in recipients(warning.customer):
-            with translation.override(admin.language or settings.LANGUAGE_CODE):
-                subject, body = _message(warning)
-            send_mail(subject, body, None, [admin.email])
+        try:
+            for admin in recipients(warning.customer):
+                with translation.override(admin.language or settings.LANGUAGE_CODE):
+                    subject, body = _message(warning)
+                send_mail(subject, body, None, [admin.email])
+        except (OSError, smtplib.SMTPException):
+            # The mail server is away: these stay unmailed and go out on the next run.
+            logger.warning("quota warning mail not sent; retried next run", exc_info=True)
+            break
         with transaction.atomic():
             QuotaWarning.objects.filter(pk=warning.pk).update(mailed_at=timezone.now())
         sent += 1
