@@ -41,7 +41,7 @@ SHOWN = {
 def display(name: str, value: int) -> str:
     """A figure as the portal shows it (sizes in GB or bytes units, counts grouped)."""
     if name == "quota_mb":
-        return _("%(gb)s GB") % {"gb": formats.number_format(value / 1024, 1)}
+        return _("%(gb)s GB") % {"gb": formats.number_format(round(value / 1024, 1), 1)}
     if name.endswith("_bytes"):
         return str(filesizeformat(value))
     return formats.number_format(value, force_grouping=True)
@@ -134,3 +134,29 @@ def csv_rows(lines: list[Line], group: str) -> list[list[object]]:
         ]
         for line in lines
     ]
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    title: str
+
+
+def chart(lines: list[Line], figure: str = "used_bytes") -> list[Bar]:
+    """Bars of one figure for the page's SVG chart (viewBox 0 0 1000 200): columns per day,
+    or one column per line (children, then the customer itself)."""
+    if not lines:
+        return []
+    top = max(line.average[figure] for line in lines) or 1
+    step = 1000 / len(lines)
+    gap = min(step * 0.2, 8)
+    bars = []
+    for i, line in enumerate(lines):
+        height = 190 * line.average[figure] / top
+        title = f"{line.label}: {display(figure, line.average[figure])}"
+        bars.append(Bar(round(i * step + gap / 2, 2), round(200 - height, 2),
+                        round(step - gap, 2), round(height, 2), title))  # fmt: skip
+    return bars

@@ -52,6 +52,7 @@ class UsageReportView(PortalMixin, generic.TemplateView):
             children=found is not None and found.group == report.CHILD,
             csv_query=self.request.GET.urlencode(),
             columns=list(report.SHOWN.values()),
+            bars=report.chart(self.lines),
             rows=[
                 {
                     "line": line,
