@@ -422,6 +422,11 @@ CELERY_BEAT_SCHEDULE["usage-snapshot"] = {
     "task": "usage.take_snapshot",
     "schedule": UMS_USAGE_SNAPSHOT_INTERVAL,
 }
+# Last month's report to its recipients, once each (checked as often as snapshots).
+CELERY_BEAT_SCHEDULE["usage-monthly-reports"] = {
+    "task": "usage.send_monthly_reports",
+    "schedule": UMS_USAGE_SNAPSHOT_INTERVAL,
+}
 
 # Node configuration: converge nodes when mail changes, and run a full converge (packages
 # included) when a node is approved.

@@ -127,3 +127,45 @@ class DailyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"usage of customer {self.customer_id} on {self.day}"
+
+
+class MonthlyReportRecipient(models.Model):
+    """An administrator who gets a customer's usage report (by child) by mail each month.
+
+    ``last_sent_month`` (the first day of the month reported) is set after the mail went
+    out, so a run killed before it mails on the next run; no month is mailed twice unless a
+    run dies between sending and marking.
+    """
+
+    scope_path_field = "customer_path"
+    audit_fields = ("customer", "administrator")
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="+", verbose_name=_("customer")
+    )
+    customer_path = models.CharField(max_length=PATH_MAX, editable=False)
+    administrator = models.ForeignKey(
+        "tenants.Administrator",
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("administrator"),
+    )
+    last_sent_month = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("monthly report recipient")
+        verbose_name_plural = _("monthly report recipients")
+        ordering = ("id",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "administrator"], name="usage_monthly_unique_recipient"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"monthly usage report of customer {self.customer_id} to {self.administrator_id}"
+
+    @property
+    def audit_customer(self) -> Customer:
+        return self.customer

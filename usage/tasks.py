@@ -9,7 +9,7 @@ from django.conf import settings
 
 from deploy.tasks import _exclusive
 
-from . import collect, snapshot
+from . import collect, monthly, snapshot
 
 
 @shared_task(name="usage.collect_used_space", acks_late=True)
@@ -21,3 +21,8 @@ def collect_used_space() -> Any:
 def take_snapshot() -> Any:
     # The last run of a day wins: each run rewrites today's rows (one transaction).
     return _exclusive("usage-snapshot", 3600, snapshot.take)
+
+
+@shared_task(name="usage.send_monthly_reports", acks_late=True)
+def send_monthly_reports() -> Any:
+    return _exclusive("usage-monthly", 3600, monthly.send_due)

@@ -108,3 +108,60 @@ def test_the_report_runs_a_constant_number_of_queries(
     for customer in (cast.provider, cast.government):
         with django_assert_max_num_queries(12):
             assert _get(client, customer=customer.pk).status_code == 200
+
+
+def test_monthly_report_goes_once_to_each_recipient_with_the_csv(cast, history) -> None:
+    from django.core import mail as outbox
+
+    from audit.models import AuditRecord
+    from usage import actions, monthly
+
+    recipient = actions.add_monthly_recipient(
+        actor=cast.sub_admin, customer=cast.government, administrator=cast.sub_admin
+    )
+    assert AuditRecord.objects.filter(action="usage.monthly_recipient.add").count() == 1
+    june = datetime.date(2026, 6, 3)  # the history is in May
+    assert monthly.send_due(june) == 1
+    assert monthly.send_due(june) == 0  # once per month, whatever the number of runs
+    message = outbox.outbox[0]
+    assert message.to == [cast.sub_admin.email] and "2026-05" in message.subject
+    assert "Ministry" in message.body
+    name, content, _kind = message.attachments[0]
+    assert name.endswith("2026-05.csv") and "Government itself" in content
+    recipient.refresh_from_db()
+    assert recipient.last_sent_month == datetime.date(2026, 5, 1)
+    assert monthly.send_due(datetime.date(2026, 7, 1)) == 1
+
+
+def test_a_recipient_must_see_the_customer_and_the_actor_must_see_both(cast) -> None:
+    from django.core.exceptions import ValidationError
+    from django.http import Http404
+
+    from usage import actions
+
+    with pytest.raises(ValidationError):
+        # The ministry viewer cannot see Government (above its home customer).
+        actions.add_monthly_recipient(
+            actor=cast.root_admin, customer=cast.government, administrator=cast.ministry_viewer
+        )
+    with pytest.raises(Http404):
+        actions.add_monthly_recipient(
+            actor=cast.sub_admin, customer=cast.isp, administrator=cast.sub_admin
+        )
+    client = Client()
+    client.force_login(cast.sub_admin)
+    response = client.post(
+        reverse("usage:monthly-add"),
+        {"customer": cast.ministry.pk, "administrator": cast.ministry_viewer.pk},
+    )
+    assert response.status_code == 302
+    page = client.get(reverse("usage:report"), {"customer": cast.ministry.pk}).content.decode()
+    assert cast.ministry_viewer.email in page
+    from usage.models import MonthlyReportRecipient
+
+    recipient = MonthlyReportRecipient.objects.get()
+    outsider = Client()
+    outsider.force_login(cast.sibling_admin)
+    assert outsider.post(reverse("usage:monthly-remove", args=[recipient.pk])).status_code == 404
+    client.post(reverse("usage:monthly-remove", args=[recipient.pk]))
+    assert not MonthlyReportRecipient.objects.exists()
