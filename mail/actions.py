@@ -982,7 +982,9 @@ def delete_mailboxes(*, actor: Any, objects: Iterable[Mailbox]) -> int:
 def record_used_space(usage: dict[int, int]) -> int:
     """Store the used bytes nodes report per mailbox id (measurements, not audited).
 
-    One UPDATE for the whole batch (``usage.collect`` reports a node's mailboxes at once).
+    One UPDATE for the whole batch (``usage.collect`` reports a node's mailboxes at once);
+    only rows whose value changed are written, so ``used_updated_at`` is when it last changed
+    and a steady mail store costs reads, not a million row versions.
     """
     if not usage:
         return 0
@@ -991,7 +993,8 @@ def record_used_space(usage: dict[int, int]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE mail_mailbox AS m SET used_bytes = v.used, used_updated_at = %s "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, used) WHERE m.id = v.id",
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, used) "
+            "WHERE m.id = v.id AND m.used_bytes IS DISTINCT FROM v.used",
             [timezone.now(), ids, used],
         )
         return cursor.rowcount

@@ -112,7 +112,8 @@ def measurements_for(node: Node, boxes: Mapping[str, list[int]]) -> dict[int, tu
 
 
 def record(measurements: Mapping[int, tuple[int, int]]) -> int:
-    """Store measurements (current values) and check the quota thresholds; rows stored."""
+    """Store measurements (current values) and check the quota thresholds (against today's
+    quotas, so a lowered quota warns too); mailboxes whose used bytes changed."""
     if not measurements:
         return 0
     now = timezone.now()
@@ -130,7 +131,11 @@ def record(measurements: Mapping[int, tuple[int, int]]) -> int:
                 "JOIN mail_mailbox m ON m.id = v.id "
                 "ON CONFLICT (mailbox_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, "
                 "customer_path = EXCLUDED.customer_path, used_bytes = EXCLUDED.used_bytes, "
-                "messages = EXCLUDED.messages, measured_at = EXCLUDED.measured_at",
+                "messages = EXCLUDED.messages, measured_at = EXCLUDED.measured_at "
+                # Unchanged rows are not rewritten: measured_at is when the value last changed.
+                "WHERE (usage_mailboxusage.used_bytes, usage_mailboxusage.messages, "
+                "usage_mailboxusage.customer_id) IS DISTINCT FROM "
+                "(EXCLUDED.used_bytes, EXCLUDED.messages, EXCLUDED.customer_id)",
                 [now, ids, used, counts],
             )
         quota_warnings.evaluate(ids)
@@ -144,12 +149,12 @@ def sweep(nodes: list[Node] | None = None) -> dict[str, int]:
     workers = max(1, min(settings.UMS_METRICS_CONCURRENCY, len(nodes) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(_measure, nodes))
-    counts = {"nodes": 0, "missed": 0, "mailboxes": 0, "mailed": 0}
+    counts = {"nodes": 0, "missed": 0, "changed": 0, "mailed": 0}
     for outcome in outcomes:
         if outcome.error:
             counts["missed"] += 1
             continue
         counts["nodes"] += 1
-        counts["mailboxes"] += record(measurements_for(outcome.node, outcome.boxes))
+        counts["changed"] += record(measurements_for(outcome.node, outcome.boxes))
     counts["mailed"] = quota_warnings.send_pending()
     return counts

@@ -28,6 +28,7 @@ class MailboxUsage(models.Model):
     customer_path = models.CharField(max_length=PATH_MAX, editable=False)
     used_bytes = models.BigIntegerField(default=0)
     messages = models.BigIntegerField(default=0)
+    # When the measured value last changed (unchanged measurements are not rewritten).
     measured_at = models.DateTimeField()
     # 0, 80 or 95: the threshold the last warning was about; lowered when usage drops, so
     # the next crossing warns again and a steady mailbox is warned once.

@@ -35,51 +35,47 @@ _BATCH = 500
 
 
 def evaluate(mailbox_ids: Iterable[int]) -> int:
-    """Compare fresh measurements with the thresholds; new warnings written (call inside
-    the transaction that stored the measurements)."""
+    """Compare fresh measurements (and current quotas) with the thresholds; new warnings
+    written. One statement for any number of mailboxes; call inside the transaction that
+    stored the measurements."""
     ids = list(mailbox_ids)
     if not ids:
         return 0
     low, high = THRESHOLDS
-    level = (
-        "CASE WHEN m.quota_mb = 0 THEN 0 "
-        "WHEN u.used_bytes * 100 >= %s::bigint * m.quota_mb * 1048576 THEN %s "
-        "WHEN u.used_bytes * 100 >= %s::bigint * m.quota_mb * 1048576 THEN %s ELSE 0 END"
-    )
     with connection.cursor() as cursor:
-        # Each mailbox whose level differs from the mark: (id, new level, old mark).
+        # Data-modifying CTEs run once each, all on the same snapshot: raise or lower the
+        # marks, close warnings no longer true, open one per rise.
         cursor.execute(
-            f"SELECT u.mailbox_id, {level}, u.warned_percent FROM usage_mailboxusage u "  # noqa: S608
-            "JOIN mail_mailbox m ON m.id = u.mailbox_id WHERE u.mailbox_id = ANY(%s) "
-            f"AND {level} <> u.warned_percent FOR UPDATE OF u",
-            [high, high, low, low, ids, high, high, low, low],
+            """
+            WITH levels AS (
+                SELECT u.mailbox_id, u.warned_percent AS old, u.used_bytes, m.quota_mb,
+                    m.customer_id, m.customer_path,
+                    CASE WHEN m.quota_mb = 0 THEN 0
+                         WHEN u.used_bytes * 100 >= %(high)s::bigint * m.quota_mb * 1048576
+                              THEN %(high)s
+                         WHEN u.used_bytes * 100 >= %(low)s::bigint * m.quota_mb * 1048576
+                              THEN %(low)s
+                         ELSE 0 END AS level
+                FROM usage_mailboxusage u JOIN mail_mailbox m ON m.id = u.mailbox_id
+                WHERE u.mailbox_id = ANY(%(ids)s)
+            ), changed AS (
+                SELECT * FROM levels WHERE level <> old
+            ), marked AS (
+                UPDATE usage_mailboxusage u SET warned_percent = c.level FROM changed c
+                WHERE u.mailbox_id = c.mailbox_id
+            ), closed AS (
+                UPDATE usage_quotawarning w SET is_open = false FROM changed c
+                WHERE w.mailbox_id = c.mailbox_id AND w.is_open AND w.percent <> c.level
+            )
+            INSERT INTO usage_quotawarning (mailbox_id, customer_id, customer_path, percent,
+                used_bytes, quota_mb, created_at, mailed_at, is_open)
+            SELECT mailbox_id, customer_id, customer_path, level, used_bytes, quota_mb, now(),
+                NULL, true
+            FROM changed WHERE level > old
+            """,
+            {"high": high, "low": low, "ids": ids},
         )
-        changed = cursor.fetchall()
-    if not changed:
-        return 0
-    from .models import MailboxUsage
-
-    rising = [pk for pk, new, old in changed if new > old]
-    for pk, new, _old in changed:
-        MailboxUsage.objects.filter(pk=pk).update(warned_percent=new)
-        # A warning no longer true leaves the portal (a rise replaces the lower one too).
-        QuotaWarning.objects.filter(mailbox_id=pk, is_open=True).exclude(percent=new).update(
-            is_open=False
-        )
-    levels = {pk: new for pk, new, _old in changed}
-    usages = MailboxUsage.objects.filter(pk__in=rising).select_related("mailbox")
-    QuotaWarning.objects.bulk_create(
-        QuotaWarning(
-            mailbox_id=u.pk,
-            customer_id=u.mailbox.customer_id,
-            customer_path=u.mailbox.customer_path,
-            percent=levels[u.pk],
-            used_bytes=u.used_bytes,
-            quota_mb=u.mailbox.quota_mb,
-        )
-        for u in usages
-    )
-    return len(rising)
+        return cursor.rowcount
 
 
 def recipients(customer: Customer) -> list[Administrator]:
