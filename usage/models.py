@@ -110,7 +110,11 @@ class DailyUsage(models.Model):
 
     scope_path_field = "customer_path"
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    # History outlives the customer (an ISP bills a customer deleted mid-month): no
+    # database constraint, nothing cascades; reports then show the id for the name.
+    customer = models.ForeignKey(
+        Customer, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
     customer_path = models.CharField(max_length=PATH_MAX, editable=False)
     parent_id_at_day = models.BigIntegerField(null=True, blank=True)
     day = models.DateField()

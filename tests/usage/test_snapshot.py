@@ -120,3 +120,14 @@ def test_a_snapshot_that_fails_midway_leaves_the_day_as_it_was(cast, monkeypatch
     monkeypatch.undo()
     snapshot.take(DAY)
     assert DailyUsage.objects.get(customer=cast.ministry, day=DAY).own_used_bytes == 7000
+
+
+def test_history_outlives_a_deleted_customer(cast) -> None:
+    gone = tenant_actions.create_customer(actor=None, name="Short-lived", parent=cast.isp)
+    snapshot.take(DAY)
+    tenant_actions.delete_customer(actor=None, customer=gone)
+    assert DailyUsage.objects.filter(customer_id=gone.pk, day=DAY).exists()
+    snapshot.take(DAY + datetime.timedelta(days=1))  # the next day simply has no row for it
+    assert not DailyUsage.objects.filter(
+        customer_id=gone.pk, day=DAY + datetime.timedelta(days=1)
+    ).exists()
