@@ -71,6 +71,7 @@ bench: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL)_dump $(PY) benchmarks/dump.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_restore $(PY) benchmarks/restore.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_offnode $(PY) benchmarks/offnode.py
+	DATABASE_URL=$(BENCH_DATABASE_URL)_usage $(PY) benchmarks/usage.py
 
 # Known vulnerabilities in every locked package (pip-audit; needs PyPI's per-release JSON
 # API). Accepted findings go to requirements/audit-ignore.txt, one id and its reason a line.

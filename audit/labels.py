@@ -154,6 +154,13 @@ ACTION_LABELS: dict[str, Promise] = {
     "spamhold.retention.reset": pgettext_lazy("audit action", "Hold retention reset"),
     # product licence
     "licence.install": pgettext_lazy("audit action", "Licence installed"),
+    # usage reports
+    "usage.monthly_recipient.add": pgettext_lazy(
+        "audit action", "Monthly usage report recipient added"
+    ),
+    "usage.monthly_recipient.remove": pgettext_lazy(
+        "audit action", "Monthly usage report recipient removed"
+    ),
 }
 
 

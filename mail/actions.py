@@ -980,14 +980,24 @@ def delete_mailboxes(*, actor: Any, objects: Iterable[Mailbox]) -> int:
 
 
 def record_used_space(usage: dict[int, int]) -> int:
-    """Store the used bytes nodes report per mailbox id (measurements, not audited)."""
-    now = timezone.now()
-    count = 0
-    for pk, used in usage.items():
-        count += Mailbox.objects.filter(pk=pk).update(
-            used_bytes=max(int(used), 0), used_updated_at=now
+    """Store the used bytes nodes report per mailbox id (measurements, not audited).
+
+    One UPDATE for the whole batch (``usage.collect`` reports a node's mailboxes at once);
+    only rows whose value changed are written, so ``used_updated_at`` is when it last changed
+    and a steady mail store costs reads, not a million row versions.
+    """
+    if not usage:
+        return 0
+    ids = list(usage)
+    used = [max(int(usage[pk]), 0) for pk in ids]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE mail_mailbox AS m SET used_bytes = v.used, used_updated_at = %s "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, used) "
+            "WHERE m.id = v.id AND m.used_bytes IS DISTINCT FROM v.used",
+            [timezone.now(), ids, used],
         )
-    return count
+        return cursor.rowcount
 
 
 # ------------------------------------------------------------------------------ aliases

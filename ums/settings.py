@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "spamhold",
     "backup",
     "licensing",
+    "usage",
 ]
 
 MIDDLEWARE = [
@@ -411,6 +412,23 @@ UMS_DUMP_KEEP = env_int("UMS_DUMP_KEEP", 7, minimum=1)
 UMS_DUMP_TARGETS = env_list("UMS_DUMP_TARGETS")
 UMS_DUMP_STAGING_DIR = env_str("UMS_DUMP_STAGING_DIR", "") or str(VAR_DIR / "dumps")
 CELERY_BEAT_SCHEDULE["schedule-dump"] = {"task": "backup.schedule_dump", "schedule": 300}
+# Usage: how often (seconds) used space is measured on the IMAP nodes (one command per
+# node; quota warnings follow each run), and how often today's usage snapshot is rewritten.
+UMS_USAGE_COLLECT_INTERVAL = env_int("UMS_USAGE_COLLECT_INTERVAL", 3600, minimum=60)
+UMS_USAGE_SNAPSHOT_INTERVAL = env_int("UMS_USAGE_SNAPSHOT_INTERVAL", 3600, minimum=300)
+CELERY_BEAT_SCHEDULE["collect-used-space"] = {
+    "task": "usage.collect_used_space",
+    "schedule": UMS_USAGE_COLLECT_INTERVAL,
+}
+CELERY_BEAT_SCHEDULE["usage-snapshot"] = {
+    "task": "usage.take_snapshot",
+    "schedule": UMS_USAGE_SNAPSHOT_INTERVAL,
+}
+# Last month's report to its recipients, once each (checked as often as snapshots).
+CELERY_BEAT_SCHEDULE["usage-monthly-reports"] = {
+    "task": "usage.send_monthly_reports",
+    "schedule": UMS_USAGE_SNAPSHOT_INTERVAL,
+}
 
 # Node configuration: converge nodes when mail changes, and run a full converge (packages
 # included) when a node is approved.

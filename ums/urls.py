@@ -28,6 +28,7 @@ urlpatterns = [
     path("spamhold/", include("spamhold.urls")),
     path("backup/", include("backup.urls")),
     path("settings/licence/", include("licensing.urls")),
+    path("usage/", include("usage.urls")),
     path("servers/enrolment/", include("servers.enrolment_urls")),
     path("install/", include("servers.install_urls")),
 ]

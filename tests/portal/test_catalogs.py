@@ -31,6 +31,7 @@ SOURCE_DIRS = [
     "deploy",
     "backup",
     "licensing",
+    "usage",
 ]
 
 

@@ -20,4 +20,5 @@ urlpatterns = [
     path("", include("servers.api.enrolment_urls")),
     path("", include("backup.api.urls")),
     path("", include("licensing.api_urls")),
+    path("", include("usage.api_urls")),
 ]

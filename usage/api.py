@@ -1,0 +1,81 @@
+"""``GET /api/v1/usage/`` (a usage report as JSON) and ``GET /api/v1/usage/csv/`` (the same
+as CSV): ``?customer=ID&from=YYYY-MM-DD&to=YYYY-MM-DD&group=child|day``.
+
+``customers.view`` needed; a customer outside the caller's scope is 404. Defaults: the
+caller's home customer, this month so far, by child customer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants.permissions import CUSTOMERS_VIEW
+from ums import csvsafe
+
+from . import params, report
+from .models import FIGURES
+from .snapshot import NOT_BUILT
+
+PARAMETERS = [
+    OpenApiParameter("customer", OpenApiTypes.INT, description="default: your home customer"),
+    OpenApiParameter("from", OpenApiTypes.DATE, description="default: the first of this month"),
+    OpenApiParameter("to", OpenApiTypes.DATE, description="default: today"),
+    OpenApiParameter("group", OpenApiTypes.STR, enum=list(report.GROUPS)),
+]
+
+
+def report_data(query: Any, user: Any) -> tuple[params.ReportParams, list[report.Line]]:
+    found = params.parse(query, user)
+    return found, report.build(found.customer, found.start, found.end, found.group)
+
+
+class UsageReportView(APIView):
+    """A customer's usage over a period, per day or per child customer (from daily
+    snapshots; ``quota_mb`` in MB, ``used_bytes`` and ``files_bytes`` in bytes). Cloud files
+    and chat are not built yet: their figures are 0 (listed in ``not_built``)."""
+
+    required_permissions = {"GET": CUSTOMERS_VIEW}
+
+    @extend_schema(parameters=PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        found, lines = report_data(request.query_params, request.user)
+        return Response(
+            {
+                "customer": {"id": found.customer.pk, "name": found.customer.name},
+                "from": found.start,
+                "to": found.end,
+                "group": found.group,
+                "figures": list(FIGURES),
+                "not_built": list(NOT_BUILT),
+                "lines": [vars(line) for line in lines],
+            }
+        )
+
+
+class UsageReportCsvView(APIView):
+    """The same report as CSV (one line per day or per child customer)."""
+
+    required_permissions = {"GET": CUSTOMERS_VIEW}
+
+    @extend_schema(parameters=PARAMETERS, responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request: Request) -> StreamingHttpResponse:
+        found, lines = report_data(request.query_params, request.user)
+        return csv_response(found, lines)
+
+
+def csv_response(found: params.ReportParams, lines: list[report.Line]) -> StreamingHttpResponse:
+    rows = report.csv_rows(lines, found.group)
+    response = StreamingHttpResponse(
+        csvsafe.stream_rows(report.csv_header(found.group), rows),
+        content_type="text/csv; charset=utf-8",
+    )
+    name = f"usage-{found.customer.pk}-{found.start}-{found.end}-{found.group}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
