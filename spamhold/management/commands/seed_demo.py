@@ -22,6 +22,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         logging.getLogger("celery.app.trace").setLevel(logging.WARNING)  # the CSV job's line
         result = seed()
+        # Today's usage snapshot (an upsert: a second run rewrites the same rows), so the
+        # Usage page shows the demo tree at once instead of after the first daily run.
+        from usage import snapshot as usage_snapshot
+
+        usage_snapshot.take()
         if result.created_logins:
             self.stdout.write(_("Demo administrators (shown only this once):"))
             logins.print_logins(self.stdout.write, result.created_logins)
