@@ -94,6 +94,15 @@ def test_worker_killed_mid_stream_then_the_next_run_completes(
     )
     assert response.status_code == 201, response.content
     source = f"{pool}/mail/{DOMAIN}"
+    # The converge that creates the Maildir may run as the follow-up of the approval's
+    # (coalesced, not inside this request): wait for it rather than race it.
+    maildir = f"/var/mail/vhosts/{DOMAIN}/alice/Maildir/cur"
+    wait_for(
+        lambda: f.in_node(A, ["test", "-d", maildir], check=False).returncode == 0,
+        timeout=90,
+        interval=0.5,
+        what="alice's Maildir on the IMAP node",
+    )
     # 100 MB that do not compress: the stream takes long enough to be cut half-way.
     f.in_node(
         A,

@@ -20,6 +20,7 @@ from tests.converge.conftest import (  # noqa: F401  (fixtures)
 from tests.converge.fleet import Fleet
 from tests.converge.test_mail_store import IMAP, PASSWORD, _failed_jobs, _zfs_get
 from tests.fixtures import Cast, token_client
+from tests.harness.worker import wait_for
 from ums import jobs
 from ums.models import Job
 
@@ -50,6 +51,8 @@ def test_store_compression_converges_and_excluded_domain_is_left_alone(
     assert response.status_code == 201, response.content
     assert not _failed_jobs(), _failed_jobs()
     dataset = f"{pool}/mail/{DOMAIN}"
+    # The converge that creates the dataset may be the follow-up of a coalesced one.
+    wait_for(lambda: _zfs_get(f, dataset), timeout=90, interval=0.5, what=f"{dataset}")
     assert _zfs_get(f, dataset)["compression"] == "on"  # the global default
 
     generation = NodeConvergeState.objects.get(node=imap).desired_generation
