@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import imaplib
 import secrets
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -143,9 +142,7 @@ def test_restore_over_imap_on_a_real_node(cast: Cast, store_fleet: Fleet) -> Non
     assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
     assert job.result["folders"] == [["INBOX", 1], ["Work", 1]]
 
-    started = time.monotonic()
     job = _restore(client, snapshot=snap.pk, mailbox=ids["alice"])
-    elapsed = time.monotonic() - started
     assert job.result["folders"] == {"alice": restored[len("INBOX.") :]}
     with imaps(f, alice) as imap:
         folders = listed(imap)
@@ -188,4 +185,3 @@ def test_restore_over_imap_on_a_real_node(cast: Cast, store_fleet: Fleet) -> Non
         assert set(subjects(imap, "INBOX")) == {bob_token}
     with imaps(f, alice) as imap:
         assert set(subjects(imap, f"{restored} (2).Work")) == {folder_token}
-    assert elapsed < 30, elapsed
