@@ -67,7 +67,7 @@ def run_node(
             continue
         have = {s.name for s in existing.get(dataset, [])}
         if manual:
-            wanted = [snapshots.period_name("manual", now)]
+            wanted = [_free_manual_name(have, now)]
             drop: list[str] = []
         else:
             if domain.customer_id not in policies:
@@ -87,6 +87,16 @@ def run_node(
     observed = snapshots.read(conn, parent)
     record(node, domains, parent, observed)
     return {"taken": taken, "pruned": pruned}
+
+
+def _free_manual_name(have: set[str], now: datetime.datetime) -> str:
+    """The on-demand name for ``now``, one second later while that name is taken: a
+    second "Snapshot now" within the same second must still take a snapshot (mail may
+    have arrived since the first), and names carry whole seconds."""
+    at = now
+    while (name := snapshots.period_name("manual", at)) in have:
+        at += datetime.timedelta(seconds=1)
+    return name
 
 
 def copy_bases(node: Node) -> dict[str, set[str]]:

@@ -181,6 +181,10 @@ def test_snapshot_pass_on_zfs_fuse(pool: str, cast: Cast) -> None:  # noqa: F811
     ]
     manual = snapshot_run.run_node(conn, node, [domain], conf=conf, manual=True, now=at(6))
     assert manual["taken"] == [f"{dataset}@ums-manual-20261207T061742Z"]
+    # "Snapshot now" twice in one second still takes a second snapshot (mail may have
+    # arrived in between): the name moves on by a second instead of being skipped.
+    again = snapshot_run.run_node(conn, node, [domain], conf=conf, manual=True, now=at(6))
+    assert again["taken"] == [f"{dataset}@ums-manual-20261207T061743Z"]
 
     rows = {s.name: s for s in Snapshot.objects.filter(domain=domain)}
     assert sorted(rows) == _snapshot_names(dataset)
