@@ -1,7 +1,10 @@
 """Metric collection: one constant SSH command per node, parsed on the controller.
 
 The command is fixed text (no user data), so running it through ``sh -c`` is safe; it
-prints /proc/stat's CPU line, meminfo, loadavg, uptime and ``df`` in sections.
+prints /proc/stat's CPU line, meminfo, loadavg, uptime, ``df``, /proc/diskstats,
+/proc/net/dev and the names of the physical disks in sections. Disk operations and network
+bytes are cumulative counters: like CPU use, their rates (IOPS, Mbit/s) come from two
+consecutive samples, and feed the capacity comparison of each zone (deploy.capacity).
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ SEPARATOR = "--ums--"
 METRICS_SCRIPT = (
     f"head -n 1 /proc/stat; echo {SEPARATOR}; cat /proc/meminfo; echo {SEPARATOR}; "
     f"cat /proc/loadavg; echo {SEPARATOR}; cat /proc/uptime; echo {SEPARATOR}; "
-    "df -P -k -x tmpfs -x devtmpfs -x overlay -x squashfs 2>/dev/null || true"
+    "df -P -k -x tmpfs -x devtmpfs -x overlay -x squashfs 2>/dev/null || true; "
+    f"echo {SEPARATOR}; cat /proc/diskstats 2>/dev/null; echo {SEPARATOR}; "
+    f"cat /proc/net/dev 2>/dev/null; echo {SEPARATOR}; "
+    # Only whole physical disks (they have a device link): partitions, device-mapper and
+    # md devices sit on top of them and would count the same operations twice.
+    'for d in /sys/block/*; do [ -e "$d/device" ] && echo "${d##*/}"; done; true'
 )
 METRICS_ARGV = ["sh", "-c", METRICS_SCRIPT]
 
@@ -36,9 +44,9 @@ class MetricsParseError(ValueError):
 
 def parse(output: str, at: datetime.datetime) -> MetricSample:
     parts = output.split(SEPARATOR)
-    if len(parts) != 5:
+    if len(parts) != 8:
         raise MetricsParseError("unexpected metrics output")
-    stat, meminfo, loadavg, uptime, df = (p.strip() for p in parts)
+    stat, meminfo, loadavg, uptime, df, diskstats, netdev, physical = (p.strip() for p in parts)
     ticks = [int(v) for v in stat.split()[1:]]
     if len(ticks) < 4:
         raise MetricsParseError("unexpected /proc/stat line")
@@ -70,7 +78,47 @@ def parse(output: str, at: datetime.datetime) -> MetricSample:
         memory_available_kb=memory.get("MemAvailable", memory.get("MemFree")),
         disks=disks[:50],
         uptime_seconds=float(uptime.split()[0]),
+        disk_ios_total=disk_operations(diskstats, set(physical.split())),
+        net_bytes_total=network_bytes(netdev),
     )
+
+
+def disk_operations(diskstats: str, physical: set[str]) -> int | None:
+    """Reads plus writes completed on the physical disks since boot (None if none seen)."""
+    total, seen = 0, False
+    for line in diskstats.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[2] in physical:
+            total += int(fields[3]) + int(fields[7])
+            seen = True
+    return total if seen else None
+
+
+def network_bytes(netdev: str) -> int | None:
+    """Bytes received plus sent on every interface but loopback since boot."""
+    total, seen = 0, False
+    for line in netdev.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or name.strip() == "lo" or len(fields) < 9:
+            continue
+        total += int(fields[0]) + int(fields[8])
+        seen = True
+    return total if seen else None
+
+
+def counter_rate(
+    previous: MetricSample | None, current: MetricSample, field: str, scale: float = 1.0
+) -> float | None:
+    """Per-second rate of a cumulative counter between two samples; None across a reboot
+    (the counter went backwards) or without a previous value."""
+    if previous is None:
+        return None
+    before, after = getattr(previous, field), getattr(current, field)
+    seconds = (current.at - previous.at).total_seconds()
+    if before is None or after is None or seconds <= 0 or after < before:
+        return None
+    return round((after - before) * scale / seconds, 1)
 
 
 def cpu_percent(previous: MetricSample | None, current: MetricSample) -> float | None:
@@ -128,7 +176,12 @@ def sweep(nodes: list[Node] | None = None, *, concurrency: int | None = None) ->
     counts = {"collected": 0, "missed": 0}
     for outcome in outcomes:
         if outcome.sample is not None:
-            outcome.sample.cpu_percent = cpu_percent(latest.get(outcome.node.pk), outcome.sample)
+            previous = latest.get(outcome.node.pk)
+            outcome.sample.cpu_percent = cpu_percent(previous, outcome.sample)
+            outcome.sample.disk_iops = counter_rate(previous, outcome.sample, "disk_ios_total")
+            outcome.sample.net_mbit = counter_rate(
+                previous, outcome.sample, "net_bytes_total", scale=8 / 1_000_000
+            )
             server_actions.record_metrics(outcome.node, outcome.sample)
             counts["collected"] += 1
         elif "NodeUnavailable" in outcome.error or "HostKeyMismatch" in outcome.error:

@@ -103,10 +103,11 @@ def _validate_roles(roles: list[str]) -> list[str]:
 
 @action
 def update_node(*, actor: Any, node: Node, **changes: Any) -> Node:
-    """Change a node's roles (personality), zone, SSH port or storage service name."""
+    """Change a node's roles (personality), zone, SSH port, storage service name or the
+    capacity the operator declares for it (disk IOPS, network Mbit/s; None = unknown)."""
     require_permission(actor, perms.SERVERS_MANAGE)
     require_in_scope(node, actor)
-    allowed = {"roles", "zone", "ssh_port", "storage_service"}
+    allowed = {"roles", "zone", "ssh_port", "storage_service", *CAPACITY_FIELDS}
     unknown = set(changes) - allowed
     if unknown:
         raise ValidationError({k: _("This field cannot be changed here.") for k in unknown})
@@ -127,12 +128,32 @@ def update_node(*, actor: Any, node: Node, **changes: Any) -> Node:
         node.ssh_port = port
     if "storage_service" in changes:
         node.storage_service = validate_service_name(changes.pop("storage_service"))
+    for field in CAPACITY_FIELDS:
+        if field in changes:
+            setattr(node, field, _capacity(field, changes.pop(field)))
     node.save()
     old, new = auditing.diff(before, auditing.snapshot(node))
     if new:
         auditing.record("node.update", obj=node, before=old, after=new)
     recheck_in_scope(node, actor)
     return node
+
+
+CAPACITY_FIELDS = ("disk_iops_capacity", "network_mbit_capacity")
+CAPACITY_MAX = 10_000_000
+
+
+def _capacity(field: str, value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= CAPACITY_MAX:
+        raise ValidationError(
+            {
+                field: _("Enter a whole number between 1 and %(max)d, or leave it empty.")
+                % {"max": CAPACITY_MAX}
+            }
+        )
+    return value
 
 
 def validate_service_name(name: str) -> str:

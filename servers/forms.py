@@ -52,6 +52,20 @@ class NodeForm(ActorForm):
         regex=r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$",
         error_messages={"invalid": _("Use a service name of letters, digits and @ . _ - only.")},
     )
+    disk_iops_capacity = forms.IntegerField(
+        label=_("Disk IOPS capacity"),
+        min_value=1,
+        max_value=10_000_000,
+        required=False,
+        help_text=_("What the disks sustain (from a disk benchmark); empty if unknown."),
+    )
+    network_mbit_capacity = forms.IntegerField(
+        label=_("Network capacity (Mbit/s)"),
+        min_value=1,
+        max_value=10_000_000,
+        required=False,
+        help_text=_("The usable link speed; empty if unknown."),
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -78,7 +79,16 @@ class Node(models.Model):
     """A server running UMS services, enrolled with bootstrapcore.sh."""
 
     scope_path_field = "customer_path"
-    audit_fields = ("hostname", "zone", "roles", "status", "ssh_port", "storage_service")
+    audit_fields = (
+        "hostname",
+        "zone",
+        "roles",
+        "status",
+        "ssh_port",
+        "storage_service",
+        "disk_iops_capacity",
+        "network_mbit_capacity",
+    )
 
     customer = models.ForeignKey(
         Customer, on_delete=models.PROTECT, related_name="nodes", verbose_name=_("customer")
@@ -106,6 +116,18 @@ class Node(models.Model):
     )
     storage_service = models.CharField(
         _("storage volume service"), max_length=64, blank=True, default="zfs-fuse"
+    )
+    # What the operator knows the hardware can do (a disk benchmark, the link speed): the
+    # capacity page compares these with the sheet's guideline and with measured load.
+    # Empty means unknown, never "zero".
+    disk_iops_capacity = models.PositiveIntegerField(
+        _("disk IOPS capacity"), null=True, blank=True, validators=[MaxValueValidator(10_000_000)]
+    )
+    network_mbit_capacity = models.PositiveIntegerField(
+        _("network capacity (Mbit/s)"),
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(10_000_000)],
     )
     controller_key_version = models.PositiveIntegerField(null=True, blank=True)
     enrolled_with_id = models.BigIntegerField(null=True, blank=True)
@@ -207,6 +229,12 @@ class MetricSample(models.Model):
     # Raw /proc/stat counters, so the next sample can compute CPU use over the interval.
     cpu_total_ticks = models.BigIntegerField(null=True)
     cpu_idle_ticks = models.BigIntegerField(null=True)
+    # Disk operations (physical disks) and network bytes (all but loopback) since boot,
+    # and the rates computed from the previous sample: what the capacity page compares.
+    disk_ios_total = models.BigIntegerField(null=True)
+    net_bytes_total = models.BigIntegerField(null=True)
+    disk_iops = models.FloatField(null=True)
+    net_mbit = models.FloatField(null=True)
 
     class Meta:
         indexes = [models.Index(fields=["node", "resolution", "-at"], name="metric_node_at")]

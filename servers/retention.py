@@ -24,6 +24,8 @@ def downsample_and_purge(now: datetime.datetime | None = None) -> dict[str, int]
         .values("node_id", "hour")
         .annotate(
             cpu=Avg("cpu_percent"),
+            iops=Avg("disk_iops"),
+            mbit=Avg("net_mbit"),
             load=Avg("load1"),
             mem_total=Max("memory_total_kb"),
             mem_available=Avg("memory_available_kb"),
@@ -45,6 +47,8 @@ def downsample_and_purge(now: datetime.datetime | None = None) -> dict[str, int]
                 resolution=MetricSample.HOURLY,
                 at=row["hour"],
                 cpu_percent=row["cpu"],
+                disk_iops=row["iops"],
+                net_mbit=row["mbit"],
                 load1=row["load"],
                 memory_total_kb=row["mem_total"],
                 memory_available_kb=int(row["mem_available"]) if row["mem_available"] else None,

@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy
 from django.views import View
 
 from deploy import actions as deploy_actions
+from deploy import capacity as deploy_capacity
 from tenants import permissions as perms
 from ums import scoping
 from ums.models import Job
@@ -65,6 +66,7 @@ class DashboardView(PortalMixin, View):
             ZoneLatency.objects.select_related("from_zone", "to_zone"), request.user
         ).order_by("from_zone__name", "to_zone__name")[:200]
         users = configured_users(request.user)
+        capacity, unplaced = deploy_capacity.for_user(request.user)
         return render(
             request,
             "servers/dashboard.html",
@@ -76,6 +78,8 @@ class DashboardView(PortalMixin, View):
                 "latency_warning_ms": LATENCY_WARNING_MS,
                 "sizing": sizing.for_users(users),
                 "guideline": sizing.GUIDELINE,
+                "capacity": capacity,
+                "unplaced_users": unplaced,
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
             },
         )
@@ -137,7 +141,13 @@ class NodeEditView(ObjectFormView):
     permission_required = perms.SERVERS_MANAGE
     model, select_related = Node, ("zone",)
     action, object_kwarg = actions.update_node, "node"
-    initial_from_object = ("roles", "ssh_port", "storage_service")
+    initial_from_object = (
+        "roles",
+        "ssh_port",
+        "storage_service",
+        "disk_iops_capacity",
+        "network_mbit_capacity",
+    )
     success_message = gettext_lazy("Node saved.")
     success_url_name, success_url_target = "servers:node-detail", "object"
 

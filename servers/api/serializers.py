@@ -60,6 +60,12 @@ class NodeSerializer(StrictModelSerializer):
     )
     ssh_port = serializers.IntegerField(min_value=1, max_value=65535)
     storage_service = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$", required=False)
+    disk_iops_capacity = serializers.IntegerField(
+        min_value=1, max_value=10_000_000, required=False, allow_null=True
+    )
+    network_mbit_capacity = serializers.IntegerField(
+        min_value=1, max_value=10_000_000, required=False, allow_null=True
+    )
 
     class Meta:
         model = Node
@@ -82,6 +88,8 @@ class NodeSerializer(StrictModelSerializer):
             "roles",
             "status",
             "storage_service",
+            "disk_iops_capacity",
+            "network_mbit_capacity",
             "controller_key_version",
             "registered_at",
             "approved_at",
@@ -90,7 +98,17 @@ class NodeSerializer(StrictModelSerializer):
             "host_key_alert",
         ]
         read_only_fields = [
-            f for f in fields if f not in {"zone", "roles", "ssh_port", "storage_service"}
+            f
+            for f in fields
+            if f
+            not in {
+                "zone",
+                "roles",
+                "ssh_port",
+                "storage_service",
+                "disk_iops_capacity",
+                "network_mbit_capacity",
+            }
         ]
 
 
@@ -136,6 +154,8 @@ class MetricSampleSerializer(serializers.ModelSerializer):
             "resolution",
             "cpu_percent",
             "load1",
+            "disk_iops",
+            "net_mbit",
             "memory_total_kb",
             "memory_available_kb",
             "memory_percent",
@@ -143,3 +163,24 @@ class MetricSampleSerializer(serializers.ModelSerializer):
             "uptime_seconds",
         ]
         read_only_fields = fields
+
+
+class CapacityResourceSerializer(serializers.Serializer):
+    guideline = serializers.IntegerField(help_text="The sheet's figure for the zone's users.")
+    recommended = serializers.IntegerField(help_text="Guideline ×3, or measured ×3 if heavier.")
+    declared = serializers.IntegerField(allow_null=True, help_text="Sum of node declarations.")
+    nodes = serializers.IntegerField()
+    undeclared_nodes = serializers.IntegerField()
+    measured_p95 = serializers.FloatField(allow_null=True, help_text="Sum of node p95s, 24 h.")
+    shortfall = serializers.IntegerField(allow_null=True)
+    load_percent = serializers.FloatField(allow_null=True)
+
+
+class ZoneCapacitySerializer(serializers.Serializer):
+    zone = serializers.IntegerField(source="zone.pk")
+    zone_name = serializers.CharField(source="zone.name")
+    users = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["ok", "short", "unknown"])
+    disk_iops = CapacityResourceSerializer(source="disk")
+    network_mbit = CapacityResourceSerializer(source="network")
+    needs = serializers.ListField(child=serializers.CharField())

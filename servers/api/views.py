@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from deploy import actions as deploy_actions
+from deploy import capacity as deploy_capacity
 from deploy.connector.keys import InvalidKeyError, normalize_public_key
 from ums.api.jobs import JobSerializer
 from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet, ScopedViewSetMixin
@@ -50,6 +51,14 @@ class ZoneViewSet(ScopedModelViewSet):
 
     def delete_object(self, instance: Zone) -> None:
         actions.delete_zone(actor=self.request.user, zone=instance)
+
+    @extend_schema(responses=s.ZoneCapacitySerializer(many=True))
+    @action(detail=False, methods=["get"])
+    def capacity(self, request: Request) -> Response:
+        """Each zone in scope: users against the sizing guideline ×3, declared node
+        capacity and measured load (24 h p95), and what the zone needs."""
+        zones, _unplaced = deploy_capacity.for_user(request.user)
+        return Response(s.ZoneCapacitySerializer(zones, many=True).data)
 
 
 class NodeViewSet(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.urls import reverse
 
@@ -10,6 +12,7 @@ from deploy import controller_keys, latency, metrics
 from deploy.actions import start_node_action
 from deploy.connector.base import AuthenticationFailed
 from deploy.connector.ssh import SSHConnector
+from deploy.nodes import session
 from servers import actions as server_actions
 from servers.choices import NodeStatus
 from servers.models import MetricSample, Node, NodeAlert, ZoneLatency
@@ -91,17 +94,29 @@ def test_metrics_collected_from_real_nodes(cast: Cast, zone, node_cluster, contr
     cluster = node_cluster(3)
     nodes = [approved(cast, zone, t) for t in cluster.nodes]
     assert metrics.sweep() == {"collected": 3, "missed": 0}
+    # Four megabytes to the first node between the sweeps: its network rate must show it.
+    with session(nodes[0]) as conn:
+        conn.put_file("/tmp/ums-traffic", os.urandom(4_000_000), mode=0o600)
     assert metrics.sweep() == {"collected": 3, "missed": 0}
     for node in nodes:
         samples = MetricSample.objects.filter(node=node).order_by("at")
         assert samples.count() == 2
-        latest = samples.last()
+        first, latest = samples
         assert latest.memory_total_kb > 0
         assert latest.uptime_seconds > 0
         assert latest.cpu_percent is not None
         assert any(d["mount"] == "/" for d in latest.disks)
+        # Disk operations and network bytes are counters; their rates need two samples.
+        assert first.disk_iops is None and first.net_mbit is None
+        assert latest.disk_ios_total >= first.disk_ios_total
+        assert latest.disk_iops is not None and latest.disk_iops >= 0
+        assert latest.net_mbit is not None
         node.refresh_from_db()
         assert node.last_seen_at is not None
+    first, latest = MetricSample.objects.filter(node=nodes[0]).order_by("at")
+    assert latest.net_bytes_total - first.net_bytes_total >= 4_000_000
+    seconds = (latest.at - first.at).total_seconds()
+    assert latest.net_mbit >= round(4_000_000 * 8 / 1_000_000 / seconds, 1) > 0
 
 
 def test_new_host_key_is_refused_and_flagged(cast: Cast, zone, one_node, controller_key) -> None:
