@@ -9,18 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants.models import Administrator, Customer
 from tenants.permissions import CUSTOMERS_VIEW
 from ums import csvsafe
+from ums.api.fields import ScopedPrimaryKeyRelatedField
+from ums.api.filters import IdFilter
+from ums.api.serializers import StrictModelSerializer
+from ums.api.viewsets import ScopedCreateListViewSet
 
-from . import params, report
-from .models import FIGURES
+from . import actions, params, report
+from .models import FIGURES, MonthlyReportRecipient
 from .snapshot import NOT_BUILT
 
 PARAMETERS = [
@@ -79,3 +86,52 @@ def csv_response(found: params.ReportParams, lines: list[report.Line]) -> Stream
     name = f"usage-{found.customer.pk}-{found.start}-{found.end}-{found.group}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+class MonthlyRecipientSerializer(StrictModelSerializer):
+    customer = ScopedPrimaryKeyRelatedField(queryset=Customer.objects.all())
+    administrator = ScopedPrimaryKeyRelatedField(queryset=Administrator.objects.all())
+    administrator_username = serializers.CharField(source="administrator.username", read_only=True)
+
+    class Meta:
+        model = MonthlyReportRecipient
+        fields = [
+            "id",
+            "customer",
+            "administrator",
+            "administrator_username",
+            "last_sent_month",
+            "created_at",
+        ]
+        read_only_fields = ["id", "last_sent_month", "created_at"]
+
+
+class MonthlyRecipientFilterSet(django_filters.FilterSet):
+    customer = IdFilter(field_name="customer_id")
+
+    class Meta:
+        model = MonthlyReportRecipient
+        fields = ["customer"]
+
+
+class MonthlyRecipientViewSet(ScopedCreateListViewSet):
+    """Who gets a customer's usage report (by child customer) by mail on the first of each
+    month. Only administrators who can see the customer's usage can be chosen; adding and
+    removing are audited. ``customers.view`` needed, as for the report itself."""
+
+    queryset = MonthlyReportRecipient.objects.select_related("administrator")
+    serializer_class = MonthlyRecipientSerializer
+    filterset_class = MonthlyRecipientFilterSet
+    required_permissions = {
+        "list": CUSTOMERS_VIEW,
+        "retrieve": CUSTOMERS_VIEW,
+        "create": CUSTOMERS_VIEW,
+        "destroy": CUSTOMERS_VIEW,
+    }
+    ordering = "id"
+
+    def create_object(self, data: dict[str, Any]) -> MonthlyReportRecipient:
+        return actions.add_monthly_recipient(actor=self.request.user, **data)
+
+    def delete_object(self, instance: MonthlyReportRecipient) -> None:
+        actions.remove_monthly_recipient(actor=self.request.user, recipient=instance)

@@ -12,10 +12,11 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from tests.api.contracts import COVERED
+from tests.api.contracts import COVERED, ScopedEndpointContract
 from tests.fixtures import make_admin, token_client
 from tests.mail.helpers import make_domain, make_mailbox
 from usage import collect, snapshot
+from usage.models import MonthlyReportRecipient
 
 pytestmark = pytest.mark.django_db
 # Scoping of these routes (outsider 404, unauthenticated, permission) is tested below.
@@ -165,3 +166,69 @@ def test_a_recipient_must_see_the_customer_and_the_actor_must_see_both(cast) -> 
     assert outsider.post(reverse("usage:monthly-remove", args=[recipient.pk])).status_code == 404
     client.post(reverse("usage:monthly-remove", args=[recipient.pk]))
     assert not MonthlyReportRecipient.objects.exists()
+
+
+def test_monthly_recipients_through_the_api(cast) -> None:
+    from audit.models import AuditRecord
+    from usage.models import MonthlyReportRecipient
+
+    api = token_client(cast.sub_admin)
+    url = "/api/v1/usage/monthly-recipients/"
+    # Every bad field at once, nothing created.
+    response = api.post(url, {"customer": "x", "administrator": 999999999}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()["errors"]) == {"customer", "administrator"}
+    # A recipient who cannot see the customer's usage: a field error, nothing created.
+    response = api.post(
+        url,
+        {"customer": cast.government.pk, "administrator": cast.ministry_viewer.pk},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert set(response.json()["errors"]) == {"administrator"}
+    assert not MonthlyReportRecipient.objects.exists()
+
+    response = api.post(
+        url, {"customer": cast.ministry.pk, "administrator": cast.ministry_viewer.pk}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert created["administratorUsername"] == cast.ministry_viewer.username
+    assert created["lastSentMonth"] is None
+    assert AuditRecord.objects.filter(action="usage.monthly_recipient.add").count() == 1
+    listed = api.get(url, {"customer": cast.ministry.pk}).json()["results"]
+    assert [r["id"] for r in listed] == [created["id"]]
+
+    outsider = token_client(cast.sibling_admin)
+    assert outsider.get(url).json()["results"] == []
+    assert outsider.delete(f"{url}{created['id']}/").status_code == 404
+    mail_only = make_admin(cast.government, "mail.only2", ["mail.view"])
+    assert token_client(mail_only).get(url).status_code == 403
+
+    assert api.delete(f"{url}{created['id']}/").status_code == 204
+    assert not MonthlyReportRecipient.objects.exists()
+    assert AuditRecord.objects.filter(action="usage.monthly_recipient.remove").count() == 1
+
+
+class TestMonthlyRecipientEndpoint(ScopedEndpointContract):
+    basename = "monthlyrecipient"
+    audit_prefix = "usage.monthly_recipient"
+
+    model = MonthlyReportRecipient
+
+    def make_in_scope(self, cast):
+        from usage import actions
+
+        return actions.add_monthly_recipient(
+            actor=None, customer=cast.ministry, administrator=cast.ministry_viewer
+        )
+
+    def make_outside(self, cast):
+        from usage import actions
+
+        return actions.add_monthly_recipient(
+            actor=None, customer=cast.isp, administrator=cast.sibling_admin
+        )
+
+    def create_payload(self, cast) -> dict:
+        return {"customer": cast.department.pk, "administrator": cast.ministry_viewer.pk}
