@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -22,7 +23,13 @@ if str(REPO_ROOT) not in sys.path:
 from benchmarks import bootstrap  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "issue4.json"
-SWEEP_TARGET_S = 5.0
+SWEEP_TARGET_S = 5.0  # issue 4: 50 nodes
+SWEEP_500_TARGET_S = 15.0  # issue 19: 500 nodes
+RESULTS_500 = REPO_ROOT / "benchmarks" / "results" / "issue19_sweep500.json"
+
+
+def sweep_target(nodes: int) -> float:
+    return SWEEP_TARGET_S if nodes <= 50 else SWEEP_500_TARGET_S
 
 
 def pct(values: list[float], p: float) -> float:
@@ -115,16 +122,24 @@ def bench_nodes(customer, count: int, sweeps: int) -> dict[str, object]:
     from servers import actions as server_actions
     from servers.choices import NodeStatus
     from servers.models import Node
-    from tests.harness.sshnodes import NodeCluster
+    from tests.harness.sshnodes import MAX_NODES_PER_SLOT, NodeCluster
 
     key = controller_keys.current()
     pkey = controller_keys.private_key(key)
     zone = server_actions.create_zone(actor=None, customer=customer, name="Sweep DC")
     with tempfile.TemporaryDirectory(prefix="ums-bench-") as tmp:
-        cluster = NodeCluster(Path(tmp), count, public_key_openssh(pkey, "bench"))
+        # A cluster (one bridge, one /24) holds at most MAX_NODES_PER_SLOT nodes: 500 nodes
+        # are two clusters, both reachable from the controller through their bridges.
+        sizes = [min(MAX_NODES_PER_SLOT, count - i) for i in range(0, count, MAX_NODES_PER_SLOT)]
+        clusters = [
+            NodeCluster(Path(tmp) / str(i), size, public_key_openssh(pkey, "bench"))
+            for i, size in enumerate(sizes)
+        ]
         started = time.perf_counter()
-        cluster.start()
+        for cluster in clusters:
+            cluster.start()
         startup_s = time.perf_counter() - started
+        test_nodes = [t for cluster in clusters for t in cluster.nodes]
         try:
             nodes = [
                 Node.objects.create(
@@ -139,16 +154,26 @@ def bench_nodes(customer, count: int, sweeps: int) -> dict[str, object]:
                     status=NodeStatus.ACTIVE,
                     controller_key_version=key.version,
                 )
-                for t in cluster.nodes
+                for t in test_nodes
             ]
             connects = []
-            for t in cluster.nodes:
+            for t in test_nodes:
                 start = time.perf_counter()
                 with SSHConnector(
                     t.address, t.port, pkey=pkey, known_host_keys=t.known_host_keys
                 ) as conn:
                     conn.run(["true"]).check()
                 connects.append((time.perf_counter() - start) * 1000)
+            # Why a node was missed, printed (a benchmark that hides its failures is useless).
+            from servers import actions as server_actions_mod
+
+            recorded = server_actions_mod.record_missed_collection
+
+            def report_missed(node, error):
+                print(f"  missed {node.hostname}: {error}", file=sys.stderr)
+                return recorded(node, error)
+
+            metrics.server_actions.record_missed_collection = report_missed
             sweep_times = []
             for _ in range(sweeps):
                 start = time.perf_counter()
@@ -158,7 +183,8 @@ def bench_nodes(customer, count: int, sweeps: int) -> dict[str, object]:
                     raise SystemExit(f"sweep collected {outcome}, expected {count}")
             del nodes
         finally:
-            cluster.stop()
+            for cluster in clusters:
+                cluster.stop()
     return {
         "nodes": count,
         "cluster_startup_s": round(startup_s, 2),
@@ -166,7 +192,15 @@ def bench_nodes(customer, count: int, sweeps: int) -> dict[str, object]:
         "connect_run_close_p95_ms": round(pct(connects, 95), 1),
         "sweep_seconds": [round(t, 2) for t in sweep_times],
         "sweep_median_s": round(statistics.median(sweep_times), 2),
-        "sweep_target_s": SWEEP_TARGET_S,
+        # The first sweep opens every connection; later ones reuse the kept connections
+        # (deploy.persistent, UMS_METRICS_PERSIST_SECONDS), as a long-running worker does.
+        "first_sweep_s": round(sweep_times[0], 2),
+        "kept_connection_sweep_median_s": round(
+            statistics.median(sweep_times[1:] or sweep_times), 2
+        ),
+        "persist_seconds": settings.UMS_METRICS_PERSIST_SECONDS,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "sweep_target_s": sweep_target(count),
         "concurrency": settings.UMS_METRICS_CONCURRENCY,
     }
 
@@ -190,13 +224,17 @@ def main() -> None:
         f"  SSH connect + `true` + close: median {sweep['connect_run_close_median_ms']} ms,"
         f" p95 {sweep['connect_run_close_p95_ms']} ms"
     )
-    verdict = "OK" if sweep["sweep_median_s"] < SWEEP_TARGET_S else "MISSED"
+    target = sweep_target(args.nodes)
+    warm = sweep["kept_connection_sweep_median_s"]
+    verdict = "OK" if warm < target else "MISSED"
     print(
-        f"  metrics sweep (concurrency {sweep['concurrency']}): {sweep['sweep_seconds']} s,"
-        f" median {sweep['sweep_median_s']} s (target < {SWEEP_TARGET_S} s: {verdict})"
+        f"  metrics sweep (concurrency {sweep['concurrency']}): {sweep['sweep_seconds']} s;"
+        f" first (new connections) {sweep['first_sweep_s']} s, then median {warm} s"
+        f" (target < {target} s: {verdict}); load average {sweep['load_average_after']}"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"registration": registration, "nodes": sweep}, indent=2))
+    results = RESULTS if args.nodes <= 50 else RESULTS_500
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"registration": registration, "nodes": sweep}, indent=2))
 
 
 if __name__ == "__main__":

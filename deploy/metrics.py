@@ -21,8 +21,9 @@ from servers import actions as server_actions
 from servers.choices import REACHABLE_STATUSES
 from servers.models import MetricSample, Node
 
+from . import persistent
 from .connector.base import ConnectorError
-from .nodes import NodeUnavailable, session
+from .nodes import NodeUnavailable
 
 SEPARATOR = "--ums--"
 METRICS_SCRIPT = (
@@ -141,16 +142,31 @@ class Outcome:
 
 def _collect_one(node: Node) -> Outcome:
     try:
-        with session(node) as conn:
-            result = conn.run(METRICS_ARGV, timeout=20)
-        if not result.ok:
-            return Outcome(node, error=result.stderr.strip()[:300] or f"exit {result.exit_code}")
-        return Outcome(node, sample=parse(result.stdout, timezone.now()))
+        try:
+            return _run_collection(node)
+        except ConnectorError as exc:
+            if not getattr(exc, "on_kept_connection", False):
+                raise
+            # A kept connection that died while idle (a node reboot) is no missed
+            # collection: once more on a fresh one.
+            return _run_collection(node)
     except (ConnectorError, MetricsParseError, ValueError) as exc:
         return Outcome(node, error=f"{type(exc).__name__}: {exc}")
     finally:
         # Threads get their own database connections; close them when the thread is done.
         connections.close_all()
+
+
+def _run_collection(node: Node) -> Outcome:
+    with persistent.session(node) as (conn, reused):
+        try:
+            result = conn.run(METRICS_ARGV, timeout=20)
+        except ConnectorError as exc:
+            exc.on_kept_connection = reused
+            raise
+    if not result.ok:
+        return Outcome(node, error=result.stderr.strip()[:300] or f"exit {result.exit_code}")
+    return Outcome(node, sample=parse(result.stdout, timezone.now()))
 
 
 def _latest_samples(node_ids: list[int]) -> dict[int, MetricSample]:
@@ -172,6 +188,8 @@ def sweep(nodes: list[Node] | None = None, *, concurrency: int | None = None) ->
     workers = max(1, min(concurrency or settings.UMS_METRICS_CONCURRENCY, len(nodes) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(_collect_one, nodes))
+    # Kept connections of nodes that are no longer swept are closed now.
+    persistent.POOL.close_except(persistent.key_of(node) for node in nodes)
     latest = _latest_samples([o.node.pk for o in outcomes if o.sample is not None])
     counts = {"collected": 0, "missed": 0}
     for outcome in outcomes:

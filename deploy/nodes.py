@@ -55,11 +55,16 @@ def session(node: Node, *, timeout: float | None = None) -> Iterator[SSHConnecto
         try:
             connector.connect()
         except HostKeyMismatch as exc:
-            server_actions.flag_host_key_mismatch(node, exc.presented or "unknown")
+            flag_mismatch(node, exc)
             raise
         yield connector
     finally:
         connector.close()
+
+
+def flag_mismatch(node: Node, exc: HostKeyMismatch) -> None:
+    """Flag the node and tell the administrators: no connection until a key is accepted."""
+    server_actions.flag_host_key_mismatch(node, exc.presented or "unknown")
 
 
 def describe_error(exc: ConnectorError) -> str:

@@ -350,6 +350,9 @@ CELERY_IMPORTS = env_list("UMS_CELERY_IMPORTS")
 # Periodic work run by ``celery -A ums beat`` (or the embedded task runner).
 UMS_METRICS_INTERVAL = env_int("UMS_METRICS_INTERVAL", 60, minimum=5)
 UMS_METRICS_CONCURRENCY = env_int("UMS_METRICS_CONCURRENCY", 20, minimum=1)
+# Seconds a worker keeps a node's SSH connection open between metric sweeps (0: a new
+# connection each sweep). Host and controller keys are checked again at each new one.
+UMS_METRICS_PERSIST_SECONDS = env_int("UMS_METRICS_PERSIST_SECONDS", 600, minimum=0)
 UMS_METRICS_RETENTION_DAYS = env_int("UMS_METRICS_RETENTION_DAYS", 30, minimum=1)
 # Held mail: how often SMTP nodes' hold queues are read, how many nodes at once, how long
 # a node's ingest may hold its lock, the default retention (customers can override it)

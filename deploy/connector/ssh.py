@@ -472,7 +472,10 @@ class SSHConnector(Connector):
                     exc, self.host, "exec request failed (the command may have started) on"
                 ) from exc
             pending = memoryview(bytes(input)) if input is not None else None
-            wakeup = channel.fileno()
+            # poll(), not select(): a worker holding hundreds of connections (the metric
+            # sweep keeps them) has descriptors above select()'s limit of 1024.
+            poller = select.poll()
+            poller.register(channel.fileno(), select.POLLIN)
             while True:
                 while channel.recv_ready():
                     stdout.append(channel.recv(_READ_CHUNK))
@@ -496,7 +499,7 @@ class SSHConnector(Connector):
                 wait = 0.05 if pending is not None else 1.0
                 if deadline is not None:
                     wait = min(wait, max(deadline - now, 0.0))
-                select.select([wakeup], [], [], wait)
+                poller.poll(wait * 1000)
             # Exit status may trail EOF by a packet; bound the wait by the deadline.
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             if not channel.status_event.wait(remaining):

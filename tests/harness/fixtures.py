@@ -117,3 +117,13 @@ def ssh_connect(ssh_controller_key: paramiko.PKey) -> Iterator[ConnectorFactory]
     finally:
         for connector in opened:
             connector.close()
+
+
+@pytest.fixture(autouse=True)
+def close_kept_metric_connections() -> Iterator[None]:
+    """Connections the metric sweep keeps between sweeps (deploy.persistent) belong to one
+    test: a node of the next test may have the same address."""
+    yield
+    from deploy import persistent
+
+    persistent.POOL.close_all()

@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from audit.models import AuditRecord
-from deploy import controller_keys, latency, metrics
+from deploy import controller_keys, latency, metrics, persistent
 from deploy.actions import start_node_action
 from deploy.connector.base import AuthenticationFailed
 from deploy.connector.ssh import SSHConnector
@@ -117,6 +117,48 @@ def test_metrics_collected_from_real_nodes(cast: Cast, zone, node_cluster, contr
     assert latest.net_bytes_total - first.net_bytes_total >= 4_000_000
     seconds = (latest.at - first.at).total_seconds()
     assert latest.net_mbit >= round(4_000_000 * 8 / 1_000_000 / seconds, 1) > 0
+
+
+def test_sweeps_keep_the_connection_and_survive_a_node_restart(
+    cast: Cast, zone, one_node, controller_key
+) -> None:
+    node = approved(cast, zone, one_node)
+    assert metrics.sweep() == {"collected": 1, "missed": 0}
+    (kept,) = [c for c, _opened in persistent.POOL._idle.values()]
+    assert metrics.sweep() == {"collected": 1, "missed": 0}
+    (again,) = [c for c, _opened in persistent.POOL._idle.values()]
+    assert again is kept and kept.connections_opened == 1  # no second handshake
+    # The node restarts (every process in it, the kept session's sshd too): the dead
+    # connection is replaced at once, not counted as a missed collection.
+    one_node.restart()
+    assert metrics.sweep() == {"collected": 1, "missed": 0}
+    (fresh,) = [c for c, _opened in persistent.POOL._idle.values()]
+    assert fresh is not kept
+    node.refresh_from_db()
+    assert node.missed_collections == 0
+    # A new host key behind the kept connection is caught at the next handshake: the
+    # restart kills the kept session, so the sweep meets the new key and flags it.
+    one_node.regenerate_host_key()
+    assert metrics.sweep()["missed"] == 1
+    node.refresh_from_db()
+    assert node.host_key_alert
+    assert len(persistent.POOL) == 0
+
+
+def test_kept_connections_expire_and_are_not_kept_when_disabled(
+    cast: Cast, zone, one_node, controller_key, settings
+) -> None:
+    approved(cast, zone, one_node)
+    settings.UMS_METRICS_PERSIST_SECONDS = 0
+    assert metrics.sweep() == {"collected": 1, "missed": 0}
+    assert len(persistent.POOL) == 0
+    settings.UMS_METRICS_PERSIST_SECONDS = 600
+    metrics.sweep()
+    ((key, (kept, opened)),) = persistent.POOL._idle.items()
+    persistent.POOL._idle[key] = (kept, opened - 601)  # older than the limit
+    metrics.sweep()
+    (fresh,) = [c for c, _opened in persistent.POOL._idle.values()]
+    assert fresh is not kept and not kept.is_connected
 
 
 def test_new_host_key_is_refused_and_flagged(cast: Cast, zone, one_node, controller_key) -> None:
