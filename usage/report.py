@@ -36,6 +36,7 @@ SHOWN = {
     "used_bytes": gettext_lazy("Used"),
     "held_messages": gettext_lazy("Held mail"),
 }
+CHART_DEFAULT = "used_bytes"
 
 
 def display(name: str, value: int) -> str:

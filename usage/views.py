@@ -38,6 +38,10 @@ class UsageReportView(PortalMixin, generic.TemplateView):
             self.found = params.parse(request.GET, request.user)
         except ValidationError as exc:
             self.errors = exc.message_dict
+        self.chart_figure = request.GET.get("chart") or report.CHART_DEFAULT
+        if self.chart_figure not in report.SHOWN:
+            self.errors.setdefault("chart", []).append(_("Choose one of the figures of the table."))
+            self.chart_figure = report.CHART_DEFAULT
         if self.found is not None:
             self.lines = report.build(
                 self.found.customer, self.found.start, self.found.end, self.found.group
@@ -58,7 +62,10 @@ class UsageReportView(PortalMixin, generic.TemplateView):
             children=found is not None and found.group == report.CHILD,
             csv_query=self.request.GET.urlencode(),
             columns=list(report.SHOWN.values()),
-            bars=report.chart(self.lines),
+            bars=report.chart(self.lines, self.chart_figure),
+            chart_figure=self.chart_figure,
+            chart_label=report.SHOWN[self.chart_figure],
+            figures=list(report.SHOWN.items()),
             rows=[
                 {
                     "line": line,

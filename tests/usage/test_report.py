@@ -92,6 +92,22 @@ def test_portal_page_shows_the_table_and_downloads_csv(cast, history) -> None:
     assert client.get(reverse("usage:report"), {"customer": cast.isp.pk}).status_code == 404
 
 
+def test_the_chart_draws_the_figure_chosen(cast, history) -> None:
+    client = Client()
+    client.force_login(cast.sub_admin)
+    query = {"customer": cast.government.pk, "from": D1, "to": D2}
+    used = client.get(reverse("usage:report"), query)
+    mailboxes = client.get(reverse("usage:report"), {**query, "chart": "mailboxes"})
+    assert used.context["chart_figure"] == "used_bytes"
+    assert mailboxes.context["chart_figure"] == "mailboxes"
+    assert "Mailboxes per child customer" in mailboxes.content.decode()
+    titles = [bar.title for bar in mailboxes.context["bars"]]
+    assert titles and titles != [bar.title for bar in used.context["bars"]]
+    bad = client.get(reverse("usage:report"), {**query, "chart": "<script>"})
+    assert bad.status_code == 200 and "chart" in bad.context["errors"]
+    assert "<script>" not in bad.content.decode()
+
+
 @pytest.mark.parametrize("route", ["usage-report", "usage-report-csv"])
 def test_unauthenticated_refused_no_permission_403_outside_404(cast, history, route) -> None:
     assert APIClient().get(reverse(route)).status_code in (401, 403)
