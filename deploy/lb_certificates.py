@@ -2,8 +2,10 @@
 
 Names marked ``acme`` (:func:`set_certificate_issuer`) get their certificate from the ACME
 CA of ``UMS_ACME_DIRECTORY`` (HTTP-01: the controller pushes each challenge answer to
-every load balancer, whose nginx serves ``/.well-known/acme-challenge/`` on port 80);
-every other name keeps the local CA. Until a name's first ACME certificate arrives it is
+every load balancer, whose nginx serves ``/.well-known/acme-challenge/`` on port 80; or,
+with ``UMS_ACME_CHALLENGE=dns-01``, a TXT record written by RFC 2136 updates to the
+zone's DNS server, which needs no load balancer reachable from the CA); every other name
+keeps the local CA. Until a name's first ACME certificate arrives it is
 served with a local-CA one, so nginx can start and answer the challenge at all.
 
 The renewal runs as the job ``lb.renew_certificates`` (daily, from beat): a certificate
@@ -39,7 +41,15 @@ from . import dirty
 from .certificate_models import ISSUER_ACME, ISSUER_CHOICES, AcmeAccount, LbCertificate
 from .nodes import session
 from .services.nginx import tasks as nginx_tasks
-from .services.nginx.acme import AcmeError, AcmeIssuer, OrderProgress, new_account_key
+from .services.nginx.acme import (
+    DNS01,
+    HTTP01,
+    AcmeError,
+    AcmeIssuer,
+    OrderProgress,
+    new_account_key,
+)
+from .services.nginx.acme_dns import Rfc2136Publisher
 from .services.nginx.certs import (
     CertificateBundle,
     FileCertificateStore,
@@ -186,11 +196,31 @@ def _alert(nodes: list[Node], failures: dict[str, str]) -> None:
             )
 
 
+def challenge_type() -> str:
+    return getattr(settings, "UMS_ACME_CHALLENGE", HTTP01) or HTTP01
+
+
+def dns_publisher() -> Rfc2136Publisher:
+    """The RFC 2136 client of the DNS-01 settings (``UMS_ACME_DNS_*``)."""
+    host, _sep, port = settings.UMS_ACME_DNS_SERVER.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = settings.UMS_ACME_DNS_SERVER, "53"
+    return Rfc2136Publisher(
+        server=host.strip("[]"),
+        port=int(port),
+        zone=settings.UMS_ACME_DNS_ZONE,
+        key_name=settings.UMS_ACME_DNS_TSIG_KEY_NAME,
+        secret=settings.UMS_ACME_DNS_TSIG_SECRET,
+        algorithm=settings.UMS_ACME_DNS_TSIG_ALGORITHM,
+        propagation_seconds=settings.UMS_ACME_DNS_PROPAGATION_SECONDS,
+    )
+
+
 def _issue_acme(
     row: LbCertificate,
     names: tuple[str, ...],
     store: FileCertificateStore,
-    publisher: ChallengePublisher,
+    publisher: ChallengePublisher | Rfc2136Publisher,
     reporter: jobs.Reporter | None,
 ) -> None:
     directory = acme_directory()
@@ -219,6 +249,7 @@ def _issue_acme(
         publish=publisher.publish,
         unpublish=publisher.unpublish,
         say=reporter.say if reporter else (lambda *a, **k: None),
+        challenge=DNS01 if isinstance(publisher, Rfc2136Publisher) else HTTP01,
     )
     if issuer.account_url != account.account_url:
         AcmeAccount.objects.filter(pk=account.pk).update(account_url=issuer.account_url)
@@ -248,7 +279,8 @@ def renew_pass(
 
     acme_on = bool(acme_directory())
     balancers = load_balancers()
-    publisher = ChallengePublisher(balancers, reporter)
+    by_dns = challenge_type() == DNS01
+    publisher: ChallengePublisher | Rfc2136Publisher | None = None
     renewed: list[str] = []
     failures: dict[str, str] = {}
     for name, names in sorted(plan.items()):
@@ -268,7 +300,7 @@ def renew_pass(
         due = row.order_url or _issued_by(bundle, local) or needs_renewal(bundle, names, now=now)
         if not due:
             continue
-        if not balancers:
+        if not balancers and not by_dns:
             # Nothing could answer the HTTP-01 challenge: asking the CA would only fail.
             LbCertificate.objects.filter(pk=row.pk).update(
                 last_error="no load balancer to answer the ACME challenge yet"
@@ -283,6 +315,8 @@ def renew_pass(
         if reporter:
             reporter.say(gettext_noop("Requesting a certificate for %(name)s by ACME"), name=name)
         try:
+            if publisher is None:
+                publisher = dns_publisher() if by_dns else ChallengePublisher(balancers, reporter)
             _issue_acme(row, names, store, publisher, reporter)
         except AcmeError as exc:
             reason = str(exc)[:1000]

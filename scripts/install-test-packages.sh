@@ -19,6 +19,8 @@ packages+=(samba smbclient)
 packages+=(simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring)
 # ACME for load balancer names (issue 15): Pebble, Let's Encrypt's test CA (with pebble-challtestsrv).
 packages+=(pebble)
+# ACME DNS-01 (issue 15): BIND 9 as the zone's server taking RFC 2136 updates.
+packages+=(bind9)
 # DKIM signing (issue 15): OpenDKIM as the SMTP nodes' signing milter.
 packages+=(opendkim opendkim-tools)
 missing=()

@@ -475,3 +475,22 @@ UMS_ACME_DIRECTORY = (
 )
 UMS_ACME_EMAIL = env_str("UMS_ACME_EMAIL", "") or ""
 UMS_ACME_CA_BUNDLE = env_str("UMS_ACME_CA_BUNDLE", "") or ""
+# How the CA checks control of a name: "http-01" (the load balancers answer on port 80) or
+# "dns-01" (a TXT record through RFC 2136 updates to UMS_ACME_DNS_SERVER, signed with the
+# TSIG key; deploy/services/nginx/acme_dns.py).
+UMS_ACME_CHALLENGE = env_str("UMS_ACME_CHALLENGE", "http-01") or "http-01"
+if UMS_ACME_CHALLENGE not in ("http-01", "dns-01"):
+    raise ImproperlyConfigured("UMS_ACME_CHALLENGE must be http-01 or dns-01")
+UMS_ACME_DNS_SERVER = env_str("UMS_ACME_DNS_SERVER", "") or ""  # host or host:port (53)
+UMS_ACME_DNS_ZONE = env_str("UMS_ACME_DNS_ZONE", "") or ""
+UMS_ACME_DNS_TSIG_KEY_NAME = env_str("UMS_ACME_DNS_TSIG_KEY_NAME", "") or ""
+UMS_ACME_DNS_TSIG_SECRET = env_str("UMS_ACME_DNS_TSIG_SECRET", "") or ""
+UMS_ACME_DNS_TSIG_ALGORITHM = env_str("UMS_ACME_DNS_TSIG_ALGORITHM", "hmac-sha256") or "hmac-sha256"
+UMS_ACME_DNS_PROPAGATION_SECONDS = env_int("UMS_ACME_DNS_PROPAGATION_SECONDS", 0, minimum=0)
+if UMS_ACME_CHALLENGE == "dns-01" and not all(
+    (UMS_ACME_DNS_SERVER, UMS_ACME_DNS_ZONE, UMS_ACME_DNS_TSIG_KEY_NAME, UMS_ACME_DNS_TSIG_SECRET)
+):
+    raise ImproperlyConfigured(
+        "UMS_ACME_CHALLENGE=dns-01 needs UMS_ACME_DNS_SERVER, UMS_ACME_DNS_ZONE, "
+        "UMS_ACME_DNS_TSIG_KEY_NAME and UMS_ACME_DNS_TSIG_SECRET"
+    )

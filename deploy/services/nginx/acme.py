@@ -1,4 +1,5 @@
-"""ACME (RFC 8555) issuance for load balancer names, HTTP-01 answered by the load balancer.
+"""ACME (RFC 8555) issuance for load balancer names: HTTP-01 answered by the load balancer,
+or DNS-01 answered by a TXT record (``acme_dns``: RFC 2136 updates to the zone's server).
 
 Built on certbot's protocol library (``acme`` + ``josepy``): it does the JWS signing,
 nonces and polling; this module decides what to do with an order so that a run killed at
@@ -10,9 +11,12 @@ any point can be resumed by the next one:
    and carries on from its state: ``pending`` (answer the challenges again), ``ready``
    (finalize), ``processing``/``valid`` (download); ``invalid`` or gone starts a new order.
 
-Challenge answers are published by the caller's ``publish(token, key_authorization)``
-(the controller pushes them to every load balancer, which serves
-``/.well-known/acme-challenge/<token>`` on port 80) and removed with ``unpublish``.
+Challenge answers are published by the caller's ``publish(key, value)`` and removed with
+``unpublish(key)``. HTTP-01: ``key`` is the token and ``value`` the key authorization (the
+controller pushes them to every load balancer, which serves
+``/.well-known/acme-challenge/<token>`` on port 80). DNS-01: ``key`` is the record name
+(``_acme-challenge.<name>``) and ``value`` the TXT text. DNS-01 needs no load balancer
+reachable from the CA, so it also serves names that are not public yet.
 
 No database: the caller persists the account and the order.
 """
@@ -33,6 +37,8 @@ from django.utils.translation import gettext_noop
 from .certs import CertificateBundle, valid_cert_name
 
 __all__ = [
+    "DNS01",
+    "HTTP01",
     "LETS_ENCRYPT",
     "AcmeError",
     "AcmeIssuer",
@@ -41,6 +47,9 @@ __all__ = [
 ]
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+HTTP01 = "http-01"
+DNS01 = "dns-01"
+CHALLENGES = {HTTP01: challenges.HTTP01, DNS01: challenges.DNS01}
 #: How long one run waits for validation and issuance before giving up (the next run
 #: resumes the same order).
 ORDER_DEADLINE = dt.timedelta(seconds=90)
@@ -182,6 +191,7 @@ class AcmeIssuer:
         publish: Callable[[str, str], None],
         unpublish: Callable[[str], None],
         say: Callable[..., None] = lambda *a, **k: None,
+        challenge: str = HTTP01,
     ) -> CertificateBundle:
         """The certificate for ``names``; resumes ``progress`` when the server still has it.
 
@@ -189,6 +199,9 @@ class AcmeIssuer:
         """
         if not names or not all(valid_cert_name(n) for n in names):
             raise AcmeError(f"invalid certificate names: {list(names)!r}")
+        kind = CHALLENGES.get(challenge)
+        if kind is None:
+            raise AcmeError(f"unknown challenge type {challenge!r}")
         published: list[str] = []
         try:
             acme = self._client()
@@ -207,21 +220,24 @@ class AcmeIssuer:
             for authzr in orderr.authorizations:
                 if authzr.body.status != messages.STATUS_PENDING:
                     continue
+                name = authzr.body.identifier.value
                 challb = next(
-                    (c for c in authzr.body.challenges if isinstance(c.chall, challenges.HTTP01)),
-                    None,
+                    (c for c in authzr.body.challenges if isinstance(c.chall, kind)), None
                 )
                 if challb is None:
-                    raise AcmeError(
-                        f"the CA offers no http-01 challenge for {authzr.body.identifier.value}"
-                    )
+                    raise AcmeError(f"the CA offers no {challenge} challenge for {name}")
                 response, validation = challb.response_and_validation(self._jwk)
-                publish(challb.chall.encode("token"), validation)
-                published.append(challb.chall.encode("token"))
+                if challenge == DNS01:
+                    key = challb.chall.validation_domain_name(name)
+                else:
+                    key = challb.chall.encode("token")
+                publish(key, validation)
+                published.append(key)
                 acme.answer_challenge(challb, response)
                 say(
-                    gettext_noop("Answered the http-01 challenge for %(name)s"),
-                    name=authzr.body.identifier.value,
+                    gettext_noop("Answered the %(kind)s challenge for %(name)s"),
+                    kind=challenge,
+                    name=name,
                 )
             deadline = dt.datetime.now() + ORDER_DEADLINE
             orderr = acme.poll_authorizations(orderr, deadline)

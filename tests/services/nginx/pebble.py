@@ -92,6 +92,9 @@ class Pebble:
     dns_port: int = field(default_factory=free_port)
     dns_management_port: int = field(default_factory=free_port)
     processes: list[subprocess.Popen] = field(default_factory=list)
+    #: ``host:port`` of a real DNS server for Pebble's lookups (DNS-01 against BIND);
+    #: empty: pebble-challtestsrv, which answers every name with ``lb_address``.
+    dns_server: str = ""
 
     @property
     def directory_url(self) -> str:
@@ -121,19 +124,8 @@ class Pebble:
         if self.validity_seconds:
             config["pebble"]["certificateValidityPeriod"] = self.validity_seconds
         (self.folder / "pebble.json").write_text(json.dumps(config))
-        dns_log = open(self.folder / "challtestsrv.log", "wb")  # noqa: SIM115 (kept open)
-        self.processes.append(
-            subprocess.Popen(
-                [
-                    "pebble-challtestsrv",
-                    "-defaultIPv4", self.lb_address, "-defaultIPv6", "",
-                    "-dns01", f"127.0.0.1:{self.dns_port}",
-                    "-http01", "", "-https01", "", "-tlsalpn01", "",
-                    "-management", f"127.0.0.1:{self.dns_management_port}",
-                ],
-                stdout=dns_log, stderr=subprocess.STDOUT,
-            )
-        )  # fmt: skip
+        if not self.dns_server:
+            self._start_challtestsrv()
         env = {
             **os.environ,
             "PEBBLE_VA_NOSLEEP": "1",
@@ -148,7 +140,7 @@ class Pebble:
                     "-config",
                     str(self.folder / "pebble.json"),
                     "-dnsserver",
-                    f"127.0.0.1:{self.dns_port}",
+                    self.dns_server or f"127.0.0.1:{self.dns_port}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -168,6 +160,21 @@ class Pebble:
                         "pebble did not start: " + (self.folder / "pebble.log").read_text()[-2000:]
                     ) from None
                 time.sleep(0.2)
+
+    def _start_challtestsrv(self) -> None:
+        dns_log = open(self.folder / "challtestsrv.log", "wb")  # noqa: SIM115 (kept open)
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    "pebble-challtestsrv",
+                    "-defaultIPv4", self.lb_address, "-defaultIPv6", "",
+                    "-dns01", f"127.0.0.1:{self.dns_port}",
+                    "-http01", "", "-https01", "", "-tlsalpn01", "",
+                    "-management", f"127.0.0.1:{self.dns_management_port}",
+                ],
+                stdout=dns_log, stderr=subprocess.STDOUT,
+            )
+        )  # fmt: skip
 
     def _get(self, url: str, _port: int) -> bytes:
         ctx = ssl.create_default_context(cafile=str(self.listener_ca))
