@@ -105,6 +105,12 @@ class DomainEditForm(ActorForm):
     description = forms.CharField(
         label=_("Description"), max_length=200, required=False, validators=[no_control_characters]
     )
+    webmail_name = forms.CharField(
+        label=_("Webmail name"),
+        max_length=64,
+        required=False,
+        help_text=_("The name Roundcube shows this domain's users; the default if empty."),
+    )
 
 
 class DomainAliasForm(ActorForm):

@@ -314,7 +314,13 @@ class DomainEditView(MailFormView):
     select_related = ("customer",)
     form_class = forms.DomainEditForm
     action, object_kwarg = actions.update_domain, "domain"
-    initial_from_object = ("is_enabled", "default_quota_mb", "catch_all", "description")
+    initial_from_object = (
+        "is_enabled",
+        "default_quota_mb",
+        "catch_all",
+        "description",
+        "webmail_name",
+    )
     title = gettext_lazy("Edit %(name)s")
     success_url_name = "mail:domain-detail"
     cancel_url_name = "mail:domain-detail"

@@ -90,6 +90,7 @@ class DomainSerializer(StrictModelSerializer):
         max_length=ADDRESS_MAX, required=False, allow_blank=True, trim_whitespace=False
     )
     description = SafeCharField(max_length=200, required=False, allow_blank=True)
+    webmail_name = SafeCharField(max_length=64, required=False, allow_blank=True)
     contact_email = serializers.CharField(
         max_length=ADDRESS_MAX, required=False, write_only=True, trim_whitespace=False
     )
@@ -105,6 +106,7 @@ class DomainSerializer(StrictModelSerializer):
             "default_quota_mb",
             "catch_all",
             "description",
+            "webmail_name",
             "contact_email",
             "created_at",
             "updated_at",
