@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -21,7 +22,7 @@ from tenants.models import Customer
 from ums.api.fields import SafeCharField, ScopedPrimaryKeyRelatedField
 from ums.api.serializers import StrictModelSerializer, StrictSerializer
 
-from .. import choices, dkim, policy
+from .. import choices, dkim, policy, validators
 from ..models import (
     Alias,
     AutoResponder,
@@ -90,10 +91,19 @@ class DomainSerializer(StrictModelSerializer):
         max_length=ADDRESS_MAX, required=False, allow_blank=True, trim_whitespace=False
     )
     description = SafeCharField(max_length=200, required=False, allow_blank=True)
-    webmail_name = SafeCharField(max_length=64, required=False, allow_blank=True)
+    webmail_name = SafeCharField(
+        max_length=64, required=False, allow_blank=True, trim_whitespace=False
+    )
     contact_email = serializers.CharField(
         max_length=ADDRESS_MAX, required=False, write_only=True, trim_whitespace=False
     )
+
+    def validate_webmail_name(self, value: str) -> str:
+        # Checked here too, so its error comes with every other field's at once.
+        try:
+            return validators.webmail_name(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
 
     class Meta:
         model = Domain

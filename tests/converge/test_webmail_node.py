@@ -12,6 +12,8 @@ open session ends when webmail is denied to its mailbox.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,8 +34,9 @@ from deploy.services.roundcube import SERVICE as ROUNDCUBE
 from servers.models import Zone
 from tests.fixtures import Cast, token_client
 from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
+from ums.models import Job
 
-from .conftest import MAIL_PRIVATE_PATHS, approved_node, trusting_cluster
+from .conftest import MAIL_PRIVATE_PATHS, _alive, approved_node, trusting_cluster
 from .test_mail_flow import send
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -144,7 +147,7 @@ def test_roundcube_login_send_read_branding_address_book_and_denied_mailbox(
         imap, smtp, web, balancer = cluster.nodes
         approved_node(zone, cast, imap, ["imap"])
         approved_node(zone, cast, smtp, ["smtp"])
-        approved_node(zone, cast, web, ["webmail"])
+        web_node = approved_node(zone, cast, web, ["webmail"])
         approved_node(zone, cast, balancer, ["loadbalancer"])
         assert_jobs_succeeded()
 
@@ -248,6 +251,26 @@ def test_roundcube_login_send_read_branding_address_book_and_denied_mailbox(
             assert_jobs_succeeded()
             assert f"alice@{DOMAIN}" not in web.path("/etc/roundcube/ums/allowed.txt").read_text()
             page.goto(f"https://{HOST}/?_task=mail")
+            page.locator("#rcmloginuser").wait_for(timeout=30_000)
+
+            # PHP-FPM and nginx die on the webmail node: the next converge (nothing else
+            # changed) finds them down and starts them again with their live files.
+            for name in ("php-fpm", "nginx"):
+                pid = int(web.path(f"/run/ums-webmail/{name}.pid").read_text())
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 20
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert not _alive(pid), name
+            assert page.goto(f"https://{HOST}/").status == 502
+            response = client.post(
+                reverse("node-converge", args=[web_node.pk]), {"dryRun": False}, format="json"
+            )
+            assert response.status_code == 202, response.content
+            job = Job.objects.get(pk=response.json()["id"])
+            assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
+            assert len(job.result["prepared"]["roundcube"]) == 2, job.result
+            page.goto(f"https://{HOST}/")
             page.locator("#rcmloginuser").wait_for(timeout=30_000)
             context.close()
         finally:

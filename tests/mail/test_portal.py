@@ -235,6 +235,7 @@ ACCESS_INHERIT = {
     [
         ("domain-edit", {"default_quota_mb": 0}, "default_quota_mb"),
         ("domain-edit", {"default_quota_mb": 10, "catch_all": "not an address"}, "catch_all"),
+        ("domain-edit", {"default_quota_mb": 10, "webmail_name": "<b>Mail</b>"}, "webmail_name"),
         ("domain-alias-create", {"name": "a..b"}, "name"),
         ("alias-create", {"local_part": "x", "kind": "alias", "targets": "nope"}, "targets"),
         (

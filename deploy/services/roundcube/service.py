@@ -82,6 +82,11 @@ for d in "$3" "$4" "$5" "$5/temp" "$5/nginx"; do
     if ! test -d "$d"; then echo "nodir $d"
     elif [ "$(stat -c %U "$d")" != "$6" ]; then echo "notowned $d"; fi
 done
+for name in php-fpm nginx; do
+    test -f "$7/$name.conf" || continue
+    pid=$(cat "$3/$name.pid" 2>/dev/null)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "up $name"; else echo "down $name"; fi
+done
 """
 
 # Creates the SQLite database from Roundcube's schema when it does not exist yet; a
@@ -369,8 +374,9 @@ class RoundcubeService(Service):
     def prepare(self, conn: Connector, state: DesiredState) -> Preparation | None:
         """Plan the plugin link, the runtime folders and the database, from the facts."""
         facts = conn.run(
-            ["sh", "-c", _FACTS, "sh", PLUGIN_LINK, DATABASE, RUN_DIR, LOG_DIR, STATE_DIR, WEB_USER]
-        ).check()
+            ["sh", "-c", _FACTS, "sh", PLUGIN_LINK, DATABASE, RUN_DIR, LOG_DIR, STATE_DIR,
+             WEB_USER, DATA_DIR]
+        ).check()  # fmt: skip
         lines = facts.stdout.splitlines()
         commands: list[list[str]] = []
         missing = [line.split(" ", 1)[1] for line in lines if line.startswith("nodir ")]
@@ -387,6 +393,12 @@ class RoundcubeService(Service):
             commands.append(["php", "-r", _INIT_DB, DATABASE, SCHEMA])
             commands.append(["chown", f"{WEB_USER}:{WEB_USER}", DATABASE])
             commands.append(["chmod", "0640", DATABASE])
+        # Level-triggered: a daemon that died since the last converge is started again
+        # with its live configuration (a converge with changes reloads it afterwards).
+        if "down php-fpm" in lines:
+            commands.append(["sh", "-c", _PHP_FPM, "sh", "-y", f"{DATA_DIR}/php-fpm.conf"])
+        if "down nginx" in lines:
+            commands.append(["nginx", "-c", f"{DATA_DIR}/nginx.conf"])
         return Preparation(commands=commands) if commands else None
 
     # ------------------------------------------------------------------ check, reload
