@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from django.conf import settings
 
 from mail import addressbook
-from mail.models import Domain
+from mail.models import Domain, Mailbox
 from tenants.models import Customer
+from ums import crypto
 
 from .services.base import WebmailData, WebmailDomain
 
@@ -65,4 +66,10 @@ def build(domains: Iterable[tuple[int, str, int, str]]) -> WebmailData:
         data.domains.append(WebmailDomain(name, names.get(pk) or "", customer_id))
     for customer_id, customer in sorted(customers.items()):
         data.books[customer_id] = book(customer)
+    seeds = (
+        Mailbox.objects.filter(domain_id__in=[r[0] for r in rows])
+        .exclude(webmail_totp_secret="")
+        .values_list("email", "webmail_totp_secret")
+    )
+    data.totp = {email: crypto.decrypt(token) for email, token in seeds}
     return data

@@ -264,6 +264,9 @@ class Mailbox(ScopedMailModel):
     forward_keep_copy = models.BooleanField(_("keep a copy when forwarding"), default=True)
     protocol_access = models.JSONField(_("protocol access"), default=dict, blank=True)
     hide_from_address_book = models.BooleanField(_("hidden from the address book"), default=False)
+    # The webmail TOTP seed (base32), Fernet-encrypted (ums.crypto); empty: webmail asks
+    # for the password only. Set by mail.webmail.enable_webmail_two_factor.
+    webmail_totp_secret = models.TextField(blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

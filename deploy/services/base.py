@@ -119,6 +119,8 @@ class WebmailData:
     domains: list[WebmailDomain] = field(default_factory=list)
     # Customer id -> its global address book: [{"id", "kind", "email", "name"}], by address.
     books: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    # Address -> base32 TOTP seed of mailboxes with two-factor webmail login.
+    totp: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -387,9 +387,15 @@ class MailboxListSerializer(serializers.ModelSerializer):
 
 class MailboxDetailSerializer(MailboxSerializer):
     effective_protocol_access = serializers.SerializerMethodField()
+    webmail_two_factor = serializers.SerializerMethodField(
+        help_text="webmail asks for a one-time code (POST/DELETE webmail-two-factor/)"
+    )
 
     class Meta(MailboxSerializer.Meta):
-        fields = [*MailboxSerializer.Meta.fields, "effective_protocol_access"]
+        fields = [*MailboxSerializer.Meta.fields, "effective_protocol_access", "webmail_two_factor"]
+
+    def get_webmail_two_factor(self, obj: Mailbox) -> bool:
+        return bool(obj.webmail_totp_secret)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_effective_protocol_access(self, obj: Mailbox) -> dict[str, Any]:
@@ -407,6 +413,11 @@ class MailboxUpdateSerializer(MailboxDetailSerializer):
 
 class MailboxPasswordSerializer(StrictSerializer):
     password = serializers.CharField(max_length=1024, trim_whitespace=False)
+
+
+class WebmailTwoFactorSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="base32 TOTP seed, shown once")
+    uri = serializers.CharField(help_text="otpauth:// URI for an authenticator app")
 
 
 # ------------------------------------------------------------------------------ aliases

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+import pyotp
 import pytest
 from django.db import connections
 from django.urls import reverse
@@ -112,10 +113,12 @@ def wait_for_message(imap: Any, local: str, marker: str, timeout: float = 60) ->
     raise AssertionError(f"{marker} not delivered to {local}@{DOMAIN}")
 
 
-def login(page: Any, address: str) -> None:
+def login(page: Any, address: str, *, code: str = "") -> None:
     page.goto(f"https://{HOST}/")
     page.fill("#rcmloginuser", address)
     page.fill("#rcmloginpwd", PASSWORD)
+    if code:
+        page.fill("#rcmlogintotp", code)
     page.click("#rcmloginsubmit")
     page.wait_for_load_state("networkidle")
 
@@ -239,6 +242,26 @@ def test_roundcube_login_send_read_branding_address_book_and_denied_mailbox(
             page.goto(f"https://{HOST}/?_task=addressbook")
             page.get_by_text("Global address book").first.click()
             page.locator("#contacts-table", has_text="Bob Baker").first.wait_for(timeout=30_000)
+
+            # Two-factor login: Bob gets a TOTP seed; his password alone no longer opens
+            # a session, the current code does, and the same code never works twice.
+            response = client.post(
+                reverse("mail-mailbox-webmail-two-factor", args=[mailboxes["bob"]])
+            )
+            assert response.status_code == 201, response.content
+            seed = response.json()["secret"]
+            assert_jobs_succeeded()
+            bob = chromium.new_context(ignore_https_errors=True).new_page()
+            login(bob, f"bob@{DOMAIN}")
+            assert bob.locator("#rcmloginuser").is_visible()
+            assert "one-time code is missing" in bob.content()
+            code = pyotp.TOTP(seed).now()
+            login(bob, f"bob@{DOMAIN}", code=code)
+            bob.locator("#messagelist").wait_for(timeout=30_000)
+            bob.context.clear_cookies()
+            login(bob, f"bob@{DOMAIN}", code=code)
+            assert "already used" in bob.content()
+            bob.context.close()
 
             # Webmail denied to Alice now: converge updates the allow list, and her open
             # session ends at its next request.

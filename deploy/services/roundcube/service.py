@@ -13,6 +13,8 @@ and checks one tree per service):
   mailboxes of enabled domains), the plugin's allow list: anyone else is refused at
   login, and a session ends once its mailbox leaves the list;
 * ``ums/books/<customer>.json``: global address books, read-only in Roundcube;
+* ``ums/totp.json`` (0640, web user's group): TOTP seeds of mailboxes with two-factor
+  webmail login (mail/webmail.py); the plugin asks for the code after the password;
 * ``ums/php-fpm.conf`` and ``ums/nginx.conf``: complete configurations of the node's own
   PHP-FPM and nginx, with their own pid files, so they never clash with a load
   balancer's nginx or the distribution's default pool.
@@ -70,6 +72,7 @@ _DOMAIN_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})+$")
 _ADDRESS_RE = re.compile(r"^[a-z0-9._+=-]{1,64}@[a-z0-9.-]{1,253}$")
 _NAME_RE = re.compile(r"^[\w][\w .,&()'!-]{0,63}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9+/=]{24}$")
+_SEED_RE = re.compile(r"^[A-Z2-7]{16,128}$")
 
 # The newest PHP-FPM the node has (Debian names it php-fpm<version>).
 _PHP_FPM = 'exec "$(ls /usr/sbin/php-fpm* | sort -V | tail -n 1)" "$@"'
@@ -349,6 +352,20 @@ class RoundcubeService(Service):
                 f"{DATA_DIR}/allowed.txt", "".join(f"{a}\n" for a in self.allowed(state)).encode()
             ),
         ]
+        seeds = state.webmail.totp if state.webmail else {}
+        for address, seed in seeds.items():
+            if not _ADDRESS_RE.match(address) or not _SEED_RE.match(seed):
+                raise ValueError(f"invalid TOTP seed for {address!r}")
+        # The seeds are secrets: readable by root and the web user only.
+        files.append(
+            ManagedFile(
+                f"{DATA_DIR}/totp.json",
+                json.dumps(dict(sorted(seeds.items()))).encode(),
+                0o640,
+                "root",
+                WEB_USER,
+            )
+        )
         package = resources.files(__package__) / "plugin"
         for relative in PLUGIN_FILES:
             files.append(

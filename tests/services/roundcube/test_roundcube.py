@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,85 @@ def test_desired_state_of_a_webmail_node_carries_branding_and_address_book(
     assert [(e["email"], e["name"]) for e in book if e["email"].endswith("gal.example")] == [
         ("ann@gal.example", "Ann Archer")
     ]
+
+
+# The plugin's own TOTP check, run by PHP with a stand-in base class (the plugin only
+# needs rcube_plugin to be declared to load), against pyotp's codes.
+_TOTP_PHP = r"""<?php
+class rcube_plugin {}
+require $argv[1];
+$method = new ReflectionMethod('ums', 'totp_step');
+$method->setAccessible(true);
+$step = $method->invoke(null, $argv[2], $argv[3]);
+echo json_encode(['step' => $step, 'now' => intdiv(time(), 30)]);
+"""
+
+
+def php_totp_step(tmp_path: Path, secret: str, code: str) -> dict:
+    script = tmp_path / "totp.php"
+    script.write_text(_TOTP_PHP)
+    plugin = Path(__file__).parents[3] / "deploy/services/roundcube/plugin/ums.php"
+    result = subprocess.run(
+        ["php", str(script), str(plugin), secret, code], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_plugin_totp_accepts_current_codes_only(tmp_path: Path) -> None:
+    import pyotp
+
+    secret = pyotp.random_base32(32)
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    got = php_totp_step(tmp_path, secret, totp.at(now))
+    assert got["step"] is not None and abs(got["step"] - got["now"]) <= 1
+    assert php_totp_step(tmp_path, secret, totp.at(now - 90))["step"] is None  # 3 steps old
+    wrong = f"{(int(totp.at(now)) + 1) % 1000000:06d}"
+    assert php_totp_step(tmp_path, secret, wrong)["step"] is None
+    assert php_totp_step(tmp_path, secret, "12ab56")["step"] is None
+
+
+def test_render_totp_seeds_readable_by_the_web_user_only() -> None:
+    managed = {f.path: f for f in ROUNDCUBE.render(state(totp={"ann@one.example": "A" * 32}))}
+    seeds = managed["/etc/roundcube/ums/totp.json"]
+    assert json.loads(seeds.content) == {"ann@one.example": "A" * 32}
+    assert (seeds.mode, seeds.owner, seeds.group) == (0o640, "root", "www-data")
+    with pytest.raises(ValueError):
+        ROUNDCUBE.render(state(totp={"ann@one.example": 'A"}; x'}))
+
+
+@pytest.mark.django_db
+def test_webmail_two_factor_enrolment_through_the_api_is_audited_and_rendered(
+    cast: Cast,
+    zone,  # noqa: F811
+) -> None:
+    client = token_client(cast.sub_admin)
+    domain = make_domain(cast.department, "otp.example")
+    mailbox = make_mailbox(domain, "ann")
+    url = reverse("mail-mailbox-webmail-two-factor", args=[mailbox.pk])
+    response = client.post(url)
+    assert response.status_code == 201, response.content
+    secret = response.json()["secret"]
+    assert response.json()["uri"].startswith("otpauth://totp/")
+    detail = client.get(reverse("mail-mailbox-detail", args=[mailbox.pk])).json()
+    assert detail["webmailTwoFactor"] is True
+    mailbox.refresh_from_db()
+    assert secret not in mailbox.webmail_totp_secret  # stored encrypted
+    node = Node.objects.create(
+        customer=zone.customer, customer_path=zone.customer_path, zone=zone,
+        hostname="web2.ums.test", addresses=["10.0.0.8"], ssh_address="10.0.0.8",
+        roles=["webmail"], status=NodeStatus.ACTIVE,
+    )  # fmt: skip
+    assert desired.build(node).webmail.totp == {"ann@otp.example": secret}  # type: ignore[union-attr]
+    assert client.delete(url).status_code == 204
+    assert desired.build(node).webmail.totp == {}  # type: ignore[union-attr]
+    actions = list(
+        AuditRecord.objects.filter(action__startswith="mail.mailbox.webmail_2fa")
+        .order_by("seq")
+        .values_list("action", flat=True)
+    )
+    assert actions == ["mail.mailbox.webmail_2fa_enable", "mail.mailbox.webmail_2fa_disable"]
+    # Out of scope: a sibling customer's administrator gets 404; a viewer may not enrol.
+    assert token_client(cast.sibling_admin).post(url).status_code == 404
+    assert token_client(cast.ministry_viewer).post(url).status_code == 403

@@ -9,12 +9,18 @@
  *   allowed.txt    one address per line: the mailboxes whose effective access includes
  *                  webmail (enabled mailboxes only), sorted
  *   books/<id>.json the global address book of a customer subtree
+ *   totp.json      {"address": "BASE32SEED"}: mailboxes with two-factor webmail login
  *
  * - authenticate: the login's domain picks its IMAP node; a mailbox missing from
  *   allowed.txt (webmail denied, disabled, unknown) is refused before any IMAP attempt;
  * - startup: a logged-in session whose mailbox left allowed.txt is ended (checked again
  *   whenever the file changes); the product name follows the user's (or the host's) domain;
- * - addressbooks_list / addressbook_get: the global address book, read-only.
+ * - addressbooks_list / addressbook_get: the global address book, read-only;
+ * - loginform_content / login_after: a one-time code field on the login form; a mailbox
+ *   with a TOTP seed must give the current code (RFC 6238, one step of drift, never the
+ *   same or an older step twice) or its fresh session is ended. The code is checked
+ *   after the password, so only someone who knows the password learns that a code is
+ *   required.
  */
 class ums extends rcube_plugin
 {
@@ -30,6 +36,8 @@ class ums extends rcube_plugin
         $this->add_hook('startup', [$this, 'startup']);
         $this->add_hook('addressbooks_list', [$this, 'addressbooks_list']);
         $this->add_hook('addressbook_get', [$this, 'addressbook_get']);
+        $this->add_hook('loginform_content', [$this, 'loginform_content']);
+        $this->add_hook('login_after', [$this, 'login_after']);
         $this->brand($this->current_domain());
     }
 
@@ -160,5 +168,96 @@ class ums extends rcube_plugin
             $args['instance'] = new ums_gal($file, $this->gettext('globaladdressbook'));
         }
         return $args;
+    }
+
+    public function loginform_content($args)
+    {
+        $input = new html_inputfield([
+            'name' => '_totp',
+            'id' => 'rcmlogintotp',
+            'size' => 10,
+            'autocomplete' => 'one-time-code',
+            'inputmode' => 'numeric',
+            'placeholder' => $this->gettext('onetimecode'),
+        ]);
+        $args['inputs']['totp'] = [
+            'title' => html::label('rcmlogintotp', rcube::Q($this->gettext('onetimecode'))),
+            'content' => $input->show(),
+        ];
+        return $args;
+    }
+
+    private function totp_secret($address)
+    {
+        $raw = @file_get_contents($this->dir . '/totp.json');
+        $seeds = $raw === false ? null : json_decode($raw, true);
+        return is_array($seeds) && isset($seeds[$address]) ? (string) $seeds[$address] : null;
+    }
+
+    private static function base32_decode($text)
+    {
+        $alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+        $bits = '';
+        foreach (str_split(strtoupper(rtrim($text, '='))) as $char) {
+            $value = strpos($alphabet, $char);
+            if ($value === false) {
+                return null;
+            }
+            $bits .= str_pad(decbin($value), 5, '0', STR_PAD_LEFT);
+        }
+        $bytes = '';
+        foreach (str_split($bits, 8) as $byte) {
+            if (strlen($byte) === 8) {
+                $bytes .= chr(bindec($byte));
+            }
+        }
+        return $bytes;
+    }
+
+    private static function hotp($key, $counter)
+    {
+        $hash = hash_hmac('sha1', pack('J', $counter), $key, true);
+        $offset = ord($hash[19]) & 0x0f;
+        $value = ((ord($hash[$offset]) & 0x7f) << 24) | (ord($hash[$offset + 1]) << 16)
+            | (ord($hash[$offset + 2]) << 8) | ord($hash[$offset + 3]);
+        return str_pad((string) ($value % 1000000), 6, '0', STR_PAD_LEFT);
+    }
+
+    /** The time step the code belongs to (current one and one either side), or null. */
+    private static function totp_step($secret, $code)
+    {
+        $code = preg_replace('/[\s-]/', '', (string) $code);
+        $key = self::base32_decode($secret);
+        if ($key === null || !preg_match('/^[0-9]{6}$/', $code)) {
+            return null;
+        }
+        $now = intdiv(time(), 30);
+        $found = null;
+        for ($step = $now - 1; $step <= $now + 1; $step++) {
+            if (hash_equals(self::hotp($key, $step), $code)) {
+                $found = $step;
+            }
+        }
+        return $found;
+    }
+
+    public function login_after($args)
+    {
+        $rcmail = rcmail::get_instance();
+        $address = strtolower((string) $rcmail->user->get_username());
+        $secret = $this->totp_secret($address);
+        if ($secret === null) {
+            return $args;
+        }
+        $step = self::totp_step($secret, rcube_utils::get_input_string('_totp', rcube_utils::INPUT_POST));
+        $prefs = $rcmail->user->get_prefs();
+        if ($step !== null && $step > (int) ($prefs['ums_totp_step'] ?? 0)) {
+            $rcmail->user->save_prefs(['ums_totp_step' => $step]);
+            return $args;
+        }
+        $rcmail->kill_session();
+        $rcmail->output->show_message('ums.badcode', 'warning');
+        $rcmail->output->send('login');
+        exit;
     }
 }
