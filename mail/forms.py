@@ -310,6 +310,17 @@ class PasswordForm(ActorForm):
         return password
 
 
+class WebmailTwoFactorForm(ActorForm):
+    operation = forms.ChoiceField(
+        label=_("Webmail login"),
+        choices=[
+            ("enable", _("Password and a one-time code (a new seed replaces any earlier one)")),
+            ("disable", _("Password only")),
+        ],
+        widget=forms.RadioSelect,
+    )
+
+
 class AliasForm(SharedRulesMixin, ActorForm):
     local_part = forms.CharField(label=_("Name (before the @)"), max_length=64)
     kind = forms.ChoiceField(label=_("Kind"), choices=choices.ALIAS_KINDS)
