@@ -263,3 +263,22 @@ def test_webmail_two_factor_enrolment_through_the_api_is_audited_and_rendered(
     # Out of scope: a sibling customer's administrator gets 404; a viewer may not enrol.
     assert token_client(cast.sibling_admin).post(url).status_code == 404
     assert token_client(cast.ministry_viewer).post(url).status_code == 403
+
+
+def test_database_creation_heals_a_crashed_attempt(tmp_path: Path) -> None:
+    """The preparation's database step (PHP, as on the node): a half-written temporary
+    file from a crash is replaced, and an existing database is never touched."""
+    import sqlite3
+
+    from deploy.services.roundcube.service import _INIT_DB, SCHEMA
+
+    db = tmp_path / "roundcube.db"
+    (tmp_path / "roundcube.db.tmp").write_bytes(b"half a database")
+    for _ in range(2):
+        result = subprocess.run(
+            ["php", "-r", _INIT_DB, str(db), SCHEMA], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+    tables = {row[0] for row in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
+    assert {"users", "session", "contacts"} <= tables
+    assert not (tmp_path / "roundcube.db.tmp").exists()
