@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 from django.db import connections
 from django.urls import reverse
 
+from deploy.models import NodeConvergeState
 from deploy.services import registry
 from deploy.services.courier import SERVICE as COURIER
 from deploy.services.lda import SERVICE as LDA
@@ -33,6 +35,7 @@ from deploy.services.nginx import NginxService
 from deploy.services.postfix import SERVICE as POSTFIX
 from deploy.services.roundcube import SERVICE as ROUNDCUBE
 from servers.models import Zone
+from tests.faults.nodes import GATE_DIR, kill_sshd, start_sshd
 from tests.fixtures import Cast, token_client
 from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
 from ums.models import Job
@@ -69,6 +72,17 @@ WEBMAIL_PRIVATE_PATHS = (
 )
 
 
+# Hangs "nginx -s reload" (activation) while the gate file exists; every other nginx
+# command (the staged tree's check) runs at once.
+RELOAD_GATE = """#!/bin/sh
+if [ "$1" = "-s" ] && [ -e {dir}/nginx.gate ]; then
+  : > {dir}/nginx.waiting
+  while [ -e {dir}/nginx.gate ]; do sleep 0.2; done
+fi
+exec /usr/sbin/nginx "$@"
+"""
+
+
 def self_signed(workdir: Path) -> dict[str, str]:
     key, crt = workdir / "lb.key", workdir / "lb.crt"
     subprocess.run(
@@ -91,8 +105,6 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def assert_jobs_succeeded() -> None:
-    from ums.models import Job
-
     failed = [
         f"{j.kind} {j.title}: {j.error[-3000:]}\n{j.log}"[-6000:]
         for j in Job.objects.filter(status=Job.FAILED)
@@ -295,6 +307,58 @@ def test_roundcube_login_send_read_branding_address_book_and_denied_mailbox(
             assert len(job.result["prepared"]["roundcube"]) == 2, job.result
             page.goto(f"https://{HOST}/")
             page.locator("#rcmloginuser").wait_for(timeout=30_000)
+
+            # The webmail node's sshd dies in the middle of a converge, after the new files
+            # are installed and before nginx reloads (a gate holds "nginx -s reload"). Once
+            # sshd is back, the next converge finds files current but the daemons loaded
+            # with older ones, reloads them, and the node ends as desired.
+            gate = web.path(f"{GATE_DIR}/nginx.gate")
+            waiting = web.path(f"{GATE_DIR}/nginx.waiting")
+            wrapper = web.path(f"{GATE_DIR}/nginx")
+            wrapper.write_text(RELOAD_GATE.format(dir=GATE_DIR))
+            wrapper.chmod(0o755)
+            gate.touch()
+            renamed: dict[str, Any] = {}
+
+            def rename() -> None:
+                try:
+                    renamed["response"] = client.patch(
+                        reverse("mail-domain-detail", args=[domain_id]),
+                        {"webmailName": "Tulip Webmail"},
+                        format="json",
+                    )
+                finally:
+                    connections.close_all()
+
+            thread = threading.Thread(target=rename)
+            thread.start()
+            deadline = time.monotonic() + 120
+            while not waiting.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert waiting.exists(), "the converge never reached nginx's reload"
+            kill_sshd(web)
+            gate.unlink()
+            thread.join(timeout=120)
+            assert renamed["response"].status_code == 200  # the change itself is saved
+            failed = Job.objects.filter(
+                kind="node.converge", object_id=str(web_node.pk), status=Job.FAILED
+            )
+            assert failed.exists(), "the converge cut off by the dead sshd did not fail"
+            state = NodeConvergeState.objects.get(node=web_node)
+            assert state.desired_generation > state.applied_generation
+            wrapper.unlink()
+            start_sshd(web)
+            response = client.post(
+                reverse("node-converge", args=[web_node.pk]), {"dryRun": False}, format="json"
+            )
+            job = Job.objects.get(pk=response.json()["id"])
+            assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
+            assert "roundcube" in job.result["reloaded"], job.result
+            state.refresh_from_db()
+            assert state.desired_generation == state.applied_generation
+            assert not list(web.path("/etc/roundcube").glob(".ums-stage-*"))
+            page.goto(f"https://{HOST}/")
+            assert "Tulip Webmail" in page.title()
             context.close()
         finally:
             chromium.close()
