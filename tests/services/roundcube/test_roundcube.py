@@ -282,3 +282,38 @@ def test_database_creation_heals_a_crashed_attempt(tmp_path: Path) -> None:
     tables = {row[0] for row in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     assert {"users", "session", "contacts"} <= tables
     assert not (tmp_path / "roundcube.db.tmp").exists()
+
+
+class _FreshNode(LocalConnector):
+    """A Debian node where nothing is installed yet: dpkg-query answers "not installed"
+    until apt-get ran; nothing is really installed (apt itself is not under test here:
+    scripts/install-test-packages.sh installs with the same preseed for real)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[bytes | None] = []
+        self.installed = False
+
+    def run(self, argv: list[str], *, timeout=None, input=None, sudo=False):  # type: ignore[override]
+        from deploy.connector.base import CommandResult
+
+        self.commands.append(list(argv))
+        self.inputs.append(input)
+        out = ""
+        if argv[0] == "dpkg-query" and self.installed:
+            out = "".join(f"{p} ii \n" for p in argv[5:])
+        if "apt-get" in argv:
+            self.installed = True
+        return CommandResult(argv=list(argv), exit_code=0, stdout=out, stderr="", duration=0)
+
+
+def test_package_install_preseeds_roundcube_before_apt() -> None:
+    from deploy import packages
+
+    node = _FreshNode()
+    wanted = packages.wanted([ROUNDCUBE], "debian")
+    assert packages.ensure(node, "debian", wanted) == wanted
+    names = [argv[0] if argv[0] != "env" else "apt-get" for argv in node.commands]
+    preseed = names.index("debconf-set-selections")
+    assert preseed < names.index("apt-get")
+    assert b"roundcube/database-type select sqlite3" in (node.inputs[preseed] or b"")
