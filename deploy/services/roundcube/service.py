@@ -134,11 +134,8 @@ def _name(value: str, what: str) -> str:
 
 
 class RoundcubeService(Service):
-    """Roundcube, PHP-FPM and nginx on a webmail node.
-
-    ``listen_address`` exists for tests that run several nodes' nginx on one loopback;
-    production listens on every address of the node (the load balancers connect to it).
-    """
+    """Roundcube, PHP-FPM and nginx on a webmail node (nginx listens on every address of
+    the node: the load balancers connect to it)."""
 
     name = "roundcube"
     roles = frozenset({"webmail"})
@@ -147,9 +144,6 @@ class RoundcubeService(Service):
     }
     config_root = ROOT
     check_cost = 1
-
-    def __init__(self, *, listen_address: str | None = None) -> None:
-        self.listen_address = listen_address
 
     def applies_to_state(self, state: DesiredState) -> bool:
         # Roundcube is packaged for Debian here; a Rocky node would need EPEL's
@@ -283,8 +277,7 @@ class RoundcubeService(Service):
         )
 
     def nginx_conf(self, state: DesiredState) -> str:
-        port = self.port(state)
-        listen = f"{_address(self.listen_address)}:{port}" if self.listen_address else str(port)
+        listen = str(self.port(state))
         return "\n".join(
             [
                 "# Managed by UMS: local changes are overwritten.",
@@ -453,8 +446,7 @@ class RoundcubeService(Service):
 
     def probe(self, conn: Connector, state: DesiredState, *, strict: bool = True) -> str:
         """Roundcube's login page over the node's own nginx and PHP-FPM."""
-        host = _address(self.listen_address) if self.listen_address else "127.0.0.1"
-        url = f"http://{host}:{self.port(state)}/"
+        url = f"http://127.0.0.1:{self.port(state)}/"
         result = conn.run(
             ["curl", "-sS", "--retry", "8", "--retry-connrefused", "--retry-delay", "1",
              "-m", "10", "-o", "-", "-w", "\n%{http_code}", url],
