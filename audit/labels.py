@@ -77,6 +77,12 @@ ACTION_LABELS: dict[str, Promise] = {
     "mail.mailbox.create": pgettext_lazy("audit action", "Mailbox created"),
     "mail.mailbox.update": pgettext_lazy("audit action", "Mailbox changed"),
     "mail.mailbox.password": pgettext_lazy("audit action", "Mailbox password set"),
+    "mail.mailbox.webmail_2fa_enable": pgettext_lazy(
+        "audit action", "Webmail two-factor login enabled"
+    ),
+    "mail.mailbox.webmail_2fa_disable": pgettext_lazy(
+        "audit action", "Webmail two-factor login disabled"
+    ),
     "mail.mailbox.delete": pgettext_lazy("audit action", "Mailbox deleted"),
     "mail.alias.create": pgettext_lazy("audit action", "Alias created"),
     "mail.alias.update": pgettext_lazy("audit action", "Alias changed"),

@@ -146,6 +146,10 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
         # The controller's certificate store, as renewed by the scheduled task.
         conf["tls_certificates"] = current_certificates()
     state = DesiredState(node=node_view(node), nodes_by_role=_related_nodes(node), settings=conf)
+    if "webmail" in (node.roles or ()) and mailbox_ids is None:
+        from . import webmail
+
+        state.webmail = webmail.build(())  # a webmail node with no domain yet
 
     domain_rows = Domain.objects.filter(customer_path__startswith=scope)
     if mailbox_ids is not None:
@@ -242,6 +246,11 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
                 node_address=holder.address if holder else None,
             )
         )
+
+    if state.webmail is not None:
+        from . import webmail
+
+        state.webmail = webmail.build((r[0], r[1], r[4], r[5]) for r in domains)
 
     # One active script per mailbox (a database constraint). Scripts are never joined:
     # each has its own "require" header, which must come first.

@@ -15,6 +15,12 @@ from .services.base import Service
 # Postfix's Debian package asks how to configure itself; converge owns main.cf, so it
 # must install with "No configuration" and without a prompt.
 DEBCONF_PRESEED = b"postfix postfix/main_mailer_type select No configuration\n"
+# Roundcube's dbconfig-common asks for a database server; SQLite needs none (converge
+# creates the database the webmail node uses, deploy/services/roundcube).
+ROUNDCUBE_PRESEED = (
+    b"roundcube-core roundcube/dbconfig-install boolean true\n"
+    b"roundcube-core roundcube/database-type select sqlite3\n"
+)
 
 
 class PackageInstallFailed(Exception):
@@ -65,6 +71,8 @@ def ensure(
     if os_family == "debian":
         if "postfix" in todo:
             conn.run(["debconf-set-selections"], input=DEBCONF_PRESEED).check()
+        if "roundcube-core" in todo:
+            conn.run(["debconf-set-selections"], input=ROUNDCUBE_PRESEED).check()
         install = [
             "env",
             "DEBIAN_FRONTEND=noninteractive",

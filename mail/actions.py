@@ -215,7 +215,7 @@ def _require_reserved_removal(actor: Any, local_part: str, is_system: bool = Fal
 
 # ------------------------------------------------------------------------------ domains
 
-DOMAIN_CHANGES = {"is_enabled", "default_quota_mb", "catch_all", "description"}
+DOMAIN_CHANGES = {"is_enabled", "default_quota_mb", "catch_all", "description", "webmail_name"}
 
 
 def _clean_domain_fields(
@@ -240,6 +240,11 @@ def _clean_domain_fields(
     if "description" in fields:
         with errors.check():
             cleaned["description"] = _text(fields["description"] or "", "description", 200)
+    if "webmail_name" in fields:
+        with errors.check():
+            cleaned["webmail_name"] = _field(
+                "webmail_name", validators.webmail_name, fields["webmail_name"] or ""
+            )
     if own:
         errors.raise_any()
     return cleaned

@@ -105,6 +105,12 @@ class DomainEditForm(ActorForm):
     description = forms.CharField(
         label=_("Description"), max_length=200, required=False, validators=[no_control_characters]
     )
+    webmail_name = forms.CharField(
+        label=_("Webmail name"),
+        max_length=64,
+        required=False,
+        help_text=_("The name Roundcube shows this domain's users; the default if empty."),
+    )
 
 
 class DomainAliasForm(ActorForm):
@@ -302,6 +308,17 @@ class PasswordForm(ActorForm):
         except ValidationError as exc:
             raise forms.ValidationError(exc.messages) from exc
         return password
+
+
+class WebmailTwoFactorForm(ActorForm):
+    operation = forms.ChoiceField(
+        label=_("Webmail login"),
+        choices=[
+            ("enable", _("Password and a one-time code (a new seed replaces any earlier one)")),
+            ("disable", _("Password only")),
+        ],
+        widget=forms.RadioSelect,
+    )
 
 
 class AliasForm(SharedRulesMixin, ActorForm):

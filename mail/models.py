@@ -105,6 +105,7 @@ class Domain(ScopedMailModel):
         "default_quota_mb",
         "catch_all",
         "description",
+        "webmail_name",
     )
 
     name = models.CharField(_("domain"), max_length=253, unique=True)
@@ -116,6 +117,11 @@ class Domain(ScopedMailModel):
     catch_all = models.CharField(_("catch-all target"), max_length=254, blank=True)
     description = models.CharField(
         _("description"), max_length=200, blank=True, validators=[no_control_characters]
+    )
+    # The product name Roundcube shows to this domain's users (login page title, window
+    # title); empty: the deployment's default (UMS_WEBMAIL_PRODUCT_NAME).
+    webmail_name = models.CharField(
+        _("webmail name"), max_length=64, blank=True, validators=[no_control_characters]
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -258,6 +264,9 @@ class Mailbox(ScopedMailModel):
     forward_keep_copy = models.BooleanField(_("keep a copy when forwarding"), default=True)
     protocol_access = models.JSONField(_("protocol access"), default=dict, blank=True)
     hide_from_address_book = models.BooleanField(_("hidden from the address book"), default=False)
+    # The webmail TOTP seed (base32), Fernet-encrypted (ums.crypto); empty: webmail asks
+    # for the password only. Set by mail.webmail.enable_webmail_two_factor.
+    webmail_totp_secret = models.TextField(blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -55,6 +55,11 @@ urlpatterns = [
     ),
     path("mailboxes/<int:pk>/delete/", views.MailboxDeleteView.as_view(), name="mailbox-delete"),
     path(
+        "mailboxes/<int:pk>/webmail-two-factor/",
+        views.MailboxWebmailTwoFactorView.as_view(),
+        name="mailbox-webmail-2fa",
+    ),
+    path(
         "mailboxes/<int:pk>/autoresponder/",
         views.AutoResponderView.as_view(),
         name="mailbox-autoresponder",

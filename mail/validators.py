@@ -319,3 +319,23 @@ def validate_header_name(value: object) -> str:
 
 def is_reserved_local_part(local_part: str) -> bool:
     return local_part.lower() in RESERVED_LOCAL_PARTS
+
+
+# Letters (any script), digits, spaces and a little punctuation: the name is shown in
+# Roundcube's pages and window title, so nothing that could be markup or a quote.
+_WEBMAIL_NAME_RE = re.compile(r"^[\w][\w .,&()'!-]{0,63}$")
+
+
+def webmail_name(value: object) -> str:
+    """A domain's webmail product name, or "" for the deployment's default."""
+    if not isinstance(value, str):
+        _fail(_("Enter text."), "invalid")
+    text = unicodedata.normalize("NFC", value)  # type: ignore[arg-type]
+    if text == "":
+        return ""
+    if len(text) > 64 or text != text.strip() or not _WEBMAIL_NAME_RE.match(text):
+        _fail(
+            _("Use at most 64 letters, digits, spaces and . , & ( ) ' ! -"),
+            "invalid",
+        )
+    return text

@@ -27,6 +27,7 @@ from tenants import limit_actions
 from tenants import permissions as perms
 from tenants.limits import ResourceLimit
 from tenants.models import Customer
+from tenants.twofactor import qr
 from ums import scoping
 from ums.portal.generic import (
     BulkActionView,
@@ -38,7 +39,7 @@ from ums.portal.generic import (
 )
 from ums.portal.views import ActionFormView, PortalMixin
 
-from . import actions, addressbook, choices, csv_import, dkim, forms, paging, policy
+from . import actions, addressbook, choices, csv_import, dkim, forms, paging, policy, webmail
 from .filtersets import search_prefix
 from .models import (
     Alias,
@@ -314,7 +315,13 @@ class DomainEditView(MailFormView):
     select_related = ("customer",)
     form_class = forms.DomainEditForm
     action, object_kwarg = actions.update_domain, "domain"
-    initial_from_object = ("is_enabled", "default_quota_mb", "catch_all", "description")
+    initial_from_object = (
+        "is_enabled",
+        "default_quota_mb",
+        "catch_all",
+        "description",
+        "webmail_name",
+    )
     title = gettext_lazy("Edit %(name)s")
     success_url_name = "mail:domain-detail"
     cancel_url_name = "mail:domain-detail"
@@ -623,6 +630,39 @@ class MailboxBulkView(DomainMixin, BulkActionView):
 
     def confirm_context(self, objects: list[Any], name: str) -> dict[str, Any]:
         return {"domain": self.get_domain()}
+
+
+class MailboxWebmailTwoFactorView(MailboxFormView):
+    """Webmail two-factor login: a new TOTP seed shown once (with its QR code), or off."""
+
+    template_name = "mail/mailbox_webmail_2fa.html"
+    form_class = forms.WebmailTwoFactorForm
+    title = gettext_lazy("Webmail two-factor login for %(email)s")
+    submit_label = gettext_lazy("Apply")
+
+    def perform(self, form: Any) -> dict[str, str] | None:
+        mailbox = self.get_object()
+        if form.cleaned_data["operation"] == "disable":
+            webmail.disable_webmail_two_factor(actor=self.request.user, mailbox=mailbox)
+            return None
+        return webmail.enable_webmail_two_factor(actor=self.request.user, mailbox=mailbox)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        try:
+            enrolled = self.perform(form)
+        except (ValidationError, PermissionDenied) as exc:
+            add_errors(form, exc)
+            return self.form_invalid(form)
+        if enrolled is None:
+            messages.success(self.request, _("Webmail asks for the password only."))
+            return redirect(self.get_success_url())
+        # Shown in this response only: the database keeps the seed encrypted.
+        context = self.get_context_data(
+            form=self.get_form_class()(actor=self.request.user),
+            enrolled=enrolled,
+            qr=qr.svg_data_uri(enrolled["uri"]),
+        )
+        return self.render_to_response(context)
 
 
 class AutoResponderView(MailboxFormView):

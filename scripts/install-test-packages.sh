@@ -23,6 +23,8 @@ packages+=(pebble)
 packages+=(bind9)
 # DKIM signing (issue 15): OpenDKIM as the SMTP nodes' signing milter.
 packages+=(opendkim opendkim-tools)
+# Webmail (issue 16): Debian's Roundcube with SQLite, run under PHP-FPM behind nginx.
+packages+=(roundcube roundcube-core roundcube-sqlite3 php-fpm php-sqlite3)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -45,6 +47,11 @@ fi
 # slapd would build a default directory; the tests start their own slapd with their own config.
 if printf '%s\n' "${missing[@]}" | grep -qx slapd; then
     echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+fi
+# Roundcube's dbconfig-common would ask for a database; converge makes its own SQLite one.
+if printf '%s\n' "${missing[@]}" | grep -qx roundcube-core; then
+    printf '%s\n' "roundcube-core roundcube/dbconfig-install boolean true" \
+        "roundcube-core roundcube/database-type select sqlite3" | debconf-set-selections
 fi
 echo "Installing ${missing[*]} ..."
 apt_install "${missing[@]}" >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update >/dev/null && apt_install "${missing[@]}" >/dev/null; }

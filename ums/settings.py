@@ -211,6 +211,8 @@ DEFAULT_FROM_EMAIL = env_str("UMS_EMAIL_FROM", f"UMS <ums@{_base.hostname}>") or
 TWO_FACTOR_FRESH_SECONDS = env_int("UMS_2FA_FRESH_SECONDS", 300, minimum=30)
 # The name authenticator apps show next to the account.
 TOTP_ISSUER = env_str("UMS_TOTP_ISSUER", "UMS")
+# The product name Roundcube shows where a domain has no webmail name of its own.
+UMS_WEBMAIL_PRODUCT_NAME = env_str("UMS_WEBMAIL_PRODUCT_NAME", "Webmail")
 # Seconds to wait for a customer's LDAP directory before telling the user it is unreachable.
 LDAP_TIMEOUT = env_int("UMS_LDAP_TIMEOUT", 5, minimum=1)
 SESSION_COOKIE_HTTPONLY = True

@@ -101,6 +101,28 @@ class DomainData:
     node_address: str | None = None
 
 
+@dataclass(frozen=True)
+class WebmailDomain:
+    """A domain as the webmail node sees it (deploy.webmail builds these)."""
+
+    name: str  # IDNA
+    product_name: str  # the domain's own webmail name, "" for the default
+    book: int | None  # the customer whose global address book its users see
+
+
+@dataclass
+class WebmailData:
+    """What Roundcube on a webmail node needs beyond domains and mailboxes."""
+
+    product_name: str  # the deployment's default product name
+    des_key: str  # Roundcube's session encryption key, the same on every webmail node
+    domains: list[WebmailDomain] = field(default_factory=list)
+    # Customer id -> its global address book: [{"id", "kind", "email", "name"}], by address.
+    books: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    # Address -> base32 TOTP seed of mailboxes with two-factor webmail login.
+    totp: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class DesiredState:
     """Everything the services render from, for one node."""
@@ -112,6 +134,7 @@ class DesiredState:
     # Nodes by role, for upstreams and relays: role -> [(hostname, address)]
     nodes_by_role: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # TLS versions, mail store options...
+    webmail: WebmailData | None = None  # webmail nodes only
 
 
 class NotIncremental(Exception):

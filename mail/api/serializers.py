@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -21,7 +22,7 @@ from tenants.models import Customer
 from ums.api.fields import SafeCharField, ScopedPrimaryKeyRelatedField
 from ums.api.serializers import StrictModelSerializer, StrictSerializer
 
-from .. import choices, dkim, policy
+from .. import choices, dkim, policy, validators
 from ..models import (
     Alias,
     AutoResponder,
@@ -90,9 +91,19 @@ class DomainSerializer(StrictModelSerializer):
         max_length=ADDRESS_MAX, required=False, allow_blank=True, trim_whitespace=False
     )
     description = SafeCharField(max_length=200, required=False, allow_blank=True)
+    webmail_name = SafeCharField(
+        max_length=64, required=False, allow_blank=True, trim_whitespace=False
+    )
     contact_email = serializers.CharField(
         max_length=ADDRESS_MAX, required=False, write_only=True, trim_whitespace=False
     )
+
+    def validate_webmail_name(self, value: str) -> str:
+        # Checked here too, so its error comes with every other field's at once.
+        try:
+            return validators.webmail_name(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
 
     class Meta:
         model = Domain
@@ -105,6 +116,7 @@ class DomainSerializer(StrictModelSerializer):
             "default_quota_mb",
             "catch_all",
             "description",
+            "webmail_name",
             "contact_email",
             "created_at",
             "updated_at",
@@ -375,9 +387,15 @@ class MailboxListSerializer(serializers.ModelSerializer):
 
 class MailboxDetailSerializer(MailboxSerializer):
     effective_protocol_access = serializers.SerializerMethodField()
+    webmail_two_factor = serializers.SerializerMethodField(
+        help_text="webmail asks for a one-time code (POST/DELETE webmail-two-factor/)"
+    )
 
     class Meta(MailboxSerializer.Meta):
-        fields = [*MailboxSerializer.Meta.fields, "effective_protocol_access"]
+        fields = [*MailboxSerializer.Meta.fields, "effective_protocol_access", "webmail_two_factor"]
+
+    def get_webmail_two_factor(self, obj: Mailbox) -> bool:
+        return bool(obj.webmail_totp_secret)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_effective_protocol_access(self, obj: Mailbox) -> dict[str, Any]:
@@ -395,6 +413,11 @@ class MailboxUpdateSerializer(MailboxDetailSerializer):
 
 class MailboxPasswordSerializer(StrictSerializer):
     password = serializers.CharField(max_length=1024, trim_whitespace=False)
+
+
+class WebmailTwoFactorSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="base32 TOTP seed, shown once")
+    uri = serializers.CharField(help_text="otpauth:// URI for an authenticator app")
 
 
 # ------------------------------------------------------------------------------ aliases

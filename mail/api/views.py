@@ -29,7 +29,7 @@ from tenants.models import Customer
 from ums import scoping
 from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet
 
-from .. import actions, addressbook, csv_import, dkim
+from .. import actions, addressbook, csv_import, dkim, webmail
 from ..filtersets import (
     AliasFilterSet,
     AutoResponderFilterSet,
@@ -358,6 +358,17 @@ class MailboxViewSet(ValuesListMixin, MailModelViewSet):
             actor=request.user, mailbox=mailbox, password=serializer.validated_data["password"]
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={201: s.WebmailTwoFactorSerializer, 204: None})
+    @action(detail=True, methods=["post", "delete"], url_path="webmail-two-factor")
+    def webmail_two_factor(self, request: Request, pk: str | None = None) -> Response:
+        """POST: a new TOTP seed for webmail logins (shown once); DELETE: password only."""
+        mailbox = self.get_object()
+        if request.method == "DELETE":
+            webmail.disable_webmail_two_factor(actor=request.user, mailbox=mailbox)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        enrolled = webmail.enable_webmail_two_factor(actor=request.user, mailbox=mailbox)
+        return Response(s.WebmailTwoFactorSerializer(enrolled).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={(200, "text/csv"): str})
     @action(detail=False, methods=["get"])

@@ -48,6 +48,7 @@ def pages(cast: Cast, o: dict[str, Any]) -> list[str]:
         reverse("mail:mailbox-delete", args=[m]),
         reverse("mail:mailbox-autoresponder", args=[m]),
         reverse("mail:mailbox-filters", args=[m]),
+        reverse("mail:mailbox-webmail-2fa", args=[m]),
         reverse("mail:alias-edit", args=[a]),
         reverse("mail:alias-delete", args=[a]),
         reverse("mail:customer", args=[cast.ministry.pk]),
@@ -235,6 +236,7 @@ ACCESS_INHERIT = {
     [
         ("domain-edit", {"default_quota_mb": 0}, "default_quota_mb"),
         ("domain-edit", {"default_quota_mb": 10, "catch_all": "not an address"}, "catch_all"),
+        ("domain-edit", {"default_quota_mb": 10, "webmail_name": "<b>Mail</b>"}, "webmail_name"),
         ("domain-alias-create", {"name": "a..b"}, "name"),
         ("alias-create", {"local_part": "x", "kind": "alias", "targets": "nope"}, "targets"),
         (
@@ -243,6 +245,7 @@ ACCESS_INHERIT = {
             "blocked_extensions",
         ),
         ("mailbox-password", {"password": "Good-Password-1\\|uid=0"}, "password"),
+        ("mailbox-webmail-2fa", {"operation": "maybe"}, "operation"),
         (
             "mailbox-autoresponder",
             {"is_enabled": "on", "subject": "", "body": "x", "interval_days": 7},
@@ -285,3 +288,26 @@ def test_forms_show_errors_for_bad_input(
     assert errors, page
     if field is not None:
         assert field in errors, errors
+
+
+def test_webmail_two_factor_page_shows_the_seed_once_and_turns_it_off(
+    cast: Cast,
+    objects: dict[str, Any],
+    login: Callable[..., Client],  # noqa: F811
+) -> None:
+    mailbox = objects["mailbox"]
+    client = login(cast.sub_admin)
+    url = reverse("mail:mailbox-webmail-2fa", args=[mailbox.pk])
+    response = client.post(url, {"operation": "enable"})
+    assert response.status_code == 200
+    mailbox.refresh_from_db()
+    assert mailbox.webmail_totp_secret
+    page = response.content.decode()
+    assert 'id="webmail-totp-seed"' in page and "data:image/svg+xml" in page
+    # Not shown again: a later visit says only that a code is asked for.
+    again = client.get(url).content.decode()
+    assert 'id="webmail-totp-seed"' not in again and "one-time code" in again
+    response = client.post(url, {"operation": "disable"})
+    assert response.status_code == 302
+    mailbox.refresh_from_db()
+    assert mailbox.webmail_totp_secret == ""

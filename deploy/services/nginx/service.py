@@ -42,6 +42,10 @@ __all__ = ["WEB_ROLES", "MissingCertificate", "NginxService", "tls_protocols"]
 #: Web roles the load balancer fronts, in rendering order.
 WEB_ROLES: tuple[str, ...] = ("webmail", "cloudfiles", "chat", "office")
 
+#: Roles whose backends keep sessions of their own (Roundcube's per node): a client
+#: stays on one backend while it is up.
+STICKY_ROLES: frozenset[str] = frozenset({"webmail"})
+
 #: Where ACME HTTP-01 challenge answers are pushed (deploy.lb_certificates): nginx serves
 #: ``<dir>/.well-known/acme-challenge/<token>`` on port 80.
 ACME_CHALLENGE_DIR = "/var/lib/ums/acme"
@@ -215,6 +219,8 @@ class NginxService(Service):
             port = int(ports.get(role, 80))
             hostname = _host(hostnames.get(role) or f"{role}.{lb_domain}", "hostname")
             upstreams.append(f"upstream ums_{role} {{")
+            if role in STICKY_ROLES:
+                upstreams.append("    ip_hash;")
             for backend_host, address in sorted(backends):
                 upstreams.append(f"    server {_backend(address or backend_host, port)};")
             upstreams += ["    keepalive 16;", "}", ""]

@@ -106,8 +106,10 @@ def test_render_upstreams_per_web_role(issuer: LocalCAIssuer) -> None:
     }
     files = {f.path: f.content.decode() for f in NginxService().render(state)}
     upstreams = files["/etc/nginx/ums/upstreams.conf"]
+    # Webmail sessions live on one Roundcube node: a client stays on its node.
     assert (
-        "upstream ums_webmail {\n    server 10.0.0.2:8080;\n    server 10.0.0.3:8080;" in upstreams
+        "upstream ums_webmail {\n    ip_hash;\n    server 10.0.0.2:8080;\n    server 10.0.0.3:8080;"
+        in upstreams
     )
     assert "upstream ums_chat {\n    server [fd00::5]:80;" in upstreams
     assert "ums_office" not in upstreams and "ums_cloudfiles" not in upstreams
