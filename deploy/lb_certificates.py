@@ -27,6 +27,7 @@ from typing import Any
 
 from cryptography import x509
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -34,8 +35,11 @@ from django.utils.translation import gettext_noop
 
 from servers.actions import resolve_alerts
 from servers.models import Node, NodeAlert
+from tenants import permissions as perms
 from ums import auditing, jobs
+from ums.actions import require_permission
 from ums.models import Job
+from ums.operators import is_operator
 
 from . import dirty
 from .certificate_models import ISSUER_ACME, ISSUER_CHOICES, AcmeAccount, LbCertificate
@@ -81,7 +85,15 @@ def acme_ca_bundle() -> str | None:
 
 
 def set_certificate_issuer(*, actor: Any, name: str, issuer: str) -> LbCertificate:
-    """Make ``name`` (a load balancer host name) use ``issuer`` ("acme" or "local-ca")."""
+    """Make ``name`` (a load balancer host name) use ``issuer`` ("acme" or "local-ca").
+
+    ``actor`` None is the command line (``manage.py lb_certificate``); an administrator
+    must be an operator (top-level customer) with ``servers.manage``.
+    """
+    if actor is not None:
+        require_permission(actor, perms.SERVERS_MANAGE)
+        if not is_operator(actor):
+            raise PermissionDenied(_("Only operators of the installation manage its certificates."))
     if not valid_cert_name(name) or name.startswith("_"):
         raise ValueError(f"invalid host name {name!r}")
     if issuer not in dict(ISSUER_CHOICES):

@@ -18,21 +18,13 @@ from django.utils.translation import gettext as _
 
 from ums import auditing
 from ums.actions import action, require_permission
+from ums.operators import is_operator
 
 from . import document, keys, state
 from .models import InstalledLicence
 
 MANAGE_PERMISSION = "servers.manage"
 VIEW_PERMISSION = "servers.view"
-
-
-def is_operator(user: Any) -> bool:
-    """An administrator of a top-level customer (one path segment: ``/1/``)."""
-    path = getattr(user, "customer_path", None) or ""
-    return (
-        bool(getattr(user, "is_authenticated", False))
-        and len([p for p in path.split("/") if p]) == 1
-    )
 
 
 def require_operator(actor: Any, code: str) -> None:

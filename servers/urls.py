@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import certificate_views, views
 
 app_name = "servers"
 
@@ -20,4 +20,19 @@ urlpatterns = [
     path("zones/new/", views.ZoneCreateView.as_view(), name="zone-create"),
     path("zones/<id:pk>/edit/", views.ZoneEditView.as_view(), name="zone-edit"),
     path("zones/<id:pk>/delete/", views.ZoneDeleteView.as_view(), name="zone-delete"),
+    path(
+        "certificates/",
+        certificate_views.CertificateListView.as_view(),
+        name="certificate-list",
+    ),
+    path(
+        "certificates/issuer/",
+        certificate_views.CertificateIssuerView.as_view(),
+        name="certificate-issuer",
+    ),
+    path(
+        "certificates/renew/",
+        certificate_views.CertificateRenewView.as_view(),
+        name="certificate-renew",
+    ),
 ]

@@ -21,6 +21,7 @@ from deploy import capacity as deploy_capacity
 from tenants import permissions as perms
 from ums import scoping
 from ums.models import Job
+from ums.operators import is_operator
 from ums.portal.generic import ObjectFormView
 from ums.portal.views import PortalMixin, ScopedListView, apply_validation_error
 
@@ -79,6 +80,7 @@ class DashboardView(PortalMixin, View):
                 "sizing": sizing.for_users(users),
                 "guideline": sizing.GUIDELINE,
                 "capacity": capacity,
+                "is_operator": is_operator(request.user),
                 "unplaced_users": unplaced,
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
             },

@@ -1,5 +1,7 @@
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
+from .certificates import LbCertificateDetailView, LbCertificateListView, LbCertificateRenewView
 from .views import NodeAlertViewSet, NodeViewSet, ZoneViewSet
 
 router = SimpleRouter()
@@ -7,4 +9,14 @@ router.register("zones", ZoneViewSet, basename="zone")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("node-alerts", NodeAlertViewSet, basename="nodealert")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("lb-certificates/", LbCertificateListView.as_view(), name="lb-certificates"),
+    path("lb-certificates/renewal/", LbCertificateRenewView.as_view(), name="lb-certificate-renew"),
+    # Load balancer names are fully qualified (at least one dot), so "renewal" is never one.
+    re_path(
+        r"^lb-certificates/(?P<name>[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+)/$",
+        LbCertificateDetailView.as_view(),
+        name="lb-certificate",
+    ),
+    *router.urls,
+]
