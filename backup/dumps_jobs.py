@@ -205,8 +205,15 @@ def schedule(now: dt.datetime | None = None) -> dict[str, Any]:
         return {"skipped": "scheduled dumps are off (UMS_DUMP_TIME is empty)"}
     now = now or timezone.now()
     slot = last_slot(now, at)
-    if Job.objects.filter(kind=DUMP_JOB, created_at__gte=slot).exists():
+    since = Job.objects.filter(kind=DUMP_JOB, created_at__gte=slot)
+    if since.exclude(status__in=(Job.FAILED, Job.CANCELLED)).exists():
         return {"skipped": "already started since the last slot"}
+    # A failed dump (a target away, a full disk) is tried again every
+    # UMS_DUMP_RETRY_MINUTES until one succeeds, not only at the next day's slot.
+    failed = since.order_by("-finished_at").first()
+    retry = dt.timedelta(minutes=settings.UMS_DUMP_RETRY_MINUTES)
+    if failed is not None and (not retry or (failed.finished_at or now) > now - retry):
+        return {"skipped": "the last dump failed; retrying later"}
     target = dump_targets().select_related("customer").first()
     if target is None:
         return {"skipped": "no dump target"}

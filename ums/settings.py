@@ -414,6 +414,9 @@ UMS_DUMP_TIME = env_str("UMS_DUMP_TIME", "02:30") or ""
 if UMS_DUMP_TIME and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", UMS_DUMP_TIME):
     raise ImproperlyConfigured(f"UMS_DUMP_TIME must be HH:MM (UTC), not {UMS_DUMP_TIME!r}")
 UMS_DUMP_KEEP = env_int("UMS_DUMP_KEEP", 7, minimum=1)
+# A failed scheduled dump is started again this many minutes after it failed (0: only at
+# the next day's UMS_DUMP_TIME).
+UMS_DUMP_RETRY_MINUTES = env_int("UMS_DUMP_RETRY_MINUTES", 60, minimum=0)
 UMS_DUMP_TARGETS = env_list("UMS_DUMP_TARGETS")
 UMS_DUMP_STAGING_DIR = env_str("UMS_DUMP_STAGING_DIR", "") or str(VAR_DIR / "dumps")
 CELERY_BEAT_SCHEDULE["schedule-dump"] = {"task": "backup.schedule_dump", "schedule": 300}

@@ -327,6 +327,37 @@ def test_scheduler_starts_one_dump_per_day(cast: Cast, nfs_dir: Path, settings) 
     assert Job.objects.filter(kind="backup.dump").count() == 1
 
 
+def test_a_failed_scheduled_dump_is_tried_again_after_the_retry_delay(
+    cast: Cast, nfs_dir: Path, settings
+) -> None:
+    import datetime as dt
+
+    from backup import dumps_jobs
+
+    settings.UMS_DUMP_TIME = "02:30"
+    settings.UMS_DUMP_RETRY_MINUTES = 60
+    nfs_target(cast, nfs_dir)
+    # Fixed times, well inside one daily slot, with the jobs' own times set to match.
+    now = dt.datetime(2026, 12, 7, 3, 0, tzinfo=dt.UTC)
+    first = dumps_jobs.schedule(now)["started"]
+    # It failed (the target was away) at 03:05; at 03:15: not yet.
+    Job.objects.filter(pk=first).update(
+        created_at=now, status=Job.FAILED, finished_at=now + dt.timedelta(minutes=5)
+    )
+    assert "skipped" in dumps_jobs.schedule(now + dt.timedelta(minutes=15))
+    # An hour after the failure: a second try, and only one.
+    later = now + dt.timedelta(minutes=70)
+    retried = dumps_jobs.schedule(later)["started"]
+    Job.objects.filter(pk=retried).update(created_at=later)
+    assert retried != first
+    assert "skipped" in dumps_jobs.schedule(later)
+    # Without retries, a failure waits for the next day's slot.
+    settings.UMS_DUMP_RETRY_MINUTES = 0
+    Job.objects.filter(pk=retried).update(status=Job.FAILED, finished_at=later)
+    assert "skipped" in dumps_jobs.schedule(later + dt.timedelta(hours=5))
+    assert "started" in dumps_jobs.schedule(later + dt.timedelta(days=1))
+
+
 def test_portal_lists_dumps_and_dumps_now_for_operators_only(cast: Cast, nfs_dir: Path) -> None:
     from django.test import Client
 
