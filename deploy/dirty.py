@@ -50,7 +50,8 @@ from .models import NodeConvergeState
 logger = logging.getLogger(__name__)
 
 PREFIX = "ums:converge"
-MAIL_ROLES = ("smtp", "imap")
+#: Roles whose nodes render from mail data (cloud files: one Nextcloud account per mailbox).
+MAIL_ROLES = ("smtp", "imap", "cloudfiles")
 #: Nodes that converge after changes (an offline node too: it converges when it is back).
 CONVERGE_STATUSES = (NodeStatus.APPROVED, NodeStatus.ACTIVE, NodeStatus.DEGRADED)
 DIRTY_STATUSES = REACHABLE_STATUSES

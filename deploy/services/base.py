@@ -112,6 +112,9 @@ class DesiredState:
     # Nodes by role, for upstreams and relays: role -> [(hostname, address)]
     nodes_by_role: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # TLS versions, mail store options...
+    #: Data of services outside mail, filled by apps ``deploy`` may not import (see
+    #: ``deploy.desired.STATE_BUILDERS``): e.g. ``"nextcloud"`` -> NextcloudData.
+    extra: dict = field(default_factory=dict)
 
 
 class NotIncremental(Exception):
