@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from audit.models import AuditRecord
 from mail.models import Mailbox
+from tests.api.test_servers_api import make_node
 from tests.fixtures import Cast
 from ums.models import Job
 
@@ -38,8 +39,17 @@ def group_of(cloud: CloudNode, uid: str) -> list[str]:
 
 
 def test_files_flag_provisions_an_account_with_quota_group_policy_and_antivirus(
-    cast: Cast, cloud_node: CloudNode
+    cast: Cast, cloud_node: CloudNode, settings
 ) -> None:
+    # An office node of the same tree (a database row: Collabora cannot run here) and the
+    # load balancers' office name: Nextcloud Office is pointed at them.
+    office = make_node(cloud_node.node.customer, "office1.example.org")
+    office.roles, office.addresses = ["office"], ["192.0.2.30"]
+    office.save()
+    settings.UMS_CONVERGE = {
+        **settings.UMS_CONVERGE,
+        "web_hostnames": {"office": "office.example.org"},
+    }
     client = client_for(cast)
     cid = customer(client, cast, "Files Customer")
     dom = domain(client, cid, "files.example")
@@ -61,6 +71,11 @@ def test_files_flag_provisions_an_account_with_quota_group_policy_and_antivirus(
     assert "files_antivirus" in state["apps"]
     av = state["config"]["files_antivirus"]
     assert (av["av_mode"], av["av_host"], av["av_port"]) == ("daemon", "127.0.0.1", "3310")
+    # Office: richdocuments through the load balancers' TLS name, WOPI from the office node.
+    assert "richdocuments" in state["apps"]
+    office_config = state["config"]["richdocuments"]
+    assert office_config["wopi_url"] == "https://office.example.org"
+    assert office_config["wopi_allowlist"] == "192.0.2.30"
 
     # Quota change converges to exactly that change.
     pk = Mailbox.objects.get(email="alice@files.example").pk
