@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import GROUP_RE, UID_RE, NextcloudData
+from .data import GROUP_RE, UID_RE, Account, NextcloudData
 
 #: How ``occ`` is run on a cloud files node when ``nextcloud_occ`` is not set: as the web
 #: server's user, from the installation directory of Debian/Rocky packaging guides.
@@ -34,6 +34,7 @@ WITH_PASSWORD = 'OC_PASS=$(cat); export OC_PASS; exec "$@"'  # noqa: S105 (a scr
 S3_CLASS = "\\OC\\Files\\ObjectStore\\S3"
 _UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _QUOTA_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?b)?\s*$", re.IGNORECASE)
+MAX_VALUE = 100_000
 _VALUE_RE = re.compile(r"^[^\x00-\x1f\x7f]*$")
 
 Run = Callable[[list[str]], str]
@@ -128,7 +129,9 @@ def read_facts(run: Run, apps: Sequence[str]) -> Facts:
 
 
 def _check_value(key: str, value: str) -> str:
-    if not _VALUE_RE.match(value) or len(value) > 4000:
+    # The group lists grow with the customers (~12 bytes each); one argument may hold up
+    # to 128 KiB (Linux MAX_ARG_STRLEN), so 100,000 characters is ~8,000 customers.
+    if not _VALUE_RE.match(value) or len(value) > MAX_VALUE:
         raise ValueError(f"invalid Nextcloud config value for {key}: {value[:80]!r}")
     return value
 
@@ -178,15 +181,22 @@ def plan(
 ) -> Plan:
     """The occ commands (without the occ prefix) that bring ``facts`` to the desired state."""
     result = Plan()
-    skipped = sorted(a.uid for a in data.accounts if not UID_RE.match(a.uid))
+    accounts: dict[str, Account] = {}
+    skipped: list[str] = []
+    for a in data.accounts:
+        if UID_RE.match(a.uid):
+            accounts[a.uid] = a
+        else:
+            skipped.append(a.uid)
     if skipped:
-        result.report["skipped"] = skipped
-    accounts = {a.uid: a for a in data.accounts if UID_RE.match(a.uid)}
+        result.report["skipped"] = sorted(skipped)
     groups = {g.group: g for g in data.groups if GROUP_RE.match(g.group)}
+    # Memberships in UMS's groups only: a user in none of them is not UMS's to manage.
     member_of: dict[str, set[str]] = {}
     for gid, members in facts.groups.items():
-        for uid in members:
-            member_of.setdefault(uid, set()).add(gid)
+        if GROUP_RE.match(gid):
+            for uid in members:
+                member_of.setdefault(uid, set()).add(gid)
 
     for gid in sorted({a.group for a in accounts.values()} | set(groups)):
         if gid not in facts.groups:
@@ -212,20 +222,21 @@ def plan(
             )
             result.add(["user:setting", uid, "files", "quota", wanted_quota])
             continue
-        mine = {g for g in member_of.get(uid, set()) if GROUP_RE.match(g)}
+        mine = member_of.get(uid, set())
         if account.group not in mine:
             result.add(["group:adduser", account.group, uid])
-        for other in sorted(mine - {account.group}):
-            result.add(["group:removeuser", other, uid])
-        if quota_bytes(user.get("quota")) != quota_bytes(wanted_quota):
+        if len(mine) > 1 or account.group not in mine:
+            for other in sorted(mine - {account.group}):
+                result.add(["group:removeuser", other, uid])
+        have = user.get("quota")
+        if have != wanted_quota and quota_bytes(have) != quota_bytes(wanted_quota):
             result.add(["user:setting", uid, "files", "quota", wanted_quota])
         should_enable = account.files and account.enabled
         if bool(user.get("enabled", True)) != should_enable:
             result.add(["user:enable" if should_enable else "user:disable", uid])
 
     # Deprovisioning: a user in a UMS group whose mailbox no longer exists.
-    managed = {uid for uid, gids in member_of.items() if any(GROUP_RE.match(g) for g in gids)}
-    gone = sorted(uid for uid in managed if uid not in accounts and uid in facts.users)
+    gone = sorted(uid for uid in member_of if uid not in accounts and uid in facts.users)
     for uid in gone:
         result.add(["user:delete", uid])
     if gone:
