@@ -23,6 +23,9 @@ from ums.api.viewsets import ScopedViewSetMixin
 from .. import actions, policy
 from ..models import FilesPolicy
 
+#: Ids are bounded like the URL lookups: an absurd id is a field error, never a database error.
+MAX_ID = 2**63 - 1
+
 
 class PolicySerializer(serializers.Serializer):
     internal_shares = serializers.BooleanField(allow_null=True, required=False)
@@ -38,8 +41,8 @@ class PolicySerializer(serializers.Serializer):
 
 class RevokeSerializer(serializers.Serializer):
     scope = serializers.ChoiceField(choices=actions.SCOPES)
-    customer = serializers.IntegerField(required=False, min_value=1)
-    mailbox = serializers.IntegerField(required=False, min_value=1)
+    customer = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    mailbox = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
 
 def _errors(exc: DjangoValidationError) -> ValidationError:
