@@ -23,8 +23,8 @@ from tests.harness.sshnodes import TestNode
 STANDIN = Path(__file__).resolve().parents[1] / "standins" / "nextcloud" / "standin.py"
 STATE_DIR = "/var/lib/nextcloud-standin"
 LAUNCHER = "/usr/local/sbin/nextcloud-occ"
-#: The system Python (the stand-in needs only the standard library; the venv is not
-#: visible inside the node's mount namespace).
+#: The system Python (the stand-in needs only the standard library; the venv's own
+#: interpreter may live under /root, which is private inside test nodes).
 PYTHON = "/usr/bin/python3"
 
 
