@@ -140,3 +140,21 @@ def test_quota_strings_compare_by_size() -> None:
     assert occ.quota_bytes("1 GB") == occ.quota_bytes("1024 MB") == 1024**3
     assert occ.quota_bytes("none") is None
     assert occ.quota_bytes("lots") == -1
+
+
+def test_a_uid_occ_would_read_as_an_option_is_not_sent() -> None:
+    result = plan(occ.Facts(), NextcloudData([account("-rf@x.example")]))
+    assert not any(c[0] == "user:add" for c in result.commands)
+    assert result.report["skipped"] == ["-rf@x.example"]
+
+
+def test_without_cloud_files_data_the_service_touches_nothing() -> None:
+    """A state nothing filled (the cloudfiles app absent) must not read as "every account
+    is gone": prepare reports and plans nothing, without contacting the node."""
+    from deploy.services.base import DesiredState, NodeView
+    from deploy.services.nextcloud import SERVICE
+
+    node = NodeView(1, "cloud1", "192.0.2.9", ("cloudfiles",), "debian", 1)
+    preparation = SERVICE.prepare(None, DesiredState(node=node))  # type: ignore[arg-type]
+    assert preparation is not None and preparation.commands == []
+    assert "skipped" in preparation.report

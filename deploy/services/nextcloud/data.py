@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass, field
 
 #: Nextcloud user ids allow letters, digits, spaces and ``_.@-'``; UMS uses the mailbox
-#: address (an IDNA domain is ASCII) and leaves out the space and the quote.
-UID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+#: address (an IDNA domain is ASCII) and leaves out the space and the quote. The first
+#: character is a letter or digit: occ would read a leading "-" as an option.
+UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 #: Group ids UMS owns: one per customer. A user in one of them is UMS's to manage.
 GROUP_PREFIX = "ums-c"
 GROUP_RE = re.compile(r"^ums-c[0-9]{1,12}$")

@@ -41,9 +41,12 @@ def occ_prefix(settings: Mapping[str, Any]) -> list[str]:
     return prefix
 
 
-def nextcloud_data(state: DesiredState) -> NextcloudData:
+def nextcloud_data(state: DesiredState) -> NextcloudData | None:
+    """The accounts and groups of the node; None when nothing built them (the cloud files
+    app is not installed): then converge leaves Nextcloud alone rather than treat every
+    account as gone."""
     data = state.extra.get("nextcloud")
-    return data if isinstance(data, NextcloudData) else NextcloudData()
+    return data if isinstance(data, NextcloudData) else None
 
 
 def office_config(state: DesiredState) -> dict[str, str] | None:
@@ -113,8 +116,9 @@ class NextcloudService(Service):
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         return None
 
-    def desired_config(self, state: DesiredState) -> tuple[dict[str, dict[str, str]], list[str]]:
-        data = nextcloud_data(state)
+    def desired_config(
+        self, state: DesiredState, data: NextcloudData
+    ) -> tuple[dict[str, dict[str, str]], list[str]]:
         config: dict[str, dict[str, str]] = {"core": occ.share_config(data)}
         apps = ["core"]
         antivirus = antivirus_config(state)
@@ -128,6 +132,9 @@ class NextcloudService(Service):
         return config, apps
 
     def prepare(self, conn: Connector, state: DesiredState) -> Preparation | None:
+        data = nextcloud_data(state)
+        if data is None:
+            return Preparation(report={"skipped": "no cloud files data for this node"})
         prefix = occ_prefix(state.settings)
 
         def run(args: list[str]) -> str:
@@ -138,7 +145,7 @@ class NextcloudService(Service):
                 )
             return result.stdout
 
-        config, apps = self.desired_config(state)
+        config, apps = self.desired_config(state, data)
         try:
             facts = occ.read_facts(run, apps)
             store = objectstore(state.settings)
@@ -146,13 +153,11 @@ class NextcloudService(Service):
                 got = conn.run([*prefix, "config:system:get", "objectstore", "--output=json"])
                 found = got.ok and got.stdout.strip()
                 facts.objectstore = json.loads(got.stdout) if found else None
-            planned = occ.plan(
-                facts, nextcloud_data(state), app_config=config, apps=apps, objectstore=store
-            )
+            planned = occ.plan(facts, data, app_config=config, apps=apps, objectstore=store)
         except (occ.OccError, ValueError) as exc:
             raise PrepareFailed(f"nextcloud: {exc}") from exc
         report = dict(planned.report)
-        report["accounts"] = sum(1 for a in nextcloud_data(state).accounts if a.files)
+        report["accounts"] = sum(1 for a in data.accounts if a.files)
         commands = [
             ["sh", "-c", occ.WITH_PASSWORD, "sh", *prefix, *argv]
             if index in planned.with_password
