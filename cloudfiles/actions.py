@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.utils.translation import gettext as _
 
 from mail.models import Mailbox
 from mail.signals import announce
 from tenants import permissions as perms
+from tenants.limits import ResourceLimit
 from tenants.models import Customer
 from ums import auditing, jobs
 from ums.actions import action, recheck_in_scope, require_in_scope, require_permission
 from ums.models import Job
 
-from . import policy
+from . import policy, usage
 from .models import FilesPolicy
 
 REVOKE_JOB = "files.revoke_links"
@@ -54,6 +56,38 @@ def clean_policy(changes: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+def _cloud_limits(customer: Customer) -> list[tuple[str, int]]:
+    """(path, GB) of the cloud files limits a change at ``customer`` can push over: its
+    own, its ancestors' and its descendants'; locked, root first, like mail's limits."""
+    return list(
+        ResourceLimit.objects.select_for_update()
+        .filter(max_cloud_gb__isnull=False)
+        .filter(
+            Q(customer_path__startswith=customer.path)
+            | Q(customer_path__in=customer.ancestor_paths)
+        )
+        .order_by("customer_path")
+        .values_list("customer_path", "max_cloud_gb")
+    )
+
+
+def _check_cloud_limits(limits: list[tuple[str, int]], before: dict[str, dict[str, int]]) -> None:
+    """Refuse a change that grows a subtree's cloud files beyond its limit."""
+    after = usage.usage_provider([p for p, _cap in limits])
+    for path, cap in limits:
+        now, was = after[path][usage.RESOURCE], before[path][usage.RESOURCE]
+        if now > cap * 1024 and now > was:
+            raise ValidationError(
+                {
+                    "quota_mb": _(
+                        "The mailboxes with cloud files would need %(used)d MB, over a limit "
+                        "of %(cap)d GB of cloud files."
+                    )
+                    % {"used": now, "cap": cap}
+                }
+            )
+
+
 @action
 def update_files_policy(*, actor: Any, customer: Customer, **changes: Any) -> FilesPolicy:
     """Set a customer's cloud files policy; ``None`` inherits. Converges its nodes."""
@@ -65,10 +99,13 @@ def update_files_policy(*, actor: Any, customer: Customer, **changes: Any) -> Fi
         customer=customer, customer_path=customer.path
     )
     before = auditing.snapshot(row) if row.updated_at else {}
+    limits = _cloud_limits(customer) if "quota_mb" in cleaned else []
+    used_before = usage.usage_provider([p for p, _cap in limits])
     for key, value in cleaned.items():
         setattr(row, key, value)
     row.customer_path = customer.path
     row.save()
+    _check_cloud_limits(limits, used_before)
     old, new = auditing.diff(before, auditing.snapshot(row))
     if new:
         auditing.record("files.policy.update", obj=row, customer=customer, before=old, after=new)

@@ -8,9 +8,12 @@ class CloudfilesConfig(AppConfig):
 
     def ready(self) -> None:
         from deploy import desired
+        from tenants.limits import register_usage_provider
 
         from . import jobs  # noqa: F401 (registers the link revocation job)
         from .state import add_nextcloud
+        from .usage import usage_provider
 
         if add_nextcloud not in desired.STATE_BUILDERS:
             desired.STATE_BUILDERS.append(add_nextcloud)
+        register_usage_provider(usage_provider)

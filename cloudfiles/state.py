@@ -65,4 +65,9 @@ def add_nextcloud(node: Node, state: DesiredState) -> None:
                 enabled=mailbox.enabled,
             )
         )
+    from .usage import admitted  # imports this module's cloud_quota_mb
+
+    data.over_limit = admitted(
+        data.accounts, {email: row[1] for email, row in rows.items()}, node.customer_path
+    )
     state.extra["nextcloud"] = data

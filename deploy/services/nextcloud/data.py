@@ -53,3 +53,6 @@ class GroupPolicy:
 class NextcloudData:
     accounts: list[Account] = field(default_factory=list)
     groups: list[GroupPolicy] = field(default_factory=list)
+    #: Mailboxes with cloud files left without an account: their subtree's cloud files
+    #: limit is reached (shown in the converge report).
+    over_limit: list[str] = field(default_factory=list)

@@ -158,6 +158,8 @@ class NextcloudService(Service):
             raise PrepareFailed(f"nextcloud: {exc}") from exc
         report = dict(planned.report)
         report["accounts"] = sum(1 for a in data.accounts if a.files)
+        if data.over_limit:
+            report["over_limit"] = list(data.over_limit)
         commands = [
             ["sh", "-c", occ.WITH_PASSWORD, "sh", *prefix, *argv]
             if index in planned.with_password
