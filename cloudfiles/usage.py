@@ -3,8 +3,9 @@
 A subtree's cloud files usage is the sum of the cloud quotas of its mailboxes that have
 the cloud files flag: what their Nextcloud accounts may hold (the quota Nextcloud
 enforces), as mailbox quota is counted for mail. The flag is resolved like every
-protocol (customer chain, domain, mailbox; :func:`mail.policy.resolve_protocols_from`),
-in five queries whatever the number of mailboxes.
+protocol (customer chain, domain, mailbox: the last level saying allow or deny wins, as
+in :func:`mail.policy.resolve_protocols_from`), in five queries whatever the number of
+mailboxes, once per domain for the mailboxes that say nothing themselves.
 
 The limit is held where accounts are made: :func:`admitted` is applied when a cloud files
 node's desired state is built, so mailboxes beyond a subtree's limit get no account (and
@@ -18,14 +19,15 @@ from collections.abc import Iterable
 from django.db.models import Q
 
 from deploy.services.nextcloud.data import Account
+from mail import choices
 from mail.models import CustomerPolicy, Domain, DomainPolicy, Mailbox
-from mail.policy import Source, resolve_protocols_from
 from tenants.limits import ResourceLimit
 
 from . import policy
 from .state import cloud_quota_mb
 
 RESOURCE = "cloud_gb"
+CODE = "files"  # the protocol access flag of cloud files (mail.choices.PROTOCOLS)
 
 
 def _ancestors(path: str) -> list[str]:
@@ -67,14 +69,24 @@ def cloud_mailboxes(paths: Iterable[str]) -> list[tuple[str, str, int]]:
         p: fields["quota_mb"]["value"]
         for p, fields in policy.effective_many({r[0] for r in rows}).items()
     }
-    found = []
-    level = Source("customer")
-    for path, email, domain_id, quota_mb, access in rows:
-        levels = [(level, customer_access.get(a)) for a in _ancestors(domains[domain_id])]
-        levels += [(level, domain_access.get(domain_id)), (level, access)]
-        if resolve_protocols_from(levels)["files"]["allowed"]:
-            found.append((path, email, cloud_quota_mb(quota_mb, quotas[path])))
-    return found
+    inherited: dict[int, bool] = {}
+    for domain_id, domain_path in domains.items():
+        value = choices.PROTOCOL_DEFAULTS[CODE]
+        for access in [*(customer_access.get(a) for a in _ancestors(domain_path)),
+                       domain_access.get(domain_id)]:  # fmt: skip
+            value = _setting(access, value)
+        inherited[domain_id] = value
+    return [
+        (path, email, cloud_quota_mb(quota_mb, quotas[path]))
+        for path, email, domain_id, quota_mb, access in rows
+        if _setting(access, inherited[domain_id])
+    ]
+
+
+def _setting(access: dict | None, value: bool) -> bool:
+    """A level's own word on cloud files, else what it inherits."""
+    own = (access or {}).get(CODE)
+    return own == choices.ALLOW if own in (choices.ALLOW, choices.DENY) else value
 
 
 def usage_provider(paths: Iterable[str]) -> dict[str, dict[str, int]]:
