@@ -167,6 +167,12 @@ ACTION_LABELS: dict[str, Promise] = {
     "usage.monthly_recipient.remove": pgettext_lazy(
         "audit action", "Monthly usage report recipient removed"
     ),
+    # cloud files
+    "files.policy.update": pgettext_lazy("audit action", "Cloud files policy changed"),
+    "files.links.revoke_requested": pgettext_lazy(
+        "audit action", "Revocation of external file links requested"
+    ),
+    "files.links.revoked": pgettext_lazy("audit action", "External file links revoked"),
 }
 
 

@@ -69,6 +69,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 #: node and is validated with it by every converge. Registered in the app's ``ready()``.
 NODE_OVERRIDES: list[Callable[[Node], Mapping[str, Any]]] = []
 
+#: Builders of ``DesiredState.extra`` from apps ``deploy`` may not import (cloud files):
+#: each ``f(node, state)`` adds what its service renders from. Registered in ``ready()``.
+STATE_BUILDERS: list[Callable[[Node, DesiredState], None]] = []
+
 
 def os_family(os_id: str) -> str:
     """ "debian" or "rhel" from /etc/os-release's ID (RockyLinux is the production OS)."""
@@ -126,6 +130,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def settings_for(node: Node) -> dict[str, Any]:
+    """``DesiredState.settings`` of ``node`` (defaults, UMS_NODE_SETTINGS, per-node ones)."""
+    conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
+    for overrides in NODE_OVERRIDES:
+        conf.update(overrides(node))
+    return conf
+
+
 def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredState:
     """The desired state of ``node``: the domains of the customer tree the node serves.
 
@@ -138,10 +150,7 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
     With ``mailbox_ids`` the state holds only those mailboxes and their domains (no
     aliases): what :mod:`deploy.express` renders a new mailbox's own map entries from.
     """
-    scope = node.customer_path
-    conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
-    for overrides in NODE_OVERRIDES:
-        conf.update(overrides(node))
+    conf = settings_for(node)
     if "loadbalancer" in (node.roles or ()) and "tls_certificates" not in conf:
         # The controller's certificate store, as renewed by the scheduled task.
         conf["tls_certificates"] = current_certificates()
@@ -150,6 +159,16 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
         from . import webmail
 
         state.webmail = webmail.build(())  # a webmail node with no domain yet
+    _build_mail(node, state, mailbox_ids)
+    if mailbox_ids is None:
+        for builder in STATE_BUILDERS:
+            builder(node, state)
+    return state
+
+
+def _build_mail(node: Node, state: DesiredState, mailbox_ids: Collection[int] | None) -> None:
+    """The mail part of :func:`build`: domains, mailboxes, aliases into ``state``."""
+    scope = node.customer_path
 
     domain_rows = Domain.objects.filter(customer_path__startswith=scope)
     if mailbox_ids is not None:
@@ -160,13 +179,13 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
         )
     )
     if not domains:
-        return state
+        return
     placed = placement.place_domains([row[0] for row in domains], actor=None)
     roles = set(node.roles or ())
     if "imap" in roles and "smtp" not in roles:
         domains = [row for row in domains if getattr(placed.get(row[0]), "node_id", 0) == node.pk]
         if not domains:
-            return state
+            return
     domain_ids = [row[0] for row in domains]
     # The mail store's allocation per domain: the sum of its mailboxes' quotas (disabled
     # ones too, their mail is still on disk). The domain model has no limit of its own;
@@ -362,11 +381,11 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
         )
 
     if mailbox_ids is not None:
-        return state
+        return
     for email, targets, enabled in (
         Alias.objects.filter(domain_id__in=domain_ids)
         .order_by("email")
         .values_list("email", "targets", "is_enabled")
     ):
         state.aliases.append(AliasData(email=email, targets=tuple(targets or ()), enabled=enabled))
-    return state
+    return

@@ -50,8 +50,9 @@ from .models import NodeConvergeState
 logger = logging.getLogger(__name__)
 
 PREFIX = "ums:converge"
-# Webmail nodes too: their allow list, domains and address books follow mail changes.
-MAIL_ROLES = ("smtp", "imap", "webmail")
+# Nodes that render from mail data: webmail (allow list, domains, address books) and cloud
+# files (one Nextcloud account per mailbox) follow mail changes too.
+MAIL_ROLES = ("smtp", "imap", "webmail", "cloudfiles")
 #: Nodes that converge after changes (an offline node too: it converges when it is back).
 CONVERGE_STATUSES = (NodeStatus.APPROVED, NodeStatus.ACTIVE, NodeStatus.DEGRADED)
 DIRTY_STATUSES = REACHABLE_STATUSES

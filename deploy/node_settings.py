@@ -58,6 +58,12 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "mail_store_dedup": ((str, bool), "ZFS dedup: auto (only with 256 GB RAM), true, false"),
     "mail_store_mountpoint": (_TEXT, "where the parent dataset is mounted (the mail root)"),
     "web_hostnames": ((dict,), "load balancer: role -> public host name"),
+    "nextcloud_occ": ((list,), "how occ runs on cloud files nodes (sudo -u www-data php .../occ)"),
+    "nextcloud_url": (_TEXT, "Nextcloud's URL for OCS calls; {address} is the node's address"),
+    "nextcloud_tls_verify": (_BOOL, "verify Nextcloud's TLS certificate on OCS calls (true)"),
+    "nextcloud_storage": (_TEXT, "Nextcloud primary storage: local or s3 (local)"),
+    "nextcloud_s3": ((dict,), "S3 object store of Nextcloud: bucket, hostname, port, region..."),
+    "files_antivirus": (_BOOL, "scan uploads to Nextcloud with the node's clamd (true)"),
     "web_backend_ports": ((dict,), "load balancer: role -> backend port"),
     "tls_certificates": ((dict,), "load balancer certificates (normally the renewal store)"),
 }
@@ -194,6 +200,34 @@ def _hostnames(value: dict) -> str | None:
     return None
 
 
+def _argv(value: list) -> str | None:
+    if not value or not all(isinstance(p, str) and p and not control_characters(p) for p in value):
+        return "must be a non-empty list of plain words (the occ command line)"
+    return None
+
+
+def _url(value: str) -> str | None:
+    ok = re.fullmatch(r"https?://[A-Za-z0-9.:{}\[\]-]+(/[A-Za-z0-9._~/-]*)?", value)
+    return None if ok else f"{value!r} is not an http(s) URL"
+
+
+def _storage(value: str) -> str | None:
+    return None if value in ("local", "s3") else f"{value!r} is not local or s3"
+
+
+def _s3(value: dict) -> str | None:
+    allowed = {"bucket", "hostname", "port", "region", "use_ssl", "use_path_style", "key",
+               "secret", "autocreate"}  # fmt: skip
+    for key, item in value.items():
+        if key not in allowed:
+            return f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})"
+        if isinstance(item, str) and control_characters(item):
+            return f"{key}: {control_characters(item)}"
+        if not isinstance(item, (str, int, bool)):
+            return f"{key}: must be text, a number or true/false"
+    return None
+
+
 def _ports(value: dict) -> str | None:
     for role, port in value.items():
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -233,6 +267,10 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mail_store_mountpoint": _mail_root,
     "web_hostnames": _hostnames,
     "web_backend_ports": _ports,
+    "nextcloud_occ": _argv,
+    "nextcloud_url": _url,
+    "nextcloud_storage": _storage,
+    "nextcloud_s3": _s3,
 }
 
 

@@ -18,6 +18,8 @@ PROTOCOLS: list[tuple[str, object, str, bool]] = [
     ("activesync", _("ActiveSync (HTTPS, port 443)"), "443", True),
     ("webmail", _("Webmail"), "443", True),
     ("dav", _("CalDAV / CardDAV"), "443", True),
+    # Cloud files (Nextcloud): off unless a level of the tree turns it on (it uses storage).
+    ("files", _("Cloud files"), "443", False),
 ]
 PROTOCOL_CODES: tuple[str, ...] = tuple(code for code, *_rest in PROTOCOLS)
 PROTOCOL_LABELS = {code: label for code, label, _port, _default in PROTOCOLS}

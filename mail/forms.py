@@ -563,6 +563,9 @@ class LimitForm(ActorForm):
     max_quota_gb = forms.IntegerField(
         label=_("Maximum total quota (GB)"), required=False, min_value=0, max_value=2_000_000_000
     )
+    max_cloud_gb = forms.IntegerField(
+        label=_("Maximum cloud files (GB)"), required=False, min_value=0, max_value=2_000_000_000
+    )
 
 
 class CsvImportForm(ActorForm):

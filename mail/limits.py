@@ -33,7 +33,7 @@ _COLUMN = {
     "aliases": "aliases",
     "quota_gb": "quota_mb",
 }
-_UNIT = {"domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024}
+_UNIT = {"domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024, "cloud_gb": 1024}
 
 
 def usage_of_subtrees(paths: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -115,7 +115,14 @@ def reserve(
     """
     # The product licence first: it holds for the whole installation (licensing.enforce).
     licence.check(users=mailboxes, storage_mb=quota_mb)
-    delta = {"domains": domains, "mailboxes": mailboxes, "aliases": aliases, "quota_gb": quota_mb}
+    # Cloud files are counted and held to their limit by the cloudfiles app, not here.
+    delta = {
+        "domains": domains,
+        "mailboxes": mailboxes,
+        "aliases": aliases,
+        "quota_gb": quota_mb,
+        "cloud_gb": 0,
+    }
     growing = [r for r in RESOURCES if delta[r] > 0]
     if growing:
         capped = Q()
@@ -145,7 +152,7 @@ def reserve(
                             }
                         )
     if any(delta.values()):
-        add(customer, **{_COLUMN[r]: delta[r] for r in RESOURCES})
+        add(customer, **{column: delta[r] for r, column in _COLUMN.items()})
 
 
 def add(customer: Customer, **amounts: int) -> None:

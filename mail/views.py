@@ -455,12 +455,12 @@ class CustomerMailView(PolicyFormView):
         return CustomerPolicy.objects.filter(pk=self.get_object().pk).first()
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        from .limits import usage_of_subtrees
+        from tenants.limits import RESOURCES, subtree_usage
 
         context = super().get_context_data(**kwargs)
         customer = self.get_object()
         limit = ResourceLimit.objects.filter(pk=customer.pk).first()
-        usage = usage_of_subtrees([customer.path])[customer.path]
+        usage = subtree_usage([customer.path])[customer.path]
         context.update(
             {
                 "customer": customer,
@@ -468,10 +468,7 @@ class CustomerMailView(PolicyFormView):
                 "usage": usage,
                 "limit_form": forms.LimitForm(
                     actor=self.request.user,
-                    initial={
-                        f"max_{r}": getattr(limit, f"max_{r}", None)
-                        for r in ("domains", "mailboxes", "aliases", "quota_gb")
-                    },
+                    initial={f"max_{r}": getattr(limit, f"max_{r}", None) for r in RESOURCES},
                 ),
                 "can_set_limits": self.request.user.has_permission(perms.CUSTOMERS_MANAGE),
             }

@@ -3,7 +3,9 @@
 # ../shared/notes/real-components.md). Needs root; skips what is already installed.
 set -euo pipefail
 
-packages=(chromium gettext openssh-server iproute2 util-linux iputils-ping nginx shellcheck curl wget postfix courier-imap courier-pop courier-authdaemon courier-authlib-userdb libsasl2-modules sasl2-bin zfs-fuse spamassassin spamc clamav clamav-daemon openssl)
+packages=(chromium gettext openssh-server iproute2 util-linux iputils-ping nginx shellcheck curl wget postfix courier-imap courier-pop courier-authdaemon courier-authlib-userdb libsasl2-modules sasl2-bin zfs-fuse spamassassin spamc clamav clamav-daemon openssl python3)
+# python3: the Nextcloud stand-in (tests/standins/nextcloud) runs inside test nodes with
+# the system interpreter (the venv's interpreter may live under /root, private in nodes).
 # Identity (issue 7): slapd and ldap-utils for the LDAPS tests' own directory; python-ldap
 # builds from source against libldap2-dev and libsasl2-dev (the Makefile runs this script
 # before it installs ums[ldap]).

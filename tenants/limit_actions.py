@@ -28,13 +28,14 @@ def _customer_label(customer: Customer, actor: Any) -> str:
 
 
 def _unit(resource: str) -> int:
-    """Usage is counted in MB for quota, limits are in GB."""
-    return 1024 if resource == "quota_gb" else 1
+    """Usage is counted in MB for quota and cloud files, limits are in GB."""
+    return 1024 if resource in ("quota_gb", "cloud_gb") else 1
 
 
 @action
 def set_limits(*, actor: Any, customer: Customer, **limits: int | None) -> ResourceLimit:
-    """Set (or clear with None) any of max_domains, max_mailboxes, max_aliases, max_quota_gb."""
+    """Set (or clear with None) any of max_domains, max_mailboxes, max_aliases, max_quota_gb,
+    max_cloud_gb."""
     require_permission(actor, perms.CUSTOMERS_MANAGE)
     require_in_scope(customer, actor)
     allowed = {f"max_{r}" for r in RESOURCES}

@@ -13,12 +13,14 @@ from typing import Any
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-RESOURCES: tuple[str, ...] = ("domains", "mailboxes", "aliases", "quota_gb")
+RESOURCES: tuple[str, ...] = ("domains", "mailboxes", "aliases", "quota_gb", "cloud_gb")
 RESOURCE_LABELS = {
     "domains": _("domains"),
     "mailboxes": _("mailboxes"),
     "aliases": _("aliases"),
     "quota_gb": _("GB of total quota"),
+    # Cloud files quota of the accounts (cloudfiles app's usage provider, in MB).
+    "cloud_gb": _("GB of cloud files"),
 }
 MAX_LIMIT = 2_000_000_000
 
@@ -49,7 +51,7 @@ class ResourceLimit(models.Model):
     """The limits a customer's subtree must stay within; an empty value means unlimited."""
 
     scope_path_field = "customer_path"
-    audit_fields = ("max_domains", "max_mailboxes", "max_aliases", "max_quota_gb")
+    audit_fields = ("max_domains", "max_mailboxes", "max_aliases", "max_quota_gb", "max_cloud_gb")
 
     customer = models.OneToOneField(
         "tenants.Customer",
@@ -63,6 +65,7 @@ class ResourceLimit(models.Model):
     max_mailboxes = models.PositiveIntegerField(_("maximum mailboxes"), null=True, blank=True)
     max_aliases = models.PositiveIntegerField(_("maximum aliases"), null=True, blank=True)
     max_quota_gb = models.PositiveIntegerField(_("maximum total quota (GB)"), null=True, blank=True)
+    max_cloud_gb = models.PositiveIntegerField(_("maximum cloud files (GB)"), null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -82,7 +85,7 @@ class ResourceLimit(models.Model):
         return getattr(self, f"max_{resource}")
 
 
-_UNIT_MB = {"domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024}
+_UNIT_MB = {"domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024, "cloud_gb": 1024}
 
 
 def limit_exceeded_by_move(customer: Any, new_parent: Any, actor: Any = None) -> str | None:

@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "servers",
     "deploy",
     "spamhold",
+    "cloudfiles",
     "backup",
     "licensing",
     "usage",

@@ -24,6 +24,7 @@ urlpatterns = [
     path("", include("tenants.urls")),
     path("audit/", include("audit.urls")),
     path("mail/", include("mail.urls")),
+    path("files/", include("cloudfiles.urls")),
     path("servers/", include("servers.urls")),
     path("spamhold/", include("spamhold.urls")),
     path("backup/", include("backup.urls")),

@@ -135,6 +135,9 @@ class DesiredState:
     nodes_by_role: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # TLS versions, mail store options...
     webmail: WebmailData | None = None  # webmail nodes only
+    #: Data of services outside mail, filled by apps ``deploy`` may not import (see
+    #: ``deploy.desired.STATE_BUILDERS``): e.g. ``"nextcloud"`` -> NextcloudData.
+    extra: dict = field(default_factory=dict)
 
 
 class NotIncremental(Exception):

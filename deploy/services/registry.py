@@ -27,6 +27,7 @@ MODULES = (
     "deploy.services.postfix",
     "deploy.services.nginx",
     "deploy.services.roundcube",
+    "deploy.services.nextcloud",
 )
 
 #: Why a module could not be loaded, by module name (shown in converge logs).

@@ -559,6 +559,9 @@ class ResourceLimitSerializer(StrictModelSerializer):
     max_quota_gb = serializers.IntegerField(
         min_value=0, max_value=MAX_LIMIT, required=False, allow_null=True
     )
+    max_cloud_gb = serializers.IntegerField(
+        min_value=0, max_value=MAX_LIMIT, required=False, allow_null=True
+    )
     usage = serializers.SerializerMethodField()
 
     class Meta:
@@ -569,6 +572,7 @@ class ResourceLimitSerializer(StrictModelSerializer):
             "max_mailboxes",
             "max_aliases",
             "max_quota_gb",
+            "max_cloud_gb",
             "usage",
             "updated_at",
         ]
@@ -578,14 +582,16 @@ class ResourceLimitSerializer(StrictModelSerializer):
     def get_usage(self, obj: ResourceLimit) -> dict[str, int]:
         usage = self.context.get("usage", {}).get(obj.customer_path)
         if usage is None:
-            from ..limits import usage_of_subtrees
+            # Every registered provider: mail's counts and the cloud files quota.
+            from tenants.limits import subtree_usage
 
-            usage = usage_of_subtrees([obj.customer_path])[obj.customer_path]
+            usage = subtree_usage([obj.customer_path])[obj.customer_path]
         return {
             "domains": usage["domains"],
             "mailboxes": usage["mailboxes"],
             "aliases": usage["aliases"],
             "quota_mb": usage["quota_gb"],
+            "cloud_mb": usage.get("cloud_gb", 0),
         }
 
 

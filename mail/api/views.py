@@ -307,6 +307,7 @@ class ResourceLimitViewSet(PolicyViewSetMixin, MailModelViewSet):
             max_mailboxes=None,
             max_aliases=None,
             max_quota_gb=None,
+            max_cloud_gb=None,
         )
 
 

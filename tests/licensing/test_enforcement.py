@@ -17,6 +17,7 @@ from django.utils import timezone
 from licensing import actions, state
 from mail import actions as mail_actions
 from mail import csv_import
+from mail.choices import PROTOCOL_CODES
 from mail.models import Mailbox
 from tenants import actions as tenant_actions
 from tenants.models import Customer
@@ -27,8 +28,7 @@ from tests.portal.conftest import form_errors
 from ums import jobs
 
 pytestmark = pytest.mark.django_db
-ACCESS = ("smtp", "smtps", "submission", "imaps", "imap", "pop3s", "pop3", "activesync")
-ACCESS += ("webmail", "dav")
+ACCESS = PROTOCOL_CODES  # every access field the mailbox form shows
 
 
 def _install(cast: Cast, **terms: Any) -> None:

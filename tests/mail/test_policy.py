@@ -24,6 +24,8 @@ def test_protocol_defaults_follow_the_product_sheet(cast: Cast) -> None:
         for c in ("smtp", "smtps", "submission", "imaps", "pop3s", "activesync", "webmail", "dav")
     )
     assert effective["imaps"]["source"]["level"] == "default"
+    # Cloud files use storage: off until a level of the tree turns them on.
+    assert effective["files"]["allowed"] is False
 
 
 def test_protocol_access_through_three_customer_levels_domain_and_mailbox(cast: Cast) -> None:

@@ -16,6 +16,7 @@ urlpatterns = [
     path("", include("audit.api.urls")),
     path("", include("mail.api.urls")),
     path("", include("spamhold.api.urls")),
+    path("", include("cloudfiles.api.urls")),
     path("", include("servers.api.urls")),
     path("", include("servers.api.enrolment_urls")),
     path("", include("backup.api.urls")),

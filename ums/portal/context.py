@@ -14,6 +14,7 @@ NAVIGATION = [
     ("portal:home", _("Home"), "home", None),
     ("tenants:customer-list", _("Customers"), "customers", "customers.view"),
     ("mail:home", _("Mail"), "mail", "mail.view"),
+    ("cloudfiles:home", _("Cloud files"), "download", "mail.view"),
     ("servers:home", _("Servers"), "servers", "servers.view"),
     ("spamhold:home", _("Spam hold"), "spamhold", "spamhold.view"),
     ("backup:target-list", _("Backups"), "lock", "servers.view"),

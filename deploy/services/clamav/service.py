@@ -71,7 +71,8 @@ class ClamAVService(Service):
     """
 
     name = "clamav"
-    roles = frozenset({"smtp"})
+    # Cloud files nodes too: Nextcloud's files_antivirus scans uploads with the node's clamd.
+    roles = frozenset({"smtp", "cloudfiles"})
     packages = {"debian": ("clamav", "clamav-daemon"), "rhel": ("clamav", "clamd")}
     config_root = "/etc/clamav"
 
