@@ -846,7 +846,6 @@ def create_mailbox(
     domain = _locked_domain(domain)
     check_address_free(domain, local)
     quota = cleaned.pop("quota_mb", domain.default_quota_mb)
-    limits.reserve(domain.customer, actor=actor, mailboxes=1, quota_mb=quota)
     mailbox = Mailbox(
         customer=domain.customer,
         customer_path=domain.customer_path,
@@ -868,6 +867,10 @@ def create_mailbox(
     _record("mail.mailbox.create", mailbox, after=auditing.snapshot(mailbox))
     announce(mailbox.customer_path, [domain.pk], kind="mailbox", new_mailbox_ids=[mailbox.pk])
     recheck_in_scope(mailbox, actor)
+    # Last, with the audit append after it: the limit rows of the ancestors (shared by
+    # every create below them) stay locked for the check, the audit append and the commit
+    # only. A refusal here still rolls the whole create back.
+    limits.reserve(domain.customer, actor=actor, mailboxes=1, quota_mb=quota)
     return mailbox
 
 
@@ -1060,7 +1063,6 @@ def create_alias(
     errors.raise_any()
     domain = _locked_domain(domain)
     check_address_free(domain, local)
-    limits.reserve(domain.customer, actor=actor, aliases=1)
     alias = Alias(
         customer=domain.customer,
         customer_path=domain.customer_path,
@@ -1078,6 +1080,7 @@ def create_alias(
     _record("mail.alias.create", alias, after=auditing.snapshot(alias))
     _announce(alias, [domain.pk], "alias")
     recheck_in_scope(alias, actor)
+    limits.reserve(domain.customer, actor=actor, aliases=1)  # last: see create_mailbox
     return alias
 
 

@@ -110,8 +110,14 @@ def reserve(
 ) -> None:
     """Check the limits above ``customer`` for these additions, then count them as used.
 
-    Call inside the action's transaction, before the rows are written. Negative amounts
-    (deletes, smaller quotas) are never refused.
+    Call inside the action's transaction, as late as the action allows: the ancestors'
+    limit rows stay locked from here to the commit, and every create below them queues on
+    them. Negative amounts (deletes, smaller quotas) are never refused.
+
+    The own usage row is counted last, under the limit locks: locks are always taken limit
+    rows first, then usage rows, so an import reserving for several customers in one
+    transaction cannot deadlock with a single create (counting first would lock a usage
+    row before the limit row).
     """
     # The product licence first: it holds for the whole installation (licensing.enforce).
     licence.check(users=mailboxes, storage_mb=quota_mb)

@@ -175,7 +175,7 @@ def check_password(
     if not isinstance(password, str):
         raise ValidationError(_("Enter the password as text."), code="invalid")
     problems: list[str] = []
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in password):
+    if not password.isprintable() and any(ord(ch) < 32 or ord(ch) == 127 for ch in password):
         raise ValidationError(
             _("A password cannot contain control characters such as newlines or tabs."),
             code="control_characters",

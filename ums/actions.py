@@ -6,6 +6,7 @@ administrator): it is audited as "system" and bypasses permission checks.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -30,9 +31,44 @@ def action(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, actor: Any, **kwargs: Any) -> Any:
         with context.acting_as(actor), transaction.atomic():
-            return func(*args, actor=actor, **kwargs)
+            pending: list[Callable[[], Any]] = []
+            token = _AT_END.set((*_AT_END.get(), pending))
+            try:
+                result = func(*args, actor=actor, **kwargs)
+            finally:
+                _AT_END.reset(token)
+            outer = _AT_END.get()
+            if outer:
+                # A nested action's steps run with its caller's, once the whole action has
+                # done its work; a nested action that raised leaves none behind.
+                outer[-1].extend(pending)
+            else:
+                for step in pending:
+                    step()
+            return result
 
     return wrapper  # type: ignore[return-value]
+
+
+# The steps each running action (innermost last) left for the end of its transaction.
+_AT_END: contextvars.ContextVar[tuple[list[Callable[[], Any]], ...]] = contextvars.ContextVar(
+    "ums_action_at_end", default=()
+)
+
+
+def at_end_of_action(step: Callable[[], Any]) -> None:
+    """Run ``step`` as the last thing of the current action's transaction, else now.
+
+    For writes to rows every action shares (the audit chain head): locked there, they are
+    held for the few statements before the commit instead of the whole action, so actions
+    on unrelated objects overlap instead of queueing. The step still runs in the action's
+    transaction: if it fails, nothing of the action is written.
+    """
+    stack = _AT_END.get()
+    if stack:
+        stack[-1].append(step)
+    else:
+        step()
 
 
 def require_permission(actor: Any, code: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -17,6 +18,7 @@ from django.apps import apps
 from django.db import models
 
 from ums import context
+from ums.actions import at_end_of_action
 
 
 def _jsonable(value: Any) -> Any:
@@ -69,8 +71,13 @@ def record(
     after: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     actor: Any = context.current,
-) -> Any:
-    """Append one audit record. Call inside the action's transaction."""
+) -> None:
+    """Append one audit record. Call inside the action's transaction.
+
+    Inside an action the record is appended as the action's last step (see
+    :func:`ums.actions.at_end_of_action`), with what it says fixed now: the chain head it
+    locks is then held for one insert and the commit, not for the rest of the action.
+    """
     ctx = context.current()
     if actor is context.current:
         actor = ctx.actor
@@ -82,19 +89,20 @@ def record(
         customer = getattr(obj, "audit_customer", None)
     if customer is not None and customer_path is None:
         customer_path = customer.path
-    AuditRecord = apps.get_model("audit", "AuditRecord")
-    return AuditRecord.objects.append(
-        action=action,
-        actor=actor,
-        actor_name=getattr(actor, "audit_name", None)
+    values = {
+        "action": action,
+        "actor": actor,
+        "actor_name": getattr(actor, "audit_name", None)
         or ("system" if actor is None else str(actor)),
-        source_ip=ctx.ip,
-        channel=ctx.channel,
-        request_id=ctx.request_id,
-        object_type=object_type or "",
-        object_id="" if object_id is None else str(object_id),
-        object_repr=(object_repr or "")[:300],
-        customer_id=getattr(customer, "pk", None),
-        customer_path=customer_path or "",
-        changes=_jsonable({"before": before or {}, "after": after or {}, **(extra or {})}),
-    )
+        "source_ip": ctx.ip,
+        "channel": ctx.channel,
+        "request_id": ctx.request_id,
+        "object_type": object_type or "",
+        "object_id": "" if object_id is None else str(object_id),
+        "object_repr": (object_repr or "")[:300],
+        "customer_id": getattr(customer, "pk", None),
+        "customer_path": customer_path or "",
+        "changes": _jsonable({"before": before or {}, "after": after or {}, **(extra or {})}),
+    }
+    AuditRecord = apps.get_model("audit", "AuditRecord")
+    at_end_of_action(functools.partial(AuditRecord.objects.append, **values))

@@ -13,6 +13,8 @@ def no_control_characters(value: str) -> None:
 
     They break config files, log lines and CSV exports, and PostgreSQL rejects NUL outright.
     """
+    if value.isascii() and value.isprintable():
+        return  # printable ASCII is letters, digits, punctuation and space: nothing to find
     for char in value:
         if unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"}:
             raise ValidationError(

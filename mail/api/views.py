@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.http import Http404, StreamingHttpResponse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from djangorestframework_camel_case.render import CamelCaseBrowsableAPIRenderer
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -89,7 +90,8 @@ class ValuesListMixin:
         ordering = self.get_keyset_ordering()  # type: ignore[attr-defined]
         columns = list(dict.fromkeys([*self.list_fields.values(), *ordering]))
         page = self.paginate_queryset(queryset.values(*columns))  # type: ignore[attr-defined]
-        stamp = serializers.DateTimeField()
+        # The zone fixed once per page, not looked up again for every row.
+        stamp = serializers.DateTimeField(default_timezone=timezone.get_current_timezone())
         names = [(camel(name), column) for name, column in self.list_fields.items()]
         stamps = [camel(name) for name in self.list_datetimes]
         rows = CamelCased()

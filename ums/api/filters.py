@@ -8,6 +8,7 @@ from typing import Any
 import django_filters
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
+from django_filters.rest_framework import DjangoFilterBackend
 
 from ums.api.fields import MAX_ID
 
@@ -48,3 +49,27 @@ class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.extra.setdefault("validators", []).append(storable_datetime)
+
+
+class FilterBackend(DjangoFilterBackend):
+    """django-filter's backend, less its per-request cost when no filter is asked for.
+
+    Building a filterset builds a form class and deep-copies every filter (about a third
+    of a first page's CPU). With no query parameter naming one of its filters every
+    filter sees an empty value, which django-filter treats as "no filter": the queryset
+    comes back unchanged, so it is returned as is. A parameter that names a filter (or a
+    range filter's ``<name>_<suffix>``) takes the full path, validation included.
+    """
+
+    def filter_queryset(self, request: Any, queryset: Any, view: Any) -> Any:
+        filterset_class = self.get_filterset_class(view, queryset)
+        if filterset_class is None:
+            return queryset
+        names = filterset_class.base_filters
+        asked = any(
+            key in names or any(key.startswith(f"{name}_") for name in names)
+            for key in request.query_params
+        )
+        if not asked:
+            return queryset
+        return super().filter_queryset(request, queryset, view)
