@@ -44,6 +44,8 @@ from .. import probes
 from . import delivery, filtering, safe, signing
 
 ROOT = "/etc/postfix"
+#: The master daemon's pid (queue_directory/pid/master.pid on Debian and Rocky).
+MASTER_PIDFILE = "/var/spool/postfix/pid/master.pid"
 MAPS = (
     "virtual_domains",
     "alias_domains",
@@ -529,6 +531,18 @@ class PostfixService(Service):
         )  # fmt: skip
 
     # ------------------------------------------------------------------ activate
+
+    def pidfiles(self, conn: Connector) -> list[str]:
+        return [MASTER_PIDFILE]
+
+    def stop(self, conn: Connector) -> list[int]:
+        """``postfix stop`` (the master tells its children to finish), then make sure."""
+        from deploy.services.daemon import running_pids, stop_pidfiles
+
+        pids = running_pids(conn, [MASTER_PIDFILE])
+        conn.run(["postfix", "stop"], timeout=120)
+        stop_pidfiles(conn, [MASTER_PIDFILE])
+        return pids
 
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         ensure_certificate(conn, TLS_CERT, TLS_KEY)
