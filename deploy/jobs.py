@@ -29,6 +29,7 @@ from .connector.base import (
 from .connector.ssh import SSHConnector
 from .models import ControllerKey
 from .nodes import connector_for, session
+from .rule_updates import jobs as rule_update_jobs  # noqa: F401 (registers node.update_rules)
 from .services.base import CheckFailed
 
 if TYPE_CHECKING:
