@@ -55,6 +55,7 @@ MAPS = (
     "sender_login",
     "sasl_access_submission",
     "sasl_access_smtps",
+    "inbound_denied",
 )
 #: Maps trivial-rewrite reads (address class and transport of a domain).
 _RESOLVER_MAPS = frozenset(
@@ -68,6 +69,8 @@ TLS_KEY = f"{ROOT}/ums-tls.key"
 _TLS_ORDER = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 #: master.cf transport relaying to our own IMAP nodes (see master.cf for why it exists).
 RELAY_TRANSPORT = "ums-imap"
+#: What the MX answers for a mailbox whose SMTP (port 25) access is denied.
+INBOUND_DENIED = "550 5.7.1 This mailbox does not accept mail from other servers"
 SASL_SOCKET = "/run/courier/authdaemon/socket"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DIAGNOSTIC = re.compile(r"^(\S*/)?post[a-z]+(\[\d+\])?: (fatal|warning|error|panic): ")
@@ -151,11 +154,17 @@ class PostfixService(Service):
         senders: dict[str, list[str]] = defaultdict(list)
         submission_denied: list[tuple[str, str]] = []
         smtps_denied: list[tuple[str, str]] = []
+        inbound_denied: list[tuple[str, str]] = []
         if is_smtp:
             cannot_send = "REJECT This mailbox may not send mail"
             for m in mailboxes:
                 email = m.email
                 senders[email].append(email)
+                if not m.protocols.get("smtp", True):
+                    # "SMTP (port 25)" denied: the MX refuses mail addressed to the
+                    # mailbox from other servers; UMS users' mail (submission, SMTPS)
+                    # and forwards or groups that expand to it still reach it.
+                    inbound_denied.append((email, INBOUND_DENIED))
                 if not m.can_send:
                     submission_denied.append((email, cannot_send))
                     smtps_denied.append((email, cannot_send))
@@ -218,6 +227,7 @@ class PostfixService(Service):
             ),
             ManagedFile(f"{ROOT}/sasl_access_submission", _map(submission_denied)),
             ManagedFile(f"{ROOT}/sasl_access_smtps", _map(smtps_denied)),
+            ManagedFile(f"{ROOT}/inbound_denied", _map(inbound_denied)),
         ]
         files += filtering.files(state)
         files += delivery.files(state)
@@ -328,6 +338,15 @@ class PostfixService(Service):
         merged.update(filtering.params(state))
         merged.update(delivery.params(state))
         merged.update(signing.params(state, merged))
+        if is_smtp:
+            # Port 25 only: submission and SMTPS empty smtpd_recipient_restrictions.
+            # First, so a denied mailbox is refused before greylisting delays the sender.
+            rest = merged.get("smtpd_recipient_restrictions", "")
+            merged["smtpd_recipient_restrictions"] = ", ".join(
+                part
+                for part in (f"check_recipient_access hash:{ROOT}/inbound_denied", rest)
+                if part
+            )
         lines = ["# Managed by UMS (deploy/services/postfix): replaced on every converge."]
         lines += [
             f"{key} = {safe.config_value(key, value)}".rstrip() for key, value in merged.items()
@@ -516,7 +535,11 @@ class PostfixService(Service):
         (yet) know would pass."""
         hosted = {d.name for d in state.domains if d.enabled}
         known = min(
-            (m.email for m in state.mailboxes if m.enabled and m.domain in hosted),
+            (
+                m.email
+                for m in state.mailboxes
+                if m.enabled and m.domain in hosted and m.protocols.get("smtp", True)
+            ),
             default=None,
         )
         rcpt = safe.hosted_address(known) if known else "ums-probe@example.invalid"
