@@ -61,7 +61,7 @@ def find_loop(email: str, targets: list[str]) -> list[str] | None:
     None when there is no such chain."""
     start = _canonical([email])[0]
     new_targets = _canonical(targets)
-    parent: dict[str, str] = {t: start for t in new_targets}
+    parent: dict[str, str] = dict.fromkeys(new_targets, start)
     frontier = list(dict.fromkeys(new_targets))
     while frontier and len(parent) <= MAX_ADDRESSES:
         if start in frontier:
