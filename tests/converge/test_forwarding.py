@@ -1,23 +1,39 @@
 """Forwards (with and without a copy), distribution groups and alias domains delivered
 end to end on real nodes; the catch-all is proved in test_mail_flow.py and loops are
-refused before saving (tests/mail/test_forwarding_loops.py)."""
+refused before saving (tests/mail/test_forwarding_loops.py). Forwards to other providers
+go out with an SRS envelope sender (postsrsd), and bounces to it reach the sender."""
 
 from __future__ import annotations
 
+import re
+import smtplib
+from collections.abc import Iterator
+
+import paramiko
 import pytest
 
+from deploy.services import registry
+from deploy.services.courier import SERVICE as COURIER
+from deploy.services.lda import SERVICE as LDA
+from deploy.services.postfix import SERVICE as POSTFIX
+from deploy.services.srs import SERVICE as SRS
 from mail import actions
 from mail.models import Domain
+from servers.models import Zone
 from tests.fixtures import Cast
+from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
 
-from .conftest import MailNodes
+from .conftest import MAIL_PRIVATE_PATHS, MailNodes, approved_node, trusting_cluster
+from .outside import Sink, smtp_sink
 from .test_courier_access import add_mailbox
 from .test_mail_flow import (
     DOMAIN,
+    PASSWORD,
     assert_jobs_succeeded,
     maildir,
     send,
     setup_mail,
+    tls,
     wait_for_message,
 )
 
@@ -69,3 +85,73 @@ def test_forwards_groups_and_alias_domains_reach_the_right_mailboxes(
     send(nodes, "team@other.example", "m-aliasgroup")
     for local in ("alice", "bob", "erin"):
         wait_for_message(nodes, local, "m-aliasgroup")
+
+
+@pytest.fixture
+def srs_nodes(
+    tmp_path_factory: pytest.TempPathFactory,
+    controller_pkey: paramiko.PKey,  # noqa: F811
+    controller_key,  # noqa: F811
+    zone: Zone,  # noqa: F811
+    cast: Cast,
+    monkeypatch: pytest.MonkeyPatch,
+    settings,
+) -> Iterator[tuple[MailNodes, Sink]]:
+    """SMTP and IMAP nodes with postsrsd on the SMTP node; outbound mail goes to a sink."""
+    monkeypatch.setattr(registry, "SERVICES", [COURIER, LDA, SRS, POSTFIX])
+    private = (*MAIL_PRIVATE_PATHS, "/etc/ums-srs", "/run/ums-srs")
+    workdir = tmp_path_factory.mktemp("srs")
+    with (
+        trusting_cluster(workdir, 2, controller_pkey, private) as cluster,
+        smtp_sink(cluster.bridge_address) as sink,
+    ):
+        settings.UMS_CONVERGE = {
+            "postfix_maillog_file": "/var/spool/postfix/maillog",
+            "lda_log_file": "/var/lib/ums-lda/lda.log",
+            "content_filter": False,
+            "outbound_relay": f"{sink.address}:{sink.port}",
+            "srs_domain": DOMAIN,
+        }
+        settings.UMS_AUTO_CONVERGE = True
+        settings.UMS_CONVERGE_ON_APPROVAL = True
+        smtp, imap = cluster.nodes
+        imap_node = approved_node(zone, cast, imap, ["imap"])
+        smtp_node = approved_node(zone, cast, smtp, ["smtp"])
+        yield MailNodes(cluster, smtp, imap, smtp_node, imap_node), sink
+
+
+def test_external_forwards_are_srs_rewritten_and_bounces_find_the_sender(
+    cast: Cast, srs_nodes: tuple[MailNodes, Sink]
+) -> None:
+    nodes, sink = srs_nodes
+    client, domain = setup_mail(cast)
+    add_mailbox(client, domain, "fwd", forwardTo=["friend@outside.test"])  # keeps a copy
+    assert_jobs_succeeded()
+
+    # An outside sender's mail forwarded outside: the envelope sender is ours (SRS).
+    send(nodes, f"fwd@{DOMAIN}", "m-srs", sender="bob@sender.test")
+    wait_for_message(nodes, "fwd", "m-srs")
+    sink.wait_for(b"m-srs")
+    [(envelope, recipients)] = [(s, r) for s, r, raw in sink.received if b"m-srs" in raw]
+    assert recipients == ["friend@outside.test"]
+    assert re.fullmatch(rf"SRS0=[^=]+=[^=]+=sender\.test=bob@{re.escape(DOMAIN)}", envelope)
+
+    # Our own users' mail is never rewritten.
+    with smtplib.SMTP(nodes.smtp.address, 587, timeout=30) as smtp:
+        smtp.starttls(context=tls())
+        smtp.login(f"alice@{DOMAIN}", PASSWORD)
+        smtp.sendmail(f"alice@{DOMAIN}", ["x@outside.test"], b"Subject: m-own\r\n\r\nhi\r\n")
+    sink.wait_for(b"m-own")
+    assert [s for s, _r, raw in sink.received if b"m-own" in raw] == [f"alice@{DOMAIN}"]
+
+    # The receiver bounces to the SRS address: it is accepted and goes back to bob.
+    with smtplib.SMTP(nodes.smtp.address, 25, timeout=30) as smtp:
+        smtp.sendmail("", [envelope], b"Subject: m-bounce\r\n\r\nundeliverable\r\n")
+    sink.wait_for(b"m-bounce")
+    assert [r for _s, r, raw in sink.received if b"m-bounce" in raw] == [["bob@sender.test"]]
+    # A forged SRS address (wrong hash) is refused.
+    forged = re.sub(r"^SRS0=[^=]+=", "SRS0=AAAA=", envelope)
+    with smtplib.SMTP(nodes.smtp.address, 25, timeout=30) as smtp:
+        smtp.ehlo()
+        smtp.mail("")
+        assert smtp.rcpt(forged)[0] >= 500

@@ -83,6 +83,16 @@ def tls_protocols(minimum: str) -> str:
     return f">={minimum}"
 
 
+def _srs_params(state: DesiredState) -> list[tuple[str, str]]:
+    """Postfix's lookups into postsrsd, when converge manages it on this node."""
+    from deploy.services import registry
+    from deploy.services.srs import postfix_params
+
+    if not any(s.name == "srs" for s in registry.SERVICES):
+        return []
+    return postfix_params(state)
+
+
 def _map(lines: list[tuple[str, str]]) -> bytes:
     body = "".join(f"{key} {value}\n" for key, value in lines)
     return ("# Managed by UMS: regenerated on every converge.\n" + body).encode()
@@ -338,6 +348,7 @@ class PostfixService(Service):
         merged.update(filtering.params(state))
         merged.update(delivery.params(state))
         merged.update(signing.params(state, merged))
+        merged.update(_srs_params(state))
         if is_smtp:
             # Port 25 only: submission and SMTPS empty smtpd_recipient_restrictions.
             # First, so a denied mailbox is refused before greylisting delays the sender.
