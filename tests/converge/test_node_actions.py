@@ -6,6 +6,7 @@ daemons serve again with the files converge installed last."""
 from __future__ import annotations
 
 import imaplib
+import re
 import smtplib
 import socket
 
@@ -122,3 +123,41 @@ def test_restart_reboot_shutdown_and_a_dead_namespace_act_on_the_real_daemons(
     assert response.status_code == 202, response.content
     converge_job = Job.objects.get(pk=response.json()["id"])
     assert converge_job.result["changed"] == {}, converge_job.result
+
+
+def test_a_reboot_cut_off_between_stop_and_start_is_healed_by_start_services(
+    cast: Cast, mail_nodes: MailNodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's sshd dies after the reboot stopped the daemons and before it started
+    them (the controller's connection lost mid-step): the job fails with the reason,
+    nothing is half-started, and "start all services" (idempotent) brings every daemon
+    back from the live files once the node answers again."""
+    from deploy.services.postfix import SERVICE as POSTFIX
+
+    from .test_faults import kill_sshd
+
+    nodes = mail_nodes
+    setup_mail(cast)
+    original = type(POSTFIX).stop
+
+    def stop_then_lose_the_node(self, conn):  # a test-only fault: runs the real stop first
+        stopped = original(self, conn)
+        kill_sshd(nodes)
+        return stopped
+
+    monkeypatch.setattr(type(POSTFIX), "stop", stop_then_lose_the_node)
+    job = start_node_action(actor=cast.sub_admin, node=nodes.smtp_node, name="reboot")
+    job.refresh_from_db()
+    # The connector's error, by class name (the connection dropped under the job).
+    assert job.status == Job.FAILED, job.log
+    assert re.match(r"^[A-Za-z]+: ", job.error), job.error
+    monkeypatch.undo()
+    assert not pids_named(nodes.smtp, "master")
+    assert refused(nodes.smtp.address, 25)
+    nodes.smtp.start()  # the node's own sshd is back (as after its own restart)
+    job = run_action(cast, nodes.smtp_node, "start_services")
+    assert "postfix" in job.result["started"] and job.result["started"]["postfix"]
+    with smtplib.SMTP(nodes.smtp.address, 25, timeout=20) as smtp:
+        assert smtp.noop()[0] == 250
+    send(nodes, f"alice@{DOMAIN}", "marker-after-cut")
+    wait_for_message(nodes, "alice", "marker-after-cut")
