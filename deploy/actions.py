@@ -18,6 +18,8 @@ from ums.models import Job
 
 NODE_ACTIONS = {
     "reboot": gettext_lazy("Reboot"),
+    "shutdown": gettext_lazy("Shut down"),
+    "start_services": gettext_lazy("Start all services"),
     "restart_service": gettext_lazy("Restart a service"),
     "storage_start": gettext_lazy("Start the storage volume service"),
     "storage_stop": gettext_lazy("Stop the storage volume service"),

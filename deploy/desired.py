@@ -9,6 +9,8 @@ effective access, so the nodes and the portal can never disagree.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
@@ -135,6 +137,11 @@ def settings_for(node: Node) -> dict[str, Any]:
     conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
     for overrides in NODE_OVERRIDES:
         conf.update(overrides(node))
+    if conf.get("srs_domain") and not conf.get("srs_secret"):
+        # The same on every SMTP node (a bounce may return through any), never stored.
+        conf["srs_secret"] = hmac.new(
+            settings.SECRET_KEY.encode(), b"ums-srs-secret", hashlib.sha256
+        ).hexdigest()
     return conf
 
 

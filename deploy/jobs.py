@@ -29,6 +29,8 @@ from .connector.base import (
 from .connector.ssh import SSHConnector
 from .models import ControllerKey
 from .nodes import connector_for, session
+from .rule_updates import jobs as rule_update_jobs  # noqa: F401 (registers node.update_rules)
+from .services.base import CheckFailed
 
 if TYPE_CHECKING:
     from .converge import ConvergeResult
@@ -108,16 +110,65 @@ def run_command(job: Job, reporter: jobs.Reporter) -> dict:
     return output
 
 
-@jobs.handler("node.reboot", retriable=False)  # twice would reboot twice
-def reboot(job: Job, reporter: jobs.Reporter) -> dict:
+def _daemon_action(job: Job, reporter: jobs.Reporter, verb: str) -> dict:
+    """Run node_daemons.<verb> on the job's node; log what stopped and started."""
+    from . import node_daemons
+
     node = _node(job)
     try:
         with session(node) as conn:
-            result = node_ops.reboot(conn)
+            result = getattr(node_daemons, verb)(conn, node)
     except ConnectorError as exc:
         _fail_on_connector_error(exc)
-    reporter.say(gettext_noop("reboot requested"))
-    return {"exit_code": None if result is None else result.exit_code}
+    if result.get("systemd"):
+        reporter.say(
+            gettext_noop("reboot requested")
+            if verb == "reboot"
+            else gettext_noop("power-off requested")
+        )
+        return result
+    _report_daemons(reporter, result)
+    if result.get("failed"):
+        raise jobs.PermanentJobError(_failed_text(result["failed"]))
+    return result
+
+
+@jobs.handler("node.reboot", retriable=False)  # twice would reboot twice
+def reboot(job: Job, reporter: jobs.Reporter) -> dict:
+    """systemd: the machine reboots. Otherwise the controller is the node's init: every
+    managed daemon is stopped and started again from its live files (node_daemons)."""
+    return _daemon_action(job, reporter, "reboot")
+
+
+@jobs.handler("node.shutdown", retriable=False)
+def shutdown(job: Job, reporter: jobs.Reporter) -> dict:
+    return _daemon_action(job, reporter, "shutdown")
+
+
+@jobs.handler("node.start_services")
+def start_services(job: Job, reporter: jobs.Reporter) -> dict:
+    """Start every managed daemon that is not running, from the files live on the node
+    (after a shutdown, or a node whose processes all died). Idempotent."""
+    return _daemon_action(job, reporter, "boot")
+
+
+def _report_daemons(reporter: jobs.Reporter, result: dict) -> None:
+    for name, pids in result.get("stopped", {}).items():
+        reporter.say(
+            gettext_noop("stopped %(service)s (pids %(pids)s)"),
+            service=name,
+            pids=" ".join(map(str, pids)) or "-",
+        )
+    for name, pids in result.get("started", {}).items():
+        reporter.say(
+            gettext_noop("started %(service)s (pids %(pids)s)"),
+            service=name,
+            pids=" ".join(map(str, pids)) or "-",
+        )
+
+
+def _failed_text(failed: dict[str, str]) -> str:
+    return "\n".join(f"{name}: {reason}" for name, reason in failed.items())[-2000:]
 
 
 def _service(job: Job, service: str, verb: str, reporter: jobs.Reporter) -> dict:
@@ -144,7 +195,33 @@ def _service(job: Job, service: str, verb: str, reporter: jobs.Reporter) -> dict
 
 @jobs.handler("node.restart_service")
 def restart_service(job: Job, reporter: jobs.Reporter) -> dict:
-    return _service(job, job.params["service"], "restart", reporter)
+    """A service converge manages on a node without systemd: stopped and started from its
+    live files by the controller; any other name: the node's systemctl/service."""
+    from . import node_daemons
+
+    node = _node(job)
+    name = job.params["service"]
+    try:
+        with session(node) as conn:
+            result = node_daemons.restart(conn, node, name)
+    except CheckFailed as exc:  # the daemon did not start again: say why
+        raise jobs.PermanentJobError(exc.output[-2000:] or str(exc)) from exc
+    except ConnectorError as exc:
+        _fail_on_connector_error(exc)
+    if "exit_code" not in result:
+        _report_daemons(
+            reporter,
+            {"stopped": {name: result["stopped"]}, "started": {name: result["started"]}},
+        )
+        return result
+    reporter.say(
+        gettext_noop("restart %(service)s: exit %(code)s"), service=name, code=result["exit_code"]
+    )
+    if result["exit_code"] != 0:
+        raise jobs.PermanentJobError(
+            (result["stderr"] or result["stdout"]).strip()[-2000:] or f"exit {result['exit_code']}"
+        )
+    return result
 
 
 @jobs.handler("node.storage_start")

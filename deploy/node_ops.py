@@ -60,9 +60,18 @@ def service_command(conn: Connector, service: str, verb: str) -> CommandResult:
 
 
 def reboot(conn: Connector) -> CommandResult | None:
-    """Ask the node to reboot; the connection may drop before an answer comes back."""
+    """Ask the machine to reboot; the connection may drop before an answer comes back.
+    Only for systemd nodes: see deploy/node_daemons.py for the others."""
     try:
         return conn.run(["reboot"], timeout=30)
+    except ConnectorError:
+        return None
+
+
+def poweroff(conn: Connector) -> CommandResult | None:
+    """Ask a systemd node to power off; the connection may drop before an answer."""
+    try:
+        return conn.run(["systemctl", "poweroff"], timeout=30)
     except ConnectorError:
         return None
 

@@ -39,6 +39,8 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "content_filter": (_BOOL, "filter mail on SMTP nodes (true); false: a plain relay"),
     "relay_networks": ((list,), "networks relaying without authentication besides loopback"),
     "outbound_relay": (_TEXT, "smarthost SMTP nodes send outbound mail through (host[:port])"),
+    "srs_domain": (_TEXT, "domain forwarded senders are rewritten into (SRS); unset: no SRS"),
+    "srs_secret": (_TEXT, "SRS secret; set by the controller from SECRET_KEY"),
     "dkim_signing": (_BOOL, "OpenDKIM signs outbound and verifies inbound mail (true)"),
     "antivirus": (_BOOL, "force clamd on or off on SMTP nodes (default: per policy)"),
     "spam_network_checks": (_BOOL, "SpamAssassin DNS blocklists (true)"),
@@ -235,6 +237,15 @@ def _ports(value: dict) -> str | None:
     return None
 
 
+def _srs_domain(value: str) -> str | None:
+    ok = _HOST.fullmatch(value) and "." in value
+    return None if ok else f"{value!r} is not a domain name"
+
+
+def _srs_secret(value: str) -> str | None:
+    return None if len(value) >= 32 and value.isalnum() else "at least 32 letters or digits"
+
+
 _SCORE = _range(-1000, 1000)
 
 #: key -> check of a value of the right type (see OPTIONS). Keys without one need none
@@ -250,6 +261,8 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "lda_log_file": _log_path,
     "relay_networks": _networks,
     "outbound_relay": _relay,
+    "srs_domain": _srs_domain,
+    "srs_secret": _srs_secret,
     "spam_subject_tag": _subject_tag,
     "spam_max_size": _range(1024, 1024**3),
     "spam_timeout": _range(1, 3600),

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from . import latency, metrics
+from .rule_updates import jobs as rule_update_jobs  # noqa: F401  (registers deploy.update_rules)
 from .services.nginx import tasks as nginx_tasks  # noqa: F401  (registers certificate renewal)
 
 

@@ -27,7 +27,7 @@ from ums import auditing
 from ums.actions import action, recheck_in_scope, require_in_scope, require_permission
 from ums.validators import no_control_characters
 
-from . import choices, dkim, limits, passwords, policy, sieve, validators
+from . import choices, dkim, forwarding, limits, passwords, policy, sieve, validators
 from .models import (
     Alias,
     AutoResponder,
@@ -845,6 +845,8 @@ def create_mailbox(
     password_hash = passwords.make_hash(password)
     domain = _locked_domain(domain)
     check_address_free(domain, local)
+    if cleaned.get("forward_to") and cleaned.get("forward_keep_copy") is False:
+        forwarding.refuse_loop(email, cleaned["forward_to"], "forward_to")
     quota = cleaned.pop("quota_mb", domain.default_quota_mb)
     mailbox = Mailbox(
         customer=domain.customer,
@@ -889,6 +891,9 @@ def update_mailbox(*, actor: Any, mailbox: Mailbox, **changes: Any) -> Mailbox:
         )
     for key, value in cleaned.items():
         setattr(mailbox, key, value)
+    passes_on = mailbox.forward_to and not mailbox.forward_keep_copy and mailbox.is_enabled
+    if passes_on and {"forward_to", "forward_keep_copy", "is_enabled"} & cleaned.keys():
+        forwarding.refuse_loop(mailbox.email, list(mailbox.forward_to), "forward_to")
     mailbox.save()
     old, new = auditing.diff(before, auditing.snapshot(mailbox))
     if new:
@@ -1063,6 +1068,8 @@ def create_alias(
     errors.raise_any()
     domain = _locked_domain(domain)
     check_address_free(domain, local)
+    if cleaned.get("is_enabled", True):
+        forwarding.refuse_loop(email, cleaned["targets"], "targets")
     alias = Alias(
         customer=domain.customer,
         customer_path=domain.customer_path,
@@ -1095,6 +1102,8 @@ def update_alias(*, actor: Any, alias: Alias, **changes: Any) -> Alias:
     before = auditing.snapshot(alias)
     for key, value in cleaned.items():
         setattr(alias, key, value)
+    if alias.is_enabled and {"targets", "is_enabled"} & cleaned.keys():
+        forwarding.refuse_loop(alias.email, list(alias.targets), "targets")
     alias.save()
     old, new = auditing.diff(before, auditing.snapshot(alias))
     if new:

@@ -27,6 +27,8 @@ packages+=(bind9)
 packages+=(opendkim opendkim-tools)
 # Webmail (issue 16): Debian's Roundcube with SQLite, run under PHP-FPM behind nginx.
 packages+=(roundcube roundcube-core roundcube-sqlite3 php-fpm php-sqlite3)
+# SRS for forwards to other providers (issue 15): postsrsd on the SMTP nodes.
+packages+=(postsrsd)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -136,6 +136,9 @@ class Node(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True)
     missed_collections = models.PositiveIntegerField(default=0)
     host_key_alert = models.TextField(blank=True)
+    # The last rule and signature update run (deploy.rule_updates): when it ran, when it
+    # last installed something, versions per channel and signature file, and errors.
+    rule_updates = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("node")
@@ -149,6 +152,26 @@ class Node(models.Model):
     @property
     def audit_customer(self) -> Customer:
         return self.customer
+
+    @property
+    def rule_update_summary(self) -> dict | None:
+        """``rule_updates`` for the node page: times as datetimes, one line per item."""
+        from django.utils.dateparse import parse_datetime
+
+        data = self.rule_updates or {}
+        if not data.get("checked_at"):
+            return None
+        items = [
+            {"name": name, **entry}
+            for part in ("spamassassin", "clamav")
+            for name, entry in sorted((data.get(part) or {}).items())
+        ]
+        return {
+            "checked_at": parse_datetime(data["checked_at"]),
+            "updated_at": parse_datetime(data["updated_at"]) if data.get("updated_at") else None,
+            "items": items,
+            "errors": data.get("errors") or [],
+        }
 
     @property
     def is_reachable(self) -> bool:

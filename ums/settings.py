@@ -408,6 +408,17 @@ CELERY_BEAT_SCHEDULE = {
     "cleanup-exports": {"task": "backup.cleanup_exports", "schedule": UMS_EXPORT_CLEANUP_INTERVAL},
     "schedule-offnode": {"task": "backup.schedule_offnode", "schedule": UMS_OFFNODE_CHECK_INTERVAL},
 }
+# Rule and signature updates on SMTP nodes (deploy/rule_updates): the mirror (http(s) base
+# URL; empty: no updates), the SpamAssassin channels and ClamAV signature files it serves,
+# and how often (seconds) every active SMTP node is updated from it.
+UMS_RULES_MIRROR_URL = env_str("UMS_RULES_MIRROR_URL", "") or ""
+UMS_SA_UPDATE_CHANNELS = env_list("UMS_SA_UPDATE_CHANNELS")
+UMS_CLAMAV_SIGNATURES = env_list("UMS_CLAMAV_SIGNATURES")
+UMS_RULES_UPDATE_INTERVAL = env_int("UMS_RULES_UPDATE_INTERVAL", 86400, minimum=300)
+CELERY_BEAT_SCHEDULE["update-rules"] = {
+    "task": "deploy.update_rules",
+    "schedule": UMS_RULES_UPDATE_INTERVAL,
+}
 # Controller dumps (backup/dumps.py): daily at UMS_DUMP_TIME ("HH:MM" UTC; empty: only
 # "Dump now"), UMS_DUMP_KEEP kept per target, to the top-level customers' targets or only
 # those named in UMS_DUMP_TARGETS (ids or names); staged (encrypted) in UMS_DUMP_STAGING_DIR.

@@ -298,6 +298,30 @@ class Service(ABC):
         """
         return False
 
+    # ------------------------------------------------------------ daemon control
+    # Node actions (restart, reboot, shutdown) on nodes without systemd, where nothing
+    # but the controller starts our daemons: see deploy/node_daemons.py.
+
+    #: Other names an administrator may give this service in "restart a service"
+    #: (the systemd unit or init script names), besides ``name``.
+    unit_names: tuple[str, ...] = ()
+
+    def pidfiles(self, conn: Connector) -> list[str]:
+        """The pid files of this service's daemons on the node (default: none)."""
+        return []
+
+    def start(self, conn: Connector) -> None:
+        """Start the daemons with the configuration live on the node (what converge
+        installed last). ``activate`` with nothing changed does exactly that: it starts
+        a daemon that is not running and leaves a running one alone."""
+        self.activate(conn, [])
+
+    def stop(self, conn: Connector) -> list[int]:
+        """Stop the daemons; returns the pids stopped. Default: by :meth:`pidfiles`."""
+        from .daemon import stop_pidfiles
+
+        return stop_pidfiles(conn, self.pidfiles(conn))
+
     def prepare(self, conn: Connector, state: DesiredState) -> Preparation | None:
         """Optional: read facts and plan non-file changes (see :class:`Preparation`).
 

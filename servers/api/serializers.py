@@ -116,6 +116,8 @@ class NodeActionSerializer(StrictSerializer):
     action = serializers.ChoiceField(
         choices=[
             "reboot",
+            "shutdown",
+            "start_services",
             "restart_service",
             "storage_start",
             "storage_stop",

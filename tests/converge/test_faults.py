@@ -99,6 +99,14 @@ def kill_sshd(nodes: MailNodes) -> None:
     listener.wait(timeout=30)
 
 
+def with_absent_map(main_cf: str) -> str:
+    """main.cf whose port-25 recipient restrictions start with a map that does not exist
+    (the SMTP node already has the parameter: a second line would fail postconf's check)."""
+    key = "smtpd_recipient_restrictions = "
+    assert key in main_cf
+    return main_cf.replace(key, key + "check_recipient_access hash:/etc/postfix/absent, ", 1)
+
+
 def bookkeeping(name: str) -> bool:
     """The converge's own files in a config root: run-state records and the fence."""
     return name.startswith(converge_module.STATE_PREFIX) or name == converge_module.FENCE_NAME
@@ -330,9 +338,7 @@ def test_a_config_that_passes_postfix_check_but_answers_451_is_rolled_back(
     original = PostfixService.main_cf
 
     def missing_map(self, state):  # a test-only override: a real, plausible mistake
-        return original(self, state) + (
-            "smtpd_recipient_restrictions = check_recipient_access hash:/etc/postfix/absent\n"
-        )
+        return with_absent_map(original(self, state))
 
     monkeypatch.setattr(PostfixService, "main_cf", missing_map)
     job = converge_job(cast, mail_nodes.smtp_node)
@@ -376,9 +382,7 @@ def test_a_rolled_back_converge_stays_dirty_is_retried_with_backoff_and_alerts_a
     original = PostfixService.main_cf
 
     def missing_map(self, state):  # passes postfix check, answers 451 (see above)
-        return original(self, state) + (
-            "smtpd_recipient_restrictions = check_recipient_access hash:/etc/postfix/absent\n"
-        )
+        return with_absent_map(original(self, state))
 
     monkeypatch.setattr(PostfixService, "main_cf", missing_map)
     job = converge_job(cast, node)

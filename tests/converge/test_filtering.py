@@ -103,10 +103,11 @@ def test_smtp_node_routes_every_smtpd_through_the_filter() -> None:
 def test_greylisting_only_when_a_domain_enables_it() -> None:
     files = _rendered(_state({}, {"greylisting": True}))
     main_cf = files["/etc/postfix/main.cf"].decode()
+    # After the per-mailbox "SMTP (25) denied" check, which refuses without delaying.
     assert (
-        "\nsmtpd_recipient_restrictions = check_policy_service unix:private/ums-greylist\n"
-        in main_cf
-    )
+        "\nsmtpd_recipient_restrictions = check_recipient_access "
+        "hash:/etc/postfix/inbound_denied, check_policy_service unix:private/ums-greylist\n"
+    ) in main_cf
     assert "ums-greylist unix" in files["/etc/postfix/master.cf"].decode()
     config = json.loads(files["/etc/postfix/ums-filter/policy.json"])
     assert config["greylist"]["delay"] == 7

@@ -130,3 +130,20 @@ def test_zone_form_refuses_bad_input(cast: Cast) -> None:
     )
     assert response.status_code == 302
     assert Zone.objects.get().redundancy == "hot-warm"
+
+
+def test_node_page_shows_the_last_rule_and_signature_update(cast: Cast, node: Node) -> None:
+    now = timezone.now()
+    node.rule_updates = {
+        "checked_at": now.isoformat(),
+        "updated_at": (now - datetime.timedelta(days=2)).isoformat(),
+        "spamassassin": {"rules.ums.test": {"version": 1002, "status": "current"}},
+        "clamav": {"ums.ndb": {"sha256": "ab" * 32, "status": "failed", "error": "<b>bad</b>"}},
+        "errors": ["ums.ndb: <b>bad</b>"],
+    }
+    node.save(update_fields=["rule_updates"])
+    page = portal(cast.sub_admin).get(reverse("servers:node-detail", args=[node.pk]))
+    text = page.content.decode()
+    assert "Rules and signatures" in text and "updated 2\xa0days ago" in text
+    assert "rules.ums.test: 1002" in text and "ums.ndb: abababababab" in text
+    assert "&lt;b&gt;bad&lt;/b&gt;" in text and "<b>bad</b>" not in text

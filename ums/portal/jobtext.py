@@ -37,6 +37,8 @@ __all__ = [
 # The node actions' labels, as deploy.actions.NODE_ACTIONS spells them (same msgids).
 NODE_ACTION_LABELS = {
     "reboot": _("Reboot"),
+    "shutdown": _("Shut down"),
+    "start_services": _("Start all services"),
     "restart_service": _("Restart a service"),
     "storage_start": _("Start the storage volume service"),
     "storage_stop": _("Stop the storage volume service"),

@@ -153,6 +153,33 @@ class ClamAVService(Service):
         if not result.ok or errors:
             raise CheckFailed(self.name, "\n".join(errors) or output)
 
+    unit_names = ("clamav-daemon", "clamd", "clamd@scan")
+
+    def _live_conf(self, conn: Connector) -> ManagedFile | None:
+        filename = "scan.conf" if self.config_root == "/etc/clamd.d" else "clamd.conf"
+        path = f"{self.config_root}/{filename}"
+        content = conn.get_file(path)
+        return None if content is None else ManagedFile(path, content)
+
+    def pidfiles(self, conn: Connector) -> list[str]:
+        conf = self._live_conf(conn)
+        if conf is None:
+            return []
+        for line in conf.content.decode(errors="replace").splitlines():
+            key, _sep, value = line.partition(" ")
+            if key == "PidFile" and value.startswith("/"):
+                return [value.strip()]
+        return []
+
+    def start(self, conn: Connector) -> None:
+        """clamd with the live ``clamd.conf``, unless it runs (or anti-virus is off)."""
+        from deploy.services.daemon import running_pids
+
+        conf = self._live_conf(conn)
+        if conf is None or running_pids(conn, self.pidfiles(conn)):
+            return
+        self.activate(conn, [conf])
+
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """(Re)start clamd: it reads ``clamd.conf`` only at start (RELOAD is signatures)."""
         unit = "clamav-daemon"

@@ -393,6 +393,28 @@ class CourierService(Service):
                     ensure_pem(conn, f"{ROOT}/{script.split('-')[0]}.pem")
                 _start(conn, [script, "start"], self.name)
 
+    unit_names = (
+        "courier-authdaemon", "courier-imap", "courier-imap-ssl", "courier-pop",
+        "courier-pop-ssl", "imapd", "imapd-ssl", "pop3d", "pop3d-ssl",
+    )  # fmt: skip
+
+    def pidfiles(self, conn: Connector) -> list[str]:
+        return [*(pidfile for _s, _c, _f, pidfile in LISTENERS), f"{AUTH_DIR}/pid"]
+
+    def stop(self, conn: Connector) -> list[int]:
+        """Each running listener with its own script (it stops couriertcpd and its
+        logger), then authdaemond; whatever still runs then gets a signal."""
+        from deploy.services.daemon import running_pids, stop_pidfiles
+
+        pids = running_pids(conn, self.pidfiles(conn))
+        for script, _config, _flag, pidfile in LISTENERS:
+            if conn.run(["sh", "-c", _RUNNING, "sh", pidfile]).ok:
+                _stop(conn, [script, "stop"], pidfile)
+        if conn.run(["sh", "-c", _RUNNING, "sh", f"{AUTH_DIR}/pid"]).ok:
+            _stop(conn, ["authdaemond", "stop"], f"{AUTH_DIR}/pid")
+        stop_pidfiles(conn, self.pidfiles(conn))
+        return pids
+
     def _live(self, conn: Connector, changed: dict[str, ManagedFile], name: str) -> bytes:
         if name in changed:
             return changed[name].content

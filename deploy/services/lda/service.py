@@ -258,6 +258,11 @@ class LdaService(Service):
 
     # ------------------------------------------------------------------ activate
 
+    unit_names = ("dovecot",)
+
+    def pidfiles(self, conn: Connector) -> list[str]:
+        return [PIDFILE]
+
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         paths = {f.path for f in changed}
         owner = next((f.content for f in changed if f.path == OWNER), None)

@@ -367,6 +367,27 @@ class NginxService(Service):
             host, str(self.https_port), _host(name, "host name"), str(probes.PROBE_SECONDS),
         )  # fmt: skip
 
+    def stop(self, conn: Connector) -> list[int]:
+        """``nginx -s quit``: workers finish their requests, then the master exits."""
+        from deploy.services.daemon import running_pids, stop_pidfiles
+
+        conf = self._path("nginx.conf")
+        pidfiles = self.pidfiles(conn)
+        pids = running_pids(conn, pidfiles)
+        if pids:
+            conn.run(["nginx", "-s", "quit", "-c", conf, "-p", self._prefix()], timeout=120)
+            stop_pidfiles(conn, pidfiles)
+        return pids
+
+    def pidfiles(self, conn: Connector) -> list[str]:
+        """The ``pid`` directive of the live nginx.conf."""
+        text = (conn.get_file(self._path("nginx.conf")) or b"").decode(errors="replace")
+        for line in text.splitlines():
+            words = line.strip().rstrip(";").split()
+            if len(words) == 2 and words[0] == "pid" and words[1].startswith("/"):
+                return [words[1]]
+        return []
+
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """Reload nginx (graceful: old workers finish their requests); start it if down."""
         conf = self._path("nginx.conf")

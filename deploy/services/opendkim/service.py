@@ -194,6 +194,9 @@ class OpenDkimService(Service):
         if not result.ok:
             raise CheckFailed(self.name, (result.stdout + result.stderr).strip())
 
+    def pidfiles(self, conn: Connector) -> list[str]:
+        return [PIDFILE]
+
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """Reload (SIGUSR1 re-reads the configuration and tables), or start the daemon.
 

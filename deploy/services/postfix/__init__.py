@@ -44,6 +44,8 @@ from .. import probes
 from . import delivery, filtering, safe, signing
 
 ROOT = "/etc/postfix"
+#: The master daemon's pid (queue_directory/pid/master.pid on Debian and Rocky).
+MASTER_PIDFILE = "/var/spool/postfix/pid/master.pid"
 MAPS = (
     "virtual_domains",
     "alias_domains",
@@ -53,6 +55,7 @@ MAPS = (
     "sender_login",
     "sasl_access_submission",
     "sasl_access_smtps",
+    "inbound_denied",
 )
 #: Maps trivial-rewrite reads (address class and transport of a domain).
 _RESOLVER_MAPS = frozenset(
@@ -66,6 +69,8 @@ TLS_KEY = f"{ROOT}/ums-tls.key"
 _TLS_ORDER = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 #: master.cf transport relaying to our own IMAP nodes (see master.cf for why it exists).
 RELAY_TRANSPORT = "ums-imap"
+#: What the MX answers for a mailbox whose SMTP (port 25) access is denied.
+INBOUND_DENIED = "550 5.7.1 This mailbox does not accept mail from other servers"
 SASL_SOCKET = "/run/courier/authdaemon/socket"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DIAGNOSTIC = re.compile(r"^(\S*/)?post[a-z]+(\[\d+\])?: (fatal|warning|error|panic): ")
@@ -76,6 +81,16 @@ def tls_protocols(minimum: str) -> str:
     if minimum not in _TLS_ORDER:
         raise safe.UnsafeName(f"unknown TLS version {minimum!r}")
     return f">={minimum}"
+
+
+def _srs_params(state: DesiredState) -> list[tuple[str, str]]:
+    """Postfix's lookups into postsrsd, when converge manages it on this node."""
+    from deploy.services import registry
+    from deploy.services.srs import postfix_params
+
+    if not any(s.name == "srs" for s in registry.SERVICES):
+        return []
+    return postfix_params(state)
 
 
 def _map(lines: list[tuple[str, str]]) -> bytes:
@@ -149,11 +164,17 @@ class PostfixService(Service):
         senders: dict[str, list[str]] = defaultdict(list)
         submission_denied: list[tuple[str, str]] = []
         smtps_denied: list[tuple[str, str]] = []
+        inbound_denied: list[tuple[str, str]] = []
         if is_smtp:
             cannot_send = "REJECT This mailbox may not send mail"
             for m in mailboxes:
                 email = m.email
                 senders[email].append(email)
+                if not m.protocols.get("smtp", True):
+                    # "SMTP (port 25)" denied: the MX refuses mail addressed to the
+                    # mailbox from other servers; UMS users' mail (submission, SMTPS)
+                    # and forwards or groups that expand to it still reach it.
+                    inbound_denied.append((email, INBOUND_DENIED))
                 if not m.can_send:
                     submission_denied.append((email, cannot_send))
                     smtps_denied.append((email, cannot_send))
@@ -216,6 +237,7 @@ class PostfixService(Service):
             ),
             ManagedFile(f"{ROOT}/sasl_access_submission", _map(submission_denied)),
             ManagedFile(f"{ROOT}/sasl_access_smtps", _map(smtps_denied)),
+            ManagedFile(f"{ROOT}/inbound_denied", _map(inbound_denied)),
         ]
         files += filtering.files(state)
         files += delivery.files(state)
@@ -326,6 +348,16 @@ class PostfixService(Service):
         merged.update(filtering.params(state))
         merged.update(delivery.params(state))
         merged.update(signing.params(state, merged))
+        merged.update(_srs_params(state))
+        if is_smtp:
+            # Port 25 only: submission and SMTPS empty smtpd_recipient_restrictions.
+            # First, so a denied mailbox is refused before greylisting delays the sender.
+            rest = merged.get("smtpd_recipient_restrictions", "")
+            merged["smtpd_recipient_restrictions"] = ", ".join(
+                part
+                for part in (f"check_recipient_access hash:{ROOT}/inbound_denied", rest)
+                if part
+            )
         lines = ["# Managed by UMS (deploy/services/postfix): replaced on every converge."]
         lines += [
             f"{key} = {safe.config_value(key, value)}".rstrip() for key, value in merged.items()
@@ -514,7 +546,11 @@ class PostfixService(Service):
         (yet) know would pass."""
         hosted = {d.name for d in state.domains if d.enabled}
         known = min(
-            (m.email for m in state.mailboxes if m.enabled and m.domain in hosted),
+            (
+                m.email
+                for m in state.mailboxes
+                if m.enabled and m.domain in hosted and m.protocols.get("smtp", True)
+            ),
             default=None,
         )
         rcpt = safe.hosted_address(known) if known else "ums-probe@example.invalid"
@@ -529,6 +565,18 @@ class PostfixService(Service):
         )  # fmt: skip
 
     # ------------------------------------------------------------------ activate
+
+    def pidfiles(self, conn: Connector) -> list[str]:
+        return [MASTER_PIDFILE]
+
+    def stop(self, conn: Connector) -> list[int]:
+        """``postfix stop`` (the master tells its children to finish), then make sure."""
+        from deploy.services.daemon import running_pids, stop_pidfiles
+
+        pids = running_pids(conn, [MASTER_PIDFILE])
+        conn.run(["postfix", "stop"], timeout=120)
+        stop_pidfiles(conn, [MASTER_PIDFILE])
+        return pids
 
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         ensure_certificate(conn, TLS_CERT, TLS_KEY)

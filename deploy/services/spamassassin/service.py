@@ -253,6 +253,11 @@ class SpamAssassinService(Service):
         if not result.ok:
             raise CheckFailed(self.name, (result.stderr + result.stdout).strip())
 
+    unit_names = ("spamd",)
+
+    def pidfiles(self, conn: Connector) -> list[str]:
+        return [SPAMD_PIDFILE]
+
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """Start spamd, or make it re-read its configuration (SIGHUP) if it runs."""
         config_changed = any(f.path.endswith((".cf", ".pre")) for f in changed)
