@@ -36,7 +36,7 @@ from servers.choices import NodeStatus
 from servers.models import Node
 from tenants.models import Customer
 
-from . import placement
+from . import dav_state, placement
 from .services.base import AliasData, DesiredState, DomainData, MailboxData, NodeView
 from .services.nginx.tasks import current_certificates
 
@@ -354,6 +354,8 @@ def build(node: Node, *, mailbox_ids: Collection[int] | None = None) -> DesiredS
 
     if mailbox_ids is not None:
         return state
+    if "cloudfiles" in roles:
+        state.dav_groups = dav_state.groups(scope, state.mailboxes)
     for email, targets, enabled in (
         Alias.objects.filter(domain_id__in=domain_ids)
         .order_by("email")

@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "ums:converge"
 MAIL_ROLES = ("smtp", "imap")
+#: Other roles whose desired state is built from mailboxes (cloud files: CalDAV/CardDAV
+#: users and the global address books), so a mail change converges them too.
+MAILBOX_FED_ROLES = ("cloudfiles",)
 #: Nodes that converge after changes (an offline node too: it converges when it is back).
 CONVERGE_STATUSES = (NodeStatus.APPROVED, NodeStatus.ACTIVE, NodeStatus.DEGRADED)
 DIRTY_STATUSES = REACHABLE_STATUSES
@@ -388,7 +391,7 @@ def nodes_serving(customer_path: str) -> list[int]:
     ids = [part for part in customer_path.split("/") if part]
     ancestors = ["/" + "/".join(ids[: i + 1]) + "/" for i in range(len(ids))]
     role_filter = Q()
-    for role in MAIL_ROLES:
+    for role in (*MAIL_ROLES, *MAILBOX_FED_ROLES):
         role_filter |= Q(roles__contains=[role])
     return list(
         Node.objects.filter(status__in=DIRTY_STATUSES, customer_path__in=ancestors)

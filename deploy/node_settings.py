@@ -58,6 +58,8 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "mail_store_dedup": ((str, bool), "ZFS dedup: auto (only with 256 GB RAM), true, false"),
     "mail_store_mountpoint": (_TEXT, "where the parent dataset is mounted (the mail root)"),
     "web_hostnames": ((dict,), "load balancer: role -> public host name"),
+    "dav_listen": (_TEXT, "Radicale's address:port on cloud-files nodes (<node address>:5232)"),
+    "dav_auth_delay": (_INT, "seconds Radicale waits after a failed DAV login (1)"),
     "web_backend_ports": ((dict,), "load balancer: role -> backend port"),
     "tls_certificates": ((dict,), "load balancer certificates (normally the renewal store)"),
 }
@@ -203,6 +205,16 @@ def _ports(value: dict) -> str | None:
 
 _SCORE = _range(-1000, 1000)
 
+_LISTEN = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})")
+
+
+def _listen(value: str) -> str | None:
+    match = _LISTEN.fullmatch(value)
+    if not match or not 0 < int(match.group(1)) < 65536:
+        return "expected address:port, e.g. 0.0.0.0:5232 or [::]:5232"
+    return None
+
+
 #: key -> check of a value of the right type (see OPTIONS). Keys without one need none
 #: beyond their type (booleans, the certificate store the nginx service checks itself).
 VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
@@ -233,6 +245,8 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mail_store_mountpoint": _mail_root,
     "web_hostnames": _hostnames,
     "web_backend_ports": _ports,
+    "dav_listen": _listen,
+    "dav_auth_delay": _range(0, 60),
 }
 
 

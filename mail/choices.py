@@ -18,6 +18,9 @@ PROTOCOLS: list[tuple[str, object, str, bool]] = [
     ("activesync", _("ActiveSync (HTTPS, port 443)"), "443", True),
     ("webmail", _("Webmail"), "443", True),
     ("dav", _("CalDAV / CardDAV"), "443", True),
+    # Not a port: whether the mailbox's calendar is readable by the other mailboxes of its
+    # customer (Radicale rights on cloud-files nodes); off unless a level allows it.
+    ("dav_sharing", _("Calendar shared within the customer"), "443", False),
 ]
 PROTOCOL_CODES: tuple[str, ...] = tuple(code for code, *_rest in PROTOCOLS)
 PROTOCOL_LABELS = {code: label for code, label, _port, _default in PROTOCOLS}

@@ -21,6 +21,8 @@ packages+=(simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring)
 packages+=(pebble)
 # DKIM signing (issue 15): OpenDKIM as the SMTP nodes' signing milter.
 packages+=(opendkim opendkim-tools)
+# Calendars and contacts (issue 16): Radicale as the cloud-files nodes' CalDAV/CardDAV server.
+packages+=(radicale)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

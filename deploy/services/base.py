@@ -101,6 +101,23 @@ class DomainData:
     node_address: str | None = None
 
 
+@dataclass(frozen=True)
+class DavGroupData:
+    """One customer's CalDAV/CardDAV group on cloud-files nodes (deploy.dav_state).
+
+    Mailboxes of ``domains`` (the customer's own domains) read the customer's global
+    address book ``vcards`` (its whole subtree, vCard 4); ``calendar_sharers`` are the
+    members whose calendar the others of the group may read (policy flag
+    ``dav_sharing``).
+    """
+
+    customer_id: int
+    name: str
+    domains: tuple[str, ...]
+    vcards: str
+    calendar_sharers: tuple[str, ...] = ()
+
+
 @dataclass
 class DesiredState:
     """Everything the services render from, for one node."""
@@ -112,6 +129,8 @@ class DesiredState:
     # Nodes by role, for upstreams and relays: role -> [(hostname, address)]
     nodes_by_role: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # TLS versions, mail store options...
+    # Cloud-files nodes only: the CalDAV/CardDAV groups per customer (deploy.dav_state).
+    dav_groups: list[DavGroupData] = field(default_factory=list)
 
 
 class NotIncremental(Exception):

@@ -26,6 +26,7 @@ MODULES = (
     "deploy.services.lda",
     "deploy.services.postfix",
     "deploy.services.nginx",
+    "deploy.services.radicale",
 )
 
 #: Why a module could not be loaded, by module name (shown in converge logs).

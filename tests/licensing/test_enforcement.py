@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from licensing import actions, state
 from mail import actions as mail_actions
-from mail import csv_import
+from mail import choices, csv_import
 from mail.models import Mailbox
 from tenants import actions as tenant_actions
 from tenants.models import Customer
@@ -27,8 +27,7 @@ from tests.portal.conftest import form_errors
 from ums import jobs
 
 pytestmark = pytest.mark.django_db
-ACCESS = ("smtp", "smtps", "submission", "imaps", "imap", "pop3s", "pop3", "activesync")
-ACCESS += ("webmail", "dav")
+ACCESS = choices.PROTOCOL_CODES
 
 
 def _install(cast: Cast, **terms: Any) -> None:

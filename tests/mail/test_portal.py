@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from mail import actions
+from mail import actions, choices
 from mail.models import Alias, Domain, Mailbox
 from tests.fixtures import Cast
 from tests.mail.helpers import make_alias, make_domain, make_mailbox
@@ -141,21 +141,7 @@ def test_mailbox_form_errors_and_effective_access(
         "local_part": "bad name",
         "password": "short",
         "retention_days": 30,
-        **{
-            f"access_{c}": "inherit"
-            for c in (
-                "smtp",
-                "smtps",
-                "submission",
-                "imaps",
-                "imap",
-                "pop3s",
-                "pop3",
-                "activesync",
-                "webmail",
-                "dav",
-            )
-        },
+        **{f"access_{c}": "inherit" for c in choices.PROTOCOL_CODES},
     }
     response = client.post(url, data)
     assert response.status_code == 200
@@ -221,13 +207,7 @@ def test_absurd_ids_and_cursors_are_not_errors(
     assert response.status_code == 200
 
 
-ACCESS_INHERIT = {
-    f"access_{c}": "inherit"
-    for c in (
-        "smtp", "smtps", "submission", "imaps", "imap", "pop3s", "pop3", "activesync", "webmail",
-        "dav",
-    )
-}  # fmt: skip
+ACCESS_INHERIT = {f"access_{c}": "inherit" for c in choices.PROTOCOL_CODES}
 
 
 @pytest.mark.parametrize(
