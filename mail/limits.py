@@ -20,7 +20,7 @@ from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext as _
 
 from licensing import enforce as licence
-from tenants.limits import RESOURCE_LABELS, RESOURCES, ResourceLimit
+from tenants.limits import RESOURCE_LABELS, ResourceLimit
 from tenants.models import Customer
 from ums import scoping
 
@@ -116,7 +116,7 @@ def reserve(
     # The product licence first: it holds for the whole installation (licensing.enforce).
     licence.check(users=mailboxes, storage_mb=quota_mb)
     delta = {"domains": domains, "mailboxes": mailboxes, "aliases": aliases, "quota_gb": quota_mb}
-    growing = [r for r in RESOURCES if delta[r] > 0]
+    growing = [r for r in delta if delta[r] > 0]
     if growing:
         capped = Q()
         for resource in growing:
@@ -145,7 +145,7 @@ def reserve(
                             }
                         )
     if any(delta.values()):
-        add(customer, **{_COLUMN[r]: delta[r] for r in RESOURCES})
+        add(customer, **{_COLUMN[r]: delta[r] for r in delta})
 
 
 def add(customer: Customer, **amounts: int) -> None:

@@ -13,12 +13,13 @@ from typing import Any
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-RESOURCES: tuple[str, ...] = ("domains", "mailboxes", "aliases", "quota_gb")
+RESOURCES: tuple[str, ...] = ("domains", "mailboxes", "aliases", "quota_gb", "chat_users")
 RESOURCE_LABELS = {
     "domains": _("domains"),
     "mailboxes": _("mailboxes"),
     "aliases": _("aliases"),
     "quota_gb": _("GB of total quota"),
+    "chat_users": _("chat users"),
 }
 MAX_LIMIT = 2_000_000_000
 
@@ -49,7 +50,9 @@ class ResourceLimit(models.Model):
     """The limits a customer's subtree must stay within; an empty value means unlimited."""
 
     scope_path_field = "customer_path"
-    audit_fields = ("max_domains", "max_mailboxes", "max_aliases", "max_quota_gb")
+    audit_fields = (
+        "max_domains", "max_mailboxes", "max_aliases", "max_quota_gb", "max_chat_users"
+    )  # fmt: skip
 
     customer = models.OneToOneField(
         "tenants.Customer",
@@ -63,6 +66,8 @@ class ResourceLimit(models.Model):
     max_mailboxes = models.PositiveIntegerField(_("maximum mailboxes"), null=True, blank=True)
     max_aliases = models.PositiveIntegerField(_("maximum aliases"), null=True, blank=True)
     max_quota_gb = models.PositiveIntegerField(_("maximum total quota (GB)"), null=True, blank=True)
+    # Counted by the chat app (Zulip users provisioned from the subtree's mailboxes).
+    max_chat_users = models.PositiveIntegerField(_("maximum chat users"), null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -82,7 +87,7 @@ class ResourceLimit(models.Model):
         return getattr(self, f"max_{resource}")
 
 
-_UNIT_MB = {"domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024}
+_UNIT_MB = {"domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024, "chat_users": 1}
 
 
 def limit_exceeded_by_move(customer: Any, new_parent: Any, actor: Any = None) -> str | None:
