@@ -67,7 +67,7 @@ def create_realm(*, actor: Any, customer: Customer, **fields: Any) -> ChatRealm:
     after["secrets_set"] = sorted(f for f in SECRET_FIELDS if getattr(realm, f))
     auditing.record("chat_realm.create", obj=realm, after=after)
     recheck_in_scope(realm, actor)
-    start_sync(actor=actor, realm=realm, reason="created")
+    enqueue_sync(realm, actor=actor)  # a new realm is behind already (applied 0 < desired 1)
     return realm
 
 
@@ -94,6 +94,7 @@ def update_realm(*, actor: Any, realm: ChatRealm, **changes: Any) -> ChatRealm:
     if changed_after:
         auditing.record("chat_realm.update", obj=realm, before=changed_before, after=changed_after)
         start_sync(actor=actor, realm=realm, reason="changed")
+        realm.refresh_from_db()
     return realm
 
 

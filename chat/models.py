@@ -73,6 +73,10 @@ class ChatRealm(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def audit_customer(self) -> Customer:
+        return self.customer
+
 
 class ChatAccount(models.Model):
     """A user of a realm as the last sync left it (the server is the truth; this is what

@@ -25,7 +25,7 @@ from django.views.generic import TemplateView
 
 from tenants import limit_actions
 from tenants import permissions as perms
-from tenants.limits import ResourceLimit
+from tenants.limits import ResourceLimit, subtree_usage
 from tenants.models import Customer
 from ums import scoping
 from ums.portal.generic import (
@@ -454,6 +454,8 @@ class CustomerMailView(PolicyFormView):
         customer = self.get_object()
         limit = ResourceLimit.objects.filter(pk=customer.pk).first()
         usage = usage_of_subtrees([customer.path])[customer.path]
+        # Other apps' counts (chat users) come from their registered usage providers.
+        usage["chat_users"] = subtree_usage([customer.path])[customer.path].get("chat_users", 0)
         context.update(
             {
                 "customer": customer,

@@ -16,7 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from tenants.limits import MAX_LIMIT, ResourceLimit
+from tenants.limits import MAX_LIMIT, ResourceLimit, subtree_usage
 from tenants.models import Customer
 from ums.api.fields import SafeCharField, ScopedPrimaryKeyRelatedField
 from ums.api.serializers import StrictModelSerializer, StrictSerializer
@@ -536,6 +536,9 @@ class ResourceLimitSerializer(StrictModelSerializer):
     max_quota_gb = serializers.IntegerField(
         min_value=0, max_value=MAX_LIMIT, required=False, allow_null=True
     )
+    max_chat_users = serializers.IntegerField(
+        min_value=0, max_value=MAX_LIMIT, required=False, allow_null=True
+    )
     usage = serializers.SerializerMethodField()
 
     class Meta:
@@ -546,6 +549,7 @@ class ResourceLimitSerializer(StrictModelSerializer):
             "max_mailboxes",
             "max_aliases",
             "max_quota_gb",
+            "max_chat_users",
             "usage",
             "updated_at",
         ]
@@ -563,6 +567,10 @@ class ResourceLimitSerializer(StrictModelSerializer):
             "mailboxes": usage["mailboxes"],
             "aliases": usage["aliases"],
             "quota_mb": usage["quota_gb"],
+            # Counted by the chat app's usage provider (tenants.limits.subtree_usage).
+            "chat_users": subtree_usage([obj.customer_path])[obj.customer_path].get(
+                "chat_users", 0
+            ),
         }
 
 

@@ -199,6 +199,10 @@ def test_chat_users_count_in_subtree_limits(cast: Cast, zulip: ZulipStandIn) -> 
     from tenants.limits import subtree_usage
 
     assert subtree_usage([cast.government.path])[cast.government.path]["chat_users"] == 2
+    response = client.get(reverse("mail-limit-detail", args=[cast.government.pk]))
+    assert response.status_code == 200, response.content
+    assert response.json()["maxChatUsers"] == 2
+    assert response.json()["usage"]["chatUsers"] == 2
 
 
 def test_wrong_key_fails_the_job_with_zulips_reason_and_api_errors(
