@@ -70,6 +70,10 @@ def gal_items(data, path):
 
 def main(conf_path, root):
     configuration = config.load([(conf_path, False)])
+    # One sync of the whole file system at the end instead of an fsync per item (a
+    # 10,000-card book took 54 s with, 3 s without). Safe: the marker that says a book
+    # is loaded is written only after that sync, so a crash before it reloads the book.
+    configuration.update({"storage": {"_filesystem_fsync": "False"}}, "ums-sync", privileged=True)
     store = storage.load(configuration)
     folder = os.path.join(configuration.get("storage", "filesystem_folder"), "collection-root")
     users = read_users(root)
@@ -77,9 +81,12 @@ def main(conf_path, root):
     done = []
     with store.acquire_lock("w", "ums-sync"):
         for login in users:
-            if not exists(store, f"/{login}/"):
+            # Plain directory checks: the storage API's discover() reads each collection's
+            # metadata, 5 ms a user, and nearly every user already has both collections.
+            home = os.path.join(folder, login)
+            if not os.path.isdir(home):
                 store.create_collection(f"/{login}/")
-            if not exists(store, f"/{login}/calendar/"):
+            if not os.path.isdir(os.path.join(home, "calendar")):
                 store.create_collection(
                     f"/{login}/calendar/",
                     props={
@@ -89,7 +96,7 @@ def main(conf_path, root):
                     },
                 )
                 done.append("calendar " + login)
-            if not exists(store, f"/{login}/contacts/"):
+            if not os.path.isdir(os.path.join(home, "contacts")):
                 store.create_collection(
                     f"/{login}/contacts/",
                     props={"tag": "VADDRESSBOOK", "D:displayname": "Contacts"},
@@ -110,6 +117,7 @@ def main(conf_path, root):
                 items=gal_items(data, path.strip("/")),
                 props={"tag": "VADDRESSBOOK", "D:displayname": name},
             )
+            os.sync()
             marker = os.path.join(folder, key, "addressbook", SOURCE_FILE)
             with open(marker + ".tmp", "w") as handle:
                 handle.write(digest + "\n")
@@ -120,6 +128,7 @@ def main(conf_path, root):
             if key.startswith(GAL_PREFIX) and key not in books:
                 col.delete()
                 done.append("removed " + key)
+    os.sync()  # the users' new collections too
     print("synced: " + (", ".join(done) if done else "nothing to do"))
 
 
