@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+from django.db import connection
 from django.utils.translation import gettext_noop
 
 from ums import jobs
@@ -15,6 +18,20 @@ from .sync import sync_realm
 from .zulip import ZulipError
 
 
+@contextlib.contextmanager
+def _realm_lock(realm_id: int) -> Iterator[None]:
+    """One sync per realm at a time (a retried job and the reconciler's may overlap): a
+    session advisory lock, so the second waits and then reads what the first applied."""
+    key = f"chat-realm:{realm_id}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+
+
 @jobs.handler(SYNC_JOB)
 def run_sync(job: Job, reporter: jobs.Reporter) -> dict[str, Any]:
     """Safe to run again: every step reads the server first (see chat.sync)."""
@@ -24,13 +41,15 @@ def run_sync(job: Job, reporter: jobs.Reporter) -> dict[str, Any]:
     if not realm.is_enabled:
         reporter.say(gettext_noop("the organisation is disabled: nothing to do"))
         return {"skipped": True}
-    generation = realm.desired_generation
-    reporter.say(gettext_noop("syncing %(name)s at %(url)s"), name=realm.name, url=realm.url)
-    try:
-        result = sync_realm(realm, progress=reporter.progress)
-    except ZulipError as exc:
-        ChatRealm.objects.filter(pk=realm.pk).update(last_error=str(exc)[:2000])
-        raise
+    with _realm_lock(realm.pk):
+        realm.refresh_from_db()  # what the previous holder of the lock left
+        generation = realm.desired_generation
+        reporter.say(gettext_noop("syncing %(name)s at %(url)s"), name=realm.name, url=realm.url)
+        try:
+            result = sync_realm(realm, progress=reporter.progress)
+        except ZulipError as exc:
+            ChatRealm.objects.filter(pk=realm.pk).update(last_error=str(exc)[:2000])
+            raise
     ChatRealm.objects.filter(pk=realm.pk, applied_generation__lt=generation).update(
         applied_generation=generation
     )
