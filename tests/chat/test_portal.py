@@ -72,3 +72,46 @@ def test_realm_pages_create_edit_sync_delete(cast: Cast) -> None:
     assert outsider.post(f"/chat/{realm.pk}/sync/").status_code == 404
     assert client.post(f"/chat/{realm.pk}/delete/").status_code == 302
     assert not ChatRealm.objects.exists()
+
+
+def form_data(client: Client, url: str) -> dict:
+    """What the browser would post back unchanged: the form's current values."""
+    from django import forms
+
+    form = client.get(url).context["form"]
+    data = {}
+    for name, field in form.fields.items():
+        value = form[name].value()
+        if isinstance(field, forms.BooleanField):
+            if value:
+                data[name] = "on"
+        elif isinstance(value, list | tuple):
+            data[name] = "\n".join(str(v) for v in value)
+        elif value is not None:
+            data[name] = value
+    return data
+
+
+def test_chat_flag_set_in_the_mailbox_form_deactivates_the_user(cast: Cast) -> None:
+    """The tenant administrator's path: the mailbox page's "Team chat" access flag."""
+    from chat import actions
+
+    alice = make_mailbox(make_domain(cast.ministry, "ministry.example"), "alice")
+    client = portal(cast.sub_admin)
+    with ZulipStandIn() as zulip:
+        actions.create_realm(
+            actor=None, customer=cast.ministry, name="Chat", url=zulip.url,
+            bot_email=zulip.bot_email, bot_api_key=zulip.api_key,
+        )  # fmt: skip
+        assert "alice@ministry.example" in zulip.active_emails()
+        url = f"/mail/mailboxes/{alice.pk}/"
+        data = form_data(client, url)
+        assert data["access_chat"] == "inherit" and data["access_dav"] == "inherit"
+        data["access_chat"] = "deny"
+        response = client.post(url, data)
+        assert response.status_code == 302, response.content.decode()[:2000]
+        assert "alice@ministry.example" not in zulip.active_emails()
+        data["access_chat"] = "allow"
+        assert client.post(url, data).status_code == 302
+        assert "alice@ministry.example" in zulip.active_emails()
+        assert zulip.violations == []
