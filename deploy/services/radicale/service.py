@@ -191,7 +191,12 @@ level = warning
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """Load the store from the new files, then (re)start the daemon if it must."""
         conn.run(["mkdir", "-p", f"{STORE}/collections", RUN_DIR]).check()
-        conn.run(["chown", "-R", f"{USER}:{USER}", STORE]).check()
+        # Not recursive: everything below is written by the sync step and Radicale, both
+        # running as the service user (a recursive chown would walk every card each time).
+        conn.run(["chown", f"{USER}:{USER}", STORE, f"{STORE}/collections"]).check()
+        if not conn.run(["test", "-f", f"{ROOT}/{SYNC}"]).ok:
+            # A rollback to "no previous files" (the first install failed): nothing to run.
+            return
         sync = conn.run(
             ["runuser", "-u", USER, "--", PYTHON, f"{ROOT}/{SYNC}", f"{ROOT}/config", ROOT],
             timeout=600,
