@@ -38,7 +38,7 @@ from servers.choices import NodeStatus
 from servers.models import Node
 from tenants.models import Customer
 
-from . import placement
+from . import dav_state, placement
 from .services.base import AliasData, DesiredState, DomainData, MailboxData, NodeView
 from .services.nginx.tasks import current_certificates
 
@@ -389,6 +389,8 @@ def _build_mail(node: Node, state: DesiredState, mailbox_ids: Collection[int] | 
 
     if mailbox_ids is not None:
         return
+    if "cloudfiles" in roles:
+        state.dav_groups = dav_state.groups(scope, state.mailboxes)
     for email, targets, enabled in (
         Alias.objects.filter(domain_id__in=domain_ids)
         .order_by("email")

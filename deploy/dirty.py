@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "ums:converge"
 # Nodes that render from mail data: webmail (allow list, domains, address books) and cloud
-# files (one Nextcloud account per mailbox) follow mail changes too.
+# files (one Nextcloud account and one CalDAV/CardDAV user per mailbox, the global address
+# books) follow mail changes too.
 MAIL_ROLES = ("smtp", "imap", "webmail", "cloudfiles")
 #: Nodes that converge after changes (an offline node too: it converges when it is back).
 CONVERGE_STATUSES = (NodeStatus.APPROVED, NodeStatus.ACTIVE, NodeStatus.DEGRADED)

@@ -66,6 +66,8 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "nextcloud_storage": (_TEXT, "Nextcloud primary storage: local or s3 (local)"),
     "nextcloud_s3": ((dict,), "S3 object store of Nextcloud: bucket, hostname, port, region..."),
     "files_antivirus": (_BOOL, "scan uploads to Nextcloud with the node's clamd (true)"),
+    "dav_listen": (_TEXT, "Radicale's address:port on cloud-files nodes (<node address>:5232)"),
+    "dav_auth_delay": (_INT, "seconds Radicale waits after a failed DAV login (1)"),
     "web_backend_ports": ((dict,), "load balancer: role -> backend port"),
     "tls_certificates": ((dict,), "load balancer certificates (normally the renewal store)"),
 }
@@ -248,6 +250,16 @@ def _srs_secret(value: str) -> str | None:
 
 _SCORE = _range(-1000, 1000)
 
+_LISTEN = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})")
+
+
+def _listen(value: str) -> str | None:
+    match = _LISTEN.fullmatch(value)
+    if not match or not 0 < int(match.group(1)) < 65536:
+        return "expected address:port, e.g. 0.0.0.0:5232 or [::]:5232"
+    return None
+
+
 #: key -> check of a value of the right type (see OPTIONS). Keys without one need none
 #: beyond their type (booleans, the certificate store the nginx service checks itself).
 VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
@@ -284,6 +296,8 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "nextcloud_url": _url,
     "nextcloud_storage": _storage,
     "nextcloud_s3": _s3,
+    "dav_listen": _listen,
+    "dav_auth_delay": _range(0, 60),
 }
 
 

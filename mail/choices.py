@@ -20,6 +20,11 @@ PROTOCOLS: list[tuple[str, object, str, bool]] = [
     ("dav", _("CalDAV / CardDAV"), "443", True),
     # Cloud files (Nextcloud): off unless a level of the tree turns it on (it uses storage).
     ("files", _("Cloud files"), "443", False),
+    # Not a port: whether the mailbox's calendar is readable by the other mailboxes of its
+    # customer (Radicale rights on cloud-files nodes); off unless a level allows it.
+    ("dav_sharing", _("Calendar shared within the customer"), "443", False),
+    # Team chat (chat app): the mailbox has a user in its customer's Zulip organisation.
+    ("chat", _("Team chat"), "443", True),
 ]
 PROTOCOL_CODES: tuple[str, ...] = tuple(code for code, *_rest in PROTOCOLS)
 PROTOCOL_LABELS = {code: label for code, label, _port, _default in PROTOCOLS}

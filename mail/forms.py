@@ -566,6 +566,9 @@ class LimitForm(ActorForm):
     max_cloud_gb = forms.IntegerField(
         label=_("Maximum cloud files (GB)"), required=False, min_value=0, max_value=2_000_000_000
     )
+    max_chat_users = forms.IntegerField(
+        label=_("Maximum chat users"), required=False, min_value=0, max_value=2_000_000_000
+    )
 
 
 class CsvImportForm(ActorForm):

@@ -20,7 +20,7 @@ from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext as _
 
 from licensing import enforce as licence
-from tenants.limits import RESOURCE_LABELS, RESOURCES, ResourceLimit
+from tenants.limits import RESOURCE_LABELS, ResourceLimit
 from tenants.models import Customer
 from ums import scoping
 
@@ -121,15 +121,8 @@ def reserve(
     """
     # The product licence first: it holds for the whole installation (licensing.enforce).
     licence.check(users=mailboxes, storage_mb=quota_mb)
-    # Cloud files are counted and held to their limit by the cloudfiles app, not here.
-    delta = {
-        "domains": domains,
-        "mailboxes": mailboxes,
-        "aliases": aliases,
-        "quota_gb": quota_mb,
-        "cloud_gb": 0,
-    }
-    growing = [r for r in RESOURCES if delta[r] > 0]
+    delta = {"domains": domains, "mailboxes": mailboxes, "aliases": aliases, "quota_gb": quota_mb}
+    growing = [r for r in delta if delta[r] > 0]
     if growing:
         capped = Q()
         for resource in growing:
@@ -158,7 +151,7 @@ def reserve(
                             }
                         )
     if any(delta.values()):
-        add(customer, **{column: delta[r] for r, column in _COLUMN.items()})
+        add(customer, **{_COLUMN[r]: delta[r] for r in delta})
 
 
 def add(customer: Customer, **amounts: int) -> None:

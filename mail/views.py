@@ -25,7 +25,7 @@ from django.views.generic import TemplateView
 
 from tenants import limit_actions
 from tenants import permissions as perms
-from tenants.limits import ResourceLimit
+from tenants.limits import ResourceLimit, subtree_usage
 from tenants.models import Customer
 from tenants.twofactor import qr
 from ums import scoping
@@ -455,7 +455,7 @@ class CustomerMailView(PolicyFormView):
         return CustomerPolicy.objects.filter(pk=self.get_object().pk).first()
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        from tenants.limits import RESOURCES, subtree_usage
+        from tenants.limits import RESOURCES
 
         context = super().get_context_data(**kwargs)
         customer = self.get_object()

@@ -29,6 +29,8 @@ packages+=(opendkim opendkim-tools)
 packages+=(roundcube roundcube-core roundcube-sqlite3 php-fpm php-sqlite3)
 # SRS for forwards to other providers (issue 15): postsrsd on the SMTP nodes.
 packages+=(postsrsd)
+# Calendars and contacts (issue 16): Radicale as the cloud-files nodes' CalDAV/CardDAV server.
+packages+=(radicale)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

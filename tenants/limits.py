@@ -13,7 +13,9 @@ from typing import Any
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-RESOURCES: tuple[str, ...] = ("domains", "mailboxes", "aliases", "quota_gb", "cloud_gb")
+RESOURCES: tuple[str, ...] = (
+    "domains", "mailboxes", "aliases", "quota_gb", "cloud_gb", "chat_users"
+)  # fmt: skip
 RESOURCE_LABELS = {
     "domains": _("domains"),
     "mailboxes": _("mailboxes"),
@@ -21,6 +23,7 @@ RESOURCE_LABELS = {
     "quota_gb": _("GB of total quota"),
     # Cloud files quota of the accounts (cloudfiles app's usage provider, in MB).
     "cloud_gb": _("GB of cloud files"),
+    "chat_users": _("chat users"),
 }
 MAX_LIMIT = 2_000_000_000
 
@@ -51,7 +54,10 @@ class ResourceLimit(models.Model):
     """The limits a customer's subtree must stay within; an empty value means unlimited."""
 
     scope_path_field = "customer_path"
-    audit_fields = ("max_domains", "max_mailboxes", "max_aliases", "max_quota_gb", "max_cloud_gb")
+    audit_fields = (
+        "max_domains", "max_mailboxes", "max_aliases", "max_quota_gb", "max_cloud_gb",
+        "max_chat_users",
+    )  # fmt: skip
 
     customer = models.OneToOneField(
         "tenants.Customer",
@@ -66,6 +72,8 @@ class ResourceLimit(models.Model):
     max_aliases = models.PositiveIntegerField(_("maximum aliases"), null=True, blank=True)
     max_quota_gb = models.PositiveIntegerField(_("maximum total quota (GB)"), null=True, blank=True)
     max_cloud_gb = models.PositiveIntegerField(_("maximum cloud files (GB)"), null=True, blank=True)
+    # Counted by the chat app (Zulip users provisioned from the subtree's mailboxes).
+    max_chat_users = models.PositiveIntegerField(_("maximum chat users"), null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -85,7 +93,10 @@ class ResourceLimit(models.Model):
         return getattr(self, f"max_{resource}")
 
 
-_UNIT_MB = {"domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024, "cloud_gb": 1024}
+_UNIT_MB = {
+    "domains": 1, "mailboxes": 1, "aliases": 1, "quota_gb": 1024, "cloud_gb": 1024,
+    "chat_users": 1,
+}  # fmt: skip
 
 
 def limit_exceeded_by_move(customer: Any, new_parent: Any, actor: Any = None) -> str | None:

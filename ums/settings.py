@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "backup",
     "licensing",
     "usage",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -380,6 +381,9 @@ UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS = env_int("UMS_SPAMHOLD_INTENT_MAX_ATTEMPTS", 8
 UMS_BACKUP_KEY = env_str("UMS_BACKUP_KEY", "") or read_or_create_secret(
     VAR_DIR / "backup_key", fernet=True
 )
+# Team chat (chat/): seconds after which every Zulip organisation is synced again even
+# without a change in the tree (undoes changes made on the chat server by hand).
+UMS_CHAT_RESYNC_INTERVAL = env_int("UMS_CHAT_RESYNC_INTERVAL", 3600, minimum=60)
 # How often (seconds) the snapshot scheduler looks for domains due a ZFS snapshot.
 UMS_SNAPSHOT_INTERVAL = env_int("UMS_SNAPSHOT_INTERVAL", 300, minimum=30)
 # Maildir exports kept on the controller: how long (seconds) a download link works; the

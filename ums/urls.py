@@ -28,6 +28,7 @@ urlpatterns = [
     path("servers/", include("servers.urls")),
     path("spamhold/", include("spamhold.urls")),
     path("backup/", include("backup.urls")),
+    path("chat/", include("chat.urls")),
     path("settings/licence/", include("licensing.urls")),
     path("usage/", include("usage.urls")),
     path("servers/enrolment/", include("servers.enrolment_urls")),

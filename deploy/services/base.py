@@ -124,6 +124,23 @@ class WebmailData:
 
 
 @dataclass
+class DavGroupData:
+    """One customer's CalDAV/CardDAV group on cloud-files nodes (deploy.dav_state).
+
+    Mailboxes of ``domains`` (the customer's own domains) read the customer's global
+    address book ``vcards`` (its whole subtree, vCard 4); ``calendar_sharers`` are the
+    members whose calendar the others of the group may read (policy flag
+    ``dav_sharing``).
+    """
+
+    customer_id: int
+    name: str
+    domains: tuple[str, ...]
+    vcards: str
+    calendar_sharers: tuple[str, ...] = ()
+
+
+@dataclass
 class DesiredState:
     """Everything the services render from, for one node."""
 
@@ -138,6 +155,8 @@ class DesiredState:
     #: Data of services outside mail, filled by apps ``deploy`` may not import (see
     #: ``deploy.desired.STATE_BUILDERS``): e.g. ``"nextcloud"`` -> NextcloudData.
     extra: dict = field(default_factory=dict)
+    # Cloud-files nodes only: the CalDAV/CardDAV groups per customer (deploy.dav_state).
+    dav_groups: list[DavGroupData] = field(default_factory=list)
 
 
 class NotIncremental(Exception):

@@ -29,6 +29,7 @@ MODULES = (
     "deploy.services.nginx",
     "deploy.services.roundcube",
     "deploy.services.nextcloud",
+    "deploy.services.radicale",
 )
 
 #: Why a module could not be loaded, by module name (shown in converge logs).

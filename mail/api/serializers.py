@@ -562,6 +562,9 @@ class ResourceLimitSerializer(StrictModelSerializer):
     max_cloud_gb = serializers.IntegerField(
         min_value=0, max_value=MAX_LIMIT, required=False, allow_null=True
     )
+    max_chat_users = serializers.IntegerField(
+        min_value=0, max_value=MAX_LIMIT, required=False, allow_null=True
+    )
     usage = serializers.SerializerMethodField()
 
     class Meta:
@@ -573,6 +576,7 @@ class ResourceLimitSerializer(StrictModelSerializer):
             "max_aliases",
             "max_quota_gb",
             "max_cloud_gb",
+            "max_chat_users",
             "usage",
             "updated_at",
         ]
@@ -592,6 +596,8 @@ class ResourceLimitSerializer(StrictModelSerializer):
             "aliases": usage["aliases"],
             "quota_mb": usage["quota_gb"],
             "cloud_mb": usage.get("cloud_gb", 0),
+            # Counted by the chat app's usage provider (tenants.limits.subtree_usage).
+            "chat_users": usage.get("chat_users", 0),
         }
 
 

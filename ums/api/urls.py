@@ -22,4 +22,5 @@ urlpatterns = [
     path("", include("backup.api.urls")),
     path("", include("licensing.api_urls")),
     path("", include("usage.api_urls")),
+    path("", include("chat.api.urls")),
 ]

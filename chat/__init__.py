@@ -1,0 +1,1 @@
+"""Team chat: Zulip organisations (realms) provisioned from the tree's mailboxes."""
