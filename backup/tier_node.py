@@ -14,8 +14,9 @@ Operations:
 
 Why it is safe to kill at any point and run again:
 
-* the copy is written to ``<tier>/<domain>/<local>/<folder>/<unique>`` (until a link points
-  to it, it is a spare that a re-run rewrites); a batch of up to 200 copies is made
+* the copy is written to ``<tier>/<domain>/<local>/<folder>/<unique>`` (an S3 tier: the
+  flat key ``<domain>%<local>%<folder>%<unique>``; until a link points to it, a copy is a
+  spare that a re-run rewrites); a batch of up to 200 copies is made
   durable with one
   ``syncfs`` of the tier (an ``fsync`` per file where syncfs is missing), each copy read
   back and compared (size and SHA-256) with what was read from the original; only then
@@ -225,12 +226,24 @@ def make_dirs(tier_dir, st):
             pass  # an s3fs tier maps every file to the mount's owner
 
 
+def tier_place(tier_root, domain, local, folder, unique):
+    # (folder, file name) of a message's tier copy. The folder name comes from listdir
+    # (no "/", never "." or ".."; Maildir++ names may hold spaces and "&"). A folder tier
+    # mirrors the Maildirs; an S3 tier is flat, one key per message under the mount's
+    # root ("%" is in no domain, local part or Maildir unique name): S3 has no folders,
+    # and s3fs would store a marker object per folder and look each level up.
+    local = safe_name(local)
+    if args["mount"]["kind"] == "s3":
+        return tier_root, "%".join((domain, local, folder, unique))
+    return os.path.join(tier_root, domain, local, folder), unique
+
+
 def copy_out(path, st, tier_dir, unique, synced):
     # Step 1 of tiering one message: the tier copy under its real name; its checksum.
     # Written under its final name: until a link points to it, a copy is only a spare
     # that the next run rewrites, so a temporary name would buy nothing (and cost a rename).
     if tier_dir not in MADE:
-        make_dirs(tier_dir, st)
+        make_dirs(tier_dir, st)  # nothing to make for an S3 tier (its root)
         MADE.add(tier_dir)
     final = os.path.join(tier_dir, unique)
     digest = copy_kept(path, final, synced)
@@ -380,10 +393,7 @@ def do_tier():
         # INTERNALDATE) and ctime (every flag change renames the file); atime is not used.
         last = max(st.st_mtime, st.st_ctime, delivered(unique))
         if last <= cutoff:
-            # The folder name comes from listdir (no "/", never "." or ".."; Maildir++
-            # names may hold spaces and "&"): kept as it is under the tier.
-            tier_dir = os.path.join(tier_root, domain, safe_name(local), folder)
-            todo.append((domain, path, st, tier_dir, unique))
+            todo.append((domain, path, st) + tier_place(tier_root, domain, local, folder, unique))
     total = len(todo) + len(back)
     try:
         for first in range(0, len(todo), BATCH):

@@ -21,6 +21,8 @@ packages+=(simplesamlphp php8.2-cli php8.2-xml php8.2-mbstring)
 packages+=(pebble)
 # DKIM signing (issue 15): OpenDKIM as the SMTP nodes' signing milter.
 packages+=(opendkim opendkim-tools)
+# Storage tiering (issue 14 part 4): s3fs mounts an S3 tier inside the IMAP test node.
+packages+=(s3fs)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -340,6 +340,7 @@ def test_s3_tier_mounted_with_s3fs_and_mover_killed_midway(
     with rclone_s3(s3_root, host=f.cluster.bridge_address) as server:
         target = BackupTarget.objects.create(
             customer=cast.ministry,
+            customer_path=cast.ministry.path,
             name="tier bucket",
             kind="s3",
             s3_endpoint=server.url,
@@ -386,7 +387,7 @@ def test_s3_tier_mounted_with_s3fs_and_mover_killed_midway(
             mover.stdin.close()
             deadline = time.monotonic() + 120
             while len(links(f, maildir)) < 20:
-                assert mover.poll() is None, mover.stderr.read().decode()
+                assert mover.poll() is None, mover.stdout.read().decode()
                 assert time.monotonic() < deadline, "the mover made no progress"
                 time.sleep(0.1)
             mover.kill()  # SIGKILL; nsenter exec'd the program, so this is the mover itself
