@@ -32,8 +32,8 @@ flag change, such as the first read) back onto the store and deletes the tier co
 Courier's recount follows the link (the node test recounts and compares). The usage
 collection follows links too. The ZFS dataset's own space shrinks, which is the point.
 
-**Backups.** Snapshots, off-node ``zfs send`` streams and Maildir archives hold the link,
-not the bytes; the tier copy is never deleted while a link could point to it (an expunge
+**Backups.** Snapshots and off-node ``zfs send`` streams hold the link, not the bytes
+(Maildir exports and off-node Maildir archives follow it: ``tar --dereference``); the tier copy is never deleted while a link could point to it (an expunge
 deletes only the link; only a recall deletes a copy, after replacing the link). A restore
 follows links that point into the node's tier and copies the bytes back (restore_node's
 ``tier_roots``), so a restore from a snapshot taken after tiering gives the message

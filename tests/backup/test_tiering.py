@@ -223,3 +223,30 @@ def test_restore_follows_tier_links_and_only_those(tmp_path: Path) -> None:
     assert set(restored) == {"1700000000.M1P1.h:2,S", "1700000002.M3P1.h:2,"}
     tiered = restored["1700000000.M1P1.h:2,S"]
     assert not tiered.is_symlink() and tiered.read_bytes() == copy.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["export", "archive"])
+def test_maildir_tars_carry_tiered_messages_not_links(tmp_path: Path, kind: str) -> None:
+    """Exports and off-node Maildir archives (real GNU tar, their own argument lists)
+    hold a tiered message's bytes."""
+    import io
+    import tarfile
+
+    from backup.export_stream import tar_argv as export_tar
+    from backup.offnode_archive import tar_argv as archive_tar
+
+    tier = tmp_path / "tier"
+    tier.mkdir()
+    copy = tier / "1700000000.M1P1.h"
+    copy.write_bytes(b"Subject: tiered\r\n\r\nbody\r\n")
+    maildir = _maildir(tmp_path / "d" / "alice" / "Maildir")
+    os.symlink(copy, maildir / "cur" / "1700000000.M1P1.h:2,S")
+    base = str(tmp_path / "d")
+    if kind == "export":
+        out = subprocess.run(export_tar(base, ["alice/Maildir"]), capture_output=True, check=True)
+    else:
+        out = subprocess.run(archive_tar(base), input=b"alice\0", capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith(":2,S"))
+        assert member.isfile()
+        assert archive.extractfile(member).read() == copy.read_bytes()
