@@ -10,7 +10,9 @@ Operations:
   ``idle_days`` to the tier and leave a symbolic link in its place; with ``recall``,
   bring back messages read since they were tiered; for at most ``budget`` seconds, then
   report how far it got (the controller calls again until ``finished``); the finishing
-  call reports bytes and messages per domain on the store and on the tier.
+  call reports bytes and messages per domain on the store and on the tier;
+* ``held`` / ``remove``: count or delete the tier copies of a mailbox or domain (for a
+  permanent purge, :mod:`backup.tier_holder`).
 
 Why it is safe to kill at any point and run again:
 
@@ -413,7 +415,58 @@ def do_tier():
     print(json.dumps(dict(STATS, finished=True, remaining=0, done=total, usage=usage)))
 
 
-OPERATIONS = {"mount": lambda: print(json.dumps({"point": do_mount()})), "tier": do_tier}
+def held(tier_root):
+    # The tier copies of one mailbox (``local``) or a whole domain: [path, ...]. Copies
+    # whose links were expunged are here too: that is what a permanent purge must find.
+    domain = safe_name(args["domain"])
+    local = safe_name(args["local"]) if args.get("local") else None
+    found = []
+    if args["mount"]["kind"] == "s3":
+        prefix = domain + "%" + (local + "%" if local else "")
+        with os.scandir(tier_root) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                    found.append(entry.path)
+        return found
+    top = os.path.join(tier_root, domain, local) if local else os.path.join(tier_root, domain)
+    for base, _dirs, files in os.walk(top):
+        found.extend(os.path.join(base, name) for name in files)
+    return found
+
+
+def do_held():
+    paths = held(do_mount().rstrip("/"))
+    size = 0
+    for path in paths:
+        try:
+            size += os.stat(path).st_size
+        except OSError:
+            pass
+    print(json.dumps({"copies": len(paths), "bytes": size}))
+
+
+def do_remove():
+    # Permanent purge: every tier copy of the mailbox (or domain) goes; idempotent.
+    tier_root = do_mount().rstrip("/")
+    paths = held(tier_root)
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    if args["mount"]["kind"] != "s3":
+        domain = os.path.join(tier_root, safe_name(args["domain"]))
+        top = os.path.join(domain, safe_name(args["local"])) if args.get("local") else domain
+        shutil.rmtree(top, ignore_errors=True)
+    print(json.dumps({"removed": len(paths)}))
+
+
+OPERATIONS = {
+    "mount": lambda: print(json.dumps({"point": do_mount()})),
+    "tier": do_tier,
+    "held": do_held,
+    "remove": do_remove,
+}
 if args.get("op") not in OPERATIONS:
     fail("unknown operation")
 try:

@@ -32,14 +32,16 @@ flag change, such as the first read) back onto the store and deletes the tier co
 Courier's recount follows the link (the node test recounts and compares). The usage
 collection follows links too. The ZFS dataset's own space shrinks, which is the point.
 
-**Backups.** Snapshots and off-node ``zfs send`` streams hold the link, not the bytes
-(Maildir exports and off-node Maildir archives follow it: ``tar --dereference``); the tier copy is never deleted while a link could point to it (an expunge
-deletes only the link; only a recall deletes a copy, after replacing the link). A restore
-follows links that point into the node's tier and copies the bytes back (restore_node's
-``tier_roots``), so a restore from a snapshot taken after tiering gives the message
-back, as a plain file on the store. The tier itself must be backed up by its owner (an
-S3 bucket's versioning, the NFS server's snapshots): an off-node copy of the node alone
-does not carry tiered bytes.
+**Backups.** Snapshots and off-node ``zfs send`` streams hold the link, not the bytes;
+Maildir exports and off-node Maildir archives follow it (``tar --dereference``). The
+tier copy is never deleted while a link could point to it (an expunge deletes only the
+link; only a recall deletes a copy, after replacing the link, and a permanent purge
+deletes the mailbox's copies: :mod:`.tier_holder`). A restore follows links that point
+into the node's tier and copies the bytes back (restore_node's ``tier_roots``), so a
+restore from a snapshot taken after tiering gives the message back, as a plain file on
+the store. The tier itself must be backed up by its owner (an S3 bucket's versioning,
+the NFS server's snapshots): an off-node ``zfs send`` copy of the node alone does not
+carry tiered bytes.
 
 Each pass is a job with progress; "Tier now" is an audited action; the scheduled pass
 runs every ``UMS_TIER_INTERVAL`` seconds from Celery beat.
@@ -85,10 +87,12 @@ def clock() -> float:
     return time.time()
 
 
-def _conf() -> dict[str, Any]:
+def mail_root() -> str:
+    """The node's mail root as the converge renders it."""
     from deploy.desired import DEFAULT_SETTINGS
 
-    return {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
+    conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
+    return str(conf["mail_root"]).rstrip("/")
 
 
 def mount_spec(row: MailStoreSettings, owner: tuple[int, int]) -> dict[str, Any]:
@@ -133,7 +137,9 @@ def node_program(conn: Any, python: str, args: Mapping[str, Any]) -> dict[str, A
     return answer
 
 
-def _owner(conn: Any, root: str) -> tuple[int, int]:
+def mail_owner(conn: Any, root: str) -> tuple[int, int]:
+    """uid and gid of the node's mail root (the mail user: tier folders and s3fs files
+    belong to it so Courier, running as that user, reads through the links)."""
     result = conn.run(["stat", "-c", "%u %g", root])
     if not result.ok:
         raise TierError(f"The mail root {root} is missing on the node.")
@@ -146,8 +152,8 @@ def ensure_mounted(conn: Any, node: Node, *, python: str) -> str | None:
     row = MailStoreSettings.objects.select_related("tier_target").filter(node=node).first()
     if row is None or not row.tier_kind:
         return None
-    root = str(_conf()["mail_root"]).rstrip("/")
-    spec = mount_spec(row, _owner(conn, root))
+    root = mail_root()
+    spec = mount_spec(row, mail_owner(conn, root))
     node_program(conn, python, {"op": "mount", "mount": spec})
     return spec["point"]
 
@@ -169,8 +175,8 @@ def run_pass(
     placements = list(DomainPlacement.objects.filter(node=node).select_related("domain"))
     if not placements:
         return {"tiered": 0, "recalled": 0, "bytes": 0, "domains": 0}
-    root = str(_conf()["mail_root"]).rstrip("/")
-    spec = mount_spec(row, _owner(conn, root))
+    root = mail_root()
+    spec = mount_spec(row, mail_owner(conn, root))
     args = {
         "op": "tier",
         "root": root,

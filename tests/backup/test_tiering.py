@@ -250,3 +250,38 @@ def test_maildir_tars_carry_tiered_messages_not_links(tmp_path: Path, kind: str)
         member = next(m for m in archive.getmembers() if m.name.endswith(":2,S"))
         assert member.isfile()
         assert archive.extractfile(member).read() == copy.read_bytes()
+
+
+def test_held_and_remove_find_copies_whose_links_are_gone(tmp_path: Path) -> None:
+    """A permanent purge's view of a folder tier (the node program on real files): the
+    mailbox's copies, expunged ones included, are counted and removed; others stay."""
+    from backup.tier_node import PROGRAM as TIER_PROGRAM
+
+    tier = tmp_path / "tier"
+    for local, count in (("alice", 3), ("bob", 2)):
+        folder = tier / "d.example" / local / "INBOX"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            (folder / f"17000000{i}.M{i}P1.h").write_bytes(b"x" * 100)
+
+    def run(op: str, local: str | None) -> dict:
+        args = {
+            "op": op,
+            "mount": {"kind": "folder", "point": str(tier)},
+            "domain": "d.example",
+            "local": local,
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", TIER_PROGRAM],
+            input=json.dumps(args).encode(),
+            capture_output=True,
+            check=True,
+        )
+        return json.loads(out.stdout)
+
+    assert run("held", "alice") == {"copies": 3, "bytes": 300}
+    assert run("held", None) == {"copies": 5, "bytes": 500}
+    assert run("remove", "alice") == {"removed": 3}
+    assert not (tier / "d.example" / "alice").exists()
+    assert run("held", "alice") == {"copies": 0, "bytes": 0}
+    assert run("held", None)["copies"] == 2  # bob's stay

@@ -292,6 +292,18 @@ def test_folder_tier_reads_back_and_restores(
         for token in before:
             assert final[token]["body"] == before[token]["body"], token
         assert AuditRecord.objects.filter(action=tiering.AUDIT_TIER_NOW).count() == 4
+
+        # A permanent purge finds the tier copies on the tier itself (over SSH) and
+        # deletes them.
+        from backup.tier_holder import holder
+        from mail.models import Domain
+
+        domain_row = Domain.objects.get(pk=domain_id)
+        found = holder.find(domain_row, "alice")
+        assert len(found) == 1 and found[0].description.startswith("2 tiered"), found
+        holder.destroy(found[0], domain_row, "alice", lambda line: None)
+        assert holder.find(domain_row, "alice") == []
+        assert f.in_node(IMAP, ["find", tier, "-type", "f"]).stdout.split() == []
     finally:
         f.in_node(IMAP, ["rm", "-rf", tier], check=False)
 
