@@ -123,7 +123,7 @@ def _tier_now(client, node_id: int) -> Job:
     return job
 
 
-def _snapshot_and_restore(client, domain_id: int, folder: str) -> None:
+def _snapshot_now(client, domain_id: int) -> Snapshot:
     response = client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json")
     assert response.status_code == 202, response.content
     assert Job.objects.get(pk=response.json()["id"]).status == Job.SUCCEEDED
@@ -248,7 +248,7 @@ def test_folder_tier_reads_back_and_restores(
 
         # Backups: a snapshot taken now holds links; the user expunges both tiered
         # messages; a restore from that snapshot brings their bytes back.
-        snap = _snapshot_and_restore(client, domain_id, "INBOX")
+        snap = _snapshot_now(client, domain_id)
         _expunge_all(f, alice, "INBOX.Archive")
         with imaps(f, alice) as imap:
             imap.select("INBOX")
@@ -422,7 +422,7 @@ def test_s3_tier_mounted_with_s3fs_and_mover_killed_midway(
             assert after == before  # every message once, byte for byte
 
             # Restore from a snapshot taken after tiering: follows the links into the tier.
-            snap = _snapshot_and_restore(client, domain_id, "INBOX")
+            snap = _snapshot_now(client, domain_id)
             _expunge_all(f, alice, "INBOX")
             _restore_in_place(client, snap, mailbox_id, "INBOX")
             with imaps(f, alice) as imap:
