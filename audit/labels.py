@@ -131,6 +131,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "backup.purge.done": pgettext_lazy("audit action", "Permanently purged"),
     "backup_exclusion.update": pgettext_lazy("audit action", "Backup exclusion changed"),
     "mail_store.update": pgettext_lazy("audit action", "Mail store settings changed"),
+    "mail_store.tier_now": pgettext_lazy("audit action", "Storage tiering pass requested"),
     "snapshot.restore": pgettext_lazy("audit action", "Restore from snapshot requested"),
     "offnode_setting.update": pgettext_lazy("audit action", "Off-node copy setting changed"),
     "offnode_copy.request": pgettext_lazy("audit action", "Off-node copy requested"),

@@ -16,12 +16,14 @@ class BackupConfig(AppConfig):
         from .purge_holders import register_all
         from .restore_holder import RestoreCloneHolder
         from .store_settings import node_overrides
+        from .tier_holder import holder as tier_holder
 
         # Everything that can hold a mailbox's messages, for permanent deletion.
         register_all()  # local snapshots and exports
         holders.register(RestoreCloneHolder())  # restore clones
         holders.register(offnode_holder)  # copies on the backup node and on targets
         holders.register(archive_holder)  # Maildir archives on targets
+        holders.register(tier_holder)  # tiered message copies (storage tiering)
 
         if node_overrides not in desired.NODE_OVERRIDES:
             desired.NODE_OVERRIDES.append(node_overrides)

@@ -10,6 +10,11 @@ class TargetKind(models.TextChoices):
     NFS = "nfs", _("NFS (mounted directory)")
 
 
+class TierKind(models.TextChoices):
+    FOLDER = "folder", _("mounted folder (NFS, CIFS or FUSE)")
+    S3 = "s3", _("S3 bucket through s3fs")
+
+
 class SnapshotTier(models.TextChoices):
     HOURLY = "hourly", _("hourly")
     DAILY = "daily", _("daily")

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from tenants.forms import ActorForm
 
+from .choices import TargetKind, TierKind
 from .forms import _keep
 from .store_settings import COMMON_COMPRESSION, OPENZFS_COMPRESSION
 
@@ -76,3 +77,46 @@ class MailStoreSettingsForm(ActorForm):
     hourly_keep = _keep(_("Hourly snapshots kept"), "hourly_keep")
     daily_keep = _keep(_("Daily snapshots kept"), "daily_keep")
     monthly_keep = _keep(_("Monthly snapshots kept"), "monthly_keep")
+    tier_days = forms.IntegerField(
+        label=_("Tier messages idle for (days)"),
+        required=False,
+        min_value=1,
+        max_value=36500,
+        help_text=_(
+            "Messages with no delivery and no flag change (such as the first read) for this "
+            "many days move to the tier and stay readable over IMAP and POP3. Empty: no tiering."
+        ),
+    )
+    tier_kind = forms.ChoiceField(
+        label=_("Tier"),
+        required=False,
+        choices=[("", _("None")), *TierKind.choices],
+    )
+    tier_path = forms.CharField(
+        label=_("Tier folder"),
+        required=False,
+        max_length=300,
+        help_text=_("For a folder tier: where the NFS, CIFS or FUSE mount is on the node."),
+    )
+    tier_target = forms.TypedChoiceField(
+        label=_("Tier S3 target"),
+        required=False,
+        coerce=int,
+        empty_value=None,
+        help_text=_("For an S3 tier: the bucket of this backup target, mounted with s3fs."),
+    )
+    tier_recall = forms.BooleanField(
+        label=_("Bring read messages back to the mail store"),
+        required=False,
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from ums import scoping
+
+        from .models import BackupTarget
+
+        targets = scoping.scope_queryset(
+            BackupTarget.objects.filter(kind=TargetKind.S3).order_by("name"), self.actor
+        )
+        self.fields["tier_target"].choices = [("", _("None"))] + [(t.pk, t.name) for t in targets]

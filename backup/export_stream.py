@@ -43,6 +43,9 @@ def tar_argv(base: str, members: list[str]) -> list[str]:
         "-C",
         base,
         "--numeric-owner",
+        # A tiered message is a link to its copy on the tier (backup/tiering.py): the
+        # export carries the message, not the link. Only root makes links in a Maildir.
+        "--dereference",
         "--ignore-failed-read",
         "--warning=no-file-changed",
         "--warning=no-file-removed",

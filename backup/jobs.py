@@ -133,4 +133,5 @@ from . import (  # noqa: E402
     dumps_jobs,  # noqa: F401
     export_job,  # noqa: F401
     offnode_jobs,  # noqa: F401
+    tiering,  # noqa: F401
 )

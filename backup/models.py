@@ -22,7 +22,7 @@ from ums.crypto import EncryptedTextField
 from ums.validators import no_control_characters, not_blank, trimmed
 
 from . import validators as v
-from .choices import MAX_KEEP, SnapshotTier, TargetKind
+from .choices import MAX_KEEP, SnapshotTier, TargetKind, TierKind
 
 _TEXT = [no_control_characters]
 
@@ -396,7 +396,19 @@ class MailStoreSettings(models.Model):
     (compression, dedup) or the customers' snapshot policy (the snapshot fields)."""
 
     scope_path_field = "customer_path"
-    audit_fields = ("compression", "dedup", "enabled", "hourly_keep", "daily_keep", "monthly_keep")
+    audit_fields = (
+        "compression",
+        "dedup",
+        "enabled",
+        "hourly_keep",
+        "daily_keep",
+        "monthly_keep",
+        "tier_days",
+        "tier_kind",
+        "tier_path",
+        "tier_target",
+        "tier_recall",
+    )
 
     node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="+")
     customer_path = models.CharField(max_length=1000, editable=False, db_index=True)
@@ -407,6 +419,26 @@ class MailStoreSettings(models.Model):
     hourly_keep = SnapshotPolicy._meta.get_field("hourly_keep").clone()
     daily_keep = SnapshotPolicy._meta.get_field("daily_keep").clone()
     monthly_keep = SnapshotPolicy._meta.get_field("monthly_keep").clone()
+    # Storage tiering (backup/tiering.py): messages idle for tier_days move to the tier.
+    tier_days = models.PositiveIntegerField(
+        _("tier after days idle"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(36500)],
+    )
+    tier_kind = models.CharField(_("tier"), max_length=8, blank=True, choices=TierKind.choices)
+    tier_path = models.CharField(
+        _("tier folder"), max_length=300, blank=True, validators=[v.absolute_path]
+    )
+    tier_target = models.ForeignKey(
+        BackupTarget,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("tier S3 target"),
+    )
+    tier_recall = models.BooleanField(_("bring read messages back"), default=False)
 
     class Meta:
         verbose_name = _("mail store settings")
@@ -418,6 +450,30 @@ class MailStoreSettings(models.Model):
     @property
     def audit_customer(self) -> Customer:
         return self.node.customer
+
+
+class TierUsage(models.Model):
+    """Observed bytes and messages of one domain on its mail store and on its tier, as the
+    last tiering pass of its node measured them (it walks every message anyway)."""
+
+    scope_path_field = "customer_path"
+
+    domain = models.OneToOneField(Domain, on_delete=models.CASCADE, related_name="+")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
+    customer_path = models.CharField(max_length=1000, editable=False, db_index=True)
+    primary_bytes = models.BigIntegerField(default=0)
+    primary_messages = models.BigIntegerField(default=0)
+    tier_bytes = models.BigIntegerField(default=0)
+    tier_messages = models.BigIntegerField(default=0)
+    tier_kind = models.CharField(max_length=8, blank=True)
+    measured_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("tier usage")
+        verbose_name_plural = _("tier usage")
+
+    def __str__(self) -> str:
+        return f"tier usage of {self.domain_id}"
 
 
 # Off-node copies live in their own module; imported here so Django registers them.

@@ -90,6 +90,9 @@ def tar_argv(folder: str) -> list[str]:
         "-C",
         folder,
         "--numeric-owner",
+        # Tiered messages (links into the node's tier, backup/tiering.py) are archived as
+        # the messages themselves, so an archive restore needs no tier.
+        "--dereference",
         "--null",
         "--verbatim-files-from",
         "--files-from=-",

@@ -23,6 +23,10 @@ resumed job racing an orphaned earlier run):
 * nothing that exists in the live Maildir is deleted or overwritten, except, in place,
   the flags of a message present in both (the file is renamed to the snapshot's flags).
 
+Tiered messages (:mod:`.tiering`): a link in the snapshot that points into the node's
+tier (``tier_roots``) is restored as a plain file with the tier copy's bytes; a live
+message that is such a link counts as present.
+
 Courier: new folders get a fresh UID list (``courierimapuiddb`` is not copied), and
 are subscribed in ``courierimapsubscribed``; files reach ``cur/``/``new/`` only by
 rename, as a delivery agent does; ``maildirsize`` is rewritten with ``maildirmake -q``
@@ -71,9 +75,27 @@ def folders(maildir):
     return found
 
 
+TIER_ROOTS = [r.rstrip("/") + "/" for r in args.get("tier_roots") or () if r.startswith("/")]
+
+
+def tiered(path):
+    # A link the tiering pass left (backup/tier_node.py): absolute, into the node's tier,
+    # to a regular file there. Any other link is ignored.
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return False
+    if not os.path.isabs(target) or "/../" in target or "/./" in target:
+        return False
+    if not any(target.startswith(root) for root in TIER_ROOTS):
+        return False
+    return os.path.isfile(target)
+
+
 def messages(folder):
     # {unique name: (sub, file name)}; the unique name is the file name before ":". Only
-    # regular files: a link in a snapshot must never pull another file into a mailbox.
+    # regular files and links into the tier: any other link in a snapshot must never pull
+    # another file into a mailbox. A tiered message is copied back from its tier copy.
     found = {}
     for sub in SUBS:
         path = os.path.join(folder, sub)
@@ -81,7 +103,11 @@ def messages(folder):
             continue
         with os.scandir(path) as entries:
             for entry in entries:
-                if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_file(follow_symlinks=False) or (
+                    entry.is_symlink() and tiered(entry.path)
+                ):
                     found[entry.name.split(":", 1)[0]] = (sub, entry.name)
     return found
 
@@ -137,8 +163,12 @@ def tick():
 def copy_in(src_file, folder, sub, name):
     # Under a temporary name in tmp/, then renamed: the real name only ever holds a whole file.
     temp = os.path.join(folder, "tmp", name.split(":", 1)[0] + ".ums-restore")
-    shutil.copy2(src_file, temp)
-    st = os.stat(src_file)
+    shutil.copy2(src_file, temp)  # follows a tier link: the bytes, not the link
+    if os.path.islink(src_file):
+        st = os.lstat(src_file)  # the link keeps the message's owner, the copy may not
+        os.chmod(temp, 0o600)
+    else:
+        st = os.stat(src_file)
     os.chown(temp, st.st_uid, st.st_gid)
     os.rename(temp, os.path.join(folder, sub, name))
 

@@ -170,6 +170,7 @@ def run(
     restorer = _Restorer(
         conn, job_id, params, python, snapshot, mount, Hooks(save_params, progress, say)
     )
+    restorer.tier_roots = tier_roots(conn, snapshot, python)
     try:
         result = restorer.copy(restorer.plan(boxes))
     except RestoreError:
@@ -181,7 +182,21 @@ def run(
     return result
 
 
+def tier_roots(conn: Connector, snapshot: Snapshot, python: str) -> list[str]:
+    """The node's tier folder (mounted now if it is an S3 tier), whose links a restore
+    follows; none without a tiering policy."""
+    from .tiering import TierError, ensure_mounted
+
+    try:
+        root = ensure_mounted(conn, snapshot.node, python=python)
+    except TierError as exc:
+        raise RestoreError(str(exc)) from exc
+    return [root] if root else []
+
+
 class _Restorer:
+    tier_roots: list[str] = []
+
     def __init__(
         self,
         conn: Connector,
@@ -223,6 +238,7 @@ class _Restorer:
             self.python,
             {
                 "op": "list",
+                "tier_roots": self.tier_roots,
                 "mailboxes": [
                     {"key": b.key, "source": self.source(b), "maildir": self.maildir(b)}
                     for b in boxes
@@ -266,6 +282,7 @@ class _Restorer:
         for item in work:
             args = {
                 "op": "restore",
+                "tier_roots": self.tier_roots,
                 "mode": self.mode,
                 "root": self.root,
                 "source_root": self.mount,
@@ -313,6 +330,7 @@ def list_folders(
             python,
             {
                 "op": "list",
+                "tier_roots": tier_roots(conn, snapshot, python),
                 "mailboxes": [
                     {
                         "key": box.key,

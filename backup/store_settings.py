@@ -28,7 +28,7 @@ from django.utils.translation import gettext as _
 from deploy.services.zfs import DEDUP_MIN_MEMORY_BYTES
 from servers.models import Node
 from tenants import permissions as perms
-from ums import auditing
+from ums import auditing, scoping
 from ums.actions import action, require_in_scope, require_permission
 
 from .choices import MAX_KEEP
@@ -38,7 +38,8 @@ COMMON_COMPRESSION = ("on", "off", "lzjb", "gzip", *(f"gzip-{n}" for n in range(
 OPENZFS_COMPRESSION = ("lz4", "zstd", *(f"zstd-{n}" for n in range(1, 20)))
 DEDUP_CHOICES = ("auto", "on", "off")
 POLICY_FIELDS = ("enabled", "hourly_keep", "daily_keep", "monthly_keep")
-FIELDS = ("compression", "dedup", *POLICY_FIELDS)
+TIER_FIELDS = ("tier_days", "tier_kind", "tier_path", "tier_target", "tier_recall")
+FIELDS = ("compression", "dedup", *POLICY_FIELDS, *TIER_FIELDS)
 #: Settings of this model -> the ``UMS_NODE_SETTINGS`` key the ZFS service reads.
 NODE_KEYS = {"compression": "mail_store_compression", "dedup": "mail_store_dedup"}
 
@@ -85,6 +86,61 @@ def problems(node: Node, values: dict[str, Any]) -> dict[str, list[str]]:
                 _("Between 0 and %(max)s (empty: the customers' policy).")
                 % {"max": MAX_KEEP[field]}
             ]
+    errors.update(tier_problems(values))
+    return errors
+
+
+def tier_problems(values: dict[str, Any]) -> dict[str, list[str]]:
+    """Every reason the tiering fields in ``values`` are wrong (only those given)."""
+    from django.conf import settings as dj_settings
+
+    from .choices import TierKind
+    from .validators import absolute_path
+
+    errors: dict[str, list[str]] = {}
+    days = values.get("tier_days")
+    if days is not None and (
+        isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 36500
+    ):
+        errors["tier_days"] = [_("Between 1 and 36500 days (empty: no tiering).")]
+    kind = values.get("tier_kind")
+    if kind and kind not in TierKind.values:
+        errors["tier_kind"] = [_("Choose a mounted folder or an S3 bucket (empty: no tier).")]
+    path = values.get("tier_path")
+    if path:
+        try:
+            absolute_path(path)
+        except ValidationError as exc:
+            errors["tier_path"] = list(exc.messages)
+        else:
+            root = str(
+                {**getattr(dj_settings, "UMS_CONVERGE", {})}.get("mail_root") or "/var/mail/vhosts"
+            ).rstrip("/")
+            clean = path.rstrip("/")
+            if clean == root or clean.startswith(root + "/") or root.startswith(clean + "/"):
+                errors["tier_path"] = [
+                    _("The tier must be outside the mail root (%(root)s).") % {"root": root}
+                ]
+    recall = values.get("tier_recall")
+    if recall is not None and not isinstance(recall, bool):
+        errors["tier_recall"] = [_("Yes or no.")]
+    return errors
+
+
+def tier_whole_problems(row: MailStoreSettings) -> dict[str, list[str]]:
+    """What the saved combination lacks: a kind needs its folder or its S3 target."""
+    from .choices import TargetKind, TierKind
+
+    errors: dict[str, list[str]] = {}
+    if row.tier_days and not row.tier_kind:
+        errors["tier_kind"] = [_("Choose where idle messages go.")]
+    if row.tier_kind == TierKind.FOLDER and not row.tier_path:
+        errors["tier_path"] = [_("Required for a folder tier.")]
+    if row.tier_kind == TierKind.S3:
+        if row.tier_target is None:
+            errors["tier_target"] = [_("Required for an S3 tier.")]
+        elif row.tier_target.kind != TargetKind.S3:
+            errors["tier_target"] = [_("Choose a backup target of kind S3.")]
     return errors
 
 
@@ -115,9 +171,11 @@ def describe(node: Node) -> dict[str, Any]:
     from deploy.desired import DEFAULT_SETTINGS
 
     row = MailStoreSettings.objects.filter(node=node).first()
-    own = {f: getattr(row, f, None) for f in FIELDS}
-    own["compression"] = own["compression"] or ""
-    own["dedup"] = own["dedup"] or ""
+    own = {f: getattr(row, f, None) for f in FIELDS if f != "tier_target"}
+    own["tier_target"] = getattr(row, "tier_target_id", None)
+    for field in ("compression", "dedup", "tier_kind", "tier_path"):
+        own[field] = own[field] or ""
+    own["tier_recall"] = bool(own["tier_recall"])
     conf = {**DEFAULT_SETTINGS, **getattr(settings, "UMS_CONVERGE", {})}
     effective = {
         "compression": own["compression"] or str(conf.get("mail_store_compression") or "on"),
@@ -163,7 +221,15 @@ def set_store_settings(*, actor: Any, node: Node, **values: Any) -> MailStoreSet
     )
     before = auditing.snapshot(row)
     for key, value in values.items():
-        setattr(row, key, value if key in POLICY_FIELDS else (value or ""))
+        if key == "tier_target":
+            row.tier_target = _tier_target(actor, value)
+        elif key in POLICY_FIELDS or key in ("tier_days", "tier_recall"):
+            setattr(row, key, bool(value) if key == "tier_recall" else value)
+        else:
+            setattr(row, key, value or "")
+    whole = tier_whole_problems(row)
+    if whole:
+        raise ValidationError(whole)
     row.save()
     old, new = auditing.diff(before, auditing.snapshot(row))
     if new or created:
@@ -173,6 +239,18 @@ def set_store_settings(*, actor: Any, node: Node, **values: Any) -> MailStoreSet
         bumped = dirty.bump([node.pk], reason="mail store settings")
         transaction.on_commit(lambda: dirty.ensure_queued(bumped, reason="mail store settings"))
     return row
+
+
+def _tier_target(actor: Any, value: Any) -> Any:
+    """The S3 backup target ``value`` names (an id), if the actor may use it."""
+    from .models import BackupTarget
+
+    if value in (None, ""):
+        return None
+    target = BackupTarget.objects.filter(pk=getattr(value, "pk", value)).first()
+    if target is None or (actor is not None and not scoping.in_scope(target, actor)):
+        raise ValidationError({"tier_target": [_("No such backup target.")]})
+    return target
 
 
 def effective_for_domain(domain: Any) -> dict[str, dict[str, Any]]:

@@ -95,3 +95,11 @@ def cleanup_exports() -> Any:
 
 # The off-node copy scheduler (Celery's autodiscovery imports this module only).
 from .offnode_jobs import schedule_offnode  # noqa: E402, F401
+
+
+@shared_task(name="backup.schedule_tiering", acks_late=True)
+def schedule_tiering() -> Any:
+    """A tiering pass on every mail store with a policy (``UMS_TIER_INTERVAL``)."""
+    from . import tiering
+
+    return tiering.schedule()

@@ -60,6 +60,7 @@ urlpatterns += [
     ),
     path("mail-stores/", ev.MailStoreListView.as_view(), name="store-list"),
     path("mail-stores/<id:pk>/", ev.MailStoreSettingsView.as_view(), name="store"),
+    path("mail-stores/<id:pk>/tier-now/", views.TierNowView.as_view(), name="store-tier-now"),
     path(
         "snapshots/<id:pk>/restore/", restore_views.RestoreView.as_view(), name="snapshot-restore"
     ),

@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy
 from django.views import View
 
 from mail.models import Domain
+from servers.models import Node
 from tenants import permissions as perms
 from tenants.models import Customer
 from ums.portal.generic import ObjectDeleteView, ObjectFormView, scoped_object_or_404
@@ -108,6 +109,18 @@ class SnapshotNowView(_JobButtonView):
 
     def back_url(self, obj: Domain) -> str:
         return reverse("backup:domain-snapshots", args=[obj.pk])
+
+
+class TierNowView(_JobButtonView):
+    model = Node
+
+    def start(self, obj: Node) -> Any:
+        from .tiering import tier_now
+
+        return tier_now(actor=self.request.user, node=obj)
+
+    def back_url(self, obj: Node) -> str:
+        return reverse("backup:store", args=[obj.pk])
 
 
 class DomainListView(ScopedListView):

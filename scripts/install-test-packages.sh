@@ -31,6 +31,8 @@ packages+=(roundcube roundcube-core roundcube-sqlite3 php-fpm php-sqlite3)
 packages+=(postsrsd)
 # Calendars and contacts (issue 16): Radicale as the cloud-files nodes' CalDAV/CardDAV server.
 packages+=(radicale)
+# Storage tiering (issue 14 part 4): s3fs mounts an S3 tier inside the IMAP test node.
+packages+=(s3fs)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

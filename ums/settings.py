@@ -436,6 +436,13 @@ UMS_DUMP_RETRY_MINUTES = env_int("UMS_DUMP_RETRY_MINUTES", 60, minimum=0)
 UMS_DUMP_TARGETS = env_list("UMS_DUMP_TARGETS")
 UMS_DUMP_STAGING_DIR = env_str("UMS_DUMP_STAGING_DIR", "") or str(VAR_DIR / "dumps")
 CELERY_BEAT_SCHEDULE["schedule-dump"] = {"task": "backup.schedule_dump", "schedule": 300}
+# Storage tiering (backup/tiering.py): how often (seconds) every mail store with a tiering
+# policy gets a pass moving idle messages to its tier.
+UMS_TIER_INTERVAL = env_int("UMS_TIER_INTERVAL", 21600, minimum=300)
+CELERY_BEAT_SCHEDULE["schedule-tiering"] = {
+    "task": "backup.schedule_tiering",
+    "schedule": UMS_TIER_INTERVAL,
+}
 # Usage: how often (seconds) used space is measured on the IMAP nodes (one command per
 # node; quota warnings follow each run), and how often today's usage snapshot is rewritten.
 UMS_USAGE_COLLECT_INTERVAL = env_int("UMS_USAGE_COLLECT_INTERVAL", 3600, minimum=60)

@@ -10,7 +10,7 @@ it is small (the Maildir++ rule: over 5120 bytes it is due a recount), and it is
 every ``cur``/``new`` folder of the Maildir (so no delivery or deletion happened after it was
 last written; a writer that does not keep it up to date loses this test at once). Otherwise
 the folders are walked: a message's size is the ``,S=`` of its name when there is one, else
-the file's size. Only reads: nothing on the node changes.
+the file's size (through the link for a tiered message). Only reads: nothing on the node changes.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def walk(maildir):
                         size += int(found.group(1))
                     else:
                         try:
-                            size += entry.stat(follow_symlinks=False).st_size
+                            # A tiered message is a link to its copy on the tier
+                            # (backup/tier_node.py): its size is the copy's.
+                            size += entry.stat(follow_symlinks=entry.is_symlink()).st_size
                         except OSError:
                             continue  # expunged while we looked
                     count += 1

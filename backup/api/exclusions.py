@@ -5,7 +5,8 @@
   what it inherits and the effective result with the source of each item; PATCH
   ``{"excluded": bool, "folders": [...]}`` (folders on customers and domains only);
 * ``/backup/mail-stores/<node id>/``: GET/PATCH an IMAP node's compression, dedup and
-  snapshot policy override.
+  snapshot policy override and tiering policy; POST ``.../tier-now/`` starts a pass;
+* ``/backup/tier-usage/``: bytes per tier per domain, as the last pass measured them.
 
 All scoped (404 outside), every field error at once, audited by the actions.
 """
@@ -17,21 +18,23 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, viewsets
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from mail.models import Domain, Mailbox
 from servers.models import Node
 from tenants.models import Customer
+from ums.api.jobs import JobSerializer
 from ums.api.serializers import StrictSerializer
 from ums.api.viewsets import ScopedReadOnlyViewSet, ScopedViewSetMixin
 
 from .. import exclusion_policy as policy
-from .. import store_settings
-from ..choices import MAX_KEEP
+from .. import store_settings, tiering
+from ..choices import MAX_KEEP, TierKind
 from ..exclusion_actions import set_exclusion
-from ..models import BackupExclusion
+from ..models import BackupExclusion, TierUsage
 
 _FOLDER = serializers.CharField(trim_whitespace=False, allow_blank=True, max_length=1000)
 
@@ -169,6 +172,28 @@ def _keep(field: str) -> serializers.IntegerField:
     )
 
 
+class TierUsageSerializer(serializers.ModelSerializer):
+    domain_name = serializers.CharField(source="domain.name", read_only=True)
+    node_hostname = serializers.CharField(source="node.hostname", read_only=True)
+
+    class Meta:
+        model = TierUsage
+        fields = (
+            "id",
+            "domain",
+            "domain_name",
+            "node",
+            "node_hostname",
+            "primary_bytes",
+            "primary_messages",
+            "tier_kind",
+            "tier_bytes",
+            "tier_messages",
+            "measured_at",
+        )
+        read_only_fields = fields
+
+
 class MailStoreSettingsSerializer(StrictSerializer):
     """Blank or ``null``: the global ``UMS_NODE_SETTINGS`` / the customers' policy."""
 
@@ -178,6 +203,21 @@ class MailStoreSettingsSerializer(StrictSerializer):
     hourly_keep = _keep("hourly_keep")
     daily_keep = _keep("daily_keep")
     monthly_keep = _keep("monthly_keep")
+    tier_days = serializers.IntegerField(
+        allow_null=True, required=False, min_value=1, max_value=36500
+    )
+    tier_kind = serializers.ChoiceField(
+        choices=[("", "-"), *TierKind.choices], required=False, allow_blank=True
+    )
+    tier_path = serializers.CharField(required=False, allow_blank=True, max_length=300)
+    tier_target = serializers.IntegerField(allow_null=True, required=False, min_value=1)
+    tier_recall = serializers.BooleanField(required=False)
+
+    def validate_tier_path(self, value: str) -> str:
+        found = store_settings.tier_problems({"tier_path": value}).get("tier_path")
+        if found:
+            raise serializers.ValidationError(found)
+        return value
 
     def _check(self, field: str, value: str) -> str:
         # The node's own checks here too, so they come with the other field errors.
@@ -199,7 +239,7 @@ class MailStoreSettingsViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
     queryset = Node.objects.all()
     serializer_class = MailStoreSettingsSerializer
     permission_area = "servers"
-    http_method_names = ["get", "patch", "head", "options"]
+    http_method_names = ["get", "patch", "post", "head", "options"]
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
@@ -216,3 +256,21 @@ class MailStoreSettingsViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
             actor=request.user, node=node, **serializer.validated_data
         )
         return Response(store_settings.describe(node))
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"], url_path="tier-now")
+    def tier_now(self, request: Request, pk: str | None = None) -> Response:
+        """Tier now: a job runs the store's tiering pass (progress in the job)."""
+        job = tiering.tier_now(actor=request.user, node=self.get_object())
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TierUsageViewSet(ScopedReadOnlyViewSet):
+    """``/backup/tier-usage/``: bytes and messages per tier of each domain in scope, as
+    the last tiering pass of its node measured them (``?domain=ID``)."""
+
+    queryset = TierUsage.objects.select_related("domain", "node").order_by("domain__name")
+    serializer_class = TierUsageSerializer
+    filterset_fields = ["domain", "node"]
+    permission_area = "servers"

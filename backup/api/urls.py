@@ -27,6 +27,7 @@ for _prefix, _viewset, _basename in (
     ("backup/exclusions/domains", ex.DomainExclusionViewSet, "domainexclusion"),
     ("backup/exclusions/mailboxes", ex.MailboxExclusionViewSet, "mailboxexclusion"),
     ("backup/mail-stores", ex.MailStoreSettingsViewSet, "mailstoresettings"),
+    ("backup/tier-usage", ex.TierUsageViewSet, "tierusage"),
 ):
     router.register(_prefix, _viewset, basename=_basename)
 

@@ -29,12 +29,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
+def _wait_port(port: int, proc: subprocess.Popen, what: str, host: str = "127.0.0.1") -> None:
     for _ in range(200):
         if proc.poll() is not None:
             raise AssertionError(f"{what} exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
@@ -60,7 +60,8 @@ class S3Server:
 
 
 @contextmanager
-def rclone_s3(root: Path) -> Iterator[S3Server]:
+def rclone_s3(root: Path, host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """``rclone serve s3`` on ``host`` (a node test's bridge address, for the nodes)."""
     rclone = Path(sys.executable).parent / "rclone"
     if not rclone.exists():
         found = shutil.which("rclone")
@@ -77,7 +78,7 @@ def rclone_s3(root: Path) -> Iterator[S3Server]:
             "s3",
             str(root),
             "--addr",
-            f"127.0.0.1:{port}",
+            f"{host}:{port}",
             "--auth-key",
             f"{access},{secret}",
             "--config",
@@ -87,8 +88,8 @@ def rclone_s3(root: Path) -> Iterator[S3Server]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_port(port, proc, "rclone serve s3")
-        yield S3Server(f"http://127.0.0.1:{port}", access, secret, root)
+        _wait_port(port, proc, "rclone serve s3", host)
+        yield S3Server(f"http://{host}:{port}", access, secret, root)
     finally:
         _stop(proc)
 
