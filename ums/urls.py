@@ -29,6 +29,7 @@ urlpatterns = [
     path("backup/", include("backup.urls")),
     path("settings/licence/", include("licensing.urls")),
     path("usage/", include("usage.urls")),
+    path("replication/", include("replication.urls")),
     path("servers/enrolment/", include("servers.enrolment_urls")),
     path("install/", include("servers.install_urls")),
 ]

@@ -32,6 +32,7 @@ SOURCE_DIRS = [
     "backup",
     "licensing",
     "usage",
+    "replication",
 ]
 
 

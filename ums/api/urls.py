@@ -21,4 +21,5 @@ urlpatterns = [
     path("", include("backup.api.urls")),
     path("", include("licensing.api_urls")),
     path("", include("usage.api_urls")),
+    path("", include("replication.api")),
 ]

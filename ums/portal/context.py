@@ -17,6 +17,7 @@ NAVIGATION = [
     ("servers:home", _("Servers"), "servers", "servers.view"),
     ("spamhold:home", _("Spam hold"), "spamhold", "spamhold.view"),
     ("backup:target-list", _("Backups"), "lock", "servers.view"),
+    ("replication:list", _("Replication"), "servers", "servers.view"),
     ("usage:report", _("Usage"), "building", "customers.view"),
     ("audit:record-list", _("Audit"), "audit", "audit.view"),
     ("portal:job-list", _("Jobs"), "jobs", None),
