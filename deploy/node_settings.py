@@ -57,6 +57,7 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "mail_store_compression": (_TEXT, "ZFS compression of mail datasets (on)"),
     "mail_store_dedup": ((str, bool), "ZFS dedup: auto (only with 256 GB RAM), true, false"),
     "mail_store_mountpoint": (_TEXT, "where the parent dataset is mounted (the mail root)"),
+    "replica_domains": ((list,), "domains the node holds as replicas (set by replication)"),
     "web_hostnames": ((dict,), "load balancer: role -> public host name"),
     "web_backend_ports": ((dict,), "load balancer: role -> backend port"),
     "tls_certificates": ((dict,), "load balancer certificates (normally the renewal store)"),
@@ -201,6 +202,17 @@ def _ports(value: dict) -> str | None:
     return None
 
 
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})+")
+
+
+def _domain_names(value: list) -> str | None:
+    for item in value:
+        if not isinstance(item, str) or not _DOMAIN.fullmatch(item):
+            return f"{item!r} is not a domain name"
+    return None
+
+
 _SCORE = _range(-1000, 1000)
 
 #: key -> check of a value of the right type (see OPTIONS). Keys without one need none
@@ -231,6 +243,7 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mail_store_compression": _compression,
     "mail_store_dedup": _dedup,
     "mail_store_mountpoint": _mail_root,
+    "replica_domains": _domain_names,
     "web_hostnames": _hostnames,
     "web_backend_ports": _ports,
 }

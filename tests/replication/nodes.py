@@ -66,7 +66,10 @@ def bring_back(f: Fleet, index: int) -> None:
     while in_node(tnode, ["zpool", "list"], check=False).returncode != 0:
         assert time.monotonic() < deadline, "zfs-fuse did not come back"
         time.sleep(0.2)
-    in_node(tnode, ["zpool", "import", "-f", "-d", str(f.cluster.base_dir), f.pools[index]])
+    pool = f.pools[index]
+    if in_node(tnode, ["zpool", "list", pool], check=False).returncode != 0:
+        # Not in the daemon's cache: import it from its image as a rebooted node would.
+        in_node(tnode, ["zpool", "import", "-f", "-d", str(f.cluster.base_dir), pool])
 
 
 def send(f: Fleet, to: str, marker: str) -> None:
