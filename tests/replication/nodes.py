@@ -72,6 +72,16 @@ def bring_back(f: Fleet, index: int) -> None:
         in_node(tnode, ["zpool", "import", "-f", "-d", str(f.cluster.base_dir), pool])
 
 
+def wait_mailbox(f: Fleet, index: int) -> None:
+    """The converge that creates alice's Maildir may be the follow-up of a coalesced one
+    (not inside the API request): wait for it rather than race it."""
+    maildir = f"/var/mail/vhosts/{DOMAIN}/alice/Maildir/cur"
+    deadline = time.monotonic() + 90
+    while f.in_node(index, ["test", "-d", maildir], check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"alice's Maildir never appeared on node {index}"
+        time.sleep(0.5)
+
+
 def send(f: Fleet, to: str, marker: str) -> None:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = "bob@outside.test", to, marker

@@ -284,7 +284,7 @@ def test_zfs_plan_keeps_replicas_read_only_and_promotes_a_placed_one() -> None:
     ]
 
 
-def test_portal_pages(cast: Cast) -> None:
+def test_portal_pages(cast: Cast, no_dispatch: None) -> None:
     primary = _node(cast.government, "imap1.example.org")
     replica_node = _node(cast.government, "imap2.example.org")
     domain = _placed(cast.ministry, "page.example", primary)
@@ -307,3 +307,15 @@ def test_portal_pages(cast: Cast) -> None:
     head = client.get(reverse("mail:domain-detail", args=[domain.pk])).content.decode()
     assert reverse("replication:domain", args=[domain.pk]) in head
     assert portal(cast.sibling_admin).get(f"/replication/domains/{domain.pk}/").status_code == 404
+    # The buttons start audited jobs and show them (their progress bar).
+    response = client.post(reverse("replication:failover", args=[domain.pk]))
+    job = Job.objects.get(kind="replication.failover")
+    assert response.status_code == 302 and response["Location"].endswith(f"/jobs/{job.pk}/")
+    assert job.params["node_id"] == replica_node.pk
+    response = client.post(reverse("replication:failback", args=[domain.pk]), {"node": "x"})
+    assert response.status_code == 302  # refused (a failover runs): back to the page
+    assert Job.objects.count() == 1
+    assert (
+        portal(cast.sibling_admin).post(reverse("replication:sync", args=[domain.pk])).status_code
+        == 404
+    )

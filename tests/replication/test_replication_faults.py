@@ -24,7 +24,7 @@ from tests.fixtures import Cast, token_client
 from tests.harness.worker import celery_stack, wait_for
 from ums.models import Job
 
-from .nodes import DOMAIN, A, B, imaps_bodies, send, wait_delivered, zprops
+from .nodes import DOMAIN, A, B, imaps_bodies, send, wait_delivered, wait_mailbox, zprops
 
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 STALE = 6
@@ -48,6 +48,7 @@ def test_worker_killed_after_the_switch_then_the_failover_completes_once(
         format="json",
     )
     assert response.status_code == 201, response.content
+    wait_mailbox(f, A)
     send(f, f"alice@{DOMAIN}", "fault-before")
     wait_delivered(f, A, "fault-before")
     assert policy.assign() == [(DOMAIN, f.nodes[B].hostname)]

@@ -29,7 +29,18 @@ from tests.fixtures import Cast, token_client
 from ums import jobs
 from ums.models import Job
 
-from .nodes import DOMAIN, SMTP, A, B, bring_back, imaps_bodies, send, wait_delivered, zprops
+from .nodes import (
+    DOMAIN,
+    SMTP,
+    A,
+    B,
+    bring_back,
+    imaps_bodies,
+    send,
+    wait_delivered,
+    wait_mailbox,
+    zprops,
+)
 
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 
@@ -67,6 +78,7 @@ def test_replica_catches_up_fails_over_fences_and_fails_back(cast: Cast, repl_fl
     )
     assert response.status_code == 201, response.content
     assert DomainPlacement.objects.get(domain_id=domain_id).node_id == node_a.pk
+    wait_mailbox(f, A)
     first = _token()
     send(f, f"alice@{DOMAIN}", first)
     wait_delivered(f, A, first)
@@ -167,7 +179,13 @@ def test_replica_catches_up_fails_over_fences_and_fails_back(cast: Cast, repl_fl
     final = _token()
     send(f, f"alice@{DOMAIN}", final)
     wait_delivered(f, A, final)
-    assert not _failed_jobs() or all("answers" in j for j in _failed_jobs()), _failed_jobs()
+    # Failed on purpose: the refused failover, and converges of A while it was down.
+    unexpected = [
+        j
+        for j in _failed_jobs()
+        if "answers" not in j and not (node_a.hostname in j and "Connection refused" in j)
+    ]
+    assert not unexpected, unexpected
     assert Domain.objects.get(pk=domain_id).name == DOMAIN
 
 
