@@ -107,7 +107,10 @@ def switch(
         )
         nodes = _nodes(domain, new, old)
         dirty.bump(nodes, reason=f"{domain.name} now served by {new.hostname}")
-        transaction.on_commit(lambda: dirty.ensure_queued(nodes, reason="failover"))
+        # A failed-over primary is down: it stays dirty (the reconciler converges it, and
+        # so fences it, once it answers) rather than holding a worker on retries now.
+        queued = [n for n in nodes if not (fenced and n == old.pk)]
+        transaction.on_commit(lambda: dirty.ensure_queued(queued, reason="failover"))
     return row.epoch, nodes
 
 
