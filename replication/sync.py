@@ -70,7 +70,9 @@ def sync_domain(
     now = timezone.now()
     with session(placement.node) as primary:
         newest = zfs.take_sync_snapshot(primary, dataset, now)
-        taken_at = zfs.sync_time(newest) or now
+        # The lag counts from when the pass took its snapshot (not the name's second,
+        # which runs ahead when passes follow each other within a second).
+        taken_at = now
         summary["snapshot"] = newest
         say(gettext_noop("took %(snapshot)s on %(node)s"), snapshot=newest, node=primary.host)
         progress(0, len(replicas))

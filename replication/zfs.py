@@ -79,8 +79,11 @@ def _run(conn: Connector, argv: list[str], what: str) -> None:
 def take_sync_snapshot(conn: Connector, dataset: str, now: datetime.datetime) -> str:
     """A new ``ums-sync-*`` snapshot of the primary's dataset (one second later while the
     name is taken: two syncs within a second must still both capture the newest mail)."""
-    have = {s.name for s in list_all(conn, dataset) or []}
-    at = now
+    have = [s.name for s in list_all(conn, dataset) or []]
+    # Strictly after the newest sync snapshot (never pruned): a name freed by pruning
+    # must not come back, or a replica still holding it would refuse the stream.
+    times = [t for t in map(sync_time, have) if t is not None]
+    at = max([now, *(t + datetime.timedelta(seconds=1) for t in times)])
     while (name := sync_name(at)) in have:
         at += datetime.timedelta(seconds=1)
     _run(conn, ["zfs", "snapshot", f"{oz.check_dataset(dataset)}@{name}"], "zfs snapshot")

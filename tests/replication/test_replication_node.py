@@ -14,6 +14,7 @@ a failback switches the domain back to A losing nothing.
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 from django.urls import reverse
@@ -123,6 +124,7 @@ def test_replica_catches_up_fails_over_fences_and_fails_back(cast: Cast, repl_fl
     f.tnodes[A].stop()
     during = _token()
     send(f, f"alice@{DOMAIN}", during)  # accepted by the SMTP node, deferred
+    clicked = time.monotonic()
     response = client.post(f"/api/v1/replication/domains/{domain_id}/failover/")
     job = _ok(_job(response))
     assert DomainPlacement.objects.get(domain_id=domain_id).node_id == node_b.pk
@@ -132,6 +134,12 @@ def test_replica_catches_up_fails_over_fences_and_fails_back(cast: Cast, repl_fl
     assert not DomainReplica.objects.filter(domain_id=domain_id, node=node_b).exists()
     wait_delivered(f, B, during)
     bodies = imaps_bodies(f, B)
+    # Shown, not asserted (speed belongs to benchmarks/): the failover job, and the click
+    # to the deferred message readable over IMAPS on the new primary.
+    print(
+        f"failover job {(job.finished_at - job.created_at).total_seconds():.1f} s; "
+        f"readable on B {time.monotonic() - clicked:.1f} s after the click"
+    )
     assert first.encode() in bodies and second.encode() in bodies and during.encode() in bodies
     assert unsynced.encode() not in bodies  # acknowledged after the last sync: lost here
     smtp_log = f.tnodes[SMTP].path("/var/spool/postfix/maillog").read_text()
