@@ -44,10 +44,11 @@ class ReplicatedDomainSerializer(serializers.ModelSerializer):
     epoch = serializers.SerializerMethodField()
     replicas = serializers.SerializerMethodField()
     max_lag_seconds = serializers.SerializerMethodField()
+    zones = serializers.SerializerMethodField()
 
     class Meta:
         model = Domain
-        fields = ["id", "name", "primary", "epoch", "max_lag_seconds", "replicas"]
+        fields = ["id", "name", "primary", "epoch", "max_lag_seconds", "replicas", "zones"]
 
     def _row(self, domain: Domain) -> views_data.DomainRow:
         rows = self.context.setdefault("_rows", {})
@@ -64,6 +65,14 @@ class ReplicatedDomainSerializer(serializers.ModelSerializer):
 
     def get_max_lag_seconds(self, domain: Domain) -> int:
         return self._row(domain).policy.max_lag_minutes * 60
+
+    def get_zones(self, domain: Domain) -> dict[str, Any] | None:
+        """On one domain only: the primary zone's mode (``hot-hot``/``hot-warm``), the MX
+        records to publish (equal priority in HOT-HOT) and latency warnings (> 80 ms)."""
+        view = self.context.get("view")
+        if getattr(view, "action", None) != "retrieve":
+            return None
+        return self._row(domain).zones
 
     def get_replicas(self, domain: Domain) -> list[dict[str, Any]]:
         return [ReplicaSerializer(r).data for r in self._row(domain).replicas]

@@ -23,6 +23,7 @@ from django.conf import settings
 from deploy.desired import SERVING_STATUSES
 from deploy.models import DomainPlacement
 from deploy.placement import ancestor_paths
+from servers.choices import Redundancy
 from servers.models import Node
 from ums import auditing
 
@@ -86,7 +87,7 @@ def assign() -> list[tuple[str, str]]:
         existing.setdefault(domain_id, set()).add(node_id)
         load[node_id] += 1
     created: list[tuple[str, str]] = []
-    placements = DomainPlacement.objects.select_related("domain", "domain__customer", "node")
+    placements = DomainPlacement.objects.select_related("domain", "domain__customer", "node__zone")
     for placement in placements.order_by("domain__name"):
         domain = placement.domain
         policy = effective(domain.customer_path, table)
@@ -103,7 +104,17 @@ def assign() -> list[tuple[str, str]]:
             and n.customer_path in tree
             and _zone_ok(policy.zone_rule, placement.node.zone_id, n.zone_id)
         ]
-        for node in sorted(candidates, key=lambda n: (load[n.pk], n.pk))[:missing]:
+        # HOT-WARM: the other zones hold the warm replicas, so they come first.
+        warm = placement.node.zone.redundancy == Redundancy.HOT_WARM
+        ranked = sorted(
+            candidates,
+            key=lambda n, w=warm, z=placement.node.zone_id: (
+                0 if w and n.zone_id != z else 1,
+                load[n.pk],
+                n.pk,
+            ),
+        )
+        for node in ranked[:missing]:
             _, made = DomainReplica.objects.get_or_create(
                 domain=domain, node=node, defaults={"customer_path": domain.customer_path}
             )

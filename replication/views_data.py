@@ -10,7 +10,7 @@ from deploy.models import DomainPlacement
 from mail.models import Domain
 from servers.models import Node
 
-from . import policy
+from . import policy, zones
 from .models import DomainEpoch, DomainReplica
 
 
@@ -21,6 +21,12 @@ class DomainRow:
     epoch: int
     policy: policy.Policy
     replicas: list[dict[str, Any]] = field(default_factory=list)
+    replica_nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def zones(self) -> dict[str, Any]:
+        """Zone mode, MX suggestion and latency warnings (computed when asked)."""
+        return zones.advice(self.domain, self.primary, self.replica_nodes)
 
     @property
     def worst_lag(self) -> float | None:
@@ -54,7 +60,7 @@ def domain_rows(domains: list[Domain], now: datetime.datetime) -> list[DomainRow
     table = policy.policies_by_path()
     primaries = {
         p.domain_id: p.node
-        for p in DomainPlacement.objects.filter(domain_id__in=ids).select_related("node")
+        for p in DomainPlacement.objects.filter(domain_id__in=ids).select_related("node__zone")
     }
     epochs = dict(DomainEpoch.objects.filter(domain_id__in=ids).values_list("domain_id", "epoch"))
     replicas: dict[int, list[DomainReplica]] = {}
@@ -72,6 +78,7 @@ def domain_rows(domains: list[Domain], now: datetime.datetime) -> list[DomainRow
                 epoch=epochs.get(domain.pk, 0),
                 policy=pol,
                 replicas=[replica_dict(r, pol, now) for r in replicas.get(domain.pk, [])],
+                replica_nodes=[r.node for r in replicas.get(domain.pk, [])],
             )
         )
     return rows

@@ -19,7 +19,7 @@ from mail.models import Domain
 from replication import policy, tasks
 from replication.models import DomainReplica, ReplicationPolicy
 from servers import actions as server_actions
-from servers.models import Node, NodeAlert
+from servers.models import Node, NodeAlert, ZoneLatency
 from tests.api.contracts import ScopedEndpointContract
 from tests.backup.test_portal import portal
 from tests.fixtures import Cast, token_client
@@ -319,3 +319,36 @@ def test_portal_pages(cast: Cast, no_dispatch: None) -> None:
         portal(cast.sibling_admin).post(reverse("replication:sync", args=[domain.pk])).status_code
         == 404
     )
+
+
+def test_zone_modes_mx_suggestion_and_latency_warning(cast: Cast, zfs_store: None) -> None:
+    primary = _node(cast.government, "imap1.example.org")
+    warm = _node(cast.government, "imap2.example.org")  # another zone
+    _node(cast.government, "imap3.example.org", zone=primary.zone)
+    smtp_here = _node(cast.government, "mx1.example.org", zone=primary.zone)
+    smtp_there = _node(cast.government, "mx2.example.org", zone=warm.zone)
+    Node.objects.filter(pk__in=[smtp_here.pk, smtp_there.pk]).update(roles=["smtp"])
+    domain = _placed(cast.ministry, "zones.example", primary)
+    # HOT-WARM: the warm replica goes to the other zone even with the "any" rule.
+    primary.zone.redundancy = "hot-warm"
+    primary.zone.save()
+    assert policy.assign() == [("zones.example", warm.hostname)]
+    ZoneLatency.objects.create(
+        from_zone=primary.zone, to_zone=warm.zone, customer_path="/", rtt_ms=120.0
+    )
+    client = token_client(cast.sub_admin)
+    zones = client.get(f"/api/v1/replication/domains/{domain.pk}/").json()["zones"]
+    assert zones["mode"] == "hot-warm"
+    assert {m["host"]: m["priority"] for m in zones["mx"]} == {
+        "mx1.example.org": 10,
+        "mx2.example.org": 20,
+    }
+    assert len(zones["warnings"]) == 1 and "120 ms" in zones["warnings"][0]
+    page = portal(cast.sub_admin).get(f"/replication/domains/{domain.pk}/").content.decode()
+    assert "120 ms" in page and "mx2.example.org" in page
+    # HOT-HOT: every zone's SMTP nodes with equal priority.
+    primary.zone.redundancy = "hot-hot"
+    primary.zone.save()
+    zones = client.get(f"/api/v1/replication/domains/{domain.pk}/").json()["zones"]
+    assert {m["priority"] for m in zones["mx"]} == {10}
+    assert client.get("/api/v1/replication/domains/").json()["results"][0]["zones"] is None
