@@ -59,6 +59,7 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "mail_store_compression": (_TEXT, "ZFS compression of mail datasets (on)"),
     "mail_store_dedup": ((str, bool), "ZFS dedup: auto (only with 256 GB RAM), true, false"),
     "mail_store_mountpoint": (_TEXT, "where the parent dataset is mounted (the mail root)"),
+    "replica_domains": ((list,), "domains the node holds as replicas (set by replication)"),
     "web_hostnames": ((dict,), "load balancer: role -> public host name"),
     "nextcloud_occ": ((list,), "how occ runs on cloud files nodes (sudo -u www-data php .../occ)"),
     "nextcloud_url": (_TEXT, "Nextcloud's URL for OCS calls; {address} is the node's address"),
@@ -248,6 +249,17 @@ def _srs_secret(value: str) -> str | None:
     return None if len(value) >= 32 and value.isalnum() else "at least 32 letters or digits"
 
 
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})+")
+
+
+def _domain_names(value: list) -> str | None:
+    for item in value:
+        if not isinstance(item, str) or not _DOMAIN.fullmatch(item):
+            return f"{item!r} is not a domain name"
+    return None
+
+
 _SCORE = _range(-1000, 1000)
 
 _LISTEN = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})")
@@ -290,6 +302,7 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mail_store_compression": _compression,
     "mail_store_dedup": _dedup,
     "mail_store_mountpoint": _mail_root,
+    "replica_domains": _domain_names,
     "web_hostnames": _hostnames,
     "web_backend_ports": _ports,
     "nextcloud_occ": _argv,

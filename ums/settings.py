@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "licensing",
     "usage",
     "chat",
+    "replication",
 ]
 
 MIDDLEWARE = [
@@ -450,6 +451,13 @@ UMS_USAGE_SNAPSHOT_INTERVAL = env_int("UMS_USAGE_SNAPSHOT_INTERVAL", 3600, minim
 CELERY_BEAT_SCHEDULE["collect-used-space"] = {
     "task": "usage.collect_used_space",
     "schedule": UMS_USAGE_COLLECT_INTERVAL,
+}
+# Replication (replication/tasks.py): how often (seconds) replicas are assigned, due syncs
+# started, lag alerts checked and automatic failovers considered.
+UMS_REPLICATION_CHECK_INTERVAL = env_int("UMS_REPLICATION_CHECK_INTERVAL", 60, minimum=10)
+CELERY_BEAT_SCHEDULE["schedule-replication"] = {
+    "task": "replication.schedule",
+    "schedule": UMS_REPLICATION_CHECK_INTERVAL,
 }
 CELERY_BEAT_SCHEDULE["usage-snapshot"] = {
     "task": "usage.take_snapshot",

@@ -31,6 +31,7 @@ urlpatterns = [
     path("chat/", include("chat.urls")),
     path("settings/licence/", include("licensing.urls")),
     path("usage/", include("usage.urls")),
+    path("replication/", include("replication.urls")),
     path("servers/enrolment/", include("servers.enrolment_urls")),
     path("install/", include("servers.install_urls")),
 ]

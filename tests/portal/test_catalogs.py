@@ -34,6 +34,7 @@ SOURCE_DIRS = [
     "usage",
     "cloudfiles",
     "chat",
+    "replication",
 ]
 
 

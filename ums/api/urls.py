@@ -23,4 +23,5 @@ urlpatterns = [
     path("", include("licensing.api_urls")),
     path("", include("usage.api_urls")),
     path("", include("chat.api.urls")),
+    path("", include("replication.api")),
 ]

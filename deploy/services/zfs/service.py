@@ -67,7 +67,7 @@ __all__ = [
 #: "over 256GB RAM available": dedup only above this much memory.
 DEDUP_MIN_MEMORY_BYTES = 256 * 1024**3
 
-_PROPERTIES = ("compression", "dedup", "quota", "type", "mountpoint", "mounted")
+_PROPERTIES = ("compression", "dedup", "quota", "type", "mountpoint", "mounted", "readonly")
 
 #: Written under ``mail_root`` once the node's mail store is on ZFS. Should the pool later
 #: be missing (not imported after a reboot, failed disk), converge refuses to go on: it
@@ -243,7 +243,13 @@ class ZfsService(Service):
                     create += ["-o", f"mountpoint={want['mountpoint']}"]
                 plan.append([*create, dataset])
                 continue
-            if have.get("mounted") == "no":
+            if have.get("readonly") == "on":
+                # A promoted replica (replication.failover): this node now serves it.
+                plan.append(["zfs", "set", "readonly=off", dataset])
+            # A dataset whose mountpoint is about to change is mounted by that change
+            # (a promoted replica has mountpoint=none: "zfs mount" would fail on it).
+            moving = "mountpoint" in want and have.get("mountpoint") != want["mountpoint"]
+            if have.get("mounted") == "no" and not moving and have.get("mountpoint") != "none":
                 # e.g. after a daemon restart: Courier must not create Maildirs beneath.
                 plan.append(["zfs", "mount", dataset])
             for prop, value in want.items():
@@ -254,6 +260,27 @@ class ZfsService(Service):
                         else (f"{domain.quota_mb}M" if quota_bytes else "none")
                     )
                     plan.append(["zfs", "set", f"{prop}={shown}", dataset])
+        plan.extend(self._replica_plan(facts, state, parent))
+        return plan
+
+    def _replica_plan(
+        self, facts: MailStoreFacts, state: DesiredState, parent: str
+    ) -> list[list[str]]:
+        """Datasets this node holds as replicas (``replica_domains``, from the
+        replication app) or was fenced from: read-only and unmounted, so neither Courier
+        nor the LDA can serve or change them. Set before any service renders (converge
+        runs preparations first): a fenced former primary stops serving at once."""
+        held = {d.name for d in state.domains if d.node_id in (None, state.node.id)}
+        plan: list[list[str]] = []
+        for name in sorted(set(state.settings.get("replica_domains") or ()) - held):
+            dataset = self.dataset_for(parent, str(name))
+            have = facts.datasets.get(dataset)
+            if have is None:
+                continue  # not received yet: the sync job creates it
+            if have.get("readonly") != "on":
+                plan.append(["zfs", "set", "readonly=on", dataset])
+            if have.get("mountpoint") != "none":
+                plan.append(["zfs", "set", "mountpoint=none", dataset])
         return plan
 
     def apply(self, conn: Connector, plan: list[list[str]]) -> None:
@@ -363,6 +390,7 @@ def orphans(facts: MailStoreFacts, state: DesiredState, parent: str | None = Non
     """Domain datasets on the node that the desired state no longer has (kept, listed)."""
     parent = parent or ZfsService._layout(state.settings)[1]
     wanted = {f"{parent}/{d.name}" for d in state.domains}
+    wanted |= {f"{parent}/{name}" for name in state.settings.get("replica_domains") or ()}
     return sorted(
         name
         for name, props in facts.datasets.items()

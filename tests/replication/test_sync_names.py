@@ -1,0 +1,68 @@
+"""Sync snapshot names on a real zfs-fuse pool (a private daemon): each pass's name is
+strictly after the newest sync snapshot, even when passes follow within a second and
+pruning has freed earlier names (a replica still holding a freed name would refuse a
+stream that reuses it: found by benchmarks/replication.py)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from replication import zfs
+from tests.backup.privzfs import NsConnector, private_zfs
+from tests.services.zfs.test_zfs import pool  # noqa: F401  (the shared pool fixture)
+
+
+def test_sync_names_only_increase_after_pruning(tmp_path: Path) -> None:
+    with private_zfs(tmp_path) as daemon:
+        conn = NsConnector(daemon)
+        dataset = f"{daemon.pool}/mail/names.example"
+        daemon.run("zfs", "create", "-p", dataset)
+        now = datetime.datetime(2026, 12, 7, 13, 0, 0, tzinfo=datetime.UTC)
+        names = [zfs.take_sync_snapshot(conn, dataset, now) for _ in range(3)]
+        assert names == [
+            "ums-sync-20261207T130000Z",
+            "ums-sync-20261207T130001Z",
+            "ums-sync-20261207T130002Z",
+        ]
+        # The newest stays (the next base); the others no replica needs go.
+        assert zfs.prune_sync(conn, dataset, set()) == names[:2]
+        again = zfs.take_sync_snapshot(conn, dataset, now)
+        assert again == "ums-sync-20261207T130003Z"
+        assert [s.name for s in zfs.list_all(conn, dataset) or []] == [names[2], again]
+        # Backup snapshots are listed too (the common base may be one of them), and
+        # never pruned by the sync.
+        daemon.run("zfs", "snapshot", f"{dataset}@ums-hourly-20261207T1300Z")
+        later = zfs.take_sync_snapshot(conn, dataset, now)
+        assert zfs.prune_sync(conn, dataset, {again}) == [names[2]]
+        listed = [s.name for s in zfs.list_all(conn, dataset) or []]
+        assert "ums-hourly-20261207T1300Z" in listed and listed[-1] == later
+        assert zfs.list_all(conn, f"{daemon.pool}/mail/none.example") is None
+
+
+@pytest.mark.django_db
+def test_backup_retention_leaves_sync_snapshots_alone(pool: str, cast) -> None:  # noqa: F811
+    from backup import actions, snapshot_run
+    from backup.models import Snapshot
+    from deploy.services.zfs import ZfsService
+    from tests.backup.test_snapshots import _domain_data, _imap_node, _snapshot_names, at
+    from tests.mail.helpers import make_domain
+    from tests.services.localconn import LocalConnector
+    from tests.services.zfs.test_zfs import _state
+
+    conn = LocalConnector()
+    node = _imap_node(cast)
+    domain = make_domain(cast.ministry, "keepsync.example")
+    service = ZfsService()
+    service.apply(conn, service.plan(conn, _state(pool, _domain_data("keepsync.example"))))
+    dataset = f"{pool}/mail/keepsync.example"
+    sync = zfs.take_sync_snapshot(conn, dataset, at(3))
+    actions.set_snapshot_policy(
+        actor=None, customer=cast.ministry, hourly_keep=1, daily_keep=0, monthly_keep=0
+    )
+    for hour in (4, 5, 6):
+        snapshot_run.run_node(conn, node, [domain], conf={"mail_store_pool": pool}, now=at(hour))
+    assert _snapshot_names(dataset) == ["ums-hourly-20261207T0600Z", sync]
+    assert sync not in set(Snapshot.objects.values_list("name", flat=True))
