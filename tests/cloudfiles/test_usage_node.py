@@ -97,3 +97,10 @@ def test_uploads_raise_files_bytes_and_enabled_accounts_are_files_users(
     row = DailyUsage.objects.get(customer_id=parent, day=day)
     assert row.own_files_users == 1  # bob now, alice's account disabled
     assert row.own_files_bytes == 1_000_000  # alice's files are still stored and counted
+
+    # The node's sshd down: the collection counts it missed and keeps the last values.
+    cloud_node.nextcloud.tnode.stop()
+    counts = collect.sweep()
+    assert (counts["nodes"], counts["missed"]) == (0, 1), counts
+    kept = CloudAccount.objects.get(mailbox__email="alice@parent.example")
+    assert kept.used_bytes == 1_000_000
