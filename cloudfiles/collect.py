@@ -145,12 +145,12 @@ def sweep(nodes: list[Node] | None = None) -> dict[str, int | list[str]]:
 
 def store(outcomes: list[Outcome]) -> dict[str, int | list[str]]:
     """Record the nodes that answered; a missed node's accounts keep their last values."""
-    counts: dict[str, int | list[str]] = {"nodes": 0, "missed": 0, "changed": 0, "errors": []}
+    measured = changed = 0
+    errors: list[str] = []
     for outcome in outcomes:
         if outcome.error:
-            counts["missed"] += 1  # type: ignore[operator]
-            counts["errors"].append(f"{outcome.node.hostname}: {outcome.error}")  # type: ignore[union-attr]
+            errors.append(f"{outcome.node.hostname}: {outcome.error}")
             continue
-        counts["nodes"] += 1  # type: ignore[operator]
-        counts["changed"] += record(outcome.node, outcome.used)  # type: ignore[operator]
-    return counts
+        measured += 1
+        changed += record(outcome.node, outcome.used)
+    return {"nodes": measured, "missed": len(errors), "changed": changed, "errors": errors}
