@@ -222,8 +222,9 @@ def seed(args: argparse.Namespace) -> dict[str, float]:
         _copy(
             "mail_domain",
             ["id", "customer_id", "customer_path", "name", "unicode_name", "is_enabled",
-             "default_quota_mb", "catch_all", "description", "created_at", "updated_at"],
-            ((d[0], d[1], d[2], d[3], d[3], True, 1024, "", "", now, now) for d in domains),
+             "default_quota_mb", "catch_all", "description", "webmail_name", "created_at",
+             "updated_at"],
+            ((d[0], d[1], d[2], d[3], d[3], True, 1024, "", "", "", now, now) for d in domains),
         )  # fmt: skip
         _copy(
             "mail_alias",
@@ -247,8 +248,8 @@ def seed(args: argparse.Namespace) -> dict[str, float]:
             "customer_id", "customer_path", "domain_id", "local_part", "email", "display_name",
             "password_hash", "password_changed_at", "quota_mb", "used_bytes", "used_updated_at",
             "is_enabled", "read_only", "can_delete", "can_send", "retention_days", "forward_to",
-            "forward_keep_copy", "protocol_access", "hide_from_address_book", "created_at",
-            "updated_at",
+            "forward_keep_copy", "protocol_access", "hide_from_address_book",
+            "webmail_totp_secret", "created_at", "updated_at",
         ]  # fmt: skip
 
         def mailbox_rows() -> Any:
@@ -264,7 +265,7 @@ def seed(args: argparse.Namespace) -> dict[str, float]:
                         d[1], d[2], d[0], local, f"{local}@{d[3]}",
                         f"{first.title()} {last.title()}", password_hash, now, 1024, used,
                         now if used is not None else None, True, False, True, True, 30, "[]",
-                        True, "{}", False, now, now,
+                        True, "{}", False, "", now, now,
                     )  # fmt: skip
                     made += 1
 

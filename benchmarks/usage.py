@@ -2,14 +2,16 @@
 
 Seeds the mail benchmark's data set with COPY (benchmarks/mail.py's seeding: here 10,000
 customers in four levels, 20,000 domains, 1,000,000 mailboxes; skipped when already
-there), gives every mailbox a measured used space and some customers held mail (one
-UPDATE / generate_series, not timed), then times ``usage.snapshot.take``:
+there), gives every mailbox a measured used space, every fourth one a cloud files account (every
+eighth enabled) and some customers held mail (one statement each, not timed), then times
+``usage.snapshot.take``:
 
 * the first snapshot of a day (every row inserted; target under 60 s);
 * the same day again (every row rewritten by the upsert: what each beat run does);
 
 and checks that the root's subtree sums equal the sum over all customers. It times storing
-one node's answer for all 1M mailboxes (all new, unchanged, a tenth changed). It fills a
+one node's answer for all 1M mailboxes (all new, unchanged, a tenth changed), and one
+cloud files node's usage report for 250,000 accounts. It fills a
 year of snapshots (3.65M rows, copied from that day with generate_series, not timed) and
 times the year report of a reseller's subtree, by child and by day, through the API with
 a real token (target p95 under 200 ms).
@@ -64,6 +66,16 @@ def _prepare() -> None:
             "UPDATE mail_mailbox SET used_bytes = (id * 7919) % (quota_mb::bigint * 1048576), "
             "used_updated_at = now() WHERE used_bytes IS NULL"
         )
+        # Cloud files: every fourth mailbox has an account with files, every eighth one
+        # enabled (cloudfiles.CloudAccount, as the converge and the collection write it).
+        cursor.execute("SELECT COUNT(*) FROM cloudfiles_cloudaccount")
+        if cursor.fetchone()[0] == 0:
+            cursor.execute(
+                "INSERT INTO cloudfiles_cloudaccount (mailbox_id, customer_id, customer_path, "
+                "active, used_bytes, converged_at, measured_at) SELECT id, customer_id, "
+                "customer_path, id % 8 = 0, (id * 104729) % 5368709120, now(), now() "
+                "FROM mail_mailbox WHERE id % 4 = 0"
+            )
         cursor.execute("SELECT COUNT(*) FROM spamhold_heldmessage")
         if cursor.fetchone()[0] == 0:
             cursor.execute(
@@ -80,6 +92,34 @@ def _prepare() -> None:
             )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE mail_mailbox")
+        cursor.execute("ANALYZE cloudfiles_cloudaccount")
+
+
+def _record_cloud_node() -> dict[str, float]:
+    """Storing one cloud files node's usage report for the 250,000 accounts of the whole
+    tree (what ``cloudfiles.collect.record`` does after the node's one occ command):
+    unchanged, then a tenth changed."""
+    from django.db import connection
+
+    from cloudfiles import collect
+    from servers.models import Node
+    from tenants.models import Customer
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT m.email, a.used_bytes FROM cloudfiles_cloudaccount a "
+            "JOIN mail_mailbox m ON m.id = a.mailbox_id"
+        )
+        used = dict(cursor.fetchall())
+    node = Node(hostname="files-bench", customer_path=Customer.objects.get(parent=None).path)
+    tenth = {uid: v + 4096 if i % 10 == 0 else v for i, (uid, v) in enumerate(used.items())}
+    timings = {}
+    for label, report in (("unchanged", used), ("tenth", tenth)):
+        started = time.perf_counter()
+        collect.record(node, report)
+        timings[label] = round(time.perf_counter() - started, 1)
+        print(f"record {len(report)} cloud accounts ({label}): {timings[label]} s", flush=True)
+    return timings
 
 
 def _record_one_node() -> dict[str, float]:
@@ -177,11 +217,17 @@ def main(argv: list[str] | None = None) -> int:
         timings[label] = round(time.perf_counter() - started, 2)
         print(f"snapshot ({label}): {rows} rows in {timings[label]} s", flush=True)
     rows = DailyUsage.objects.filter(day=day)
-    total = rows.aggregate(m=Sum("own_mailboxes"), u=Sum("own_used_bytes"))
+    total = rows.aggregate(
+        m=Sum("own_mailboxes"), u=Sum("own_used_bytes"), f=Sum("own_files_bytes"),
+        fu=Sum("own_files_users"),
+    )  # fmt: skip
     root = rows.get(customer=Customer.objects.get(parent__isnull=True))
     assert root.tree_mailboxes == total["m"] and root.tree_used_bytes == total["u"], "sums"
+    assert root.tree_files_bytes == total["f"] and root.tree_files_users == total["fu"], "sums"
+    assert root.tree_files_users > 0, "cloud files figures counted"
     reports = _year_reports(day)
     recording = _record_one_node()
+    cloud_recording = _record_cloud_node()
     report = {
         "benchmark": "daily usage snapshot and year report (issue 17 items 2 and 3)",
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -194,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         "target_seconds": TARGET_S,
         "year_report_ms": reports,
         "record_measurements_seconds": recording,
+        "files_users": root.tree_files_users,
+        "record_cloud_accounts_seconds": cloud_recording,
         "report_target_ms_p95": REPORT_TARGET_MS,
         "passed": max(timings.values()) < TARGET_S
         and all(r["p95"] < REPORT_TARGET_MS for r in reports.values()),

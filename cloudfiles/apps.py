@@ -11,9 +11,12 @@ class CloudfilesConfig(AppConfig):
         from tenants.limits import register_usage_provider
 
         from . import jobs  # noqa: F401 (registers the link revocation job)
+        from .accounts import record_converged
         from .state import add_nextcloud
         from .usage import usage_provider
 
         if add_nextcloud not in desired.STATE_BUILDERS:
             desired.STATE_BUILDERS.append(add_nextcloud)
+        if record_converged not in desired.CONVERGED_HOOKS:
+            desired.CONVERGED_HOOKS.append(record_converged)
         register_usage_provider(usage_provider)

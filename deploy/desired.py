@@ -75,6 +75,11 @@ NODE_OVERRIDES: list[Callable[[Node], Mapping[str, Any]]] = []
 #: each ``f(node, state)`` adds what its service renders from. Registered in ``ready()``.
 STATE_BUILDERS: list[Callable[[Node, DesiredState], None]] = []
 
+#: Called as ``f(node, state)`` after a real converge of ``node`` to ``state`` succeeded
+#: (deploy.jobs): apps record what the node now has (cloud files: which mailboxes have an
+#: enabled Nextcloud account, for the usage figures). Registered in ``ready()``.
+CONVERGED_HOOKS: list[Callable[[Node, DesiredState], None]] = []
+
 
 def os_family(os_id: str) -> str:
     """ "debian" or "rhel" from /etc/os-release's ID (RockyLinux is the production OS)."""

@@ -484,7 +484,21 @@ def _converge(
         )
         if "imap" in (node.roles or ()) and result.changed:
             _retry_relayed(node, reporter)
+        _after_converge(node, state, reporter)
     return {**result.as_dict(), "packages": installed}
+
+
+def _after_converge(node: Node, state: DesiredState, reporter: jobs.Reporter) -> None:
+    """Run :data:`deploy.desired.CONVERGED_HOOKS`. Never fails the converge (the node is
+    converged): a hook that fails is logged and recorded again by the next converge."""
+    from . import desired
+
+    for hook in desired.CONVERGED_HOOKS:
+        try:
+            hook(node, state)
+        except Exception as exc:
+            logger.exception("after-converge hook %s on %s failed", hook, node.hostname)
+            reporter.say(gettext_noop("recording the outcome failed: %(error)s"), error=str(exc))
 
 
 def _express(node: Node, mailbox_ids: list[int], reporter: jobs.Reporter) -> None:

@@ -459,6 +459,11 @@ CELERY_BEAT_SCHEDULE["schedule-replication"] = {
     "task": "replication.schedule",
     "schedule": UMS_REPLICATION_CHECK_INTERVAL,
 }
+# Cloud files used space (one occ command per cloud files node) on the same interval.
+CELERY_BEAT_SCHEDULE["collect-cloud-used-space"] = {
+    "task": "cloudfiles.collect_used_space",
+    "schedule": UMS_USAGE_COLLECT_INTERVAL,
+}
 CELERY_BEAT_SCHEDULE["usage-snapshot"] = {
     "task": "usage.take_snapshot",
     "schedule": UMS_USAGE_SNAPSHOT_INTERVAL,

@@ -45,8 +45,10 @@ def report_data(query: Any, user: Any) -> tuple[params.ReportParams, list[report
 
 class UsageReportView(APIView):
     """A customer's usage over a period, per day or per child customer (from daily
-    snapshots; ``quota_mb`` in MB, ``used_bytes`` and ``files_bytes`` in bytes). Cloud files
-    and chat are not built yet: their figures are 0 (listed in ``not_built``)."""
+    snapshots; ``quota_mb`` in MB, ``used_bytes`` and ``files_bytes`` in bytes).
+    ``files_bytes``: space used in cloud files (Nextcloud), measured on the cloud files
+    nodes; ``files_users``: mailboxes with an enabled cloud files account. Chat is not
+    built yet: its figure is 0 (listed in ``not_built``)."""
 
     required_permissions = {"GET": CUSTOMERS_VIEW}
 

@@ -105,7 +105,7 @@ def _figures(prefix: str) -> dict[str, models.BigIntegerField]:
 class DailyUsage(models.Model):
     """One customer on one day: its own figures (``own_*``) and its subtree's (``tree_*``).
 
-    Cloud files and chat are not built yet: their columns stay 0 until they are.
+    Chat is not built yet: its columns stay 0 until it is.
     """
 
     scope_path_field = "customer_path"

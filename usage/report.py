@@ -27,7 +27,7 @@ DAY, CHILD = "day", "child"
 OWN = "own"
 GROUPS = (DAY, CHILD)
 MAX_DAYS = 3 * 366
-# Column titles of the portal table (cloud files and chat, not built yet, are left out).
+# Column titles of the portal table (chat, not built yet, is left out).
 SHOWN = {
     "mailboxes": gettext_lazy("Mailboxes"),
     "aliases": gettext_lazy("Aliases"),
@@ -35,6 +35,8 @@ SHOWN = {
     "quota_mb": gettext_lazy("Allocated"),
     "used_bytes": gettext_lazy("Used"),
     "held_messages": gettext_lazy("Held mail"),
+    "files_bytes": gettext_lazy("Cloud files"),
+    "files_users": gettext_lazy("Cloud users"),
 }
 CHART_DEFAULT = "used_bytes"
 

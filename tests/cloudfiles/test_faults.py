@@ -6,7 +6,8 @@ Nextcloud cannot be installed here). The worker and beat are real Celery process
 after ``occ user:add`` ran and before the quota was set (a gate on ``occ user:setting``),
 the worker is SIGKILLed there, the gate opened and the worker restarted as systemd would;
 then the test only waits. The healed end state: the account exists once, with its quota
-and group, and the node's applied generation equals its desired one with no lease left.
+and group, recorded for the usage figures (``CloudAccount.active``), and the node's
+applied generation equals its desired one with no lease left.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import stat
 
 import pytest
 
+from cloudfiles.models import CloudAccount
 from deploy.models import NodeConvergeState
 from tests.fixtures import Cast
 from tests.harness.worker import celery_stack, wait_for
@@ -83,6 +85,8 @@ def test_worker_killed_mid_provision_heals_to_the_account_with_its_quota(
             users = cloud_node.nextcloud.state()["users"]
             # Killed half-way: the account exists, its quota is not set yet.
             assert users["carol@fault.example"]["quota"] == "none", users
+            # Nor is the account recorded for the usage figures (after the converge only).
+            assert not CloudAccount.objects.filter(active=True).exists()
             worker.kill()
             gate.unlink()
             worker.start()  # as systemd's Restart=always would
@@ -92,5 +96,7 @@ def test_worker_killed_mid_provision_heals_to_the_account_with_its_quota(
     state = cloud_node.nextcloud.state()
     assert state["users"]["carol@fault.example"]["quota"] == "3000 MB"
     assert [g for g, m in state["groups"].items() if "carol@fault.example" in m] == [f"ums-c{cid}"]
+    # The healing converge recorded it: carol counts in files_users.
+    assert CloudAccount.objects.get(mailbox__email="carol@fault.example").active
     for job in Job.objects.filter(kind="node.converge"):
         assert job.status in Job.FINISHED and "Traceback" not in job.error, (job.pk, job.error)

@@ -10,7 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudfiles import collect as cloud_collect
+from cloudfiles.models import CloudAccount
 from mail.models import Mailbox
+from servers.models import Node
 from tenants import actions as tenant_actions
 from tenants.models import Customer
 from tests.mail.helpers import make_alias, make_domain, make_mailbox
@@ -50,6 +53,7 @@ def _build(parents: tuple[int, ...], holdings: list) -> list[Customer]:
             )
         )
     measured = {}
+    cloud: dict[str, int] = {}
     for customer, (sizes, aliases) in zip(customers, holdings, strict=True):
         if not sizes and not aliases:
             continue
@@ -57,9 +61,15 @@ def _build(parents: tuple[int, ...], holdings: list) -> list[Customer]:
         for n, size in enumerate(sizes):
             box = make_mailbox(domain, f"box{n}", quota_mb=10)
             measured[box.pk] = (size, n + 1)
+            cloud[box.email] = size // 3  # its cloud files (first box: an active account)
         for n in range(aliases):
             make_alias(domain, f"alias{n}", ["someone@outside.test"])
     collect.record(measured)
+    if customers and cloud:
+        # The cloud files collection of a node serving the whole tree, then the accounts
+        # the converge left enabled (each customer's first mailbox).
+        cloud_collect.record(Node(customer_path=customers[0].path), cloud)
+        CloudAccount.objects.filter(mailbox__local_part="box0").update(active=True)
     return customers
 
 
@@ -76,11 +86,14 @@ def test_subtree_sums_equal_the_sum_of_each_customers_own_figures(db, tree) -> N
         boxes = Mailbox.objects.filter(customer=customer)
         assert row.own_mailboxes == boxes.count()
         assert row.own_used_bytes == sum(b.used_bytes or 0 for b in boxes)
+        accounts = CloudAccount.objects.filter(mailbox__in=boxes)
+        assert row.own_files_bytes == sum(a.used_bytes for a in accounts)
+        assert row.own_files_users == sum(1 for b in boxes if b.local_part == "box0")
         below = [rows[c.pk] for c in customers if c.path.startswith(customer.path)]
         for name in FIGURES:
             assert getattr(row, f"tree_{name}") == sum(getattr(r, f"own_{name}") for r in below)
-        # Cloud files and chat are not built yet.
-        assert row.tree_files_bytes == row.tree_files_users == row.tree_chat_users == 0
+        # Chat is not built yet.
+        assert row.tree_chat_users == 0
 
 
 def test_a_day_is_one_row_per_customer_rewritten_in_place(cast) -> None:

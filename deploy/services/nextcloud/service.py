@@ -31,6 +31,8 @@ from .data import NextcloudData
 
 S3_KEYS = {"bucket", "hostname", "port", "region", "use_ssl", "use_path_style", "key", "secret",
            "autocreate"}  # fmt: skip
+#: Nextcloud's usage report app (app store): the usage collection reads its report.
+USAGE_REPORT_APP = "user_usage_report"
 _HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
 
 
@@ -120,7 +122,9 @@ class NextcloudService(Service):
         self, state: DesiredState, data: NextcloudData
     ) -> tuple[dict[str, dict[str, str]], list[str]]:
         config: dict[str, dict[str, str]] = {"core": occ.share_config(data)}
-        apps = ["core"]
+        # user_usage_report: `occ usage-report:generate`, the used space of every user in
+        # one command (the usage collection, cloudfiles.collect).
+        apps = ["core", USAGE_REPORT_APP]
         antivirus = antivirus_config(state)
         if antivirus is not None:
             config["files_antivirus"] = antivirus

@@ -9,7 +9,12 @@ uses, with the documented request and response shapes, over one JSON state file:
   (user:list --info/group:list/config:list/app:list with ``--output=json``, user:add
   with ``--password-from-env`` reading ``OC_PASS``, user:setting, user:enable/disable/
   delete, group:add/adduser/removeuser, config:app:set/get, config:system:set/get,
-  app:enable, user:auth-tokens:add/list/delete);
+  app:enable, user:auth-tokens:add/list/delete, and ``usage-report:generate`` of the
+  ``user_usage_report`` app, answered only once that app is enabled);
+* users' files: the data directory layout of Nextcloud, ``<data>/<uid>/files/``
+  (``$NEXTCLOUD_STANDIN_DATA`` or ``data/`` beside the state file); a test "uploads" by
+  writing a file there, and the used space reported is the size of that tree (what
+  Nextcloud's file cache holds for the home storage's ``files`` folder);
 * ``standin.py serve <address> <port>``: the OCS endpoints over HTTP with basic auth (an
   app password) and the ``OCS-APIRequest: true`` header: the sharing API
   (``/ocs/v2.php/apps/files_sharing/api/v1/shares`` GET/POST, ``/shares/<id>`` DELETE)
@@ -29,6 +34,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,7 +51,10 @@ EMPTY = {
     "shares": [],
     "next_id": 1,
 }
-FLAGS = {"--password-from-env", "--info", "--reset-password", "--force"}
+DATA = Path(os.environ.get("NEXTCLOUD_STANDIN_DATA", str(STATE.parent / "data")))
+#: FileInfo::SPACE_UNKNOWN: what the usage report prints for a user with no size yet.
+SPACE_UNKNOWN = -2
+FLAGS = {"--password-from-env", "--info", "--reset-password", "--force", "--verbose"}
 
 
 @contextlib.contextmanager
@@ -94,6 +103,42 @@ def page(items: dict, opts: dict) -> dict:
     return {k: items[k] for k in keys[offset : offset + limit]}
 
 
+def used_bytes(uid: str) -> int:
+    """Bytes under the user's ``files`` folder; SPACE_UNKNOWN when it was never made."""
+    root = DATA / uid / "files"
+    if not root.is_dir():
+        return SPACE_UNKNOWN
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _quota_bytes(text: str) -> int:
+    """The report's assigned quota: bytes, or -3 (FileInfo::SPACE_UNLIMITED) for none."""
+    units = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+    number, _sep, unit = (text or "none").partition(" ")
+    if not number.replace(".", "", 1).isdigit():
+        return -3
+    return int(float(number) * units.get(unit.upper() or "B", 1))
+
+
+def usage_report(s: dict, opts: dict) -> int:
+    """``occ usage-report:generate`` of all users, the app's default CSV (bytes)."""
+    if "user_usage_report" not in s["apps"]:
+        return fail('Command "usage-report:generate" is not defined.')
+    stamp = "2026-01-01T00:00:00+00:00"
+    if "verbose" in opts:
+        print(
+            '"user-id","date as \'c\'","assigned quota (5 GB)","used quota (500 MB)",'
+            "number of files,number of shares,number of uploads,number of downloads"
+        )
+    for uid in sorted(s["users"]):
+        root = DATA / uid / "files"
+        files = sum(1 for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+        shares = sum(1 for x in s["shares"] if x["uid_owner"] == uid)
+        quota = _quota_bytes(s["users"][uid].get("quota", "none"))
+        print(f'"{uid}","{stamp}",{quota},{used_bytes(uid)},{files},{shares},0,0')
+    return 0
+
+
 def occ(argv: list[str]) -> int:
     if not argv:
         return fail("occ: no command")
@@ -125,6 +170,7 @@ def occ(argv: list[str]) -> int:
                 return fail(f'The user "{uid}" already exists.')
             if "password-from-env" in opts and not os.environ.get("OC_PASS"):
                 return fail("--password-from-env given, but OC_PASS is empty!")
+            (DATA / uid / "files").mkdir(parents=True, exist_ok=True)
             users[uid] = {
                 "display_name": opts.get("display-name", uid),
                 "email": opts.get("email", ""),
@@ -152,6 +198,7 @@ def occ(argv: list[str]) -> int:
             if args[0] not in users:
                 return fail("User does not exist")
             del users[args[0]]
+            shutil.rmtree(DATA / args[0], ignore_errors=True)
             for members in groups.values():
                 if args[0] in members:
                     members.remove(args[0])
@@ -201,6 +248,8 @@ def occ(argv: list[str]) -> int:
             if args[0] not in s["apps"]:
                 s["apps"].append(args[0])
             print(f"{args[0]} enabled")
+        elif command == "usage-report:generate":
+            return usage_report(s, opts)
         elif command == "user:auth-tokens:add":
             uid = args[0]
             if uid not in users:
@@ -299,7 +348,10 @@ class Handler(BaseHTTPRequestHandler):
                         "displayname": user["display_name"],
                         "email": user.get("email", ""),
                         "groups": sorted(_groups_of(s, target)),
-                        "quota": {"quota": user.get("quota", "none"), "used": 0},
+                        "quota": {
+                            "quota": user.get("quota", "none"),
+                            "used": max(used_bytes(target), 0),
+                        },
                     },
                 )
             elif parts.path == SHARES and method == "GET":
