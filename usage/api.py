@@ -47,8 +47,9 @@ class UsageReportView(APIView):
     """A customer's usage over a period, per day or per child customer (from daily
     snapshots; ``quota_mb`` in MB, ``used_bytes`` and ``files_bytes`` in bytes).
     ``files_bytes``: space used in cloud files (Nextcloud), measured on the cloud files
-    nodes; ``files_users``: mailboxes with an enabled cloud files account. Chat is not
-    built yet: its figure is 0 (listed in ``not_built``)."""
+    nodes; ``files_users``: mailboxes with an enabled cloud files account; ``chat_users``:
+    users the last sync of each team chat organisation left. ``not_built`` lists figures
+    that are not measured yet (none now)."""
 
     required_permissions = {"GET": CUSTOMERS_VIEW}
 

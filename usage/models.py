@@ -103,10 +103,7 @@ def _figures(prefix: str) -> dict[str, models.BigIntegerField]:
 
 
 class DailyUsage(models.Model):
-    """One customer on one day: its own figures (``own_*``) and its subtree's (``tree_*``).
-
-    Chat is not built yet: its columns stay 0 until it is.
-    """
+    """One customer on one day: its own figures (``own_*``) and its subtree's (``tree_*``)."""
 
     scope_path_field = "customer_path"
 

@@ -27,7 +27,7 @@ DAY, CHILD = "day", "child"
 OWN = "own"
 GROUPS = (DAY, CHILD)
 MAX_DAYS = 3 * 366
-# Column titles of the portal table (chat, not built yet, is left out).
+# Column titles of the portal table.
 SHOWN = {
     "mailboxes": gettext_lazy("Mailboxes"),
     "aliases": gettext_lazy("Aliases"),
@@ -37,6 +37,7 @@ SHOWN = {
     "held_messages": gettext_lazy("Held mail"),
     "files_bytes": gettext_lazy("Cloud files"),
     "files_users": gettext_lazy("Cloud users"),
+    "chat_users": gettext_lazy("Chat users"),
 }
 CHART_DEFAULT = "used_bytes"
 

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chat import actions as chat_actions
+from chat.models import ChatAccount
 from cloudfiles import collect as cloud_collect
 from cloudfiles.models import CloudAccount
 from mail.models import Mailbox
@@ -70,6 +72,18 @@ def _build(parents: tuple[int, ...], holdings: list) -> list[Customer]:
         # the converge left enabled (each customer's first mailbox).
         cloud_collect.record(Node(customer_path=customers[0].path), cloud)
         CloudAccount.objects.filter(mailbox__local_part="box0").update(active=True)
+        # The team chat users a sync recorded (each customer's second mailbox), in an
+        # organisation of the top customer.
+        realm = chat_actions.create_realm(
+            actor=None, customer=customers[0], name=f"Chat {next(_names)}",
+            url="http://127.0.0.1:9", bot_email="bot@chat.example", bot_api_key="key-1",
+        )  # fmt: skip
+        ChatAccount.objects.bulk_create(
+            ChatAccount(
+                realm=realm, customer_path=box.customer_path, email=box.email, zulip_user_id=box.pk
+            )  # fmt: skip
+            for box in Mailbox.objects.filter(local_part="box1", customer__in=customers)
+        )
     return customers
 
 
@@ -92,8 +106,7 @@ def test_subtree_sums_equal_the_sum_of_each_customers_own_figures(db, tree) -> N
         below = [rows[c.pk] for c in customers if c.path.startswith(customer.path)]
         for name in FIGURES:
             assert getattr(row, f"tree_{name}") == sum(getattr(r, f"own_{name}") for r in below)
-        # Chat is not built yet.
-        assert row.tree_chat_users == 0
+        assert row.own_chat_users == sum(1 for b in boxes if b.local_part == "box1")
 
 
 def test_a_day_is_one_row_per_customer_rewritten_in_place(cast) -> None:
