@@ -81,7 +81,7 @@ def _build(parents: tuple[int, ...], holdings: list) -> list[Customer]:
         ChatAccount.objects.bulk_create(
             ChatAccount(
                 realm=realm, customer_path=box.customer_path, email=box.email, zulip_user_id=box.pk
-            )  # fmt: skip
+            )
             for box in Mailbox.objects.filter(local_part="box1", customer__in=customers)
         )
     return customers
