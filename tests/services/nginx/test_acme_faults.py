@@ -76,19 +76,23 @@ def test_worker_killed_mid_order_resumes_the_same_order_and_installs(
     # An approved load balancer serving a local-CA certificate for the ACME name, with
     # ACME off for now (in process).
     settings.UMS_ACME_DIRECTORY = ""
-    set_certificate_issuer(actor=cast.sub_admin, name=PUBLIC, issuer="acme")
+    set_certificate_issuer(actor=cast.root_admin, name=PUBLIC, issuer="acme")  # an operator
     from deploy.lb_certificates import renew_pass
 
     assert renew_pass()["renewed"] == [PUBLIC]
     settings.UMS_ACME_DIRECTORY = pebble.directory_url
-    Node.objects.create(
+    # A web node for the upstream, never contacted (its own converge fails for want of a
+    # host key and is not what this test checks).
+    web = Node.objects.create(
         customer=zone.customer, customer_path=zone.customer_path, zone=zone,
         hostname="web1.ums.test", addresses=["127.0.0.1"], ssh_address="127.0.0.1",
         roles=["webmail"], status=NodeStatus.ACTIVE,
     )  # fmt: skip
     node = registered_node(zone, lb_node, roles=["loadbalancer"])
     server_actions.approve_node(actor=cast.sub_admin, node=node)
-    assert not [j.error for j in Job.objects.filter(status=Job.FAILED)]
+    assert not [
+        j.error for j in Job.objects.filter(status=Job.FAILED).exclude(params__node_id=web.pk)
+    ]
 
     wrapper = lb_node.path(f"{GATE_DIR}/mkdir")
     wrapper.write_text(MKDIR_GATE)

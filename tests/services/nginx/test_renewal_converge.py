@@ -105,8 +105,10 @@ def test_renewal_marks_the_load_balancer_dirty_and_converge_serves_the_new_certi
     old = store.get(HOST)
     assert old is not None
 
-    # A web node for the upstream (never contacted: only TLS is checked here).
-    Node.objects.create(
+    # A web node for the upstream (never contacted: only TLS is checked here). Being a
+    # webmail node, approval marks it dirty too; its converge fails for want of a host key,
+    # which is not what this test is about: only the load balancer's jobs are checked.
+    web = Node.objects.create(
         customer=zone.customer,
         customer_path=zone.customer_path,
         zone=zone,
@@ -118,7 +120,9 @@ def test_renewal_marks_the_load_balancer_dirty_and_converge_serves_the_new_certi
     )
     node = registered_node(zone, lb_node, roles=["loadbalancer"])
     server_actions.approve_node(actor=cast.sub_admin, node=node)
-    failed = [j.error for j in Job.objects.filter(status=Job.FAILED)]
+    failed = [
+        j.error for j in Job.objects.filter(status=Job.FAILED).exclude(params__node_id=web.pk)
+    ]
     assert not failed, failed
     assert _served_serial(lb_node.address, ca_file) == old.serial
 
@@ -128,7 +132,9 @@ def test_renewal_marks_the_load_balancer_dirty_and_converge_serves_the_new_certi
     assert new is not None and new.serial != old.serial
     converges = Job.objects.filter(kind="node.converge", params__node_id=node.pk)
     assert converges.filter(params__reason__startswith="certificates renewed").exists()
-    failed = [j.error for j in Job.objects.filter(status=Job.FAILED)]
+    failed = [
+        j.error for j in Job.objects.filter(status=Job.FAILED).exclude(params__node_id=web.pk)
+    ]
     assert not failed, failed
 
     # nginx reloads gracefully: new connections get the new certificate.
