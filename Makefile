@@ -9,6 +9,10 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/ums
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/3
+# The suite mostly waits on real daemons in namespaced nodes, so it runs in this many worker
+# processes (pytest-xdist; each has its own test database, Redis databases and node slots).
+# A whole module stays on one worker (--dist loadfile): its nodes are started once.
+TEST_WORKERS ?= 3
 BENCH_DATABASE_URL ?= postgres://$(shell id -un)@127.0.0.1:5432/ums_bench
 
 .PHONY: venv run test bench lint messages audit lock
@@ -53,7 +57,7 @@ test: $(VENV)/.installed-ldap
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		CELERY_BROKER_URL=$(TEST_BROKER_URL) UMS_TASKS_IN_PROCESS=true \
 		UMS_ARGON2_TIME_COST=1 UMS_ARGON2_MEMORY_KIB=1024 UMS_ARGON2_PARALLELISM=1 \
-		$(PY) -m pytest $(PYTEST_ARGS)
+		$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Each benchmark seeds its own database (names contain "bench"; seeding truncates tables).
 bench: venv

@@ -46,6 +46,10 @@ _RAN = pytest.StashKey[Counter[str]]()
 _SKIPPED = pytest.StashKey[Counter[str]]()
 
 
+_COMPONENT_PROPERTY = "real_component"
+# pytest_runtest_logreport receives no config; the run's config is kept here.
+_CONFIG: pytest.Config | None = None
+
 SKIP_IN_CI = "skipped under CI=true, where every real component must run"
 
 
@@ -106,16 +110,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     skipped = report.skipped and not hasattr(report, "wasxfail")
     component = component_of(item)
-    if component is not None:
-        if skipped:
-            item.config.stash.setdefault(_SKIPPED, Counter())[component] += 1
-        elif report.when == "call":
-            item.config.stash.setdefault(_RAN, Counter())[component] += 1
+    if component is not None and (skipped or report.when == "call"):
+        # Counted where the report is logged (pytest_runtest_logreport): under pytest-xdist
+        # that is the controller, which never sees the item; user_properties travel with the
+        # report from the worker.
+        report.user_properties.append((_COMPONENT_PROPERTY, (component, skipped)))
     if in_ci() and hasattr(report, "wasxfail"):
         _fail(report, f"xfail under CI=true hides a known failure: {report.wasxfail}")
     elif in_ci() and skipped and _allowed(item.nodeid) is None:
         _fail(report, f"{SKIP_IN_CI}: {_skip_reason(report)}")
     return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    counted = dict(report.user_properties).get(_COMPONENT_PROPERTY)
+    if counted is None or _CONFIG is None:
+        return
+    component, skipped = counted
+    _CONFIG.stash.setdefault(_SKIPPED if skipped else _RAN, Counter())[component] += 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _CONFIG
+    _CONFIG = config
 
 
 def summary_line(config: pytest.Config) -> str:
