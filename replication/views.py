@@ -26,6 +26,7 @@ from ums.portal.views import PortalMixin, ScopedListView
 from . import actions, policy, views_data
 from .failover import FAILBACK_JOB, FAILOVER_JOB, SYNC_JOB
 from .forms import VALUE_FIELDS, ReplicationPolicyForm
+from .models import ReplicationPolicy
 
 
 def _running_jobs(domain_ids: list[int]) -> dict[int, Job]:
@@ -168,7 +169,7 @@ class PolicyEditView(ObjectFormView):
 def _shown(values: policy.Policy, field: str) -> Any:
     value = getattr(values, field)
     if field == "zone_rule":
-        return dict(actions.ReplicationPolicy.ZONE_RULES).get(value, value)
+        return dict(ReplicationPolicy.ZONE_RULES).get(value, value)
     if isinstance(value, bool):
         return gettext_lazy("Yes") if value else gettext_lazy("No")
     return value
