@@ -115,3 +115,44 @@ def test_sync_snapshots_carried_into_an_offnode_copy_are_pruned_there(tmp_path: 
         assert offnode_zfs.prune_sync(conn, copy) == []
         assert held()[-1] == last
         assert offnode_zfs.prune_sync(conn, f"{daemon.pool}/copies/none.example") == []
+
+
+def test_offnode_sync_prune_cut_midway_is_finished_by_the_next_pass(tmp_path: Path) -> None:
+    """The connection to the backup node dies between two destroys: the copy keeps some
+    sync snapshots and its chain; the next copy pass prunes the rest."""
+    from backup import offnode_zfs
+    from deploy.connector.base import ConnectorError
+
+    class CutAfterOneDestroy(NsConnector):
+        destroys = 0
+
+        def run(self, argv: list[str], **kwargs):  # type: ignore[override]
+            if argv[:2] == ["zfs", "destroy"]:
+                self.destroys += 1
+                if self.destroys == 2:
+                    raise ConnectorError("connection lost")
+            return super().run(argv, **kwargs)
+
+    with private_zfs(tmp_path) as daemon:
+        conn = NsConnector(daemon)
+        source = f"{daemon.pool}/mail/cut.example"
+        copy = f"{daemon.pool}/copies/cut.example"
+        daemon.run("zfs", "create", "-p", source)
+        daemon.run("zfs", "create", "-p", "-o", "mountpoint=none", f"{daemon.pool}/copies")
+        now = datetime.datetime(2026, 12, 7, 13, 0, 0, tzinfo=datetime.UTC)
+        receive = " ".join(offnode_zfs.receive_argv(copy))
+        daemon.run("zfs", "snapshot", f"{source}@ums-hourly-20261207T1300Z")
+        daemon.run("sh", "-c", f"zfs send {source}@ums-hourly-20261207T1300Z | {receive}")
+        syncs = [zfs.take_sync_snapshot(conn, source, now) for _ in range(3)]
+        daemon.run("zfs", "snapshot", f"{source}@ums-hourly-20261207T1400Z")
+        daemon.run(
+            "sh",
+            "-c",
+            f"zfs send -I {source}@ums-hourly-20261207T1300Z "
+            f"{source}@ums-hourly-20261207T1400Z | {receive}",
+        )
+        with pytest.raises(ConnectorError):
+            offnode_zfs.prune_sync(CutAfterOneDestroy(daemon), copy)
+        assert offnode_zfs.prune_sync(conn, copy) == syncs[1:]
+        held = [s.name for s in zfs.list_all(conn, copy) or []]
+        assert held == ["ums-hourly-20261207T1300Z", "ums-hourly-20261207T1400Z"]
