@@ -76,6 +76,7 @@ bench: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL)_restore $(PY) benchmarks/restore.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_offnode $(PY) benchmarks/offnode.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_usage $(PY) benchmarks/usage.py
+	DATABASE_URL=$(BENCH_DATABASE_URL)_failover REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/failover.py
 
 # Known vulnerabilities in every locked package (pip-audit; needs PyPI's per-release JSON
 # API). Accepted findings go to requirements/audit-ignore.txt, one id and its reason a line.

@@ -142,6 +142,9 @@ ACTION_LABELS: dict[str, Promise] = {
     "domain.rebuilt": pgettext_lazy("audit action", "Domain restored onto a new node"),
     "replica.assigned": pgettext_lazy("audit action", "Domain replica assigned"),
     "replication_policy.update": pgettext_lazy("audit action", "Replication policy changed"),
+    "replication_policy.delete": pgettext_lazy(
+        "audit action", "Replication policy removed (inherited again)"
+    ),
     "replication.sync_request": pgettext_lazy("audit action", "Replica sync requested"),
     "replication.failover_request": pgettext_lazy("audit action", "Failover requested"),
     "replication.failback_request": pgettext_lazy("audit action", "Failback requested"),

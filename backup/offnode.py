@@ -107,6 +107,11 @@ def copy_to_node(
         sent = {"base": first.name if first else None, "snapshot": newest.name}
     held = oz.list_snaps(dest, copy) or []
     pruned = oz.prune(dest, copy, held, policy)
+    if unmounted_parent:
+        # A copy on the backup node: replication's snapshots came along with ``-I`` and
+        # no retention of the backup tiers would ever remove them. (A rebuild onto a new
+        # IMAP node keeps them: replication prunes its own there.)
+        pruned += oz.prune_sync(dest, copy)
     names = [s.name for s in held if s.name not in pruned]
     return {"sent": sent, "bytes": sent_bytes, "snapshots": names, "pruned": pruned}
 

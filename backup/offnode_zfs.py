@@ -114,6 +114,53 @@ def prune(
     return destroyed
 
 
+#: Replication's snapshot names (``replication.zfs.sync_name``; backup imports no
+#: replication code). ``send -I`` between two backup snapshots carries every snapshot in
+#: between, so the ones replication took on the primary arrive in the copies too.
+_SYNC_RE = re.compile(r"^ums-sync-\d{8}T\d{6}Z$")
+
+
+def prune_sync(conn: Connector, dataset: str) -> list[str]:
+    """Destroy the ``ums-sync-*`` snapshots a copy received; what was destroyed.
+
+    None of them is ever the base of the copy's next incremental: that is the newest
+    backup snapshot both sides share, and the copy's most recent snapshot is always a
+    backup one (a send ends at the source's newest *backup* snapshot). The copy's most
+    recent snapshot is kept whatever its name all the same: ``receive`` of an
+    incremental needs the copy to end at the stream's base."""
+    check_dataset(dataset)
+    result = conn.run(
+        ["zfs", "get", "-Hp", "-r", "-o", "name,property,value", "createtxg", dataset]
+    )
+    if not result.ok:
+        if "does not exist" in (result.stderr + result.stdout):
+            return []
+        raise OffnodeError(f"zfs get on {conn.host} failed: {result.stderr.strip()[:300]}")
+    txgs: dict[str, int] = {}
+    for line in result.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0].startswith(f"{dataset}@") and parts[2].isdigit():
+            txgs[parts[0].partition("@")[2]] = int(parts[2])
+    if not txgs:
+        return []
+    newest = max(txgs, key=lambda n: (txgs[n], n))
+    destroyed = []
+    for name in sorted(txgs, key=lambda n: (txgs[n], n)):
+        if name == newest or not _SYNC_RE.match(name):
+            continue
+        gone = conn.run(["zfs", "destroy", f"{dataset}@{name}"])
+        if (
+            not gone.ok
+            and "could not find" not in gone.stderr
+            and "does not exist" not in gone.stderr
+        ):
+            raise OffnodeError(
+                f"zfs destroy {dataset}@{name} on {conn.host} failed: {gone.stderr.strip()[:300]}"
+            )
+        destroyed.append(name)
+    return destroyed
+
+
 def destroy_dataset(conn: Connector, dataset: str) -> bool:
     """``zfs destroy -r`` of a copy; False when it was already gone."""
     check_dataset(dataset)

@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 
 from deploy.models import DomainPlacement
 from mail.models import Domain
+from servers.choices import Redundancy
 from servers.models import Node
 from tenants import permissions as perms
 from tenants.models import Customer
@@ -47,6 +48,19 @@ def set_policy(*, actor: Any, customer: Customer, **values: Any) -> ReplicationP
     return policy
 
 
+@action
+def clear_policy(*, actor: Any, customer: Customer) -> None:
+    """Remove ``customer``'s own replication policy: it inherits its parent's again."""
+    require_permission(actor, perms.SERVERS_MANAGE)
+    require_in_scope(customer, actor)
+    policy = ReplicationPolicy.objects.select_for_update().filter(customer=customer).first()
+    if policy is None:
+        return
+    before = auditing.snapshot(policy)
+    auditing.record("replication_policy.delete", obj=policy, before=before)
+    policy.delete()
+
+
 def running(domain: Domain, kinds: tuple[str, ...] = _DOMAIN_JOBS) -> Job | None:
     return Job.objects.filter(
         kind__in=kinds,
@@ -78,18 +92,32 @@ def sync_now(*, actor: Any, domain: Domain) -> Job:
     return job
 
 
+def _one_click_target(primary: Node, replicas: Any) -> Node | None:
+    """The replica one click promotes: in a HOT-WARM primary zone a warm replica of
+    another zone first (that zone takes over), else, and within that, the replica whose
+    last completed sync is the newest (it loses the least)."""
+    rows = list(replicas.select_related("node"))
+    warm = primary.zone.redundancy == Redundancy.HOT_WARM
+    rows.sort(
+        key=lambda r: (
+            0 if warm and r.node.zone_id != primary.zone_id else 1,
+            -(r.synced_at.timestamp() if r.synced_at else 0),
+            r.node_id,
+        )
+    )
+    return rows[0].node if rows else None
+
+
 def _switch_job(
     kind: str, *, actor: Any, domain: Domain, node: Node | None, title: str, **extra: Any
 ) -> Job:
     require_permission(actor, perms.SERVERS_MANAGE)
     require_in_scope(domain, actor)
-    placement = DomainPlacement.objects.select_related("node").filter(domain=domain).first()
+    placement = DomainPlacement.objects.select_related("node__zone").filter(domain=domain).first()
     errors: dict[str, list[str]] = {}
     replicas = DomainReplica.objects.filter(domain=domain, state=DomainReplica.SYNCED)
     if node is None:
-        # One click: the replica whose last completed sync is the newest.
-        replica = replicas.order_by("-synced_at", "node_id").select_related("node").first()
-        node = replica.node if replica else None
+        node = _one_click_target(placement.node, replicas) if placement else None
     elif not replicas.filter(node=node).exists():
         errors["node"] = [_("This node holds no synced replica of the domain.")]
     if placement is None:

@@ -154,13 +154,13 @@ class ReplicationPolicyUpdateSerializer(ReplicationPolicySerializer):
 
 class ReplicationPolicyViewSet(ScopedModelViewSet):
     """Replication policy per customer (its sub-tree inherits it); POST creates or
-    replaces a customer's."""
+    replaces a customer's; DELETE makes the customer inherit its parent's again."""
 
     queryset = ReplicationPolicy.objects.select_related("customer")
     serializer_class = ReplicationPolicySerializer
     filterset_fields = ["customer"]
     permission_area = "servers"
-    http_method_names = ["get", "post", "patch", "head", "options"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     ordering = "id"
 
     def get_serializer_class(self) -> type:
@@ -173,6 +173,10 @@ class ReplicationPolicyViewSet(ScopedModelViewSet):
 
     def update_object(self, instance: ReplicationPolicy, data: dict[str, Any]) -> ReplicationPolicy:
         return actions.set_policy(actor=self.request.user, customer=instance.customer, **data)
+
+    def delete_object(self, instance: ReplicationPolicy) -> None:
+        """The customer inherits its parent's policy again (as "Inherit" in the portal)."""
+        actions.clear_policy(actor=self.request.user, customer=instance.customer)
 
 
 router = SimpleRouter()

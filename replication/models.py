@@ -31,7 +31,7 @@ class ReplicationPolicy(models.Model):
         "sync_interval_minutes",
         "max_lag_minutes",
         "auto_failover",
-        "failover_delay_minutes",
+        "failover_delay_seconds",
     )
     SAME_ZONE, OTHER_ZONE, ANY_ZONE = "same", "other", "any"
     ZONE_RULES = (
@@ -61,10 +61,13 @@ class ReplicationPolicy(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(10080)],
     )
     auto_failover = models.BooleanField(_("fail over automatically"), default=False)
-    failover_delay_minutes = models.PositiveIntegerField(
-        _("after the primary is offline for (minutes)"),
-        default=5,
-        validators=[MinValueValidator(1), MaxValueValidator(1440)],
+    #: Counted from the last metric collection that reached the primary (it is marked
+    #: offline after three missed collections): seconds, so that a failover can be
+    #: automatic well inside a minute.
+    failover_delay_seconds = models.PositiveIntegerField(
+        _("after the primary is offline for (seconds)"),
+        default=300,
+        validators=[MaxValueValidator(86400)],
     )
 
     class Meta:

@@ -37,7 +37,7 @@ class Policy:
     sync_interval_minutes: int = 5
     max_lag_minutes: int = 30
     auto_failover: bool = False
-    failover_delay_minutes: int = 5
+    failover_delay_seconds: int = 300
 
 
 DEFAULT = Policy()
@@ -57,6 +57,24 @@ def effective(customer_path: str, table: dict[str, Policy] | None = None) -> Pol
         if path in table:
             return table[path]
     return DEFAULT
+
+
+def source_of(customer_path: str, *, upto_parent: bool = False) -> ReplicationPolicy | None:
+    """The policy row in effect for ``customer_path`` (its own first, or from its parent
+    up with ``upto_parent``); None: the built-in defaults apply."""
+    paths = ancestor_paths(customer_path)
+    if upto_parent:
+        paths = paths[:-1]
+    rows = {
+        r.customer_path: r
+        for r in ReplicationPolicy.objects.filter(customer_path__in=paths).select_related(
+            "customer"
+        )
+    }
+    for path in reversed(paths):
+        if path in rows:
+            return rows[path]
+    return None
 
 
 def _zone_ok(rule: str, primary_zone: int, zone: int) -> bool:

@@ -79,7 +79,7 @@ def _failover_due(primary: Any, pol: policy.Policy, now: datetime.datetime, rows
     if not any(r.state == DomainReplica.SYNCED for r in rows):
         return False
     seen = primary.last_seen_at
-    return seen is None or seen + datetime.timedelta(minutes=pol.failover_delay_minutes) <= now
+    return seen is None or seen + datetime.timedelta(seconds=pol.failover_delay_seconds) <= now
 
 
 def _lag_alerts(rows: list[DomainReplica], pol: policy.Policy, now: datetime.datetime) -> list[str]:

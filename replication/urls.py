@@ -12,4 +12,5 @@ urlpatterns = [
     path("domains/<int:pk>/sync/", views.SyncNowView.as_view(), name="sync"),
     path("domains/<int:pk>/failover/", views.FailoverView.as_view(), name="failover"),
     path("domains/<int:pk>/failback/", views.FailbackView.as_view(), name="failback"),
+    path("policies/<int:pk>/", views.PolicyEditView.as_view(), name="policy"),
 ]

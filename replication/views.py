@@ -11,17 +11,22 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 from django.views import View, generic
 
 from mail.models import Domain
 from servers.models import Node
 from tenants import permissions as perms
+from tenants.models import Customer
 from ums import scoping
 from ums.models import Job
+from ums.portal.generic import ObjectFormView
 from ums.portal.views import PortalMixin, ScopedListView
 
-from . import actions, views_data
+from . import actions, policy, views_data
 from .failover import FAILBACK_JOB, FAILOVER_JOB, SYNC_JOB
+from .forms import VALUE_FIELDS, ReplicationPolicyForm
+from .models import ReplicationPolicy
 
 
 def _running_jobs(domain_ids: list[int]) -> dict[int, Job]:
@@ -113,3 +118,58 @@ class FailoverView(_DomainJobButton):
 class FailbackView(_DomainJobButton):
     def start(self, domain: Domain, node: Node | None) -> Job:
         return actions.start_failback(actor=self.request.user, domain=domain, node=node)
+
+
+class PolicyEditView(ObjectFormView):
+    """A customer's replication policy: its own values, or inherit its parent's (the
+    nearest customer with a policy of its own, up the tree; else the built-in defaults)."""
+
+    template_name = "replication/policy_form.html"
+    permission_required = perms.SERVERS_MANAGE
+    form_class = ReplicationPolicyForm
+    model = Customer
+    title = gettext_lazy("Replication policy of %(name)s")
+    success_message = gettext_lazy("Replication policy of %(name)s saved.")
+    success_url_name, success_url_target = "replication:policy", "object"
+    cancel_url_name, cancel_url_target = "replication:list", None
+
+    def get_initial(self) -> dict[str, Any]:
+        customer = self.get_object()
+        own = policy.source_of(customer.path)
+        own = own if own is not None and own.customer_id == customer.pk else None
+        values = policy.effective(customer.path)
+        return {"inherit": own is None, **{f: getattr(values, f) for f in VALUE_FIELDS}}
+
+    def perform(self, form: Any) -> Any:
+        customer = self.get_object()
+        if form.cleaned_data.get("inherit"):
+            actions.clear_policy(actor=self.request.user, customer=customer)
+            return customer
+        return actions.set_policy(
+            actor=self.request.user, customer=customer, **form.action_fields()
+        )
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        customer = self.get_object()
+        source = policy.source_of(customer.path)
+        values = policy.effective(customer.path)
+        context["effective"] = [
+            (ReplicationPolicyForm.base_fields[f].label, _shown(values, f)) for f in VALUE_FIELDS
+        ]
+        context["source"] = source.customer if source is not None else None
+        context["own"] = source is not None and source.customer_id == customer.pk
+        return context
+
+    @staticmethod
+    def format_values(obj: Any) -> dict[str, Any]:
+        return {"name": getattr(obj, "customer", obj), "email": ""}
+
+
+def _shown(values: policy.Policy, field: str) -> Any:
+    value = getattr(values, field)
+    if field == "zone_rule":
+        return dict(ReplicationPolicy.ZONE_RULES).get(value, value)
+    if isinstance(value, bool):
+        return gettext_lazy("Yes") if value else gettext_lazy("No")
+    return value

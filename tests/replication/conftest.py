@@ -5,4 +5,4 @@ from tests.converge.conftest import (  # noqa: F401  (fixtures)
     zone,
 )
 
-from .nodes import repl_fleet  # noqa: F401
+from .nodes import repl_fleet, zones_fleet  # noqa: F401

@@ -17,13 +17,26 @@ import pytest
 
 from deploy.services import registry
 from deploy.services.zfs import SERVICE as ZFS
+from servers import actions as server_actions
 from servers.models import Zone
-from tests.converge.fleet import Fleet, _start_zfs, _stop_zfs, fleet, in_node, new_pool_name
+from tests.converge.conftest import MAIL_PRIVATE_PATHS, approved_node, trusting_cluster
+from tests.converge.fleet import (
+    ZFS_PRIVATE_PATHS,
+    Fleet,
+    _start_zfs,
+    _stop_zfs,
+    fleet,
+    in_node,
+    new_pool_name,
+)
 from tests.converge.test_mail_flow import tls
 from tests.converge.test_mail_store import PASSWORD, _failed_jobs
 from tests.fixtures import Cast
 
 A, SMTP, B = 0, 1, 2
+#: The two-zone fleet (issue 14's layout): IMAP A, SMTP S1 and IMAP C in the first zone,
+#: IMAP B and SMTP S2 in the second.
+ZA, ZS1, ZB, ZS2, ZC = 0, 1, 2, 3, 4
 DOMAIN = "repl.example"
 
 
@@ -54,6 +67,53 @@ def repl_fleet(
             f.pools.pop(B, None)
 
 
+@pytest.fixture
+def zones_fleet(
+    tmp_path_factory: pytest.TempPathFactory,
+    controller_pkey: paramiko.PKey,
+    controller_key,
+    zone: Zone,
+    cast: Cast,
+    mail_services: None,
+    settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Fleet]:
+    """Three IMAP nodes (each its own zfs-fuse and pool of the same name) across two
+    zones and one SMTP node per zone, approved in index order (so A gets the domains)."""
+    pool = new_pool_name()
+    monkeypatch.setattr(registry, "SERVICES", [ZFS, *registry.SERVICES])
+    settings.UMS_CONVERGE = {**settings.UMS_CONVERGE, "mail_store_pool": pool}
+    other = server_actions.create_zone(
+        actor=None, customer=cast.government, name="Darkhan DC2", location="Darkhan"
+    )
+    layout = [(zone, ["imap"]), (zone, ["smtp"]), (other, ["imap"]), (other, ["smtp"]),
+              (zone, ["imap"])]  # fmt: skip
+    workdir = tmp_path_factory.mktemp("zones")
+    private = (*MAIL_PRIVATE_PATHS, *ZFS_PRIVATE_PATHS)
+    with trusting_cluster(workdir, len(layout), controller_pkey, private) as cluster:
+        pools: dict[int, str] = {}
+        try:
+            for index in (ZA, ZB, ZC):
+                images = _image_dir(workdir, index)
+                images.mkdir()
+                pools[index] = pool
+                _start_zfs(cluster.nodes[index], images, pool)
+            nodes = [
+                approved_node(in_zone, cast, tnode, roles)
+                for tnode, (in_zone, roles) in zip(cluster.nodes, layout, strict=True)
+            ]
+            yield Fleet(cluster, list(cluster.nodes), nodes, pools)
+        finally:
+            for index, name in pools.items():
+                _stop_zfs(cluster.nodes[index], name)
+
+
+def _image_dir(base: Path, index: int) -> Path:
+    """Where node ``index`` of a fleet keeps its pool image (one folder per node: the
+    pools share a name)."""
+    return base / f"pool-image-{index}"
+
+
 def bring_back(f: Fleet, index: int) -> None:
     """sshd back, zfs-fuse back in the node's namespace and its pool imported (what a
     rebooted node does by itself); nothing else is touched: converge does the rest."""
@@ -69,7 +129,9 @@ def bring_back(f: Fleet, index: int) -> None:
     pool = f.pools[index]
     if in_node(tnode, ["zpool", "list", pool], check=False).returncode != 0:
         # Not in the daemon's cache: import it from its image as a rebooted node would.
-        in_node(tnode, ["zpool", "import", "-f", "-d", str(f.cluster.base_dir), pool])
+        images = _image_dir(f.cluster.base_dir, index)
+        where = images if images.is_dir() else f.cluster.base_dir
+        in_node(tnode, ["zpool", "import", "-f", "-d", str(where), pool])
 
 
 def wait_mailbox(f: Fleet, index: int) -> None:
@@ -82,22 +144,24 @@ def wait_mailbox(f: Fleet, index: int) -> None:
         time.sleep(0.5)
 
 
-def send(f: Fleet, to: str, marker: str) -> None:
+def send(f: Fleet, to: str, marker: str, via: int = SMTP) -> None:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = "bob@outside.test", to, marker
     message.set_content(f"hello {marker}\n")
-    with smtplib.SMTP(f.tnodes[SMTP].address, 25, timeout=30) as smtp:
+    with smtplib.SMTP(f.tnodes[via].address, 25, timeout=30) as smtp:
         smtp.send_message(message)
 
 
-def wait_delivered(f: Fleet, index: int, marker: str, timeout: float = 90) -> None:
+def wait_delivered(
+    f: Fleet, index: int, marker: str, timeout: float = 90, smtp: int = SMTP
+) -> None:
     folder = f"/var/mail/vhosts/{DOMAIN}/alice/Maildir/new"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if f.in_node(index, ["grep", "-rl", "--", marker, folder], check=False).returncode == 0:
             return
         time.sleep(0.3)
-    log = f.tnodes[SMTP].path("/var/spool/postfix/maillog")
+    log = f.tnodes[smtp].path("/var/spool/postfix/maillog")
     raise AssertionError(
         f"{marker} not delivered on node {index}\n{_failed_jobs()}\n"
         f"{log.read_text() if log.exists() else ''}"

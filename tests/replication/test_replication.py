@@ -65,7 +65,6 @@ class TestReplicationPolicyEndpoint(ScopedEndpointContract):
     basename = "replicationpolicy"
     model = ReplicationPolicy
     audit_prefix = "replication_policy."
-    can_delete = False
 
     def make_in_scope(self, cast: Cast) -> ReplicationPolicy:
         return ReplicationPolicy.objects.create(
@@ -178,7 +177,7 @@ def test_automatic_failover_only_when_allowed_and_after_the_delay(
         customer=cast.government,
         customer_path=cast.government.path,
         auto_failover=True,
-        failover_delay_minutes=5,
+        failover_delay_seconds=300,
     )
     assert tasks.schedule(now)["failovers"] == []  # offline for 3 minutes only
     later = now + datetime.timedelta(minutes=3)
@@ -352,3 +351,83 @@ def test_zone_modes_mx_suggestion_and_latency_warning(cast: Cast, zfs_store: Non
     zones = client.get(f"/api/v1/replication/domains/{domain.pk}/").json()["zones"]
     assert {m["priority"] for m in zones["mx"]} == {10}
     assert client.get("/api/v1/replication/domains/").json()["results"][0]["zones"] is None
+
+
+def test_policy_form_inherits_down_the_tree_with_field_errors_and_audit(cast: Cast) -> None:
+    client = portal(cast.sub_admin)
+    url = reverse("replication:policy", args=[cast.ministry.pk])
+    assert (
+        reverse("replication:policy", args=[cast.sub_admin.customer_id])
+        in client.get("/replication/").content.decode()
+    )
+    page = client.get(url).content.decode()
+    assert "built-in defaults" in page and 'id="id_inherit" checked' in page
+    values = {
+        "replicas": "2",
+        "zone_rule": "other",
+        "sync_interval_minutes": "2",
+        "max_lag_minutes": "15",
+        "auto_failover": "on",
+        "failover_delay_seconds": "20",
+    }
+    # Field errors, nothing saved.
+    response = client.post(url, {**values, "replicas": "9", "sync_interval_minutes": ""})
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert set(errors) == {"replicas", "sync_interval_minutes"}, errors
+    assert not ReplicationPolicy.objects.exists()
+    # The government's policy reaches the ministry (inherited) ...
+    response = client.post(reverse("replication:policy", args=[cast.government.pk]), values)
+    assert response.status_code == 302
+    assert policy.effective(cast.ministry.path).failover_delay_seconds == 20
+    page = client.get(url).content.decode()
+    assert f"Inherited from {cast.government.name}" in page
+    # ... until the ministry has its own, and again once it inherits.
+    response = client.post(url, {**values, "replicas": "1", "auto_failover": ""})
+    assert response.status_code == 302
+    own = policy.effective(cast.ministry.path)
+    assert (own.replicas, own.auto_failover) == (1, False)
+    api = token_client(cast.sub_admin).get(
+        "/api/v1/replication/policies/", {"customer": cast.ministry.pk}
+    )
+    assert api.json()["results"][0]["failoverDelaySeconds"] == 20
+    response = client.post(url, {"inherit": "on"})
+    assert response.status_code == 302
+    assert policy.effective(cast.ministry.path).replicas == 2
+    actions = list(
+        AuditRecord.objects.filter(action__startswith="replication_policy.").values_list(
+            "action", flat=True
+        )
+    )
+    assert actions.count("replication_policy.update") == 2
+    assert actions.count("replication_policy.delete") == 1
+    assert portal(cast.sibling_admin).get(url).status_code == 404
+    assert portal(cast.ministry_viewer).get(url).status_code == 403
+
+
+def test_one_click_failover_in_hot_warm_goes_to_the_warm_zone(
+    cast: Cast, no_dispatch: None
+) -> None:
+    primary = _node(cast.government, "imap1.example.org")
+    same = _node(cast.government, "imap2.example.org", zone=primary.zone)
+    warm = _node(cast.government, "imap3.example.org")
+    domain = _placed(cast.ministry, "warm.example", primary)
+    now = timezone.now()
+    for node, age in ((same, 1), (warm, 4)):
+        DomainReplica.objects.create(
+            domain=domain,
+            node=node,
+            customer_path=domain.customer_path,
+            state=DomainReplica.SYNCED,
+            synced_at=now - datetime.timedelta(minutes=age),
+        )
+    client = token_client(cast.sub_admin)
+    primary.zone.redundancy = "hot-hot"
+    primary.zone.save()
+    job = client.post(f"/api/v1/replication/domains/{domain.pk}/failover/").json()
+    assert Job.objects.get(pk=job["id"]).params["node_id"] == same.pk  # the freshest
+    Job.objects.all().delete()
+    primary.zone.redundancy = "hot-warm"
+    primary.zone.save()
+    job = client.post(f"/api/v1/replication/domains/{domain.pk}/failover/").json()
+    assert Job.objects.get(pk=job["id"]).params["node_id"] == warm.pk  # the warm zone
