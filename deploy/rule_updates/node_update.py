@@ -23,6 +23,7 @@ sample (``clamscan -d``) before it replaces the live one; clamd then reloads and
 answer and scan; otherwise the previous file is put back and clamd reloads again.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -286,10 +287,9 @@ def update_spamassassin(args, mirror):
         shutil.rmtree(work, ignore_errors=True)
         if keys and os.path.isdir(gpghome):
             # The agent gpg started for the import would otherwise outlive the run.
-            try:
+            # No gpgconf (OSError): nothing started an agent we could stop.
+            with contextlib.suppress(OSError):
                 run(["gpgconf", "--homedir", gpghome, "--kill", "gpg-agent"], timeout=60)
-            except OSError:
-                pass  # no gpgconf: nothing started an agent we could stop
 
 
 # ----------------------------------------------------------------------------- ClamAV
