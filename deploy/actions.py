@@ -22,8 +22,8 @@ NODE_ACTIONS = {
     "shutdown": gettext_lazy("Shut down"),
     "start_services": gettext_lazy("Start all services"),
     "restart_service": gettext_lazy("Restart a service"),
-    "storage_start": gettext_lazy("Start the storage volume service"),
-    "storage_stop": gettext_lazy("Stop the storage volume service"),
+    "storage_start": gettext_lazy("Start the mail storage"),
+    "storage_stop": gettext_lazy("Stop the mail storage"),
     "rotate_key": gettext_lazy("Rotate the controller key"),
     "decommission": gettext_lazy("Decommission"),
     # Handled by deploy.jobs.converge_node (see deploy/converge.py).

@@ -23,7 +23,7 @@ KINDS = ("node.storage_start", "node.storage_stop")
 
 
 def retry_after() -> datetime.timedelta:
-    return datetime.timedelta(seconds=int(getattr(settings, "UMS_STORAGE_RETRY_SECONDS", 60)))
+    return datetime.timedelta(seconds=int(settings.UMS_STORAGE_RETRY_SECONDS))
 
 
 @register("storage")
