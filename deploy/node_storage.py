@@ -137,14 +137,25 @@ def services(conn: Connector, node: Node) -> list[Service]:
     return [s for s in node_daemons.managed(conn, node) if s.name in STORAGE_SERVICES]
 
 
+#: systemctl's exit status for a unit that does not exist on this node.
+_NOT_LOADED = 5
+
+
 def _systemd(conn: Connector, node: Node, verb: str) -> dict[str, Any]:
+    """Each service's units (its name and known unit names; those the node does not
+    have are skipped) through systemctl. Not exercised by the test nodes (no systemd)."""
     done: dict[str, Any] = {}
-    for service in services(conn, node) if verb == "start" else reversed(services(conn, node)):
-        unit = service.unit_names[0] if service.unit_names else service.name
-        result = node_ops.service_command(conn, unit, verb)
-        if not result.ok:
-            raise StorageError(f"{verb} {unit}: {(result.stderr or result.stdout).strip()}")
-        done[service.name] = []
+    ordered = services(conn, node)
+    for service in ordered if verb == "start" else list(reversed(ordered)):
+        units = []
+        for unit in dict.fromkeys((service.name, *service.unit_names)):
+            result = node_ops.service_command(conn, unit, verb)
+            if result.exit_code == _NOT_LOADED:
+                continue
+            if not result.ok:
+                raise StorageError(f"{verb} {unit}: {(result.stderr or result.stdout).strip()}")
+            units.append(unit)
+        done[service.name] = units
     return done
 
 

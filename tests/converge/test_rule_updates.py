@@ -28,7 +28,7 @@ import pytest
 
 from deploy.rule_updates import SA_UPDATE_DIR
 from deploy.rule_updates.jobs import update_all
-from deploy.rule_updates.keys import set_channel_key
+from deploy.rule_updates.keys import delete_channel_key, set_channel_key
 from deploy.services import registry
 from deploy.services.clamav import SERVICE as CLAMAV
 from deploy.services.spamassassin import SERVICE as SPAMASSASSIN
@@ -243,6 +243,15 @@ def test_rules_and_signatures_update_from_the_mirror_and_roll_back_bad_ones(
                 .read_text()
                 .startswith("# UPDATE version 1002")
             )
+
+        # A channel whose key was removed is refused before sa-update runs.
+        delete_channel_key(actor=None, channel=CHANNEL)
+        publish_channel(root, 1006, rule(0.5), key)
+        job = run_updates()
+        assert job.status == Job.FAILED
+        node.refresh_from_db()
+        assert "no signing key" in node.rule_updates["spamassassin"][CHANNEL]["error"]
+        assert rule_score(tnode) == 6.5
 
 
 def wait_for_scanners_on(tnode) -> None:
