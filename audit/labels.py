@@ -156,6 +156,8 @@ ACTION_LABELS: dict[str, Promise] = {
     "node.host_key_mismatch": pgettext_lazy("audit action", "Node host key changed"),
     "node.host_key_accept": pgettext_lazy("audit action", "New host key accepted"),
     "lb_certificate.issuer": pgettext_lazy("audit action", "Certificate issuer chosen"),
+    "rule_channel_key.set": pgettext_lazy("audit action", "Update channel signing key set"),
+    "rule_channel_key.delete": pgettext_lazy("audit action", "Update channel signing key removed"),
     "node.status.active": pgettext_lazy("audit action", "Node is active"),
     "node.status.degraded": pgettext_lazy("audit action", "Node is degraded"),
     "node.status.offline": pgettext_lazy("audit action", "Node is offline"),

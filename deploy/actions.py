@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -21,8 +22,8 @@ NODE_ACTIONS = {
     "shutdown": gettext_lazy("Shut down"),
     "start_services": gettext_lazy("Start all services"),
     "restart_service": gettext_lazy("Restart a service"),
-    "storage_start": gettext_lazy("Start the storage volume service"),
-    "storage_stop": gettext_lazy("Stop the storage volume service"),
+    "storage_start": gettext_lazy("Start the mail storage"),
+    "storage_stop": gettext_lazy("Stop the mail storage"),
     "rotate_key": gettext_lazy("Rotate the controller key"),
     "decommission": gettext_lazy("Decommission"),
     # Handled by deploy.jobs.converge_node (see deploy/converge.py).
@@ -41,6 +42,8 @@ def start_node_action(*, actor: Any, node: Node, name: str, service: str | None 
     if node.status in (NodeStatus.PENDING, NodeStatus.DECOMMISSIONED):
         raise ValidationError({"action": _("This node is not enrolled and approved.")})
     params: dict[str, Any] = {"node_id": node.pk}
+    if name in ("storage_start", "storage_stop"):
+        _request_storage(node, name)
     if name == "restart_service":
         params["service"] = validate_service_name(service or "")
     auditing.record("node.action", obj=node, extra={"action": name, **params})
@@ -55,6 +58,37 @@ def start_node_action(*, actor: Any, node: Node, name: str, service: str | None 
         params=params,
         target=node,
     )
+
+
+#: Jobs that read or write a node's mail store: storage stop waits until none is active.
+#: (They hold no lease of their own; the converge lease storage jobs take is separate.)
+MAIL_STORE_JOB_PREFIXES = ("backup.", "replication.")
+
+
+def _request_storage(node: Node, name: str) -> None:
+    """Record the requested storage state (the reconciler re-drives it until it holds)."""
+    wanted = "stopped" if name == "storage_stop" else "running"
+    if wanted == "stopped":
+        on_node = (
+            Q(params__node_id=node.pk)
+            | Q(params__new_node_id=node.pk)
+            | Q(params__from_node_id=node.pk)
+            | Q(object_type="servers.node", object_id=str(node.pk))
+        )
+        busy = Job.objects.filter(on_node, status__in=(Job.PENDING, Job.RUNNING)).filter(
+            Q(kind__startswith=MAIL_STORE_JOB_PREFIXES[0])
+            | Q(kind__startswith=MAIL_STORE_JOB_PREFIXES[1])
+        )
+        if busy.exists():
+            raise ValidationError(
+                {
+                    "action": _(
+                        "A backup, restore or replication job is using this node's mail "
+                        "store; stop the storage when it has finished."
+                    )
+                }
+            )
+    Node.objects.filter(pk=node.pk).update(storage_requested=wanted)
 
 
 def schedule_verification(node_id: int) -> Job:

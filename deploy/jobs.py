@@ -171,28 +171,6 @@ def _failed_text(failed: dict[str, str]) -> str:
     return "\n".join(f"{name}: {reason}" for name, reason in failed.items())[-2000:]
 
 
-def _service(job: Job, service: str, verb: str, reporter: jobs.Reporter) -> dict:
-    node = _node(job)
-    try:
-        with session(node) as conn:
-            result = node_ops.service_command(conn, service, verb)
-    except ConnectorError as exc:
-        _fail_on_connector_error(exc)
-    reporter.say(
-        {
-            "start": gettext_noop("start %(service)s: exit %(code)s"),
-            "stop": gettext_noop("stop %(service)s: exit %(code)s"),
-        }.get(verb, gettext_noop("restart %(service)s: exit %(code)s")),
-        service=service,
-        code=result.exit_code,
-    )
-    if not result.ok:
-        raise jobs.PermanentJobError(
-            (result.stderr or result.stdout).strip()[-2000:] or f"exit {result.exit_code}"
-        )
-    return {"service": service, "verb": verb, "stdout": result.stdout[-5000:]}
-
-
 @jobs.handler("node.restart_service")
 def restart_service(job: Job, reporter: jobs.Reporter) -> dict:
     """A service converge manages on a node without systemd: stopped and started from its
@@ -226,12 +204,57 @@ def restart_service(job: Job, reporter: jobs.Reporter) -> dict:
 
 @jobs.handler("node.storage_start")
 def storage_start(job: Job, reporter: jobs.Reporter) -> dict:
-    return _service(job, _node(job).storage_service, "start", reporter)
+    return _storage(job, reporter)
 
 
 @jobs.handler("node.storage_stop")
 def storage_stop(job: Job, reporter: jobs.Reporter) -> dict:
-    return _service(job, _node(job).storage_service, "stop", reporter)
+    return _storage(job, reporter)
+
+
+def _storage(job: Job, reporter: jobs.Reporter) -> dict:
+    """Bring the node's storage to what was requested *last* (``Node.storage_requested``),
+    whichever action queued this job: a stale job never undoes a newer request. Holds the
+    node's converge lease, so no converge mounts or restarts anything meanwhile.
+    Idempotent: the reconciler (deploy/storage_reconcile.py) runs it again until
+    ``storage_applied`` agrees."""
+    from . import dirty, node_storage
+
+    node = _node(job)
+    wanted = node.storage_requested
+    lease = dirty.acquire(node.pk, owner=f"job:{job.pk}")
+    if lease is None and (dead := dirty.holder_is_dead(node.pk)) is not None:
+        lease = dirty.acquire(node.pk, owner=f"job:{job.pk}", steal=dead)
+    if lease is None:
+        raise jobs.PermanentJobError(
+            "A converge of this node is running; storage is handled after it."
+        )
+    reporter.on_heartbeat(lease.renew)
+    try:
+        with session(node) as conn:
+            verb = node_storage.stop if wanted == node_storage.STOPPED else node_storage.start
+            result = verb(conn, node)
+    except (ConnectorError, node_storage.StorageError) as exc:
+        Node.objects.filter(pk=node.pk).update(storage_error=f"{type(exc).__name__}: {exc}")
+        raise jobs.PermanentJobError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        dirty.release(lease)
+    for name in result.get("unmounted", []):
+        reporter.say(gettext_noop("unmounted %(dataset)s"), dataset=name)
+    for name in result.get("mounted", []):
+        reporter.say(gettext_noop("mounted %(dataset)s"), dataset=name)
+    _report_daemons(reporter, result)
+    if result.get("failed"):
+        reason = _failed_text(result["failed"])
+        Node.objects.filter(pk=node.pk).update(storage_error=reason)
+        raise jobs.PermanentJobError(reason)
+    Node.objects.filter(pk=node.pk, storage_requested=wanted).update(
+        storage_applied=wanted, storage_error=""
+    )
+    if wanted == node_storage.RUNNING and dirty.is_dirty(node.pk):
+        # Changes that waited while the storage was stopped (converge refuses then).
+        dirty.ensure_queued([node.pk], reason="storage started")
+    return {"storage": wanted, **result}
 
 
 # Not retried: a run that died after removing the old key but before recording the new
@@ -373,6 +396,12 @@ def converge_node(job: Job, reporter: jobs.Reporter) -> dict:
             holder=holder,
         )
         return {"coalesced": True, "into": holder}
+    if Node.objects.filter(pk=node.pk, storage_requested="stopped").exists():
+        # Converge would mount the datasets and start Courier and Postfix again; the
+        # node stays dirty and converges once storage start succeeded (it queues one).
+        reason = "storage is stopped on this node; converge waits for storage start"
+        dirty.failed(lease, reason)
+        raise jobs.PermanentJobError(reason)
     reporter.on_heartbeat(lease.renew)
     reporter.say(
         gettext_noop("converging generation %(generation)s (lease %(lease)s)"),

@@ -101,3 +101,4 @@ class NodeConvergeState(models.Model):
 
 
 from .certificate_models import AcmeAccount, LbCertificate  # noqa: E402,F401 (ACME, issue 15)
+from .rule_key_models import RuleChannelKey  # noqa: E402,F401 (GPG channel keys, issue 15)

@@ -64,6 +64,11 @@ def restart(conn: Connector, node: Node, name: str) -> dict[str, Any]:
     """Restart service ``name`` (validated by the caller) on the node."""
     if not node_ops.uses_systemd(conn):
         service = find(managed(conn, node), name)
+        from .node_storage import STORAGE_SERVICES
+
+        if service is not None and service.name in STORAGE_SERVICES and storage_stopped(node):
+            # restart_service reports CheckFailed's output as the job's reason.
+            raise CheckFailed(service.name, "storage is stopped on this node: start it first")
         if service is not None:
             stopped = service.stop(conn)
             return {"service": service.name, "stopped": stopped, "started": _start(conn, service)}
@@ -81,12 +86,24 @@ def halt(conn: Connector, node: Node) -> dict[str, list[int]]:
     return {s.name: s.stop(conn) for s in reversed(managed(conn, node))}
 
 
+def storage_stopped(node: Node) -> bool:
+    """Storage stop requested (deploy/node_storage.py): the mail store's services stay
+    down through reboots and "start all services", or they would write beneath the
+    unmounted datasets."""
+    return Node.objects.filter(pk=node.pk, storage_requested="stopped").exists()
+
+
 def boot(conn: Connector, node: Node) -> dict[str, Any]:
     """Start every managed service from its live files, in order. A service that does
     not start does not keep the others down: its reason is returned under ``failed``."""
+    from .node_storage import STORAGE_SERVICES
+
     started: dict[str, list[int]] = {}
     failed: dict[str, str] = {}
+    held = STORAGE_SERVICES if storage_stopped(node) else ()
     for service in managed(conn, node):
+        if service.name in held:
+            continue
         try:
             started[service.name] = _start(conn, service)
         except CheckFailed as exc:

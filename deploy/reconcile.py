@@ -60,3 +60,6 @@ def converge_dirty_nodes() -> dict[str, Any]:
             reason += f" (retry after {state.failures} failure(s))"
         report["queued"] += len(dirty.ensure_queued([state.node_id], reason=reason))
     return {k: v for k, v in report.items() if v}
+
+
+from . import storage_reconcile  # noqa: E402,F401 (registers the "storage" reconciler)

@@ -117,6 +117,12 @@ class Node(models.Model):
     storage_service = models.CharField(
         _("storage volume service"), max_length=64, blank=True, default="zfs-fuse"
     )
+    # Storage start/stop (deploy/node_storage.py): what the operator asked for last, and
+    # what a storage job last made true on the node (running until one stops it). The
+    # reconciler re-drives the request until both agree (deploy/storage_reconcile.py).
+    storage_requested = models.CharField(max_length=8, default="running")
+    storage_applied = models.CharField(max_length=8, default="running")
+    storage_error = models.TextField(blank=True, default="")
     # What the operator knows the hardware can do (a disk benchmark, the link speed): the
     # capacity page compares these with the sheet's guideline and with measured load.
     # Empty means unknown, never "zero".

@@ -500,6 +500,8 @@ NODE_REGISTER_THROTTLE_RATE = env_str("UMS_NODE_REGISTER_RATE", "30/minute")
 UMS_SSH_CONNECT_TIMEOUT = env_int("UMS_SSH_CONNECT_TIMEOUT", 10, minimum=1)
 UMS_SSH_COMMAND_TIMEOUT = env_int("UMS_SSH_COMMAND_TIMEOUT", 300, minimum=1)
 UMS_SSH_RETRIES = env_int("UMS_SSH_RETRIES", 3, minimum=0)
+# Storage stop/start: seconds before the reconciler tries a failed storage job again.
+UMS_STORAGE_RETRY_SECONDS = env_int("UMS_STORAGE_RETRY_SECONDS", 60, minimum=0)
 
 LOGGING = {
     "version": 1,

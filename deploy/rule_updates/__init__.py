@@ -9,8 +9,11 @@ the SpamAssassin channels ``UMS_SA_UPDATE_CHANNELS`` and the ClamAV signature fi
 installs, reloads and probes, and rolls back on any failure (see node_update.py). The
 result is kept on the node (``Node.rule_updates``) and shown on its page.
 
-No GPG: sa-update runs with ``--nogpg`` and trusts the checksum files next to each
-archive, i.e. the mirror the administrator configured (HTTPS recommended).
+GPG: every channel must have a signing key an operator configured
+(:mod:`deploy.rule_updates.keys`, ``/api/v1/rule-channel-keys/``); the node imports it
+into ``SA_GPG_HOME`` and sa-update verifies each archive's ``.asc`` with it. ClamAV's
+signature files are checked by checksum and a test scan only (see the README: freshclam's
+CVD signatures use ClamAV's own key, which a private mirror cannot sign with).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ SCRIPT = (Path(__file__).with_name("node_update.py")).read_text()
 #: SpamAssassin's own update directory would replace the packaged rules (see node_update).
 SA_UPDATE_DIR = "/var/lib/ums-updates/spamassassin"
 SA_SITE_DIR = "/etc/spamassassin"
+#: sa-update's own keyring (its default ``--gpghomedir``), named explicitly on the node.
+SA_GPG_HOME = "/etc/spamassassin/sa-update-keys"
 CLAMD_TCP_PORT = 3310
 _CHANNEL = re.compile(
     r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
@@ -91,9 +96,14 @@ def node_arguments(conn: Connector) -> dict[str, Any]:
             key, _sep, value = line.partition(" ")
             if key == "DatabaseDirectory" and value.startswith("/"):
                 dbdir = value.strip()
+    from .keys import node_keys
+
+    names = channels()
     return {
         "mirror": mirror_url(),
-        "channels": channels(),
+        "channels": names,
+        "keys": node_keys(names),
+        "sa_gpghomedir": SA_GPG_HOME,
         "signatures": signatures(),
         "sa_updatedir": SA_UPDATE_DIR,
         "sa_siteconfig": SA_SITE_DIR,

@@ -3,9 +3,13 @@ as ``python3 -c <this file> <json arguments>``; prints one JSON result line.
 
 SpamAssassin channels: ``<mirror>/spamassassin/<channel>/latest`` holds the newest
 version number (what sa-update would read from the channel's DNS TXT record, which a
-private mirror does not have); ``<version>.tar.gz`` with ``.sha256``/``.sha512`` next to
-it is sa-update's own format. A newer version is installed with ``sa-update --install``
-into a *copy* of the update directory, linted (sa-update's own lint, then
+private mirror does not have); ``<version>.tar.gz`` with ``.sha256``/``.sha512`` and the
+detached signature ``.tar.gz.asc`` next to it is sa-update's own format. The channel's
+public key (configured on the controller, ``keys``) is imported into sa-update's keyring
+(``sa-update --import``, ``sa_gpghomedir``) and a newer version is installed with
+``sa-update --gpgkey <fingerprint> --install``, which refuses an archive that is unsigned
+or signed by any other key; a channel without a configured key is refused before
+sa-update runs. It goes into a *copy* of the update directory, linted (sa-update's own lint, then
 ``spamassassin --lint`` with the site configuration and the copy), swapped in, and spamd
 re-reads it (SIGHUP) and must answer a check; otherwise the previous directory and
 include file are put back and spamd re-reads those. The update directory is our own, not
@@ -19,6 +23,7 @@ sample (``clamscan -d``) before it replaces the live one; clamd then reloads and
 answer and scan; otherwise the previous file is put back and clamd reloads again.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -146,11 +151,22 @@ def reload_spamd(args):
     return spamd_answers(args["spamd_port"], args["wait"])
 
 
+def import_key(work, gpghome, channel, key):
+    """The channel's key into sa-update's keyring (importing twice changes nothing)."""
+    path = os.path.join(work, re.sub(r"[^A-Za-z0-9-]", "_", channel) + ".key")
+    with open(path, "w") as handle:
+        handle.write(key)
+    code, out = run(["sa-update", "--gpghomedir", gpghome, "--import", path])
+    return code, ("" if code == 0 else "importing the channel key failed: " + out)
+
+
 def update_spamassassin(args, mirror):
     channels = args["channels"]
     updatedir = args["sa_updatedir"]
     siteconfig = args["sa_siteconfig"]
     include = os.path.join(siteconfig, "ums_channels.cf")
+    keys = args.get("keys") or {}
+    gpghome = args["sa_gpghomedir"]
     result = {}
     work = tempfile.mkdtemp(prefix="ums-sa-")
     try:
@@ -169,6 +185,14 @@ def update_spamassassin(args, mirror):
                 path = os.path.join(work, f"{latest}.tar.gz")
                 with open(path, "wb") as handle:
                     handle.write(data)
+                if channel not in keys:
+                    raise ValueError("no signing key is configured for this channel")
+                try:
+                    signature = fetch(f"{base}{latest}.tar.gz.asc", 64 * 1024)
+                except Exception as exc:
+                    raise ValueError(f"unsigned: no {latest}.tar.gz.asc on the mirror") from exc
+                with open(path + ".asc", "wb") as handle:
+                    handle.write(signature)
                 for algo in ("sha256", "sha512"):
                     with open(path + "." + algo, "w") as handle:
                         handle.write(hashlib.new(algo, data).hexdigest() + "\n")
@@ -185,18 +209,25 @@ def update_spamassassin(args, mirror):
             os.makedirs(stage)
         staged = []
         for channel, latest, path in wanted:
-            code, out = run(
-                [
-                    "sa-update",
-                    "--nogpg",
-                    "--channel",
-                    channel,
-                    "--install",
-                    path,
-                    "--updatedir",
-                    stage,
-                ]
-            )
+            code, out = import_key(work, gpghome, channel, keys[channel]["key"])
+            if code == 0:
+                trust = []
+                for fingerprint in keys[channel]["fingerprints"]:
+                    trust += ["--gpgkey", fingerprint]
+                code, out = run(
+                    [
+                        "sa-update",
+                        "--gpghomedir",
+                        gpghome,
+                        *trust,
+                        "--channel",
+                        channel,
+                        "--install",
+                        path,
+                        "--updatedir",
+                        stage,
+                    ]
+                )
             if code == 0:
                 staged.append((channel, latest))
             else:
@@ -206,7 +237,13 @@ def update_spamassassin(args, mirror):
             return result
         # The whole configuration spamd would load: site files with the staged channels.
         site = os.path.join(work, "site")
-        shutil.copytree(siteconfig, site, symlinks=True)
+        # Without sa-update's keyring: gpg-agent's sockets in it cannot be copied.
+        shutil.copytree(
+            siteconfig,
+            site,
+            symlinks=True,
+            ignore=shutil.ignore_patterns(os.path.basename(gpghome)),
+        )
         write_atomic(os.path.join(site, "ums_channels.cf"), include_file(stage, channels))
         code, out = run(["spamassassin", "--lint", "--siteconfigpath", site])
         if code != 0:
@@ -248,6 +285,11 @@ def update_spamassassin(args, mirror):
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if keys and os.path.isdir(gpghome):
+            # The agent gpg started for the import would otherwise outlive the run.
+            # No gpgconf (OSError): nothing started an agent we could stop.
+            with contextlib.suppress(OSError):
+                run(["gpgconf", "--homedir", gpghome, "--kill", "gpg-agent"], timeout=60)
 
 
 # ----------------------------------------------------------------------------- ClamAV

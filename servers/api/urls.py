@@ -2,6 +2,7 @@ from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
 from .certificates import LbCertificateDetailView, LbCertificateListView, LbCertificateRenewView
+from .rule_keys import RuleChannelKeyDetailView, RuleChannelKeyListView
 from .views import NodeAlertViewSet, NodeViewSet, ZoneViewSet
 
 router = SimpleRouter()
@@ -17,6 +18,12 @@ urlpatterns = [
         r"^lb-certificates/(?P<name>[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+)/$",
         LbCertificateDetailView.as_view(),
         name="lb-certificate",
+    ),
+    path("rule-channel-keys/", RuleChannelKeyListView.as_view(), name="rule-channel-keys"),
+    re_path(
+        r"^rule-channel-keys/(?P<channel>[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)/$",
+        RuleChannelKeyDetailView.as_view(),
+        name="rule-channel-key",
     ),
     *router.urls,
 ]

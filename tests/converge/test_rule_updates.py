@@ -5,7 +5,9 @@ the real channels serves: a SpamAssassin channel in sa-update's archive format (
 whose score changes between versions) and a ClamAV signature file (.ndb). Checked:
 a first update installs both and the running daemons use them; a newer version changes
 the score; a version that fails lint and a signature that does not load are refused and
-the previous ones stay in use; the node keeps the last update time.
+the previous ones stay in use; the node keeps the last update time. The channel is signed
+with a GPG key made in the test and configured as the channel's key: archives signed by
+another key, or not signed, are refused by sa-update and the previous rules stay.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 
 from deploy.rule_updates import SA_UPDATE_DIR
 from deploy.rule_updates.jobs import update_all
+from deploy.rule_updates.keys import delete_channel_key, set_channel_key
 from deploy.services import registry
 from deploy.services.clamav import SERVICE as CLAMAV
 from deploy.services.spamassassin import SERVICE as SPAMASSASSIN
@@ -35,6 +38,7 @@ from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa
 from ums.models import Job
 
 from .conftest import approved_node, trusting_cluster
+from .gpgkeys import SigningKey, signing_key
 from .test_filtering import (
     FILTER_PRIVATE_PATHS,
     local_clamav_database,
@@ -50,7 +54,8 @@ MARKER = "ums-rule-marker-9c1"
 VIRUS = "UMS-TEST-SIGNATURE-7f3a"
 
 
-def publish_channel(root: Path, version: int, rules: str) -> None:
+def publish_channel(root: Path, version: int, rules: str, signer: SigningKey | None) -> None:
+    """Version ``version`` with its checksum, signed by ``signer`` (None: unsigned)."""
     folder = root / "spamassassin" / CHANNEL
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -62,6 +67,8 @@ def publish_channel(root: Path, version: int, rules: str) -> None:
     archive = buffer.getvalue()
     (folder / f"{version}.tar.gz").write_bytes(archive)
     (folder / f"{version}.tar.gz.sha256").write_text(hashlib.sha256(archive).hexdigest() + "\n")
+    if signer is not None:
+        signer.sign(folder / f"{version}.tar.gz")
     (folder / "latest").write_text(f"{version}\n")
 
 
@@ -146,7 +153,12 @@ def test_rules_and_signatures_update_from_the_mirror_and_roll_back_bad_ones(
     root, serve = mirror
     private = (*FILTER_PRIVATE_PATHS, "/var/lib/ums-updates")
     workdir = tmp_path_factory.mktemp("rule-updates")
-    with trusting_cluster(workdir, 1, controller_pkey, private) as cluster:
+    with (
+        signing_key("Channel Key") as key,
+        signing_key("Other Key") as other,
+        trusting_cluster(workdir, 1, controller_pkey, private) as cluster,
+    ):
+        set_channel_key(actor=None, channel=CHANNEL, public_key=key.public)
         [tnode] = cluster.nodes
         local_clamav_database(tnode)
         node = approved_node(zone, cast, tnode, ["smtp"])
@@ -161,7 +173,7 @@ def test_rules_and_signatures_update_from_the_mirror_and_roll_back_bad_ones(
         assert clamd_scan(tnode, f"x {VIRUS} y") == "stream: OK"
 
         # First update: the channel and the signature go live in the running daemons.
-        publish_channel(root, 1001, rule(1.5))
+        publish_channel(root, 1001, rule(1.5), key)
         publish_signature(root, signature_line())
         job = run_updates()
         assert job.status == Job.SUCCEEDED, job.error
@@ -178,7 +190,7 @@ def test_rules_and_signatures_update_from_the_mirror_and_roll_back_bad_ones(
         assert first["updated_at"] and first["errors"] == []
 
         # A newer channel version changes the score; nothing new for ClamAV.
-        publish_channel(root, 1002, rule(6.5))
+        publish_channel(root, 1002, rule(6.5), key)
         job = run_updates()
         assert job.status == Job.SUCCEEDED, job.error
         assert rule_score(tnode) == 6.5
@@ -188,7 +200,7 @@ def test_rules_and_signatures_update_from_the_mirror_and_roll_back_bad_ones(
 
         # A version that fails lint and a signature file that does not load: refused,
         # the previous rules and signatures stay in use, the reasons are recorded.
-        publish_channel(root, 1003, rule(9.0) + "score UMS_TEST_RULE not-a-number\n")
+        publish_channel(root, 1003, rule(9.0) + "score UMS_TEST_RULE not-a-number\n", key)
         publish_signature(root, "garbage:line\n")
         job = run_updates()
         assert job.status == Job.FAILED
@@ -207,6 +219,39 @@ def test_rules_and_signatures_update_from_the_mirror_and_roll_back_bad_ones(
             .read_text()
             .startswith("# UPDATE version 1002")
         )
+        # sa-update's keyring on the node holds the channel key (and only it trusts it).
+        assert tnode.path("/etc/spamassassin/sa-update-keys").is_dir()
+
+        # Signed by another key, then not signed at all: refused before installing, the
+        # reason is the node's last update error, the rules of 1002 stay in use.
+        publish_signature(root, signature_line())
+        for version, signer, reason in (
+            (1004, other, "GPG validation failed"),
+            (1005, None, "unsigned"),
+        ):
+            publish_channel(root, version, rule(0.5), signer)
+            job = run_updates()
+            assert job.status == Job.FAILED, job.log
+            node.refresh_from_db()
+            entry = node.rule_updates["spamassassin"][CHANNEL]
+            assert entry["status"] == "failed" and entry["version"] == 1002, entry
+            assert reason in entry["error"], entry["error"]
+            assert [e for e in node.rule_updates["errors"] if reason in e], node.rule_updates
+            assert rule_score(tnode) == 6.5
+            assert (
+                tnode.path(f"{SA_UPDATE_DIR}/rules_ums_test.cf")
+                .read_text()
+                .startswith("# UPDATE version 1002")
+            )
+
+        # A channel whose key was removed is refused before sa-update runs.
+        delete_channel_key(actor=None, channel=CHANNEL)
+        publish_channel(root, 1006, rule(0.5), key)
+        job = run_updates()
+        assert job.status == Job.FAILED
+        node.refresh_from_db()
+        assert "no signing key" in node.rule_updates["spamassassin"][CHANNEL]["error"]
+        assert rule_score(tnode) == 6.5
 
 
 def wait_for_scanners_on(tnode) -> None:
