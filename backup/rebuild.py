@@ -7,7 +7,9 @@ after a dead worker or a cut stream):
 1. receive the dataset on the new node from the backup node (every snapshot the copy
    holds: the oldest in full, then one incremental; a repeat continues from the last
    common snapshot) or, without one, from the target (the manifest's newest chain, object
-   by object, skipping snapshots already received);
+   by object, skipping snapshots already received), or, when a Maildir archive is the
+   only copy (or chosen), unpack the newest archive into a new dataset
+   (:mod:`backup.rebuild_archive`);
 2. mount it where Postfix and Courier keep the domain (``<mail_root>/<domain>``).
 
 Then, in one transaction, every domain's placement moves to the new node (audited) and the
@@ -40,13 +42,15 @@ KEEP_ALL = {"enabled": False}
 
 def source_copy(domain_name: str, prefer: str = "") -> OffnodeCopy | None:
     """The copy to rebuild from: the backup node's by default (a plain ``zfs send``),
-    the target's when there is none or when asked."""
+    the target's stream chain when there is none or when asked, and the newest Maildir
+    archive when that is the only copy or when asked."""
     copies = list(
         OffnodeCopy.objects.filter(domain_name=domain_name).select_related("backup_node", "target")
     )
-    order = [OffnodeCopy.TARGET, OffnodeCopy.NODE]
-    if prefer != OffnodeCopy.TARGET:
-        order.reverse()
+    order = {
+        OffnodeCopy.TARGET: [OffnodeCopy.TARGET, OffnodeCopy.NODE, OffnodeCopy.ARCHIVE],
+        OffnodeCopy.ARCHIVE: [OffnodeCopy.ARCHIVE, OffnodeCopy.NODE, OffnodeCopy.TARGET],
+    }.get(prefer, [OffnodeCopy.NODE, OffnodeCopy.TARGET, OffnodeCopy.ARCHIVE])
     for kind in order:
         for copy in copies:
             if copy.kind == kind:
@@ -85,7 +89,12 @@ def mount(conn: Connector, dataset: str, domain_name: str) -> None:
     conf = getattr(settings, "UMS_CONVERGE", {})
     root = ZfsService._mail_root(conf)
     if not root:
-        return  # the dataset inherits the parent's mountpoint, as converge would leave it
+        # The dataset inherits the parent's mountpoint, as converge would leave it (one
+        # made from an archive was mounted elsewhere while it was filled).
+        result = conn.run(["zfs", "inherit", "mountpoint", dataset])
+        if not result.ok:
+            raise oz.OffnodeError(f"cannot mount {dataset}: {result.stderr.strip()[:300]}")
+        return
     result = conn.run(["zfs", "set", f"mountpoint={root}/{domain_name}", dataset])
     if not result.ok:
         raise oz.OffnodeError(f"cannot mount {dataset}: {result.stderr.strip()[:300]}")
@@ -105,6 +114,14 @@ def receive_domain(
                 backup, conn, copy.location, dataset, KEEP_ALL, unmounted_parent=False
             )
         done = result["sent"]["snapshot"] if result["sent"] else None
+    elif copy.kind == OffnodeCopy.ARCHIVE:
+        from .rebuild_archive import receive_archive
+
+        driver = drivers.driver_for(copy.target)
+        try:
+            done = receive_archive(conn, driver, domain.name, dataset)
+        finally:
+            driver.close()
     else:
         driver = drivers.driver_for(copy.target)
         try:
