@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
@@ -90,6 +91,13 @@ class ArchiveRestoreSerializer(StrictSerializer):
             return restore.clean_folder(value)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.messages) from exc
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("folder") is not None and attrs.get("mailbox") is None:
+            raise serializers.ValidationError(
+                {"folder": [gettext("A folder is restored from one mailbox.")]}
+            )
+        return attrs
 
 
 class OffnodeCopySerializer(StrictModelSerializer):
