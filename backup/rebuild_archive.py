@@ -18,6 +18,7 @@ policies left out, and the older snapshots (the new dataset starts with one).
 from __future__ import annotations
 
 import re
+import time
 
 from deploy.connector.base import Connector
 
@@ -33,7 +34,12 @@ def staging(pool: str, domain_name: str) -> tuple[str, str]:
     name = f"{pool}/ums-rebuild-{domain_name}"
     if not _STAGE_RE.match(name):
         raise oz.OffnodeError(f"cannot stage {domain_name!r}: not a dataset name")
-    return name, f"{offnode_archive.CLONE_ROOT}/rebuild-{domain_name}"
+    return name, staging_mountpoint(name)
+
+
+def staging_mountpoint(stage: str) -> str:
+    domain_name = stage.rsplit("/ums-rebuild-", 1)[1]
+    return f"{offnode_archive.CLONE_ROOT}/rebuild-{domain_name}"
 
 
 def _exists(conn: Connector, name: str) -> bool:
@@ -51,10 +57,19 @@ def destroy_staging(conn: Connector, stage: str) -> None:
     """``zfs destroy -r`` of a staging dataset (only names of our pattern); gone is fine."""
     if not _STAGE_RE.match(stage):
         raise oz.OffnodeError(f"refusing to destroy {stage}")
-    result = conn.run(["zfs", "destroy", "-r", stage])
-    text = (result.stderr or result.stdout).strip()
-    if not result.ok and "does not exist" not in text and "could not find" not in text:
-        raise oz.OffnodeError(f"cannot destroy {stage} on {conn.host}: {text[:300]}")
+    for attempt in range(30):
+        result = conn.run(["zfs", "destroy", "-r", stage])
+        text = (result.stderr or result.stdout).strip()
+        if result.ok or "does not exist" in text or "could not find" in text:
+            return
+        if "busy" not in text:
+            break
+        # The killed run's tar may still hold files until its SSH session is torn down,
+        # and FUSE closes them asynchronously: unmount it and try again shortly.
+        conn.run(["pkill", "-f", f"tar -x -C {staging_mountpoint(stage)}"])
+        conn.run(["zfs", "unmount", "-f", stage])
+        time.sleep(0.25 * (attempt + 1))
+    raise oz.OffnodeError(f"cannot destroy {stage} on {conn.host}: {text[:300]}")
 
 
 def receive_archive(
