@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from tenants import permissions as perms
 from ums.portal.generic import ObjectFormView
 
-from . import archive_restore
+from . import archive_restore, restore
 from .models_offnode import OffnodeCopy
 from .restore_views import RestoreForm
 
@@ -29,6 +29,16 @@ class ArchiveRestoreForm(RestoreForm):
         super().__init__(*args, domain_id=copy.domain_id, **kwargs)
         names = sorted(copy.snapshots, key=archive_restore.stamp, reverse=True)
         self.fields["snapshot"].choices = [(n, n) for n in names]  # newest first
+        self.fields["mode"].choices = [
+            (restore.NEW_FOLDER, restore.MODES[restore.NEW_FOLDER]),
+            (
+                restore.IN_PLACE,
+                _(
+                    "In place: copy back messages missing from the folder and reset the "
+                    "flags of messages present in both to the archive's"
+                ),
+            ),
+        ]
         self.fields["confirm"].label = _(
             "I understand that in place restores overwrite the flags (read, answered, "
             "flagged, deleted) of messages in these folders with the archive's, and copy "

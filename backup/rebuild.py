@@ -139,6 +139,10 @@ def receive_domain(
     else:
         say(gettext_noop("%(domain)s was already received"), domain=domain.name)
     mount(conn, dataset, domain.name)
+    if copy.kind == OffnodeCopy.ARCHIVE:
+        from .rebuild_archive import ensure_mounted
+
+        ensure_mounted(conn, dataset)
 
 
 def carry_setting(lost: Node, new: Node) -> None:

@@ -100,5 +100,30 @@ def receive_archive(
             f"(sha256 {sha}, manifest {entry['sha256']})"
         )
     _run(conn, ["zfs", "snapshot", f"{stage}@{name}"], "zfs snapshot")
-    _run(conn, ["zfs", "rename", stage, oz.check_dataset(dataset)], "zfs rename")
+    # Unmounted first: zfs-fuse refuses to rename a file system FUSE still holds files
+    # of; the caller mounts the dataset where the mail lives.
+    _retry_busy(conn, ["zfs", "unmount", stage], "zfs unmount")
+    _retry_busy(conn, ["zfs", "rename", stage, oz.check_dataset(dataset)], "zfs rename")
     return name
+
+
+def ensure_mounted(conn: Connector, dataset: str) -> None:
+    """``zfs mount`` of the rebuilt dataset (already mounted is fine)."""
+    result = conn.run(["zfs", "mount", dataset])
+    text = (result.stderr or result.stdout).strip()
+    if not result.ok and "already mounted" not in text:
+        raise oz.OffnodeError(f"zfs mount {dataset} failed on {conn.host}: {text[:300]}")
+
+
+def _retry_busy(conn: Connector, argv: list[str], what: str) -> None:
+    """``argv``, again for a while as long as the dataset is busy (FUSE closes files
+    asynchronously, a killed run's tar may still be exiting)."""
+    for attempt in range(30):
+        result = conn.run(argv)
+        text = (result.stderr or result.stdout).strip()
+        if result.ok or (argv[1] == "unmount" and "not currently mounted" in text):
+            return
+        if "busy" not in text:
+            break
+        time.sleep(0.25 * (attempt + 1))
+    raise oz.OffnodeError(f"{what} failed on {conn.host}: {text[:300]}")
