@@ -85,16 +85,18 @@ def ensure_mail_parent(conn: Connector, parent: str) -> None:
         raise oz.OffnodeError(f"cannot create {parent}: {result.stderr.strip()[:300]}")
 
 
-def mount(conn: Connector, dataset: str, domain_name: str) -> None:
+def mount(conn: Connector, dataset: str, domain_name: str, *, defaults: bool = False) -> None:
+    """Mount the dataset where the domain's mail lives. ``defaults``: with the built-in
+    mail root when the deployment sets none (a dataset made from an archive was mounted
+    elsewhere while it was filled, so it cannot wait for the converge to move it)."""
+    from deploy.desired import DEFAULT_SETTINGS
+
     conf = getattr(settings, "UMS_CONVERGE", {})
+    if defaults:
+        conf = {**DEFAULT_SETTINGS, **conf}
     root = ZfsService._mail_root(conf)
     if not root:
-        # The dataset inherits the parent's mountpoint, as converge would leave it (one
-        # made from an archive was mounted elsewhere while it was filled).
-        result = conn.run(["zfs", "inherit", "mountpoint", dataset])
-        if not result.ok:
-            raise oz.OffnodeError(f"cannot mount {dataset}: {result.stderr.strip()[:300]}")
-        return
+        return  # the dataset inherits the parent's mountpoint, as converge would leave it
     result = conn.run(["zfs", "set", f"mountpoint={root}/{domain_name}", dataset])
     if not result.ok:
         raise oz.OffnodeError(f"cannot mount {dataset}: {result.stderr.strip()[:300]}")
@@ -138,8 +140,9 @@ def receive_domain(
         )
     else:
         say(gettext_noop("%(domain)s was already received"), domain=domain.name)
-    mount(conn, dataset, domain.name)
-    if copy.kind == OffnodeCopy.ARCHIVE:
+    archive = copy.kind == OffnodeCopy.ARCHIVE
+    mount(conn, dataset, domain.name, defaults=archive)
+    if archive:
         from .rebuild_archive import ensure_mounted
 
         ensure_mounted(conn, dataset)

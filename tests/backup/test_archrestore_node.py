@@ -308,7 +308,12 @@ def test_archive_restores_retention_delete_and_rebuild_from_archive(
     listed = f.in_node(B, ["zfs", "list", "-H", "-o", "name"]).stdout
     assert "ums-rebuild" not in listed, listed
     found = f.in_node(B, ["find", maildir, "-type", "f", "-size", "40M"]).stdout.split()
-    assert found == [f"{maildir}/cur/big"], found
+    assert found == [f"{maildir}/cur/big"], (
+        found,
+        f.in_node(B, ["zfs", "get", "-H", "mounted,mountpoint", dataset], check=False).stdout,
+        f.in_node(B, ["ls", "-laR", maildir], check=False).stdout[-3000:],
+        job.log,
+    )
     assert inbox.encode() in bodies(f.tnodes[B].address, "INBOX")
     assert work.encode() in bodies(f.tnodes[B].address, "INBOX.Work")
     assert work.encode() in bodies(f.tnodes[B].address, f"INBOX.{restored}.Work")
