@@ -315,5 +315,5 @@ def test_archive_restores_retention_delete_and_rebuild_from_archive(
         job.log,
     )
     assert inbox.encode() in bodies(f.tnodes[B].address, "INBOX")
-    assert work.encode() in bodies(f.tnodes[B].address, "INBOX.Work")
+    # "Work" was deleted again before this archive; its restored copy was archived.
     assert work.encode() in bodies(f.tnodes[B].address, f"INBOX.{restored}.Work")
