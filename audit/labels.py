@@ -133,6 +133,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "mail_store.update": pgettext_lazy("audit action", "Mail store settings changed"),
     "mail_store.tier_now": pgettext_lazy("audit action", "Storage tiering pass requested"),
     "snapshot.restore": pgettext_lazy("audit action", "Restore from snapshot requested"),
+    "snapshot.delete": pgettext_lazy("audit action", "Snapshot deletion requested"),
     "offnode_setting.update": pgettext_lazy("audit action", "Off-node copy setting changed"),
     "offnode_copy.request": pgettext_lazy("audit action", "Off-node copy requested"),
     "offnode_archive.restore": pgettext_lazy(

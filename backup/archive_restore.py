@@ -1,8 +1,12 @@
-"""Restore a mailbox from a Maildir archive copy onto the live IMAP node, into a new
-folder ``Restored YYYY-MM-DD`` (the archived snapshot's date), as a job with progress.
+"""Restore a whole domain, one mailbox or one folder from a Maildir archive copy onto
+the live IMAP node, as a job with progress, with the snapshot restore's modes
+(:mod:`backup.restore`): into a new folder ``Restored YYYY-MM-DD`` (the archived
+snapshot's date; the default) or in place (copy back what is missing, reset the flags of
+messages present in both; nothing is deleted).
 
 The archive is read from the target, decrypted on the controller and fed over SSH into
-GNU ``tar -x`` on the node, which extracts only ``<local part>/Maildir`` into a staging
+GNU ``tar -x`` on the node, which extracts only the chosen ``<local part>/Maildir``
+(a domain: the whole archive, which holds nothing but Maildirs) into a staging
 folder ``/var/lib/ums-archive/restore-<job id>`` (outside the mail root, unseen by
 Courier). From there the restore's own node program (:mod:`backup.restore_node`, the same
 one a snapshot restore runs) builds the new folder beside the Maildir and renames it in,
@@ -40,37 +44,77 @@ MARKER = ".ums-extracted"
 
 @action
 def start_archive_restore(
-    *, actor: Any, copy: OffnodeCopy, mailbox: Mailbox, snapshot: str = ""
+    *,
+    actor: Any,
+    copy: OffnodeCopy,
+    mailbox: Mailbox | None = None,
+    snapshot: str = "",
+    folder: str | None = None,
+    mode: str = restore.NEW_FOLDER,
 ) -> Job:
-    """Restore ``mailbox`` from the domain's archive of ``snapshot`` (default: newest)."""
+    """Restore the domain, ``mailbox`` or one ``folder`` of it from the domain's archive
+    of ``snapshot`` (default: the newest), as the snapshot restore does (every error at
+    once)."""
     require_permission(actor, perms.SERVERS_MANAGE)
     require_in_scope(copy, actor)
-    require_in_scope(mailbox, actor)
+    if mailbox is not None:
+        require_in_scope(mailbox, actor)
     errors: dict[str, list[str]] = {}
     if copy.kind != OffnodeCopy.ARCHIVE or copy.target_id is None:
         errors["copy"] = [_("Only Maildir archive copies can be restored this way.")]
-    if mailbox.domain.name != copy.domain_name:
+    if mailbox is not None and mailbox.domain.name != copy.domain_name:
         errors["mailbox"] = [_("This mailbox is not in the archive's domain.")]
     if snapshot and snapshot not in copy.snapshots:
         errors["snapshot"] = [_("No archive of this snapshot is kept.")]
+    if mode not in restore.MODES:
+        errors["mode"] = [_("Choose new_folder or in_place.")]
+    try:
+        folder = restore.clean_folder(folder)
+    except ValidationError as exc:
+        errors.setdefault("folder", []).extend(exc.messages)
+    if folder is not None and mailbox is None:
+        errors.setdefault("folder", []).append(_("A folder is restored from one mailbox."))
+    domain = mailbox.domain if mailbox is not None else _live_domain(copy)
+    if domain is None and "mailbox" not in errors:
+        errors.setdefault("copy", []).append(_("The archive's domain no longer exists."))
     if errors:
         raise ValidationError(errors)
+    assert domain is not None
     name = snapshot or copy.last_snapshot
     job = jobs.enqueue(
         ARCHIVE_RESTORE_JOB,
         actor=actor,
-        title=_("Restore %(mailbox)s from the archive of %(snapshot)s")
-        % {"mailbox": f"{mailbox.local_part}@{mailbox.domain.name}", "snapshot": name},
-        customer=mailbox.domain.customer,
-        target=mailbox,
-        params={"copy_id": copy.pk, "mailbox_id": mailbox.pk, "snapshot": name},
+        title=_("Restore %(what)s from the archive of %(snapshot)s")
+        % {"what": restore.describe(mailbox, folder, domain), "snapshot": name},
+        customer=domain.customer,
+        target=mailbox or domain,
+        params={
+            "copy_id": copy.pk,
+            "domain_id": domain.pk,
+            "mailbox_id": mailbox.pk if mailbox else None,
+            "snapshot": name,
+            "folder": folder,
+            "mode": mode,
+        },
     )
     auditing.record(
         "offnode_archive.restore",
-        obj=mailbox,
-        extra={"job": job.pk, "archive": f"{copy.domain_name}@{name}", "target": copy.target_id},
+        obj=mailbox or domain,
+        extra={
+            "job": job.pk,
+            "archive": f"{copy.domain_name}@{name}",
+            "target": copy.target_id,
+            "folder": folder,
+            "mode": mode,
+        },
     )
     return job
+
+
+def _live_domain(copy: OffnodeCopy) -> Domain | None:
+    if copy.domain_id is not None:
+        return Domain.objects.select_related("customer").filter(pk=copy.domain_id).first()
+    return Domain.objects.select_related("customer").filter(name=copy.domain_name).first()
 
 
 @dataclass
@@ -82,6 +126,12 @@ class _Archived:
     taken_at: datetime.datetime
 
 
+def stamp(name: str) -> str:
+    """The UTC time stamp of an archived snapshot's name, for ordering by time (the tier
+    before it would sort daily before manual)."""
+    return name.rsplit("-", 1)[-1]
+
+
 def staging(job_id: int) -> str:
     return f"{offnode_archive.CLONE_ROOT}/restore-{int(job_id)}"
 
@@ -89,16 +139,14 @@ def staging(job_id: int) -> str:
 def _taken_at(name: str, fallback: str) -> datetime.datetime:
     """The snapshot's time from its name (``ums-daily-20261207T0000Z``), else the
     archive's."""
-    match = snapshots.NAME_RE.match(name)
-    if match:
-        stamp = match.group(2)
-        layout = "%Y%m%dT%H%M%SZ" if len(stamp) == 16 else "%Y%m%dT%H%MZ"
-        return datetime.datetime.strptime(stamp, layout).replace(tzinfo=datetime.UTC)
-    return datetime.datetime.fromisoformat(fallback)
+    return snapshots.taken_at(name) or datetime.datetime.fromisoformat(fallback)
 
 
-def extract(conn: Any, driver: Any, entry: dict[str, Any], local_part: str, job_id: int) -> str:
-    """The archive's ``<local part>/Maildir`` on the node under the staging folder."""
+def extract(
+    conn: Any, driver: Any, entry: dict[str, Any], local_part: str | None, job_id: int
+) -> str:
+    """The archive's ``<local part>/Maildir`` (``None``: every mailbox in it) on the node
+    under the staging folder."""
     folder = staging(job_id)
     if conn.run(["test", "-e", f"{folder}/{MARKER}"]).ok:
         return folder
@@ -106,11 +154,42 @@ def extract(conn: Any, driver: Any, entry: dict[str, Any], local_part: str, job_
     result = conn.run(["mkdir", "-p", "-m", "0700", "--", folder])
     if not result.ok:
         raise restore_run.RestoreError(f"mkdir {folder} failed: {result.stderr.strip()}")
-    member = f"{local_part}/Maildir"
-    argv = ["tar", "-x", "-C", folder, "--numeric-owner", "-f", "-", "--", member]
+    argv = ["tar", "-x", "-C", folder, "--numeric-owner", "-f", "-"]
+    if local_part is not None:
+        argv += ["--", f"{local_part}/Maildir"]
     feed_command(conn, argv, drivers.get_decrypted(driver, entry["name"]))
     conn.run(["touch", "--", f"{folder}/{MARKER}"])
     return folder
+
+
+def _boxes(job: Job, entry: dict[str, Any]) -> tuple[Domain, list[restore_run.Box]]:
+    """The domain and the mailboxes to restore that the archive holds; a sentence if the
+    one mailbox asked for is not in it."""
+    params = job.params
+    mailbox_id = params.get("mailbox_id")
+    if mailbox_id:
+        mailboxes = Mailbox.objects.select_related("domain").filter(pk=mailbox_id)
+    else:
+        mailboxes = Mailbox.objects.select_related("domain").filter(
+            domain_id=params.get("domain_id")
+        )
+    mailboxes = list(mailboxes.order_by("local_part"))
+    if not mailboxes:
+        raise jobs.PermanentJobError("The mailbox or the domain is gone.")
+    archived = {m.lower() for m in entry.get("mailboxes", [])}
+    boxes = [
+        restore_run.Box(m.local_part.lower(), max(int(m.quota_mb or 0), 0) * 1024 * 1024)
+        for m in mailboxes
+        if m.local_part.lower() in archived
+    ]
+    if mailbox_id and not boxes:
+        box = mailboxes[0]
+        raise jobs.PermanentJobError(
+            f"{box.local_part}@{box.domain.name} is not in this archive (excluded or purged)."
+        )
+    if not boxes:
+        raise jobs.PermanentJobError("No mailbox of the domain is in this archive.")
+    return mailboxes[0].domain, boxes
 
 
 @jobs.handler(ARCHIVE_RESTORE_JOB)
@@ -121,13 +200,8 @@ def run_archive_restore(job: Job, reporter: jobs.Reporter) -> dict:
     from deploy.services.probes import PYTHON
 
     copy = OffnodeCopy.objects.filter(pk=job.params["copy_id"]).select_related("target").first()
-    mailbox = Mailbox.objects.select_related("domain").filter(pk=job.params["mailbox_id"]).first()
-    if copy is None or copy.target is None or mailbox is None:
-        raise jobs.PermanentJobError("The archive copy or the mailbox is gone.")
-    placement = DomainPlacement.objects.filter(domain=mailbox.domain).select_related("node")
-    node = placement.first().node if placement.exists() else None
-    if node is None:
-        raise jobs.PermanentJobError("The domain is not placed on an IMAP node.")
+    if copy is None or copy.target is None:
+        raise jobs.PermanentJobError("The archive copy is gone.")
     driver = drivers.driver_for(copy.target)
     try:
         manifest = offnode_archive.read_manifest(driver, copy.domain_name)
@@ -135,31 +209,31 @@ def run_archive_restore(job: Job, reporter: jobs.Reporter) -> dict:
         if not found:
             raise jobs.PermanentJobError("The target no longer keeps this archive.")
         entry = found[-1]
-        key = mailbox.local_part.lower()
-        if key not in {m.lower() for m in entry.get("mailboxes", [])}:
-            raise jobs.PermanentJobError(
-                f"{mailbox.local_part}@{mailbox.domain.name} is not in this archive "
-                "(excluded or purged)."
-            )
+        domain, boxes = _boxes(job, entry)
+        placement = DomainPlacement.objects.filter(domain=domain).select_related("node").first()
+        if placement is None:
+            raise jobs.PermanentJobError("The domain is not placed on an IMAP node.")
+        node = placement.node
+        # Jobs started before modes existed restored one mailbox into a new folder.
         params = {
             **job.params,
-            "mode": restore.NEW_FOLDER,
-            "folder": None,
-            "mailbox_id": mailbox.pk,
+            "mode": job.params.get("mode") or restore.NEW_FOLDER,
+            "folder": job.params.get("folder"),
         }
 
         def save_params(new: dict) -> None:
             Job.objects.filter(pk=job.pk).update(params=new)
 
+        one = boxes[0].key if job.params.get("mailbox_id") else None
         with session(node) as conn:
-            folder = extract(conn, driver, entry, key, job.pk)
+            folder = extract(conn, driver, entry, one, job.pk)
             reporter.say(
                 gettext_noop("archive of %(snapshot)s read from %(target)s"),
                 snapshot=entry["snapshot"],
                 target=copy.target.name,
             )
             archived = _Archived(
-                entry["snapshot"], mailbox.domain, _taken_at(entry["snapshot"], entry["at"])
+                entry["snapshot"], domain, _taken_at(entry["snapshot"], entry["at"])
             )
             restorer = restore_run._Restorer(
                 conn,
@@ -170,11 +244,10 @@ def run_archive_restore(job: Job, reporter: jobs.Reporter) -> dict:
                 folder,
                 restore_run.Hooks(save_params, reporter.progress, reporter.say),
             )
-            box = restore_run.Box(key, max(int(mailbox.quota_mb or 0), 0) * 1024 * 1024)
             try:
-                result = restorer.copy(restorer.plan([box]))
+                result = restorer.copy(restorer.plan(boxes))
             except restore_run.RestoreError:
-                restorer.abort([box])
+                restorer.abort(boxes)
                 conn.run(["rm", "-rf", "--", folder])
                 raise
             conn.run(["rm", "-rf", "--", folder])

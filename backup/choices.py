@@ -23,7 +23,13 @@ class SnapshotTier(models.TextChoices):
 
 
 #: Built-in retention when no customer of the chain sets one: hourly ×24, daily ×30,
-#: monthly ×12 (0 turns a tier off).
-POLICY_DEFAULTS = {"hourly_keep": 24, "daily_keep": 30, "monthly_keep": 12}
+#: monthly ×12 (0 turns a tier off), and on-demand ("Snapshot now") snapshots kept 30
+#: days (0: kept until deleted).
+POLICY_DEFAULTS = {"hourly_keep": 24, "daily_keep": 30, "monthly_keep": 12, "manual_keep_days": 30}
 POLICY_FIELDS = tuple(POLICY_DEFAULTS)
-MAX_KEEP = {"hourly_keep": 24 * 14, "daily_keep": 366, "monthly_keep": 120}
+MAX_KEEP = {
+    "hourly_keep": 24 * 14,
+    "daily_keep": 366,
+    "monthly_keep": 120,
+    "manual_keep_days": 3660,
+}

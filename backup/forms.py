@@ -95,3 +95,10 @@ class SnapshotPolicyForm(ActorForm):
     hourly_keep = _keep(_("Hourly snapshots kept"), "hourly_keep")
     daily_keep = _keep(_("Daily snapshots kept"), "daily_keep")
     monthly_keep = _keep(_("Monthly snapshots kept"), "monthly_keep")
+    manual_keep_days = forms.IntegerField(
+        label=_("Days on-demand snapshots are kept"),
+        min_value=0,
+        max_value=MAX_KEEP["manual_keep_days"],
+        required=False,
+        help_text=_("Empty: inherit. 0 keeps them until deleted."),
+    )

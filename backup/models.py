@@ -148,7 +148,7 @@ class SnapshotPolicy(models.Model):
     """A customer's snapshot retention; unset fields inherit from the customer above."""
 
     scope_path_field = "customer_path"
-    audit_fields = ("enabled", "hourly_keep", "daily_keep", "monthly_keep")
+    audit_fields = ("enabled", "hourly_keep", "daily_keep", "monthly_keep", "manual_keep_days")
 
     customer = models.OneToOneField(
         Customer, on_delete=models.CASCADE, related_name="+", verbose_name=_("customer")
@@ -169,6 +169,14 @@ class SnapshotPolicy(models.Model):
         null=True,
         blank=True,
         validators=_keep_validators("monthly_keep"),
+    )
+    #: On-demand snapshots older than this many days are destroyed by the scheduled
+    #: pass (0: kept until deleted).
+    manual_keep_days = models.PositiveIntegerField(
+        _("days on-demand snapshots are kept"),
+        null=True,
+        blank=True,
+        validators=_keep_validators("manual_keep_days"),
     )
 
     class Meta:

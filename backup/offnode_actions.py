@@ -133,7 +133,7 @@ def start_rebuild(
         errors["new_node"] = [_("Choose another node than the lost one.")]
     elif "imap" not in (new_node.roles or []) or new_node.status not in REACHABLE_STATUSES:
         errors["new_node"] = [_("The new node must be an approved IMAP node.")]
-    if prefer not in ("", OffnodeCopy.NODE, OffnodeCopy.TARGET):
+    if prefer not in ("", OffnodeCopy.NODE, OffnodeCopy.TARGET, OffnodeCopy.ARCHIVE):
         errors["prefer"] = [_("Select a valid choice.")]
     placed = DomainPlacement.objects.filter(node=node).select_related("domain")
     if domains is not None:
@@ -141,11 +141,9 @@ def start_rebuild(
     names = sorted(p.domain.name for p in placed)
     if not names:
         errors.setdefault("node", []).append(_("No domain of this node to restore."))
-    # Maildir archives cannot rebuild a node (no dataset, no Courier state): streams only.
+    # Any kind rebuilds: streams as they were, a Maildir archive into a new dataset.
     copied = set(
-        OffnodeCopy.objects.filter(
-            domain_name__in=names, kind__in=(OffnodeCopy.NODE, OffnodeCopy.TARGET)
-        ).values_list("domain_name", flat=True)
+        OffnodeCopy.objects.filter(domain_name__in=names).values_list("domain_name", flat=True)
     )
     missing = [n for n in names if n not in copied]
     if missing:

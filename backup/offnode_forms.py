@@ -82,8 +82,18 @@ class RebuildForm(ActorForm):
         label=_("Restore from"),
         required=False,
         choices=[
-            ("", _("The backup node if it has a copy, else the target")),
+            (
+                "",
+                _(
+                    "The backup node if it has a copy, else the target's streams, "
+                    "else its newest Maildir archive"
+                ),
+            ),
             (OffnodeCopy.TARGET, _("The backup target")),
+            (
+                OffnodeCopy.ARCHIVE,
+                _("The newest Maildir archive (no older snapshots, excluded mail left out)"),
+            ),
         ],
     )
 

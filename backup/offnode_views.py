@@ -104,9 +104,13 @@ class RebuildView(ObjectFormView):
         names = DomainPlacement.objects.filter(node=self.get_object()).values_list(
             "domain__name", flat=True
         )
-        streams = OffnodeCopy.objects.filter(domain_name__in=names).exclude(
-            kind=OffnodeCopy.ARCHIVE  # archives cannot rebuild a node
+        # What the job would use by default: a stream copy, else the newest archive.
+        rank = {OffnodeCopy.NODE: 0, OffnodeCopy.TARGET: 1, OffnodeCopy.ARCHIVE: 2}
+        found = sorted(
+            OffnodeCopy.objects.filter(domain_name__in=names).select_related("target"),
+            key=lambda c: rank.get(c.kind, 3),
+            reverse=True,
         )
-        copies = {c.domain_name: c for c in streams}
+        copies = {c.domain_name: c for c in found}
         context["domains"] = [(name, copies.get(name)) for name in sorted(names)]
         return context

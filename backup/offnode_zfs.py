@@ -9,6 +9,7 @@ discarded and sent again from the last common snapshot).
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -106,7 +107,8 @@ def prune(
     keep_base = snaps[-1].name
     names = {s.name for s in snaps}
     destroyed = []
-    for name in snapshots.to_prune(names, policy):
+    # On-demand snapshots age out here as on the IMAP node (by the time in their name).
+    for name in snapshots.to_prune(names, policy, datetime.datetime.now(datetime.UTC)):
         if name == keep_base:
             continue
         snapshots.destroy(conn, dataset, name)

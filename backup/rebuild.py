@@ -7,7 +7,9 @@ after a dead worker or a cut stream):
 1. receive the dataset on the new node from the backup node (every snapshot the copy
    holds: the oldest in full, then one incremental; a repeat continues from the last
    common snapshot) or, without one, from the target (the manifest's newest chain, object
-   by object, skipping snapshots already received);
+   by object, skipping snapshots already received), or, when a Maildir archive is the
+   only copy (or chosen), unpack the newest archive into a new dataset
+   (:mod:`backup.rebuild_archive`);
 2. mount it where Postfix and Courier keep the domain (``<mail_root>/<domain>``).
 
 Then, in one transaction, every domain's placement moves to the new node (audited) and the
@@ -40,13 +42,15 @@ KEEP_ALL = {"enabled": False}
 
 def source_copy(domain_name: str, prefer: str = "") -> OffnodeCopy | None:
     """The copy to rebuild from: the backup node's by default (a plain ``zfs send``),
-    the target's when there is none or when asked."""
+    the target's stream chain when there is none or when asked, and the newest Maildir
+    archive when that is the only copy or when asked."""
     copies = list(
         OffnodeCopy.objects.filter(domain_name=domain_name).select_related("backup_node", "target")
     )
-    order = [OffnodeCopy.TARGET, OffnodeCopy.NODE]
-    if prefer != OffnodeCopy.TARGET:
-        order.reverse()
+    order = {
+        OffnodeCopy.TARGET: [OffnodeCopy.TARGET, OffnodeCopy.NODE, OffnodeCopy.ARCHIVE],
+        OffnodeCopy.ARCHIVE: [OffnodeCopy.ARCHIVE, OffnodeCopy.NODE, OffnodeCopy.TARGET],
+    }.get(prefer, [OffnodeCopy.NODE, OffnodeCopy.TARGET, OffnodeCopy.ARCHIVE])
     for kind in order:
         for copy in copies:
             if copy.kind == kind:
@@ -81,8 +85,15 @@ def ensure_mail_parent(conn: Connector, parent: str) -> None:
         raise oz.OffnodeError(f"cannot create {parent}: {result.stderr.strip()[:300]}")
 
 
-def mount(conn: Connector, dataset: str, domain_name: str) -> None:
+def mount(conn: Connector, dataset: str, domain_name: str, *, defaults: bool = False) -> None:
+    """Mount the dataset where the domain's mail lives. ``defaults``: with the built-in
+    mail root when the deployment sets none (a dataset made from an archive was mounted
+    elsewhere while it was filled, so it cannot wait for the converge to move it)."""
+    from deploy.desired import DEFAULT_SETTINGS
+
     conf = getattr(settings, "UMS_CONVERGE", {})
+    if defaults:
+        conf = {**DEFAULT_SETTINGS, **conf}
     root = ZfsService._mail_root(conf)
     if not root:
         return  # the dataset inherits the parent's mountpoint, as converge would leave it
@@ -105,6 +116,14 @@ def receive_domain(
                 backup, conn, copy.location, dataset, KEEP_ALL, unmounted_parent=False
             )
         done = result["sent"]["snapshot"] if result["sent"] else None
+    elif copy.kind == OffnodeCopy.ARCHIVE:
+        from .rebuild_archive import receive_archive
+
+        driver = drivers.driver_for(copy.target)
+        try:
+            done = receive_archive(conn, driver, domain.name, dataset)
+        finally:
+            driver.close()
     else:
         driver = drivers.driver_for(copy.target)
         try:
@@ -121,7 +140,12 @@ def receive_domain(
         )
     else:
         say(gettext_noop("%(domain)s was already received"), domain=domain.name)
-    mount(conn, dataset, domain.name)
+    archive = copy.kind == OffnodeCopy.ARCHIVE
+    mount(conn, dataset, domain.name, defaults=archive)
+    if archive:
+        from .rebuild_archive import ensure_mounted
+
+        ensure_mounted(conn, dataset)
 
 
 def carry_setting(lost: Node, new: Node) -> None:

@@ -59,14 +59,17 @@ class RestoreForm(ActorForm):
     def __init__(
         self,
         *args: Any,
-        snapshot: Snapshot,
+        snapshot: Snapshot | None = None,
         folders: list[list[Any]] | None = None,
+        domain_id: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["mailbox"]
         assert isinstance(field, forms.ModelChoiceField)
-        field.queryset = Mailbox.objects.filter(domain_id=snapshot.domain_id).order_by("local_part")
+        if snapshot is not None:
+            domain_id = snapshot.domain_id
+        field.queryset = Mailbox.objects.filter(domain_id=domain_id).order_by("local_part")
         if folders:
             # Read from the snapshot by a job: chosen instead of typed (still validated).
             choices = [("", _("The whole mailbox"))] + [

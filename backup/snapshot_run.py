@@ -74,7 +74,7 @@ def run_node(
                 policies[domain.customer_id] = {**policy_mod.values(domain.customer), **store}
             policy = policies[domain.customer_id]
             wanted = snapshots.due(have, policy, now)
-            drop = snapshots.to_prune(have | set(wanted), policy)
+            drop = snapshots.to_prune(have | set(wanted), policy, now)
             drop = [n for n in drop if n not in copied.get(domain.name, ())]
         for name in wanted:
             if snapshots.take(conn, dataset, name):

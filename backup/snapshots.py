@@ -6,8 +6,8 @@ Names say their tier and the period they stand for, in UTC: ``ums-hourly-2026120
 ``ums-manual-20261207T065512Z``. A tier is due when the snapshot of the current period is
 missing, so taking one twice is impossible (the name exists) and a job run again after a
 dead worker takes only what is still missing. Retention keeps the newest N of each
-scheduled tier; on-demand snapshots are never pruned by the schedule. Only names of this
-pattern are ever destroyed.
+scheduled tier; on-demand snapshots are kept ``manual_keep_days`` days (by the time in
+their name). Only names of this pattern are ever destroyed.
 
 Sizes and times come from ``zfs get -Hp``: zfs-fuse 0.7 has no ``zfs list -p`` (see
 ``deploy/services/zfs``), and the same command serves OpenZFS.
@@ -67,17 +67,46 @@ def due(existing: set[str], policy: Mapping[str, object], now: datetime.datetime
     return names
 
 
-def to_prune(existing: set[str], policy: Mapping[str, object]) -> list[str]:
-    """Scheduled snapshots beyond retention (oldest first); none while disabled."""
+def to_prune(
+    existing: set[str], policy: Mapping[str, object], now: datetime.datetime | None = None
+) -> list[str]:
+    """Scheduled snapshots beyond retention (oldest first; none while disabled) and, given
+    ``now``, on-demand ones older than ``manual_keep_days`` (0: kept), even while the
+    schedule is off: they were taken by hand and age the same either way."""
+    prune = manual_expired(existing, policy, now) if now is not None else []
     if not policy.get("enabled", True):
-        return []
-    prune: list[str] = []
+        return prune
     for tier in SCHEDULED:
         keep = int(policy.get(f"{tier}_keep") or 0)
         # The names sort by time: the period stamp is fixed-width UTC.
         ours = sorted((n for n in existing if tier_of(n) == tier), reverse=True)
         prune.extend(sorted(ours[keep:]))
     return prune
+
+
+def taken_at(name: str) -> datetime.datetime | None:
+    """The UTC time in one of our names (the period's start for scheduled ones)."""
+    match = NAME_RE.match(name)
+    if not match:
+        return None
+    stamp = match.group(2)
+    layout = "%Y%m%dT%H%M%SZ" if len(stamp) == 16 else "%Y%m%dT%H%MZ"
+    return datetime.datetime.strptime(stamp, layout).replace(tzinfo=datetime.UTC)
+
+
+def manual_expired(
+    existing: set[str], policy: Mapping[str, object], now: datetime.datetime
+) -> list[str]:
+    """On-demand snapshots older than the policy's ``manual_keep_days`` (oldest first).
+
+    The age is read from the name (the time "Snapshot now" took it), not from ZFS's
+    ``creation``: a dataset received onto a new node keeps its names but gets new
+    creation times."""
+    days = int(policy.get("manual_keep_days") or 0)
+    if days <= 0:
+        return []
+    cutoff = now - datetime.timedelta(days=days)
+    return sorted(n for n in existing if tier_of(n) == "manual" and (taken_at(n) or now) < cutoff)
 
 
 def read(conn: Connector, parent: str) -> dict[str, list[SnapshotInfo]]:
@@ -140,12 +169,20 @@ def take(conn: Connector, dataset: str, name: str) -> bool:
     return True
 
 
-def destroy(conn: Connector, dataset: str, name: str) -> None:
-    """``zfs destroy dataset@name`` of one of our scheduled snapshots; gone is fine."""
-    if tier_of(name) not in SCHEDULED:
+def destroy(conn: Connector, dataset: str, name: str, *, busy_ok: bool = True) -> None:
+    """``zfs destroy dataset@name`` of one of our snapshots; gone is fine.
+
+    A snapshot a restore is reading (a dependent clone) is left for a later pass, or,
+    with ``busy_ok=False`` (an administrator's delete), an error saying so."""
+    if tier_of(name) is None:
         raise SnapshotError(f"refusing to destroy {dataset}@{name}")
     error = _run(conn, ["zfs", "destroy", f"{dataset}@{name}"])
     if "dependent clones" in error:
-        return  # a restore is reading it (backup.restore_run): pruned by a later pass
+        if busy_ok:
+            return  # a restore is reading it (backup.restore_run): pruned by a later pass
+        raise SnapshotError(
+            f"{dataset}@{name} is being read by a restore or an export (a dependent "
+            "clone); delete it when that job has finished."
+        )
     if error and "could not find" not in error and "does not exist" not in error:
         raise SnapshotError(f"zfs destroy {dataset}@{name} failed: {error}")

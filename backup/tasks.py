@@ -60,7 +60,7 @@ def schedule(now: Any = None) -> dict[str, Any]:
             policies[domain.customer_id] = policy_mod.values(domain.customer)
         policy = {**policies[domain.customer_id], **stores.get(node.pk, {})}
         have = recorded[(node.pk, snapshot_run.dataset_of(parent, domain))]
-        if snapshots.due(have, policy, now) or snapshots.to_prune(have, policy):
+        if snapshots.due(have, policy, now) or snapshots.to_prune(have, policy, now):
             due_nodes[node.pk] = node
     started = []
     for node in due_nodes.values():

@@ -17,6 +17,7 @@ urlpatterns = [
         "domains/<id:pk>/snapshots/", views.DomainSnapshotsView.as_view(), name="domain-snapshots"
     ),
     path("domains/<id:pk>/snapshot-now/", views.SnapshotNowView.as_view(), name="snapshot-now"),
+    path("snapshots/<id:pk>/delete/", views.SnapshotDeleteView.as_view(), name="snapshot-delete"),
     path("policies/<id:pk>/", views.PolicyEditView.as_view(), name="policy"),
     # Controller dumps (operators only; backup/dumps_views.py).
     path("dumps/", dumps_views.DumpListView.as_view(), name="dump-list"),
@@ -78,4 +79,15 @@ urlpatterns += [
         name="offnode-copy-now",
     ),
     path("offnode/<id:pk>/rebuild/", offnode_views.RebuildView.as_view(), name="offnode-rebuild"),
+]
+
+# Restores from Maildir archive copies (backup/archive_restore_views.py).
+from . import archive_restore_views  # noqa: E402
+
+urlpatterns += [
+    path(
+        "offnode/copies/<id:pk>/restore/",
+        archive_restore_views.ArchiveRestoreView.as_view(),
+        name="archive-restore",
+    ),
 ]

@@ -111,6 +111,38 @@ class SnapshotNowView(_JobButtonView):
         return reverse("backup:domain-snapshots", args=[obj.pk])
 
 
+class SnapshotDeleteView(_JobButtonView):
+    """Delete one snapshot: a confirmation page, then the job (``snapshot.delete``)."""
+
+    model = Snapshot
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        from django.shortcuts import render
+
+        from .snapshot_delete import copy_base
+
+        snapshot = scoped_object_or_404(Snapshot, request.user, pk, ("node", "domain"))
+        return render(
+            request,
+            "backup/snapshot_delete.html",
+            {
+                "snapshot": snapshot,
+                "copy_base": copy_base(snapshot),
+                "cancel": self.back_url(snapshot),
+            },
+        )
+
+    def start(self, obj: Snapshot) -> Any:
+        from .snapshot_delete import start_snapshot_delete
+
+        return start_snapshot_delete(actor=self.request.user, snapshot=obj)
+
+    def back_url(self, obj: Snapshot) -> str:
+        if obj.domain_id is None:
+            return reverse("backup:domain-list")
+        return reverse("backup:domain-snapshots", args=[obj.domain_id])
+
+
 class TierNowView(_JobButtonView):
     model = Node
 
@@ -172,8 +204,21 @@ class DomainSnapshotsView(PortalMixin, View):
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
                 # Each mailbox's own snapshot page (restore of one mailbox or folder).
                 "mailboxes": list(domain.mailboxes.order_by("local_part")[:200]),
+                # Maildir archive copies on targets restore like snapshots.
+                "archives": archive_rows(domain),
             },
         )
+
+
+def archive_rows(domain: Domain) -> list[tuple[Any, str]]:
+    """``(copy, archived snapshot)`` of each kept Maildir archive of ``domain``, newest
+    first."""
+    from .archive_restore import stamp
+    from .models_offnode import OffnodeCopy
+
+    copies = OffnodeCopy.objects.filter(domain=domain, kind=OffnodeCopy.ARCHIVE)
+    rows = [(c, name) for c in copies.select_related("target") for name in c.snapshots]
+    return sorted(rows, key=lambda row: stamp(row[1]), reverse=True)
 
 
 class PolicyEditView(ObjectFormView):
@@ -189,7 +234,7 @@ class PolicyEditView(ObjectFormView):
 
     def get_initial(self) -> dict[str, Any]:
         own = SnapshotPolicy.objects.filter(customer=self.get_object()).first()
-        fields = ("enabled", "hourly_keep", "daily_keep", "monthly_keep")
+        fields = ("enabled", "hourly_keep", "daily_keep", "monthly_keep", "manual_keep_days")
         return {f: getattr(own, f, None) for f in fields}
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
@@ -18,7 +20,7 @@ from ums.api.jobs import JobSerializer
 from ums.api.serializers import StrictModelSerializer, StrictSerializer
 from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet
 
-from .. import archive_restore, offnode_actions
+from .. import archive_restore, offnode_actions, restore
 from ..models import BackupTarget
 from ..models_offnode import OffnodeCopy, OffnodeSetting
 
@@ -64,13 +66,38 @@ class RebuildSerializer(StrictSerializer):
     node = ScopedPrimaryKeyRelatedField(queryset=Node.objects.all())
     new_node = ScopedPrimaryKeyRelatedField(queryset=Node.objects.all())
     prefer = serializers.ChoiceField(
-        choices=["", OffnodeCopy.NODE, OffnodeCopy.TARGET], required=False, default=""
+        choices=["", OffnodeCopy.NODE, OffnodeCopy.TARGET, OffnodeCopy.ARCHIVE],
+        required=False,
+        default="",
     )
 
 
 class ArchiveRestoreSerializer(StrictSerializer):
-    mailbox = ScopedPrimaryKeyRelatedField(queryset=Mailbox.objects.select_related("domain"))
+    """``mailbox`` (id; null or left out: the whole domain), ``folder`` (a Maildir++ name
+    as for snapshot restores; null: the whole mailbox), ``mode`` (``new_folder``, the
+    default, or ``in_place``), ``snapshot`` (the archived snapshot; empty: the newest)."""
+
+    mailbox = ScopedPrimaryKeyRelatedField(
+        queryset=Mailbox.objects.select_related("domain"), allow_null=True, required=False
+    )
     snapshot = SafeCharField(max_length=100, required=False, allow_blank=True, default="")
+    folder = SafeCharField(
+        allow_null=True, required=False, allow_blank=True, max_length=restore.MAX_FOLDER
+    )
+    mode = serializers.ChoiceField(choices=list(restore.MODES), default=restore.NEW_FOLDER)
+
+    def validate_folder(self, value: str | None) -> str | None:
+        try:
+            return restore.clean_folder(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("folder") is not None and attrs.get("mailbox") is None:
+            raise serializers.ValidationError(
+                {"folder": [gettext("A folder is restored from one mailbox.")]}
+            )
+        return attrs
 
 
 class OffnodeCopySerializer(StrictModelSerializer):
@@ -154,7 +181,8 @@ class OffnodeCopyViewSet(ScopedReadOnlyViewSet):
     @extend_schema(request=ArchiveRestoreSerializer, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def restore(self, request: Request, pk: str | None = None) -> Response:
-        """Restore a mailbox from this Maildir archive copy into "Restored <date>"."""
+        """Restore the domain, a mailbox or one folder from this Maildir archive copy,
+        into "Restored <date>" (default) or in place."""
         copy = self.get_object()  # 404 outside scope before any field is judged
         serializer = ArchiveRestoreSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)

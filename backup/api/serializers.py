@@ -142,10 +142,13 @@ class SnapshotPolicySerializer(StrictSerializer):
     monthly_keep = serializers.IntegerField(
         allow_null=True, required=False, min_value=0, max_value=MAX_KEEP["monthly_keep"]
     )
+    manual_keep_days = serializers.IntegerField(
+        allow_null=True, required=False, min_value=0, max_value=MAX_KEEP["manual_keep_days"]
+    )
 
     @staticmethod
     def describe(customer: Customer, own: Any, effective: dict) -> dict[str, Any]:
-        fields = ("enabled", "hourly_keep", "daily_keep", "monthly_keep")
+        fields = ("enabled", "hourly_keep", "daily_keep", "monthly_keep", "manual_keep_days")
         return {
             "customer": customer.pk,
             "own": {f: getattr(own, f, None) for f in fields},

@@ -61,6 +61,7 @@ class SnapshotViewSet(ScopedReadOnlyViewSet):
     serializer_class = s.SnapshotSerializer
     filterset_fields = ["domain", "node", "tier"]
     permission_area = "servers"
+    http_method_names = ["get", "post", "delete", "head", "options"]
     ordering = "-taken_at"
 
     def _mailbox(self) -> Mailbox | None:
@@ -123,6 +124,16 @@ class SnapshotViewSet(ScopedReadOnlyViewSet):
             pk=serializer.validated_data["domain"],
         )
         job = actions.snapshot_domain_now(actor=request.user, domain=domain)
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        """Delete this snapshot on its node: 202 with the job (``snapshot.delete``);
+        the row goes when the node no longer lists it."""
+        from ..snapshot_delete import start_snapshot_delete
+
+        job = start_snapshot_delete(actor=request.user, snapshot=self.get_object())
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 

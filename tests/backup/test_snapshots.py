@@ -47,7 +47,7 @@ def test_names_due_and_retention() -> None:
         "ums-hourly-20261207T0500Z",
         "ums-daily-20261206T0000Z",
         "ums-monthly-20261101T0000Z",  # tier turned off: pruned
-        "ums-manual-20261201T101010Z",  # on demand: kept
+        "ums-manual-20261201T101010Z",  # on demand: kept (no manual_keep_days)
         "before-upgrade",  # not ours: never touched
     }
     assert snapshots.to_prune(have, POLICY) == [
@@ -59,9 +59,27 @@ def test_names_due_and_retention() -> None:
     assert snapshots.due(set(), {**POLICY, "enabled": False}, at(6)) == []
 
 
-def test_destroy_refuses_anything_but_scheduled_snapshots() -> None:
+def test_on_demand_snapshots_age_out_by_the_time_in_their_name() -> None:
+    policy = {**POLICY, "manual_keep_days": 3}
+    old, young = "ums-manual-20261203T061741Z", "ums-manual-20261204T061743Z"
+    have = {old, young, "ums-hourly-20261207T0600Z", "before-upgrade"}
+    assert snapshots.to_prune(have, policy, at(6)) == [old]
+    # The schedule off does not stop the ageing; 0 days keeps them; no time, no ageing.
+    assert snapshots.to_prune(have, {**policy, "enabled": False}, at(6)) == [old]
+    assert snapshots.to_prune(have, {**policy, "manual_keep_days": 0}, at(6)) == []
+    assert snapshots.to_prune(have, policy) == []
+    assert effective_policy_default("manual_keep_days") == 30
+
+
+def effective_policy_default(field: str) -> object:
+    from backup.policy import DEFAULTS
+
+    return DEFAULTS[field]
+
+
+def test_destroy_refuses_anything_but_our_snapshots() -> None:
     conn = LocalConnector()
-    for name in ("ums-manual-20261201T101010Z", "before-upgrade", "x@y"):
+    for name in ("ums-weekly-20261201T0000Z", "before-upgrade", "x@y"):
         with pytest.raises(snapshots.SnapshotError):
             snapshots.destroy(conn, "tank/mail/a.example", name)
     assert conn.commands == []

@@ -1,0 +1,96 @@
+"""Portal page of a restore from a Maildir archive copy: the same choices as a restore
+from a snapshot (the whole domain, a mailbox or one folder; into a new folder or in
+place, the latter only with its confirmation) plus which kept archive, then the job page
+with its progress bar. Reached from the domain's snapshot page, where snapshot restores
+start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.http import Http404
+from django.utils.translation import gettext_lazy as _
+
+from tenants import permissions as perms
+from ums.portal.generic import ObjectFormView
+
+from . import archive_restore, restore
+from .models_offnode import OffnodeCopy
+from .restore_views import RestoreForm
+
+
+class ArchiveRestoreForm(RestoreForm):
+    snapshot = forms.ChoiceField(label=_("Archive"), required=False)
+
+    field_order = ["snapshot", "mailbox", "folder", "mode", "confirm"]
+
+    def __init__(self, *args: Any, copy: OffnodeCopy, **kwargs: Any) -> None:
+        super().__init__(*args, domain_id=copy.domain_id, **kwargs)
+        names = sorted(copy.snapshots, key=archive_restore.stamp, reverse=True)
+        self.fields["snapshot"].choices = [(n, n) for n in names]  # newest first
+        self.fields["mode"].choices = [
+            (restore.NEW_FOLDER, restore.MODES[restore.NEW_FOLDER]),
+            (
+                restore.IN_PLACE,
+                _(
+                    "In place: copy back messages missing from the folder and reset the "
+                    "flags of messages present in both to the archive's"
+                ),
+            ),
+        ]
+        self.fields["confirm"].label = _(
+            "I understand that in place restores overwrite the flags (read, answered, "
+            "flagged, deleted) of messages in these folders with the archive's, and copy "
+            "back the messages deleted since. Mail received since is kept."
+        )
+
+    def action_fields(self) -> dict[str, Any]:
+        return {**super().action_fields(), "snapshot": self.cleaned_data.get("snapshot") or ""}
+
+
+class ArchiveRestoreView(ObjectFormView):
+    template_name = "backup/archive_restore_form.html"
+    permission_required = perms.SERVERS_MANAGE
+    form_class = ArchiveRestoreForm
+    model = OffnodeCopy
+    select_related = ("target", "domain")
+    action, object_kwarg = archive_restore.start_archive_restore, "copy"
+    title = _("Restore %(name)s from a Maildir archive")
+    submit_label = _("Restore")
+    success_message = _("Restore started.")
+    success_url_name, success_url_target = "portal:job-detail", "result"
+    cancel_url_name, cancel_url_target = "backup:domain-snapshots", "object.domain_id"
+
+    @staticmethod
+    def format_values(obj: Any) -> dict[str, Any]:
+        return {"name": getattr(obj, "domain_name", obj), "email": ""}
+
+    def get_object(self) -> Any:
+        copy = super().get_object()
+        # Only archives of a domain that still exists can be restored from here.
+        if copy.kind != OffnodeCopy.ARCHIVE or copy.domain_id is None:
+            raise Http404
+        return copy
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        kwargs = super().get_form_kwargs()
+        kwargs["copy"] = self.get_object()
+        return kwargs
+
+    def get_initial(self) -> dict[str, Any]:
+        initial = super().get_initial()
+        for key in ("mailbox", "snapshot"):
+            value = self.request.GET.get(key, "")
+            if value and len(value) <= 100:
+                initial[key] = int(value) if key == "mailbox" and value.isdigit() else value
+        return initial
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        copy = self.get_object()
+        context["copy"] = copy
+        return context
+
+
+__all__ = ["ArchiveRestoreForm", "ArchiveRestoreView"]
