@@ -27,7 +27,7 @@ from ums.models import Job
 JOB = "node.office_check"
 ALERT_KIND = "office_unhealthy"
 #: A health check answers within this many seconds of retrying (converge waits longer).
-CHECK_SECONDS = 10
+CHECK_SECONDS = 5
 
 
 @jobs.handler(JOB)

@@ -9,8 +9,9 @@ uses, with the documented request and response shapes, over one JSON state file:
   (user:list --info/group:list/config:list/app:list with ``--output=json``, user:add
   with ``--password-from-env`` reading ``OC_PASS``, user:setting, user:enable/disable/
   delete, group:add/adduser/removeuser, config:app:set/get, config:system:set/get,
-  app:enable, richdocuments:activate-config, user:auth-tokens:add/list/delete, and ``usage-report:generate`` of the
-  ``user_usage_report`` app, answered only once that app is enabled);
+  app:enable, richdocuments:activate-config (Nextcloud Office), user:auth-tokens:add/
+  list/delete, and ``usage-report:generate`` of the ``user_usage_report`` app, answered
+  only once that app is enabled);
 * users' files: the data directory layout of Nextcloud, ``<data>/<uid>/files/``
   (``$NEXTCLOUD_STANDIN_DATA`` or ``data/`` beside the state file); a test "uploads" by
   writing a file there, and the used space reported is the size of that tree (what
