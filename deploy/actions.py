@@ -26,7 +26,7 @@ NODE_ACTIONS = {
     "rotate_key": gettext_lazy("Rotate the controller key"),
     "decommission": gettext_lazy("Decommission"),
     # Office nodes only; handled by office.jobs (discovery, capabilities, export to PDF).
-    "office_check": gettext_lazy("Check the office server (export to PDF)"),
+    "office_check": gettext_lazy("Office check (PDF export)"),
     # Handled by deploy.jobs.converge_node (see deploy/converge.py).
     "converge": gettext_lazy("Converge"),
     "converge_dry_run": gettext_lazy("Show changes (dry run)"),

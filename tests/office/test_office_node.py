@@ -28,6 +28,7 @@ from django.db import connection
 from django.urls import reverse
 
 from audit.models import AuditRecord
+from deploy import dirty
 from deploy.services import registry
 from deploy.services.collabora import SERVICE as COLLABORA
 from deploy.services.nextcloud import SERVICE as NEXTCLOUD
@@ -174,6 +175,18 @@ def test_office_node_wired_to_nextcloud_behind_the_lb_with_pdf_export(
         assert rich["wopi_url"] == f"https://{OFFICE_HOST}"
         assert rich["wopi_allowlist"] == office.address
         assert state["richdocuments_activated"]["wopi_url"] == f"https://{OFFICE_HOST}"
+
+        # A converge cut off after the settings but before the activation (the marker is
+        # what it would have left) activates on the next converge.
+        path = cloud.path(f"{nextcloud_nodes.STATE_DIR}/state.json")
+        cut = nextcloud_state(cloud)
+        del cut["config"]["richdocuments"]["ums_activated"], cut["richdocuments_activated"]
+        path.write_text(json.dumps(cut))
+        dirty.mark([cloud_node.pk], reason="test: heal the activation")
+        assert_jobs_succeeded()
+        healed = nextcloud_state(cloud)
+        assert healed["richdocuments_activated"]["wopi_url"] == f"https://{OFFICE_HOST}"
+        assert healed["config"]["richdocuments"]["ums_activated"]
 
         # The load balancers learn of the office node from the wiring reconciler.
         sites = balancer.path("/etc/nginx/ums/sites.conf")

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from defusedxml import ElementTree as ET
 
+from deploy.actions import actions_for
 from deploy.services.base import DesiredState, NodeView
 from deploy.services.collabora import config
 from deploy.services.nextcloud.service import office_config
 from deploy.services.nginx import LocalCAIssuer, NginxService
+from servers.models import Node
 from tests.services.localconn import LocalConnector, install
 
 CREDENTIALS = config.CollaboraData("ums-admin", "s3cret-s3cret-s3cret")
@@ -132,3 +134,9 @@ def test_lb_serves_collaboras_paths_only_and_nginx_accepts_them(tmp_path: Path) 
     assert "server 192.0.2.30:9980;" in upstreams
     install(files)
     service.validate(LocalConnector(), str(tmp_path / "nginx"))  # the real nginx -t
+
+
+def test_the_office_check_is_offered_on_office_nodes_only() -> None:
+    assert "office_check" in actions_for(Node(roles=["office"]))
+    assert "office_check" not in actions_for(Node(roles=["smtp", "cloudfiles"]))
+    assert "reboot" in actions_for(Node(roles=[]))
