@@ -20,7 +20,9 @@ STATE_DIR = "/var/lib/coolwsd-standin"
 PRIVATE_PATHS = ("/etc/coolwsd", STATE_DIR)
 PYTHON = "/usr/bin/python3"
 
-# The node's `service`: coolwsd is the stand-in; anything else is recorded as before.
+#: What the node's ``service`` runs (a fault test puts a gate in front of it).
+LAUNCHER = "/usr/local/sbin/coolwsd-service"
+# coolwsd is the stand-in; anything else is recorded as the other test nodes' `service`.
 SERVICE = f"""#!/bin/sh
 if [ "$1" = coolwsd ]; then exec {PYTHON} {STANDIN} service "$2"; fi
 echo "$(basename "$0") $*" >> {CALLS_LOG}
@@ -29,7 +31,11 @@ echo "stand-in $(basename "$0") ran: $*"
 
 
 def install(tnode: TestNode) -> None:
-    path = tnode.path("/usr/local/sbin/service")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(SERVICE)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    for name, body in (
+        (LAUNCHER, SERVICE),
+        ("/usr/local/sbin/service", f'#!/bin/sh\nexec {LAUNCHER} "$@"\n'),
+    ):
+        path = tnode.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

@@ -17,6 +17,8 @@ import http.client
 import json
 import ssl
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,12 @@ from typing import Any
 import paramiko
 import pytest
 from defusedxml import ElementTree as ET
-from django.db import connection
+from django.db import connection, connections
 from django.urls import reverse
 
 from audit.models import AuditRecord
 from deploy import dirty
+from deploy.models import NodeConvergeState
 from deploy.services import registry
 from deploy.services.collabora import SERVICE as COLLABORA
 from deploy.services.nextcloud import SERVICE as NEXTCLOUD
@@ -38,6 +41,7 @@ from office.reconcile import rewire_office_nodes
 from servers.models import Node, NodeAlert, Zone
 from tests.cloudfiles import nodes as nextcloud_nodes
 from tests.converge.conftest import MAIL_PRIVATE_PATHS, approved_node, trusting_cluster
+from tests.faults.nodes import Gate, kill_sshd, start_sshd
 from tests.fixtures import Cast, token_client
 from tests.servers.conftest import controller_key, controller_pkey, zone  # noqa: F401
 from ums.models import Job
@@ -103,6 +107,19 @@ def assert_jobs_succeeded() -> None:
 
 def nextcloud_state(tnode: Any) -> dict[str, Any]:
     return json.loads(tnode.path(f"{nextcloud_nodes.STATE_DIR}/state.json").read_text())
+
+
+def discovery(address: str) -> str:
+    status, body = request(address, 9980, "GET", "/hosting/discovery", tls=False)
+    assert status == 200, body
+    return body.decode()
+
+
+def converge_in_thread(node_id: int) -> None:
+    try:
+        dirty.mark([node_id], reason="test: office name changed")
+    finally:
+        connections.close_all()
 
 
 def office_check(client: Any, node: Node) -> Job:
@@ -267,4 +284,41 @@ def test_office_node_wired_to_nextcloud_behind_the_lb_with_pdf_export(
         assert not NodeAlert.objects.filter(
             node=office_node, kind="office_unhealthy", resolved_at=None
         ).exists()
+
+        # The office node's sshd dies after the new coolwsd.xml is installed and before
+        # coolwsd restarts (a gate holds `service coolwsd restart`). Once sshd is back, the
+        # next converge finds the file current but coolwsd running the older one, restarts
+        # it, and discovery hands out the new name.
+        renamed = "docs.files-office.test"
+        settings.UMS_CONVERGE = {
+            **settings.UMS_CONVERGE,
+            "web_hostnames": {"office": renamed, "cloudfiles": FILES_HOST},
+        }
+        gate = Gate(office, "service", real=nodes.LAUNCHER)
+        gate.close()
+        thread = threading.Thread(target=converge_in_thread, args=(office_node.pk,))
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not gate.waiting() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert gate.waiting(), "the converge never reached coolwsd's restart"
+        kill_sshd(office)
+        gate.open()
+        thread.join(timeout=120)
+        assert Job.objects.filter(
+            kind="node.converge", object_id=str(office_node.pk), status=Job.FAILED
+        ).exists(), "the converge cut off by the dead sshd did not fail"
+        assert ET.parse(xml_path).getroot().findtext("server_name") == renamed  # installed
+        assert f"https://{OFFICE_HOST}/" in discovery(office.address)  # still the old run
+        gate.remove()
+        nodes.install(office)
+        start_sshd(office)
+        response = client.post(
+            reverse("node-converge", args=[office_node.pk]), {"dryRun": False}, format="json"
+        )
+        job = Job.objects.get(pk=response.json()["id"])
+        assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
+        assert f"https://{renamed}/" in discovery(office.address)
+        state = NodeConvergeState.objects.get(node=office_node)
+        assert state.desired_generation == state.applied_generation
         assert lb_node.pk

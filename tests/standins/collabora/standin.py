@@ -237,12 +237,13 @@ def serve() -> int:
 
 
 def _pid() -> int | None:
+    """The running server's pid; None when gone or a zombie (PID 1 reaps slowly here)."""
     try:
         pid = int(PIDFILE.read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
         return None
+    return None if state == "Z" else pid
 
 
 def stop() -> None:
@@ -252,11 +253,6 @@ def stop() -> None:
     os.kill(pid, signal.SIGTERM)
     for _ in range(100):
         if _pid() is None:
-            return
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return
-        except (OSError, IndexError):
             return
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
