@@ -35,6 +35,10 @@ def _any_role(roles: tuple[str, ...]) -> Q:
     return query
 
 
+def _digest(wired: list[list[Any]]) -> str:
+    return hashlib.sha256(json.dumps(wired).encode()).hexdigest()
+
+
 def fingerprint() -> str:
     rows = (
         Node.objects.filter(status__in=desired.SERVING_STATUSES)
@@ -46,16 +50,22 @@ def fingerprint() -> str:
         [pk, host, desired.mail_address(addrs, ssh), sorted(set(roles) & set(WIRED_ROLES)), path]
         for pk, host, addrs, ssh, roles, path in rows
     ]
-    return hashlib.sha256(json.dumps(wired).encode()).hexdigest()
+    return _digest(wired)
+
+
+#: The fingerprint of no wired nodes at all.
+EMPTY = _digest([])
 
 
 @register("office-wiring")
 def rewire_office_nodes() -> dict[str, Any]:
+    """Two queries when nothing changed: the wired nodes, and the last fingerprint."""
     if not dirty.enabled():
         return {}
     now = fingerprint()
     row = OfficeWiring.objects.filter(pk=KEY).first()
-    if row is not None and row.fingerprint == now:
+    # No row yet counts as "no wired nodes": a fresh installation writes nothing.
+    if (row.fingerprint if row is not None else EMPTY) == now:
         return {}
     if row is None:
         _row, claimed = OfficeWiring.objects.get_or_create(pk=KEY, defaults={"fingerprint": now})
