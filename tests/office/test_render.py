@@ -132,6 +132,7 @@ def test_lb_serves_collaboras_paths_only_and_nginx_accepts_them(tmp_path: Path) 
     assert "return 404;" in office  # anything else on the office name
     upstreams = next(f for f in files if f.path.endswith("upstreams.conf")).content.decode()
     assert "server 192.0.2.30:9980;" in upstreams
+    assert "hash $arg_WOPISrc consistent;" in upstreams  # one document, one coolwsd
     install(files)
     service.validate(LocalConnector(), str(tmp_path / "nginx"))  # the real nginx -t
 

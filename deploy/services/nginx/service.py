@@ -257,6 +257,11 @@ class NginxService(Service):
             upstreams.append(f"upstream ums_{role} {{")
             if role in STICKY_ROLES:
                 upstreams.append("    ip_hash;")
+            elif role == "office":
+                # Every session of one document must reach the same coolwsd (it holds the
+                # document while it is edited): route by the WOPISrc query argument that
+                # the editor page and its WebSocket carry.
+                upstreams.append("    hash $arg_WOPISrc consistent;")
             for backend_host, address in sorted(backends):
                 upstreams.append(f"    server {_backend(address or backend_host, port)};")
             upstreams += ["    keepalive 16;", "}", ""]
