@@ -43,6 +43,9 @@ def test_coolwsd_xml_has_the_lb_name_tls_termination_wopi_hosts_and_hashed_admin
     # No web_hostnames: the names nginx serves, <role>.<the LB's domain>.
     assert root.findtext("server_name") == "office.example.org"
     assert (root.findtext("ssl/enable"), root.findtext("ssl/termination")) == ("false", "true")
+    # It replaces the package's file: the packaged paths, not coolwsd's development defaults.
+    assert root.findtext("child_root_path") == "/opt/cool/child-roots"
+    assert root.findtext("sys_template_path") == "/opt/cool/systemplate"
     assert root.find("storage/wopi").get("allow") == "true"
     group = root.find("storage/wopi/alias_groups/group")
     assert group.findtext("host") == "https://cloudfiles.example.org:443"

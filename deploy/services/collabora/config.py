@@ -30,6 +30,13 @@ from deploy.services.base import DesiredState
 
 #: coolwsd's HTTP port (its default); the load balancers' ``web_backend_ports["office"]``.
 PORT = 9980
+#: Paths of Collabora's Debian/RPM packages (their coolwsd.xml and container entrypoint).
+PACKAGE_PATHS = {
+    "sys_template_path": "/opt/cool/systemplate",
+    "child_root_path": "/opt/cool/child-roots",
+    "lo_template_path": "/opt/collaboraoffice",
+    "file_server_root_path": "/usr/share/coolwsd",
+}
 #: PBKDF2 rounds of ``coolconfig set-admin-password`` (its default).
 PBKDF2_ROUNDS = 10000
 
@@ -153,6 +160,12 @@ def render(state: DesiredState, credentials: CollaboraData | None) -> bytes:
     root = ET.Element("config")
     root.append(ET.Comment(" Managed by UMS (deploy/services/collabora): replaced on converge. "))
     _add(root, "server_name", server_name(state), type="string")
+    # The file replaces the package's own coolwsd.xml, and coolwsd's built-in defaults for
+    # these are development paths (``jails``, ``systemplate``...): the packaged values.
+    for key, value in PACKAGE_PATHS.items():
+        _add(root, key, value, type="path", relative="false")
+    _add(_add(root, "cache_files"), "path", "/opt/cool/cache", type="path", relative="false")
+    _add(_add(root, "logging"), "level", "warning", type="string")
 
     net = _add(root, "net")
     _add(net, "proto", "all", type="string")
