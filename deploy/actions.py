@@ -26,10 +26,25 @@ NODE_ACTIONS = {
     "storage_stop": gettext_lazy("Stop the mail storage"),
     "rotate_key": gettext_lazy("Rotate the controller key"),
     "decommission": gettext_lazy("Decommission"),
+    # Office nodes only; handled by office.jobs (discovery, capabilities, export to PDF).
+    "office_check": gettext_lazy("Office check (PDF export)"),
     # Handled by deploy.jobs.converge_node (see deploy/converge.py).
     "converge": gettext_lazy("Converge"),
     "converge_dry_run": gettext_lazy("Show changes (dry run)"),
 }
+
+#: Node actions that only make sense on nodes with a role.
+ROLE_ACTIONS = {"office_check": "office"}
+
+
+def actions_for(node: Node) -> dict[str, Any]:
+    """The node actions offered for ``node`` (role-bound ones only on nodes with the role)."""
+    roles = set(node.roles or ())
+    return {
+        name: label
+        for name, label in NODE_ACTIONS.items()
+        if name not in ROLE_ACTIONS or ROLE_ACTIONS[name] in roles
+    }
 
 
 @action
@@ -41,6 +56,8 @@ def start_node_action(*, actor: Any, node: Node, name: str, service: str | None 
         raise ValidationError({"action": _("Unknown node action.")})
     if node.status in (NodeStatus.PENDING, NodeStatus.DECOMMISSIONED):
         raise ValidationError({"action": _("This node is not enrolled and approved.")})
+    if name in ROLE_ACTIONS and ROLE_ACTIONS[name] not in (node.roles or ()):
+        raise ValidationError({"action": _("This action is not available for this node.")})
     params: dict[str, Any] = {"node_id": node.pk}
     if name in ("storage_start", "storage_stop"):
         _request_storage(node, name)

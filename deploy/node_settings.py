@@ -70,6 +70,8 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "dav_listen": (_TEXT, "Radicale's address:port on cloud-files nodes (<node address>:5232)"),
     "dav_auth_delay": (_INT, "seconds Radicale waits after a failed DAV login (1)"),
     "web_backend_ports": ((dict,), "load balancer: role -> backend port"),
+    "collabora_port": (_INT, "coolwsd's port on office nodes, probed from the node (9980)"),
+    "collabora_group": (_TEXT, "group that reads coolwsd.xml on office nodes (cool)"),
     "tls_certificates": ((dict,), "load balancer certificates (normally the renewal store)"),
 }
 
@@ -311,6 +313,8 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "nextcloud_s3": _s3,
     "dav_listen": _listen,
     "dav_auth_delay": _range(0, 60),
+    "collabora_port": _range(1, 65535),
+    "collabora_group": _user,
 }
 
 

@@ -26,6 +26,15 @@ PROTOCOLS: list[tuple[str, object, str, bool]] = [
     # Team chat (chat app): the mailbox has a user in its customer's Zulip organisation.
     ("chat", _("Team chat"), "443", True),
 ]
+#: Protocols no server of this installation enforces yet, with what the portal says.
+#: ActiveSync: neither Debian nor PyPI ships an ActiveSync server (Z-Push is not packaged
+#: for Debian 12), so the flag is kept for when one is added (see README, "ActiveSync").
+PROTOCOL_NOTES = {
+    "activesync": _(
+        "No ActiveSync server in this installation: the setting is kept, but "
+        "nothing serves ActiveSync yet."
+    ),
+}
 PROTOCOL_CODES: tuple[str, ...] = tuple(code for code, *_rest in PROTOCOLS)
 PROTOCOL_LABELS = {code: label for code, label, _port, _default in PROTOCOLS}
 PROTOCOL_DEFAULTS = {code: default for code, _label, _port, default in PROTOCOLS}

@@ -178,6 +178,7 @@ class ProtocolGridMixin:
                     "inherited": inherited,
                     "allowed": allowed,
                     "source": source,
+                    "note": choices.PROTOCOL_NOTES.get(code, ""),
                 }
             )
         return rows

@@ -33,6 +33,10 @@ packages+=(postsrsd)
 packages+=(radicale)
 # Storage tiering (issue 14 part 4): s3fs mounts an S3 tier inside the IMAP test node.
 packages+=(s3fs)
+# Office (issue 16): the Collabora Online stand-in (tests/standins/collabora) converts
+# documents to PDF with Debian's headless LibreOffice, the engine Collabora runs on
+# (writer without the GUI: about 10 MB to download, ~120 MB installed with its libraries).
+packages+=(libreoffice-writer-nogui)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -131,7 +131,7 @@ class NodeDetailView(PortalMixin, View):
                 "jobs": Job.objects.filter(object_type="servers.node", object_id=str(node.pk))[:10],
                 "form": form,
                 "service_form": ServiceForm(),
-                "node_actions": deploy_actions.NODE_ACTIONS,
+                "node_actions": deploy_actions.actions_for(node),
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
             },
         )

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "deploy",
     "spamhold",
     "cloudfiles",
+    "office",
     "backup",
     "licensing",
     "usage",

@@ -30,6 +30,7 @@ MODULES = (
     "deploy.services.roundcube",
     "deploy.services.nextcloud",
     "deploy.services.radicale",
+    "deploy.services.collabora",
 )
 
 #: Why a module could not be loaded, by module name (shown in converge logs).

@@ -126,6 +126,7 @@ class NodeActionSerializer(StrictSerializer):
             "storage_stop",
             "rotate_key",
             "decommission",
+            "office_check",  # office nodes only (deploy.actions.ROLE_ACTIONS)
         ]
     )
     service = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$", required=False)

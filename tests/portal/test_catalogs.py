@@ -33,6 +33,7 @@ SOURCE_DIRS = [
     "licensing",
     "usage",
     "cloudfiles",
+    "office",
     "chat",
     "replication",
 ]

@@ -44,6 +44,7 @@ NODE_ACTION_LABELS = {
     "storage_stop": _("Stop the mail storage"),
     "rotate_key": _("Rotate the controller key"),
     "decommission": _("Decommission"),
+    "office_check": _("Office check (PDF export)"),
     "converge_dry_run": _("Show changes (dry run)"),
 }
 # spamhold.models.Outcome labels (same msgids).

@@ -16,6 +16,7 @@ see :mod:`.ocs`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -25,6 +26,7 @@ from typing import Any
 from deploy.connector.base import Connector
 from deploy.services.base import DesiredState, ManagedFile, Preparation, PrepareFailed, Service
 from deploy.services.clamav import CLAMD_TCP
+from deploy.services.collabora import config as collabora_config
 
 from . import occ
 from .data import NextcloudData
@@ -33,6 +35,8 @@ S3_KEYS = {"bucket", "hostname", "port", "region", "use_ssl", "use_path_style", 
            "autocreate"}  # fmt: skip
 #: Nextcloud's usage report app (app store): the usage collection reads its report.
 USAGE_REPORT_APP = "user_usage_report"
+#: richdocuments app setting holding :func:`office_activation` of the activated settings.
+OFFICE_MARKER = "ums_activated"
 _HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^[0-9a-fA-F:]{2,39}$")
 
 
@@ -54,15 +58,17 @@ def nextcloud_data(state: DesiredState) -> NextcloudData | None:
 def office_config(state: DesiredState) -> dict[str, str] | None:
     """richdocuments (Nextcloud Office) pointed at the office nodes, or None without any.
 
-    ``wopi_url``: the office name on the load balancers (their TLS), else the first office
-    node. ``wopi_allowlist``: the office nodes' addresses, the only hosts whose WOPI
-    requests Nextcloud answers.
+    ``wopi_url``: the office name on the load balancers (their TLS; the name nginx and
+    coolwsd's ``server_name`` use), else the first office node. ``wopi_allowlist``: the
+    office nodes' addresses, the only hosts whose WOPI requests Nextcloud answers.
     """
     offices = state.nodes_by_role.get("office") or []
     if not offices:
         return None
-    hostnames = state.settings.get("web_hostnames") or {}
-    host = hostnames.get("office") or offices[0][1]
+    try:
+        host = collabora_config.public_name(state, "office") or offices[0][1]
+    except collabora_config.InvalidOfficeValue as exc:
+        raise PrepareFailed(f"nextcloud: {exc}") from exc
     addresses = sorted({address for _name, address in offices})
     for value in (host, *addresses):
         if not _HOST_RE.match(value):
@@ -72,6 +78,14 @@ def office_config(state: DesiredState) -> dict[str, str] | None:
         "wopi_allowlist": ",".join(addresses),
         "disable_certificate_verification": "",
     }
+
+
+def office_activation(config: Mapping[str, str]) -> str:
+    """The marker of the richdocuments settings last activated (``richdocuments:activate-config``
+    fetches discovery from ``wopi_url`` and caches it; a converge cut off between the
+    settings and the activation activates on the next run because the marker differs)."""
+    text = json.dumps(dict(sorted(config.items())))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def antivirus_config(state: DesiredState) -> dict[str, str] | None:
@@ -158,6 +172,11 @@ class NextcloudService(Service):
                 found = got.ok and got.stdout.strip()
                 facts.objectstore = json.loads(got.stdout) if found else None
             planned = occ.plan(facts, data, app_config=config, apps=apps, objectstore=store)
+            office = config.get("richdocuments")
+            marker = office_activation(office) if office is not None else ""
+            if marker and facts.config.get("richdocuments", {}).get(OFFICE_MARKER) != marker:
+                planned.add(["richdocuments:activate-config"])
+                planned.add(["config:app:set", "richdocuments", OFFICE_MARKER, f"--value={marker}"])
         except (occ.OccError, ValueError) as exc:
             raise PrepareFailed(f"nextcloud: {exc}") from exc
         report = dict(planned.report)

@@ -106,6 +106,42 @@ def _host(value: str, what: str) -> str:
     return value
 
 
+def _proxy(location: str, role: str, *, websocket: str = "$connection_upgrade") -> list[str]:
+    """A location proxying to the role's upstream over HTTP/1.1 (WebSocket upgrades pass)."""
+    lines = [
+        f"    {location} {{",
+        f"        proxy_pass http://ums_{role};",
+        "        proxy_http_version 1.1;",
+        "        proxy_set_header Host $host;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto https;",
+        "        proxy_set_header Upgrade $http_upgrade;",
+        f"        proxy_set_header Connection {websocket};",
+    ]
+    if websocket == '"Upgrade"':
+        # An editing session is one long-lived WebSocket.
+        lines.append("        proxy_read_timeout 36000s;")
+    return [*lines, "    }"]
+
+
+def _office_locations() -> list[str]:
+    """Collabora Online's paths only (its documented proxy layout, TLS ending here):
+    static files and the editor page (/browser), WOPI discovery and capabilities, the
+    editing WebSocket and admin console WebSocket, and the /cool REST paths (convert-to,
+    downloads). Anything else on the office name is 404."""
+    return [
+        *_proxy("location ^~ /browser", "office"),
+        *_proxy("location ^~ /hosting/discovery", "office"),
+        *_proxy("location ^~ /hosting/capabilities", "office"),
+        *_proxy("location ~ ^/cool/(.*)/ws$", "office", websocket='"Upgrade"'),
+        *_proxy("location ^~ /cool/adminws", "office", websocket='"Upgrade"'),
+        *_proxy("location ~ ^/(c|l)ool", "office"),
+        "    location / {",
+        "        return 404;",
+        "    }",
+    ]
+
+
 def _backend(address: str, port: int) -> str:
     """``host:port`` for an upstream ``server`` line, brackets for IPv6."""
     if not 0 < int(port) < 65536:
@@ -221,6 +257,11 @@ class NginxService(Service):
             upstreams.append(f"upstream ums_{role} {{")
             if role in STICKY_ROLES:
                 upstreams.append("    ip_hash;")
+            elif role == "office":
+                # Every session of one document must reach the same coolwsd (it holds the
+                # document while it is edited): route by the WOPISrc query argument that
+                # the editor page and its WebSocket carry.
+                upstreams.append("    hash $arg_WOPISrc consistent;")
             for backend_host, address in sorted(backends):
                 upstreams.append(f"    server {_backend(address or backend_host, port)};")
             upstreams += ["    keepalive 16;", "}", ""]
@@ -249,15 +290,7 @@ class NginxService(Service):
                 f"    ssl_certificate {crt};",
                 f"    ssl_certificate_key {key};",
                 '    add_header Strict-Transport-Security "max-age=31536000" always;',
-                "    location / {",
-                f"        proxy_pass http://ums_{role};",
-                "        proxy_http_version 1.1;",
-                "        proxy_set_header Host $host;",
-                "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-                "        proxy_set_header X-Forwarded-Proto https;",
-                "        proxy_set_header Upgrade $http_upgrade;",
-                "        proxy_set_header Connection $connection_upgrade;",
-                "    }",
+                *(_office_locations() if role == "office" else _proxy("location /", role)),
                 "}",
                 "",
             ]

@@ -9,8 +9,9 @@ uses, with the documented request and response shapes, over one JSON state file:
   (user:list --info/group:list/config:list/app:list with ``--output=json``, user:add
   with ``--password-from-env`` reading ``OC_PASS``, user:setting, user:enable/disable/
   delete, group:add/adduser/removeuser, config:app:set/get, config:system:set/get,
-  app:enable, user:auth-tokens:add/list/delete, and ``usage-report:generate`` of the
-  ``user_usage_report`` app, answered only once that app is enabled);
+  app:enable, richdocuments:activate-config (Nextcloud Office), user:auth-tokens:add/
+  list/delete, and ``usage-report:generate`` of the ``user_usage_report`` app, answered
+  only once that app is enabled);
 * users' files: the data directory layout of Nextcloud, ``<data>/<uid>/files/``
   (``$NEXTCLOUD_STANDIN_DATA`` or ``data/`` beside the state file); a test "uploads" by
   writing a file there, and the used space reported is the size of that tree (what
@@ -248,6 +249,14 @@ def occ(argv: list[str]) -> int:
             if args[0] not in s["apps"]:
                 s["apps"].append(args[0])
             print(f"{args[0]} enabled")
+        elif command == "richdocuments:activate-config":
+            # Nextcloud Office's command: the real one fetches discovery from wopi_url and
+            # caches it; the stand-in records which settings were activated.
+            office = s["config"].get("richdocuments", {})
+            if "richdocuments" not in s["apps"] or not office.get("wopi_url"):
+                return fail("richdocuments is not enabled or has no wopi_url")
+            s["richdocuments_activated"] = {k: v for k, v in office.items() if k != "ums_activated"}
+            print("Activated any config changes")
         elif command == "usage-report:generate":
             return usage_report(s, opts)
         elif command == "user:auth-tokens:add":
