@@ -35,6 +35,7 @@ SOURCE_DIRS = [
     "cloudfiles",
     "chat",
     "replication",
+    "clouddb",
 ]
 
 
