@@ -13,7 +13,10 @@ from replication.models import ReplicationPolicy
 from servers import actions as server_actions
 from servers.models import Node, NodeAlert
 from tests.api.contracts import ScopedEndpointContract
+from tests.backup.test_portal import portal
 from tests.fixtures import Cast, token_client
+from ums import jobs
+from ums.models import Job
 
 pytestmark = pytest.mark.django_db
 
@@ -96,3 +99,29 @@ def test_lag_over_the_policy_raises_an_alert_and_clears_it(cast: Cast) -> None:
     # Stopped replication alerts too, with the node's own error.
     CloudDbMember.objects.filter(pk=member.pk).update(replicating=False, last_error="boom")
     assert reconcile.lag_alerts() == [replica.hostname]
+
+
+def test_portal_page_shows_lag_per_node_and_starts_a_failover(
+    cast: Cast, django_assert_max_num_queries, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "_dispatch", lambda job_id: None)  # no node to run it on
+    cluster = _cluster(cast.ministry, "db-p.example.org")
+    replica = _node(cast.ministry, "db-q.example.org", zone=cluster.zone)
+    CloudDbMember.objects.create(
+        cluster=cluster, node=replica, customer_path=replica.customer_path,
+        state=CloudDbMember.REPLICA, replicating=True, seconds_behind=7,
+        transactions_behind=3, gtid_pos="0-1-42",
+    )  # fmt: skip
+    _cluster(cast.isp, "db-isp.example.org")
+    client = portal(cast.sub_admin)
+    with django_assert_max_num_queries(20):
+        page = client.get("/clouddb/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "db-q.example.org" in text and "0-1-42" in text and "db-isp" not in text
+    response = client.post(f"/clouddb/{cluster.pk}/failover/", {"node": "x" * 40})
+    job = Job.objects.get(kind=reconcile.FAILOVER_JOB)  # bad node: the best replica
+    assert response.status_code == 302 and job.params["node_id"] == replica.pk
+    again = client.post(f"/clouddb/{cluster.pk}/failover/", follow=True)
+    assert "already running" in again.content.decode()
+    assert portal(cast.sibling_admin).post(f"/clouddb/{cluster.pk}/failover/").status_code == 404

@@ -17,10 +17,11 @@ from clouddb.models import CloudDbMember
 from tests.fixtures import Cast
 from tests.harness.worker import celery_stack, wait_for
 
-from .nodes import DbFleet, A, B, make_nextcloud_db
+from .nodes import A, B, DbFleet, make_nextcloud_db
 
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 ROWS = 60000  # about 60 MB: the copy takes seconds, long enough to be cut
+FILL = "INSERT INTO nextcloud.big SELECT seq, REPEAT('x', 1000) FROM nextcloud.seq_1_to_60000"
 
 
 def test_worker_killed_mid_seed_then_the_next_pass_seeds_again(
@@ -31,23 +32,21 @@ def test_worker_killed_mid_seed_then_the_next_pass_seeds_again(
     assert reconcile.run()["errors"] == []
     make_nextcloud_db(f, A)
     f.sql(A, "CREATE TABLE nextcloud.big (id INT PRIMARY KEY, v TEXT)")
-    f.sql(A, f"INSERT INTO nextcloud.big SELECT seq, REPEAT('x', 1000) FROM nextcloud.seq_1_to_{ROWS}")
+    f.sql(A, FILL)
     f.sql(A, "INSERT INTO nextcloud.t (v) VALUES ('kept')")
-    f.approve(B)
-    member = CloudDbMember.objects.get(node=f.nodes[B])
+    node_b = f.approve(B)  # its member row comes with the reconciler's next pass
     env = {"UMS_CLOUDDB_CHECK_INTERVAL": "1", "UMS_CLOUDDB_LEASE_SECONDS": "6"}
     celery_dir = tmp_path / "celery"
     celery_dir.mkdir()
     with celery_stack(celery_dir, env=env) as (worker, _beat):
 
         def seeding() -> bool:
-            member.refresh_from_db()
-            return member.state == CloudDbMember.SEEDING
+            return CloudDbMember.objects.filter(node=node_b, state="seeding").exists()
 
         wait_for(seeding, timeout=90, interval=0.05, what="the seed of B to start")
         time.sleep(0.5)
         worker.kill()
-        member.refresh_from_db()
+        member = CloudDbMember.objects.get(node=node_b)
         assert member.state == CloudDbMember.SEEDING, "the seed ended before the kill"
         # Cut: B does not replicate (a half copy is never taken for a replica).
         assert f.sql(B, "SHOW SLAVE STATUS").stdout.strip() == ""

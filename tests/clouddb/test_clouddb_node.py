@@ -21,7 +21,7 @@ from clouddb.models import CloudDbCluster, CloudDbMember
 from tests.fixtures import Cast, token_client
 from ums.models import Job
 
-from .nodes import NC_USER, DbFleet, A, B, C, make_nextcloud_db
+from .nodes import NC_USER, A, B, C, DbFleet, make_nextcloud_db
 
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 
@@ -62,7 +62,7 @@ def test_replica_follows_fails_over_and_the_old_primary_is_fenced_and_reseeded(
     assert _pass()["errors"] == []
     client = token_client(cast.sub_admin)
     body = client.get("/api/v1/clouddb/clusters/").json()
-    (item,) = body["results"] if "results" in body else body
+    (item,) = body.get("results", body)
     by_host = {m["nodeHostname"]: m for m in item["members"]}
     replica = by_host[f.nodes[B].hostname]
     assert replica["state"] == "replica" and replica["replicating"] is True
