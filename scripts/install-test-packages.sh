@@ -33,6 +33,8 @@ packages+=(postsrsd)
 packages+=(radicale)
 # Storage tiering (issue 14 part 4): s3fs mounts an S3 tier inside the IMAP test node.
 packages+=(s3fs)
+# Cloud DB replication (tests/clouddb): mariadbd, mariadb-install-db, mariadb-dump, the client.
+packages+=(mariadb-server mariadb-client)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
