@@ -16,6 +16,8 @@ and the replica had not received when the primary died are not on the new primar
 
 from __future__ import annotations
 
+import time
+
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
@@ -26,7 +28,7 @@ from servers.models import Node
 from ums import auditing, jobs
 from ums.models import Job
 
-from . import mariadb, nextcloud
+from . import lease, mariadb, nextcloud
 from .models import CloudDbCluster, CloudDbMember
 from .reconcile import FAILOVER_JOB, address, server_id
 
@@ -59,6 +61,17 @@ def switch(cluster: CloudDbCluster, new: Node, old: Node, *, epoch: int) -> int:
     return row.epoch
 
 
+def _hold(cluster_id: int) -> int:
+    """The zone's lease: a reconciler pass already running finishes first (no new one
+    starts while this job runs), so none acts on the old primary after the switch."""
+    deadline = time.monotonic() + 2 * lease.seconds()
+    while (token := lease.claim(cluster_id)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("a reconciler pass still holds the cloud database")
+        time.sleep(0.5)
+    return token
+
+
 @jobs.handler(FAILOVER_JOB)
 def failover(job: Job, reporter: jobs.Reporter) -> dict:
     cluster = CloudDbCluster.objects.filter(pk=job.params.get("cluster_id")).first()
@@ -66,6 +79,16 @@ def failover(job: Job, reporter: jobs.Reporter) -> dict:
     old = Node.objects.filter(pk=job.params.get("from_node_id")).first()
     if cluster is None or new is None or old is None:
         raise jobs.PermanentJobError("The cloud database or a node of this job was deleted.")
+    token = _hold(cluster.pk)
+    try:
+        return _failover(job, reporter, cluster, new, old)
+    finally:
+        lease.release(cluster.pk, token)
+
+
+def _failover(
+    job: Job, reporter: jobs.Reporter, cluster: CloudDbCluster, new: Node, old: Node
+) -> dict:
     epoch = int(job.params.get("epoch", 0))
     reporter.progress(0, 4)
     cluster.refresh_from_db()
@@ -115,9 +138,5 @@ def failover(job: Job, reporter: jobs.Reporter) -> dict:
                 error=str(exc)[:300],
             )
     reporter.progress(4)
-    # The zone's other replicas follow the new primary at the next pass; start one now.
-    from .tasks import reconcile_clouddb
-
-    transaction.on_commit(lambda: reconcile_clouddb.delay())
-
+    # The zone's other replicas follow the new primary by GTID at the next pass.
     return {"primary": new.hostname, "epoch": new_epoch, "dbhost_set_on": pointed}
