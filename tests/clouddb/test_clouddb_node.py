@@ -54,6 +54,7 @@ def test_replica_follows_fails_over_and_the_old_primary_is_fenced_and_reseeded(
     summary = _pass()
     assert summary["errors"] == [], summary
     member_b = CloudDbMember.objects.get(node=f.nodes[B])
+    print(f"cloud DB seed: {member_b.seed_bytes} bytes")
     assert member_b.state == CloudDbMember.REPLICA and member_b.replicating, member_b.last_error
     assert member_b.seed_bytes > 0
     f.wait_rows(B, ["one", "two"])
@@ -80,6 +81,7 @@ def test_replica_follows_fails_over_and_the_old_primary_is_fenced_and_reseeded(
     assert response.status_code == 202, response.content
     job = Job.objects.get(pk=response.json()["id"])
     assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
+    print(f"cloud DB failover job: {(job.finished_at - job.created_at).total_seconds():.2f} s")
     cluster.refresh_from_db()
     assert (cluster.primary_id, cluster.epoch) == (f.nodes[B].pk, 1)
     assert f.dbhost() == f.tnodes[B].address
