@@ -37,6 +37,8 @@ packages+=(s3fs)
 # documents to PDF with Debian's headless LibreOffice, the engine Collabora runs on
 # (writer without the GUI: about 10 MB to download, ~120 MB installed with its libraries).
 packages+=(libreoffice-writer-nogui)
+# Cloud DB replication (tests/clouddb): mariadbd, mariadb-install-db, mariadb-dump, the client.
+packages+=(mariadb-server mariadb-client)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

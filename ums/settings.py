@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "usage",
     "chat",
     "replication",
+    "clouddb",
 ]
 
 MIDDLEWARE = [
@@ -459,6 +460,15 @@ UMS_REPLICATION_CHECK_INTERVAL = env_int("UMS_REPLICATION_CHECK_INTERVAL", 60, m
 CELERY_BEAT_SCHEDULE["schedule-replication"] = {
     "task": "replication.schedule",
     "schedule": UMS_REPLICATION_CHECK_INTERVAL,
+}
+# Cloud database replication (clouddb/reconcile.py): how often (seconds) each zone's
+# cloud DB nodes are checked (primary, replicas seeded and replicating, lag, Nextcloud's
+# dbhost), and how long a pass holds a zone (renewed while it copies).
+UMS_CLOUDDB_CHECK_INTERVAL = env_int("UMS_CLOUDDB_CHECK_INTERVAL", 60, minimum=1)
+UMS_CLOUDDB_LEASE_SECONDS = env_int("UMS_CLOUDDB_LEASE_SECONDS", 120, minimum=5)
+CELERY_BEAT_SCHEDULE["reconcile-clouddb"] = {
+    "task": "clouddb.reconcile",
+    "schedule": UMS_CLOUDDB_CHECK_INTERVAL,
 }
 # Cloud files used space (one occ command per cloud files node) on the same interval.
 CELERY_BEAT_SCHEDULE["collect-cloud-used-space"] = {

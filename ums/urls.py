@@ -32,6 +32,7 @@ urlpatterns = [
     path("settings/licence/", include("licensing.urls")),
     path("usage/", include("usage.urls")),
     path("replication/", include("replication.urls")),
+    path("clouddb/", include("clouddb.urls")),
     path("servers/enrolment/", include("servers.enrolment_urls")),
     path("install/", include("servers.install_urls")),
 ]

@@ -36,6 +36,7 @@ SOURCE_DIRS = [
     "office",
     "chat",
     "replication",
+    "clouddb",
 ]
 
 

@@ -24,4 +24,5 @@ urlpatterns = [
     path("", include("usage.api_urls")),
     path("", include("chat.api.urls")),
     path("", include("replication.api")),
+    path("", include("clouddb.api.views")),
 ]

@@ -20,6 +20,7 @@ NAVIGATION = [
     ("backup:target-list", _("Backups"), "lock", "servers.view"),
     ("chat:realm-list", _("Team chat"), "users", "mail.view"),
     ("replication:list", _("Replication"), "servers", "servers.view"),
+    ("clouddb:list", _("Cloud database"), "servers", "servers.view"),
     ("usage:report", _("Usage"), "building", "customers.view"),
     ("audit:record-list", _("Audit"), "audit", "audit.view"),
     ("portal:job-list", _("Jobs"), "jobs", None),
