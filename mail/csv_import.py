@@ -528,8 +528,13 @@ def _write_all(
         customers = _customers(rows)
         totals = _totals(rows)
         try:
-            for pk in sorted(customers, key=lambda k: customers[k].path):
-                limits.reserve(customers[pk], actor=actor, **totals[pk])
+            limits.reserve_many(
+                [
+                    (customers[pk], totals[pk])
+                    for pk in sorted(customers, key=lambda k: customers[k].path)
+                ],
+                actor=actor,
+            )
         except ValidationError as exc:
             raise jobs.PermanentJobError(
                 _("Nothing was imported: %(error)s") % {"error": " ".join(exc.messages)}
