@@ -5,7 +5,9 @@ Import columns (header row required, any order, unknown columns refused)::
     type,address,display_name,password,quota_mb,targets,enabled
 
 ``type`` is mailbox, alias or group; ``targets`` (aliases and groups) are separated by
-spaces, commas or semicolons. A dry run validates every row exactly as the actions would
+spaces, commas or semicolons. ``password`` is a plain password (hashed by the job) or, from
+a migration, a SHA512-CRYPT hash (``{SHA512-CRYPT}$6$...`` or ``$6$...``, checked strictly
+by :func:`mail.passwords.imported_hash`, stored as it is). A dry run validates every row exactly as the actions would
 and lists each row's errors; nothing is written. Applying stores the upload encrypted
 (:class:`mail.models.CsvImport`, it holds passwords), and one job (``mail.csv_import``)
 validates again and writes every row, the limit counters, the audit record and the upload's
