@@ -7,8 +7,8 @@ Import columns (header row required, any order, unknown columns refused)::
 ``type`` is mailbox, alias or group; ``targets`` (aliases and groups) are separated by
 spaces, commas or semicolons. ``password`` is a plain password (hashed by the job) or, from
 a migration, a SHA512-CRYPT hash (``{SHA512-CRYPT}$6$...`` or ``$6$...``, checked strictly
-by :func:`mail.passwords.imported_hash`, stored as it is). A dry run validates every row exactly as the actions would
-and lists each row's errors; nothing is written. Applying stores the upload encrypted
+by :func:`mail.passwords.imported_hash`, stored as it is). A dry run validates every row
+exactly as the actions would and lists each row's errors; nothing is written. Applying stores the upload encrypted
 (:class:`mail.models.CsvImport`, it holds passwords), and one job (``mail.csv_import``)
 validates again and writes every row, the limit counters, the audit record and the upload's
 status in ONE transaction: any error (a limit met meanwhile, a taken address, a constraint or
