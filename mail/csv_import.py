@@ -8,8 +8,9 @@ Import columns (header row required, any order, unknown columns refused)::
 spaces, commas or semicolons. ``password`` is a plain password (hashed by the job) or, from
 a migration, a SHA512-CRYPT hash (``{SHA512-CRYPT}$6$...`` or ``$6$...``, checked strictly
 by :func:`mail.passwords.imported_hash`, stored as it is). A dry run validates every row
-exactly as the actions would and lists each row's errors; nothing is written. Applying stores the upload encrypted
-(:class:`mail.models.CsvImport`, it holds passwords), and one job (``mail.csv_import``)
+exactly as the actions would and lists each row's errors; nothing is written. Applying
+stores the upload encrypted (:class:`mail.models.CsvImport`, it holds passwords), and one
+job (``mail.csv_import``)
 validates again and writes every row, the limit counters, the audit record and the upload's
 status in ONE transaction: any error (a limit met meanwhile, a taken address, a constraint or
 trigger of the database) and nothing changes; the job then says so in one human sentence.
