@@ -82,6 +82,7 @@ def worker(domain_id: int, rendezvous: Path) -> None:
     stamp = f"{os.getpid()}x{int(start_at)}"
     latencies: list[float] = []
     time.sleep(max(0.0, start_at - time.time()))
+    cpu_started = time.process_time()
     i = 0
     while time.time() < stop_at:
         started = time.perf_counter()
@@ -92,7 +93,8 @@ def worker(domain_id: int, rendezvous: Path) -> None:
             )  # fmt: skip
         latencies.append((time.perf_counter() - started) * 1000)
         i += 1
-    print(json.dumps({"domain": domain_id, "latencies_ms": latencies}), flush=True)
+    cpu = time.process_time() - cpu_started
+    print(json.dumps({"domain": domain_id, "latencies_ms": latencies, "cpu_s": cpu}), flush=True)
 
 
 def domains_under_root(count: int) -> list[int]:
@@ -143,6 +145,20 @@ class LockSampler(threading.Thread):
                 time.sleep(self.interval)
 
 
+def _table_of(wait: dict[str, Any]) -> str:
+    """The table a wait is about: the locked relation, else the statement's first table."""
+    if wait.get("relation"):
+        return str(wait["relation"])
+    query = wait["query"].replace('"', "")
+    first = query.split()[1] if query.startswith("SELECT ") and len(query.split()) > 1 else ""
+    if "." in first:  # the ORM's SELECT "table"."column", ...: FROM is cut off at 120
+        return first.split(".", 1)[0]
+    for keyword in (" FROM ", "UPDATE ", "INSERT INTO "):
+        if keyword in query:
+            return query.split(keyword, 1)[1].split()[0] if query.split(keyword, 1)[1] else "?"
+    return wait.get("locktype", "?")
+
+
 def run_phase(args: argparse.Namespace, domain_ids: list[int], dsn: str) -> dict[str, Any]:
     rendezvous = Path(tempfile.mkdtemp(prefix="ums-bench-writes-"))
     env = {**os.environ}
@@ -174,12 +190,16 @@ def run_phase(args: argparse.Namespace, domain_ids: list[int], dsn: str) -> dict
     shutil.rmtree(rendezvous, ignore_errors=True)
     if any(p.returncode for p in procs):
         raise RuntimeError("a worker failed")
-    latencies = [ms for out in outputs for ms in json.loads(out.splitlines()[-1])["latencies_ms"]]
+    reports = [json.loads(out.splitlines()[-1]) for out in outputs]
+    latencies = [ms for report in reports for ms in report["latencies_ms"]]
+    client_cpu = sum(report["cpu_s"] for report in reports)
     waits = sorted(w["ms"] for w in sampler.waits.values())
     by_query: dict[str, int] = {}
+    by_table: dict[str, list[float]] = {}
     for wait in sampler.waits.values():
         key = wait.get("relation") or wait["query"]
         by_query[key] = by_query.get(key, 0) + 1
+        by_table.setdefault(_table_of(wait), []).append(wait["ms"])
     return {
         "clients": len(domain_ids),
         "creates": len(latencies),
@@ -188,6 +208,11 @@ def run_phase(args: argparse.Namespace, domain_ids: list[int], dsn: str) -> dict
         "lock_waits_seen": len(waits),
         "lock_wait_ms": mail.stats(waits) if waits else {},
         "lock_waits_by_statement": dict(sorted(by_query.items(), key=lambda kv: -kv[1])[:8]),
+        "lock_wait_ms_by_table": {
+            t: {**mail.stats(ms), "n": len(ms)} for t, ms in sorted(by_table.items())
+        },
+        # The clients' own CPU (Django + the action), the figure least moved by the load.
+        "client_cpu_ms_per_create": round(client_cpu * 1000 / max(len(latencies), 1), 2),
         "load_average": os.getloadavg()[0],
     }
 
@@ -218,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  lock waits seen {phase['lock_waits_seen']:5d}, p95 "
             f"{phase['lock_wait_ms'].get('p95', 0):6.1f} ms  load {phase['load_average']:.1f}"
         )
-        for statement, n in phase["lock_waits_by_statement"].items():
-            print(f"    {n:5d} waits on {statement}")
+        print(f"    client CPU {phase['client_cpu_ms_per_create']:.1f} ms per create")
+        for table, figures in phase["lock_wait_ms_by_table"].items():
+            print(
+                f"    {figures['n']} waits on {table}: p50 {figures['p50']} p95 {figures['p95']} ms"
+            )
     print(
         f"speedup {speedup:.2f} (target {SPEEDUP_TARGET}), lock wait p95 {lock_p95:.1f} ms "
         f"(target {LOCK_WAIT_TARGET_MS})"

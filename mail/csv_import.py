@@ -5,9 +5,12 @@ Import columns (header row required, any order, unknown columns refused)::
     type,address,display_name,password,quota_mb,targets,enabled
 
 ``type`` is mailbox, alias or group; ``targets`` (aliases and groups) are separated by
-spaces, commas or semicolons. A dry run validates every row exactly as the actions would
-and lists each row's errors; nothing is written. Applying stores the upload encrypted
-(:class:`mail.models.CsvImport`, it holds passwords), and one job (``mail.csv_import``)
+spaces, commas or semicolons. ``password`` is a plain password (hashed by the job) or, from
+a migration, a SHA512-CRYPT hash (``{SHA512-CRYPT}$6$...`` or ``$6$...``, checked strictly
+by :func:`mail.passwords.imported_hash`, stored as it is). A dry run validates every row
+exactly as the actions would and lists each row's errors; nothing is written. Applying
+stores the upload encrypted (:class:`mail.models.CsvImport`, it holds passwords), and one
+job (``mail.csv_import``)
 validates again and writes every row, the limit counters, the audit record and the upload's
 status in ONE transaction: any error (a limit met meanwhile, a taken address, a constraint or
 trigger of the database) and nothing changes; the job then says so in one human sentence.
@@ -67,6 +70,8 @@ class Row:
     domain: Domain | None = None
     email: str = ""
     password: str = field(default="", repr=False)
+    # The password column held a SHA512-CRYPT hash (a migration): stored as it is.
+    password_hash: str = field(default="", repr=False)
     fields: dict[str, Any] = field(default_factory=dict)
     targets: list[str] = field(default_factory=list)
     errors: dict[str, list[str]] = field(default_factory=dict)
@@ -185,6 +190,12 @@ def _parse_row(number: int, values: dict[str, str], row: Row, fixed_domain: Doma
         row.password = values.get("password", "")
         if not row.password:
             row.fail("password", _("A mailbox needs a password."))
+        elif passwords.looks_like_hash(row.password):
+            try:
+                row.password_hash = passwords.imported_hash(row.password)
+            except ValidationError as exc:
+                row.fail("password", exc.messages)
+            row.password = ""
         if values.get("targets", "").strip():
             row.fail("targets", _("Only aliases and groups have targets."))
     elif kind in (choices.ALIAS, choices.GROUP):
@@ -255,6 +266,8 @@ def _check_fields(rows: list[Row]) -> None:
         try:
             if row.kind == "mailbox":
                 actions.clean_mailbox_fields(row.fields, email=row.email)
+                if row.password_hash or "password" in row.errors:
+                    continue
                 passwords.check_password(
                     row.password,
                     local_part=row.local_part,
@@ -450,11 +463,14 @@ def apply_import(upload: CsvImport, *, actor: Any, reporter: Any = None) -> dict
         )
     mailbox_rows = [r for r in rows if r.kind == "mailbox"]
     started = time.perf_counter()
-    hashes = _hash_all([r.password for r in mailbox_rows])
+    # Only plain passwords are hashed; imported hashes are taken as they are (checked).
+    plain = [r.password for r in mailbox_rows if not r.password_hash]
+    computed = iter(_hash_all(plain))
+    hashes = [r.password_hash or next(computed) for r in mailbox_rows]
     if reporter is not None:
         reporter.say(
             gettext_noop("hashed %(count)s passwords in %(seconds).1f s"),
-            count=len(hashes),
+            count=len(plain),
             seconds=time.perf_counter() - started,
         )
     started = time.perf_counter()
@@ -528,8 +544,13 @@ def _write_all(
         customers = _customers(rows)
         totals = _totals(rows)
         try:
-            for pk in sorted(customers, key=lambda k: customers[k].path):
-                limits.reserve(customers[pk], actor=actor, **totals[pk])
+            limits.reserve_many(
+                [
+                    (customers[pk], totals[pk])
+                    for pk in sorted(customers, key=lambda k: customers[k].path)
+                ],
+                actor=actor,
+            )
         except ValidationError as exc:
             raise jobs.PermanentJobError(
                 _("Nothing was imported: %(error)s") % {"error": " ".join(exc.messages)}

@@ -1,12 +1,14 @@
 """Usage counting and the resource-limit checks of every mail create or quota change.
 
-Limits (``tenants.ResourceLimit``) hold for a whole subtree. A create locks the limit rows
-of its ancestors that cap the resources it adds, always root first (ordered by path, and an
-ancestor's path is a prefix of its descendants'), then sums the usage of those subtrees and
-refuses what does not fit. Concurrent creates under the same limited ancestor therefore
-queue on that row and each sees what the previous one committed: exactly those that fit
-succeed. Usage is kept per customer in :class:`mail.models.MailUsage`, updated in the same
-transaction, so a subtree's usage is a sum over its customers, not a scan of its mailboxes.
+Limits (``tenants.ResourceLimit``) hold for a whole subtree. A create takes what it adds
+from the escrow its customer holds of each limited ancestor (:mod:`tenants.escrow`: one
+conditional ``UPDATE`` of its own row, no lock shared with other customers); when that runs
+dry it locks the ancestor's limit row (root first, ordered by path), sums the subtree's
+usage and the escrow granted, and takes a batch of what is free. When not enough is free,
+every other customer's unused escrow of that limit is taken back first, so exactly the
+creates that fit succeed, as before. Usage is kept per customer in
+:class:`mail.models.MailUsage`, updated in the same transaction, so a subtree's usage is
+a sum over its customers, not a scan of its mailboxes; the escrow never changes it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext as _
 
 from licensing import enforce as licence
+from tenants import escrow
 from tenants.limits import RESOURCE_LABELS, ResourceLimit
 from tenants.models import Customer
 from ums import scoping
@@ -110,48 +113,173 @@ def reserve(
 ) -> None:
     """Check the limits above ``customer`` for these additions, then count them as used.
 
-    Call inside the action's transaction, as late as the action allows: the ancestors'
-    limit rows stay locked from here to the commit, and every create below them queues on
-    them. Negative amounts (deletes, smaller quotas) are never refused.
+    Call inside the action's transaction, as late as the action allows. Negative amounts
+    (deletes, smaller quotas) are never refused. See :func:`reserve_many`.
+    """
+    amounts = {"domains": domains, "mailboxes": mailboxes, "aliases": aliases, "quota_mb": quota_mb}
+    reserve_many([(customer, amounts)], actor=actor)
 
-    The own usage row is counted last, under the limit locks: locks are always taken limit
-    rows first, then usage rows, so an import reserving for several customers in one
-    transaction cannot deadlock with a single create (counting first would lock a usage
-    row before the limit row).
+
+# A refill grants at most this many creates' worth ahead, and at most an eighth of what is
+# free, so that one customer never holds most of a nearly used limit.
+REFILL_CREATES = 32
+REFILL_SHARE = 8
+
+
+def reserve_many(items: list[tuple[Customer, dict[str, int]]], *, actor: Any) -> None:
+    """Reserve ``{column: amount}`` (MailUsage columns) for each customer, or refuse all.
+
+    Each limited ancestor A (a "level", root first) is checked through escrow
+    (:mod:`tenants.escrow`): a single create takes its units from its own escrow row of A
+    (one conditional ``UPDATE``, no lock on A); only when that runs dry, or for a batch of
+    several customers (the CSV import), A's limit row is locked and the escrow refilled
+    from what is free under A, first taking back every other customer's unused units when
+    needed, so a refusal is exact. The own usage rows are counted last.
     """
     # The product licence first: it holds for the whole installation (licensing.enforce).
-    licence.check(users=mailboxes, storage_mb=quota_mb)
-    delta = {"domains": domains, "mailboxes": mailboxes, "aliases": aliases, "quota_gb": quota_mb}
-    growing = [r for r in delta if delta[r] > 0]
+    licence.check(
+        users=sum(max(a.get("mailboxes", 0), 0) for _c, a in items),
+        storage_mb=sum(max(a.get("quota_mb", 0), 0) for _c, a in items),
+    )
+    growing = sorted({col for _c, a in items for col, n in a.items() if n > 0})
     if growing:
+        chains = {c.pk: {*c.ancestor_ids, c.pk} for c, _a in items}
+        escrow.share_chain(set().union(*chains.values()))
         capped = Q()
-        for resource in growing:
-            capped |= Q(**{f"max_{resource}__isnull": False})
-        limits = list(
-            ResourceLimit.objects.select_for_update()
-            .filter(capped, customer_id__in=[*customer.ancestor_ids, customer.pk])
-            .order_by("customer_path")
+        for column in growing:
+            capped |= Q(**{f"max_{_RESOURCE[column]}__isnull": False})
+        # Read without a lock: the shared advisory locks above keep the caps as read until
+        # the commit; the row itself is locked only to refill (see _reserve_level).
+        levels = list(
+            ResourceLimit.objects.filter(
+                capped, customer_id__in=set().union(*chains.values())
+            ).order_by("customer_path")
         )
-        if limits:
-            usage = usage_of_subtrees([row.customer_path for row in limits])
-            for row in limits:
-                for resource in growing:
-                    cap = row.limit_of(resource)
-                    if cap is None:
-                        continue
-                    used = usage[row.customer_path][resource]
-                    if used + delta[resource] > cap * _UNIT[resource]:
-                        owner = Customer.objects.get(pk=row.customer_id)
-                        key = "quota_mb" if resource == "quota_gb" else "limit"
-                        raise ValidationError(
-                            {
-                                key: _message(
-                                    resource, cap, used, delta[resource], _label(owner, actor)
-                                )
-                            }
+        for level in levels:
+            members = [(c, a) for c, a in items if level.customer_id in chains[c.pk]]
+            _reserve_level(level, members, fast=len(items) == 1, actor=actor)
+    for customer, amounts in items:
+        if any(amounts.values()):
+            add(customer, **amounts)
+
+
+_RESOURCE = {"domains": "domains", "mailboxes": "mailboxes", "aliases": "aliases",
+             "quota_mb": "quota_gb"}  # fmt: skip
+
+
+def _needs(row: ResourceLimit, amounts: dict[str, int]) -> dict[str, int]:
+    """The positive amounts this limit row caps."""
+    return {
+        col: n for col, n in amounts.items() if n > 0 and row.limit_of(_RESOURCE[col]) is not None
+    }
+
+
+def _reserve_level(
+    level: ResourceLimit,
+    members: list[tuple[Customer, dict[str, int]]],
+    *,
+    fast: bool,
+    actor: Any,
+) -> None:
+    """One limited ancestor: a lone create tries its escrow first; a batch of customers
+    locks the limit row before touching any escrow row (the lock order of the module doc
+    of :mod:`tenants.escrow`)."""
+    table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
+    owner_id = level.customer_id
+    if fast:
+        ((customer, amounts),) = members
+        wanted = _needs(level, amounts)
+        if not wanted:
+            return
+        sets = ", ".join(f"{col} = {col} - %s" for col in wanted)
+        conds = " AND ".join(f"{col} >= %s" for col in wanted)
+        # In a savepoint: an UPDATE that waited for another create of the same customer
+        # locks the row before it re-checks the slack, and keeps that lock when the check
+        # fails; holding it while asking for the limit row below would deadlock with a
+        # refill that is taking the escrow back. Rolling back the savepoint drops it.
+        savepoint = connection.savepoint()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {sets} WHERE limit_owner_id = %s AND holder_id = %s "  # noqa: S608
+                f"AND {conds}",
+                [*wanted.values(), owner_id, customer.pk, *wanted.values()],
+            )
+            taken = cursor.rowcount == 1
+        if taken:
+            connection.savepoint_commit(savepoint)
+            return
+        connection.savepoint_rollback(savepoint)
+    row = ResourceLimit.objects.select_for_update().get(customer_id=owner_id)
+    for customer, amounts in members:
+        needs = _needs(row, amounts)
+        if needs:
+            _refill(row, customer, needs, actor=actor)
+
+
+def _free(row: ResourceLimit, columns: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """(usage, free) under ``row``'s limits, from ONE statement: one snapshot, so a create
+    committing in between moves its units from slack to usage as a whole."""
+    usage_table = connection.ops.quote_name(MailUsage._meta.db_table)
+    escrow_table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
+    # Column names come from _RESOURCE's keys only, never from input.
+    used_sql = ", ".join(f"(SELECT COALESCE(SUM({c}), 0) FROM u)" for c in columns)  # noqa: S608
+    slack_sql = ", ".join(f"(SELECT COALESCE(SUM({c}), 0) FROM e)" for c in columns)  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH u AS (SELECT * FROM {usage_table} WHERE customer_path LIKE %s), "  # noqa: S608
+            f"e AS (SELECT * FROM {escrow_table} WHERE limit_owner_id = %s) "
+            f"SELECT {used_sql}, {slack_sql}",
+            [_like_prefix(row.customer_path), row.customer_id],
+        )
+        values = cursor.fetchone()
+    used = {c: int(values[i]) for i, c in enumerate(columns)}
+    free = {
+        c: row.limit_of(_RESOURCE[c]) * _UNIT[_RESOURCE[c]]
+        - used[c]
+        - int(values[len(columns) + i])
+        for i, c in enumerate(columns)
+    }
+    return used, free
+
+
+def _refill(row: ResourceLimit, customer: Customer, needs: dict[str, int], *, actor: Any) -> None:
+    """Under ``row``'s lock: take ``needs`` for ``customer`` and grant it a batch ahead."""
+    columns = list(needs)
+    used, free = _free(row, columns)
+    if any(free[c] < needs[c] for c in columns):
+        escrow.reclaim([row.customer_id])
+        used, free = _free(row, columns)
+        for column in columns:
+            if free[column] < needs[column]:
+                resource = _RESOURCE[column]
+                owner = Customer.objects.get(pk=row.customer_id)
+                key = "quota_mb" if resource == "quota_gb" else "limit"
+                raise ValidationError(
+                    {
+                        key: _message(
+                            resource,
+                            row.limit_of(resource),
+                            used[column],
+                            needs[column],
+                            _label(owner, actor),
                         )
-    if any(delta.values()):
-        add(customer, **{_COLUMN[r]: delta[r] for r in delta})
+                    }
+                )
+    ahead = {
+        c: max(0, min(needs[c] * REFILL_CREATES, (free[c] - needs[c]) // REFILL_SHARE))
+        for c in columns
+    }
+    table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
+    names = ", ".join(columns)
+    placeholders = ", ".join(["%s"] * len(columns))
+    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (limit_owner_id, holder_id, {names}) "  # noqa: S608
+            f"VALUES (%s, %s, {placeholders}) ON CONFLICT (limit_owner_id, holder_id) "
+            f"DO UPDATE SET {updates}",
+            [row.customer_id, customer.pk, *(ahead[c] for c in columns)],
+        )
 
 
 def add(customer: Customer, **amounts: int) -> None:

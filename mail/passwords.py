@@ -154,6 +154,36 @@ def verify(password: str, stored: str) -> bool:
     return hmac.compare_digest(sha512_crypt(password, salt, rounds), stored)
 
 
+# Imported hashes: what a migration from another mail system brings (Dovecot writes
+# "{SHA512-CRYPT}$6$...", most others the bare "$6$..."). SHA512-CRYPT only: every reader
+# of the stored hash (Courier's crypt(3), the Radicale plugin on cloud-files nodes, verify()
+# above) takes "$6$"; bcrypt "$2y$" would pass Courier (libxcrypt) but not the others.
+IMPORT_PREFIX = "{SHA512-CRYPT}"
+# Rounds as crypt(3) writes them back (no leading zero, 1,000 at least); above a million
+# every IMAP login would cost over half a second of CPU.
+MAX_IMPORTED_ROUNDS = 1_000_000
+_IMPORTED = re.compile(
+    r"\$6\$(?:rounds=([1-9][0-9]{3,6})\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}", re.ASCII
+)
+
+
+def imported_hash(value: str) -> str:
+    """The ``$6$`` hash of an imported password column, checked strictly; ValidationError
+    if it is not exactly a SHA512-CRYPT hash that crypt(3) would write."""
+    candidate = value[len(IMPORT_PREFIX) :] if value.upper().startswith(IMPORT_PREFIX) else value
+    match = _IMPORTED.fullmatch(candidate)
+    if match is None or int(match.group(1) or DEFAULT_ROUNDS) > MAX_IMPORTED_ROUNDS:
+        raise ValidationError(
+            _(
+                "A password hash must be SHA512-CRYPT: $6$, optionally rounds=1000 to "
+                "1000000, a salt of up to 16 characters and 86 characters of hash "
+                "(“{SHA512-CRYPT}” in front is allowed)."
+            ),
+            code="hash_format",
+        )
+    return candidate
+
+
 def looks_like_hash(value: str) -> bool:
     return bool(_LOOKS_HASHED.match(value)) or parse_hash(value) is not None
 

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from ums import auditing, scoping
 from ums.actions import action, recheck_in_scope, require_in_scope, require_permission
 
+from . import escrow
 from . import permissions as perms
 from .limits import MAX_LIMIT, RESOURCE_LABELS, RESOURCES, ResourceLimit, subtree_usage
 from .models import Customer
@@ -55,14 +56,19 @@ def set_limits(*, actor: Any, customer: Customer, **limits: int | None) -> Resou
     if errors:
         raise ValidationError(errors)
     customer = Customer.objects.get(pk=customer.pk)
+    # Creates below read the caps without locking the limit rows (escrow): wait for those
+    # in flight and hold new ones until this commits.
+    escrow.exclude_chain_of(customer.pk)
     chain = list(Customer.objects.filter(path__in=customer.ancestor_paths).order_by("depth"))
-    # Lock the limit rows of the chain root first, as every create that checks them does.
+    # Lock the limit rows of the chain root first, as every create that refills does.
     locked = {
         row.customer_id: row
         for row in ResourceLimit.objects.select_for_update()
         .filter(customer_id__in=[c.pk for c in chain])
         .order_by("customer_path")
     }
+    # Unused escrow of these limits back to the pool: usage alone is then what they cover.
+    escrow.reclaim(locked)
     row = locked.get(customer.pk) or ResourceLimit(customer=customer, customer_path=customer.path)
     before = auditing.snapshot(row) if row.pk and customer.pk in locked else {}
     usage = subtree_usage([c.path for c in chain])

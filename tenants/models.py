@@ -244,6 +244,7 @@ class LoginFailure(models.Model):
         return f"{self.kind}:{self.key} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
+from .escrow import LimitEscrow  # noqa: E402,F401
 from .limits import ResourceLimit  # noqa: E402,F401
 from .models_identity import (  # noqa: E402,F401
     LdapDirectory,

@@ -1,0 +1,149 @@
+"""Escrow of resource limits (issue 19), on real PostgreSQL with threads.
+
+Many customers under one limited parent (and a limited grandparent) create at once, each
+in its own customer so that nothing but the limits is shared: exactly as many creates
+succeed as the tighter limit allows, none deadlocks, usage stays exact and the escrow
+invariant (usage + granted-but-unused <= limit) holds. A create whose customer holds
+escrow does not touch the limit row at all, and setting a limit takes escrow back."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, connections
+
+from mail import actions, limits
+from mail.models import Mailbox
+from tenants import actions as tenant_actions
+from tenants import limit_actions
+from tenants.escrow import LimitEscrow
+from tests.mail.helpers import make_domain
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CUSTOMERS = 8
+THREADS = 16
+ATTEMPTS = 5  # per thread: 80 attempts
+PARENT_CAP = 23
+GRANDPARENT_CAP = 40
+
+
+def _dsn() -> str:
+    db = settings.DATABASES["default"]
+    return f"host={db['HOST']} port={db['PORT']} dbname={db['NAME']} user={db['USER']}"
+
+
+def _escrow_holds(parent_id: int, column: str) -> int:
+    return sum(getattr(row, column) for row in LimitEscrow.objects.filter(limit_owner_id=parent_id))
+
+
+def test_creates_from_many_customers_never_exceed_the_limit() -> None:
+    from tests.fixtures import build_cast
+
+    cast = build_cast()
+    parent = cast.ministry  # Government > Ministry > 8 children
+    children = [
+        tenant_actions.create_customer(actor=None, name=f"Agency {i}", parent=parent)
+        for i in range(CUSTOMERS)
+    ]
+    domains = [make_domain(child, f"agency{i}.example") for i, child in enumerate(children)]
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=GRANDPARENT_CAP)
+    limit_actions.set_limits(actor=None, customer=parent, max_mailboxes=PARENT_CAP)
+    # Used before: two mailboxes in the parent's subtree, one outside it in the grandparent's.
+    actions.create_mailbox(
+        actor=None, domain=domains[0], local_part="before", password="Copper-Lantern-Vale-45"
+    )
+    actions.create_mailbox(
+        actor=None,
+        domain=make_domain(cast.government, "gov.example"),
+        local_part="before",
+        password="Copper-Lantern-Vale-45",
+    )
+    barrier = threading.Barrier(THREADS)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def writer(i: int) -> None:
+        domain = domains[i % CUSTOMERS]
+        try:
+            barrier.wait(timeout=60)
+            for n in range(ATTEMPTS):
+                try:
+                    actions.create_mailbox(
+                        actor=cast.sub_admin,
+                        domain=domain,
+                        local_part=f"w{i}n{n}",
+                        password="Copper-Lantern-Vale-45",
+                    )
+                    result = "ok"
+                except ValidationError as exc:
+                    result = "limit" if "limit" in exc.message_dict else f"other: {exc}"
+                except Exception as exc:  # a deadlock or anything else: named below
+                    result = f"error: {exc!r}"
+                with lock:
+                    outcomes.append(result)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads)
+
+    assert set(outcomes) == {"ok", "limit"}, outcomes
+    # The parent's limit (23, one used before) is the tighter one: 22 more fit.
+    assert outcomes.count("ok") == PARENT_CAP - 1
+    in_parent = Mailbox.objects.filter(customer_path__startswith=parent.path).count()
+    assert in_parent == PARENT_CAP
+    # Usage shown to admins is exact: what a recount from the rows finds.
+    shown = limits.usage_of_subtrees([parent.path, cast.government.path])
+    limits.recount()
+    assert limits.usage_of_subtrees([parent.path, cast.government.path]) == shown
+    assert shown[parent.path]["mailboxes"] == PARENT_CAP
+    assert shown[cast.government.path]["mailboxes"] == PARENT_CAP + 1
+    # The escrow invariant, per limited customer.
+    assert shown[parent.path]["mailboxes"] + _escrow_holds(parent.pk, "mailboxes") <= PARENT_CAP
+    government_total = shown[cast.government.path]["mailboxes"]
+    assert government_total + _escrow_holds(cast.government.pk, "mailboxes") <= GRANDPARENT_CAP
+    connection.close()
+
+
+def test_a_create_with_escrow_does_not_touch_the_limit_row_and_setting_a_limit_reclaims() -> None:
+    from tests.fixtures import build_cast
+
+    cast = build_cast()
+    domain = make_domain(cast.ministry, "ministry.example")
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=1000)
+    actions.create_mailbox(
+        actor=None, domain=domain, local_part="first", password="Copper-Lantern-Vale-45"
+    )
+    # The first create refilled: the ministry now holds a batch of the government's limit.
+    held = _escrow_holds(cast.government.pk, "mailboxes")
+    assert held == limits.REFILL_CREATES
+    # Another session holds the government's limit row: a create with escrow still passes.
+    with psycopg.connect(_dsn(), autocommit=False) as other:
+        other.execute(
+            "SELECT 1 FROM tenants_resourcelimit WHERE customer_id = %s FOR UPDATE",
+            [cast.government.pk],
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        actions.create_mailbox(
+            actor=None, domain=domain, local_part="second", password="Copper-Lantern-Vale-45"
+        )
+        other.rollback()
+    assert _escrow_holds(cast.government.pk, "mailboxes") == held - 1
+    # Lowering the limit to exactly the usage takes the escrow back and is allowed.
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=2)
+    assert _escrow_holds(cast.government.pk, "mailboxes") == 0
+    with pytest.raises(ValidationError, match="limit"):
+        actions.create_mailbox(
+            actor=None, domain=domain, local_part="third", password="Copper-Lantern-Vale-45"
+        )
+    connection.close()
