@@ -140,17 +140,7 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     _ok(client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json"))
 
     response = client.post(
-        "/api/v1/backup/targets/",
-        {
-            "customer": cast.ministry.pk,
-            "name": "s3",
-            "kind": "s3",
-            "s3Endpoint": s3_server.url,
-            "s3Bucket": "backups",
-            "s3AccessKey": s3_server.access_key,
-            "s3SecretKey": s3_server.secret_key,
-        },
-        format="json",
+        "/api/v1/backup/targets/", s3_server.target_body(cast.ministry.pk), format="json"
     )
     assert response.status_code == 201, response.content
     response = client.post(

@@ -1,19 +1,20 @@
 """Excluded folders and mailboxes left out of ZFS snapshots and off-node streams, on real
 parts: an sshd IMAP node with a zfs-fuse pool, Postfix and Dovecot's LDA (Sieve)
-delivering, Courier-IMAP read over IMAPS.
+delivering, Courier-IMAP read over IMAPS, a real S3 server (rclone) as the target.
 
 Tokens go to alice's INBOX, to her Trash (APPEND over IMAPS), to Junk (a Sieve rule
 files into it) and to bob's inbox. The domain excludes Trash and Junk and bob as a
 mailbox (API); "Snapshot now" first moves those into the domain's ``.ums-excluded``
-child dataset (links left in place), then snapshots. The ``zfs send`` streams the
-off-node copies are made of (:func:`backup.offnode_zfs.send_argv`, full and incremental:
-the backup node receives exactly these, a target stores them encrypted) hold the INBOX
-token and none of the excluded ones. Courier still lists, selects, fetches, appends,
-copies, moves and expunges across the links, the Maildir++ quota still counts the
-excluded folders, Sieve still files into Junk. Lifting the exclusion brings the folders
-back into the dataset (the next snapshot holds them). The fault part kills the node
-program (SIGKILL) in the middle of moving a folder of 3,000 messages; the next snapshot
-pass finishes the move, every message is there once, and the snapshot leaves it out.
+child dataset (links left in place), then snapshots. The ``zfs send`` streams off-node
+copies are made of (:func:`backup.offnode_zfs.send_argv`, full and incremental: what the
+backup node receives) and the encrypted objects the copy job writes to the S3 target
+hold the INBOX token and none of the excluded ones. Courier still lists, selects,
+fetches, appends, copies and expunges across the links (moves to Trash as COPY +
+EXPUNGE: this Courier has no MOVE), its Maildir++ recount counts the linked folders,
+Sieve still files into Junk. Lifting the exclusion brings the folders back into the
+dataset (the next snapshot holds them). The fault part kills the node program
+(SIGKILL) in the middle of moving a folder of 3,000 messages; the next snapshot pass
+finishes the move, every message is there once, and the snapshot leaves it out.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import time
 
 import pytest
 
-from backup import exclude_node, offnode_zfs
+from backup import crypto, exclude_node, offnode_zfs
 from tests.converge.test_mail_flow import tls
 from tests.converge.test_mail_store import IMAP, PASSWORD, _failed_jobs, _send, _wait_in_node
 from tests.fixtures import Cast, token_client
 from ums import jobs
 from ums.models import Job
 
+from .servers import S3Server
 from .test_snapshots_node import (  # noqa: F401  (fixtures)
     controller_key,
     controller_pkey,
@@ -113,6 +115,7 @@ def _message(token: str, size: int = 0) -> bytes:
 def test_excluded_folders_and_mailbox_left_out_of_snapshots_and_streams(
     cast: Cast,
     store_fleet,  # noqa: F811
+    s3_server: S3Server,
 ) -> None:
     jobs.load_handlers()
     f, pool = store_fleet, store_fleet.pools[IMAP]
@@ -255,6 +258,25 @@ def test_excluded_folders_and_mailbox_left_out_of_snapshots_and_streams(
     wanted = {tok["inbox"], tok["copy"]}
     assert _stream_has(f, offnode_zfs.send_argv(dataset, second, first), every) <= wanted
     assert _stream_has(f, offnode_zfs.send_argv(dataset, second, None), every) == wanted
+
+    # The off-node copy to a target (a real S3 server), through the product's copy job:
+    # the encrypted stream objects hold the INBOX token and no excluded one.
+    response = client.post(
+        "/api/v1/backup/targets/", s3_server.target_body(cast.ministry.pk), format="json"
+    )
+    assert response.status_code == 201, response.content
+    response = client.post(
+        "/api/v1/backup/offnode-settings/",
+        {"node": f.nodes[IMAP].pk, "target": response.json()["id"], "intervalMinutes": 60},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    _ok(client.post(f"/api/v1/backup/offnode-settings/{response.json()['id']}/copy-now/"))
+    stored = sorted((s3_server.root / "backups" / "ums-offnode" / DOMAIN).rglob("*"))
+    streams = [p for p in stored if p.is_file() and p.name != "manifest.json"]
+    assert streams, stored
+    plain = b"".join(crypto.decrypt_bytes(p.read_bytes()) for p in streams)
+    assert {t for t in every if t.encode() in plain} == wanted
 
     # Lifted: the folders come back into the dataset, the next snapshot holds them.
     response = client.patch(
