@@ -28,6 +28,7 @@ import time
 import pytest
 
 from backup import crypto, exclude_node, offnode_zfs
+from deploy.services.courier import policy
 from tests.converge.test_mail_flow import tls
 from tests.converge.test_mail_store import IMAP, PASSWORD, _failed_jobs, _send, _wait_in_node
 from tests.fixtures import Cast, token_client
@@ -155,7 +156,8 @@ def test_excluded_folders_and_mailbox_left_out_of_snapshots_and_streams(
     _send(f, f"alice@{DOMAIN}", tok["junk"])
     _send(f, f"bob@{DOMAIN}", tok["bob"])
     _wait_in_node(f, f"{ROOT}/alice/Maildir/new", tok["inbox"])
-    _wait_in_node(f, f"{ROOT}/alice/Maildir/.Junk", tok["junk"])
+    where = _wait_in_node(f, f"{ROOT}/alice/Maildir", tok["junk"], timeout=180)
+    assert "/.Junk/" in where, where  # filed by the Sieve rule
     _wait_in_node(f, f"{ROOT}/bob/Maildir/new", tok["bob"])
     imap = _imap(f)
     try:
@@ -320,7 +322,7 @@ def test_excluded_folders_and_mailbox_left_out_of_snapshots_and_streams(
     )
     response = client.patch(
         f"/api/v1/backup/exclusions/domains/{domain_id}/",
-        {"folders": ["Junk", "Big"]},
+        {"folders": ["Junk", "Big", "Trash"]},
         format="json",
     )
     assert response.status_code == 200, response.content
@@ -347,5 +349,24 @@ def test_excluded_folders_and_mailbox_left_out_of_snapshots_and_streams(
     try:
         typ, data = imap.select("INBOX.Big")
         assert typ == "OK" and int(data[0]) == 3000, data
+    finally:
+        imap.logout()
+
+    # Courier's Trash retention job empties the excluded Trash through its link, and
+    # nothing else.
+    assert f.in_node(IMAP, ["test", "-L", f"{ROOT}/alice/Maildir/.Trash"]).returncode == 0
+    response = client.patch(
+        f"/api/v1/mail/mailboxes/{ids['alice']}/", {"retentionDays": 10}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert not _failed_jobs(), _failed_jobs()
+    purge = f.in_node(IMAP, ["sh", policy.POLICY_SCRIPT, "purge", "--now", str(2**33)], check=False)
+    assert "purged from Trash" in purge.stdout, purge
+    left = f.in_node(IMAP, ["sh", "-c", f"ls {ROOT}/.ums-excluded/alice/.Trash/cur | wc -l"])
+    assert left.stdout.strip() == "0", left.stdout
+    imap = _imap(f)
+    try:
+        assert tok["inbox"].encode() in _bodies(imap, "INBOX")
+        assert _bodies(imap, "INBOX.Trash") == b""
     finally:
         imap.logout()
