@@ -243,10 +243,31 @@ def folders_of(local, maildir, store_local, work):
     return sorted(names)
 
 
+def adopt_renamed(maildir, store_local, local, work):
+    # An IMAP RENAME of a linked folder renames the link only (".Trash" -> ".Old", still
+    # pointing at ".ums-excluded/<local>/.Trash"): give the excluded copy the new name
+    # too (one rename inside the excluded dataset), so each folder has its own place.
+    prefix = "../../%s/%s/" % (STORE, local)
+    for name in listing(maildir):
+        path = os.path.join(maildir, name)
+        if not os.path.islink(path) or bad(name) or not name.startswith("."):
+            continue
+        target = os.readlink(path)
+        old = target[len(prefix):]
+        if not target.startswith(prefix) or old == name or bad(old):
+            continue
+        if os.path.lexists(os.path.join(maildir, old)) or os.path.lexists(
+                os.path.join(store_local, name)):
+            continue  # the old name is in use again, or the new one taken: left as it is
+        os.rename(os.path.join(store_local, old), os.path.join(store_local, name))
+        put_link(path, prefix + name, work)
+
+
 def do_folders(domain_dir, store, local, want_any):
     maildir = os.path.join(domain_dir, local, "Maildir")
     store_local = os.path.join(store, local)
     work = os.path.join(domain_dir, local, WORK)
+    adopt_renamed(maildir, store_local, local, work)
     for name in folders_of(local, maildir, store_local, work):
         src, dst = os.path.join(maildir, name), os.path.join(store_local, name)
         target = "../../%s/%s/%s" % (STORE, local, name)

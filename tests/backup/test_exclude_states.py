@@ -146,6 +146,15 @@ def test_an_excluded_mailbox_moves_whole_and_back(zfs: PrivateZfs) -> None:
     assert os.readlink(maildir) == "../.ums-excluded/bob/Maildir"
     assert not (maildir / ".Junk").is_symlink() and _names(maildir / ".Junk") == ["11.B.n:2,"]
     assert _names(maildir) == ["10.A.n:2,"]
+    # An IMAP RENAME of a linked folder renames the link: the excluded copy follows the
+    # name, and the folder (no longer an excluded name) comes back into the Maildir.
+    _converge(z, Exclusions(folders=frozenset({"Junk"})))
+    os.rename(_p(z, "bob/Maildir/.Junk"), _p(z, "bob/Maildir/.Kept"))
+    _converge(z, Exclusions(folders=frozenset({"Junk"})))
+    kept = _p(z, "bob/Maildir/.Kept")
+    assert kept.is_dir() and not kept.is_symlink() and _names(kept) == ["11.B.n:2,"]
+    assert not _p(z, "bob/Maildir/.Junk").exists()
+    assert not _p(z, ".ums-excluded/bob/.Junk").exists()
     # A link someone else made is left alone and reported.
     _converge(z, Exclusions())
     assert maildir.is_dir() and not maildir.is_symlink()
