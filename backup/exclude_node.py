@@ -150,6 +150,18 @@ def remove(path):
         shutil.rmtree(path)
 
 
+def empty_folder(path, home, subfolder):
+    st = os.stat(home)
+    for sub in ("", "cur", "new", "tmp"):
+        part = os.path.join(path, sub) if sub else path
+        os.makedirs(part, mode=0o700, exist_ok=True)
+        keep_owner(st, part)
+    if subfolder:
+        marker = os.path.join(path, "maildirfolder")
+        open(marker, "a").close()
+        keep_owner(st, marker)
+
+
 def put_link(at, target, work, prefix="link-"):
     # The link is made in the work folder (same file system) and renamed into place.
     os.makedirs(work, exist_ok=True)
@@ -175,6 +187,12 @@ def exclude(src, dst, target, work, name):
         if os.path.isdir(aside):  # killed after the link: finish the merge
             merge(aside, dst)
             shutil.rmtree(aside)
+        elif not os.path.isdir(dst):
+            # A link without its folder: a promoted replica or a rebuilt node got the
+            # dataset (and its links) but never the excluded data. An empty folder keeps
+            # Courier and the LDA working; the old content is not recoverable from here.
+            empty_folder(dst, home, name != "Maildir")
+            STATS["problems"].append("%s pointed at nothing: made it an empty folder" % src)
         return
     if os.path.islink(src):
         STATS["problems"].append("%s is a link UMS did not make: left alone" % src)

@@ -9,6 +9,7 @@ its steps (the node test kills the program itself, SIGKILL, in the middle of a c
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,6 +156,17 @@ def test_an_excluded_mailbox_moves_whole_and_back(zfs: PrivateZfs) -> None:
     assert kept.is_dir() and not kept.is_symlink() and _names(kept) == ["11.B.n:2,"]
     assert not _p(z, "bob/Maildir/.Junk").exists()
     assert not _p(z, ".ums-excluded/bob/.Junk").exists()
+    # A link whose folder is missing (a promoted replica has the links, not the excluded
+    # data): an empty folder is made, so Courier and the LDA keep working.
+    _converge(z, Exclusions(folders=frozenset({"Spam"})))
+    _folder(z, "bob/Maildir/.Spam", ["12.C.n:2,"])
+    _converge(z, Exclusions(folders=frozenset({"Spam"})))
+    shutil.rmtree(_p(z, ".ums-excluded/bob/.Spam"))
+    report = _converge(z, Exclusions(folders=frozenset({"Spam"})))
+    assert any("pointed at nothing" in p for p in report["problems"]), report
+    spam = _p(z, "bob/Maildir/.Spam")
+    assert spam.is_symlink() and _names(spam) == [] and (spam / "maildirfolder").exists()
+    _converge(z, Exclusions())
     # A link someone else made is left alone and reported.
     _converge(z, Exclusions())
     assert maildir.is_dir() and not maildir.is_symlink()
