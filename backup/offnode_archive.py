@@ -76,6 +76,10 @@ def members(listing: str, excl: Exclusions) -> tuple[list[str], list[str]]:
         parts = path.split("/")
         if not path or ".." in parts or path.startswith("/") or excl.excludes_path(path):
             continue
+        if kind == "l" or parts[0] == ".ums-excluded" or ".ums-exclude" in parts[1:2]:
+            # A link this high up is a folder or Maildir excluded when the snapshot was
+            # taken (backup/exclude_layout.py): its mail is in no snapshot, so in no archive.
+            continue
         opened = kind == "d" and (len(parts) == 1 or (len(parts) == 2 and parts[1] == "Maildir"))
         if len(parts) > 1:
             boxes.add(parts[0])

@@ -174,3 +174,22 @@ def test_an_excluded_mailbox_moves_whole_and_back(zfs: PrivateZfs) -> None:
     report = _converge(z, Exclusions(folders=frozenset({"Odd"})))
     assert any("did not make" in p for p in report["problems"]), report
     os.unlink(_p(z, "bob/Maildir/.Odd"))
+
+
+def test_archive_members_skip_links_of_excluded_folders_and_mailboxes() -> None:
+    from backup.offnode_archive import members
+
+    listing = "\0".join(
+        [
+            "d alice",
+            "d alice/Maildir",
+            "d alice/Maildir/cur",
+            "l alice/Maildir/.Trash",
+            "d alice/.ums-exclude",
+            "d bob",
+            "l bob/Maildir",
+            "d .ums-excluded",
+            "d .ums-excluded/alice",
+        ]
+    )
+    assert members(listing, Exclusions()) == (["alice/Maildir/cur"], ["alice"])
