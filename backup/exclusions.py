@@ -10,10 +10,10 @@ live in :mod:`backup.exclusion_policy`; a list asks
 :func:`backup.exclusion_policy.for_domains` (one query for all its domains) rather than
 this function per row.
 
-ZFS snapshots are per domain dataset: a mailbox or a folder cannot be left out of one.
-So ``domain_excluded`` stops the scheduled snapshots and off-node copies of the domain,
-while mailbox and folder exclusions apply to what is made *from* snapshots file by file:
-the Maildir archive copies of :mod:`backup.offnode_archive`, which call
+ZFS snapshots are per domain dataset; excluded mailboxes and folders are kept out of them
+by living in the child dataset ``.ums-excluded`` (:mod:`backup.exclude_layout`).
+``domain_excluded`` stops the scheduled snapshots and off-node copies of the domain; the
+Maildir archive copies of :mod:`backup.offnode_archive` also call
 :meth:`Exclusions.excludes_path` per entry (exports deliberately ignore exclusions).
 """
 

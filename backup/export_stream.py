@@ -50,6 +50,9 @@ def tar_argv(base: str, members: list[str]) -> list[str]:
         "--warning=no-file-changed",
         "--warning=no-file-removed",
         "--exclude=./.zfs",
+        # Excluded folders live in the domain's ``.ums-excluded`` dataset (backup/
+        # exclude_layout.py) and are reached through their links: once, not twice.
+        "--exclude=./.ums-excluded",
         "-cf",
         "-",
         "--",

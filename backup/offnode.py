@@ -10,9 +10,8 @@ last (the commit point), and a pass begins by deleting objects no manifest lists
 cut pass left behind).
 
 Excluded domains (``backup.exclusions``) are not copied anywhere. A ZFS stream carries
-the whole dataset, so excluded mailboxes and folders of a domain that is copied *are* in
-its copies; the README says so. :mod:`backup.offnode_archive` is the target copy kind
-that leaves them out.
+the whole domain dataset but not its child ``.ums-excluded``, where excluded mailboxes
+and folders live (:mod:`backup.exclude_layout`): they are in no stream.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """Maildir archive copies to a target: the off-node copy kind that honours mailbox and
 folder exclusions (issue 13, item 6).
 
-A ZFS stream carries a whole domain dataset, so it cannot leave out a mailbox or a
-folder. An archive copy can: each pass reads the domain's newest snapshot through a
-read-only clone (zfs-fuse has no ``.zfs/snapshot`` folder; OpenZFS's is used where it
-exists), lists the domain folder's structure down to the Maildir++ folders (``find``,
-three levels, no message files), asks :meth:`backup.exclusions.Exclusions.excludes_path`
-about every entry, and has GNU ``tar`` on the node archive exactly the entries left, the
-list fed as NUL-separated data on its standard input (``--verbatim-files-from``: a name
-is never an option, and nothing is ever a shell string). The tar streams over SSH in
-chunks, is hashed, and is stored encrypted with the backup key.
+Excluded mailboxes and folders are already outside the snapshots
+(:mod:`backup.exclude_layout`); an archive also checks every entry. Each pass reads the
+domain's newest snapshot through a read-only clone (zfs-fuse has no ``.zfs/snapshot``
+folder; OpenZFS's is used where it exists), lists the domain folder's structure down to
+the Maildir++ folders (``find``, three levels, no message files), asks
+:meth:`backup.exclusions.Exclusions.excludes_path` about every entry, and has GNU
+``tar`` on the node archive exactly the entries left, the list fed as NUL-separated data
+on its standard input (``--verbatim-files-from``: a name is never an option, and nothing
+is ever a shell string). The tar streams over SSH in chunks, is hashed, and is stored
+encrypted with the backup key.
 
 Objects on the target: ``ums-archive/<domain>/<time>-<snapshot>.tar`` and the domain's
 ``ums-archive/<domain>/manifest.json`` (encrypted too) listing each archive with its
@@ -74,6 +75,10 @@ def members(listing: str, excl: Exclusions) -> tuple[list[str], list[str]]:
         kind, _, path = entry.partition(" ")
         parts = path.split("/")
         if not path or ".." in parts or path.startswith("/") or excl.excludes_path(path):
+            continue
+        if kind == "l" or parts[0] == ".ums-excluded" or ".ums-exclude" in parts[1:2]:
+            # A link this high up is a folder or Maildir excluded when the snapshot was
+            # taken (backup/exclude_layout.py): its mail is in no snapshot, so in no archive.
             continue
         opened = kind == "d" and (len(parts) == 1 or (len(parts) == 2 and parts[1] == "Maildir"))
         if len(parts) > 1:

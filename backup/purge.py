@@ -135,7 +135,11 @@ def _remove_live(p: Plan, log: Callable[[str], None]) -> None:
     folder = f"{_mail_root()}/{safe.domain(p.domain.name)}"
     with session(p.node) as conn:
         if p.local_part:
-            folder = f"{folder}/{safe.local_part(p.local_part)}"
+            local = safe.local_part(p.local_part)
+            # Its excluded folders (backup/exclude_layout.py) live beside, in the
+            # domain's .ums-excluded dataset: they go first, then the mailbox.
+            conn.run(["rm", "-rf", "--", f"{folder}/.ums-excluded/{local}"]).check()
+            folder = f"{folder}/{local}"
         else:
             dataset = dataset_of(p.domain)
             if dataset:

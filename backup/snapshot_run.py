@@ -22,7 +22,7 @@ from deploy.services.zfs import ZfsService
 from mail.models import Domain
 from servers.models import Node
 
-from . import exclusion_policy, snapshots, store_settings
+from . import exclude_layout, exclusion_policy, snapshots, store_settings
 from . import policy as policy_mod
 from .models import Snapshot
 
@@ -60,11 +60,15 @@ def run_node(
     store = store_settings.policy_overrides([node.pk]).get(node.pk, {})
 
     copied = copy_bases(node)
+    stores = exclude_layout.store_datasets(conn, parent)
+    problems: list[str] = []
     for domain in domains:
         dataset = dataset_of(parent, domain)
         if excluded[domain.pk].domain_excluded:
             log(f"skipped {dataset}: excluded from backups")
             continue
+        if not _layout_in_step(conn, node, domain, dataset, excluded[domain.pk], stores, conf, log):
+            problems.append(domain.name)
         have = {s.name for s in existing.get(dataset, [])}
         if manual:
             wanted = [_free_manual_name(have, now)]
@@ -86,7 +90,45 @@ def run_node(
             log(f"pruned {dataset}@{name}")
     observed = snapshots.read(conn, parent)
     record(node, domains, parent, observed)
+    if problems:
+        # The snapshots are taken all the same (a backup that holds too much beats none);
+        # the job fails so the layout is retried and an administrator sees why.
+        raise exclude_layout.ExcludeError(
+            "excluded folders could not be moved out of the snapshots of: " + ", ".join(problems)
+        )
     return {"taken": taken, "pruned": pruned}
+
+
+def _layout_in_step(
+    conn: Connector,
+    node: Node,
+    domain: Domain,
+    dataset: str,
+    excl: Any,
+    stores: set[str],
+    conf: Mapping[str, Any],
+    log: Callable[[str], None],
+) -> bool:
+    """Excluded folders and mailboxes moved out of the dataset before it is snapshotted
+    (:mod:`backup.exclude_layout`); False (logged) when that failed."""
+    from deploy.desired import os_family
+    from deploy.services.probes import PYTHON
+
+    try:
+        exclude_layout.converge_domain(
+            conn,
+            dataset=dataset,
+            domain=domain.name,
+            excl=excl,
+            has_store=f"{dataset}/{exclude_layout.STORE}" in stores,
+            conf=conf,
+            python=PYTHON.get(os_family(node.os_id), PYTHON["debian"]),
+            log=log,
+        )
+    except exclude_layout.ExcludeError as exc:
+        log(str(exc))
+        return False
+    return True
 
 
 def _free_manual_name(have: set[str], now: datetime.datetime) -> str:

@@ -58,6 +58,18 @@ class S3Server:
     secret_key: str
     root: Path
 
+    def target_body(self, customer_id: int, name: str = "s3") -> dict[str, object]:
+        """The API body of a backup target on this server (bucket ``backups``)."""
+        return {
+            "customer": customer_id,
+            "name": name,
+            "kind": "s3",
+            "s3Endpoint": self.url,
+            "s3Bucket": "backups",
+            "s3AccessKey": self.access_key,
+            "s3SecretKey": self.secret_key,
+        }
+
 
 @contextmanager
 def rclone_s3(root: Path, host: str = "127.0.0.1") -> Iterator[S3Server]:

@@ -138,17 +138,7 @@ def test_copies_to_backup_node_and_s3_then_rebuild_lost_node(
 
     # Where A's copies go: the backup node and an S3 target.
     response = client.post(
-        "/api/v1/backup/targets/",
-        {
-            "customer": cast.ministry.pk,
-            "name": "s3",
-            "kind": "s3",
-            "s3Endpoint": s3_server.url,
-            "s3Bucket": "backups",
-            "s3AccessKey": s3_server.access_key,
-            "s3SecretKey": s3_server.secret_key,
-        },
-        format="json",
+        "/api/v1/backup/targets/", s3_server.target_body(cast.ministry.pk), format="json"
     )
     assert response.status_code == 201, response.content
     target_id = response.json()["id"]

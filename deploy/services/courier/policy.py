@@ -230,7 +230,16 @@ purge() {  # maildir days (0: keep forever) quota
     _dir="$1/.Trash/$_sub"
     [ -d "$_dir" ] || continue
     _real=$(inside "$_dir") || { warn "skipping $_dir: outside $ROOT"; continue; }
-    [ "$_real" = "$_dir" ] || { warn "skipping $_dir: not a plain directory"; continue; }
+    if [ "$_real" != "$_dir" ]; then
+      # A Trash (or mailbox) left out of backups is a link into the domain's
+      # .ums-excluded dataset (backup/exclude_layout.py): that one place only.
+      _home=${1%/Maildir}
+      _x="${_home%/*}/.ums-excluded/${_home##*/}"
+      case $_real in
+        "$_x/.Trash/$_sub" | "$_x/Maildir/.Trash/$_sub") ;;
+        *) warn "skipping $_dir: not a plain directory"; continue ;;
+      esac
+    fi
     if [ "$DRY" = 1 ]; then
       find "$_real" -mindepth 1 -maxdepth 1 -type f ! -newerct "@$_cutoff" -print
       continue
