@@ -47,6 +47,7 @@ from deploy.services.clamav import CLAMD_TCP, antivirus_domains
 from deploy.services.spamassassin import SPAMD_ADDRESS, SPAMD_PORT, node_defaults, thresholds_for
 from mail import choices
 
+from .. import mail_auth
 from . import safe
 
 ROOT = "/etc/postfix"
@@ -177,6 +178,8 @@ def filter_config(state: DesiredState) -> dict[str, Any]:
         "dmarc_subject_tag": dmarc_tag,
         # OpenDMARC's results carry the node's host name (deploy/services/opendmarc).
         "authserv_id": safe.domain(state.node.hostname.lower()),
+        # The filter's own DMARC lookup check uses the checks' resolver too.
+        "resolvers": mail_auth.resolvers(state),
         "greylist": {
             "db": GREYLIST_DB,
             "delay": int(settings.get("greylist_delay", 300)),

@@ -270,6 +270,51 @@ def dmarc_result(auth_results: List[str], authserv_id: str) -> Optional[Dict[str
     return None
 
 
+def _dns_query(name: str, qtype: int = 16) -> bytes:
+    header = struct.pack(">HHHHHH", int.from_bytes(os.urandom(2), "big"), 0x0100, 1, 0, 0, 0)
+    labels = b"".join(
+        bytes([len(label)]) + label for label in name.strip(".").encode("ascii").split(b".")
+    )
+    return header + labels + b"\0" + struct.pack(">HH", qtype, 1)
+
+
+def system_resolvers(path: str = "/etc/resolv.conf") -> List[str]:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return [
+                line.split()[1]
+                for line in handle
+                if line.startswith("nameserver") and len(line.split()) > 1
+            ][:3]
+    except OSError:
+        return []
+
+
+def dns_answers(name: str, resolvers: List[str], timeout: float = 2.0) -> bool:
+    """Whether a resolver answers a TXT query for ``name`` (NOERROR or NXDOMAIN).
+
+    OpenDMARC (1.4) reports a DMARC record it could not look up as ``dmarc=none``, the
+    same as no record at all; this one query tells the two apart, so mail judged while
+    DNS is down is marked ``temperror`` instead of passing as unchecked."""
+    try:
+        query = _dns_query(name)
+    except (UnicodeError, ValueError):
+        return True  # not a name DNS could hold: nothing to retry later either
+    for server in resolvers or system_resolvers():
+        for _attempt in range(2):
+            family = socket.AF_INET6 if ":" in server else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                    sock.settimeout(timeout)
+                    sock.sendto(query, (server, 53))
+                    reply = sock.recv(4096)
+            except OSError:
+                continue
+            if len(reply) >= 4 and reply[:2] == query[:2] and (reply[3] & 0x0F) in (0, 3):
+                return True
+    return False
+
+
 #: The action "sender" takes for each published DMARC policy.
 _SENDER_POLICY = {"reject": "reject", "quarantine": "hold"}
 
@@ -326,6 +371,14 @@ def decide(
                 verdict.update(action="hold", hold=hold_value("sender", sender=candidate))
                 return verdict
     dmarc = dmarc_result(auth_results or [], str(config.get("authserv_id") or ""))
+    resolvers = list(config.get("resolvers") or [])
+    if (
+        dmarc is not None
+        and dmarc["result"] == "none"
+        and dmarc["domain"]
+        and not dns_answers("_dmarc." + dmarc["domain"], resolvers)
+    ):
+        dmarc["result"] = "temperror"
     # An allowed sender is the administrator's word (a list that breaks DMARC, say).
     action = "none" if allowed else dmarc_action(dmarc, policy)
     if dmarc is not None and dmarc["result"] in ("fail", "temperror", "permerror"):
