@@ -348,7 +348,10 @@ def decide(
     value, subject tags and the refusal text. Raises FilterError when a required check
     cannot run."""
     verdict = {
-        "action": "accept", "hold": None, "headers": [], "subject_tags": [],
+        "action": "accept",
+        "hold": None,
+        "headers": [],
+        "subject_tags": [],
         "reject": "550 5.7.1 Message rejected as spam",
     }  # type: Dict[str, Any]
     if policy.get("antivirus"):
