@@ -243,3 +243,23 @@ def test_dmarc_failure_policy_is_inherited_validated_and_audited(cast: Cast) -> 
     assert effective["value"] == "hold" and effective["source"]["id"] == cast.ministry.pk
     response = client.patch(url, {"dmarcFailure": None}, format="json")
     assert client.get(url).json()["effectiveFiltering"]["dmarcFailure"]["value"] == "tag"
+
+
+@pytest.mark.django_db
+def test_portal_policy_form_sets_and_shows_the_dmarc_failure_action(cast: Cast) -> None:
+    from django.test import Client
+
+    from mail import choices
+    from mail.models import CustomerPolicy
+
+    portal = Client()
+    portal.force_login(cast.sub_admin)
+    url = reverse("mail:customer", args=[cast.ministry.pk])
+    data = {f"access_{code}": choices.INHERIT for code in choices.PROTOCOL_CODES}
+    response = portal.post(url, {**data, "dmarc_failure": "bogus"})
+    assert response.status_code == 200 and "dmarc_failure" in response.context["form"].errors
+    response = portal.post(url, {**data, "dmarc_failure": "sender"})
+    assert response.status_code == 302, response.content[:2000]
+    assert CustomerPolicy.objects.get(pk=cast.ministry.pk).dmarc_failure == "sender"
+    page = portal.get(url).content.decode()
+    assert "As the sender&#x27;s domain asks" in page
