@@ -25,6 +25,7 @@ import smtplib
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 
 import dkim
 import paramiko
@@ -44,8 +45,10 @@ from spamhold import ingest
 from spamhold.models import HeldMessage, Reason
 from tests.fixtures import Cast, token_client
 from tests.services.nginx.bind import Bind
+from ums.models import Job
 
 from .conftest import MAIL_PRIVATE_PATHS, MailNodes, approved_node, trusting_cluster
+from .test_faults import converge_job, heal_by_reconciler, kill_sshd, phase_hook  # noqa: F401
 from .test_filtering import FILTER_PRIVATE_PATHS, held_with, needs_filters
 from .test_mail_flow import DOMAIN, PASSWORD, assert_jobs_succeeded, maildir, setup_mail, tls
 
@@ -266,3 +269,77 @@ def wait_for_scanners_spamd_only(nodes: MailNodes) -> None:
     while not _port_open(nodes, SPAMD_PORT):
         assert time.monotonic() < deadline, "spamd not listening on the SMTP node"
         time.sleep(1)
+
+
+# --------------------------------------------------------------------------- fault
+
+
+@pytest.fixture
+def checking_nodes(
+    tmp_path_factory: pytest.TempPathFactory,
+    controller_pkey: paramiko.PKey,
+    controller_key,
+    zone: Zone,
+    cast: Cast,
+    monkeypatch: pytest.MonkeyPatch,
+    settings,
+) -> Iterator[MailNodes]:
+    """SMTP and IMAP nodes with OpenDKIM and OpenDMARC, no content filter (no spamd)."""
+    monkeypatch.setattr(registry, "SERVICES", [COURIER, OPENDKIM, OPENDMARC, POSTFIX])
+    workdir = tmp_path_factory.mktemp("mailauth-fault")
+    with trusting_cluster(workdir, 2, controller_pkey, MAIL_PRIVATE_PATHS) as cluster:
+        settings.UMS_CONVERGE = {
+            "postfix_maillog_file": "/var/spool/postfix/maillog",
+            "content_filter": False,
+        }
+        settings.UMS_AUTO_CONVERGE = True
+        settings.UMS_CONVERGE_ON_APPROVAL = True
+        smtp, imap = cluster.nodes
+        imap_node = approved_node(zone, cast, imap, ["imap"])
+        smtp_node = approved_node(zone, cast, smtp, ["smtp"])
+        yield MailNodes(cluster, smtp, imap, smtp_node, imap_node)
+
+
+def resolver_seen_by_checker(nodes: MailNodes) -> str:
+    """/etc/resolv.conf as the running OpenDMARC sees it (its own mount namespace)."""
+    pid = nodes.smtp.path("/run/ums-opendmarc/opendmarc.pid").read_text().strip()
+    return Path(f"/proc/{pid}/root/etc/resolv.conf").read_text()
+
+
+def test_checker_never_restarted_after_a_crash_is_healed_by_the_reconciler(
+    cast: Cast,
+    checking_nodes: MailNodes,
+    settings,
+    phase_hook,  # noqa: F811
+) -> None:
+    """The node's sshd dies after the new resolver file is live but before OpenDMARC
+    restarted on it (the controller lost mid-converge): the checker keeps asking the old
+    resolver. The reconciler alone restarts it; it then resolves through the new one."""
+    nodes = checking_nodes
+    setup_mail(cast)
+    settings.UMS_CONVERGE_RETRY_MAX_SECONDS = 1
+    assert "192.0.2.53" not in resolver_seen_by_checker(nodes)
+    settings.UMS_CONVERGE = {**settings.UMS_CONVERGE, "mail_auth_resolvers": ["192.0.2.53"]}
+
+    fired: list[str] = []
+
+    def hook(at: str, service: str) -> None:
+        if at == "reload" and service == "opendmarc" and not fired:
+            fired.append(at)
+            kill_sshd(nodes)
+
+    phase_hook(hook)
+    job = converge_job(cast, nodes.smtp_node)
+    phase_hook(lambda at, service: None)
+    assert fired == ["reload"] and job.status == Job.FAILED, job.log
+    live = nodes.smtp.path("/etc/ums-opendmarc/resolv.conf").read_text()
+    assert "nameserver 192.0.2.53" in live
+    assert "192.0.2.53" not in resolver_seen_by_checker(nodes)  # the fault is real
+
+    nodes.smtp.start()  # sshd back; nothing else is touched by hand
+    job = heal_by_reconciler(nodes.smtp_node)
+    assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
+    assert "opendmarc" in job.result["reloaded"], job.result
+    assert "nameserver 192.0.2.53" in resolver_seen_by_checker(nodes)
+    # The rest of the node keeps the system resolver.
+    assert "192.0.2.53" not in Path("/etc/resolv.conf").read_text()  # shared with nodes
