@@ -42,6 +42,9 @@ OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
     "srs_domain": (_TEXT, "domain forwarded senders are rewritten into (SRS); unset: no SRS"),
     "srs_secret": (_TEXT, "SRS secret; set by the controller from SECRET_KEY"),
     "dkim_signing": (_BOOL, "OpenDKIM signs outbound and verifies inbound mail (true)"),
+    "dmarc_checks": (_BOOL, "OpenDMARC checks SPF and DMARC of inbound mail (true)"),
+    "mail_auth_resolvers": ((list,), "DNS servers (IP addresses) for SPF/DKIM/DMARC checks"),
+    "dmarc_subject_tag": (_TEXT, "subject prefix of mail tagged for failing DMARC ([DMARC])"),
     "antivirus": (_BOOL, "force clamd on or off on SMTP nodes (default: per policy)"),
     "spam_network_checks": (_BOOL, "SpamAssassin DNS blocklists (true)"),
     "spam_subject_tag": (_TEXT, "subject prefix of tagged spam ([SPAM])"),
@@ -242,6 +245,20 @@ def _ports(value: dict) -> str | None:
     return None
 
 
+def _resolvers(value: list) -> str | None:
+    """Port 53 only: the resolver libraries the daemons use take an address, no port."""
+    if len(value) > 3:
+        return "at most 3 resolvers (the limit of /etc/resolv.conf)"
+    for item in value:
+        if not isinstance(item, str):
+            return f"every resolver must be text, got {type(item).__name__}"
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            return f"{item!r} is not an IP address"
+    return None
+
+
 def _srs_domain(value: str) -> str | None:
     ok = _HOST.fullmatch(value) and "." in value
     return None if ok else f"{value!r} is not a domain name"
@@ -290,6 +307,8 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "srs_domain": _srs_domain,
     "srs_secret": _srs_secret,
     "spam_subject_tag": _subject_tag,
+    "dmarc_subject_tag": _subject_tag,
+    "mail_auth_resolvers": _resolvers,
     "spam_max_size": _range(1024, 1024**3),
     "spam_timeout": _range(1, 3600),
     "spam_tag_score": _SCORE,

@@ -664,6 +664,16 @@ def _clean_policy(changes: dict[str, Any], current: Any) -> dict[str, Any]:
         if field in changes:
             value = changes[field]
             cleaned[field] = None if value is None else _bool(value, field)
+    if "dmarc_failure" in changes:
+        value = changes["dmarc_failure"]
+        if value not in (None, *choices.DMARC_FAILURE_CODES):
+            raise ValidationError(
+                {
+                    "dmarc_failure": _("Choose one of: %(choices)s.")
+                    % {"choices": ", ".join(choices.DMARC_FAILURE_CODES)}
+                }
+            )
+        cleaned["dmarc_failure"] = value
     return cleaned
 
 

@@ -103,6 +103,25 @@ DEFAULT_SPAM_REJECT_SCORE: Decimal | None = None
 DEFAULT_ANTIVIRUS = True
 DEFAULT_GREYLISTING = False
 
+# What the SMTP node does with inbound mail that fails DMARC (OpenDMARC's verdict; the
+# content filter acts on it). "sender" follows the From domain's published policy:
+# p=reject refused, p=quarantine held, p=none tagged. Results other than "fail" (pass,
+# none, and temperror when DNS cannot answer) always deliver.
+DMARC_NONE, DMARC_TAG, DMARC_HOLD, DMARC_REJECT, DMARC_SENDER = (
+    "none", "tag", "hold", "reject", "sender",
+)  # fmt: skip
+DMARC_FAILURE_CHOICES = [
+    (DMARC_NONE, _("Deliver (results in the headers only)")),
+    (DMARC_TAG, _("Tag (header and subject prefix)")),
+    (DMARC_HOLD, _("Hold in spam hold")),
+    (DMARC_REJECT, _("Refuse during the SMTP session")),
+    (DMARC_SENDER, _("As the sender's domain asks (reject refused, quarantine held)")),
+]
+DMARC_FAILURE_CODES = tuple(code for code, _label in DMARC_FAILURE_CHOICES)
+# Tagging loses nothing and delays nothing: a forwarded or list message that breaks
+# DMARC still arrives, marked.
+DEFAULT_DMARC_FAILURE = DMARC_TAG
+
 FILTER_FIELDS = (
     "blocked_extensions",
     "blocked_mime_types",
@@ -113,6 +132,7 @@ FILTER_FIELDS = (
     "greylisting",
     "sender_allow",
     "sender_block",
+    "dmarc_failure",
 )
 FILTER_DEFAULTS: dict[str, object] = {
     "blocked_extensions": DEFAULT_BLOCKED_EXTENSIONS,
@@ -124,6 +144,7 @@ FILTER_DEFAULTS: dict[str, object] = {
     "greylisting": DEFAULT_GREYLISTING,
     "sender_allow": [],
     "sender_block": [],
+    "dmarc_failure": DEFAULT_DMARC_FAILURE,
 }
 FILTER_LABELS = {
     "blocked_extensions": _("Blocked attachment extensions"),
@@ -135,6 +156,7 @@ FILTER_LABELS = {
     "greylisting": _("Greylisting"),
     "sender_allow": _("Allowed senders"),
     "sender_block": _("Blocked senders"),
+    "dmarc_failure": _("On DMARC failure"),
 }
 
 DEFAULT_QUOTA_MB = 1024

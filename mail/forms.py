@@ -499,6 +499,15 @@ class PolicyForm(ProtocolGridMixin, ActorForm):
     )  # fmt: skip
     antivirus = forms.ChoiceField(label=_("Anti-virus"), choices=INHERIT_CHOICE, required=False)
     greylisting = forms.ChoiceField(label=_("Greylisting"), choices=INHERIT_CHOICE, required=False)
+    dmarc_failure = forms.ChoiceField(
+        label=_("On DMARC failure"),
+        choices=[("", _("Inherit")), *choices.DMARC_FAILURE_CHOICES],
+        required=False,
+        help_text=_(
+            "Inbound mail whose From domain fails DMARC (SPF and DKIM both unaligned). "
+            "Mail is always delivered when DNS cannot answer."
+        ),
+    )
     override_sender_allow = forms.BooleanField(label=_("Set allowed senders here"), required=False)
     sender_allow = forms.CharField(
         label=_("Allowed senders"), required=False, widget=forms.Textarea(attrs={"rows": 3})
@@ -537,6 +546,7 @@ class PolicyForm(ProtocolGridMixin, ActorForm):
         for field in ("antivirus", "greylisting"):
             value = getattr(row, field)
             initial[field] = "" if value is None else ("on" if value else "off")
+        initial["dmarc_failure"] = row.dmarc_failure or ""
         return initial
 
     def action_fields(self) -> dict[str, Any]:
@@ -548,6 +558,7 @@ class PolicyForm(ProtocolGridMixin, ActorForm):
             out[field] = data[field]
         for field in ("antivirus", "greylisting"):
             out[field] = {"": None, "on": True, "off": False}[data[field] or ""]
+        out["dmarc_failure"] = data["dmarc_failure"] or None
         return out
 
 

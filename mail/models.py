@@ -63,6 +63,14 @@ class PolicyFields(models.Model):
     greylisting = models.BooleanField(_("greylisting"), null=True, blank=True)
     sender_allow = models.JSONField(_("allowed senders"), null=True, blank=True)
     sender_block = models.JSONField(_("blocked senders"), null=True, blank=True)
+    # NULL inherits, like every field here ("" would be a value of its own).
+    dmarc_failure = models.CharField(  # noqa: DJ001
+        _("on DMARC failure"),
+        max_length=8,
+        choices=choices.DMARC_FAILURE_CHOICES,
+        null=True,
+        blank=True,
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     audit_fields = ("protocol_access", *choices.FILTER_FIELDS)

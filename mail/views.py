@@ -410,9 +410,15 @@ class PolicyFormView(MailPage, ObjectFormView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         effective = policy.effective_filtering(**self.level())
+        labels = dict(choices.DMARC_FAILURE_CHOICES)
         context["effective_filtering"] = [
-            (choices.FILTER_LABELS[f], _display(effective[f]["value"]), effective[f]["source"])
+            (
+                choices.FILTER_LABELS[f],
+                labels.get(value, value) if f == "dmarc_failure" else _display(value),
+                effective[f]["source"],
+            )
             for f in choices.FILTER_FIELDS
+            for value in [effective[f]["value"]]
         ]
         context["can_manage"] = self.request.user.has_permission(perms.MAIL_MANAGE)
         return context

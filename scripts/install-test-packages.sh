@@ -25,6 +25,9 @@ packages+=(pebble)
 packages+=(bind9)
 # DKIM signing (issue 15): OpenDKIM as the SMTP nodes' signing milter.
 packages+=(opendkim opendkim-tools)
+# Inbound SPF and DMARC (issue 15): OpenDMARC (SPF through its libspf2) and the public
+# suffix list it finds organisational domains with.
+packages+=(opendmarc publicsuffix)
 # Webmail (issue 16): Debian's Roundcube with SQLite, run under PHP-FPM behind nginx.
 packages+=(roundcube roundcube-core roundcube-sqlite3 php-fpm php-sqlite3)
 # SRS for forwards to other providers (issue 15): postsrsd on the SMTP nodes.

@@ -44,6 +44,7 @@ class Reason(models.TextChoices):
     ATTACHMENT = "attachment", _("Blocked attachment")
     SENDER = "sender", _("Blocked sender")
     HEADER = "header", _("Header rule")
+    DMARC = "dmarc", _("Failed DMARC")
     OTHER = "other", _("Other")
 
 

@@ -8,10 +8,11 @@ The content filter adds exactly one header to mail it holds::
 
     X-UMS-Hold: <reason>; <key>=<value>; ...
 
-with reason ``spam``, ``virus``, ``attachment``, ``sender`` or ``header`` and the keys
-``score``, ``rules`` (spam), ``virus``, ``attachment`` and ``type`` (attachment),
-``sender``. A sender can forge such a header too; the filter strips incoming ones and
-puts its own on top, so the first occurrence is the one that counts.
+with reason ``spam``, ``virus``, ``attachment``, ``sender``, ``header`` or ``dmarc`` and
+the keys ``score``, ``rules`` (spam), ``virus``, ``attachment`` and ``type`` (attachment),
+``sender`` (also the failing From domain of a ``dmarc`` hold, with ``policy``, the
+domain's published p=, kept in ``detail``). A sender can forge such a header too; the
+filter strips incoming ones and puts its own on top, so the first occurrence counts.
 """
 
 from __future__ import annotations

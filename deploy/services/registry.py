@@ -22,6 +22,7 @@ MODULES = (
     "deploy.services.spamassassin",
     "deploy.services.clamav",
     "deploy.services.opendkim",
+    "deploy.services.opendmarc",
     "deploy.services.srs",
     "deploy.services.courier",
     "deploy.services.lda",

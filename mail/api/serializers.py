@@ -241,6 +241,9 @@ class PolicySerializer(StrictModelSerializer):
     )
     antivirus = serializers.BooleanField(required=False, allow_null=True)
     greylisting = serializers.BooleanField(required=False, allow_null=True)
+    dmarc_failure = serializers.ChoiceField(
+        choices=choices.DMARC_FAILURE_CHOICES, required=False, allow_null=True
+    )
     effective_protocol_access = serializers.SerializerMethodField()
     effective_filtering = serializers.SerializerMethodField()
 

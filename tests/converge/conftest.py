@@ -44,6 +44,9 @@ MAIL_PRIVATE_PATHS = (
     # OpenDKIM (signing on SMTP nodes): its configuration, keys and pid file.
     "/etc/ums-opendkim",
     "/run/ums-opendkim",
+    # OpenDMARC (SPF and DMARC checks on SMTP nodes): configuration, resolver, pid file.
+    "/etc/ums-opendmarc",
+    "/run/ums-opendmarc",
 )
 DAEMON_NAMES = ("master", "authdaemond", "couriertcpd", "courierlogger")
 

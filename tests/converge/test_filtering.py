@@ -74,11 +74,11 @@ def test_smtp_node_routes_every_smtpd_through_the_filter() -> None:
     files = _rendered(_state({}, {"spam_hold_score": 6.0}))
     main_cf = files["/etc/postfix/main.cf"].decode()
     assert "\nenable_long_queue_ids = yes\n" in main_cf
-    # The content filter first, then the DKIM signer (which never defers mail: its own
-    # default_action=accept overrides the tempfail that protects filtering).
+    # OpenDKIM and OpenDMARC first (the filter reads their verdicts; each never defers
+    # mail: its own default_action=accept overrides the tempfail that protects filtering).
     assert (
-        "\nsmtpd_milters = unix:private/ums-milter, "
-        "{ inet:127.0.0.1:8891, default_action=accept }\n"
+        "\nsmtpd_milters = { inet:127.0.0.1:8891, default_action=accept }, "
+        "{ inet:127.0.0.1:8893, default_action=accept }, unix:private/ums-milter\n"
     ) in main_cf
     assert "\nmilter_default_action = tempfail\n" in main_cf
     assert "\nheader_checks = regexp:/etc/postfix/ums_header_checks\n" in main_cf

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from deploy.connector.base import Connector
 from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
 
-from .. import probes
+from .. import mail_auth, probes
 from ..postfix import safe
 
 __all__ = ["MILTER", "OpenDkimService", "milter_entry", "signing_enabled"]
@@ -160,6 +160,11 @@ class OpenDkimService(Service):
             # A From header added after signing would otherwise pass as signed.
             "OversignHeaders From",
             f"AuthservID {hostname}",
+            # Results claiming to come from this node that arrive from outside are
+            # deleted (DKIM, and SPF/DMARC ones too), so OpenDMARC and the content
+            # filter after it read only this node's own verdicts.
+            f"RemoveARFrom {hostname}",
+            "RemoveARAll yes",
             # Every inbound message gets a DKIM result, "none" when unsigned.
             "AlwaysAddARHeader yes",
             # A signer that cannot sign (an unreadable key) sends the message unsigned,
@@ -169,6 +174,10 @@ class OpenDkimService(Service):
             f"SigningTable {ROOT}/SigningTable",
             f"InternalHosts {ROOT}/InternalHosts",
         ]
+        servers = mail_auth.resolvers(state)
+        if servers:
+            # Key lookups through the resolver of the mail checks (not /etc/resolv.conf).
+            conf.append(f"Nameservers {','.join(servers)}")
         # Key files, not keys inline: OpenDKIM reads table lines into a 1 kB buffer, and
         # a 2048-bit key in base64 is longer (the signer then fails every message).
         key_table = "".join(

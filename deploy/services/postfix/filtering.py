@@ -47,6 +47,7 @@ from deploy.services.clamav import CLAMD_TCP, antivirus_domains
 from deploy.services.spamassassin import SPAMD_ADDRESS, SPAMD_PORT, node_defaults, thresholds_for
 from mail import choices
 
+from .. import mail_auth
 from . import safe
 
 ROOT = "/etc/postfix"
@@ -110,6 +111,12 @@ def sender_entry(value: object) -> str:
     return f"{local}@{safe.domain(dom)}"
 
 
+def dmarc_failure(value: object) -> str:
+    if value not in choices.DMARC_FAILURE_CODES:
+        raise safe.UnsafeName(f"refusing DMARC failure action {value!r}")
+    return str(value)
+
+
 def filter_policy(
     policy: dict, state: DesiredState, *, antivirus: bool | None = None
 ) -> dict[str, Any]:
@@ -123,6 +130,7 @@ def filter_policy(
         "blocked_mime_types": sorted({mime_type(m) for m in _value(policy, "blocked_mime_types")}),
         "sender_allow": sorted({sender_entry(s) for s in _value(policy, "sender_allow")}),
         "sender_block": sorted({sender_entry(s) for s in _value(policy, "sender_block")}),
+        "dmarc_failure": dmarc_failure(_value(policy, "dmarc_failure")),
     }
 
 
@@ -132,6 +140,9 @@ def filter_config(state: DesiredState) -> dict[str, Any]:
     subject = str(settings.get("spam_subject_tag", "[SPAM]"))
     if not _SUBJECT_TAG.match(subject):
         raise safe.UnsafeName(f"refusing spam subject tag {subject!r}")
+    dmarc_tag = str(settings.get("dmarc_subject_tag", "[DMARC]"))
+    if not _SUBJECT_TAG.match(dmarc_tag):
+        raise safe.UnsafeName(f"refusing DMARC subject tag {dmarc_tag!r}")
     scanned = set(antivirus_domains(state))
     policies: dict[str, dict] = {"default": filter_policy({}, state)}
     keys: dict[str, str] = {}
@@ -164,6 +175,11 @@ def filter_config(state: DesiredState) -> dict[str, Any]:
             "max_bytes": max_mb * 1024 * 1024,
         },
         "subject_tag": subject,
+        "dmarc_subject_tag": dmarc_tag,
+        # OpenDMARC's results carry the node's host name (deploy/services/opendmarc).
+        "authserv_id": safe.domain(state.node.hostname.lower()),
+        # The filter's own DMARC lookup check uses the checks' resolver too.
+        "resolvers": mail_auth.resolvers(state),
         "greylist": {
             "db": GREYLIST_DB,
             "delay": int(settings.get("greylist_delay", 300)),

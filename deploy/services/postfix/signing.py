@@ -1,10 +1,17 @@
-"""Postfix side of DKIM signing: the OpenDKIM milter added to the milter lists.
+"""Postfix side of mail authentication: the OpenDKIM and OpenDMARC milters added to the
+milter lists.
 
 The Postfix service merges what :func:`params` returns into its own rendering. Only when
-converge manages the signer (its module loaded into the service registry and
-``dkim_signing`` not off) does Postfix point at it, so no node ever waits on a milter
-nobody started. The signer comes after the content filter: a message is scanned (and
-held or refused) first, and what leaves is signed as the filter left it.
+converge manages a daemon (its module loaded into the service registry and its setting,
+``dkim_signing`` or ``dmarc_checks``, not off) does Postfix point at it, so no node ever
+waits on a milter nobody started.
+
+Order for SMTP clients (``smtpd_milters``): OpenDKIM, OpenDMARC, then the content filter.
+Postfix hands each milter the message as the previous ones left it: OpenDMARC needs
+OpenDKIM's verdict, and the filter applies the recipient's DMARC-failure policy to
+OpenDMARC's. Outbound (submission, SMTPS) mail is therefore signed before the filter
+sees it; the filter only holds or refuses such mail and changes no signed header, so the
+signature stays valid. Mail the node injects itself (``non_smtpd_milters``) is signed only.
 """
 
 from __future__ import annotations
@@ -12,23 +19,38 @@ from __future__ import annotations
 from deploy.services.base import DesiredState
 
 
-def _signer(state: DesiredState) -> str | None:
+def _managed(name: str) -> bool:
     # Imported here: the registry imports the Postfix package itself.
     from deploy.services import registry
+
+    return any(s.name == name for s in registry.SERVICES)
+
+
+def _signer(state: DesiredState) -> str | None:
     from deploy.services.opendkim import milter_entry, signing_enabled
 
-    if not signing_enabled(state) or not any(s.name == "opendkim" for s in registry.SERVICES):
+    if not signing_enabled(state) or not _managed("opendkim"):
+        return None
+    return milter_entry()
+
+
+def _checker(state: DesiredState) -> str | None:
+    from deploy.services.opendmarc import checks_enabled, milter_entry
+
+    if not checks_enabled(state) or not _managed("opendmarc"):
         return None
     return milter_entry()
 
 
 def params(state: DesiredState, merged: dict[str, str]) -> list[tuple[str, str]]:
     """main.cf parameters to add or override, given the ones merged so far."""
-    entry = _signer(state)
-    if entry is None:
-        return []
+    signer, checker = _signer(state), _checker(state)
     result = []
-    for key in ("smtpd_milters", "non_smtpd_milters"):
-        current = merged.get(key, "").strip()
-        result.append((key, f"{current}, {entry}" if current else entry))
+    first = [m for m in (signer, checker) if m]
+    if first:
+        current = merged.get("smtpd_milters", "").strip()
+        result.append(("smtpd_milters", ", ".join([*first, *([current] if current else [])])))
+    if signer:
+        current = merged.get("non_smtpd_milters", "").strip()
+        result.append(("non_smtpd_milters", f"{current}, {signer}" if current else signer))
     return result

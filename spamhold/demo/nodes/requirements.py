@@ -22,6 +22,7 @@ COMMANDS = (
     "clamd",
     "sigtool",
     "opendkim",
+    "opendmarc",
     "python3",
 )
 _PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])

@@ -35,6 +35,11 @@ class Bind:
     port: int = field(default_factory=free_port)
     secret: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
     process: subprocess.Popen | None = None
+    #: Extra zone-file lines (the mail authentication tests publish SPF, DKIM, DMARC).
+    records: str = ""
+    #: The zone served (the mail tests need one outside ".test", which libunbound, and
+    #: so OpenDKIM, answers locally as NXDOMAIN).
+    zone: str = ZONE
 
     @property
     def server(self) -> str:
@@ -45,13 +50,13 @@ class Bind:
         if not Path(named).exists():
             raise RuntimeError("Debian package bind9 is not installed")
         self.folder.mkdir(parents=True, exist_ok=True)
-        zone_file = self.folder / f"{ZONE}.zone"
+        zone_file = self.folder / f"{self.zone}.zone"
         zone_file.write_text(
             "$TTL 60\n"
-            f"@ IN SOA ns.{ZONE}. hostmaster.{ZONE}. 1 60 60 600 60\n"
-            f"@ IN NS ns.{ZONE}.\n"
+            f"@ IN SOA ns.{self.zone}. hostmaster.{self.zone}. 1 60 60 600 60\n"
+            f"@ IN NS ns.{self.zone}.\n"
             f"ns IN A {self.address}\n"
-            f"public IN A {self.address}\n"
+            f"public IN A {self.address}\n" + self.records
         )
         config = self.folder / "named.conf"
         config.write_text(
@@ -66,10 +71,10 @@ class Bind:
 }};
 controls {{ }};
 key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{self.secret}"; }};
-zone "{ZONE}" {{
+zone "{self.zone}" {{
   type primary;
   file "{zone_file}";
-  update-policy {{ grant {KEY_NAME} wildcard *.{ZONE} TXT; }};
+  update-policy {{ grant {KEY_NAME} wildcard *.{self.zone} TXT; }};
 }};
 """
         )
@@ -79,7 +84,7 @@ zone "{ZONE}" {{
         )
         deadline = time.monotonic() + 15
         while True:
-            query = dns.message.make_query(f"ns.{ZONE}", dns.rdatatype.A)
+            query = dns.message.make_query(f"ns.{self.zone}", dns.rdatatype.A)
             with contextlib.suppress(OSError, dns.exception.DNSException):  # not ready yet
                 if dns.query.tcp(query, self.address, port=self.port, timeout=1).answer:
                     return self

@@ -82,9 +82,9 @@ def test_postfix_uses_the_signer_only_when_converge_runs_it(monkeypatch) -> None
     entry = "{ inet:127.0.0.1:8891, default_action=accept }"
     assert f"smtpd_milters = {entry}" in main_cf
     assert f"non_smtpd_milters = {entry}" in main_cf
-    # After the content filter, whose failures still defer mail.
+    # Before the content filter (which reads the verdicts), whose failures still defer.
     main_cf = POSTFIX.main_cf(state())
-    assert f"smtpd_milters = unix:private/ums-milter, {entry}" in main_cf
+    assert f"smtpd_milters = {entry}, unix:private/ums-milter" in main_cf
     assert "milter_default_action = tempfail" in main_cf
     assert "8891" not in POSTFIX.main_cf(state(dkim_signing=False))
     monkeypatch.setattr(registry, "SERVICES", [POSTFIX])

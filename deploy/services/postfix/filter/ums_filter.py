@@ -18,7 +18,13 @@ Two roles, chosen by the first argument:
       or trigger a hold;
     * authenticated submission skips spam scoring and the sender lists (our own users;
       sender_login_mismatch already binds them) but still gets virus and attachment
-      checks.
+      checks;
+    * DMARC: OpenDMARC (an earlier milter) adds ``Authentication-Results: <this node>;
+      dmarc=...``; on ``fail`` the recipient domain's ``dmarc_failure`` policy tags
+      (``X-UMS-DMARC`` and a subject prefix), holds, refuses, or follows the From
+      domain's published ``p=`` (reject refused, quarantine held, none tagged). Any
+      other result delivers; ``temperror``/``permerror`` (DNS could not answer) is
+      marked in ``X-UMS-DMARC`` and never delays the message.
 
     Recipients of one transaction must share one policy (thresholds differ per domain,
     but a message gets one verdict), so a recipient whose domain has another policy is
@@ -59,8 +65,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 POLICY_FILE = os.path.join(HERE, "policy.json")
 
 HOLD_HEADER = "X-UMS-Hold"
+DMARC_HEADER = "X-UMS-DMARC"
 # Headers only this filter may set: incoming copies are deleted before anything else.
-OWN_HEADERS = ("x-ums-hold", "x-spam-score", "x-spam-flag", "x-spam-status", "x-spam-level")
+OWN_HEADERS = (
+    "x-ums-hold", "x-spam-score", "x-spam-flag", "x-spam-status", "x-spam-level", "x-ums-dmarc",
+)  # fmt: skip
 
 # Milter protocol constants (libmilter's mfapi.h / mfdef.h).
 SMFIF_ADDHDRS = 0x01
@@ -72,6 +81,9 @@ SMFIP_NODATA = 0x200
 MILTER_VERSION = 6
 
 _UNSAFE_VALUE = re.compile(r"[;\x00-\x1f\x7f]")
+_DMARC_RESULT = re.compile(r"\bdmarc\s*=\s*([a-z]+)", re.I)
+_DMARC_POLICY = re.compile(r"\(\s*p\s*=\s*([a-z]+)", re.I)
+_DMARC_FROM = re.compile(r"\bheader\.from\s*=\s*([A-Za-z0-9.-]{1,253})", re.I)
 _RULE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -238,6 +250,85 @@ def classify(score: float, thresholds: Dict[str, Any]) -> str:
     return "pass"
 
 
+def dmarc_result(auth_results: List[str], authserv_id: str) -> Optional[Dict[str, str]]:
+    """OpenDMARC's verdict from the first ``Authentication-Results`` this node wrote:
+    {"result", "policy", "domain"}; None without one (checker off or down)."""
+    for value in auth_results:
+        server, _sep, rest = value.partition(";")
+        words = server.split()
+        if not words or words[0].lower() != authserv_id.lower():
+            continue
+        found = _DMARC_RESULT.search(rest)
+        if found:
+            policy = _DMARC_POLICY.search(rest)
+            domain = _DMARC_FROM.search(rest)
+            return {
+                "result": found.group(1).lower(),
+                "policy": policy.group(1).lower() if policy else "",
+                "domain": domain.group(1).lower() if domain else "",
+            }
+    return None
+
+
+def _dns_query(name: str, qtype: int = 16) -> bytes:
+    header = struct.pack(">HHHHHH", int.from_bytes(os.urandom(2), "big"), 0x0100, 1, 0, 0, 0)
+    labels = b"".join(
+        bytes([len(label)]) + label for label in name.strip(".").encode("ascii").split(b".")
+    )
+    return header + labels + b"\0" + struct.pack(">HH", qtype, 1)
+
+
+def system_resolvers(path: str = "/etc/resolv.conf") -> List[str]:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return [
+                line.split()[1]
+                for line in handle
+                if line.startswith("nameserver") and len(line.split()) > 1
+            ][:3]
+    except OSError:
+        return []
+
+
+def dns_answers(name: str, resolvers: List[str], timeout: float = 2.0) -> bool:
+    """Whether a resolver answers a TXT query for ``name`` (NOERROR or NXDOMAIN).
+
+    OpenDMARC (1.4) reports a DMARC record it could not look up as ``dmarc=none``, the
+    same as no record at all; this one query tells the two apart, so mail judged while
+    DNS is down is marked ``temperror`` instead of passing as unchecked."""
+    try:
+        query = _dns_query(name)
+    except (UnicodeError, ValueError):
+        return True  # not a name DNS could hold: nothing to retry later either
+    for server in resolvers or system_resolvers():
+        for _attempt in range(2):
+            family = socket.AF_INET6 if ":" in server else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                    sock.settimeout(timeout)
+                    sock.sendto(query, (server, 53))
+                    reply = sock.recv(4096)
+            except OSError:
+                continue
+            if len(reply) >= 4 and reply[:2] == query[:2] and (reply[3] & 0x0F) in (0, 3):
+                return True
+    return False
+
+
+#: The action "sender" takes for each published DMARC policy.
+_SENDER_POLICY = {"reject": "reject", "quarantine": "hold"}
+
+
+def dmarc_action(verdict: Optional[Dict[str, str]], policy: Dict[str, Any]) -> str:
+    """none, tag, hold or reject for one message's DMARC verdict under one policy."""
+    if verdict is None or verdict["result"] != "fail":
+        return "none"
+    chosen = policy.get("dmarc_failure") or "tag"
+    if chosen == "sender":
+        return _SENDER_POLICY.get(verdict["policy"], "tag")
+    return chosen if chosen in ("none", "tag", "hold", "reject") else "tag"
+
+
 def hold_value(reason: str, **fields: str) -> str:
     parts = [reason] + [f"{key}={clean_value(value, 900)}" for key, value in fields.items()]
     return "; ".join(parts)
@@ -251,10 +342,18 @@ def decide(
     sender: str,
     header_from: List[str],
     authenticated: bool,
+    auth_results: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
     """The verdict for one message: ``action`` (accept/hold/reject), headers to add, hold
-    value and subject tag. Raises FilterError when a required check cannot run."""
-    verdict = {"action": "accept", "hold": None, "headers": [], "tag_subject": False}  # type: Dict[str, Any]
+    value, subject tags and the refusal text. Raises FilterError when a required check
+    cannot run."""
+    verdict = {
+        "action": "accept",
+        "hold": None,
+        "headers": [],
+        "subject_tags": [],
+        "reject": "550 5.7.1 Message rejected as spam",
+    }  # type: Dict[str, Any]
     if policy.get("antivirus"):
         virus = clamd_scan(message, config)
         if virus:
@@ -274,6 +373,36 @@ def decide(
             if sender_matches(candidate, block):
                 verdict.update(action="hold", hold=hold_value("sender", sender=candidate))
                 return verdict
+    dmarc = dmarc_result(auth_results or [], str(config.get("authserv_id") or ""))
+    resolvers = list(config.get("resolvers") or [])
+    if (
+        dmarc is not None
+        and dmarc["result"] == "none"
+        and dmarc["domain"]
+        and not dns_answers("_dmarc." + dmarc["domain"], resolvers)
+    ):
+        dmarc["result"] = "temperror"
+    # An allowed sender is the administrator's word (a list that breaks DMARC, say).
+    action = "none" if allowed else dmarc_action(dmarc, policy)
+    if dmarc is not None and dmarc["result"] in ("fail", "temperror", "permerror"):
+        fields = {"domain": dmarc["domain"], "policy": dmarc["policy"] or "none"}
+        verdict["headers"].append(
+            (DMARC_HEADER, hold_value(dmarc["result"], action=action, **fields))
+        )
+        if action == "tag" and config.get("dmarc_subject_tag"):
+            verdict["subject_tags"].append(config["dmarc_subject_tag"])
+        elif action == "hold":
+            held = hold_value("dmarc", sender=dmarc["domain"], policy=fields["policy"])
+            verdict.update(action="hold", hold=held)
+            return verdict
+        elif action == "reject":
+            verdict.update(
+                action="reject",
+                reject="550 5.7.1 Message rejected: it fails the DMARC policy of {}".format(
+                    clean_value(dmarc["domain"], 253) or "its sender"
+                ),
+            )
+            return verdict
     max_size = int(config["spamd"].get("max_bytes", 512000))
     if len(message) > max_size:
         verdict["headers"].append(("X-Spam-Status", "No, not scanned (message too large)"))
@@ -298,7 +427,8 @@ def decide(
     )
     if flag:
         verdict["headers"].append(("X-Spam-Flag", "YES"))
-        verdict["tag_subject"] = bool(config.get("subject_tag"))
+        if config.get("subject_tag"):
+            verdict["subject_tags"].append(config["subject_tag"])
     if outcome == "reject":
         verdict["action"] = "reject"
     elif outcome == "hold":
@@ -457,14 +587,15 @@ class Milter:
                 sender=self.sender,
                 header_from=header_from,
                 authenticated=self.authenticated,
+                auth_results=[v for n, v in self.headers if n.lower() == "authentication-results"],
             )
         except Exception as exc:  # any failure defers: the client keeps the message
             log(f"{queue_id}: filter failed, deferring: {exc}")
             self.replycode("451 4.7.1 Content filter temporarily unavailable, try again later")
             return
         if verdict["action"] == "reject":
-            log(f"{queue_id}: rejected as spam")
-            self.replycode("550 5.7.1 Message rejected as spam")
+            log("{}: rejected: {}".format(queue_id, verdict["reject"]))
+            self.replycode(verdict["reject"])
             return
         # Delete forged copies of our own headers, the highest index first so the
         # remaining indexes stay valid whatever the MTA's deletion semantics.
@@ -479,14 +610,16 @@ class Milter:
             self.send(b"m", struct.pack(">I", index) + name.encode("latin-1") + b"\0\0")
         for name, value in verdict["headers"]:
             self.send(b"h", name.encode() + b"\0" + value.encode("utf-8") + b"\0")
-        if verdict["tag_subject"]:
+        if verdict["subject_tags"]:
             subjects = [v for n, v in self.headers if n.lower() == "subject"]
-            tag = self.config["subject_tag"]
-            if subjects and not subjects[0].startswith(tag):
-                new = f"{tag} {subjects[0]}"
+            new = subjects[0] if subjects else ""
+            for tag in reversed(verdict["subject_tags"]):
+                if not new.startswith(tag):
+                    new = f"{tag} {new}".rstrip()
+            if subjects and new != subjects[0]:
                 self.send(b"m", struct.pack(">I", 1) + b"Subject\0" + new.encode("utf-8") + b"\0")
             elif not subjects:
-                self.send(b"h", b"Subject\0" + tag.encode() + b"\0")
+                self.send(b"h", b"Subject\0" + new.encode("utf-8") + b"\0")
         if verdict["action"] == "hold":
             self.send(b"h", HOLD_HEADER.encode() + b"\0" + verdict["hold"].encode("utf-8") + b"\0")
             self.send(
