@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db.models.functions import Lower
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
@@ -27,8 +28,10 @@ class ArchiveRestoreForm(RestoreForm):
 
     def __init__(self, *args: Any, copy: OffnodeCopy, **kwargs: Any) -> None:
         super().__init__(*args, domain_id=copy.domain_id, **kwargs)
+        self.archive_folders: list[str] = []
         names = sorted(copy.snapshots, key=archive_restore.stamp, reverse=True)
         self.fields["snapshot"].choices = [(n, n) for n in names]  # newest first
+        self._offer_members(copy, names)
         self.fields["mode"].choices = [
             (restore.NEW_FOLDER, restore.MODES[restore.NEW_FOLDER]),
             (
@@ -44,6 +47,22 @@ class ArchiveRestoreForm(RestoreForm):
             "flagged, deleted) of messages in these folders with the archive's, and copy "
             "back the messages deleted since. Mail received since is kept."
         )
+
+    def _offer_members(self, copy: OffnodeCopy, names: list[str]) -> None:
+        """Mailboxes limited to those the kept archives hold, and the folders they hold
+        offered in a datalist (typing stays possible; the action checks the choice
+        against the archive of the chosen snapshot)."""
+        held = [archive_restore.folders_held(copy, name) for name in names]
+        known = [h for h in held if h is not None]
+        if not known:
+            return  # archives written before folders were recorded: typed, unchecked
+        boxes = set().union(*known)
+        field = self.fields["mailbox"]
+        assert isinstance(field, forms.ModelChoiceField)
+        # The archive keeps local parts as they were on the node; compare in lower case.
+        field.queryset = field.queryset.annotate(key=Lower("local_part")).filter(key__in=boxes)
+        self.archive_folders = sorted({f for h in known for fs in h.values() for f in fs})
+        self.fields["folder"].widget.attrs["list"] = "archive-folders"
 
     def action_fields(self) -> dict[str, Any]:
         return {**super().action_fields(), "snapshot": self.cleaned_data.get("snapshot") or ""}
