@@ -21,7 +21,7 @@ from ums.models import Job
 
 from .holders import HeldCopy
 from .offnode_actions import REBUILD_JOB
-from .purge_holders import node_of
+from .purge_holders import dataset_of, node_of
 from .rebuild_archive import STAGE_RE, destroy_staging
 
 
@@ -32,7 +32,10 @@ def _session(node: Node) -> AbstractContextManager[Connector]:
 
 
 def nodes_of(domain: Domain) -> list[Node]:
-    """The nodes a staging dataset of ``domain`` can be on."""
+    """The nodes a staging dataset of ``domain`` can be on (none without a mail store
+    pool: no rebuild from an archive can have run)."""
+    if dataset_of(domain) is None:
+        return []
     ids: set[int] = set()
     if domain.pk:
         jobs = Job.objects.filter(kind=REBUILD_JOB, params__domain_ids__contains=[domain.pk])

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_purge_finds_and_destroys_a_given_up_rebuilds_staging_dataset(
-    cast: Cast, tmp_path: Path
+    cast: Cast, tmp_path: Path, settings
 ) -> None:
     assert any(h.name == "rebuild_staging" for h in holders.holders())  # registered
     domain = make_domain(cast.ministry, "staged.example")
@@ -55,6 +55,9 @@ def test_purge_finds_and_destroys_a_given_up_rebuilds_staging_dataset(
             return nullcontext(conn)
 
         holder = RebuildStagingHolder(connect=connect)
+        settings.UMS_CONVERGE = {**settings.UMS_CONVERGE, "mail_store_pool": ""}
+        assert holder.find(domain, "alice") == [] and seen == []  # no pool, no rebuilds
+        settings.UMS_CONVERGE = {**settings.UMS_CONVERGE, "mail_store_pool": zfs.pool}
         assert holder.find(domain, "alice") == []
         assert seen == ["imap-new.example.org"]  # the rebuild's new node is searched
         stage = f"{zfs.pool}/ums-rebuild-{domain.name}"
