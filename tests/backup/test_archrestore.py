@@ -254,3 +254,13 @@ def test_archive_restore_offers_and_checks_the_archived_mailboxes_and_folders(
         format="json",
     )
     assert response.status_code == 400 and set(response.json()["errors"]) == {"mailbox"}
+
+
+def test_rebuild_source_choices_are_short_enough_for_the_select() -> None:
+    from backup.offnode_forms import RebuildForm
+
+    form = RebuildForm(actor=None)
+    labels = [str(label) for _value, label in form.fields["prefer"].choices]
+    # Longer labels were cut off in the select at 1280 px; the detail is in the help.
+    assert labels and all(len(label) <= 30 for label in labels), labels
+    assert "Maildir archive" in str(form.fields["prefer"].help_text)
