@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import certificate_views, views
+from . import certificate_views, rule_key_views, views
 
 app_name = "servers"
 
@@ -34,5 +34,11 @@ urlpatterns = [
         "certificates/renew/",
         certificate_views.CertificateRenewView.as_view(),
         name="certificate-renew",
+    ),
+    path("rule-keys/", rule_key_views.RuleKeyListView.as_view(), name="rule-key-list"),
+    path(
+        "rule-keys/<str:channel>/delete/",
+        rule_key_views.RuleKeyDeleteView.as_view(),
+        name="rule-key-delete",
     ),
 ]
