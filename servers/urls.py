@@ -2,6 +2,8 @@
 
 from django.urls import path
 
+from office import views as office_views
+
 from . import certificate_views, rule_key_views, views
 
 app_name = "servers"
@@ -15,6 +17,11 @@ urlpatterns = [
         "nodes/<id:pk>/actions/<slug:name>/",
         views.NodeActionView.as_view(),
         name="node-action",
+    ),
+    path(
+        "nodes/<id:pk>/office-console/",
+        office_views.ConsoleRevealView.as_view(),
+        name="office-console-reveal",
     ),
     path("zones/", views.ZoneListView.as_view(), name="zone-list"),
     path("zones/new/", views.ZoneCreateView.as_view(), name="zone-create"),
