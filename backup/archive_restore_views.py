@@ -63,6 +63,11 @@ class ArchiveRestoreForm(RestoreForm):
         field.queryset = field.queryset.annotate(key=Lower("local_part")).filter(key__in=boxes)
         self.archive_folders = sorted({f for h in known for fs in h.values() for f in fs})
         self.fields["folder"].widget.attrs["list"] = "archive-folders"
+        self.fields["folder"].help_text = _(
+            "Empty: the whole mailbox. INBOX for the inbox alone, or one of the folders the "
+            "archives hold (offered as you type; with its subfolders). It is checked against "
+            "the archive chosen above."
+        )
 
     def action_fields(self) -> dict[str, Any]:
         return {**super().action_fields(), "snapshot": self.cleaned_data.get("snapshot") or ""}
