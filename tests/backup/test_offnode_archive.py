@@ -127,6 +127,4 @@ def test_the_manifest_records_each_mailboxs_folders() -> None:
         {"snapshot": "old", "mailboxes": ["alice"]},  # written before folders were kept
         {"snapshot": "new", "mailboxes": ["alice", "Bob"], "folders": oa.folders_of(kept)},
     ]
-    assert oa.members_by_snapshot(archives) == {
-        "new": {"alice": ["Sent", "Trashcan"], "Bob": []}
-    }
+    assert oa.members_by_snapshot(archives) == {"new": {"alice": ["Sent", "Trashcan"], "Bob": []}}
