@@ -56,11 +56,13 @@ class ArchiveRestoreForm(RestoreForm):
         known = [h for h in held if h is not None]
         if not known:
             return  # archives written before folders were recorded: typed, unchecked
-        boxes = set().union(*known)
-        field = self.fields["mailbox"]
-        assert isinstance(field, forms.ModelChoiceField)
-        # The archive keeps local parts as they were on the node; compare in lower case.
-        field.queryset = field.queryset.annotate(key=Lower("local_part")).filter(key__in=boxes)
+        if len(known) == len(held):  # an older archive may hold mailboxes not recorded
+            boxes = set().union(*known)
+            field = self.fields["mailbox"]
+            assert isinstance(field, forms.ModelChoiceField)
+            # The archive keeps local parts as they were on the node; compare in lower case.
+            queryset = field.queryset.annotate(key=Lower("local_part"))
+            field.queryset = queryset.filter(key__in=boxes)
         self.archive_folders = sorted({f for h in known for fs in h.values() for f in fs})
         self.fields["folder"].widget.attrs["list"] = "archive-folders"
         self.fields["folder"].help_text = _(

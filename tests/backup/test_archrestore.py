@@ -264,3 +264,25 @@ def test_rebuild_source_choices_are_short_enough_for_the_select() -> None:
     # Longer labels were cut off in the select at 1280 px; the detail is in the help.
     assert labels and all(len(label) <= 30 for label in labels), labels
     assert "Maildir archive" in str(form.fields["prefer"].help_text)
+
+
+def test_an_older_archive_without_recorded_folders_keeps_every_mailbox_offered(
+    cast: Cast,
+) -> None:
+    setting = _setting(cast.government, "imap-aro.example.org")
+    domain = make_domain(cast.ministry, "aro.example")
+    alice = make_mailbox(domain, "alice")
+    bob = make_mailbox(domain, "bob")
+    copy = _archive(cast, domain, setting.node)
+    copy.members = {"ums-manual-20261207T101500Z": {"alice": ["Sent"]}}  # the daily: unknown
+    copy.save()
+    web = portal(cast.sub_admin)
+    url = f"/backup/offnode/copies/{copy.pk}/restore/"
+    response = web.get(url)
+    assert set(response.context["form"].fields["mailbox"].queryset) == {alice, bob}
+    assert '<option value="Sent">' in response.content.decode()
+    # The older archive is not checked (its folders are unknown); the newest is.
+    data = {"snapshot": "ums-daily-20261206T0000Z", "mailbox": bob.pk, "folder": "X"}
+    assert web.post(url, {**data, "mode": "new_folder"}).status_code == 302
+    data = {"snapshot": copy.last_snapshot, "mailbox": bob.pk, "mode": "new_folder"}
+    assert set(web.post(url, data).context["form"].errors) == {"mailbox"}
