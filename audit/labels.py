@@ -164,6 +164,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "lb_certificate.issuer": pgettext_lazy("audit action", "Certificate issuer chosen"),
     "rule_channel_key.set": pgettext_lazy("audit action", "Update channel signing key set"),
     "rule_channel_key.delete": pgettext_lazy("audit action", "Update channel signing key removed"),
+    "office_console.reveal": pgettext_lazy("audit action", "Office console password revealed"),
     "node.status.active": pgettext_lazy("audit action", "Node is active"),
     "node.status.degraded": pgettext_lazy("audit action", "Node is degraded"),
     "node.status.offline": pgettext_lazy("audit action", "Node is offline"),

@@ -14,6 +14,7 @@ class BackupConfig(AppConfig):
         from .offnode_archive_holder import HOLDER as archive_holder
         from .offnode_holder import HOLDER as offnode_holder
         from .purge_holders import register_all
+        from .rebuild_holder import RebuildStagingHolder
         from .restore_holder import RestoreCloneHolder
         from .store_settings import node_overrides
         from .tier_holder import holder as tier_holder
@@ -23,6 +24,7 @@ class BackupConfig(AppConfig):
         holders.register(RestoreCloneHolder())  # restore clones
         holders.register(offnode_holder)  # copies on the backup node and on targets
         holders.register(archive_holder)  # Maildir archives on targets
+        holders.register(RebuildStagingHolder())  # given-up rebuilds from an archive
         holders.register(tier_holder)  # tiered message copies (storage tiering)
 
         if node_overrides not in desired.NODE_OVERRIDES:

@@ -74,6 +74,8 @@ def start_archive_restore(
         errors.setdefault("folder", []).extend(exc.messages)
     if folder is not None and mailbox is None:
         errors.setdefault("folder", []).append(_("A folder is restored from one mailbox."))
+    if not errors:
+        errors.update(check_members(copy, snapshot or copy.last_snapshot, mailbox, folder))
     domain = mailbox.domain if mailbox is not None else _live_domain(copy)
     if domain is None and "mailbox" not in errors:
         errors.setdefault("copy", []).append(_("The archive's domain no longer exists."))
@@ -109,6 +111,43 @@ def start_archive_restore(
         },
     )
     return job
+
+
+def folders_held(copy: OffnodeCopy, snapshot: str) -> dict[str, list[str]] | None:
+    """``{mailbox (lower case): [folder, ...]}`` of the archive of ``snapshot``, or
+    ``None`` when its manifest entry predates the record of folders."""
+    held = (copy.members or {}).get(snapshot)
+    if not isinstance(held, dict):
+        return None
+    return {box.lower(): list(folders) for box, folders in held.items()}
+
+
+def check_members(
+    copy: OffnodeCopy, snapshot: str, mailbox: Mailbox | None, folder: str | None
+) -> dict[str, list[str]]:
+    """Field errors when the mailbox or folder asked for is not in the archive (a
+    Maildir++ folder also selects its subfolders, so ``Archive`` matches when only
+    ``Archive.2025`` is there)."""
+    held = folders_held(copy, snapshot)
+    if held is None or mailbox is None:
+        return {}
+    values = {"mailbox": mailbox.local_part, "snapshot": snapshot}
+    folders = held.get(mailbox.local_part.lower())
+    if folders is None:
+        return {
+            "mailbox": [
+                _("%(mailbox)s is not in the archive of %(snapshot)s (excluded or purged).")
+                % values
+            ]
+        }
+    if folder and not any(f == folder or f.startswith(f"{folder}.") for f in folders):
+        return {
+            "folder": [
+                _("The archive of %(snapshot)s has no folder %(folder)s in %(mailbox)s.")
+                % {**values, "folder": folder}
+            ]
+        }
+    return {}
 
 
 def _live_domain(copy: OffnodeCopy) -> Domain | None:

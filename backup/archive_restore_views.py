@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db.models.functions import Lower
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
@@ -27,8 +28,10 @@ class ArchiveRestoreForm(RestoreForm):
 
     def __init__(self, *args: Any, copy: OffnodeCopy, **kwargs: Any) -> None:
         super().__init__(*args, domain_id=copy.domain_id, **kwargs)
+        self.archive_folders: list[str] = []
         names = sorted(copy.snapshots, key=archive_restore.stamp, reverse=True)
         self.fields["snapshot"].choices = [(n, n) for n in names]  # newest first
+        self._offer_members(copy, names)
         self.fields["mode"].choices = [
             (restore.NEW_FOLDER, restore.MODES[restore.NEW_FOLDER]),
             (
@@ -43,6 +46,29 @@ class ArchiveRestoreForm(RestoreForm):
             "I understand that in place restores overwrite the flags (read, answered, "
             "flagged, deleted) of messages in these folders with the archive's, and copy "
             "back the messages deleted since. Mail received since is kept."
+        )
+
+    def _offer_members(self, copy: OffnodeCopy, names: list[str]) -> None:
+        """Mailboxes limited to those the kept archives hold, and the folders they hold
+        offered in a datalist (typing stays possible; the action checks the choice
+        against the archive of the chosen snapshot)."""
+        held = [archive_restore.folders_held(copy, name) for name in names]
+        known = [h for h in held if h is not None]
+        if not known:
+            return  # archives written before folders were recorded: typed, unchecked
+        if len(known) == len(held):  # an older archive may hold mailboxes not recorded
+            boxes = set().union(*known)
+            field = self.fields["mailbox"]
+            assert isinstance(field, forms.ModelChoiceField)
+            # The archive keeps local parts as they were on the node; compare in lower case.
+            queryset = field.queryset.annotate(key=Lower("local_part"))
+            field.queryset = queryset.filter(key__in=boxes)
+        self.archive_folders = sorted({f for h in known for fs in h.values() for f in fs})
+        self.fields["folder"].widget.attrs["list"] = "archive-folders"
+        self.fields["folder"].help_text = _(
+            "Empty: the whole mailbox. INBOX for the inbox alone, or one of the folders the "
+            "archives hold (offered as you type; with its subfolders). It is checked against "
+            "the archive chosen above."
         )
 
     def action_fields(self) -> dict[str, Any]:

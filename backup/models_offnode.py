@@ -137,6 +137,11 @@ class OffnodeCopy(models.Model):
     #: Archives only: what the newest archive left out by the exclusion policies,
     #: ``{"mailboxes": [...], "folders": [...]}`` (streams leave nothing out: ``{}``).
     left_out = models.JSONField(default=dict, blank=True)
+    #: Archives only: what each kept archive holds, from its manifest entry,
+    #: ``{snapshot: {mailbox: [folder, ...]}}``, so restore forms offer and check the
+    #: mailboxes and folders without reading the target in the request. ``{}`` for
+    #: archives written before folders were recorded (then nothing is checked).
+    members = models.JSONField(default=dict, blank=True)
     copied_at = models.DateTimeField()
 
     class Meta:

@@ -88,6 +88,31 @@ def members(listing: str, excl: Exclusions) -> tuple[list[str], list[str]]:
     return sorted(kept), sorted(boxes)
 
 
+def folders_of(kept: Iterable[str]) -> dict[str, list[str]]:
+    """The Maildir++ folders each mailbox's members hold (``Sent``, ``Archive.2025``),
+    as restore forms offer and check them (``.Sent`` under ``<box>/Maildir``; our own
+    ``.ums-*`` markers are not folders)."""
+    found: dict[str, set[str]] = {}
+    for path in kept:
+        parts = path.split("/")
+        if len(parts) == 3 and parts[1] == "Maildir":
+            found.setdefault(parts[0], set())
+            name = parts[2]
+            if name.startswith(".") and len(name) > 1 and not name.startswith(".ums"):
+                found[parts[0]].add(name[1:])
+    return {box: sorted(names) for box, names in sorted(found.items())}
+
+
+def members_by_snapshot(archives: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, list]]:
+    """``{snapshot: {mailbox: [folder, ...]}}`` of manifest entries that record folders
+    (older entries know only their mailboxes: left out, so nothing is checked for them)."""
+    return {
+        a["snapshot"]: {box: list(a["folders"].get(box, [])) for box in a.get("mailboxes", [])}
+        for a in archives
+        if isinstance(a.get("folders"), dict)
+    }
+
+
 def tar_argv(folder: str) -> list[str]:
     """GNU tar of the NUL-separated names on its stdin (relative to ``folder``)."""
     return [
@@ -257,6 +282,7 @@ def archive_to_target(
             "sha256": digest.sha.hexdigest(),
             "at": now.isoformat(),
             "mailboxes": boxes,
+            "folders": folders_of(kept),
             "entries": len(kept),
             "left_out": left_out(excl),
         }
@@ -373,6 +399,7 @@ def rewrite_without(driver: Target, domain_name: str, local_part: str) -> list[s
             stored_bytes=stored,
             sha256=digest.sha.hexdigest(),
             mailboxes=[m for m in entry["mailboxes"] if m.lower() != key],
+            folders={b: f for b, f in entry.get("folders", {}).items() if b.lower() != key},
         )
         rewritten.append(name)
     if rewritten:

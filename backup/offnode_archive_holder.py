@@ -60,6 +60,12 @@ class ArchiveCopyHolder:
         finally:
             driver.close()
         if local_part:
+            key = local_part.lower()
+            row.members = {
+                snap: {box: f for box, f in boxes.items() if box.lower() != key}
+                for snap, boxes in row.members.items()
+            }
+            row.save(update_fields=["members"])
             log(
                 log_entry(
                     gettext_noop(

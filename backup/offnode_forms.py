@@ -78,23 +78,21 @@ class RebuildForm(ActorForm):
         label=_("New IMAP node"),
         help_text=_("Approved, with the mail store's ZFS pool, and without these domains."),
     )
+    # Short choice labels (a select is as wide as its longest one, and long ones were
+    # cut off at 1280 px); what each choice means is in the help text.
     prefer = forms.ChoiceField(
         label=_("Restore from"),
         required=False,
         choices=[
-            (
-                "",
-                _(
-                    "The backup node if it has a copy, else the target's streams, "
-                    "else its newest Maildir archive"
-                ),
-            ),
-            (OffnodeCopy.TARGET, _("The backup target")),
-            (
-                OffnodeCopy.ARCHIVE,
-                _("The newest Maildir archive (no older snapshots, excluded mail left out)"),
-            ),
+            ("", _("The best copy (automatic)")),
+            (OffnodeCopy.TARGET, _("The target's streams")),
+            (OffnodeCopy.ARCHIVE, _("The newest Maildir archive")),
         ],
+        help_text=_(
+            "Automatic: the backup node if it has a copy, else the target's streams, else "
+            "its newest Maildir archive. An archive brings back no older snapshots and "
+            "leaves out excluded mail."
+        ),
     )
 
     def action_fields(self) -> dict[str, Any]:

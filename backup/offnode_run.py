@@ -35,6 +35,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
     snaps = where.pop("snapshots")
     sent_bytes = where.pop("bytes_sent", 0)
     left_out = where.pop("left_out", {})
+    members = where.pop("members", {})
     if not snaps:
         return
     OffnodeCopy.objects.update_or_create(
@@ -51,6 +52,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
             "last_snapshot": snaps[-1],
             "bytes_sent": sent_bytes,
             "left_out": left_out,
+            "members": members,
             "copied_at": timezone.now(),
         },
     )
@@ -233,5 +235,6 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
         snapshots=[a["snapshot"] for a in archives],
         bytes_sent=result["bytes"],
         left_out=archives[-1]["left_out"] if archives else {},
+        members=offnode_archive.members_by_snapshot(archives),
     )
     summary["target"].append({"domain": domain.name, "archive": result["sent"]})

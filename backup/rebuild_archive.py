@@ -26,13 +26,13 @@ from . import drivers, offnode_archive
 from . import offnode_zfs as oz
 from .offnode_stream import feed_command
 
-_STAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*/ums-rebuild-[A-Za-z0-9_.:-]+$")
+STAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*/ums-rebuild-[A-Za-z0-9_.:-]+$")
 
 
 def staging(pool: str, domain_name: str) -> tuple[str, str]:
     """The staging dataset of ``domain_name`` and where it is mounted."""
     name = f"{pool}/ums-rebuild-{domain_name}"
-    if not _STAGE_RE.match(name):
+    if not STAGE_RE.match(name):
         raise oz.OffnodeError(f"cannot stage {domain_name!r}: not a dataset name")
     return name, staging_mountpoint(name)
 
@@ -55,7 +55,7 @@ def _run(conn: Connector, argv: list[str], what: str) -> None:
 
 def destroy_staging(conn: Connector, stage: str) -> None:
     """``zfs destroy -r`` of a staging dataset (only names of our pattern); gone is fine."""
-    if not _STAGE_RE.match(stage):
+    if not STAGE_RE.match(stage):
         raise oz.OffnodeError(f"refusing to destroy {stage}")
     for attempt in range(30):
         result = conn.run(["zfs", "destroy", "-r", stage])

@@ -2,7 +2,9 @@
 
 from django.urls import path
 
-from . import certificate_views, views
+from office import views as office_views
+
+from . import certificate_views, rule_key_views, views
 
 app_name = "servers"
 
@@ -15,6 +17,11 @@ urlpatterns = [
         "nodes/<id:pk>/actions/<slug:name>/",
         views.NodeActionView.as_view(),
         name="node-action",
+    ),
+    path(
+        "nodes/<id:pk>/office-console/",
+        office_views.ConsoleRevealView.as_view(),
+        name="office-console-reveal",
     ),
     path("zones/", views.ZoneListView.as_view(), name="zone-list"),
     path("zones/new/", views.ZoneCreateView.as_view(), name="zone-create"),
@@ -34,5 +41,11 @@ urlpatterns = [
         "certificates/renew/",
         certificate_views.CertificateRenewView.as_view(),
         name="certificate-renew",
+    ),
+    path("rule-keys/", rule_key_views.RuleKeyListView.as_view(), name="rule-key-list"),
+    path(
+        "rule-keys/<str:channel>/delete/",
+        rule_key_views.RuleKeyDeleteView.as_view(),
+        name="rule-key-delete",
     ),
 ]

@@ -133,6 +133,7 @@ class NodeDetailView(PortalMixin, View):
                 "service_form": ServiceForm(),
                 "node_actions": deploy_actions.actions_for(node),
                 "can_manage": request.user.has_permission(perms.SERVERS_MANAGE),
+                "is_operator": is_operator(request.user),
             },
         )
 

@@ -184,6 +184,11 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     assert "ums-archive" not in listed
     row = OffnodeCopy.objects.get(domain_name=DOMAIN)
     assert row.kind == OffnodeCopy.ARCHIVE and row.snapshots == [entry["snapshot"]]
+    # Its folders are recorded per mailbox (the excluded Trash and its subfolder not among
+    # them), and the copy's row keeps them for the restore form.
+    assert set(entry["folders"]) == {"alice"}
+    assert not [n for n in entry["folders"]["alice"] if n.startswith("Trash")]
+    assert row.members == {entry["snapshot"]: entry["folders"]}
     rows = client.get(f"/api/v1/backup/offnode-copies/?domain={domain_id}").json()["results"]
     assert [r["kind"] for r in rows] == ["archive"]
     assert rows[0]["leftOut"] == {"mailboxes": ["bob"], "folders": ["Trash"]}
@@ -218,6 +223,12 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     # with her inbox mail; the excluded Trash was never archived, so it does not come back.
     row = OffnodeCopy.objects.get(domain_name=DOMAIN)
     response = client.post(
+        f"/api/v1/backup/offnode-copies/{row.pk}/restore/",
+        {"mailbox": ids["alice"], "folder": "Trash"},
+        format="json",
+    )
+    assert response.status_code == 400 and set(response.json()["errors"]) == {"folder"}
+    response = client.post(
         f"/api/v1/backup/offnode-copies/{row.pk}/restore/", {"mailbox": ids["alice"]}, format="json"
     )
     job = _ok(response)
@@ -246,4 +257,5 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     assert hashlib.sha256(data).hexdigest() == after["sha256"]
     assert _files_with(data, bob) and not _files_with(data, inbox)
     assert len(_stored(s3_server)) == 2  # the old archive is gone
-    assert OffnodeCopy.objects.filter(domain_name=DOMAIN, kind=OffnodeCopy.ARCHIVE).exists()
+    row = OffnodeCopy.objects.get(domain_name=DOMAIN, kind=OffnodeCopy.ARCHIVE)
+    assert list(row.members[after["snapshot"]]) == ["bob"]  # purge dropped alice's folders

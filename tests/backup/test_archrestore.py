@@ -201,3 +201,88 @@ def test_manual_keep_days_in_the_policy_api_and_form(cast: Cast) -> None:
     web = portal(cast.sub_admin)
     response = web.get(f"/backup/policies/{cast.ministry.pk}/")
     assert 'name="manual_keep_days"' in response.content.decode()
+
+
+def test_archive_restore_offers_and_checks_the_archived_mailboxes_and_folders(
+    cast: Cast,
+) -> None:
+    setting = _setting(cast.government, "imap-arm.example.org")
+    domain = make_domain(cast.ministry, "arm.example")
+    alice = make_mailbox(domain, "alice")
+    bob = make_mailbox(domain, "bob")  # excluded when the archives were written
+    copy = _archive(cast, domain, setting.node)
+    copy.members = {
+        "ums-daily-20261206T0000Z": {"Alice": ["Old"]},
+        "ums-manual-20261207T101500Z": {"Alice": ["Archive.2025", "Sent"]},
+    }
+    copy.save()
+    web = portal(cast.sub_admin)
+    url = f"/backup/offnode/copies/{copy.pk}/restore/"
+    response = web.get(url)
+    page = response.content.decode()
+    form = response.context["form"]
+    assert list(form.fields["mailbox"].queryset) == [alice]  # bob is in no archive
+    assert 'list="archive-folders"' in page and '<datalist id="archive-folders">' in page
+    for name in ("INBOX", "Archive.2025", "Sent", "Old"):
+        assert f'<option value="{name}">' in page, name
+    newest = copy.last_snapshot
+    # A folder not in the chosen archive, and a mailbox not in it: form errors, no job.
+    for data, field in (
+        ({"snapshot": newest, "mailbox": alice.pk, "folder": "Old"}, "folder"),
+        ({"snapshot": newest, "mailbox": alice.pk, "folder": "Drafts"}, "folder"),
+        ({"snapshot": newest, "mailbox": bob.pk}, "mailbox"),
+    ):
+        response = web.post(url, {**data, "mode": "new_folder"})
+        assert response.status_code == 200, data
+        assert set(response.context["form"].errors) == {field}, response.context["form"].errors
+    assert not Job.objects.filter(kind="backup.archive_restore").exists()
+    # A parent of an archived folder selects it; INBOX is always there.
+    for folder in ("Archive", "INBOX", "Sent"):
+        data = {"snapshot": newest, "mailbox": alice.pk, "folder": folder, "mode": "new_folder"}
+        assert web.post(url, data).status_code == 302, folder
+    # The API checks the same (one check, in the action).
+    client = token_client(cast.sub_admin)
+    response = client.post(
+        f"/api/v1/backup/offnode-copies/{copy.pk}/restore/",
+        {"mailbox": alice.pk, "folder": "Drafts"},
+        format="json",
+    )
+    assert response.status_code == 400 and set(response.json()["errors"]) == {"folder"}
+    response = client.post(
+        f"/api/v1/backup/offnode-copies/{copy.pk}/restore/",
+        {"mailbox": bob.pk, "snapshot": "ums-daily-20261206T0000Z"},
+        format="json",
+    )
+    assert response.status_code == 400 and set(response.json()["errors"]) == {"mailbox"}
+
+
+def test_rebuild_source_choices_are_short_enough_for_the_select() -> None:
+    from backup.offnode_forms import RebuildForm
+
+    form = RebuildForm(actor=None)
+    labels = [str(label) for _value, label in form.fields["prefer"].choices]
+    # Longer labels were cut off in the select at 1280 px; the detail is in the help.
+    assert labels and all(len(label) <= 30 for label in labels), labels
+    assert "Maildir archive" in str(form.fields["prefer"].help_text)
+
+
+def test_an_older_archive_without_recorded_folders_keeps_every_mailbox_offered(
+    cast: Cast,
+) -> None:
+    setting = _setting(cast.government, "imap-aro.example.org")
+    domain = make_domain(cast.ministry, "aro.example")
+    alice = make_mailbox(domain, "alice")
+    bob = make_mailbox(domain, "bob")
+    copy = _archive(cast, domain, setting.node)
+    copy.members = {"ums-manual-20261207T101500Z": {"alice": ["Sent"]}}  # the daily: unknown
+    copy.save()
+    web = portal(cast.sub_admin)
+    url = f"/backup/offnode/copies/{copy.pk}/restore/"
+    response = web.get(url)
+    assert set(response.context["form"].fields["mailbox"].queryset) == {alice, bob}
+    assert '<option value="Sent">' in response.content.decode()
+    # The older archive is not checked (its folders are unknown); the newest is.
+    data = {"snapshot": "ums-daily-20261206T0000Z", "mailbox": bob.pk, "folder": "X"}
+    assert web.post(url, {**data, "mode": "new_folder"}).status_code == 302
+    data = {"snapshot": copy.last_snapshot, "mailbox": bob.pk, "mode": "new_folder"}
+    assert set(web.post(url, data).context["form"].errors) == {"mailbox"}

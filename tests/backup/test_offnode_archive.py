@@ -118,3 +118,13 @@ def test_purge_rewrites_the_archives_without_the_mailbox(tmp_path: Path) -> None
         [other, entry["name"], oa.manifest_name("ex.example")]
     )
     assert oa.rewrite_without(driver, "ex.example", "alice") == []
+
+
+def test_the_manifest_records_each_mailboxs_folders() -> None:
+    kept, _boxes = members(LISTING, Exclusions(folders=frozenset({"Trash"})))
+    assert oa.folders_of(kept) == {"Bob": [], "alice": ["Sent", "Trashcan"]}
+    archives = [
+        {"snapshot": "old", "mailboxes": ["alice"]},  # written before folders were kept
+        {"snapshot": "new", "mailboxes": ["alice", "Bob"], "folders": oa.folders_of(kept)},
+    ]
+    assert oa.members_by_snapshot(archives) == {"new": {"alice": ["Sent", "Trashcan"], "Bob": []}}
