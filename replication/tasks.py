@@ -115,3 +115,10 @@ def _lag_alerts(rows: list[DomainReplica], pol: policy.Policy, now: datetime.dat
 @shared_task(name="replication.schedule", acks_late=True)
 def schedule_replication() -> Any:
     return schedule()
+
+
+@shared_task(name="replication.probe", acks_late=True)
+def probe_primaries() -> Any:
+    from .autofailover import run
+
+    return run()
