@@ -72,8 +72,9 @@ def _mail(cast: Cast, port: int):
     return domain, primary, replica
 
 
+@pytest.mark.usefixtures("zfs_store")
 def test_only_automatic_primaries_are_probed_and_the_default_delay_is_30_s(
-    cast: Cast, zfs_store: None, listener: socket.socket
+    cast: Cast, listener: socket.socket
 ) -> None:
     domain, primary, _ = _mail(cast, listener.getsockname()[1])
     assert autofailover.targets() == {}  # automatic failover is off by default
@@ -91,12 +92,13 @@ def test_only_automatic_primaries_are_probed_and_the_default_delay_is_30_s(
     assert not PrimaryProbe.objects.exists()  # forgotten once no longer probed
 
 
+@pytest.mark.usefixtures("zfs_store", "no_dispatch", "closed_services")
 def test_consecutive_failures_over_the_delay_fail_over_and_a_blip_does_not(
-    cast: Cast, zfs_store: None, no_dispatch: None, closed_services: None
+    cast: Cast,
 ) -> None:
     _auto(cast)
     down = _closed_port()
-    domain, primary, replica = _mail(cast, down)
+    _, primary, replica = _mail(cast, down)
     t0 = timezone.now()
     # A blip: two failures in 10 s, then the node answers again: the count resets.
     assert autofailover.run(t0)["failovers"] == []
@@ -122,8 +124,9 @@ def test_consecutive_failures_over_the_delay_fail_over_and_a_blip_does_not(
     assert Job.objects.filter(kind="replication.failover").count() == 1
 
 
+@pytest.mark.usefixtures("zfs_store", "no_dispatch", "closed_services")
 def test_two_failures_are_never_enough_even_over_a_long_delay(
-    cast: Cast, zfs_store: None, no_dispatch: None, closed_services: None
+    cast: Cast,
 ) -> None:
     _auto(cast)
     ReplicationPolicy.objects.update(failover_delay_seconds=0)
@@ -134,8 +137,9 @@ def test_two_failures_are_never_enough_even_over_a_long_delay(
     assert autofailover.run(t0 + 70 * SECOND)["failovers"] == ["probe.example"]
 
 
+@pytest.mark.usefixtures("no_dispatch", "closed_services")
 def test_the_cloud_database_fails_over_under_the_same_policy(
-    cast: Cast, no_dispatch: None, closed_services: None
+    cast: Cast,
 ) -> None:
     primary = _loopback(_node(cast.government, "db1.example.org"), _closed_port())
     replica = _node(cast.government, "db2.example.org", zone=primary.zone)
