@@ -1,7 +1,9 @@
 """The replication scheduler (``UMS_REPLICATION_CHECK_INTERVAL``), level-triggered:
 each pass assigns missing replicas, starts a sync of every domain whose replicas are due
 (or new, or fenced), raises or resolves lag alerts, and fails over domains whose primary
-has been offline longer than their policy's delay when the policy allows it.
+the metric sweep has marked offline for longer than their policy's delay when the policy
+allows it (the slow fallback: the liveness probe of :mod:`.autofailover`, task
+``replication.probe``, normally fails them over well before).
 """
 
 from __future__ import annotations
