@@ -21,7 +21,7 @@ SSH again that the primary is gone, and fences it.
 
 With the defaults, from the moment the primary dies: up to one interval before the first
 failed probe, the delay, up to one interval more, then the job (promote, converge, flush):
-about 40-55 s.
+about 40-55 s (measured: 43.5-48.9 s, see the README).
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ def targets() -> dict[int, Target]:
     """The primaries whose failover is automatic, by node id."""
     table = policy.policies_by_path()
     found: dict[int, Target] = {}
+    if not any(p.auto_failover for p in table.values()):
+        return found  # the default is off: nothing to probe, one query per pass
     synced = set(
         DomainReplica.objects.filter(state=DomainReplica.SYNCED).values_list("domain_id", flat=True)
     )
