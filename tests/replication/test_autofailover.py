@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from audit.models import AuditRecord
 from clouddb.models import CloudDbCluster, CloudDbMember
-from replication import autofailover
+from replication import autofailover, tasks
 from replication.models import DomainReplica, PrimaryProbe, ReplicationPolicy
+from servers.models import Node
 from tests.fixtures import Cast
 from ums.models import Job
 
@@ -163,3 +164,17 @@ def test_the_cloud_database_fails_over_under_the_same_policy(
     assert (job.params["node_id"], job.params["from_node_id"]) == (replica.pk, primary.pk)
     assert AuditRecord.objects.filter(action="clouddb.auto_failover").count() == 1
     assert autofailover.run(t0 + 40 * SECOND)["failovers"] == []
+
+
+@pytest.mark.usefixtures("zfs_store", "no_dispatch")
+def test_the_sweep_fallback_leaves_a_primary_the_probe_reaches(
+    cast: Cast, listener: socket.socket
+) -> None:
+    _auto(cast)
+    _, primary, _ = _mail(cast, listener.getsockname()[1])
+    now = timezone.now()
+    Node.objects.filter(pk=primary.pk).update(status="offline", last_seen_at=now - 300 * SECOND)
+    assert autofailover.run(now)["failovers"] == []  # it answers
+    assert tasks.schedule(now)["failovers"] == []  # offline in the sweep only: left alone
+    PrimaryProbe.objects.all().delete()  # no probe (e.g. beat stopped it): the fallback acts
+    assert tasks.schedule(now)["failovers"] == ["probe.example"]
