@@ -156,6 +156,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "clouddb.dbhost_set": pgettext_lazy("audit action", "Nextcloud database host set"),
     "clouddb.failover_request": pgettext_lazy("audit action", "Cloud DB failover requested"),
     "clouddb.failover": pgettext_lazy("audit action", "Cloud DB failed over"),
+    "clouddb.auto_failover": pgettext_lazy("audit action", "Automatic cloud DB failover started"),
     "domain.failback": pgettext_lazy("audit action", "Domain switched back"),
     "job.given_up": pgettext_lazy("audit action", "Job given up"),
     "node.key_rotated": pgettext_lazy("audit action", "Controller key rotated"),

@@ -7,9 +7,11 @@ Two runs on real harness nodes (two IMAP nodes with zfs-fuse, one SMTP node; Pos
 Courier), the scenario in ``tests/replication/bench_failover.py`` (run through pytest for
 its node fixtures; it asserts nothing about time):
 
-* **automatic**: the metric sweep every ``--metrics-interval`` s (offline after three
-  missed collections), the replication scheduler every ``--check-interval`` s, a policy of
-  automatic failover after ``--delay`` s;
+* **automatic**: the liveness probe of automatic-failover primaries every
+  ``--probe-interval`` s (what detects the death), the metric sweep every
+  ``--metrics-interval`` s, the replication scheduler every ``--check-interval`` s, a
+  policy of automatic failover after ``--delay`` s; each unset: the product's default
+  (10 s, 60 s, 60 s and the policy's 30 s);
 * **manual**: the administrator clicks *Fail over* as soon as the primary is down.
 
 Usage::
@@ -17,7 +19,8 @@ Usage::
     DATABASE_URL=postgres://root@127.0.0.1:5432/ums_bench_failover \\
     REDIS_URL=redis://127.0.0.1:6379/1 CELERY_BROKER_URL=redis://127.0.0.1:6379/3 \\
     .venv/bin/python benchmarks/failover.py \\
-        [--metrics-interval 5] [--check-interval 10] [--delay 10] [--rounds 2]
+        [--probe-interval 10] [--metrics-interval 60] [--check-interval 60] [--delay 30] \\
+        [--rounds 3]
 
 Needs root, zfs-fuse, Postfix and Courier (as the node tests).
 """
@@ -39,12 +42,17 @@ SCENARIO = "tests/replication/bench_failover.py"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--metrics-interval", type=float, default=5.0)
-    parser.add_argument("--check-interval", type=float, default=10.0)
-    parser.add_argument("--delay", type=int, default=10, help="policy failover delay (s)")
+    parser.add_argument("--probe-interval", type=float, default=None)
+    parser.add_argument("--metrics-interval", type=float, default=None)
+    parser.add_argument("--check-interval", type=float, default=None)
+    parser.add_argument("--delay", type=int, default=None, help="policy failover delay (s)")
     parser.add_argument("--rounds", type=int, default=2, help="automatic + manual each")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     return parser.parse_args(argv)
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             **os.environ,
             "UMS_TASKS_IN_PROCESS": "true",
             "UMS_BENCH_JSON": str(out),
-            "UMS_BENCH_METRICS_INTERVAL": str(args.metrics_interval),
-            "UMS_BENCH_CHECK_INTERVAL": str(args.check_interval),
-            "UMS_BENCH_FAILOVER_DELAY": str(args.delay),
+            # Empty: the product's default.
+            "UMS_BENCH_PROBE_INTERVAL": _opt(args.probe_interval),
+            "UMS_BENCH_METRICS_INTERVAL": _opt(args.metrics_interval),
+            "UMS_BENCH_CHECK_INTERVAL": _opt(args.check_interval),
+            "UMS_BENCH_FAILOVER_DELAY": _opt(args.delay),
             "UMS_BENCH_ROUNDS": str(args.rounds),
         }
         command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", SCENARIO]

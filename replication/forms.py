@@ -46,7 +46,10 @@ class ReplicationPolicyForm(ActorForm):
         _("After the primary is offline for (seconds)"),
         0,
         86400,
-        _("Counted from the last metric collection that reached the primary."),
+        _(
+            "Counted from the first failed liveness check of the primary (checked every "
+            "few seconds); an outage shorter than this never fails over. Default: 30."
+        ),
     )
 
     def clean(self) -> dict[str, Any]:

@@ -61,12 +61,13 @@ class ReplicationPolicy(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(10080)],
     )
     auto_failover = models.BooleanField(_("fail over automatically"), default=False)
-    #: Counted from the last metric collection that reached the primary (it is marked
-    #: offline after three missed collections): seconds, so that a failover can be
-    #: automatic well inside a minute.
+    #: How long the primary must have failed every liveness probe (a TCP connect to its
+    #: SSH and service ports, :mod:`replication.autofailover`) before it is failed over;
+    #: a blip shorter than this never fails over. 30 s: well over the longest restart of
+    #: sshd or a daemon, and with the probe interval and the job still inside a minute.
     failover_delay_seconds = models.PositiveIntegerField(
         _("after the primary is offline for (seconds)"),
-        default=300,
+        default=30,
         validators=[MaxValueValidator(86400)],
     )
 
@@ -138,3 +139,21 @@ class DomainEpoch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.domain_id}: epoch {self.epoch}"
+
+
+class PrimaryProbe(models.Model):
+    """The liveness probe's view of one primary (of a mail domain with automatic failover,
+    or of a zone's cloud database with it): since when every probe failed, how many in a
+    row. One answered probe resets it."""
+
+    node = models.OneToOneField(
+        Node, on_delete=models.CASCADE, primary_key=True, related_name="failover_probe"
+    )
+    #: The first failed probe of the current run of failures (None: the last answered).
+    failing_since = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"probe of {self.node_id}: {self.failures} failures"

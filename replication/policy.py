@@ -37,7 +37,7 @@ class Policy:
     sync_interval_minutes: int = 5
     max_lag_minutes: int = 30
     auto_failover: bool = False
-    failover_delay_seconds: int = 300
+    failover_delay_seconds: int = 30
 
 
 DEFAULT = Policy()

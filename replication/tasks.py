@@ -1,7 +1,9 @@
 """The replication scheduler (``UMS_REPLICATION_CHECK_INTERVAL``), level-triggered:
 each pass assigns missing replicas, starts a sync of every domain whose replicas are due
 (or new, or fenced), raises or resolves lag alerts, and fails over domains whose primary
-has been offline longer than their policy's delay when the policy allows it.
+the metric sweep has marked offline for longer than their policy's delay when the policy
+allows it (the slow fallback: the liveness probe of :mod:`.autofailover`, task
+``replication.probe``, normally fails them over well before).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ums import auditing
 
 from . import actions, policy
 from .failover import FAILBACK_JOB, FAILOVER_JOB, SYNC_JOB
-from .models import DomainReplica
+from .models import DomainReplica, PrimaryProbe
 
 LAG_ALERT = "replication_lag"
 
@@ -78,8 +80,19 @@ def _failover_due(primary: Any, pol: policy.Policy, now: datetime.datetime, rows
         return False
     if not any(r.state == DomainReplica.SYNCED for r in rows):
         return False
+    if _probe_answers(primary, now):
+        return False
     seen = primary.last_seen_at
     return seen is None or seen + datetime.timedelta(seconds=pol.failover_delay_seconds) <= now
+
+
+def _probe_answers(primary: Any, now: datetime.datetime) -> bool:
+    """The liveness probe reached the primary within the last two minutes and has not
+    failed since: the sweep's "offline" is about its metrics, not its life (a failover
+    job would only refuse it)."""
+    row = PrimaryProbe.objects.filter(node=primary).first()
+    recent = now - datetime.timedelta(minutes=2)
+    return bool(row and row.failing_since is None and row.answered_at and row.answered_at > recent)
 
 
 def _lag_alerts(rows: list[DomainReplica], pol: policy.Policy, now: datetime.datetime) -> list[str]:
@@ -115,3 +128,10 @@ def _lag_alerts(rows: list[DomainReplica], pol: policy.Policy, now: datetime.dat
 @shared_task(name="replication.schedule", acks_late=True)
 def schedule_replication() -> Any:
     return schedule()
+
+
+@shared_task(name="replication.probe", acks_late=True)
+def probe_primaries() -> Any:
+    from .autofailover import run
+
+    return run()

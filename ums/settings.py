@@ -461,6 +461,17 @@ CELERY_BEAT_SCHEDULE["schedule-replication"] = {
     "task": "replication.schedule",
     "schedule": UMS_REPLICATION_CHECK_INTERVAL,
 }
+# Automatic failover (replication/autofailover.py): how often (seconds) the primaries whose
+# failover is automatic (mail domains and cloud databases) get a TCP connect to their SSH
+# and service ports, its timeout, and how many failures in a row (spanning at least the
+# policy's delay) make a primary down. Independent of the metric sweep.
+UMS_FAILOVER_PROBE_INTERVAL = env_int("UMS_FAILOVER_PROBE_INTERVAL", 10, minimum=2)
+UMS_FAILOVER_PROBE_TIMEOUT = env_int("UMS_FAILOVER_PROBE_TIMEOUT", 2, minimum=1)
+UMS_FAILOVER_PROBE_FAILURES = env_int("UMS_FAILOVER_PROBE_FAILURES", 3, minimum=2)
+CELERY_BEAT_SCHEDULE["probe-primaries"] = {
+    "task": "replication.probe",
+    "schedule": UMS_FAILOVER_PROBE_INTERVAL,
+}
 # Cloud database replication (clouddb/reconcile.py): how often (seconds) each zone's
 # cloud DB nodes are checked (primary, replicas seeded and replicating, lag, Nextcloud's
 # dbhost), and how long a pass holds a zone (renewed while it copies).

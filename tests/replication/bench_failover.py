@@ -7,10 +7,12 @@ Courier). Each run measures from "primary offline" (its namespace stopped: sshd 
 every daemon) to "mail deliverable and readable again": a probe message sent through the
 SMTP node right after the kill (it is deferred) reads back over IMAPS on the new primary.
 
-* **automatic**: what beat runs, at short intervals: the metric sweep every
-  ``METRICS_INTERVAL`` seconds (the node is offline after three missed collections) and
-  the replication scheduler every ``CHECK_INTERVAL`` seconds, with a policy of automatic
-  failover after ``DELAY`` seconds; A dies, B takes over.
+* **automatic**: what beat runs, at the product's default intervals unless the
+  ``UMS_BENCH_*`` variables say otherwise: the liveness probe of automatic-failover
+  primaries every ``PROBE_INTERVAL`` seconds (what detects the death), the metric sweep
+  every ``METRICS_INTERVAL`` seconds and the replication scheduler every
+  ``CHECK_INTERVAL`` seconds, with a policy of automatic failover after ``DELAY`` seconds
+  (unset: the policy's default); A dies, B takes over.
 * **manual**: A is brought back (fenced by its converge) and resynced as a replica, then B
   dies and the administrator clicks *Fail over* at once (the API's failover action); A
   takes over. Detection is the administrator's, not measured.
@@ -31,26 +33,34 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connections
+from django.conf import settings
 from django.utils import timezone
 
+from audit.models import AuditRecord
 from deploy import dirty, metrics
 from deploy.models import DomainPlacement
-from replication import tasks
+from replication import autofailover, policy, tasks
 from replication.models import DomainReplica
-from servers.models import Node, NodeAlert
+from servers.models import Node
 from tests.converge.fleet import Fleet
-from tests.converge.test_mail_store import PASSWORD
 from tests.fixtures import Cast, token_client
 from ums import jobs
 from ums.models import Job
 
-from .nodes import DOMAIN, A, B, bring_back, imaps_bodies, send, wait_delivered, wait_mailbox
+from .beat import beat
+from .nodes import DOMAIN, A, B, bring_back, imaps_bodies, replicated_domain, send
 
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
-METRICS_INTERVAL = float(os.environ.get("UMS_BENCH_METRICS_INTERVAL", "5"))
-CHECK_INTERVAL = float(os.environ.get("UMS_BENCH_CHECK_INTERVAL", "10"))
-DELAY = int(os.environ.get("UMS_BENCH_FAILOVER_DELAY", "10"))
+METRICS_INTERVAL = float(
+    os.environ.get("UMS_BENCH_METRICS_INTERVAL") or settings.UMS_METRICS_INTERVAL
+)
+CHECK_INTERVAL = float(
+    os.environ.get("UMS_BENCH_CHECK_INTERVAL") or settings.UMS_REPLICATION_CHECK_INTERVAL
+)
+PROBE_INTERVAL = float(
+    os.environ.get("UMS_BENCH_PROBE_INTERVAL") or settings.UMS_FAILOVER_PROBE_INTERVAL
+)
+DELAY = int(os.environ.get("UMS_BENCH_FAILOVER_DELAY") or policy.DEFAULT.failover_delay_seconds)
 ROUNDS = int(os.environ.get("UMS_BENCH_ROUNDS", "2"))
 LIMIT = 300.0  # a run that takes longer is reported as not recovered
 
@@ -63,22 +73,6 @@ def _probe_readable(f: Fleet, index: int, token: str, since: float) -> float | N
                 return time.monotonic() - since
         time.sleep(0.25)
     return None
-
-
-def _beat(stop: threading.Event, every: float, work) -> threading.Thread:
-    def loop() -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                work()
-            except Exception as exc:  # beat carries on, as Celery beat does
-                print(f"beat: {exc!r}")
-            stop.wait(max(0.0, every - (time.monotonic() - started)))
-        connections.close_all()  # this thread's: the test database is dropped at the end
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
 
 
 def _kill_and_probe(f: Fleet, index: int) -> tuple[float, str]:
@@ -104,13 +98,18 @@ def _failover_job() -> Job:
 
 
 def _automatic(f: Fleet, nodes: list[Node], dead: int, new: int) -> dict:
-    """Beat's two loops find ``dead`` offline and fail over after the policy's delay."""
+    """Beat's loops: the probe finds ``dead`` down and fails over after the policy's delay."""
     stop = threading.Event()
+    probed: list[dict] = []
     threads = [
-        _beat(stop, METRICS_INTERVAL, lambda: metrics.sweep(nodes)),
-        _beat(stop, CHECK_INTERVAL, tasks.schedule),
+        beat(stop, METRICS_INTERVAL, lambda: metrics.sweep(nodes)),
+        beat(stop, CHECK_INTERVAL, tasks.schedule),
+        beat(stop, PROBE_INTERVAL, lambda: probed.append(autofailover.run())),
     ]
-    time.sleep(METRICS_INTERVAL)  # a collection before the kill: last seen then
+    # A collection and an answered probe before the kill (the sweep runs first thing).
+    while not probed:
+        time.sleep(0.2)
+    time.sleep(2)
     killed, token = _kill_and_probe(f, dead)
     killed_at = timezone.now()
     readable = _probe_readable(f, new, token, killed)
@@ -118,14 +117,14 @@ def _automatic(f: Fleet, nodes: list[Node], dead: int, new: int) -> dict:
     for thread in threads:
         thread.join(timeout=120)
     job = _failover_job()
-    alert = (
-        NodeAlert.objects.filter(node=f.nodes[dead], kind="offline", created_at__gte=killed_at)
+    decided = (
+        AuditRecord.objects.filter(action="replication.auto_failover", timestamp__gte=killed_at)
         .order_by("-pk")
         .first()
     )
     return {
         "offline_to_readable_s": _round(readable),
-        "detected_offline_after_s": _round(alert and _since(alert.created_at, killed_at)),
+        "detected_down_after_s": _round(decided and _since(decided.timestamp, killed_at)),
         "failover_job_started_after_s": _round(_since(job.created_at, killed_at)),
         "failover_job_s": _round(_since(job.finished_at, job.created_at)),
     }
@@ -182,20 +181,7 @@ def test_failover_time(cast: Cast, repl_fleet: Fleet) -> None:
         format="json",
     )
     assert response.status_code == 201, response.content
-    domain = client.post(
-        "/api/v1/mail/domains/", {"name": DOMAIN, "customer": cast.ministry.pk}, format="json"
-    ).json()
-    response = client.post(
-        "/api/v1/mail/mailboxes/",
-        {"domain": domain["id"], "localPart": "alice", "password": PASSWORD, "quotaMb": 40},
-        format="json",
-    )
-    assert response.status_code == 201, response.content
-    wait_mailbox(f, A)
-    warm = f"warm-{secrets.token_hex(4)}"
-    send(f, f"alice@{DOMAIN}", warm)
-    wait_delivered(f, A, warm)
-    tasks.schedule()  # B gets its replica, full stream
+    domain, _ = replicated_domain(f, client, cast.ministry.pk)
     nodes = list(Node.objects.filter(pk__in=[n.pk for n in f.nodes]))
     automatic: list[dict] = []
     manual: list[dict] = []
@@ -209,6 +195,8 @@ def test_failover_time(cast: Cast, repl_fleet: Fleet) -> None:
     results = {
         "metrics_interval_s": METRICS_INTERVAL,
         "check_interval_s": CHECK_INTERVAL,
+        "probe_interval_s": PROBE_INTERVAL,
+        "probe_failures": settings.UMS_FAILOVER_PROBE_FAILURES,
         "failover_delay_s": DELAY,
         "rounds": ROUNDS,
         "target_s": 60,

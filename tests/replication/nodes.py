@@ -6,6 +6,7 @@ the fault test (node tests are slow: few of them, each covering a whole story)."
 from __future__ import annotations
 
 import imaplib
+import secrets
 import smtplib
 import time
 from collections.abc import Iterator
@@ -186,3 +187,25 @@ def zprops(f: Fleet, index: int, dataset: str) -> dict[str, str]:
         index, ["zfs", "get", "-H", "-o", "property,value", "readonly,mounted", dataset]
     ).stdout
     return dict(line.split("\t") for line in out.splitlines())
+
+
+def replicated_domain(f: Fleet, client, customer_id: int) -> tuple[dict, str]:
+    """``DOMAIN`` with alice on A through the API, one message delivered there, and B's
+    replica synced (full stream); the domain's JSON and the message's token."""
+    from replication import tasks
+
+    domain = client.post(
+        "/api/v1/mail/domains/", {"name": DOMAIN, "customer": customer_id}, format="json"
+    ).json()
+    response = client.post(
+        "/api/v1/mail/mailboxes/",
+        {"domain": domain["id"], "localPart": "alice", "password": PASSWORD, "quotaMb": 40},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    wait_mailbox(f, A)
+    token = f"before-{secrets.token_hex(4)}"
+    send(f, f"alice@{DOMAIN}", token)
+    wait_delivered(f, A, token)
+    tasks.schedule()  # B gets its replica (full stream)
+    return domain, token
