@@ -68,7 +68,9 @@ def chain_pass(batch: int = BATCH) -> int | None:
             "VALUES (1, 0, %s, 0) ON CONFLICT (id) DO NOTHING",
             [chain.GENESIS],
         )
-        cursor.execute("SELECT last_pos, last_seq, last_hash FROM audit_auditchainhead WHERE id = 1")
+        cursor.execute(
+            "SELECT last_pos, last_seq, last_hash FROM audit_auditchainhead WHERE id = 1"
+        )
         pos, prev_seq, prev_hash = cursor.fetchone()
         total = 0
         while True:

@@ -158,11 +158,12 @@ class AuditRecord(models.Model):
     search_text = models.TextField(blank=True)
     # v3: the record's own hash, taken at insert; the chain columns below are set once,
     # from NULL, when the record is linked after its commit (audit.chainer).
-    content_hash = models.CharField(max_length=64, null=True, blank=True)
+    # NULL, not "": "no hash yet" must differ from any value a hash could have.
+    content_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     chain_pos = models.BigIntegerField(null=True, blank=True, unique=True)
     prev_seq = models.BigIntegerField(null=True, blank=True)
-    prev_hash = models.CharField(max_length=64, null=True, blank=True)
-    hash = models.CharField(max_length=64, null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
 
     objects = AuditRecordManager()
 
