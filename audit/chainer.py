@@ -29,8 +29,6 @@ import logging
 
 from django.db import connection, transaction
 
-from . import chain
-
 log = logging.getLogger(__name__)
 
 # pg advisory lock keys (two int4): class "AUDT", object 1 = the chainer, 2 = moves.
@@ -40,11 +38,16 @@ MOVE_LOCK = (_CLASS, 2)
 BATCH = 500
 
 
-def share_move_lock() -> None:
-    """Taken by every append until its commit: a subtree move waits for appends in flight
-    and holds new ones back until it commits (shared locks do not conflict with each other)."""
+def next_seq() -> int:
+    """The next record number, under the shared move lock every append holds until its
+    commit: a subtree move waits for appends in flight and holds new ones back until it
+    commits (shared locks do not conflict with each other). One round trip for both."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", MOVE_LOCK)
+        cursor.execute(
+            "SELECT nextval('audit_record_seq') FROM pg_advisory_xact_lock_shared(%s, %s)",
+            MOVE_LOCK,
+        )
+        return cursor.fetchone()[0]
 
 
 def move_lock() -> None:
@@ -57,57 +60,20 @@ def move_lock() -> None:
 def chain_pass(batch: int = BATCH) -> int | None:
     """Link every visible unchained record; None when another session holds the chainer.
 
-    Call inside a transaction: the lock and the links last until it ends.
+    Call inside a transaction: the lock and the links last until it ends. Each call of the
+    SQL function ``audit_chain_pending`` (migration 0008) is one round trip linking up to
+    ``batch`` records with :func:`audit.chain.link_hash`'s formula.
     """
+    total = 0
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", CHAIN_LOCK)
-        if not cursor.fetchone()[0]:
-            return None
-        cursor.execute(
-            "INSERT INTO audit_auditchainhead (id, last_seq, last_hash, last_pos) "
-            "VALUES (1, 0, %s, 0) ON CONFLICT (id) DO NOTHING",
-            [chain.GENESIS],
-        )
-        cursor.execute(
-            "SELECT last_pos, last_seq, last_hash FROM audit_auditchainhead WHERE id = 1"
-        )
-        pos, prev_seq, prev_hash = cursor.fetchone()
-        total = 0
         while True:
-            cursor.execute(
-                "SELECT id, seq, content_hash FROM audit_auditrecord "
-                "WHERE chain_pos IS NULL ORDER BY seq LIMIT %s",
-                [batch],
-            )
-            rows = cursor.fetchall()
-            if not rows:
-                break
-            links = []
-            for pk, seq, content in rows:
-                pos += 1
-                # A record without a content hash (written behind the application's back)
-                # is linked as it is; verification reports it.
-                digest = chain.link_hash(prev_hash, pos, prev_seq, content or "")
-                links.append((pk, pos, prev_seq, prev_hash, digest))
-                prev_seq, prev_hash = seq, digest
-            values = ",".join(["(%s::bigint, %s::bigint, %s::bigint, %s, %s)"] * len(links))
-            cursor.execute(
-                "UPDATE audit_auditrecord r SET chain_pos = v.pos, prev_seq = v.prev_seq, "  # noqa: S608
-                "prev_hash = v.prev_hash, hash = v.hash "
-                f"FROM (VALUES {values}) AS v (id, pos, prev_seq, prev_hash, hash) "
-                "WHERE r.id = v.id",
-                [value for link in links for value in link],
-            )
-            total += len(rows)
-            if len(rows) < batch:
-                break
-        if total:
-            cursor.execute(
-                "UPDATE audit_auditchainhead SET last_pos = %s, last_seq = %s, last_hash = %s "
-                "WHERE id = 1",
-                [pos, prev_seq, prev_hash],
-            )
-    return total
+            cursor.execute("SELECT audit_chain_pending(%s)", [batch])
+            linked = cursor.fetchone()[0]
+            if linked < 0:
+                return None
+            total += linked
+            if linked < batch:
+                return total
 
 
 def pending() -> int:

@@ -73,12 +73,8 @@ class AuditRecordManager(models.Manager.from_queryset(AuditRecordQuerySet)):
         whole transaction, as it must.
         """
         with transaction.atomic(savepoint=False):
-            chainer.share_move_lock()
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT nextval('audit_record_seq')")
-                seq = cursor.fetchone()[0]
             record = AuditRecord(
-                seq=seq,
+                seq=chainer.next_seq(),
                 timestamp=timezone.now(),
                 actor_id=getattr(actor, "pk", None),
                 search_text="",
