@@ -7,12 +7,11 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Substr
-from django.db.models.sql import InsertQuery
 from django.db.models.sql.where import ExtraWhere
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import chain
+from . import chain, chainer
 
 # A page this long or shorter is read key first (see AuditRecordQuerySet.__getitem__).
 KEY_FIRST_MAX = 1001
@@ -62,50 +61,22 @@ class AuditRecordQuerySet(models.QuerySet):
         return super().__getitem__(k)
 
 
-def _insert_moving_head(record: AuditRecord, head: AuditChainHead) -> None:
-    """INSERT the record and move the chain head in ONE statement (a data-modifying CTE).
-
-    The head is locked from the append's first statement to the commit, and every action
-    queues on it: one round trip fewer inside that stretch (issue 19). The INSERT is the
-    ORM's own (same fields, same value preparation as ``save(force_insert=True)``).
-    """
-    fields = [f for f in AuditRecord._meta.local_concrete_fields if not f.primary_key]
-    query = InsertQuery(AuditRecord)
-    query.insert_values(fields, [record])
-    ((insert_sql, params),) = query.get_compiler(connection=connection).as_sql()
-    head_table = connection.ops.quote_name(AuditChainHead._meta.db_table)
-    pk_column = connection.ops.quote_name(AuditRecord._meta.pk.column)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH inserted AS ({insert_sql} RETURNING {pk_column}) "  # noqa: S608 (ORM SQL)
-            f"UPDATE {head_table} SET last_seq = %s, last_hash = %s WHERE id = %s "
-            f"RETURNING (SELECT {pk_column} FROM inserted)",
-            [*params, record.seq, record.hash, head.pk],
-        )
-        record.pk = cursor.fetchone()[0]
-    record._state.adding = False
-    record._state.db = connection.alias
-    head.last_seq, head.last_hash = record.seq, record.hash
-
-
 class AuditRecordManager(models.Manager.from_queryset(AuditRecordQuerySet)):
     def append(self, *, actor: Any, **values: Any) -> AuditRecord:
-        """Append a record at the end of the chain.
+        """Insert a record, unchained, in the caller's transaction; it is chained after.
 
-        The chain head row is locked for the rest of the caller's transaction: records are
-        numbered without gaps in commit order, so a missing number means a deleted record.
-        No savepoint (two round trips fewer while the head is held): an append that fails
-        fails the caller's whole transaction, as it must.
+        No shared row is locked (issue 19): ``seq`` comes from a sequence and the record is
+        hashed alone (``content_hash``). It is linked into the chain inside this transaction
+        if no other session is chaining, else right after the commit by whichever session
+        chains next (:mod:`audit.chainer`). A rolled-back transaction leaves a gap in ``seq``
+        and nothing in the chain. No savepoint: an append that fails fails the caller's
+        whole transaction, as it must.
         """
         with transaction.atomic(savepoint=False):
-            head, _created = AuditChainHead.objects.select_for_update().get_or_create(
-                pk=1, defaults={"last_seq": 0, "last_hash": chain.GENESIS}
-            )
             record = AuditRecord(
-                seq=head.last_seq + 1,
+                seq=chainer.next_seq(),
                 timestamp=timezone.now(),
                 actor_id=getattr(actor, "pk", None),
-                prev_hash=head.last_hash,
                 search_text="",
                 hash_version=chain.CURRENT_VERSION,
                 **values,
@@ -113,24 +84,26 @@ class AuditRecordManager(models.Manager.from_queryset(AuditRecordQuerySet)):
             # The path the record was written with: hashed, never rewritten.
             record.recorded_path = record.customer_path
             record.search_text = record.build_search_text()
-            record.hash = chain.compute_hash(head.last_hash, record.hashed_values())
-            _insert_moving_head(record, head)
+            record.content_hash = chain.content_hash(record.hashed_values())
+            record.save(force_insert=True)
+            chainer.chain_pass()
+            transaction.on_commit(chainer.chain_after_commit)
         return record
 
     def move_scope(self, old_path: str, new_path: str) -> int:
         """Rewrite ``customer_path`` of records under ``old_path`` when that subtree moves.
 
         The only UPDATE the database trigger lets through, and only for this prefix pair
-        (passed in a transaction-local setting). The chain head stays locked until the
+        (passed in a transaction-local setting). The move lock is held until the
         caller's transaction ends, so the ``customer.move`` record the caller appends next
         follows every record rewritten here: verification replays each move on the records
         before it. Call inside the move's transaction, then append the move record.
         """
         if " " in old_path or " " in new_path:
             raise ValueError("customer paths contain no spaces")
-        AuditChainHead.objects.select_for_update().get_or_create(
-            pk=1, defaults={"last_seq": 0, "last_hash": chain.GENESIS}
-        )
+        # Waits for appends in flight and holds new ones until this transaction ends: every
+        # record rewritten here is committed, so chained before the move record appended next.
+        chainer.move_lock()
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT set_config('ums.audit_scope_move', %s, true)", [f"{old_path} {new_path}"]
@@ -179,8 +152,14 @@ class AuditRecord(models.Model):
     hash_version = models.PositiveSmallIntegerField(default=1, db_default=1)
     changes = models.JSONField(_("changes"), default=dict)
     search_text = models.TextField(blank=True)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    # v3: the record's own hash, taken at insert; the chain columns below are set once,
+    # from NULL, when the record is linked after its commit (audit.chainer).
+    # NULL, not "": "no hash yet" must differ from any value a hash could have.
+    content_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    chain_pos = models.BigIntegerField(null=True, blank=True, unique=True)
+    prev_seq = models.BigIntegerField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
 
     objects = AuditRecordManager()
 
@@ -201,6 +180,10 @@ class AuditRecord(models.Model):
                 fields=["action", "-seq"], name="audit_action_seq", include=["customer_path"]
             ),
             models.Index(fields=["object_type", "object_id"], name="audit_object"),
+            # The unchained tail the chainer reads (a handful of rows).
+            models.Index(
+                fields=["seq"], name="audit_unchained", condition=models.Q(chain_pos__isnull=True)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -215,7 +198,10 @@ class AuditRecord(models.Model):
         raise RuntimeError("audit records are append-only")
 
     def hashed_values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in chain.hashed_fields(self.hash_version)}
+        values = {name: getattr(self, name) for name in chain.hashed_fields(self.hash_version)}
+        if self.hash_version >= 3:
+            values.update({name: getattr(self, name) for name in chain.LINK_FIELDS})
+        return values
 
     def build_search_text(self) -> str:
         # "Name <username>": PostgreSQL's parser drops "<username>" as a tag, so the brackets go.
@@ -228,10 +214,12 @@ class AuditRecord(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """The last sequence number and hash: lets verification notice a removed last record."""
+    """The last chained record (position, number, hash): lets verification notice a removed
+    last record. Written only by the chainer (audit.chainer), under its advisory lock."""
 
     last_seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default=chain.GENESIS)
+    last_pos = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"audit chain head at {self.last_seq}"

@@ -59,11 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
-    parser.add_argument("--worker", nargs=2, metavar=("DOMAIN", "RENDEZVOUS_DIR"))
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="untimed creates per worker before the start (so each customer holds escrow: "
+        "the figures are then the steady state, not the phase's first refills)",
+    )
+    parser.add_argument("--worker", nargs=3, metavar=("DOMAIN", "RENDEZVOUS_DIR", "WARMUP"))
     return parser.parse_args(argv)
 
 
-def worker(domain_id: int, rendezvous: Path) -> None:
+def worker(domain_id: int, rendezvous: Path, warmup: int = 0) -> None:
     """Load Django, say ready, wait for the common start, then create mailboxes in one
     domain until the common stop; print one JSON line with the latencies."""
     mail.setup_django()
@@ -74,6 +81,12 @@ def worker(domain_id: int, rendezvous: Path) -> None:
 
     actor = Administrator.objects.get(username="bench.root")
     domain = Domain.objects.get(pk=domain_id)
+    for n in range(warmup):  # before "ready": the sampler is not running yet
+        with context.acting(channel=context.CHANNEL_CLI, actor=actor):
+            actions.create_mailbox(
+                actor=actor, domain=domain, local_part=f"cw{os.getpid()}x{time.time_ns()}w{n}",
+                password="bench-Password-not-secret-1",
+            )  # fmt: skip
     (rendezvous / f"ready-{os.getpid()}").touch()
     go = rendezvous / "go"
     while not go.exists():
@@ -165,7 +178,7 @@ def run_phase(args: argparse.Namespace, domain_ids: list[int], dsn: str) -> dict
     command = [sys.executable, __file__, "--worker"]
     procs = [
         subprocess.Popen(
-            [*command, str(d), str(rendezvous)],
+            [*command, str(d), str(rendezvous), str(args.warmup)],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -220,7 +233,7 @@ def run_phase(args: argparse.Namespace, domain_ids: list[int], dsn: str) -> dict
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        worker(int(args.worker[0]), Path(args.worker[1]))
+        worker(int(args.worker[0]), Path(args.worker[1]), int(args.worker[2]))
         return 0
     url = mail.database_url()
     if mail.seeded_sizes(url) is None:

@@ -100,6 +100,8 @@ COLUMNS = (
     "search_text",
     "prev_hash",
     "hash",
+    "chain_pos",
+    "prev_seq",
 )
 
 
@@ -421,7 +423,7 @@ class Generator:
             digest = sha256(prev.encode() + b"\n" + canonical.encode()).hexdigest()
             out.append(
                 f"{seq}\t{seq}\t{ts}\t{t.before_ip}\t{ip}\t{channel}\t{rid}\t"
-                f"{t.after_request}\t{prev}\t{digest}\n"
+                f"{t.after_request}\t{prev}\t{digest}\t{seq}\t{seq - 1}\n"
             )
             prev = digest
             if len(out) == 10_000:
@@ -468,7 +470,7 @@ def parse_copy_line(line: str) -> dict[str, Any]:
         for escaped, plain in unescape.items():
             raw = raw.replace(escaped, plain)
         values[name] = raw
-    for name in ("id", "seq", "actor_id", "customer_id"):
+    for name in ("id", "seq", "actor_id", "customer_id", "chain_pos", "prev_seq"):
         if values[name] is not None:
             values[name] = int(values[name])
     values["timestamp"] = datetime.datetime.fromisoformat(values["timestamp"])
@@ -584,8 +586,15 @@ def seed(
         check_loaded(records)
         seeding.reset_sequences(AuditRecord, AuditChainHead)
         AuditChainHead.objects.update_or_create(
-            pk=1, defaults={"last_seq": state["last_seq"], "last_hash": state["last_hash"]}
+            pk=1,
+            defaults={
+                "last_seq": state["last_seq"],
+                "last_hash": state["last_hash"],
+                "last_pos": state["last_seq"],
+            },
         )
+        with connection.cursor() as cursor:  # new appends number after the seeded records
+            cursor.execute("SELECT setval('audit_record_seq', %s)", [state["last_seq"]])
         info = {
             **wanted,
             "rare_word": RARE_WORD,

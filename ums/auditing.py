@@ -75,8 +75,8 @@ def record(
     """Append one audit record. Call inside the action's transaction.
 
     Inside an action the record is appended as the action's last step (see
-    :func:`ums.actions.at_end_of_action`), with what it says fixed now: the chain head it
-    locks is then held for one insert and the commit, not for the rest of the action.
+    :func:`ums.actions.at_end_of_action`), with what it says fixed now. The append locks no
+    shared row; the record is linked into the hash chain after the commit (audit.chainer).
     """
     ctx = context.current()
     if actor is context.current:

@@ -30,7 +30,7 @@ def ministry_record(cast: Cast) -> AuditRecord:
 
 def test_new_records_carry_their_scope_in_the_hash(cast: Cast) -> None:
     record = ministry_record(cast)
-    assert record.hash_version == 2
+    assert record.hash_version == chain.CURRENT_VERSION == 3  # v3: chained after commit
     assert record.recorded_path == record.customer_path == cast.ministry.path
 
 
