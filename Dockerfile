@@ -19,5 +19,7 @@ RUN useradd --system --home /var/lib/ums ums \
     && chown ums /var/lib/ums /run/ums-secrets
 USER ums
 EXPOSE 8000
+# Two workers per core, four threads each (gthread: keep-alive, waits on PostgreSQL
+# overlap): see README "Production" and benchmarks/results/issue19_perf.md.
 CMD ["gunicorn", "ums.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4", \
      "--access-logfile", "-", "--no-control-socket"]

@@ -3,7 +3,7 @@
 Uses the mail benchmark's database (1,000,000 mailboxes, seeded by ``benchmarks/mail.py``'s
 ``seed`` when missing), starts gunicorn with the production settings the README and the
 compose file use (``--workers 4 --threads 4``; ``--workers``/``--threads`` change them),
-and drives it with ``wrk`` (Debian package ``wrk``): 16 connections on one thread for
+and drives it with ``wrk`` (Debian package ``wrk``): 16 connections on 4 threads (``-t4 -c16``) for
 ``--duration`` seconds, each request the root administrator's first page of mailboxes
 with a real API token (target: 500 requests/s). Every answer is checked first (status 200
 and a full page), so an error page cannot pass for speed. ``--profile`` records the
@@ -53,9 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=4)
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=2, help="wrk runs (the best and all)")
     parser.add_argument("--path", default=PAGE_PATH)
+    parser.add_argument(
+        "--gunicorn-arg", action="append", default=[], metavar="ARG",
+        help="more gunicorn arguments, e.g. --gunicorn-arg=--access-logfile=-",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="py-spy profile of the workers")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     return parser.parse_args(argv)
@@ -80,6 +85,7 @@ def start_gunicorn(args: argparse.Namespace, port: int, var_dir: str) -> subproc
     command = [
         sys.executable, "-m", "gunicorn", "ums.wsgi", "--bind", f"127.0.0.1:{port}",
         "--workers", str(args.workers), "--threads", str(args.threads), "--no-control-socket",
+        *args.gunicorn_arg,
     ]  # fmt: skip
     log = open(Path(var_dir) / "gunicorn.log", "w")  # noqa: SIM115 (kept for the process)
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -140,7 +146,7 @@ def wrk(url: str, token: str, args: argparse.Namespace, master: int) -> dict[str
     pids = server_pids(master)
     before = {name: cpu_seconds(p) for name, p in pids.items()}
     command = [
-        "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+        "wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
         "-H", f"Authorization: Bearer {token}", url,
     ]  # fmt: skip
     # wrk's own CPU (from its rusage) shows whether the load generator, which shares the
@@ -257,13 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.path}: best {best:.0f} req/s over {args.runs} runs of {args.duration} s, "
         f"{args.connections} connections, gunicorn {args.workers}x{args.threads} "
+        f"{' '.join(args.gunicorn_arg)} "
         f"(target {TARGET_RPS:.0f}); load average {os.getloadavg()[0]:.2f}"
     )
     results.update(
         issue=19,
         when=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         cpus=os.cpu_count(),
-        gunicorn={"workers": args.workers, "threads": args.threads},
+        gunicorn={"workers": args.workers, "threads": args.threads, "more": args.gunicorn_arg},
         connections=args.connections,
         path=args.path,
         runs=[{k: v for k, v in r.items() if k != "output"} for r in runs],

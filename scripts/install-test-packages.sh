@@ -42,6 +42,8 @@ packages+=(s3fs)
 packages+=(libreoffice-writer-nogui)
 # Cloud DB replication (tests/clouddb): mariadbd, mariadb-install-db, mariadb-dump, the client.
 packages+=(mariadb-server mariadb-client)
+# HTTP throughput benchmark (issue 19, benchmarks/throughput.py): wrk as the load generator.
+packages+=(wrk)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models.query import ValuesIterable
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+from ums.api.compiled import values_rows
 
 from .. import paging
 from ..paging import encode_cursor, keyset_filter
@@ -50,7 +53,9 @@ class CompositeKeysetPagination(BasePagination):
         if token:
             values = decode_cursor(token, mode, len(fields))
             queryset = queryset.filter(keyset_filter(fields, values))
-        rows = list(queryset.order_by(*fields)[: size + 1])
+        page = queryset.order_by(*fields)[: size + 1]
+        # The values() lists (mailboxes) reuse their compiled SQL: see ums.api.compiled.
+        rows = values_rows(page) if page._iterable_class is ValuesIterable else list(page)
         self.next_cursor = None
         if len(rows) > size:
             rows = rows[:size]
