@@ -30,7 +30,7 @@ folder that the next run merges: nothing is lost. A message expunged during a mo
 from __future__ import annotations
 
 PROGRAM = r"""
-import fcntl, json, os, shutil, sys
+import errno, fcntl, json, os, shutil, sys
 
 args = json.loads(sys.stdin.read())
 ROOT = args["root"].rstrip("/")
@@ -39,6 +39,13 @@ WORK = ".ums-exclude"
 FOLDERS = list(args.get("folders") or ())
 MAILBOXES = {m.lower() for m in args.get("mailboxes") or ()}
 STATS = {"excluded": [], "included": [], "merged": 0, "problems": []}
+# A move copies a folder across datasets of the same pool before the original goes, so it
+# needs the folder's size free, and mail must keep arriving meanwhile: a move that would
+# leave less than RESERVE (or a tenth of the file system) free is not started, and one that
+# still runs out of space removes what it copied. Either fails the job with the numbers.
+RESERVE = 64 << 20
+SHORT = []
+COPIED = []
 
 
 def fail(message):
@@ -105,6 +112,61 @@ def copy_file(src, dst):
     if (st.st_mode & 0o170000) != 0o120000:
         os.utime(part, ns=(st.st_atime_ns, st.st_mtime_ns))  # Courier's INTERNALDATE
     os.rename(part, dst)
+    COPIED.append(dst)
+
+
+def tree_bytes(path):
+    # Bytes the regular files under path take on disk (links count nothing).
+    total = 0
+    for here, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(here, name))
+            except OSError:
+                continue
+            if (st.st_mode & 0o170000) == 0o100000:
+                total += st.st_blocks * 512
+    return total
+
+
+def room_for(src, into):
+    # True when copying src into the file system of into leaves the reserve free.
+    need = tree_bytes(src)
+    if need == 0:
+        return True
+    st = os.statvfs(into)
+    free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    keep = max(RESERVE, size // 10)
+    if need + keep <= free:
+        return True
+    SHORT.append(
+        "%s: %d MiB to move, %d MiB free, %d MiB kept for mail"
+        % (src, need >> 20, free >> 20, keep >> 20)
+    )
+    return False
+
+
+def copy_or_undo(src, dst):
+    # merge(src, dst) where src stays where it is: out of space, the copies this call made
+    # are removed again (src still holds every one of them) and False is returned.
+    del COPIED[:]
+    try:
+        merge(src, dst)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        for path in COPIED:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        for here, _dirs, files in os.walk(dst):
+            for name in files:
+                if name.endswith(".ums-part"):
+                    os.unlink(os.path.join(here, name))
+        SHORT.append("%s: out of space while copying (copies removed)" % src)
+        return False
 
 
 def messages(folder):
@@ -198,7 +260,10 @@ def exclude(src, dst, target, work, name):
         STATS["problems"].append("%s is a link UMS did not make: left alone" % src)
         return
     if os.path.isdir(src):
-        merge(src, dst)  # 1. the copy (again after a kill: only what is missing)
+        if not room_for(src, os.path.dirname(dst)):
+            return  # left in place (so still in snapshots); the job fails and says why
+        if not copy_or_undo(src, dst):  # 1. the copy (again after a kill: what is missing)
+            return
         if os.path.isdir(aside):  # an earlier run's aside folder: its mail goes too
             merge(aside, dst)
             shutil.rmtree(aside)
@@ -222,7 +287,8 @@ def include(src, dst, target, work, name):
         os.rename(aside, src)  # an exclusion killed between its two renames, now lifted
     if ours(src, target):
         if os.path.isdir(dst):
-            merge(dst, stage)
+            if not room_for(dst, os.path.dirname(work)) or not copy_or_undo(dst, stage):
+                return  # stays excluded until there is room to bring it back
         os.unlink(src)
         if not os.path.isdir(stage):
             return
@@ -344,6 +410,8 @@ def main():
             os.rmdir(work)
         except OSError:
             pass
+    if SHORT:
+        STATS["error"] = "not enough free space to move: " + "; ".join(SHORT)
     print(json.dumps(STATS))
 
 

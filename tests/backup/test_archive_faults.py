@@ -72,7 +72,10 @@ def test_worker_killed_mid_archive_then_the_next_run_completes(
     # Junk folder the domain's policy leaves out.
     f.in_node(IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/cur/big", "bs=1M", "count=100"])
     f.in_node(IMAP, ["mkdir", "-p", f"{maildir}/.Junk/cur"])
-    f.in_node(IMAP, ["cp", f"{maildir}/cur/big", f"{maildir}/.Junk/cur/spam"])
+    # (Small: moving Junk out of the snapshots copies it within the 256 MB pool first.)
+    f.in_node(
+        IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/.Junk/cur/spam", "bs=1M", "count=4"]
+    )
     response = client.patch(
         f"/api/v1/backup/exclusions/domains/{domain_id}/", {"folders": ["Junk"]}, format="json"
     )

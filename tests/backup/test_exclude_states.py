@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,6 +175,41 @@ def test_an_excluded_mailbox_moves_whole_and_back(zfs: PrivateZfs) -> None:
     report = _converge(z, Exclusions(folders=frozenset({"Odd"})))
     assert any("did not make" in p for p in report["problems"]), report
     os.unlink(_p(z, "bob/Maildir/.Odd"))
+
+
+def test_a_move_that_would_leave_no_room_for_mail_is_not_started_and_says_why(
+    zfs: PrivateZfs,
+) -> None:
+    # A move copies the folder before the original goes: with a 160 MB quota, an 80 MB
+    # Trash would leave less than the 64 MB kept free for arriving mail, so nothing is
+    # copied (no half copy eating the space), the folder stays where it is and the pass
+    # fails with the figures. With the big message gone, the next pass moves the folder.
+    z = zfs
+    dataset = _dataset(z)
+    _folder(z, "carol/Maildir", ["1.C.n:2,S"])
+    _folder(z, "carol/Maildir/.Trash", ["2.C.n:2,S"])
+    big = _p(z, "carol/Maildir/.Trash/cur/3.BIG.n:2,S")
+    with open(big, "wb") as out:
+        for _ in range(80):
+            out.write(os.urandom(1 << 20))
+    z.run("zfs", "set", "quota=160M", dataset)
+    try:
+        with pytest.raises(exclude_layout.ExcludeError, match="not enough free space"):
+            _converge(z, TRASH)
+        trash = _p(z, "carol/Maildir/.Trash")
+        assert trash.is_dir() and not trash.is_symlink()
+        assert big.exists()
+        assert not _p(z, ".ums-excluded/carol/.Trash").exists()
+        big.unlink()
+        deadline = time.monotonic() + 60  # ZFS frees the blocks at its next transaction
+        while os.statvfs(trash).f_bavail * os.statvfs(trash).f_frsize < 120 << 20:
+            assert time.monotonic() < deadline, "the freed message never showed as free"
+            time.sleep(0.5)
+        _converge(z, TRASH)
+        assert trash.is_symlink()
+        assert _names(_p(z, ".ums-excluded/carol/.Trash")) == ["2.C.n:2,S"]
+    finally:
+        z.run("zfs", "set", "quota=none", dataset)
 
 
 def test_archive_members_skip_links_of_excluded_folders_and_mailboxes() -> None:
