@@ -139,7 +139,7 @@ def test_a_source_edited_on_the_node_forces_the_full_path(
     # An smtpd left idle by the converge's post-flight probe serves one more session with
     # the table it had open before it notices the change and exits (Postfix re-reads a
     # changed table between sessions), so the hand edit is live from the next session on.
-    wait_for(lambda: rcpt(mail_nodes, evil) == 250, timeout=30, what="the hand edit to be live")
+    wait_for(lambda: rcpt(mail_nodes, evil) == 250, timeout=120, what="the hand edit to be live")
 
     add_mailbox(client, domain, "dave")
     assert_jobs_succeeded()
