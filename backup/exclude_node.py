@@ -41,9 +41,9 @@ MAILBOXES = {m.lower() for m in args.get("mailboxes") or ()}
 STATS = {"excluded": [], "included": [], "merged": 0, "problems": []}
 # A move copies a folder across datasets of the same pool before the original goes, so it
 # needs the folder's size free, and mail must keep arriving meanwhile: a move that would
-# leave less than RESERVE (or a tenth of the file system) free is not started, and one that
+# leave less than RESERVE (or a twentieth of the file system) free is not started, and one that
 # still runs out of space removes what it copied. Either fails the job with the numbers.
-RESERVE = 64 << 20
+RESERVE = 16 << 20
 SHORT = []
 COPIED = []
 
@@ -136,7 +136,7 @@ def room_for(src, into):
         return True
     st = os.statvfs(into)
     free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-    keep = max(RESERVE, size // 10)
+    keep = max(RESERVE, size // 20)
     if need + keep <= free:
         return True
     SHORT.append(

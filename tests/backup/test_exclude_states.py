@@ -181,7 +181,7 @@ def test_a_move_that_would_leave_no_room_for_mail_is_not_started_and_says_why(
     zfs: PrivateZfs,
 ) -> None:
     # A move copies the folder before the original goes: with a 160 MB quota, an 80 MB
-    # Trash would leave less than the 64 MB kept free for arriving mail, so nothing is
+    # Trash would leave less than the 16 MB kept free for arriving mail, so nothing is
     # copied (no half copy eating the space), the folder stays where it is and the pass
     # fails with the figures. With the big message gone, the next pass moves the folder.
     z = zfs
