@@ -280,18 +280,30 @@ class ZfsService(Service):
             if have.get("readonly") != "on":
                 plan.append(["zfs", "set", "readonly=on", dataset])
             if have.get("mountpoint") != "none":
+                if have.get("mounted") == "yes":
+                    # Forced, as replication.zfs.fence does: an IMAP session or a delivery
+                    # still open on a demoted primary holds the mount busy, and a plain
+                    # "zfs set mountpoint=none" then fails with "target is busy".
+                    plan.append(["zfs", "unmount", "-f", dataset])
                 plan.append(["zfs", "set", "mountpoint=none", dataset])
         return plan
 
     def apply(self, conn: Connector, plan: list[list[str]]) -> None:
-        """Run a plan from :meth:`plan`; refuses anything but ``zfs create``/``set``/``mount``."""
+        """Run a plan from :meth:`plan`; refuses anything but ``zfs create``/``set``/``mount``
+        and the forced ``unmount`` of a demoted replica."""
         for argv in plan:
-            if argv[:2] not in (["zfs", "create"], ["zfs", "set"], ["zfs", "mount"]):
+            if argv[:2] not in (["zfs", "create"], ["zfs", "set"], ["zfs", "mount"]) and argv[
+                :3
+            ] != ["zfs", "unmount", "-f"]:
                 # Defence in depth: the mail store is never destroyed, renamed or rolled
                 # back by converge, whatever a caller passes in.
                 raise MailStoreError(f"refusing to run {shlex.join(argv)}")
         for argv in plan:
             result = conn.run(argv)
+            if not result.ok and argv[1] == "unmount":
+                # Already unmounted since the facts were read (a fence or failback job ran
+                # meanwhile): the "zfs set mountpoint=none" that follows is what counts.
+                continue
             if not result.ok:
                 raise MailStoreError(
                     f"{shlex.join(argv)} failed: {(result.stderr or result.stdout).strip()}"
