@@ -22,14 +22,14 @@ systemd the services are stopped and started through their units instead.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from servers.models import Node
 
 from . import node_daemons, node_ops
-from .connector.base import CommandFailed, Connector, ConnectorError
+from .connector.base import CommandFailed, Connector
 from .services.base import CheckFailed, Service
+from .services.zfs import release
 
 #: The services that use the mail store, in start order (the registry's order decides).
 STORAGE_SERVICES = ("courier", "lda", "postfix")
@@ -82,41 +82,23 @@ def _zfs(conn: Connector, verb: str, name: str) -> None:
 
 def holders(conn: Connector, mountpoint: str) -> str:
     """Who keeps ``mountpoint`` busy (``fuser -vm``), for the reason shown; "" if unknown."""
-    try:
-        result = conn.run(["fuser", "-vm", mountpoint], timeout=60)
-    except ConnectorError:
-        raise
-    except Exception:  # a diagnostic only (no fuser on the node)
-        return ""
-    # fuser -v writes its table to stderr, among complaints about processes it cannot read.
-    lines = (result.stderr + "\n" + result.stdout).splitlines()
-    return "\n".join(x for x in lines if x.strip() and "Cannot stat" not in x)[-1500:]
+    return release.holders(conn, mountpoint)
 
 
 def unmount(conn: Connector, parent: str) -> list[str]:
-    """Unmount every mounted dataset under ``parent``, deepest first; the names."""
+    """Unmount every mounted dataset under ``parent``, deepest first; the names.
+    Leftovers of the stopped services still inside a dataset (Courier's gam_server
+    watching a Maildir, an IMAP session that outlived its listener) get SIGTERM first
+    (:func:`deploy.services.zfs.release.unmount_releasing`)."""
     done = []
     for name, mountpoint, mounted in sorted(
         datasets(conn, parent), key=lambda d: d[0].count("/"), reverse=True
     ):
         if mounted == "yes":
             try:
-                _zfs(conn, "unmount", name)
-            except StorageError as exc:
-                if "busy" not in str(exc) or not mountpoint.startswith("/"):
-                    raise
-                # Leftovers of the stopped services (Courier's gam_server watching a
-                # Maildir, an IMAP session that outlived its listener): TERM, then once
-                # more. Only while the dataset is still mounted there (its unmount just
-                # said busy), so -m names this filesystem, never the one beneath.
-                conn.run(["fuser", "-k", "-TERM", "-m", mountpoint], timeout=60)
-                time.sleep(2)
-                try:
-                    _zfs(conn, "unmount", name)
-                except StorageError as again:
-                    busy = holders(conn, mountpoint)
-                    text = f"{again}\nin use by:\n{busy}" if busy else str(again)
-                    raise StorageError(text) from again
+                release.unmount_releasing(conn, name, mountpoint)
+            except release.UnmountFailed as exc:
+                raise StorageError(str(exc)) from exc
             done.append(name)
     return done
 

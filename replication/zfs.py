@@ -22,6 +22,7 @@ from typing import Any
 from backup import offnode_zfs as oz
 from backup.offnode_stream import relay
 from deploy.connector.base import Connector
+from deploy.services.zfs import release
 
 SYNC_PREFIX = "ums-sync-"
 #: Where a fenced node's diverged copy of a domain is kept (never mounted, never pruned).
@@ -217,8 +218,8 @@ def promote(conn: Connector, dataset: str, mountpoint: str | None) -> None:
 
 
 def fence(conn: Connector, dataset: str) -> None:
-    """Stop this node serving the dataset: read-only, unmounted (forced: an IMAP session
-    may hold it busy)."""
+    """Stop this node serving the dataset: read-only, unmounted (an IMAP session or a
+    delivery still inside it is stopped: :func:`release.unmount_releasing`)."""
     result = conn.run(["zfs", "get", "-H", "-o", "value", "readonly,mountpoint", dataset])
     if not result.ok:
         return
@@ -226,5 +227,8 @@ def fence(conn: Connector, dataset: str) -> None:
     if values[:1] != ["on"]:
         _run(conn, ["zfs", "set", "readonly=on", dataset], "zfs set readonly")
     if values[1:2] != ["none"]:
-        conn.run(["zfs", "unmount", "-f", dataset])
+        try:
+            release.unmount_releasing(conn, dataset, values[1] if len(values) > 1 else "")
+        except release.UnmountFailed as exc:
+            raise ReplicationError(str(exc)) from exc
         _run(conn, ["zfs", "set", "mountpoint=none", dataset], "zfs set mountpoint")

@@ -279,8 +279,8 @@ def test_zfs_plan_keeps_replicas_read_only_and_promotes_a_placed_one() -> None:
         ["zfs", "set", "readonly=off", f"{parent}/held.example"],
         ["zfs", "set", "mountpoint=/var/mail/vhosts/held.example", f"{parent}/held.example"],
         ["zfs", "set", "readonly=on", f"{parent}/copy.example"],
-        # Forced first: a session still open on the demoted primary holds the mount busy.
-        ["zfs", "unmount", "-f", f"{parent}/copy.example"],
+        # First (its holders stopped): a session open on the demoted primary holds it busy.
+        ["zfs", "unmount", f"{parent}/copy.example"],
         ["zfs", "set", "mountpoint=none", f"{parent}/copy.example"],
     ]
 

@@ -54,6 +54,8 @@ from deploy.services.base import (
     Service,
 )
 
+from . import release
+
 __all__ = [
     "DEDUP_MIN_MEMORY_BYTES",
     "MailStoreError",
@@ -281,33 +283,46 @@ class ZfsService(Service):
                 plan.append(["zfs", "set", "readonly=on", dataset])
             if have.get("mountpoint") != "none":
                 if have.get("mounted") == "yes":
-                    # Forced, as replication.zfs.fence does: an IMAP session or a delivery
-                    # still open on a demoted primary holds the mount busy, and a plain
-                    # "zfs set mountpoint=none" then fails with "target is busy".
-                    plan.append(["zfs", "unmount", "-f", dataset])
+                    # Unmounted first, stopping what holds it (apply): an IMAP session or
+                    # a delivery still open on a demoted primary holds the mount busy, and
+                    # "zfs set mountpoint=none" alone then fails with "target is busy".
+                    plan.append(["zfs", "unmount", dataset])
                 plan.append(["zfs", "set", "mountpoint=none", dataset])
         return plan
 
     def apply(self, conn: Connector, plan: list[list[str]]) -> None:
-        """Run a plan from :meth:`plan`; refuses anything but ``zfs create``/``set``/``mount``
-        and the forced ``unmount`` of a demoted replica."""
+        """Run a plan from :meth:`plan`; refuses anything but ``zfs create``/``set``/
+        ``mount``/``unmount`` (the last releasing a demoted replica's busy mount)."""
         for argv in plan:
-            if argv[:2] not in (["zfs", "create"], ["zfs", "set"], ["zfs", "mount"]) and argv[
-                :3
-            ] != ["zfs", "unmount", "-f"]:
+            if argv[:2] not in (
+                ["zfs", "create"],
+                ["zfs", "set"],
+                ["zfs", "mount"],
+                ["zfs", "unmount"],
+            ) or (argv[1] == "unmount" and len(argv) != 3):
                 # Defence in depth: the mail store is never destroyed, renamed or rolled
                 # back by converge, whatever a caller passes in.
                 raise MailStoreError(f"refusing to run {shlex.join(argv)}")
         for argv in plan:
-            result = conn.run(argv)
-            if not result.ok and argv[1] == "unmount":
-                # Already unmounted since the facts were read (a fence or failback job ran
-                # meanwhile): the "zfs set mountpoint=none" that follows is what counts.
+            if argv[1] == "unmount":
+                self._unmount(conn, argv[2])
                 continue
+            result = conn.run(argv)
             if not result.ok:
                 raise MailStoreError(
                     f"{shlex.join(argv)} failed: {(result.stderr or result.stdout).strip()}"
                 )
+
+    @staticmethod
+    def _unmount(conn: Connector, dataset: str) -> None:
+        """Unmount a demoted replica, stopping the processes that hold it busy (already
+        unmounted since the facts were read, by a fence or failback job: nothing to do)."""
+        result = conn.run(["zfs", "get", "-H", "-o", "value", "mountpoint", dataset])
+        mountpoint = result.stdout.strip() if result.ok else ""
+        try:
+            release.unmount_releasing(conn, dataset, mountpoint)
+        except release.UnmountFailed as exc:
+            raise MailStoreError(str(exc)) from exc
 
     # ------------------------------------------------------------------ converge step
 

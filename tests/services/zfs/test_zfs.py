@@ -227,3 +227,45 @@ def test_zfs_missing_pool_is_an_error() -> None:
         ZfsService().plan(
             LocalConnector(), _state(f"nopool{secrets.token_hex(3)}", _domain("a.example"))
         )
+
+
+def _zfs_values(dataset: str, properties: str) -> list[str]:
+    return subprocess.run(
+        ["zfs", "get", "-H", "-o", "value", properties, dataset],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+def test_zfs_demotes_a_replica_whose_mount_a_process_holds_busy(pool: str) -> None:
+    """A primary demoted to replica (failback, fencing) can still have an IMAP session or
+    a delivery inside its dataset: a plain ``zfs set mountpoint=none`` then fails with
+    "target is busy" (seen in CI). Converge stops the holder and unmounts it first (never
+    ``zfs unmount -f``: zfs-fuse detaches lazily and its pool then hangs on destroy)."""
+    conn, service = LocalConnector(), ZfsService()
+    service.apply(conn, service.plan(conn, _state(pool, _domain("held.example"))))
+    dataset = f"{pool}/mail/held.example"
+    mountpoint = _zfs_values(dataset, "mountpoint")[0]
+    (Path(mountpoint) / "open.eml").write_text("Subject: open\n\n")
+    # A process with its working directory and an open file in the mount holds it busy.
+    holder = subprocess.Popen(
+        ["sh", "-c", "exec 3<open.eml; exec sleep 60"], cwd=mountpoint, stdin=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.3)
+        busy = subprocess.run(
+            ["zfs", "set", "mountpoint=none", dataset], capture_output=True, check=False
+        )
+        assert busy.returncode != 0, "the mount was expected to be busy"
+        demoted = _state(pool, replica_domains=["held.example"])
+        plan = service.plan(conn, demoted)
+        assert ["zfs", "unmount", dataset] in plan
+        service.apply(conn, plan)
+        # The holder was told to stop (SIGTERM), not left behind a detached mount.
+        assert holder.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _zfs_values(dataset, "readonly,mountpoint,mounted") == ["on", "none", "no"]
+    assert service.plan(conn, demoted) == []
