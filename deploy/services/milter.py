@@ -17,7 +17,7 @@ import ipaddress
 import posixpath
 
 from deploy.connector.base import Connector
-from deploy.services.base import CheckFailed, DesiredState, Service
+from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
 
 from . import probes
 from .postfix import safe
@@ -143,7 +143,7 @@ class MilterService(Service):
     def pidfiles(self, conn: Connector) -> list[str]:
         return [self.pidfile]
 
-    def activate(self, conn: Connector, changed: list) -> None:
+    def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
         """Under systemd, the package's unit with our drop-in (``systemd_verb``); without
         systemd (containers, the test nodes), :meth:`activate_without_systemd`."""
         if conn.run(["systemctl", "cat", self.unit]).ok:
@@ -157,10 +157,10 @@ class MilterService(Service):
         else:
             self.activate_without_systemd(conn, changed)
 
-    def systemd_verb(self, changed: list) -> str:
+    def systemd_verb(self, changed: list[ManagedFile]) -> str:
         raise NotImplementedError
 
-    def activate_without_systemd(self, conn: Connector, changed: list) -> None:
+    def activate_without_systemd(self, conn: Connector, changed: list[ManagedFile]) -> None:
         raise NotImplementedError
 
     def start_daemon(self, conn: Connector, argv: list[str]) -> None:
