@@ -8,7 +8,9 @@ DMARC records for two sender domains.
 * ``bank.mailauth.example`` lists another address and publishes ``p=reject``: a forged message
   (our address, no signature) fails DMARC and is held (then found in spam hold through
   the API), tagged, or refused as the recipient's policy says.
-* With the DNS server gone, mail is still delivered, marked ``temperror``.
+* With the DNS server gone, mail is still delivered, marked ``temperror``, and its SPF
+  result reads ``spf=temperror`` (not libspf2's ``fail``), which SpamAssassin does not
+  score as SPF_FAIL; a real SPF failure still reads ``spf=fail`` and is scored.
 
 Unit tests for the rendering and the filter's decisions are in
 ``tests/services/opendmarc/``.
@@ -233,11 +235,17 @@ def test_spf_dkim_dmarc_results_and_the_dmarc_failure_policy(
     response = admin.patch(domain_policy, {"dmarcFailure": "tag"}, format="json")
     assert response.status_code == 200, response.content
     assert_jobs_succeeded()
-    send(nodes, f"ceo@{BANK}", message(f"ceo@{BANK}", "mk-auth-forged-tag"))
+    # The forger also writes a passing SPF result of its own: OpenDMARC's (ours) counts.
+    forged_pass = f"Authentication-Results: relay.example; spf=pass smtp.mailfrom={BANK}\r\n"
+    send(nodes, f"ceo@{BANK}", message(f"ceo@{BANK}", "mk-auth-forged-tag").replace(
+        b"\r\n\r\n", b"\r\n" + forged_pass.encode() + b"\r\n", 1))  # fmt: skip
     text = over_imap(nodes, "mk-auth-forged-tag")
     assert "Subject: [DMARC] mk-auth-forged-tag" in text, text[:3000]
     assert f"X-UMS-DMARC: fail; action=tag; domain={BANK}; policy=reject" in text, text[:3000]
     assert re.search(r"\bspf=fail\b", results(text, node)), results(text, node)
+    # A real SPF failure (DNS up, -all, an address the record does not list) is scored,
+    # whatever result the sender wrote itself.
+    assert "SPF_FAIL" in spam_tests(text), text[:3000]
 
     # As the sender's domain asks: its p=reject refuses the message in the SMTP session.
     response = admin.patch(domain_policy, {"dmarcFailure": "sender"}, format="json")
@@ -253,10 +261,22 @@ def test_spf_dkim_dmarc_results_and_the_dmarc_failure_policy(
     os.kill(bind.process.pid, signal.SIGSTOP)
     send(nodes, f"news@{GOOD}", message(f"news@{GOOD}", "mk-auth-nodns", pem))
     text = over_imap(nodes, "mk-auth-nodns")
-    # OpenDMARC writes a DMARC record it could not fetch as dmarc=none (and libspf2 an
-    # SPF record it could not fetch as spf=fail); the filter's own lookup tells.
-    assert re.search(r"\bdmarc=none\b", results(text, node)), results(text, node)
+    # OpenDMARC writes a DMARC record it could not fetch as dmarc=none and libspf2 an SPF
+    # record it could not fetch as spf=fail; the filter's own lookups tell, and what the
+    # user, Sieve and SpamAssassin read is temperror: no SPF_FAIL scored.
+    verdicts = results(text, node)
+    assert re.search(rf"\bspf=temperror smtp\.mailfrom={re.escape(GOOD)}", verdicts), verdicts
+    assert re.search(r"\bdmarc=temperror\b", verdicts), verdicts
+    assert not re.search(r"\b(spf|dmarc)=(fail|none)\b", verdicts), verdicts
     assert f"X-UMS-DMARC: temperror; action=none; domain={GOOD}" in text, text[:3000]
+    assert "SPF_FAIL" not in spam_tests(text), text[:3000]
+
+
+def spam_tests(text: str) -> list[str]:
+    """The SpamAssassin rules the filter's X-Spam-Status lists."""
+    found = re.search(r"^X-Spam-Status:.*\btests=([A-Z0-9_,]+)", text, re.M)
+    assert found, text[:3000]
+    return found.group(1).split(",")
 
 
 def wait_for_scanners_spamd_only(nodes: MailNodes) -> None:

@@ -22,23 +22,26 @@ rotation the previous key keeps signing until a DNS check saw the new TXT record
 Postfix reaches it through ``smtpd_milters``/``non_smtpd_milters`` with
 ``default_action=accept`` (``deploy/services/postfix/signing.py``): a dead signer sends
 mail unsigned rather than deferring it. The probe after every reload shows a dead one.
+What it shares with OpenDMARC (checker, drop-in, probe) is in :mod:`..milter`.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import posixpath
 import re
 
 from cryptography.hazmat.primitives import serialization
 
 from deploy.connector.base import Connector
-from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
+from deploy.services.base import DesiredState, ManagedFile
 
-from .. import mail_auth, probes
+from .. import mail_auth, milter
+from ..milter import MILTER_PROBE, internal_hosts
 from ..postfix import safe
 
-__all__ = ["MILTER", "OpenDkimService", "milter_entry", "signing_enabled"]
+__all__ = [
+    "MILTER", "MILTER_PROBE", "OpenDkimService", "internal_hosts", "milter_entry",
+    "signing_enabled",
+]  # fmt: skip
 
 ROOT = "/etc/ums-opendkim"
 HOST, PORT = "127.0.0.1", 8891
@@ -48,6 +51,7 @@ KEY_DIR = f"{ROOT}/keys"
 RUN_DIR = "/run/ums-opendkim"
 PIDFILE = f"{RUN_DIR}/opendkim.pid"
 USER = "opendkim"
+UNIT = "opendkim"
 #: RFC 6376 selector: dot-separated labels (we make ``s202612`` or ``s2026120710``).
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _SELECTOR = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
@@ -55,12 +59,12 @@ _SELECTOR = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 
 def signing_enabled(state: DesiredState) -> bool:
     """Whether this node runs the signer: SMTP role, and ``dkim_signing`` not turned off."""
-    return "smtp" in state.node.roles and state.settings.get("dkim_signing", True) is not False
+    return OpenDkimService().enabled(state)
 
 
 def milter_entry() -> str:
     """The Postfix milter list element: a signer that is down never defers mail."""
-    return f"{{ {MILTER}, default_action=accept }}"
+    return milter.entry(MILTER)
 
 
 def selector(value: object) -> str:
@@ -100,49 +104,17 @@ def signing_keys(state: DesiredState) -> list[tuple[str, str, bytes]]:
     return keys
 
 
-def internal_hosts(state: DesiredState) -> list[str]:
-    hosts = ["127.0.0.1", "::1"]
-    for net in state.settings.get("relay_networks", []) or []:
-        try:
-            hosts.append(str(ipaddress.ip_network(str(net), strict=True)))
-        except ValueError as exc:
-            raise safe.UnsafeName(f"refusing relay network {net!r}: {exc}") from None
-    return hosts
-
-
-# argv: host, port, seconds. A milter option negotiation (SMFIC_OPTNEG, version 6): only
-# a milter answers it with SMFIC_OPTNEG.
-MILTER_PROBE = (
-    r"""
-import socket, struct, sys, time
-host, port = sys.argv[1], int(sys.argv[2])
-
-def attempt():
-    try:
-        with socket.create_connection((host, port), timeout=10) as s:
-            body = b"O" + struct.pack("!III", 6, 0x1FF, 0x1FFFFF)
-            s.sendall(struct.pack("!I", len(body)) + body)
-            head = s.recv(5)
-            if len(head) == 5 and head[4:5] == b"O":
-                return True, "milter %s:%d negotiated" % (host, port)
-            return False, "milter %s:%d answered %r" % (host, port, head)
-    except OSError as exc:
-        return False, "%s:%d: %s" % (host, port, exc or type(exc).__name__)
-"""
-    + probes._RETRY
-)
-
-
-class OpenDkimService(Service):
+class OpenDkimService(milter.MilterService):
     """The signer's configuration, keys and daemon."""
 
     name = "opendkim"
-    roles = frozenset({"smtp"})
     packages = {"debian": ("opendkim", "opendkim-tools"), "rhel": ("opendkim",)}
     config_root = ROOT
-
-    def applies_to_state(self, state: DesiredState) -> bool:
-        return self.applies_to(state.node) and signing_enabled(state)
+    host, port = HOST, PORT
+    setting = "dkim_signing"
+    binary, conf_flag, conf_name = "opendkim", "-x", "opendkim.conf"
+    pidfile = PIDFILE
+    unit, role_word = UNIT, "signer"
 
     def render(self, state: DesiredState) -> list[ManagedFile]:
         keys = signing_keys(state)
@@ -197,39 +169,38 @@ class OpenDkimService(Service):
             ),
         ]
 
-    def validate(self, conn: Connector, staged_root: str) -> None:
-        """``opendkim -n`` (parse the configuration and open every table) on the stage."""
-        result = conn.run(["sh", "-c", _CHECK_SCRIPT, "sh", staged_root, ROOT], timeout=60)
-        if not result.ok:
-            raise CheckFailed(self.name, (result.stdout + result.stderr).strip())
-
-    def pidfiles(self, conn: Connector) -> list[str]:
-        return [PIDFILE]
+    def unit_lines(self) -> list[str]:
+        # Replaces the package's command line (its -p/-P would override our Socket and
+        # PidFile).
+        return [
+            "RuntimeDirectory=",
+            f"RuntimeDirectory={RUN_DIR.rsplit('/', 1)[1]}",
+            "ExecStart=",
+            f"ExecStart=/usr/sbin/opendkim -x {ROOT}/opendkim.conf",
+            "ExecReload=",
+            "ExecReload=/bin/kill -USR1 $MAINPID",
+        ]
 
     def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
-        """Reload (SIGUSR1 re-reads the configuration and tables), or start the daemon.
-
-        Under systemd, Debian's ``opendkim`` unit runs it with our configuration (a
-        drop-in), so it restarts on failure and comes back after a reboot. Without
-        systemd (containers, the test nodes) our own pid file tells whether it runs.
-        """
-        pid = (conn.get_file(PIDFILE) or b"").strip().decode(errors="replace")
-        if conn.run(["systemctl", "cat", UNIT]).ok:
-            conn.run(["mkdir", "-p", posixpath.dirname(DROP_IN)]).check()
-            if conn.get_file(DROP_IN) != _DROP_IN:
-                conn.put_file(DROP_IN, _DROP_IN, mode=0o644)
-                conn.run(["systemctl", "daemon-reload"]).check()
-            conn.run(["systemctl", "enable", UNIT])
-            conn.run(["systemctl", "reload-or-restart", UNIT], timeout=120).check()
-        elif pid.isdigit() and conn.run(["kill", "-0", pid]).ok:
-            conn.run(["kill", "-USR1", pid]).check()
-        else:
-            self._start(conn)
+        """Reload (SIGUSR1 re-reads the configuration and tables), or start the daemon;
+        then remove key files the new KeyTable no longer names."""
+        super().activate(conn, changed)
         table = next((f for f in changed if f.path == f"{ROOT}/KeyTable"), None)
         # Only once the signer answers with the new table: if it does not, converge's
         # probe fails and puts the previous table back, which needs its key files.
-        if table is not None and conn.run(_PROBE_ARGV, timeout=probes.PROBE_SECONDS + 30).ok:
+        if table is not None and self.answers(conn):
             self._remove_stale_keys(conn, table)
+
+    def systemd_verb(self, changed: list[ManagedFile]) -> str:
+        return "reload-or-restart"
+
+    def activate_without_systemd(self, conn: Connector, changed: list[ManagedFile]) -> None:
+        """Our own pid file tells whether it runs: signal it, else start it."""
+        pid = (conn.get_file(PIDFILE) or b"").strip().decode(errors="replace")
+        if pid.isdigit() and conn.run(["kill", "-0", pid]).ok:
+            conn.run(["kill", "-USR1", pid]).check()
+        else:
+            self._start(conn)
 
     def _remove_stale_keys(self, conn: Connector, table: ManagedFile) -> None:
         """Key files the new KeyTable no longer names (a removed key or domain): the
@@ -250,48 +221,4 @@ class OpenDkimService(Service):
     def _start(self, conn: Connector) -> None:
         conn.run(["mkdir", "-p", RUN_DIR]).check()
         conn.run(["chown", f"{USER}:{USER}", RUN_DIR]).check()
-        conn.run(["rm", "-f", PIDFILE]).check()
-        result = conn.run(["opendkim", "-x", f"{ROOT}/opendkim.conf"], timeout=60)
-        if not result.ok:
-            raise CheckFailed(self.name, f"opendkim did not start:\n{result.stdout}{result.stderr}")
-
-    def probe(self, conn: Connector, state: DesiredState, *, strict: bool = True) -> str:
-        """The milter answers an option negotiation on its port."""
-        return probes.run(
-            conn, state, self.name, MILTER_PROBE, HOST, str(PORT), str(probes.PROBE_SECONDS)
-        )
-
-
-# The milter probe with whichever Python the node has (activate knows no DesiredState).
-_PROBE_ARGV = [
-    "sh", "-c",
-    'for p in "$0" /usr/libexec/platform-python; do [ -x "$p" ] && exec "$p" "$@"; done; exit 127',
-    probes.PYTHON["debian"], "-c", MILTER_PROBE, HOST, str(PORT), str(probes.PROBE_SECONDS),
-]  # fmt: skip
-
-UNIT = "opendkim"
-DROP_IN = f"/etc/systemd/system/{UNIT}.service.d/ums.conf"
-# Replaces the package's command line (its -p/-P would override our Socket and PidFile).
-_DROP_IN = f"""# Managed by UMS (deploy/services/opendkim): the signer with UMS's configuration.
-[Service]
-Type=forking
-PIDFile={PIDFILE}
-RuntimeDirectory=
-RuntimeDirectory={posixpath.basename(RUN_DIR)}
-ExecStart=
-ExecStart=/usr/sbin/opendkim -x {ROOT}/opendkim.conf
-ExecReload=
-ExecReload=/bin/kill -USR1 $MAINPID
-Restart=on-failure
-""".encode()
-
-# argv: stage, live root. The staged configuration names live table paths; a copy of it
-# pointing at the staged tables is what opendkim -n checks (it opens every table).
-_CHECK_SCRIPT = r"""
-stage=$1; root=$2
-sed "s#${root}/#${stage}/#g" "$stage/opendkim.conf" > "$stage/.check.conf" || exit 1
-opendkim -n -x "$stage/.check.conf" 2>&1
-rc=$?
-rm -f "$stage/.check.conf"
-exit $rc
-"""
+        self.start_daemon(conn, ["opendkim", "-x", f"{ROOT}/opendkim.conf"])

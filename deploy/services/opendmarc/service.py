@@ -23,18 +23,21 @@ and ``start``, which runs the daemon in a private mount namespace with that file
 ``/etc/resolv.conf`` when resolvers are set (the system's otherwise). Under systemd the
 package's unit runs the same script (a drop-in). A change restarts the daemon (it has no
 reload); Postfix lists it with ``default_action=accept``, so while it restarts, or if it
-is down, mail arrives without SPF/DMARC results, never deferred.
+is down, mail arrives without SPF/DMARC results, never deferred. What it shares with
+OpenDKIM (checker, drop-in, probe) is in :mod:`..milter`.
+
+A DNS failure reaches the results as OpenDMARC 1.4 words it (``spf=fail``, ``dmarc=none``);
+the content filter, which reads them next, rewrites them to ``temperror`` when its own
+lookup gets no answer (``postfix/filter/ums_filter.py``).
 """
 
 from __future__ import annotations
 
-import posixpath
-
 from deploy.connector.base import Connector
-from deploy.services.base import CheckFailed, DesiredState, ManagedFile, Service
+from deploy.services.base import DesiredState, ManagedFile
 
-from .. import mail_auth, probes
-from ..opendkim.service import MILTER_PROBE, internal_hosts
+from .. import mail_auth, milter
+from ..milter import internal_hosts
 from ..postfix import safe
 
 __all__ = ["MILTER", "OpenDmarcService", "checks_enabled", "milter_entry"]
@@ -47,16 +50,17 @@ PIDFILE = f"{RUN_DIR}/opendmarc.pid"
 USER = "opendmarc"
 START = f"{ROOT}/start"
 PUBLIC_SUFFIXES = "/usr/share/publicsuffix/public_suffix_list.dat"
+UNIT = "opendmarc"
 
 
 def checks_enabled(state: DesiredState) -> bool:
     """SMTP role and ``dmarc_checks`` not turned off."""
-    return "smtp" in state.node.roles and state.settings.get("dmarc_checks", True) is not False
+    return OpenDmarcService().enabled(state)
 
 
 def milter_entry() -> str:
     """A checker that is down lets mail in unchecked rather than deferring it."""
-    return f"{{ {MILTER}, default_action=accept }}"
+    return milter.entry(MILTER)
 
 
 # argv: resolv.conf, opendmarc.conf. With a nameserver line, a private mount namespace
@@ -74,16 +78,17 @@ exec /usr/sbin/opendmarc -c "$conf"
 """.encode()
 
 
-class OpenDmarcService(Service):
+class OpenDmarcService(milter.MilterService):
     """SPF and DMARC checks of inbound mail."""
 
     name = "opendmarc"
-    roles = frozenset({"smtp"})
     packages = {"debian": ("opendmarc", "publicsuffix"), "rhel": ("opendmarc", "publicsuffix-list")}
     config_root = ROOT
-
-    def applies_to_state(self, state: DesiredState) -> bool:
-        return self.applies_to(state.node) and checks_enabled(state)
+    host, port = HOST, PORT
+    setting = "dmarc_checks"
+    binary, conf_flag, conf_name = "opendmarc", "-c", "opendmarc.conf"
+    pidfile = PIDFILE
+    unit, role_word = UNIT, "checker"
 
     def render(self, state: DesiredState) -> list[ManagedFile]:
         hostname = safe.domain(state.node.hostname.lower())
@@ -117,67 +122,23 @@ class OpenDmarcService(Service):
             ManagedFile(START, _START, mode=0o755),
         ]
 
-    def validate(self, conn: Connector, staged_root: str) -> None:
-        """``opendmarc -n`` on a copy of the staged configuration naming staged files."""
-        result = conn.run(["sh", "-c", _CHECK_SCRIPT, "sh", staged_root, ROOT], timeout=60)
-        if not result.ok:
-            raise CheckFailed(self.name, (result.stdout + result.stderr).strip())
+    def unit_lines(self) -> list[str]:
+        # Replaces the package's command line with the start script (resolver, socket,
+        # pid file).
+        return ["ExecStart=", f"ExecStart={START}"]
 
-    def pidfiles(self, conn: Connector) -> list[str]:
-        return [PIDFILE]
+    def systemd_verb(self, changed: list[ManagedFile]) -> str:
+        """Restart on a change (OpenDMARC re-reads nothing on a signal), else start."""
+        return "restart" if changed else "start"
 
-    def activate(self, conn: Connector, changed: list[ManagedFile]) -> None:
-        """Restart on a change (OpenDMARC re-reads nothing on a signal); start it if it
-        does not run; with nothing changed, leave a running one alone."""
+    def activate_without_systemd(self, conn: Connector, changed: list[ManagedFile]) -> None:
+        """Restart on a change; start it if it does not run; with nothing changed, leave a
+        running one alone."""
         from deploy.services.daemon import running_pids, stop_pidfiles
 
-        if conn.run(["systemctl", "cat", UNIT]).ok:
-            conn.run(["mkdir", "-p", posixpath.dirname(DROP_IN)]).check()
-            if conn.get_file(DROP_IN) != _DROP_IN:
-                conn.put_file(DROP_IN, _DROP_IN, mode=0o644)
-                conn.run(["systemctl", "daemon-reload"]).check()
-            conn.run(["systemctl", "enable", UNIT])
-            verb = "restart" if changed else "start"
-            conn.run(["systemctl", verb, UNIT], timeout=120).check()
-            return
         if running_pids(conn, [PIDFILE]):
             if not changed:
                 return
             stop_pidfiles(conn, [PIDFILE])
-        self._start(conn)
-
-    def _start(self, conn: Connector) -> None:
-        conn.run(["rm", "-f", PIDFILE]).check()
-        result = conn.run([START], timeout=60)
-        if not result.ok:
-            output = f"{result.stdout}{result.stderr}"
-            raise CheckFailed(self.name, f"opendmarc did not start:\n{output}")
-
-    def probe(self, conn: Connector, state: DesiredState, *, strict: bool = True) -> str:
-        """The milter answers an option negotiation on its port."""
-        return probes.run(
-            conn, state, self.name, MILTER_PROBE, HOST, str(PORT), str(probes.PROBE_SECONDS)
-        )
-
-
-UNIT = "opendmarc"
-DROP_IN = f"/etc/systemd/system/{UNIT}.service.d/ums.conf"
-# Replaces the package's command line with the start script (resolver, socket, pid file).
-_DROP_IN = f"""# Managed by UMS (deploy/services/opendmarc): the checker with UMS's configuration.
-[Service]
-Type=forking
-PIDFile={PIDFILE}
-ExecStart=
-ExecStart={START}
-Restart=on-failure
-""".encode()
-
-# argv: stage, live root. opendmarc -n parses the configuration and opens its files.
-_CHECK_SCRIPT = r"""
-stage=$1; root=$2
-sed "s#${root}/#${stage}/#g" "$stage/opendmarc.conf" > "$stage/.check.conf" || exit 1
-opendmarc -n -c "$stage/.check.conf" 2>&1
-rc=$?
-rm -f "$stage/.check.conf"
-exit $rc
-"""
+        # The start script makes the run directory and enters the resolver's namespace.
+        self.start_daemon(conn, [START])

@@ -229,6 +229,10 @@ class SpamAssassinService(Service):
             f"rewrite_header Subject {subject}" if subject else "",
             "add_header all Score _SCORE_",
             f"trusted_networks {' '.join(dict.fromkeys(trusted))}",
+            # spamd sees no Received header of ours (the filter is a milter), so every
+            # header counts as internal and the SPF plugin would reuse the oldest spf=
+            # result: one the sender wrote. The newest is OpenDMARC's, on this node.
+            "use_newest_received_spf_header 1",
         ]
         if settings.get("spam_network_checks", True) in (False, "false", "0", 0):
             lines.append("skip_rbl_checks 1")

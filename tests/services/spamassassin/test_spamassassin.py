@@ -67,6 +67,7 @@ def test_render_thresholds_from_policy() -> None:
     assert "report_safe 0" in local_cf and "add_header all Score _SCORE_" in local_cf
     assert "trusted_networks 127.0.0.0/8 ::1 10.231.0.2" in local_cf
     assert "skip_rbl_checks 1" in local_cf
+    assert "use_newest_received_spf_header 1" in local_cf  # our spf= over a sender's
     data = json.loads(files["/etc/spamassassin/ums_thresholds.json"])
     assert data["domains"]["a.example"] == {
         "tag": 3.5,
@@ -165,3 +166,29 @@ def test_lint_refuses_injected_bad_rule(tmp_path: Path) -> None:
     with pytest.raises(CheckFailed) as failed:
         SpamAssassinService(config_root=str(root)).validate(LocalConnector(), str(root))
     assert "bogus_directive_ums" in failed.value.output
+
+
+@needs_sa
+def test_spf_result_scored_is_this_nodes_not_one_the_sender_wrote(tmp_path: Path) -> None:
+    """spamd sees every header as internal (the filter passes no Received of ours):
+    OpenDMARC's result at the top counts, a forged pass further down does not, and our
+    temperror (DNS down) is not SPF_FAIL."""
+    root = _staged(tmp_path, tmp_path / "spamassassin", _state(spam_network_checks=False))
+
+    def rules(ours: str) -> str:
+        message = (
+            f"Authentication-Results: mx1.example; spf={ours} smtp.mailfrom=bank.example\n"
+            "From: ceo@bank.example\nTo: u@a.example\nSubject: figures\n"
+            "Authentication-Results: relay.example; spf=pass smtp.mailfrom=bank.example\n"
+            "\nQuarterly figures.\n"
+        )
+        # Not -L: the SPF rules are network tests, though they reuse the header here.
+        result = subprocess.run(
+            ["spamassassin", "-t", "--siteconfigpath", str(root)],
+            input=message, capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
+        return result.stdout
+
+    assert "SPF_FAIL" in rules("fail")
+    scored = rules("temperror")
+    assert "SPF_FAIL" not in scored and "SPF_PASS" not in scored, scored[-2000:]

@@ -24,7 +24,12 @@ Two roles, chosen by the first argument:
       (``X-UMS-DMARC`` and a subject prefix), holds, refuses, or follows the From
       domain's published ``p=`` (reject refused, quarantine held, none tagged). Any
       other result delivers; ``temperror``/``permerror`` (DNS could not answer) is
-      marked in ``X-UMS-DMARC`` and never delays the message.
+      marked in ``X-UMS-DMARC`` and never delays the message;
+    * DNS failures are shown as such: OpenDMARC 1.4 writes an SPF record it could not
+      fetch as ``spf=fail`` and a DMARC record as ``dmarc=none``. Before anything reads
+      them (SpamAssassin reuses our ``spf=`` result and scores SPF_FAIL, users' Sieve
+      rules match the header), the filter asks DNS itself and rewrites this node's
+      result to ``temperror`` (RFC 8601) when no resolver answers.
 
     Recipients of one transaction must share one policy (thresholds differ per domain,
     but a message gets one verdict), so a recipient whose domain has another policy is
@@ -84,6 +89,13 @@ _UNSAFE_VALUE = re.compile(r"[;\x00-\x1f\x7f]")
 _DMARC_RESULT = re.compile(r"\bdmarc\s*=\s*([a-z]+)", re.I)
 _DMARC_POLICY = re.compile(r"\(\s*p\s*=\s*([a-z]+)", re.I)
 _DMARC_FROM = re.compile(r"\bheader\.from\s*=\s*([A-Za-z0-9.-]{1,253})", re.I)
+# "spf=fail smtp.mailfrom=example.org" (OpenDMARC writes the domain, or user@domain).
+_SPF = re.compile(
+    r"(\bspf\s*=\s*)([a-z]+)(?=[^;]*?\bsmtp\.(?:mailfrom|helo)\s*=\s*(?:[^@;\s]*@)?"
+    r"([A-Za-z0-9.-]{1,253}))",
+    re.I,
+)
+_DMARC_WORD = re.compile(r"(\bdmarc\s*=\s*)([a-z]+)", re.I)
 _RULE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -290,17 +302,25 @@ def system_resolvers(path: str = "/etc/resolv.conf") -> List[str]:
         return []
 
 
-def dns_answers(name: str, resolvers: List[str], timeout: float = 2.0) -> bool:
+def dns_answers(
+    name: str, resolvers: List[str], timeout: float = 2.0, silent: Optional[set] = None
+) -> bool:
     """Whether a resolver answers a TXT query for ``name`` (NOERROR or NXDOMAIN).
 
     OpenDMARC (1.4) reports a DMARC record it could not look up as ``dmarc=none``, the
     same as no record at all; this one query tells the two apart, so mail judged while
-    DNS is down is marked ``temperror`` instead of passing as unchecked."""
+    DNS is down is marked ``temperror`` instead of passing as unchecked. ``silent``
+    collects servers that did not answer and skips them for the next name of the same
+    message: one outage costs its timeouts once, not once per name."""
     try:
         query = _dns_query(name)
     except (UnicodeError, ValueError):
         return True  # not a name DNS could hold: nothing to retry later either
     for server in resolvers or system_resolvers():
+        if silent is not None and server in silent:
+            continue
+        if silent is not None:
+            silent.add(server)  # until it answers below
         for _attempt in range(2):
             family = socket.AF_INET6 if ":" in server else socket.AF_INET
             try:
@@ -310,9 +330,62 @@ def dns_answers(name: str, resolvers: List[str], timeout: float = 2.0) -> bool:
                     reply = sock.recv(4096)
             except OSError:
                 continue
-            if len(reply) >= 4 and reply[:2] == query[:2] and (reply[3] & 0x0F) in (0, 3):
-                return True
+            if len(reply) >= 4 and reply[:2] == query[:2]:
+                if silent is not None:
+                    silent.discard(server)  # it answers; SERVFAIL is about this name
+                if (reply[3] & 0x0F) in (0, 3):
+                    return True
     return False
+
+
+def _ours(value: str, authserv_id: str) -> bool:
+    words = value.partition(";")[0].split()
+    return bool(words) and words[0].lower() == authserv_id.lower()
+
+
+def truthful_auth_results(
+    auth_results: List[str], authserv_id: str, resolvers: List[str], timeout: float = 2.0
+) -> List[str]:
+    """This node's ``Authentication-Results`` with what DNS failed to establish written as
+    ``temperror`` (RFC 8601, RFC 7208 2.6.6); other values unchanged, same order.
+
+    libspf2 inside OpenDMARC reports an SPF record it could not fetch as ``spf=fail``,
+    which SpamAssassin reuses (SPF_FAIL) and a user's Sieve rule takes at its word; a
+    result other than ``pass`` is rewritten when no resolver answers for the envelope
+    domain now. ``dmarc=none`` (record not fetched) likewise; and ``dmarc=fail`` when SPF
+    is now ``temperror``, since the SPF that might have aligned is unknown."""
+    silent = set()  # type: set
+    checked = {}  # type: Dict[str, bool]
+
+    def reachable(name: str) -> bool:
+        if name not in checked:
+            checked[name] = dns_answers(name, resolvers, timeout, silent)
+        return checked[name]
+
+    out = []
+    spf_unknown = False
+    for value in auth_results:
+        if _ours(value, authserv_id):
+            spf = _SPF.search(value)
+            if (
+                spf
+                and spf.group(2).lower() not in ("pass", "temperror")
+                and not reachable(spf.group(3).lower().rstrip("."))
+            ):
+                value = value[: spf.start(2)] + "temperror" + value[spf.end(2) :]
+                spf_unknown = True
+        out.append(value)
+    for i, value in enumerate(out):
+        dmarc = _DMARC_WORD.search(value) if _ours(value, authserv_id) else None
+        if dmarc is None:
+            continue
+        result = dmarc.group(2).lower()
+        domain = _DMARC_FROM.search(value)
+        if (result == "fail" and spf_unknown) or (
+            result == "none" and domain and not reachable("_dmarc." + domain.group(1).lower())
+        ):
+            out[i] = value[: dmarc.start(2)] + "temperror" + value[dmarc.end(2) :]
+    return out
 
 
 #: The action "sender" takes for each published DMARC policy.
@@ -373,15 +446,8 @@ def decide(
             if sender_matches(candidate, block):
                 verdict.update(action="hold", hold=hold_value("sender", sender=candidate))
                 return verdict
+    # auth_results as truthful_auth_results left them: DNS failures are temperror.
     dmarc = dmarc_result(auth_results or [], str(config.get("authserv_id") or ""))
-    resolvers = list(config.get("resolvers") or [])
-    if (
-        dmarc is not None
-        and dmarc["result"] == "none"
-        and dmarc["domain"]
-        and not dns_answers("_dmarc." + dmarc["domain"], resolvers)
-    ):
-        dmarc["result"] = "temperror"
     # An allowed sender is the administrator's word (a list that breaks DMARC, say).
     action = "none" if allowed else dmarc_action(dmarc, policy)
     if dmarc is not None and dmarc["result"] in ("fail", "temperror", "permerror"):
@@ -568,11 +634,35 @@ class Milter:
             lines.append((f"{name}: {value}\r\n").encode("utf-8", "replace"))
         return b"".join(lines) + b"\r\n" + b"".join(self.body)
 
+    def check_auth_results(self) -> List[Tuple[int, str]]:
+        """Rewrite this node's results DNS could not establish (truthful_auth_results) in
+        ``self.headers``, so spamd and the policy read them; returns (index among the
+        ``Authentication-Results`` headers, 1-based, new value) for the MTA."""
+        assert self.config is not None
+        if self.authenticated:
+            return []  # not checked by OpenDMARC: nothing of ours to correct
+        places = [
+            i for i, (n, _v) in enumerate(self.headers) if n.lower() == "authentication-results"
+        ]
+        before = [self.headers[i][1] for i in places]
+        after = truthful_auth_results(
+            before,
+            str(self.config.get("authserv_id") or ""),
+            list(self.config.get("resolvers") or []),
+        )
+        changes = []
+        for nth, place in enumerate(places):
+            if after[nth] != before[nth]:
+                self.headers[place] = (self.headers[place][0], after[nth])
+                changes.append((nth + 1, after[nth]))
+        return changes
+
     def on_eom(self) -> None:
         queue_id = self.macros.get("i", "?")
         try:
             if self.config is None:
                 raise FilterError("no readable policy file")
+            corrected = self.check_auth_results()
             header_from = [
                 strip_brackets(a)
                 for _n, a in email.utils.getaddresses(
@@ -608,6 +698,15 @@ class Milter:
                 positions.append((name, counts[key]))
         for name, index in reversed(positions):
             self.send(b"m", struct.pack(">I", index) + name.encode("latin-1") + b"\0\0")
+        for index, value in corrected:
+            log(f"{queue_id}: DNS did not answer: Authentication-Results now {value}")
+            self.send(
+                b"m",
+                struct.pack(">I", index)
+                + b"Authentication-Results\0"
+                + value.encode("utf-8")
+                + b"\0",
+            )
         for name, value in verdict["headers"]:
             self.send(b"h", name.encode() + b"\0" + value.encode("utf-8") + b"\0")
         if verdict["subject_tags"]:
