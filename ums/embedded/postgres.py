@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -273,9 +274,17 @@ def _ensure_system_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         pass
+    # sbin is not on every root's PATH (su without "-", env -i, some cron and CI shells).
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    useradd = shutil.which("useradd", path=search)
+    if useradd is None:
+        raise RuntimeError(
+            f"the embedded PostgreSQL cannot run as root and the system user {SYSTEM_USER!r} "
+            "does not exist; useradd was not found to create it (install the passwd package)"
+        )
     subprocess.run(
         [
-            "useradd",
+            useradd,
             "--system",
             "--user-group",
             "--no-create-home",
