@@ -240,3 +240,14 @@ def test_an_invalid_file_changes_nothing_and_a_dry_run_holds_nothing(setup: Cast
     assert not Mailbox.objects.filter(domain__name="ministry.example").exists()
     assert not PendingPassword.objects.exists() and not CsvImport.objects.exists()
     assert not Job.objects.filter(kind=activation.JOB_KIND).exists()
+
+
+def test_the_placeholder_renders_on_nodes_but_verifies_no_password() -> None:
+    """Mail is delivered at once: the renderers' crypt-format check (Courier userdb, the
+    Radicale users file) takes the placeholder; crypt(3) of any password never equals it."""
+    from deploy.services.postfix import safe
+
+    assert safe.password_hash(passwords.PENDING_HASH) == passwords.PENDING_HASH
+    for guess in ("", "notyetactive", "pending", passwords.PENDING_HASH):
+        assert system_crypt(guess, passwords.PENDING_HASH) != passwords.PENDING_HASH
+        assert not passwords.verify(guess, passwords.PENDING_HASH)
