@@ -548,18 +548,46 @@ def measure_import(args: argparse.Namespace, people: dict[str, Any]) -> dict[str
     client = client_for(people["root"]["token"])
     before = Mailbox.objects.count()
     load_before = os.getloadavg()[0]
+    from django.conf import settings
+
+    from ums import jobs
+
+    jobs.load_handlers()
+    # The request only queues (as with a worker pool); this process then runs the import
+    # job and, after it, the activation job of plain passwords, as the next free worker
+    # would (issue 19: the import no longer waits for the hashing).
+    mode, settings.UMS_TASK_MODE = settings.UMS_TASK_MODE, "embedded"
     started, cpu_started = time.perf_counter(), time.process_time()
     response = client.post(
         "/api/v1/mail/imports/", {"csv": text, "dryRun": False}, content_type="application/json"
     )
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
     if response.status_code != 201:
         raise RuntimeError(f"import answered {response.status_code}: {response.content[:500]!r}")
     job = Job.objects.get(pk=response.json()["job"])
+    jobs.run(job.pk)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    job.refresh_from_db()
     if job.status != Job.SUCCEEDED:
         raise RuntimeError(f"import job {job.pk} {job.status}: {job.error[:500]}")
     created = Mailbox.objects.count() - before
+    hashed_after = elapsed
+    activation_seconds = 0.0
+    activation_pk = (job.result or {}).get("activation_job")
+    if activation_pk:
+        activation_started = time.perf_counter()
+        jobs.run(activation_pk)
+        activation_seconds = time.perf_counter() - activation_started
+        hashed_after = time.perf_counter() - started
+        done = Job.objects.get(pk=activation_pk)
+        if done.status != Job.SUCCEEDED:
+            raise RuntimeError(f"activation job {done.pk} {done.status}: {done.error[:500]}")
+        from mail.models import PendingPassword
+
+        if PendingPassword.objects.filter(upload_id=done.params["import_id"]).exists():
+            raise RuntimeError("passwords still pending after the activation job")
+    total_cpu = time.process_time() - cpu_started
+    settings.UMS_TASK_MODE = mode
     dry_started = time.perf_counter()
     dry_payload = {"csv": text.replace(f"imp{stamp}", f"dry{stamp}"), "dryRun": True}
     client.post("/api/v1/mail/imports/", dry_payload, content_type="application/json")
@@ -573,7 +601,12 @@ def measure_import(args: argparse.Namespace, people: dict[str, Any]) -> dict[str
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "job_log": job.log,
         "mailboxes_created": created,
+        # Request sent -> import job done (mailboxes usable for mail): the 60 s target.
         "seconds": round(elapsed, 2),
+        # Request sent -> last plain password hashed (every login works).
+        "all_passwords_active_seconds": round(hashed_after, 2),
+        "activation_job_seconds": round(activation_seconds, 2),
+        "cpu_seconds_with_activation": round(total_cpu, 2),
         "dry_run_seconds": round(dry, 2),
         "job_seconds": round(job.duration_seconds or 0, 2),
         "target_s": IMPORT_TARGET_S,

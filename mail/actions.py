@@ -37,6 +37,7 @@ from .models import (
     DomainAlias,
     DomainPolicy,
     Mailbox,
+    PendingPassword,
     SieveScript,
 )
 from .signals import announce
@@ -929,6 +930,9 @@ def set_mailbox_password(*, actor: Any, mailbox: Mailbox, password: str) -> None
     mailbox.password_hash = passwords.make_hash(password)
     mailbox.password_changed_at = timezone.now()
     mailbox.save(update_fields=["password_hash", "password_changed_at", "updated_at"])
+    # An imported password still waiting for its hash loses to this one (the activation
+    # job only stores hashes of rows still pending, under the same mailbox lock).
+    PendingPassword.objects.filter(mailbox_id=mailbox.pk).delete()
     auditing.record("mail.mailbox.password", obj=mailbox, customer=mailbox.customer)
     _announce(mailbox, [mailbox.domain_id], "mailbox")
 

@@ -10,7 +10,7 @@ from django.utils.translation import gettext_noop
 from ums import jobs
 from ums.models import Job
 
-from . import actions, csv_import, dkim_dns
+from . import actions, activation, csv_import, dkim_dns
 from .models import CsvImport, DkimKey
 
 
@@ -36,7 +36,18 @@ def run_csv_import(job: Job, reporter: jobs.Reporter) -> dict[str, Any]:
         mailboxes=result["mailboxes"],
         aliases=result["aliases"],
     )
+    if result.get("passwords_pending"):
+        reporter.say(
+            gettext_noop("%(mailboxes)s mailboxes created; passwords being activated"),
+            mailboxes=result["mailboxes"],
+        )
     return result
+
+
+@jobs.handler(activation.JOB_KIND)
+def run_password_activation(job: Job, reporter: jobs.Reporter) -> dict[str, Any]:
+    """Hash an import's pending passwords; safe to run again (each batch commits alone)."""
+    return activation.activate(job, reporter)
 
 
 @jobs.handler(actions.DKIM_DNS_JOB)

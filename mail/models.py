@@ -22,6 +22,7 @@ from ums.crypto import EncryptedTextField
 from ums.validators import no_control_characters, trimmed
 
 from . import choices
+from .passwords import PENDING_HASH
 
 PATH_MAX = 1000
 
@@ -291,6 +292,11 @@ class Mailbox(ScopedMailModel):
         return self.email
 
     @property
+    def password_pending(self) -> bool:
+        """Imported with a plain password that is not hashed yet: logins wait for it."""
+        return self.password_hash == PENDING_HASH
+
+    @property
     def used_percent(self) -> int | None:
         """Used space as a whole percentage of the quota (capped at 100); None if unmeasured."""
         if self.used_bytes is None or not self.quota_mb:
@@ -453,3 +459,30 @@ class CsvImport(models.Model):
 
     def __str__(self) -> str:
         return f"CSV import {self.pk}"
+
+
+class PendingPassword(models.Model):
+    """A plain password from a CSV import, waiting to be hashed (issue 19).
+
+    The import job writes its mailboxes at once with :data:`mail.passwords.PENDING_HASH`
+    (a value no password verifies) and the plaintext here, Fernet-encrypted at rest; the
+    activation job (:mod:`mail.activation`) hashes it and deletes the row in the same
+    transaction that stores the hash. Deleting the mailbox deletes the row; setting a new
+    password deletes it too (the new password wins).
+    """
+
+    mailbox = models.OneToOneField(
+        Mailbox, primary_key=True, on_delete=models.CASCADE, related_name="pending_password"
+    )
+    # The import it came from: one activation job per import shows that import's progress.
+    upload = models.ForeignKey(CsvImport, null=True, on_delete=models.SET_NULL, related_name="+")
+    secret = EncryptedTextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("password being activated")
+        verbose_name_plural = _("passwords being activated")
+        indexes = [models.Index(fields=["upload", "mailbox"], name="mail_pendingpw_upload")]
+
+    def __str__(self) -> str:
+        return f"pending password of mailbox {self.mailbox_id}"

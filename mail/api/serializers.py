@@ -325,6 +325,11 @@ class MailboxSerializer(CachedFieldsMixin, StrictModelSerializer):
     )
     forward_to = address_list(choices.MAX_FORWARDS, required=False)
     protocol_access = ProtocolAccessField()
+    password_pending = serializers.BooleanField(
+        read_only=True,
+        help_text="imported with a plain password that is still being hashed: no login "
+        "works until it is false (mail is delivered meanwhile)",
+    )
 
     class Meta:
         model = Mailbox
@@ -348,6 +353,7 @@ class MailboxSerializer(CachedFieldsMixin, StrictModelSerializer):
             "protocol_access",
             "hide_from_address_book",
             "password_changed_at",
+            "password_pending",
             "created_at",
             "updated_at",
         ]
@@ -356,6 +362,7 @@ class MailboxSerializer(CachedFieldsMixin, StrictModelSerializer):
             "customer",
             "used_bytes",
             "password_changed_at",
+            "password_pending",
             "created_at",
             "updated_at",
         ]
@@ -365,6 +372,8 @@ class MailboxSerializer(CachedFieldsMixin, StrictModelSerializer):
 
 class MailboxListSerializer(serializers.ModelSerializer):
     """The list's row: what a table shows; details (access, forwarding) are on the object."""
+
+    password_pending = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = Mailbox
@@ -381,10 +390,14 @@ class MailboxListSerializer(serializers.ModelSerializer):
             "read_only",
             "can_delete",
             "can_send",
+            "password_pending",
             "created_at",
         ]
-        # The fast list (api.views.ValuesListMixin): output field -> column.
-        columns = {f: f"{f}_id" if f in ("domain", "customer") else f for f in fields}
+        # The fast list (api.views.ValuesListMixin): output field -> column (passwordPending
+        # is derived from the hash column there, which is never output).
+        columns = {f: f"{f}_id" if f in ("domain", "customer") else f for f in fields} | {
+            "password_pending": "password_hash"
+        }
         read_only_fields = fields
 
 

@@ -31,7 +31,7 @@ from tenants.models import Customer
 from ums import scoping
 from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet
 
-from .. import actions, addressbook, csv_import, dkim, webmail
+from .. import actions, addressbook, csv_import, dkim, passwords, webmail
 from ..filtersets import (
     AliasFilterSet,
     AutoResponderFilterSet,
@@ -84,6 +84,8 @@ class ValuesListMixin:
 
     list_fields: dict[str, str] = {}
     list_datetimes: tuple[str, ...] = ()
+    #: Output fields computed from their column's value (never output as read).
+    list_derived: dict[str, Any] = {}
     request: Request
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -94,12 +96,15 @@ class ValuesListMixin:
         names = [camel(name) for name in self.list_fields]
         picks = [self.list_fields[name] for name in self.list_fields]
         stamps = [camel(name) for name in self.list_datetimes]
+        derived = [(camel(name), func) for name, func in self.list_derived.items()]
         iso = iso_stamps()
         rows = CamelCased()
         for row in page:
             item = dict(zip(names, [row[column] for column in picks], strict=True))
             for name in stamps:
                 item[name] = iso(item[name])
+            for name, func in derived:
+                item[name] = func(item[name])
             rows.append(item)
         return self.get_paginated_response(rows)  # type: ignore[attr-defined]
 
@@ -360,6 +365,8 @@ class MailboxViewSet(ValuesListMixin, MailModelViewSet):
 
     list_fields = s.MailboxListSerializer.Meta.columns
     list_datetimes = ("created_at",)
+    # Read from the hash column itself (no annotation: the page keeps its compiled SQL).
+    list_derived = {"password_pending": lambda stored: stored == passwords.PENDING_HASH}
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)

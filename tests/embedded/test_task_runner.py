@@ -98,6 +98,10 @@ def test_a_request_returns_before_its_job_runs_and_the_runner_then_runs_it(
     with runner_process(poll=600):
         assert wait_finished(job).status == Job.SUCCEEDED, job.error
         assert Mailbox.objects.filter(email="anna@ministry.example").exists()
+        # The import queued the activation of its plain password; the runner runs it too.
+        activation = Job.objects.get(pk=job.result["activation_job"])
+        assert wait_finished(activation, timeout=30).status == Job.SUCCEEDED, activation.error
+        assert not Mailbox.objects.get(email="anna@ministry.example").password_pending
         second = import_csv(client, "ben")
         assert wait_finished(second, timeout=30).status == Job.SUCCEEDED, second.error
     assert Mailbox.objects.filter(email="ben@ministry.example").exists()

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from audit.models import AuditRecord
-from mail import csv_import
+from mail import csv_import, passwords
 from mail.models import Alias, CsvImport, Mailbox
 from tenants import limit_actions
 from tests.fixtures import Cast, token_client
@@ -97,9 +97,13 @@ def test_apply_runs_one_job_that_writes_all_rows() -> None:
     assert response.status_code == 201, response.content
     job = Job.objects.get(pk=response.json()["job"])
     assert job.status == Job.SUCCEEDED, (job.error, job.log)
-    assert job.result == {"mailboxes": 2, "aliases": 2}
+    assert job.result["mailboxes"] == 2 and job.result["aliases"] == 2
+    assert job.result["passwords_pending"] == 2
+    # In-process tasks ran the activation job at the import's commit.
+    activation = Job.objects.get(pk=job.result["activation_job"])
+    assert activation.status == Job.SUCCEEDED, (activation.error, activation.log)
     anna = Mailbox.objects.get(email="anna@ministry.example")
-    assert anna.quota_mb == 500 and anna.password_hash.startswith("$6$")
+    assert anna.quota_mb == 500 and passwords.verify("Birch-Canyon-Delta-31", anna.password_hash)
     assert Alias.objects.get(email="team@ministry.example").kind == "group"
     upload = CsvImport.objects.get()
     assert upload.status == CsvImport.APPLIED and upload.payload == ""

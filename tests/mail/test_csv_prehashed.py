@@ -87,8 +87,12 @@ def test_import_stores_given_hashes_that_crypt_verifies() -> None:
     assert response.status_code == 201, response.content
     job = Job.objects.get(pk=response.json()["job"])
     assert job.status == Job.SUCCEEDED, (job.error, job.log)
-    # Only the plain password was hashed by the job.
-    assert '"hashed %(count)s passwords in %(seconds).1f s", "p": {"count": 1,' in job.log
+    # Only the plain password waited for the activation job; the hash was never pending.
+    assert job.result["passwords_pending"] == 1
+    assert (
+        '"encrypted %(count)s passwords for activation in %(seconds).1f s", "p": {"count": 1,'
+        in job.log
+    )
     moved = Mailbox.objects.get(email="moved@ministry.example")
     assert moved.password_hash == imported
     assert system_crypt("Harbour-Quartz-Mesa-77", moved.password_hash) == imported
