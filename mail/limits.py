@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext as _
 
@@ -25,7 +26,7 @@ from licensing import enforce as licence
 from tenants import escrow
 from tenants.limits import RESOURCE_LABELS, ResourceLimit
 from tenants.models import Customer
-from ums import scoping
+from ums import autonomous, scoping
 
 from .models import Alias, Domain, DomainAlias, Mailbox, MailUsage
 
@@ -181,42 +182,126 @@ def _reserve_level(
     fast: bool,
     actor: Any,
 ) -> None:
-    """One limited ancestor: a lone create tries its escrow first; a batch of customers
-    locks the limit row before touching any escrow row (the lock order of the module doc
-    of :mod:`tenants.escrow`)."""
-    table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
+    """One limited ancestor: a lone create takes from its escrow, refilling it apart when
+    dry; a batch of customers locks the limit row before touching any escrow row (the
+    lock order of the module doc of :mod:`tenants.escrow`)."""
     owner_id = level.customer_id
     if fast:
         ((customer, amounts),) = members
         wanted = _needs(level, amounts)
-        if not wanted:
+        if not wanted or _take(owner_id, customer.pk, wanted):
             return
-        sets = ", ".join(f"{col} = {col} - %s" for col in wanted)
-        conds = " AND ".join(f"{col} >= %s" for col in wanted)
-        # In a savepoint: an UPDATE that waited for another create of the same customer
-        # locks the row before it re-checks the slack, and keeps that lock when the check
-        # fails; holding it while asking for the limit row below would deadlock with a
-        # refill that is taking the escrow back. Rolling back the savepoint drops it.
-        savepoint = connection.savepoint()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET {sets} WHERE limit_owner_id = %s AND holder_id = %s "  # noqa: S608
-                f"AND {conds}",
-                [*wanted.values(), owner_id, customer.pk, *wanted.values()],
-            )
-            taken = cursor.rowcount == 1
-        if taken:
-            connection.savepoint_commit(savepoint)
-            return
-        connection.savepoint_rollback(savepoint)
+        # Dry: refill on a connection of its own, so the limit row is locked for that short
+        # transaction only, then take. Not when this transaction already holds escrow rows
+        # (or the limit row) of this level: the refill would wait for them forever.
+        if not _holds_rows_of(owner_id):
+            for _attempt in range(REFILL_TRIES):
+                try:
+                    _refill_apart(owner_id, customer, wanted, actor=actor)
+                except autonomous.Unavailable:
+                    break
+                # Another create of the same customer may have taken the refill first.
+                if _take(owner_id, customer.pk, wanted):
+                    return
+    # In this transaction (a batch, or the refill apart could not run): the limit row
+    # stays locked until the commit, as before escrow refills ran apart.
     row = ResourceLimit.objects.select_for_update().get(customer_id=owner_id)
-    for customer, amounts in members:
-        needs = _needs(row, amounts)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_current()")
+        _held()[owner_id] = cursor.fetchone()[0]
+        for customer, amounts in members:
+            needs = _needs(row, amounts)
+            if needs:
+                _refill(row, customer, needs, actor=actor, cursor=cursor, grant_needs=False)
+
+
+# Refills apart that a create tries before it refills in its own transaction.
+REFILL_TRIES = 3
+# Connection attribute: {limit owner id: id of the transaction that holds its rows}.
+_HELD_ATTR = "_ums_escrow_rows_held"
+
+
+def _held() -> dict[int, int]:
+    """Levels whose rows this connection's transaction (by id) locked, last seen."""
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    held = getattr(wrapper, _HELD_ATTR, None)
+    if held is None:
+        held = {}
+        setattr(wrapper, _HELD_ATTR, held)
+    return held
+
+
+def _holds_rows_of(owner_id: int) -> bool:
+    """Whether the current transaction locked escrow rows or the limit row of this level
+    (it took from its escrow or refilled in itself earlier): a refill apart would wait
+    for those locks, which are released only after the refill returns."""
+    xid = _held().get(owner_id)
+    if xid is None:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_current_if_assigned()")
+        return cursor.fetchone()[0] == xid
+
+
+def _take(owner_id: int, holder_id: int, wanted: dict[str, int]) -> bool:
+    """Take ``wanted`` from the holder's escrow row of this level in one conditional
+    ``UPDATE``; False (and no lock kept) when the escrow holds less."""
+    table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
+    sets = ", ".join(f"{col} = {col} - %s" for col in wanted)
+    conds = " AND ".join(f"{col} >= %s" for col in wanted)
+    # In a savepoint: an UPDATE that waited for another create of the same customer
+    # locks the row before it re-checks the slack, and keeps that lock when the check
+    # fails; holding it while asking for the limit row would deadlock with a refill that
+    # is taking the escrow back. Rolling back the savepoint drops it.
+    savepoint = connection.savepoint()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {sets} WHERE limit_owner_id = %s AND holder_id = %s "  # noqa: S608
+            f"AND {conds} RETURNING txid_current()",
+            [*wanted.values(), owner_id, holder_id, *wanted.values()],
+        )
+        taken = cursor.fetchone()
+    if taken is None:
+        connection.savepoint_rollback(savepoint)
+        return False
+    connection.savepoint_commit(savepoint)
+    _held()[owner_id] = taken[0]
+    return True
+
+
+_CAPS = [f"max_{resource}" for resource in _RESOURCE.values()]
+
+
+def _refill_apart(owner_id: int, customer: Customer, wanted: dict[str, int], *, actor: Any) -> None:
+    """Grant ``customer`` what it wants plus a batch ahead, in a transaction of its own
+    that commits before the create goes on (:mod:`ums.autonomous`).
+
+    The invariant holds whatever the create does next: the units are granted to the
+    customer's escrow, counted against the limit like any other slack until a create
+    uses them or a take-back returns them. The limit row is locked for this transaction
+    only; a refusal rolls it back (the take-back with it).
+    """
+    table = connection.ops.quote_name(ResourceLimit._meta.db_table)
+    with autonomous.transaction() as cursor:
+        cursor.execute(
+            f"SELECT customer_path, {', '.join(_CAPS)} FROM {table} "  # noqa: S608
+            "WHERE customer_id = %s FOR UPDATE",
+            [owner_id],
+        )
+        found = cursor.fetchone()
+        if found is None:  # set in the caller's transaction, not committed yet
+            raise autonomous.Unavailable("limit row not visible apart")
+        row = ResourceLimit(
+            customer_id=owner_id, customer_path=found[0], **dict(zip(_CAPS, found[1:], strict=True))
+        )
+        needs = _needs(row, wanted)
         if needs:
-            _refill(row, customer, needs, actor=actor)
+            _refill(row, customer, needs, actor=actor, cursor=cursor, grant_needs=True)
 
 
-def _free(row: ResourceLimit, columns: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+def _free(
+    row: ResourceLimit, columns: list[str], cursor: CursorWrapper
+) -> tuple[dict[str, int], dict[str, int]]:
     """(usage, free) under ``row``'s limits, from ONE statement: one snapshot, so a create
     committing in between moves its units from slack to usage as a whole."""
     usage_table = connection.ops.quote_name(MailUsage._meta.db_table)
@@ -224,14 +309,13 @@ def _free(row: ResourceLimit, columns: list[str]) -> tuple[dict[str, int], dict[
     # Column names come from _RESOURCE's keys only, never from input.
     used_sql = ", ".join(f"(SELECT COALESCE(SUM({c}), 0) FROM u)" for c in columns)  # noqa: S608
     slack_sql = ", ".join(f"(SELECT COALESCE(SUM({c}), 0) FROM e)" for c in columns)  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH u AS (SELECT * FROM {usage_table} WHERE customer_path LIKE %s), "  # noqa: S608
-            f"e AS (SELECT * FROM {escrow_table} WHERE limit_owner_id = %s) "
-            f"SELECT {used_sql}, {slack_sql}",
-            [_like_prefix(row.customer_path), row.customer_id],
-        )
-        values = cursor.fetchone()
+    cursor.execute(
+        f"WITH u AS (SELECT * FROM {usage_table} WHERE customer_path LIKE %s), "  # noqa: S608
+        f"e AS (SELECT * FROM {escrow_table} WHERE limit_owner_id = %s) "
+        f"SELECT {used_sql}, {slack_sql}",
+        [_like_prefix(row.customer_path), row.customer_id],
+    )
+    values = cursor.fetchone()
     used = {c: int(values[i]) for i, c in enumerate(columns)}
     free = {
         c: row.limit_of(_RESOURCE[c]) * _UNIT[_RESOURCE[c]]
@@ -242,13 +326,24 @@ def _free(row: ResourceLimit, columns: list[str]) -> tuple[dict[str, int], dict[
     return used, free
 
 
-def _refill(row: ResourceLimit, customer: Customer, needs: dict[str, int], *, actor: Any) -> None:
-    """Under ``row``'s lock: take ``needs`` for ``customer`` and grant it a batch ahead."""
+def _refill(
+    row: ResourceLimit,
+    customer: Customer,
+    needs: dict[str, int],
+    *,
+    actor: Any,
+    cursor: CursorWrapper,
+    grant_needs: bool,
+) -> None:
+    """Under ``row``'s lock (in ``cursor``'s transaction): check that ``needs`` fit and
+    grant ``customer`` a batch ahead, plus ``needs`` themselves when the create takes
+    them from its escrow afterwards (``grant_needs``: the refill ran apart); otherwise
+    the create counts them as usage in this same transaction."""
     columns = list(needs)
-    used, free = _free(row, columns)
+    used, free = _free(row, columns, cursor)
     if any(free[c] < needs[c] for c in columns):
-        escrow.reclaim([row.customer_id])
-        used, free = _free(row, columns)
+        escrow.reclaim([row.customer_id], cursor)
+        used, free = _free(row, columns, cursor)
         for column in columns:
             if free[column] < needs[column]:
                 resource = _RESOURCE[column]
@@ -265,21 +360,21 @@ def _refill(row: ResourceLimit, customer: Customer, needs: dict[str, int], *, ac
                         )
                     }
                 )
-    ahead = {
+    grant = {
         c: max(0, min(needs[c] * REFILL_CREATES, (free[c] - needs[c]) // REFILL_SHARE))
+        + (needs[c] if grant_needs else 0)
         for c in columns
     }
     table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
     names = ", ".join(columns)
     placeholders = ", ".join(["%s"] * len(columns))
     updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (limit_owner_id, holder_id, {names}) "  # noqa: S608
-            f"VALUES (%s, %s, {placeholders}) ON CONFLICT (limit_owner_id, holder_id) "
-            f"DO UPDATE SET {updates}",
-            [row.customer_id, customer.pk, *(ahead[c] for c in columns)],
-        )
+    cursor.execute(
+        f"INSERT INTO {table} (limit_owner_id, holder_id, {names}) "  # noqa: S608
+        f"VALUES (%s, %s, {placeholders}) ON CONFLICT (limit_owner_id, holder_id) "
+        f"DO UPDATE SET {updates}",
+        [row.customer_id, customer.pk, *(grant[c] for c in columns)],
+    )
 
 
 def add(customer: Customer, **amounts: int) -> None:
