@@ -18,7 +18,6 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext as _
 
@@ -197,22 +196,18 @@ def _reserve_level(
         if not _holds_rows_of(owner_id):
             for _attempt in range(REFILL_TRIES):
                 try:
-                    _refill_apart(owner_id, customer, wanted, actor=actor)
+                    _refill(level, customer, wanted, actor=actor, apart=True)
                 except autonomous.Unavailable:
                     break
                 # Another create of the same customer may have taken the refill first.
                 if _take(owner_id, customer.pk, wanted):
                     return
     # In this transaction (a batch, or the refill apart could not run): the limit row
-    # stays locked until the commit, as before escrow refills ran apart.
-    row = ResourceLimit.objects.select_for_update().get(customer_id=owner_id)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT txid_current()")
-        _held()[owner_id] = cursor.fetchone()[0]
-        for customer, amounts in members:
-            needs = _needs(row, amounts)
-            if needs:
-                _refill(row, customer, needs, actor=actor, cursor=cursor, grant_needs=False)
+    # stays locked until the commit, as before refills ran apart.
+    for customer, amounts in members:
+        needs = _needs(level, amounts)
+        if needs:
+            _refill(level, customer, needs, actor=actor, apart=False)
 
 
 # Refills apart that a create tries before it refills in its own transaction.
@@ -269,111 +264,76 @@ def _take(owner_id: int, holder_id: int, wanted: dict[str, int]) -> bool:
     return True
 
 
-_CAPS = [f"max_{resource}" for resource in _RESOURCE.values()]
-
-
-def _refill_apart(owner_id: int, customer: Customer, wanted: dict[str, int], *, actor: Any) -> None:
-    """Grant ``customer`` what it wants plus a batch ahead, in a transaction of its own
-    that commits before the create goes on (:mod:`ums.autonomous`).
-
-    The invariant holds whatever the create does next: the units are granted to the
-    customer's escrow, counted against the limit like any other slack until a create
-    uses them or a take-back returns them. The limit row is locked for this transaction
-    only; a refusal rolls it back (the take-back with it).
-    """
-    table = connection.ops.quote_name(ResourceLimit._meta.db_table)
-    with autonomous.transaction() as cursor:
-        cursor.execute(
-            f"SELECT customer_path, {', '.join(_CAPS)} FROM {table} "  # noqa: S608
-            "WHERE customer_id = %s FOR UPDATE",
-            [owner_id],
-        )
-        found = cursor.fetchone()
-        if found is None:  # set in the caller's transaction, not committed yet
-            raise autonomous.Unavailable("limit row not visible apart")
-        row = ResourceLimit(
-            customer_id=owner_id, customer_path=found[0], **dict(zip(_CAPS, found[1:], strict=True))
-        )
-        needs = _needs(row, wanted)
-        if needs:
-            _refill(row, customer, needs, actor=actor, cursor=cursor, grant_needs=True)
-
-
-def _free(
-    row: ResourceLimit, columns: list[str], cursor: CursorWrapper
-) -> tuple[dict[str, int], dict[str, int]]:
-    """(usage, free) under ``row``'s limits, from ONE statement: one snapshot, so a create
-    committing in between moves its units from slack to usage as a whole."""
-    usage_table = connection.ops.quote_name(MailUsage._meta.db_table)
-    escrow_table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
-    # Column names come from _RESOURCE's keys only, never from input.
-    used_sql = ", ".join(f"(SELECT COALESCE(SUM({c}), 0) FROM u)" for c in columns)  # noqa: S608
-    slack_sql = ", ".join(f"(SELECT COALESCE(SUM({c}), 0) FROM e)" for c in columns)  # noqa: S608
-    cursor.execute(
-        f"WITH u AS (SELECT * FROM {usage_table} WHERE customer_path LIKE %s), "  # noqa: S608
-        f"e AS (SELECT * FROM {escrow_table} WHERE limit_owner_id = %s) "
-        f"SELECT {used_sql}, {slack_sql}",
-        [_like_prefix(row.customer_path), row.customer_id],
-    )
-    values = cursor.fetchone()
-    used = {c: int(values[i]) for i, c in enumerate(columns)}
-    free = {
-        c: row.limit_of(_RESOURCE[c]) * _UNIT[_RESOURCE[c]]
-        - used[c]
-        - int(values[len(columns) + i])
-        for i, c in enumerate(columns)
-    }
-    return used, free
+_COLUMNS = ("domains", "mailboxes", "aliases", "quota_mb")
 
 
 def _refill(
-    row: ResourceLimit,
-    customer: Customer,
-    needs: dict[str, int],
-    *,
-    actor: Any,
-    cursor: CursorWrapper,
-    grant_needs: bool,
+    level: ResourceLimit, customer: Customer, needs: dict[str, int], *, actor: Any, apart: bool
 ) -> None:
-    """Under ``row``'s lock (in ``cursor``'s transaction): check that ``needs`` fit and
-    grant ``customer`` a batch ahead, plus ``needs`` themselves when the create takes
-    them from its escrow afterwards (``grant_needs``: the refill ran apart); otherwise
-    the create counts them as usage in this same transaction."""
-    columns = list(needs)
-    used, free = _free(row, columns, cursor)
-    if any(free[c] < needs[c] for c in columns):
-        escrow.reclaim([row.customer_id], cursor)
-        used, free = _free(row, columns, cursor)
-        for column in columns:
-            if free[column] < needs[column]:
-                resource = _RESOURCE[column]
-                owner = Customer.objects.get(pk=row.customer_id)
-                key = "quota_mb" if resource == "quota_gb" else "limit"
-                raise ValidationError(
-                    {
-                        key: _message(
-                            resource,
-                            row.limit_of(resource),
-                            used[column],
-                            needs[column],
-                            _label(owner, actor),
-                        )
-                    }
-                )
-    grant = {
-        c: max(0, min(needs[c] * REFILL_CREATES, (free[c] - needs[c]) // REFILL_SHARE))
-        + (needs[c] if grant_needs else 0)
-        for c in columns
-    }
-    table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
-    names = ", ".join(columns)
-    placeholders = ", ".join(["%s"] * len(columns))
-    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
-    cursor.execute(
-        f"INSERT INTO {table} (limit_owner_id, holder_id, {names}) "  # noqa: S608
-        f"VALUES (%s, %s, {placeholders}) ON CONFLICT (limit_owner_id, holder_id) "
-        f"DO UPDATE SET {updates}",
-        [row.customer_id, customer.pk, *(grant[c] for c in columns)],
+    """Lock ``level``'s limit row, check that ``needs`` fit (taking every unused unit
+    back first when they do not) and grant ``customer`` a batch ahead: SQL function
+    ``mail_escrow_refill`` (migration ``mail/0007_writes_escrow_refill``).
+
+    ``apart``: on a second connection, one statement committed at once, and ``needs``
+    are granted too (the create then takes them from its escrow). Otherwise in this
+    transaction, the row locked until it ends, and the create counts ``needs`` as usage.
+    The invariant holds whatever the create does next: units granted apart stay in the
+    customer's escrow, counted against the limit, until a create uses them or a take-back
+    returns them. A refusal grants nothing.
+    """
+    params = [
+        level.customer_id,
+        customer.pk,
+        _like_prefix(level.customer_path),
+        [needs.get(column, 0) for column in _COLUMNS],
+        apart,
+        REFILL_CREATES,
+        REFILL_SHARE,
+        autonomous.LOCK_TIMEOUT_MS,
+    ]
+    sql = (
+        "SELECT granted, used, slack, caps, xid "
+        "FROM mail_escrow_refill(%s, %s, %s, %s::bigint[], %s, %s, %s, %s)"
+    )
+    if apart:
+        with autonomous.cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchone()
+        if found is None:  # set in the caller's transaction, not committed yet
+            raise autonomous.Unavailable("limit row not visible apart")
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchone()
+        if found is None:
+            raise ResourceLimit.DoesNotExist
+        _held()[level.customer_id] = found[4]
+    granted, used, slack, caps, _xid = found
+    if granted:
+        return
+    short = [
+        i
+        for i, column in enumerate(_COLUMNS)
+        if needs.get(column, 0) > 0
+        and caps[i] is not None
+        and caps[i] - used[i] - slack[i] < needs[column]
+    ]
+    # The function refuses only for a short column; name the first needed one otherwise.
+    index = short[0] if short else _COLUMNS.index(next(c for c in _COLUMNS if needs.get(c)))
+    column = _COLUMNS[index]
+    resource = _RESOURCE[column]
+    owner = Customer.objects.get(pk=level.customer_id)
+    key = "quota_mb" if resource == "quota_gb" else "limit"
+    raise ValidationError(
+        {
+            key: _message(
+                resource,
+                (caps[index] or 0) // _UNIT[resource],
+                used[index],
+                needs[column],
+                _label(owner, actor),
+            )
+        }
     )
 
 

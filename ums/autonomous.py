@@ -35,20 +35,18 @@ class Unavailable(Exception):
 
 
 @contextmanager
-def transaction(*, lock_timeout_ms: int | None = None) -> Iterator[CursorWrapper]:
-    """A cursor in a new transaction on a second connection to the default database.
-
-    Commits when the block ends, rolls back when it raises. Database errors become
-    :class:`Unavailable`; other exceptions (a refusal) pass unchanged after the rollback.
+def cursor() -> Iterator[CursorWrapper]:
+    """A cursor on a second connection to the default database, in autocommit: each
+    statement is a transaction of its own, committed as soon as it returns, so a lock it
+    takes is held for that statement and its commit only (no round trip to the client in
+    between). Bound its lock waits (``lock_timeout``, :data:`LOCK_TIMEOUT_MS`) in the
+    statement itself. Database errors become :class:`Unavailable`.
     """
     other = connections.create_connection("default")
     try:
         other.ensure_connection()
-        # Django leaves the connection in autocommit: psycopg's transaction() is the
-        # explicit BEGIN ... COMMIT (ROLLBACK when the block raises).
-        with other.connection.transaction(), other.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{lock_timeout_ms or LOCK_TIMEOUT_MS}ms"])
-            yield cursor
+        with other.cursor() as own:
+            yield own
     except (DatabaseError, psycopg.Error) as exc:
         raise Unavailable(str(exc)) from exc
     finally:

@@ -223,13 +223,13 @@ def test_creates_in_one_transaction_refill_there_once_they_hold_escrow_rows(
     domain = make_domain(cast.ministry, "ministry.example")
     limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=2)
     apart: list[int] = []
-    real = autonomous.transaction
+    real = autonomous.cursor
 
-    def counted(**kwargs: int) -> object:
+    def counted() -> object:
         apart.append(1)
-        return real(**kwargs)
+        return real()
 
-    monkeypatch.setattr(autonomous, "transaction", counted)
+    monkeypatch.setattr(autonomous, "cursor", counted)
     # A lock wait of the refill apart would fail at once instead of after a second.
     monkeypatch.setattr(autonomous, "LOCK_TIMEOUT_MS", 1)
     with transaction.atomic():
