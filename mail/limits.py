@@ -3,8 +3,9 @@
 Limits (``tenants.ResourceLimit``) hold for a whole subtree. A create takes what it adds
 from the escrow its customer holds of each limited ancestor (:mod:`tenants.escrow`: one
 conditional ``UPDATE`` of its own row, no lock shared with other customers); when that runs
-dry it locks the ancestor's limit row (root first, ordered by path), sums the subtree's
-usage and the escrow granted, and takes a batch of what is free. When not enough is free,
+dry it refills: one SQL statement, committed apart on a second connection, locks the
+ancestor's limit row (root first, ordered by path), sums the subtree's usage and the
+escrow granted, and grants a batch of what is free; then the create takes from it. When not enough is free,
 every other customer's unused escrow of that limit is taken back first, so exactly the
 creates that fit succeed, as before. Usage is kept per customer in
 :class:`mail.models.MailUsage`, updated in the same transaction, so a subtree's usage is
