@@ -5,9 +5,9 @@ from the escrow its customer holds of each limited ancestor (:mod:`tenants.escro
 conditional ``UPDATE`` of its own row, no lock shared with other customers); when that runs
 dry it refills: one SQL statement, committed apart on a second connection, locks the
 ancestor's limit row (root first, ordered by path), sums the subtree's usage and the
-escrow granted, and grants a batch of what is free; then the create takes from it. When not enough is free,
-every other customer's unused escrow of that limit is taken back first, so exactly the
-creates that fit succeed, as before. Usage is kept per customer in
+escrow granted, and grants a batch of what is free; then the create takes from it. When
+not enough is free, every other customer's unused escrow of that limit is taken back
+first, so exactly the creates that fit succeed, as before. Usage is kept per customer in
 :class:`mail.models.MailUsage`, updated in the same transaction, so a subtree's usage is
 a sum over its customers, not a scan of its mailboxes; the escrow never changes it.
 """
@@ -285,7 +285,6 @@ def _refill(
     params = [
         level.customer_id,
         customer.pk,
-        _like_prefix(level.customer_path),
         [needs.get(column, 0) for column in _COLUMNS],
         apart,
         REFILL_CREATES,
@@ -294,7 +293,7 @@ def _refill(
     ]
     sql = (
         "SELECT granted, used, slack, caps, xid "
-        "FROM mail_escrow_refill(%s, %s, %s, %s::bigint[], %s, %s, %s, %s)"
+        "FROM mail_escrow_refill(%s, %s, %s::bigint[], %s, %s, %s, %s)"
     )
     if apart:
         with autonomous.cursor() as cursor:

@@ -1,8 +1,8 @@
 """An escrow refill as one SQL function: the limit row is locked for one statement (issue 19).
 
-``mail_escrow_refill(owner, holder, path_like, needs, apart, creates, share, wait_ms)``
-locks the limit row of customer ``owner`` (``tenants_resourcelimit``), reads the usage of
-its subtree (``mail_mailusage`` rows whose path is LIKE ``path_like``) and every unit of
+``mail_escrow_refill(owner, holder, needs, apart, creates, share, wait_ms)`` locks the
+limit row of customer ``owner`` (``tenants_resourcelimit``), reads the usage of its subtree
+(``mail_mailusage`` rows under the path the locked row holds) and every unit of
 its limits granted in escrow (``tenants_limitescrow``) in ONE statement (one snapshot: a
 create committing meanwhile moves its units from escrow to usage as a whole), and:
 
@@ -32,7 +32,7 @@ from ums.migration_ops import postgres_only
 FORWARD = [
     r"""
     CREATE FUNCTION mail_escrow_refill(
-        owner bigint, holder bigint, path_like text, needs bigint[], apart boolean,
+        owner bigint, holder bigint, needs bigint[], apart boolean,
         creates integer, share integer, wait_ms integer
     ) RETURNS TABLE (granted boolean, used bigint[], slack bigint[], caps bigint[], xid bigint)
     AS $$
@@ -43,16 +43,21 @@ FORWARD = [
         e bigint[];
         g bigint[] := ARRAY[0, 0, 0, 0];
         short boolean := false;
+        path_like text;
     BEGIN
         IF apart THEN
             PERFORM set_config('lock_timeout', wait_ms || 'ms', true);
             PERFORM set_config('synchronous_commit', 'off', true);
         END IF;
-        SELECT max_domains, max_mailboxes, max_aliases, max_quota_gb INTO lim
+        SELECT customer_path, max_domains, max_mailboxes, max_aliases, max_quota_gb INTO lim
         FROM tenants_resourcelimit WHERE customer_id = owner FOR UPDATE;
         IF NOT FOUND THEN
             RETURN;
         END IF;
+        -- The prefix as a LIKE pattern (mail.limits._like_prefix); chr(37) is the percent
+        -- sign, which this migration cannot write (its SQL goes through placeholders).
+        path_like := replace(replace(replace(lim.customer_path, E'\\', E'\\\\'),
+                                     chr(37), E'\\' || chr(37)), '_', E'\\_') || chr(37);
         cap := ARRAY[lim.max_domains, lim.max_mailboxes, lim.max_aliases,
                      lim.max_quota_gb::bigint * 1024];
         FOR attempt IN 1..2 LOOP
@@ -101,8 +106,8 @@ FORWARD = [
     """,
 ]
 REVERSE = [
-    "DROP FUNCTION IF EXISTS mail_escrow_refill(bigint, bigint, text, bigint[], boolean, "
-    "integer, integer, integer)"
+    "DROP FUNCTION IF EXISTS mail_escrow_refill(bigint, bigint, bigint[], boolean, integer, "
+    "integer, integer)"
 ]
 
 

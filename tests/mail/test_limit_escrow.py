@@ -246,3 +246,52 @@ def test_creates_in_one_transaction_refill_there_once_they_hold_escrow_rows(
     used = limits.usage_of_subtrees([cast.government.path])[cast.government.path]["mailboxes"]
     assert used + _escrow_holds(cast.government.pk, "mailboxes") <= 2
     connection.close()
+
+
+def test_a_refill_that_cannot_run_apart_runs_in_the_create(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session holds the limit row longer than a refill apart may wait: the create
+    refills in its own transaction (waiting there, in PostgreSQL's view) and succeeds."""
+    from tests.fixtures import build_cast
+    from ums import autonomous
+
+    cast = build_cast()
+    domain = make_domain(cast.ministry, "ministry.example")
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=1000)
+    monkeypatch.setattr(autonomous, "LOCK_TIMEOUT_MS", 50)
+    outcome: list[object] = []
+
+    def create() -> None:
+        try:
+            actions.create_mailbox(
+                actor=None, domain=domain, local_part="late", password="Copper-Lantern-Vale-45"
+            )
+            outcome.append("ok")
+        except Exception as exc:  # named in the assertion below
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    with psycopg.connect(_dsn(), autocommit=False) as other:
+        other.execute(
+            "SELECT 1 FROM tenants_resourcelimit WHERE customer_id = %s FOR UPDATE",
+            [cast.government.pk],
+        )
+        writer = threading.Thread(target=create)
+        writer.start()
+        # The refill apart gives up after 50 ms; the create then waits in its own
+        # transaction for this row, which PostgreSQL shows as a lock wait of its session.
+        for _poll in range(200):
+            waiting = other.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE NOT l.granted AND c.relname = 'tenants_resourcelimit'"
+            ).fetchone()[0]
+            if waiting and writer.is_alive():
+                break
+            writer.join(timeout=0.05)
+        other.rollback()
+    writer.join(timeout=60)
+    assert outcome == ["ok"]
+    # The refill in the create's transaction granted a batch ahead, the create used 1.
+    assert _escrow_holds(cast.government.pk, "mailboxes") == limits.REFILL_CREATES
+    assert Mailbox.objects.filter(customer=cast.ministry).count() == 1
+    connection.close()
