@@ -37,7 +37,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import connection, models
-from django.db.backends.utils import CursorWrapper
 from django.utils.translation import gettext_lazy as _
 
 # Resources kept in escrow: those mail counts per customer (MailUsage columns).
@@ -105,25 +104,21 @@ def exclude_chain_of(customer_id: int) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_SPACE, customer_id])
 
 
-def reclaim(limit_owner_ids: Iterable[int], cursor: CursorWrapper | None = None) -> None:
+def reclaim(limit_owner_ids: Iterable[int]) -> None:
     """Take back every unused unit granted from these customers' limits.
 
-    Call with their limit rows locked (in the transaction of ``cursor``, by default the
-    caller's). The ``UPDATE`` waits for creates that are consuming slack of these limits;
-    once it returns, their usage is committed and visible to the next statement, so
-    subtree usage alone is what the limits must cover.
+    Call with their limit rows locked. The ``UPDATE`` waits for creates that are consuming
+    slack of these limits; once it returns, their usage is committed and visible to the
+    next statement, so subtree usage alone is what the limits must cover.
     """
     ids = sorted(set(limit_owner_ids))
     if not ids:
         return
     table = connection.ops.quote_name(LimitEscrow._meta.db_table)
-    sql = (
-        f"UPDATE {table} SET domains = 0, mailboxes = 0, aliases = 0, quota_mb = 0 "  # noqa: S608
-        "WHERE limit_owner_id = ANY(%s::int[]) "
-        "AND (domains > 0 OR mailboxes > 0 OR aliases > 0 OR quota_mb > 0)"
-    )
-    if cursor is not None:
-        cursor.execute(sql, [ids])
-        return
-    with connection.cursor() as own:
-        own.execute(sql, [ids])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET domains = 0, mailboxes = 0, aliases = 0, quota_mb = 0 "  # noqa: S608
+            "WHERE limit_owner_id = ANY(%s::int[]) "
+            "AND (domains > 0 OR mailboxes > 0 OR aliases > 0 OR quota_mb > 0)",
+            [ids],
+        )
