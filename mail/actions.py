@@ -880,9 +880,9 @@ def create_mailbox(
     _record("mail.mailbox.create", mailbox, after=auditing.snapshot(mailbox))
     announce(mailbox.customer_path, [domain.pk], kind="mailbox", new_mailbox_ids=[mailbox.pk])
     recheck_in_scope(mailbox, actor)
-    # Last, with the audit append after it: the limit rows of the ancestors (shared by
-    # every create below them) stay locked for the check, the audit append and the commit
-    # only. A refusal here still rolls the whole create back.
+    # Last: a create takes its units from its customer's escrow (mail.limits); when that
+    # runs dry, the refill locks an ancestor's limit row (shared by every create below
+    # it) for one statement committed apart. A refusal here rolls the whole create back.
     limits.reserve(domain.customer, actor=actor, mailboxes=1, quota_mb=quota)
     return mailbox
 

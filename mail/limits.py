@@ -3,10 +3,11 @@
 Limits (``tenants.ResourceLimit``) hold for a whole subtree. A create takes what it adds
 from the escrow its customer holds of each limited ancestor (:mod:`tenants.escrow`: one
 conditional ``UPDATE`` of its own row, no lock shared with other customers); when that runs
-dry it locks the ancestor's limit row (root first, ordered by path), sums the subtree's
-usage and the escrow granted, and takes a batch of what is free. When not enough is free,
-every other customer's unused escrow of that limit is taken back first, so exactly the
-creates that fit succeed, as before. Usage is kept per customer in
+dry it refills: one SQL statement, committed apart on a second connection, locks the
+ancestor's limit row (root first, ordered by path), sums the subtree's usage and the
+escrow granted, and grants a batch of what is free; then the create takes from it. When
+not enough is free, every other customer's unused escrow of that limit is taken back
+first, so exactly the creates that fit succeed, as before. Usage is kept per customer in
 :class:`mail.models.MailUsage`, updated in the same transaction, so a subtree's usage is
 a sum over its customers, not a scan of its mailboxes; the escrow never changes it.
 """
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext as _
 
@@ -25,7 +26,7 @@ from licensing import enforce as licence
 from tenants import escrow
 from tenants.limits import RESOURCE_LABELS, ResourceLimit
 from tenants.models import Customer
-from ums import scoping
+from ums import autonomous, scoping
 
 from .models import Alias, Domain, DomainAlias, Mailbox, MailUsage
 
@@ -181,105 +182,159 @@ def _reserve_level(
     fast: bool,
     actor: Any,
 ) -> None:
-    """One limited ancestor: a lone create tries its escrow first; a batch of customers
-    locks the limit row before touching any escrow row (the lock order of the module doc
-    of :mod:`tenants.escrow`)."""
-    table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
+    """One limited ancestor: a lone create takes from its escrow, refilling it apart when
+    dry; a batch of customers locks the limit row before touching any escrow row (the
+    lock order of the module doc of :mod:`tenants.escrow`)."""
     owner_id = level.customer_id
     if fast:
         ((customer, amounts),) = members
         wanted = _needs(level, amounts)
-        if not wanted:
+        if not wanted or _take(owner_id, customer.pk, wanted):
             return
-        sets = ", ".join(f"{col} = {col} - %s" for col in wanted)
-        conds = " AND ".join(f"{col} >= %s" for col in wanted)
-        # In a savepoint: an UPDATE that waited for another create of the same customer
-        # locks the row before it re-checks the slack, and keeps that lock when the check
-        # fails; holding it while asking for the limit row below would deadlock with a
-        # refill that is taking the escrow back. Rolling back the savepoint drops it.
-        savepoint = connection.savepoint()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET {sets} WHERE limit_owner_id = %s AND holder_id = %s "  # noqa: S608
-                f"AND {conds}",
-                [*wanted.values(), owner_id, customer.pk, *wanted.values()],
-            )
-            taken = cursor.rowcount == 1
-        if taken:
-            connection.savepoint_commit(savepoint)
-            return
-        connection.savepoint_rollback(savepoint)
-    row = ResourceLimit.objects.select_for_update().get(customer_id=owner_id)
+        # Dry: refill on a connection of its own, so the limit row is locked for that short
+        # transaction only, then take. Not when this transaction already holds escrow rows
+        # (or the limit row) of this level: the refill would wait for them forever.
+        if not _holds_rows_of(owner_id):
+            for _attempt in range(REFILL_TRIES):
+                try:
+                    _refill(level, customer, wanted, actor=actor, apart=True)
+                except autonomous.Unavailable:
+                    break
+                # Another create of the same customer may have taken the refill first.
+                if _take(owner_id, customer.pk, wanted):
+                    return
+    # In this transaction (a batch, or the refill apart could not run): the limit row
+    # stays locked until the commit, as before refills ran apart.
     for customer, amounts in members:
-        needs = _needs(row, amounts)
+        needs = _needs(level, amounts)
         if needs:
-            _refill(row, customer, needs, actor=actor)
+            _refill(level, customer, needs, actor=actor, apart=False)
 
 
-def _free(row: ResourceLimit, columns: list[str]) -> tuple[dict[str, int], dict[str, int]]:
-    """(usage, free) under ``row``'s limits, from ONE statement: one snapshot, so a create
-    committing in between moves its units from slack to usage as a whole."""
-    usage_table = connection.ops.quote_name(MailUsage._meta.db_table)
-    escrow_table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
-    # Column names come from _RESOURCE's keys only, never from input.
-    used_sql = ", ".join(f"(SELECT COALESCE(SUM({c}), 0) FROM u)" for c in columns)  # noqa: S608
-    slack_sql = ", ".join(f"(SELECT COALESCE(SUM({c}), 0) FROM e)" for c in columns)  # noqa: S608
+# Refills apart that a create tries before it refills in its own transaction.
+REFILL_TRIES = 3
+# Connection attribute: {limit owner id: id of the transaction that holds its rows}.
+_HELD_ATTR = "_ums_escrow_rows_held"
+
+
+def _held() -> dict[int, int]:
+    """Levels whose rows this connection's transaction (by id) locked, last seen."""
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    held = getattr(wrapper, _HELD_ATTR, None)
+    if held is None:
+        held = {}
+        setattr(wrapper, _HELD_ATTR, held)
+    return held
+
+
+def _holds_rows_of(owner_id: int) -> bool:
+    """Whether the current transaction locked escrow rows or the limit row of this level
+    (it took from its escrow or refilled in itself earlier): a refill apart would wait
+    for those locks, which are released only after the refill returns."""
+    xid = _held().get(owner_id)
+    if xid is None:
+        return False
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH u AS (SELECT * FROM {usage_table} WHERE customer_path LIKE %s), "  # noqa: S608
-            f"e AS (SELECT * FROM {escrow_table} WHERE limit_owner_id = %s) "
-            f"SELECT {used_sql}, {slack_sql}",
-            [_like_prefix(row.customer_path), row.customer_id],
-        )
-        values = cursor.fetchone()
-    used = {c: int(values[i]) for i, c in enumerate(columns)}
-    free = {
-        c: row.limit_of(_RESOURCE[c]) * _UNIT[_RESOURCE[c]]
-        - used[c]
-        - int(values[len(columns) + i])
-        for i, c in enumerate(columns)
-    }
-    return used, free
+        cursor.execute("SELECT txid_current_if_assigned()")
+        return cursor.fetchone()[0] == xid
 
 
-def _refill(row: ResourceLimit, customer: Customer, needs: dict[str, int], *, actor: Any) -> None:
-    """Under ``row``'s lock: take ``needs`` for ``customer`` and grant it a batch ahead."""
-    columns = list(needs)
-    used, free = _free(row, columns)
-    if any(free[c] < needs[c] for c in columns):
-        escrow.reclaim([row.customer_id])
-        used, free = _free(row, columns)
-        for column in columns:
-            if free[column] < needs[column]:
-                resource = _RESOURCE[column]
-                owner = Customer.objects.get(pk=row.customer_id)
-                key = "quota_mb" if resource == "quota_gb" else "limit"
-                raise ValidationError(
-                    {
-                        key: _message(
-                            resource,
-                            row.limit_of(resource),
-                            used[column],
-                            needs[column],
-                            _label(owner, actor),
-                        )
-                    }
-                )
-    ahead = {
-        c: max(0, min(needs[c] * REFILL_CREATES, (free[c] - needs[c]) // REFILL_SHARE))
-        for c in columns
-    }
+def _take(owner_id: int, holder_id: int, wanted: dict[str, int]) -> bool:
+    """Take ``wanted`` from the holder's escrow row of this level in one conditional
+    ``UPDATE``; False (and no lock kept) when the escrow holds less."""
     table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
-    names = ", ".join(columns)
-    placeholders = ", ".join(["%s"] * len(columns))
-    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
+    sets = ", ".join(f"{col} = {col} - %s" for col in wanted)
+    conds = " AND ".join(f"{col} >= %s" for col in wanted)
+    # In a savepoint: an UPDATE that waited for another create of the same customer
+    # locks the row before it re-checks the slack, and keeps that lock when the check
+    # fails; holding it while asking for the limit row would deadlock with a refill that
+    # is taking the escrow back. Rolling back the savepoint drops it.
+    savepoint = connection.savepoint()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (limit_owner_id, holder_id, {names}) "  # noqa: S608
-            f"VALUES (%s, %s, {placeholders}) ON CONFLICT (limit_owner_id, holder_id) "
-            f"DO UPDATE SET {updates}",
-            [row.customer_id, customer.pk, *(ahead[c] for c in columns)],
+            f"UPDATE {table} SET {sets} WHERE limit_owner_id = %s AND holder_id = %s "  # noqa: S608
+            f"AND {conds} RETURNING txid_current()",
+            [*wanted.values(), owner_id, holder_id, *wanted.values()],
         )
+        taken = cursor.fetchone()
+    if taken is None:
+        connection.savepoint_rollback(savepoint)
+        return False
+    connection.savepoint_commit(savepoint)
+    _held()[owner_id] = taken[0]
+    return True
+
+
+_COLUMNS = ("domains", "mailboxes", "aliases", "quota_mb")
+
+
+def _refill(
+    level: ResourceLimit, customer: Customer, needs: dict[str, int], *, actor: Any, apart: bool
+) -> None:
+    """Lock ``level``'s limit row, check that ``needs`` fit (taking every unused unit
+    back first when they do not) and grant ``customer`` a batch ahead: SQL function
+    ``mail_escrow_refill`` (migration ``mail/0007_writes_escrow_refill``).
+
+    ``apart``: on a second connection, one statement committed at once, and ``needs``
+    are granted too (the create then takes them from its escrow). Otherwise in this
+    transaction, the row locked until it ends, and the create counts ``needs`` as usage.
+    The invariant holds whatever the create does next: units granted apart stay in the
+    customer's escrow, counted against the limit, until a create uses them or a take-back
+    returns them. A refusal grants nothing.
+    """
+    params = [
+        level.customer_id,
+        customer.pk,
+        [needs.get(column, 0) for column in _COLUMNS],
+        apart,
+        REFILL_CREATES,
+        REFILL_SHARE,
+        autonomous.LOCK_TIMEOUT_MS,
+    ]
+    sql = (
+        "SELECT granted, used, slack, caps, xid "
+        "FROM mail_escrow_refill(%s, %s, %s::bigint[], %s, %s, %s, %s)"
+    )
+    if apart:
+        with autonomous.cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchone()
+        if found is None:  # set in the caller's transaction, not committed yet
+            raise autonomous.Unavailable("limit row not visible apart")
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchone()
+        if found is None:
+            raise ResourceLimit.DoesNotExist
+        _held()[level.customer_id] = found[4]
+    granted, used, slack, caps, _xid = found
+    if granted:
+        return
+    short = [
+        i
+        for i, column in enumerate(_COLUMNS)
+        if needs.get(column, 0) > 0
+        and caps[i] is not None
+        and caps[i] - used[i] - slack[i] < needs[column]
+    ]
+    # The function refuses only for a short column; name the first needed one otherwise.
+    index = short[0] if short else _COLUMNS.index(next(c for c in _COLUMNS if needs.get(c)))
+    column = _COLUMNS[index]
+    resource = _RESOURCE[column]
+    owner = Customer.objects.get(pk=level.customer_id)
+    key = "quota_mb" if resource == "quota_gb" else "limit"
+    raise ValidationError(
+        {
+            key: _message(
+                resource,
+                (caps[index] or 0) // _UNIT[resource],
+                used[index],
+                needs[column],
+                _label(owner, actor),
+            )
+        }
+    )
 
 
 def add(customer: Customer, **amounts: int) -> None:

@@ -6,7 +6,10 @@ creates under one limited reseller run one at a time (issue 19). With escrow, an
 :class:`LimitEscrow` row per (limited customer, consuming customer) holds units of the
 limit granted to the consumer in advance ("slack"); a create takes them with a conditional
 ``UPDATE`` of its own row and never touches the ancestor's row. When the slack runs out,
-the consumer refills it in a batch under the ancestor's lock (``mail.limits``).
+the consumer refills it in a batch under the ancestor's lock (``mail.limits``), in one
+statement committed apart on a second connection (:mod:`ums.autonomous`), so the lock
+lasts that statement, not the create: units granted to a create that then rolls back
+stay in its customer's escrow, which the invariant counts.
 
 Invariant, for every limited customer A and resource r (committed state):
 ``usage(subtree of A, r) + sum of slack(A, *, r) <= limit(A, r)``. A create moves units
@@ -17,7 +20,11 @@ admins see) is never estimated: it is still counted per customer, exactly.
 
 Lock order, the same in every transaction (no deadlock): levels by path, root first; at a
 level, a transaction that holds its own escrow row never asks for the level's limit row
-(the fast path either matches in one statement or locks nothing).
+(the fast path either matches in one statement or locks nothing). A refill apart is a
+second transaction the create waits for outside PostgreSQL's view: it is not tried when
+the create's transaction already holds rows of that level, and its lock waits are bounded
+(``lock_timeout``); past that the create refills in its own transaction, where the
+deadlock detector sees every wait.
 
 Cap changes: a create reads which ancestors have limits without locking their rows, so it
 holds a shared advisory lock on each ancestor (:func:`share_chain`); setting a limit takes

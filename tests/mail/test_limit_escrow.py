@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from mail import actions, limits
 from mail.models import Mailbox
@@ -146,4 +146,152 @@ def test_a_create_with_escrow_does_not_touch_the_limit_row_and_setting_a_limit_r
         actions.create_mailbox(
             actor=None, domain=domain, local_part="third", password="Copper-Lantern-Vale-45"
         )
+    connection.close()
+
+
+def _limit_row_free(customer_id: int) -> bool:
+    """Whether another session can lock this limit row right now (NOWAIT)."""
+    with psycopg.connect(_dsn(), autocommit=False) as other:
+        try:
+            other.execute(
+                "SELECT 1 FROM tenants_resourcelimit WHERE customer_id = %s FOR UPDATE NOWAIT",
+                [customer_id],
+            )
+        except psycopg.errors.LockNotAvailable:
+            return False
+        finally:
+            other.rollback()
+    return True
+
+
+def _committed_escrow(owner_id: int, holder_id: int) -> int:
+    with psycopg.connect(_dsn()) as other:
+        row = other.execute(
+            "SELECT mailboxes FROM tenants_limitescrow WHERE limit_owner_id = %s "
+            "AND holder_id = %s",
+            [owner_id, holder_id],
+        ).fetchone()
+    return row[0] if row else 0
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def test_a_refill_commits_apart_and_stays_granted_when_the_create_rolls_back() -> None:
+    from tests.fixtures import build_cast
+
+    cast = build_cast()
+    domain = make_domain(cast.ministry, "ministry.example")
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=1000)
+    with pytest.raises(_RolledBack), transaction.atomic():
+        actions.create_mailbox(
+            actor=None, domain=domain, local_part="first", password="Copper-Lantern-Vale-45"
+        )
+        # The create's transaction is still open: the refill has committed and released
+        # the government's limit row already, so another session locks it at once.
+        assert _limit_row_free(cast.government.pk)
+        assert _committed_escrow(cast.government.pk, cast.ministry.pk) == (
+            limits.REFILL_CREATES + 1
+        )
+        raise _RolledBack
+    # The create rolled back: nothing used, and its unit stays granted to the ministry.
+    assert not Mailbox.objects.filter(customer=cast.ministry).exists()
+    used = limits.usage_of_subtrees([cast.government.path])[cast.government.path]["mailboxes"]
+    assert used == 0
+    held = _escrow_holds(cast.government.pk, "mailboxes")
+    assert held == limits.REFILL_CREATES + 1
+    assert used + held <= 1000
+    # The next create takes from that escrow without a refill.
+    actions.create_mailbox(
+        actor=None, domain=domain, local_part="again", password="Copper-Lantern-Vale-45"
+    )
+    assert _escrow_holds(cast.government.pk, "mailboxes") == held - 1
+    connection.close()
+
+
+def test_creates_in_one_transaction_refill_there_once_they_hold_escrow_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second create in the same transaction must not refill apart: the refill would
+    wait for the escrow row this transaction holds. Near the limit exactly what fits
+    passes, and a rolled-back refusal leaves the invariant true."""
+    from tests.fixtures import build_cast
+    from ums import autonomous
+
+    cast = build_cast()
+    domain = make_domain(cast.ministry, "ministry.example")
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=2)
+    apart: list[int] = []
+    real = autonomous.cursor
+
+    def counted() -> object:
+        apart.append(1)
+        return real()
+
+    monkeypatch.setattr(autonomous, "cursor", counted)
+    # A lock wait of the refill apart would fail at once instead of after a second.
+    monkeypatch.setattr(autonomous, "LOCK_TIMEOUT_MS", 1)
+    with transaction.atomic():
+        for name in ("one", "two"):
+            actions.create_mailbox(
+                actor=None, domain=domain, local_part=name, password="Copper-Lantern-Vale-45"
+            )
+        with pytest.raises(ValidationError, match="limit"):
+            actions.create_mailbox(
+                actor=None, domain=domain, local_part="three", password="Copper-Lantern-Vale-45"
+            )
+    assert apart == [1]  # only the first create refilled apart
+    assert Mailbox.objects.filter(customer=cast.ministry).count() == 2
+    used = limits.usage_of_subtrees([cast.government.path])[cast.government.path]["mailboxes"]
+    assert used + _escrow_holds(cast.government.pk, "mailboxes") <= 2
+    connection.close()
+
+
+def test_a_refill_that_cannot_run_apart_runs_in_the_create(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session holds the limit row longer than a refill apart may wait: the create
+    refills in its own transaction (waiting there, in PostgreSQL's view) and succeeds."""
+    from tests.fixtures import build_cast
+    from ums import autonomous
+
+    cast = build_cast()
+    domain = make_domain(cast.ministry, "ministry.example")
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=1000)
+    monkeypatch.setattr(autonomous, "LOCK_TIMEOUT_MS", 50)
+    outcome: list[object] = []
+
+    def create() -> None:
+        try:
+            actions.create_mailbox(
+                actor=None, domain=domain, local_part="late", password="Copper-Lantern-Vale-45"
+            )
+            outcome.append("ok")
+        except Exception as exc:  # named in the assertion below
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    with psycopg.connect(_dsn(), autocommit=False) as other:
+        other.execute(
+            "SELECT 1 FROM tenants_resourcelimit WHERE customer_id = %s FOR UPDATE",
+            [cast.government.pk],
+        )
+        writer = threading.Thread(target=create)
+        writer.start()
+        # The refill apart gives up after 50 ms; the create then waits in its own
+        # transaction for this row, which PostgreSQL shows as a lock wait of its session.
+        for _poll in range(200):
+            waiting = other.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE NOT l.granted AND c.relname = 'tenants_resourcelimit'"
+            ).fetchone()[0]
+            if waiting and writer.is_alive():
+                break
+            writer.join(timeout=0.05)
+        other.rollback()
+    writer.join(timeout=60)
+    assert outcome == ["ok"]
+    # The refill in the create's transaction granted a batch ahead, the create used 1.
+    assert _escrow_holds(cast.government.pk, "mailboxes") == limits.REFILL_CREATES
+    assert Mailbox.objects.filter(customer=cast.ministry).count() == 1
     connection.close()
