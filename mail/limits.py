@@ -273,7 +273,7 @@ def _refill(
 ) -> None:
     """Lock ``level``'s limit row, check that ``needs`` fit (taking every unused unit
     back first when they do not) and grant ``customer`` a batch ahead: SQL function
-    ``mail_escrow_refill`` (migration ``mail/0007_writes_escrow_refill``).
+    ``mail_escrow_refill`` (migration ``mail/0008_writes_escrow_refill``).
 
     ``apart``: on a second connection, one statement committed at once, and ``needs``
     are granted too (the create then takes them from its escrow). Otherwise in this
