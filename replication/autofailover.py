@@ -11,13 +11,15 @@ no command runs, nothing is logged in on, so the rest of the fleet pays nothing.
 
 A probe *fails* when no port accepts a connection: a node whose sshd still answers is not
 dead (the failover job refuses it too: that is a failback), and one whose service still
-answers still serves. One answered probe resets the count. A primary is **down** once its
-probes have failed at least ``UMS_FAILOVER_PROBE_FAILURES`` times in a row (default 3)
-over at least the policy's ``failover_delay_seconds`` (default 30): a blip (sshd
-restarted, a daemon restarting, a lost packet or two) shorter than the delay never fails
-over. Then the failover job starts, the same audited job as the manual one (for mail
-``replication.failover``, for the cloud database ``clouddb.failover``): it checks over
-SSH again that the primary is gone, and fences it.
+answers still serves. One answered probe resets the count; so does a silence (no probe
+for three intervals: its worker died, beat stopped), since the node may have answered
+then. A primary is **down** once its probes have failed at least
+``UMS_FAILOVER_PROBE_FAILURES`` times in a row (default 3) over at least the policy's
+``failover_delay_seconds`` (default 30): a blip (sshd restarted, a daemon restarting, a
+lost packet or two) shorter than the delay never fails over. Then the failover job
+starts, the same audited job as the manual one (for mail ``replication.failover``, for the
+cloud database ``clouddb.failover``): it checks over SSH again that the primary is gone,
+and fences it.
 
 With the defaults, from the moment the primary dies: up to one interval before the first
 failed probe, the delay, up to one interval more, then the job (promote, converge, flush):
@@ -107,6 +109,14 @@ def targets() -> dict[int, Target]:
     return found
 
 
+def series_gap() -> datetime.timedelta:
+    """Longer than this between two probes of a node, its failures are not one run: three
+    intervals (a late beat, a busy worker) plus a pass's worst case (each port's timeout)."""
+    interval = float(getattr(settings, "UMS_FAILOVER_PROBE_INTERVAL", 10))
+    timeout = float(getattr(settings, "UMS_FAILOVER_PROBE_TIMEOUT", 2.0))
+    return datetime.timedelta(seconds=3 * interval + 2 * timeout)
+
+
 def probe(found: dict[int, Target], now: datetime.datetime) -> dict[int, PrimaryProbe]:
     """Probe every target at once and record the result; forget nodes no longer probed."""
     timeout = float(getattr(settings, "UMS_FAILOVER_PROBE_TIMEOUT", 2.0))
@@ -126,10 +136,17 @@ def probe(found: dict[int, Target], now: datetime.datetime) -> dict[int, Primary
     rows = {r.node_id: r for r in PrimaryProbe.objects.filter(node_id__in=list(found))}
     for node_id, answered in answers.items():
         row = rows.get(node_id) or PrimaryProbe(node_id=node_id)
+        unobserved = row.checked_at is not None and now - row.checked_at > series_gap()
         row.checked_at = now
         if answered:
             row.failing_since, row.failures, row.answered_at = None, 0, now
         else:
+            if unobserved:
+                # Nobody probed for a while (the probe's worker died, beat stopped): the
+                # node may have answered meanwhile, so the failures before the silence
+                # and this one are not "in a row". A new run starts here, or a blip right
+                # after a worker restart would fail over a healthy node.
+                row.failing_since, row.failures = None, 0
             row.failing_since = row.failing_since or now
             row.failures += 1
         row.save()

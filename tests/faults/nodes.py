@@ -6,6 +6,8 @@
   then stops in the middle (Postfix's check of the staged tree), as with a node whose
   command blocks, and the test kills something at that moment. Nothing of the
   controller is replaced.
+* :class:`ZfsGate`: the same for one ``zfs <verb> <first argument>`` (``unmount
+  pool/mail``, ``set readonly=off``), every other zfs command passing.
 * :func:`kill_sshd`: SIGKILL of the node's sshd and every session under it (the
   converge's connection drops), leaving the mail daemons running, as when sshd crashes;
   :func:`start_sshd` brings it back.
@@ -74,3 +76,39 @@ def kill_sshd(tnode: TestNode) -> None:
 
 def start_sshd(tnode: TestNode) -> None:
     tnode.start()
+
+
+# Hangs ``zfs <verb> <dataset>`` while the gate file names exactly that verb and dataset,
+# then runs the real zfs; every other zfs command passes.
+ZFS_WRAPPER = f"""#!/bin/sh
+if [ -e {GATE_DIR}/zfs.gate ] && [ "$1 $2" = "$(cat {GATE_DIR}/zfs.gate)" ]; then
+  : > {GATE_DIR}/zfs.waiting
+  while [ -e {GATE_DIR}/zfs.gate ]; do sleep 0.2; done
+fi
+exec /usr/sbin/zfs "$@"
+"""
+
+
+class ZfsGate:
+    """``zfs <verb> <dataset>`` on the node hangs while closed on that pair."""
+
+    def __init__(self, tnode: TestNode) -> None:
+        self.wrapper = tnode.path(f"{GATE_DIR}/zfs")
+        self.wrapper.write_text(ZFS_WRAPPER)
+        self.wrapper.chmod(self.wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        self.gate = tnode.path(f"{GATE_DIR}/zfs.gate")
+        self.marker = tnode.path(f"{GATE_DIR}/zfs.waiting")
+
+    def close(self, verb: str, dataset: str) -> None:
+        self.marker.unlink(missing_ok=True)
+        self.gate.write_text(f"{verb} {dataset}")
+
+    def waiting(self) -> bool:
+        return self.marker.exists()
+
+    def open(self) -> None:
+        self.gate.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        self.open()
+        self.wrapper.unlink(missing_ok=True)

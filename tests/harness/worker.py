@@ -301,3 +301,22 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def zfs_fault_env(settings: object, stale: int, **extra: str) -> dict[str, str]:
+    """The environment of a fault test's worker on nodes with a ZFS mail store: the same
+    node settings and short periods as the test process (``settings``, pytest-django's
+    fixture, gets them too), the reconciler every second. ``extra`` adds variables."""
+    import json
+
+    for name in ("UMS_JOB_STALE_SECONDS", "UMS_CONVERGE_LEASE_SECONDS"):
+        setattr(settings, name, stale)
+    return {
+        "UMS_CELERY_IMPORTS": "tests.backup.fault_worker_setup",
+        "UMS_NODE_SETTINGS": json.dumps(settings.UMS_CONVERGE),  # type: ignore[attr-defined]
+        "UMS_JOB_STALE_SECONDS": str(stale),
+        "UMS_CONVERGE_LEASE_SECONDS": str(stale),
+        "UMS_CONVERGE_RETRY_MAX_SECONDS": "10",
+        "UMS_RECONCILE_INTERVAL": "1",
+        **extra,
+    }

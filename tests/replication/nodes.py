@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
@@ -208,4 +209,23 @@ def replicated_domain(f: Fleet, client, customer_id: int) -> tuple[dict, str]:
     send(f, f"alice@{DOMAIN}", token)
     wait_delivered(f, A, token)
     tasks.schedule()  # B gets its replica (full stream)
+    return domain, token
+
+
+def auto_failover_domain(f: Fleet, cast: Cast, **policy: Any) -> tuple[dict, str]:
+    """An automatic failover policy (``policy``: more of its API fields) for the ministry
+    and :func:`replicated_domain` under it, B's replica synced."""
+    from replication.models import DomainReplica
+    from tests.fixtures import token_client
+
+    client = token_client(cast.sub_admin)
+    response = client.post(
+        "/api/v1/replication/policies/",
+        {"customer": cast.ministry.pk, "autoFailover": True, **policy},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    domain, token = replicated_domain(f, client, cast.ministry.pk)
+    replica = DomainReplica.objects.get(domain_id=domain["id"], node=f.nodes[B])
+    assert replica.state == DomainReplica.SYNCED, replica.last_error
     return domain, token

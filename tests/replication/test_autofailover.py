@@ -134,8 +134,31 @@ def test_two_failures_are_never_enough_even_over_a_long_delay(
     _mail(cast, _closed_port())
     t0 = timezone.now()
     assert autofailover.run(t0)["failovers"] == []
-    assert autofailover.run(t0 + 60 * SECOND)["failovers"] == []
-    assert autofailover.run(t0 + 70 * SECOND)["failovers"] == ["probe.example"]
+    assert autofailover.run(t0 + 30 * SECOND)["failovers"] == []
+    assert autofailover.run(t0 + 40 * SECOND)["failovers"] == ["probe.example"]
+
+
+@pytest.mark.usefixtures("zfs_store", "no_dispatch", "closed_services")
+def test_failures_before_a_silence_and_one_after_it_are_not_in_a_row(cast: Cast, settings) -> None:
+    """The probe's worker SIGKILLed mid-series (tests/replication/
+    test_autofailover_faults.py on nodes): nobody probes while it is down, the node may
+    answer all that time; one failed probe after the restart (a blip) must not complete
+    the old run into a failover."""
+    settings.UMS_FAILOVER_PROBE_INTERVAL, settings.UMS_FAILOVER_PROBE_TIMEOUT = 10, 2
+    _auto(cast)
+    _mail(cast, _closed_port())
+    t0 = timezone.now()
+    for step in (0, 10):
+        assert autofailover.run(t0 + step * SECOND)["failovers"] == []
+    # Silent for 35 s (> 3 intervals + 2 timeouts), then one failure: a new run of one.
+    restarted = t0 + 45 * SECOND
+    assert autofailover.run(restarted)["failovers"] == []
+    row = PrimaryProbe.objects.get()
+    assert (row.failures, row.failing_since) == (1, restarted)
+    assert autofailover.run(restarted + 10 * SECOND)["failovers"] == []
+    # Still down, probed in a row again over the delay: it fails over, once.
+    assert autofailover.run(restarted + 30 * SECOND)["failovers"] == ["probe.example"]
+    assert Job.objects.filter(kind="replication.failover").count() == 1
 
 
 @pytest.mark.usefixtures("no_dispatch", "closed_services")

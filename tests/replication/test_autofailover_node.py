@@ -16,14 +16,14 @@ from django.conf import settings
 from audit.models import AuditRecord
 from deploy.models import DomainPlacement
 from replication import autofailover
-from replication.models import DomainReplica, PrimaryProbe
+from replication.models import DomainReplica, PrimaryProbe, ReplicationPolicy
 from tests.converge.fleet import Fleet
-from tests.fixtures import Cast, token_client
+from tests.fixtures import Cast
 from ums import jobs
 from ums.models import Job
 
 from .beat import beating, wait_for
-from .nodes import DOMAIN, A, B, bring_back, imaps_bodies, replicated_domain, send
+from .nodes import DOMAIN, A, B, auto_failover_domain, bring_back, imaps_bodies, send
 
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 
@@ -45,17 +45,8 @@ def test_a_dead_primary_fails_over_by_itself_and_a_blip_does_not(
 ) -> None:
     jobs.load_handlers()
     f = repl_fleet
-    client = token_client(cast.sub_admin)
-    response = client.post(
-        "/api/v1/replication/policies/",
-        {"customer": cast.ministry.pk, "autoFailover": True},
-        format="json",
-    )
-    assert response.status_code == 201, response.content
-    assert response.json()["failoverDelaySeconds"] == 30  # the default
-    domain, before = replicated_domain(f, client, cast.ministry.pk)
-    replica = DomainReplica.objects.get(domain_id=domain["id"], node=f.nodes[B])
-    assert replica.state == DomainReplica.SYNCED, replica.last_error
+    domain, before = auto_failover_domain(f, cast)
+    assert ReplicationPolicy.objects.get().failover_delay_seconds == 30  # the default
     a = f.nodes[A]
 
     with beating((settings.UMS_FAILOVER_PROBE_INTERVAL, autofailover.run)):
