@@ -94,3 +94,14 @@ def test_node_settings_are_checked_at_start(tmp_path: Path) -> None:
     assert wrong.returncode != 0 and "greylist_delay must be a number" in wrong.stderr
     broken = run_manage("check", env={**env, "UMS_NODE_SETTINGS": "{mail_root: x}"})
     assert broken.returncode != 0 and "UMS_NODE_SETTINGS must be a JSON object" in broken.stderr
+
+
+def test_every_periodic_task_expires_after_its_interval() -> None:
+    """A pass that waited in the broker longer than its interval (a worker down) is
+    superseded by the next one: it expires instead of running in a burst on restart."""
+    from django.conf import settings
+
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        expires = entry.get("options", {}).get("expires")
+        assert expires is not None, f"beat entry {name} never expires"
+        assert expires >= float(entry["schedule"]), name

@@ -496,6 +496,14 @@ CELERY_BEAT_SCHEDULE["usage-monthly-reports"] = {
     "schedule": UMS_USAGE_SNAPSHOT_INTERVAL,
 }
 
+# Every periodic task is a level-triggered pass: one that waited in the broker longer than
+# its own interval is superseded by the next, so it expires instead of running. Without
+# this, a worker back after an outage ran every probe, sweep and check beat queued meanwhile
+# in one burst (hundreds of liveness probes, metrics sweeps of every node).
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    if isinstance(_entry["schedule"], int | float):
+        _entry.setdefault("options", {}).setdefault("expires", max(float(_entry["schedule"]), 30.0))
+
 # Node configuration: converge nodes when mail changes, and run a full converge (packages
 # included) when a node is approved.
 UMS_AUTO_CONVERGE = env_bool("UMS_AUTO_CONVERGE", True)
