@@ -195,6 +195,7 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
             domain_name=domain.name,
             excl=excl,
             keep=setting.target_keep_chains,
+            full_every=setting.archive_full_every,
             key=key,
         )
     except Exception as exc:
@@ -215,9 +216,10 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
         left = offnode_archive.left_out(excl)
         say(
             gettext_noop(
-                "archived %(domain)s at %(snapshot)s on %(target)s (%(bytes)s bytes; "
+                "archived %(domain)s at %(snapshot)s on %(target)s (%(kind)s, %(bytes)s bytes; "
                 "left out: mailboxes %(mailboxes)s, folders %(folders)s)"
             ),
+            kind=result["sent"]["kind"],
             domain=domain.name,
             snapshot=result["sent"]["snapshot"],
             target=setting.target.name,
