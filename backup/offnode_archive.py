@@ -17,8 +17,10 @@ Objects on the target: ``ums-archive/<domain>/<time>-<snapshot>.tar`` and the do
 snapshot, sizes, SHA-256 of the plain tar, the mailboxes it holds and what was left out.
 **The manifest is written last and is the commit point**: a pass first deletes objects no
 manifest lists (what a cut pass left behind); archives beyond retention are deleted only
-after the manifest that drops them is written. Each pass makes a *full* archive (no
-incrementals) and the target keeps the newest ``keep`` of them.
+after the manifest that drops them is written. A full archive every ``full_every``
+passes, increments of its chain in between (:mod:`backup.archive_chain`: an index object
+beside each tar records the point's whole tree); the target keeps the newest ``keep``
+chains, each whole.
 """
 
 from __future__ import annotations

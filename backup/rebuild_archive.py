@@ -6,7 +6,8 @@ An archive holds Maildirs, not a dataset, so the dataset is made anew: a staging
 ``<pool>/ums-rebuild-<domain>`` mounted under ``/var/lib/ums-archive/`` (outside the mail
 root: Courier and Postfix never see it half-filled), the archive decrypted on the
 controller and unpacked into it by GNU ``tar -x`` on the node (owners kept by number), the
-plain tar's SHA-256 checked against the manifest, then a snapshot named after the
+plain tar's SHA-256 checked against the manifest (an increment: its point assembled from
+the chain, each tar checked, :mod:`backup.archive_chain`), then a snapshot named after the
 archived one and **one** ``zfs rename`` to the domain's dataset. That rename is the
 commit point: a dataset with the archived snapshot is a finished rebuild (a repeat skips
 it); anything before it is a staging dataset the next run destroys and starts again.

@@ -73,9 +73,7 @@ def test_worker_killed_mid_archive_then_the_next_run_completes(
     f.in_node(IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/cur/big", "bs=1M", "count=100"])
     f.in_node(IMAP, ["mkdir", "-p", f"{maildir}/.Junk/cur"])
     # (Small: moving Junk out of the snapshots copies it within the 256 MB pool first.)
-    f.in_node(
-        IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/.Junk/cur/spam", "bs=1M", "count=4"]
-    )
+    f.in_node(IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/.Junk/cur/spam", "bs=1M", "count=4"])
     response = client.patch(
         f"/api/v1/backup/exclusions/domains/{domain_id}/", {"folders": ["Junk"]}, format="json"
     )
@@ -127,7 +125,7 @@ def test_worker_killed_mid_archive_then_the_next_run_completes(
     assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
     assert job.attempts >= 2
     stored = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-    assert len(stored) == 2 and "manifest.json" in stored, stored
+    assert len(stored) == 3 and "manifest.json" in stored, stored  # tar, index, manifest
     manifest = json.loads(crypto.decrypt_bytes((folder / "manifest.json").read_bytes()))
     (entry,) = manifest["archives"]
     data = crypto.decrypt_bytes((nfs_root / entry["name"]).read_bytes())
