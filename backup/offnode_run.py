@@ -214,12 +214,16 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
         )
     if result["sent"]:
         left = offnode_archive.left_out(excl)
+        full = gettext_noop(
+            "archived %(domain)s at %(snapshot)s on %(target)s (%(bytes)s bytes; "
+            "left out: mailboxes %(mailboxes)s, folders %(folders)s)"
+        )
+        increment = gettext_noop(
+            "archived %(domain)s at %(snapshot)s on %(target)s as an increment (%(bytes)s "
+            "bytes; left out: mailboxes %(mailboxes)s, folders %(folders)s)"
+        )
         say(
-            gettext_noop(
-                "archived %(domain)s at %(snapshot)s on %(target)s (%(kind)s, %(bytes)s bytes; "
-                "left out: mailboxes %(mailboxes)s, folders %(folders)s)"
-            ),
-            kind=result["sent"]["kind"],
+            increment if result["sent"]["kind"] == "incremental" else full,
             domain=domain.name,
             snapshot=result["sent"]["snapshot"],
             target=setting.target.name,
