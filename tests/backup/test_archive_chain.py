@@ -149,3 +149,34 @@ def test_chains_group_archives_and_keep_old_full_archives_apart() -> None:
         "x/Maildir/new/1.M2.n", 5
     )
     assert chain.message_key("x/Maildir/maildirsize", 5) is None
+
+
+def test_purge_rewrites_every_point_of_the_chain_without_the_mailbox(tmp_path: Path) -> None:
+    """Permanent deletion of alice: each tar and index of the chain whose point holds her
+    is rewritten, so no point brings her back; bob's mail stays in every point, and
+    nothing the manifest names is missing."""
+    root, driver = tmp_path / "domain", NfsTarget(str(tmp_path / "target"))
+    (tmp_path / "target").mkdir()
+    for box in ("alice", "bob"):
+        for sub in ("cur", "new", "tmp"):
+            (root / box / "Maildir" / sub).mkdir(parents=True)
+    _write(root, "alice/Maildir/cur/1.M1.n:2,S", b"alice-one")
+    _write(root, "bob/Maildir/cur/2.M1.n:2,S", b"bob-two")
+    archives: list[dict] = []
+    _archive(root, driver, archives, 1, Exclusions())
+    _write(root, "alice/Maildir/new/3.M1.n", b"alice-three")
+    _write(root, "bob/Maildir/new/4.M1.n", b"bob-four")
+    _archive(root, driver, archives, 2, Exclusions())
+    oa._write_manifest(driver, {"version": 1, "domain": DOMAIN, "archives": archives})
+
+    assert len(oa.rewrite_without(driver, DOMAIN, "Alice")) == 2
+    after = oa.read_manifest(driver, DOMAIN)["archives"]
+    assert [e["id"] for e in after] == [e["id"] for e in archives]
+    manifest = {"domain": DOMAIN, "archives": after}
+    assert sorted(driver.list(f"{oa.PREFIX}/{DOMAIN}")) == sorted(oa.referenced(manifest))
+    for entry in after:
+        point = _extract(b"".join(chain.plain_chunks(driver, after, entry)))
+        assert not [n for n in point if n.startswith("alice")]
+        assert point["bob/Maildir/cur/2.M1.n:2,S"] == b"bob-two"
+    assert b"bob-four" in _extract(b"".join(chain.plain_chunks(driver, after, after[1]))).values()
+    assert oa.rewrite_without(driver, DOMAIN, "alice") == []
