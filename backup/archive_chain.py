@@ -17,6 +17,7 @@ a purge that rewrites an object under a new name leaves the other indexes valid.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
@@ -83,34 +84,50 @@ def plan(
     previous: Mapping[str, Any] | None,
 ) -> tuple[list[str], dict[str, Any]]:
     """The tar's members and the new index: with ``previous`` (the chain's newest index)
-    only files it does not hold by message key, else (a full archive) everything."""
-    held: dict[str, list[str]] = {}
-    for path, (aid, stored, size) in (previous or {}).get("files", {}).items():
-        key = message_key(path, size)
+    only files it does not hold by message key, else (a full archive) everything.
+
+    The index's ``files`` map a path to ``[archive, size]`` (the content is in that
+    archive's tar under the same path) or ``[archive, size, stored name]`` (a renamed
+    message); ``archive`` numbers an id in ``archives``."""
+    ids: list[str] = list(previous["archives"]) if previous else []
+    held: dict[str, list[Any]] = {}
+    for path, value in (previous or {}).get("files", {}).items():
+        key = message_key(path, value[1])
         if key is not None:
-            held.setdefault(key, [aid, stored])
+            held.setdefault(key, [value[0], value[2] if len(value) > 2 else path])
+    ids.append(archive_id)
+    own = len(ids) - 1
     index: dict[str, list] = {}
     copy: list[str] = [] if previous else sorted(dirs)
     for path, size in sorted(files.items()):
         key = message_key(path, size)
         if key is not None and key in held:
-            index[path] = [*held[key], size]
+            number, stored = held[key]
+            index[path] = [number, size] if stored == path else [number, size, stored]
         else:
             copy.append(path)
-            index[path] = [archive_id, path, size]
-    return sorted(copy), {"version": 1, "dirs": dict(dirs), "files": index}
+            index[path] = [own, size]
+    return sorted(copy), {"version": 1, "archives": ids, "dirs": dict(dirs), "files": index}
+
+
+def held_in(index: Mapping[str, Any], path: str) -> tuple[str, str]:
+    """``(archive id, name in its tar)`` of a file of the index."""
+    value = index["files"][path]
+    return index["archives"][value[0]], value[2] if len(value) > 2 else path
 
 
 def index_name(tar_name: str) -> str:
-    return drivers.check_name(tar_name.removesuffix(".tar") + ".index.json")
+    return drivers.check_name(tar_name.removesuffix(".tar") + ".index.json.gz")
 
 
 def write_index(driver: Target, name: str, index: Mapping[str, Any]) -> int:
-    return drivers.put_encrypted(driver, name, [json.dumps(index, sort_keys=True).encode()])
+    """Compressed before encryption: paths repeat, and an index lists the whole tree."""
+    data = gzip.compress(json.dumps(index, sort_keys=True).encode(), mtime=0)
+    return drivers.put_encrypted(driver, name, [data])
 
 
 def read_index(driver: Target, entry: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(b"".join(drivers.get_decrypted(driver, entry["index"])))
+    return json.loads(gzip.decompress(b"".join(drivers.get_decrypted(driver, entry["index"]))))
 
 
 def entry_id(entry: Mapping[str, Any]) -> str:
@@ -160,8 +177,9 @@ def point_chunks(
 
     index = read_index(driver, entry)
     wanted: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for path, (aid, stored, _size) in index["files"].items():
+    for path in index["files"]:
         if under(path, only):
+            aid, stored = held_in(index, path)
             wanted[aid][stored].append(path)
     sink = _Sink()
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as dest:

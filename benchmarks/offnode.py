@@ -72,7 +72,7 @@ def _timed(func: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
 
 
 def run(messages: int, mailboxes: int, new: int) -> dict[str, Any]:
-    from backup import offnode, offnode_archive
+    from backup import archive_chain, offnode, offnode_archive
     from backup import offnode_zfs as oz
     from backup.drivers.nfs import NfsTarget
     from backup.exclusions import Exclusions
@@ -210,6 +210,11 @@ def run(messages: int, mailboxes: int, new: int) -> dict[str, Any]:
             "maildir_archive_mb_per_s": rate(arch["bytes"], t_arch),
             "maildir_increment_s": round(t_arch_inc, 2),
             "maildir_increment_bytes": arch_inc["bytes"],
+            "maildir_increment_index_stored_bytes": (
+                target_dir / archive_chain.index_name(arch_inc["sent"]["archive"])
+            )
+            .stat()
+            .st_size,
             "copy_identical": same,
         }
     finally:
