@@ -2,7 +2,7 @@
 
 Maildir message files never change once written, only their names do (flags change the
 ``:2,...`` suffix, a read message moves from ``new`` to ``cur``). So a message is known
-by its base name (before ``:2,``) and its size, and an increment holds only the files
+by its mailbox, base name (before ``:2,``) and size, and an increment holds only the files
 the chain does not hold yet: new messages, plus every other file (``maildirsize``,
 ``courierimapuiddb``, keyword files…: small and mutable), copied each time.
 
@@ -70,11 +70,13 @@ def tree(listing: str, kept: Iterable[str]) -> tuple[dict[str, list[int]], dict[
 
 
 def message_key(path: str, size: int) -> str | None:
-    """What identifies a message across renames, or ``None`` for other files."""
+    """What identifies a message across renames (its mailbox, base name and size), or
+    ``None`` for other files. The mailbox is part of it so that two mailboxes never share
+    a copy on the strength of a name alone."""
     parts = path.split("/")
-    if len(parts) < 2 or parts[-2] not in MESSAGE_FOLDERS:
+    if len(parts) < 3 or parts[-2] not in MESSAGE_FOLDERS:
         return None
-    return f"{parts[-1].split(':2,', 1)[0]}\0{int(size)}"
+    return f"{parts[0]}\0{parts[-1].split(':2,', 1)[0]}\0{int(size)}"
 
 
 def plan(

@@ -149,6 +149,9 @@ def test_chains_group_archives_and_keep_old_full_archives_apart() -> None:
         "x/Maildir/new/1.M2.n", 5
     )
     assert chain.message_key("x/Maildir/maildirsize", 5) is None
+    assert chain.message_key("y/Maildir/cur/1.M2.n:2,RS", 5) != chain.message_key(
+        "x/Maildir/cur/1.M2.n:2,RS", 5
+    )
 
 
 def test_purge_rewrites_every_point_of_the_chain_without_the_mailbox(tmp_path: Path) -> None:
