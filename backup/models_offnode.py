@@ -151,6 +151,9 @@ class OffnodeCopy(models.Model):
     #: mailboxes and folders without reading the target in the request. ``{}`` for
     #: archives written before folders were recorded (then nothing is checked).
     members = models.JSONField(default=dict, blank=True)
+    #: Archives only: ``{snapshot: "full" | "incremental"}`` of each kept archive (an
+    #: increment is read with its chain: backup/archive_chain.py); ``{}`` for others.
+    archive_kinds = models.JSONField(default=dict, blank=True)
     copied_at = models.DateTimeField()
 
     class Meta:

@@ -36,6 +36,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
     sent_bytes = where.pop("bytes_sent", 0)
     left_out = where.pop("left_out", {})
     members = where.pop("members", {})
+    kinds = where.pop("archive_kinds", {})
     if not snaps:
         return
     OffnodeCopy.objects.update_or_create(
@@ -53,6 +54,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
             "bytes_sent": sent_bytes,
             "left_out": left_out,
             "members": members,
+            "archive_kinds": kinds,
             "copied_at": timezone.now(),
         },
     )
@@ -242,5 +244,6 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
         bytes_sent=result["bytes"],
         left_out=archives[-1]["left_out"] if archives else {},
         members=offnode_archive.members_by_snapshot(archives),
+        archive_kinds={a["snapshot"]: a.get("kind", "full") for a in archives},
     )
     summary["target"].append({"domain": domain.name, "archive": result["sent"]})

@@ -124,6 +124,7 @@ class OffnodeCopySerializer(StrictModelSerializer):
             "last_snapshot",
             "bytes_sent",
             "left_out",
+            "archive_kinds",
             "copied_at",
         ]
 

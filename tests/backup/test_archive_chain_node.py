@@ -27,6 +27,7 @@ from ums import jobs
 
 from .servers import S3Server
 from .test_archive_node import _ok, _open
+from .test_portal import portal
 from .test_snapshots_node import (  # noqa: F401  (fixtures)
     controller_key,
     controller_pkey,
@@ -178,6 +179,13 @@ def test_base_and_two_increments_restore_the_middle_point_exactly(
 
     row = OffnodeCopy.objects.get(domain_name=DOMAIN)
     assert row.snapshots == [a["snapshot"], b["snapshot"], c["snapshot"]]
+    assert row.archive_kinds == {
+        a["snapshot"]: "full",
+        b["snapshot"]: "incremental",
+        c["snapshot"]: "incremental",
+    }
+    page = portal(cast.sub_admin).get(f"/backup/domains/{domain_id}/snapshots/").content.decode()
+    assert page.count(">increment</span>") == 2 and b["snapshot"] in page
     url = f"/api/v1/backup/offnode-copies/{row.pk}/restore/"
     job = _ok(client.post(url, {"mailbox": ids["alice"], "snapshot": b["snapshot"]}, format="json"))
     (restored,) = job.result["folders"].values()
