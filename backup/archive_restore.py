@@ -34,7 +34,7 @@ from ums import auditing, jobs
 from ums.actions import action, require_in_scope, require_permission
 from ums.models import Job
 
-from . import drivers, offnode_archive, restore, restore_run, snapshots
+from . import archive_chain, drivers, offnode_archive, restore, restore_run, snapshots
 from .models_offnode import OffnodeCopy
 from .offnode_stream import feed_command
 
@@ -182,10 +182,15 @@ def _taken_at(name: str, fallback: str) -> datetime.datetime:
 
 
 def extract(
-    conn: Any, driver: Any, entry: dict[str, Any], local_part: str | None, job_id: int
+    conn: Any,
+    driver: Any,
+    archives: list[dict[str, Any]],
+    entry: dict[str, Any],
+    local_part: str | None,
+    job_id: int,
 ) -> str:
     """The archive's ``<local part>/Maildir`` (``None``: every mailbox in it) on the node
-    under the staging folder."""
+    under the staging folder (an increment: its point, assembled from its chain)."""
     folder = staging(job_id)
     if conn.run(["test", "-e", f"{folder}/{MARKER}"]).ok:
         return folder
@@ -196,7 +201,8 @@ def extract(
     argv = ["tar", "-x", "-C", folder, "--numeric-owner", "-f", "-"]
     if local_part is not None:
         argv += ["--", f"{local_part}/Maildir"]
-    feed_command(conn, argv, drivers.get_decrypted(driver, entry["name"]))
+    only = f"{local_part}/Maildir" if local_part is not None else None
+    feed_command(conn, argv, archive_chain.plain_chunks(driver, archives, entry, only))
     conn.run(["touch", "--", f"{folder}/{MARKER}"])
     return folder
 
@@ -265,7 +271,7 @@ def run_archive_restore(job: Job, reporter: jobs.Reporter) -> dict:
 
         one = boxes[0].key if job.params.get("mailbox_id") else None
         with session(node) as conn:
-            folder = extract(conn, driver, entry, one, job.pk)
+            folder = extract(conn, driver, manifest["archives"], entry, one, job.pk)
             reporter.say(
                 gettext_noop("archive of %(snapshot)s read from %(target)s"),
                 snapshot=entry["snapshot"],

@@ -34,6 +34,7 @@ class OffnodeSetting(models.Model):
         "target_full_every",
         "target_keep_chains",
         "target_format",
+        "archive_full_every",
     )
     STREAM, MAILDIR = "stream", "maildir"
     FORMATS = (
@@ -85,6 +86,14 @@ class OffnodeSetting(models.Model):
     #: receives streams.
     target_format = models.CharField(
         _("what is stored on the target"), max_length=8, choices=FORMATS, default=STREAM
+    )
+    #: Maildir archives: a full archive every this many passes, increments in between
+    #: (:mod:`backup.archive_chain`); 1: every archive full. ``target_keep_chains``
+    #: counts these chains, each kept or deleted whole.
+    archive_full_every = models.PositiveIntegerField(
+        _("a full Maildir archive every (passes)"),
+        default=7,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
     )
     last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_ok = models.BooleanField(null=True, editable=False)
@@ -142,6 +151,9 @@ class OffnodeCopy(models.Model):
     #: mailboxes and folders without reading the target in the request. ``{}`` for
     #: archives written before folders were recorded (then nothing is checked).
     members = models.JSONField(default=dict, blank=True)
+    #: Archives only: ``{snapshot: "full" | "incremental"}`` of each kept archive (an
+    #: increment is read with its chain: backup/archive_chain.py); ``{}`` for others.
+    archive_kinds = models.JSONField(default=dict, blank=True)
     copied_at = models.DateTimeField()
 
     class Meta:

@@ -17,8 +17,10 @@ Objects on the target: ``ums-archive/<domain>/<time>-<snapshot>.tar`` and the do
 snapshot, sizes, SHA-256 of the plain tar, the mailboxes it holds and what was left out.
 **The manifest is written last and is the commit point**: a pass first deletes objects no
 manifest lists (what a cut pass left behind); archives beyond retention are deleted only
-after the manifest that drops them is written. Each pass makes a *full* archive (no
-incrementals) and the target keeps the newest ``keep`` of them.
+after the manifest that drops them is written. A full archive every ``full_every``
+passes, increments of its chain in between (:mod:`backup.archive_chain`: an index object
+beside each tar records the point's whole tree); the target keeps the newest ``keep``
+chains, each whole.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from django.utils import timezone
 
 from deploy.connector.base import Connector
 
+from . import archive_chain as chain
 from . import drivers, snapshots
 from . import offnode_zfs as oz
 from .drivers import Target
@@ -123,6 +126,12 @@ def tar_argv(folder: str) -> list[str]:
         # Tiered messages (links into the node's tier, backup/tiering.py) are archived as
         # the messages themselves, so an archive restore needs no tier.
         "--dereference",
+        # Every member is its own file (no hard link members): an increment's members
+        # are read one by one when a point is assembled (backup/archive_chain.py).
+        "--hard-dereference",
+        # The list names every folder and file (backup/archive_chain.py): a folder
+        # entry brings only itself.
+        "--no-recursion",
         "--null",
         "--verbatim-files-from",
         "--files-from=-",
@@ -230,6 +239,28 @@ def left_out(excl: Exclusions) -> dict[str, list[str]]:
     return {"mailboxes": sorted(excl.mailboxes), "folders": sorted(excl.folders)}
 
 
+def referenced(manifest: Mapping[str, Any]) -> set[str]:
+    """Every object the manifest names (tars, indexes, itself)."""
+    names = {manifest_name(str(manifest["domain"]))}
+    for entry in manifest["archives"]:
+        names.update(chain.objects_of(entry))
+    return names
+
+
+def _previous_index(driver: Target, archives: list[dict[str, Any]], full_every: int) -> Any:
+    """The index the next archive is an increment of, or ``None`` for a new full one
+    (the chain has ``full_every`` archives, or its newest has no index)."""
+    if not archives or full_every <= 1:
+        return None
+    last = archives[-1]
+    if not last.get("index") or len(chain.chains(archives)[-1]) >= full_every:
+        return None
+    try:
+        return chain.read_index(driver, last)
+    except (drivers.TargetError, ValueError):
+        return None  # unreadable: a new full archive starts a sound chain
+
+
 def archive_to_target(
     source: Connector,
     driver: Target,
@@ -240,16 +271,18 @@ def archive_to_target(
     excl: Exclusions,
     keep: int,
     key: int,
+    full_every: int = 1,
     now: datetime.datetime | None = None,
 ) -> dict[str, Any]:
     """Archive the dataset's newest snapshot, less what ``excl`` leaves out, unless the
-    newest archive already holds that snapshot with the same exclusions."""
+    newest archive already holds that snapshot with the same exclusions: a full archive
+    every ``full_every`` passes, an increment of the chain otherwise; the newest ``keep``
+    chains are kept, each whole."""
     now = now or timezone.now()
     manifest = read_manifest(driver, domain_name)
     archives = manifest["archives"]
     listed = set(driver.list(f"{PREFIX}/{domain_name}"))
-    referenced = {a["name"] for a in archives} | {manifest_name(domain_name)}
-    leftovers = sorted(listed - referenced)
+    leftovers = sorted(listed - referenced(manifest))
     for name in leftovers:  # objects of a pass cut before its manifest was written
         driver.delete(name)
     done = {"sent": None, "bytes": 0, "leftovers": leftovers, "manifest": manifest}
@@ -260,21 +293,26 @@ def archive_to_target(
     last = archives[-1] if archives else None
     if last and last["guid"] == newest.guid and last["left_out"] == left_out(excl):
         return done
+    previous = _previous_index(driver, archives, full_every)
     stamp = f"{now.astimezone(datetime.UTC):%Y%m%dT%H%M%SZ}"
     name = drivers.check_name(f"{PREFIX}/{domain_name}/{stamp}-{newest.name}.tar")
     digest = _Digest()
     with snapshot_folder(source, live=live, dataset=dataset, snapshot=newest.name, key=key) as f:
-        found = source.run(find_argv(f))
-        if not found.ok:
-            raise ArchiveError(f"find failed: {found.stderr.strip()[:500]}")
-        kept, boxes = members(found.stdout, excl)
-        names = b"".join(p.encode() + b"\0" for p in kept)
+        kept, boxes = members(_run_find(source, find_argv(f)), excl)
+        dirs, files = chain.tree(_run_find(source, chain.tree_argv(f)), kept)
+        copy, index = chain.plan(dirs, files, name, previous)
+        names = b"".join(p.encode() + b"\0" for p in copy)
         tar = command_output(source, tar_argv(f), stdin=names)
         stored = drivers.put_encrypted(driver, name, digest.wrap(tar))
+    chain.write_index(driver, chain.index_name(name), index)
     size = digest.size
     archives.append(
         {
             "name": name,
+            "id": name,
+            "kind": chain.INCREMENTAL if previous else chain.FULL,
+            "chain": archives[-1].get("chain") if previous else name,
+            "index": chain.index_name(name),
             "snapshot": newest.name,
             "guid": newest.guid,
             "bytes": size,
@@ -284,16 +322,32 @@ def archive_to_target(
             "mailboxes": boxes,
             "folders": folders_of(kept),
             "entries": len(kept),
+            "files": len(files),
+            "files_copied": len(copy) - (0 if previous else len(dirs)),
             "left_out": left_out(excl),
         }
     )
-    dropped = archives[:-keep] if len(archives) > keep else []
-    manifest["archives"] = archives[-keep:]
+    grouped = chain.chains(archives)
+    dropped = [e for c in grouped[:-keep] for e in c] if len(grouped) > keep else []
+    manifest["archives"] = [e for c in grouped[-keep:] for e in c]
     _write_manifest(driver, manifest)  # the commit point
-    for old in dropped:
-        driver.delete(old["name"])
-    sent = {"snapshot": newest.name, "archive": name, "sha256": digest.sha.hexdigest()}
+    for old in dropped:  # whole chains only: no kept archive depends on them
+        for obj in chain.objects_of(old):
+            driver.delete(obj)
+    sent = {
+        "snapshot": newest.name,
+        "archive": name,
+        "sha256": digest.sha.hexdigest(),
+        "kind": archives[-1]["kind"],
+    }
     return {**done, "sent": sent, "bytes": size}
+
+
+def _run_find(conn: Connector, argv: list[str]) -> str:
+    found = conn.run(argv)
+    if not found.ok:
+        raise ArchiveError(f"find failed: {found.stderr.strip()[:500]}")
+    return found.stdout
 
 
 def delete_archives(driver: Target, domain_name: str) -> int:
@@ -373,14 +427,15 @@ def without_mailbox(chunks: Iterable[bytes], local_part: str) -> Iterator[bytes]
 
 
 def rewrite_without(driver: Target, domain_name: str, local_part: str) -> list[str]:
-    """Rewrite each archive holding ``local_part`` without it; the archives rewritten.
+    """Rewrite each archive holding ``local_part`` without it (its tar and its index);
+    the archives rewritten.
 
     Same commit point as a pass: the new objects first, then the manifest naming them,
     then the old objects are deleted. Run again, it finds nothing left to rewrite (and
-    deletes what a cut run wrote before its manifest)."""
+    deletes what a cut run wrote before its manifest). Indexes name archives by ``id``,
+    which a rewrite keeps, so the chain's other indexes stay valid."""
     manifest = read_manifest(driver, domain_name)
-    referenced = {a["name"] for a in manifest["archives"]} | {manifest_name(domain_name)}
-    for name in sorted(set(driver.list(f"{PREFIX}/{domain_name}")) - referenced):
+    for name in sorted(set(driver.list(f"{PREFIX}/{domain_name}")) - referenced(manifest)):
         driver.delete(name)
     key = local_part.lower()
     old_names, rewritten = [], []
@@ -392,7 +447,13 @@ def rewrite_without(driver: Target, domain_name: str, local_part: str) -> list[s
         digest = _Digest()
         plain = drivers.get_decrypted(driver, entry["name"])
         stored = drivers.put_encrypted(driver, name, digest.wrap(without_mailbox(plain, key)))
-        old_names.append(entry["name"])
+        if entry.get("index"):
+            index = chain.read_index(driver, entry)
+            for part in ("dirs", "files"):
+                index[part] = {p: v for p, v in index[part].items() if _top(p) != key}
+            chain.write_index(driver, chain.index_name(name), index)
+        old_names.extend(chain.objects_of(entry))
+        entry.setdefault("id", entry["name"])
         entry.update(
             name=name,
             bytes=digest.size,
@@ -401,6 +462,8 @@ def rewrite_without(driver: Target, domain_name: str, local_part: str) -> list[s
             mailboxes=[m for m in entry["mailboxes"] if m.lower() != key],
             folders={b: f for b, f in entry.get("folders", {}).items() if b.lower() != key},
         )
+        if entry.get("index"):
+            entry["index"] = chain.index_name(name)
         rewritten.append(name)
     if rewritten:
         _write_manifest(driver, manifest)  # the commit point

@@ -47,8 +47,8 @@ class OffnodeSettingForm(ActorForm):
         required=False,  # absent: streams, as before this choice existed
         initial=OffnodeSetting.STREAM,
         help_text=_(
-            "Streams restore a lost node; Maildir archives (a full tar per pass) leave out "
-            "the mailboxes and folders excluded from backups."
+            "Streams restore a lost node; Maildir archives (a full tar, then increments with "
+            "only the new mail) leave out the mailboxes and folders excluded from backups."
         ),
     )
     interval_minutes = forms.IntegerField(
@@ -65,8 +65,20 @@ class OffnodeSettingForm(ActorForm):
         min_value=1,
         max_value=100,
         initial=2,
-        help_text=_("Full stream chains, or Maildir archives."),
+        help_text=_("Full stream chains, or Maildir archive chains (each kept whole)."),
     )
+    archive_full_every = forms.IntegerField(
+        label=_("A full Maildir archive every (passes)"),
+        min_value=1,
+        max_value=100,
+        initial=7,
+        required=False,  # absent: the default, as before this choice existed
+        help_text=_("Increments in between hold only new mail; 1: every archive is full."),
+    )
+
+    def clean_archive_full_every(self) -> int:
+        value = self.cleaned_data.get("archive_full_every")
+        return 7 if value is None else value
 
     def clean_target_format(self) -> str:
         return self.cleaned_data.get("target_format") or OffnodeSetting.STREAM

@@ -36,6 +36,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
     sent_bytes = where.pop("bytes_sent", 0)
     left_out = where.pop("left_out", {})
     members = where.pop("members", {})
+    kinds = where.pop("archive_kinds", {})
     if not snaps:
         return
     OffnodeCopy.objects.update_or_create(
@@ -53,6 +54,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
             "bytes_sent": sent_bytes,
             "left_out": left_out,
             "members": members,
+            "archive_kinds": kinds,
             "copied_at": timezone.now(),
         },
     )
@@ -195,6 +197,7 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
             domain_name=domain.name,
             excl=excl,
             keep=setting.target_keep_chains,
+            full_every=setting.archive_full_every,
             key=key,
         )
     except Exception as exc:
@@ -213,11 +216,16 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
         )
     if result["sent"]:
         left = offnode_archive.left_out(excl)
+        full = gettext_noop(
+            "archived %(domain)s at %(snapshot)s on %(target)s (%(bytes)s bytes; "
+            "left out: mailboxes %(mailboxes)s, folders %(folders)s)"
+        )
+        increment = gettext_noop(
+            "archived %(domain)s at %(snapshot)s on %(target)s as an increment (%(bytes)s "
+            "bytes; left out: mailboxes %(mailboxes)s, folders %(folders)s)"
+        )
         say(
-            gettext_noop(
-                "archived %(domain)s at %(snapshot)s on %(target)s (%(bytes)s bytes; "
-                "left out: mailboxes %(mailboxes)s, folders %(folders)s)"
-            ),
+            increment if result["sent"]["kind"] == "incremental" else full,
             domain=domain.name,
             snapshot=result["sent"]["snapshot"],
             target=setting.target.name,
@@ -236,5 +244,6 @@ def _archive(setting, source, driver, dataset, domain, say, summary, key) -> Non
         bytes_sent=result["bytes"],
         left_out=archives[-1]["left_out"] if archives else {},
         members=offnode_archive.members_by_snapshot(archives),
+        archive_kinds={a["snapshot"]: a.get("kind", "full") for a in archives},
     )
     summary["target"].append({"domain": domain.name, "archive": result["sent"]})

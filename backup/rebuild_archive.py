@@ -6,7 +6,8 @@ An archive holds Maildirs, not a dataset, so the dataset is made anew: a staging
 ``<pool>/ums-rebuild-<domain>`` mounted under ``/var/lib/ums-archive/`` (outside the mail
 root: Courier and Postfix never see it half-filled), the archive decrypted on the
 controller and unpacked into it by GNU ``tar -x`` on the node (owners kept by number), the
-plain tar's SHA-256 checked against the manifest, then a snapshot named after the
+plain tar's SHA-256 checked against the manifest (an increment: its point assembled from
+the chain, each tar checked, :mod:`backup.archive_chain`), then a snapshot named after the
 archived one and **one** ``zfs rename`` to the domain's dataset. That rename is the
 commit point: a dataset with the archived snapshot is a finished rebuild (a repeat skips
 it); anything before it is a staging dataset the next run destroys and starts again.
@@ -22,8 +23,9 @@ import time
 
 from deploy.connector.base import Connector
 
-from . import drivers, offnode_archive
+from . import archive_chain, offnode_archive
 from . import offnode_zfs as oz
+from .drivers import Target
 from .offnode_stream import feed_command
 
 STAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*/ums-rebuild-[A-Za-z0-9_.:-]+$")
@@ -72,9 +74,7 @@ def destroy_staging(conn: Connector, stage: str) -> None:
     raise oz.OffnodeError(f"cannot destroy {stage} on {conn.host}: {text[:300]}")
 
 
-def receive_archive(
-    conn: Connector, driver: drivers.Target, domain_name: str, dataset: str
-) -> str | None:
+def receive_archive(conn: Connector, driver: Target, domain_name: str, dataset: str) -> str | None:
     """Make ``dataset`` from the newest archive of ``domain_name``; the archived snapshot,
     or ``None`` when an earlier run already did."""
     manifest = offnode_archive.read_manifest(driver, domain_name)
@@ -93,8 +93,12 @@ def receive_archive(
     destroy_staging(conn, stage)  # what a killed run left: start again
     _run(conn, ["zfs", "create", "-o", f"mountpoint={mountpoint}", stage], "zfs create")
     argv = ["tar", "-x", "-C", mountpoint, "--numeric-owner", "-f", "-"]
-    size, sha = feed_command(conn, argv, drivers.get_decrypted(driver, entry["name"]))
-    if sha != entry["sha256"] or size != entry["bytes"]:
+    chunks = archive_chain.plain_chunks(driver, manifest["archives"], entry)
+    size, sha = feed_command(conn, argv, chunks)
+    # An increment's point is assembled from the chain's tars, each checked on the way.
+    if not archive_chain.needs_assembly(entry) and (
+        sha != entry["sha256"] or size != entry["bytes"]
+    ):
         raise oz.OffnodeError(
             f"the archive {entry['name']} does not match its manifest "
             f"(sha256 {sha}, manifest {entry['sha256']})"

@@ -210,14 +210,18 @@ class DomainSnapshotsView(PortalMixin, View):
         )
 
 
-def archive_rows(domain: Domain) -> list[tuple[Any, str]]:
-    """``(copy, archived snapshot)`` of each kept Maildir archive of ``domain``, newest
-    first."""
+def archive_rows(domain: Domain) -> list[tuple[Any, str, bool]]:
+    """``(copy, archived snapshot, is an increment)`` of each kept Maildir archive of
+    ``domain``, newest first."""
     from .archive_restore import stamp
     from .models_offnode import OffnodeCopy
 
     copies = OffnodeCopy.objects.filter(domain=domain, kind=OffnodeCopy.ARCHIVE)
-    rows = [(c, name) for c in copies.select_related("target") for name in c.snapshots]
+    rows = [
+        (c, name, (c.archive_kinds or {}).get(name) == "incremental")
+        for c in copies.select_related("target")
+        for name in c.snapshots
+    ]
     return sorted(rows, key=lambda row: stamp(row[1]), reverse=True)
 
 

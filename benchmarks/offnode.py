@@ -14,7 +14,9 @@ the controller relaying every byte between the two nodes:
 5. the same full and incremental streams to a target as encrypted objects with the
    manifest (a local folder standing in for an NFS mount);
 6. a full Maildir archive copy of the newest snapshot to that target (read through a
-   read-only clone, ``Trash`` left out by exclusion, ``backup.offnode_archive``).
+   read-only clone, ``Trash`` left out by exclusion, ``backup.offnode_archive``);
+7. 1 % more new mail, a snapshot, and the Maildir archive increment of it
+   (``backup.archive_chain``: only the new messages, plus the index of the tree).
 
 Usage::
 
@@ -70,7 +72,7 @@ def _timed(func: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
 
 
 def run(messages: int, mailboxes: int, new: int) -> dict[str, Any]:
-    from backup import offnode, offnode_archive
+    from backup import archive_chain, offnode, offnode_archive
     from backup import offnode_zfs as oz
     from backup.drivers.nfs import NfsTarget
     from backup.exclusions import Exclusions
@@ -141,11 +143,43 @@ def run(messages: int, mailboxes: int, new: int) -> dict[str, Any]:
             excl=Exclusions(folders=frozenset({"Trash"})),
             keep=2,
             key=1,
+            full_every=7,
         )
         # Same snapshots (by GUID) on both sides; txg numbers are per pool.
         same = [(s.name, s.guid) for s in oz.list_snaps(src, dataset) or []] == [
             (s.name, s.guid) for s in oz.list_snaps(dst, copy) or []
         ]
+        # After that comparison (the copy never gets this snapshot): 1 % more new mail and
+        # a snapshot, archived as an increment of the archive above (only the new
+        # messages, plus the index of the whole tree).
+        in_node(
+            imap,
+            [
+                "python3",
+                "-c",
+                POPULATE,
+                mount,
+                str(new),
+                str(mailboxes),
+                str(messages + new),
+                DOMAIN,
+            ],
+            timeout=600,
+        )
+        src.run(["zfs", "snapshot", f"{dataset}@ums-manual-20261207T020000Z"])
+        t_arch_inc, arch_inc = _timed(
+            offnode_archive.archive_to_target,
+            src,
+            target,
+            live=mount,
+            dataset=dataset,
+            domain_name=DOMAIN,
+            excl=Exclusions(folders=frozenset({"Trash"})),
+            keep=2,
+            key=1,
+            full_every=7,
+        )
+        assert arch_inc["sent"]["kind"] == "incremental", arch_inc
         src.close()
         dst.close()
 
@@ -174,6 +208,13 @@ def run(messages: int, mailboxes: int, new: int) -> dict[str, Any]:
             "maildir_archive_s": round(t_arch, 2),
             "maildir_archive_bytes": arch["bytes"],
             "maildir_archive_mb_per_s": rate(arch["bytes"], t_arch),
+            "maildir_increment_s": round(t_arch_inc, 2),
+            "maildir_increment_bytes": arch_inc["bytes"],
+            "maildir_increment_index_stored_bytes": (
+                target_dir / archive_chain.index_name(arch_inc["sent"]["archive"])
+            )
+            .stat()
+            .st_size,
             "copy_identical": same,
         }
     finally:

@@ -50,6 +50,7 @@ class OffnodeSettingSerializer(StrictModelSerializer):
             "target_full_every",
             "target_keep_chains",
             "target_format",
+            "archive_full_every",
             "last_run_at",
             "last_ok",
             "last_message",
@@ -123,6 +124,7 @@ class OffnodeCopySerializer(StrictModelSerializer):
             "last_snapshot",
             "bytes_sent",
             "left_out",
+            "archive_kinds",
             "copied_at",
         ]
 

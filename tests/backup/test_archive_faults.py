@@ -3,7 +3,9 @@
 sshd namespace) to a target and is SIGKILLed while ``tar`` streams. No half archive is
 ever listed (the manifest is written last); the reconciler hands the job to the
 restarted worker, which removes the clone the dead pass left, archives again from the
-start and commits one whole archive whose checksum matches. Then the message is lost on
+start and commits one whole archive whose checksum matches. The same for an increment:
+killed mid-upload, the manifest names only objects that exist; the next run commits it,
+about the new mail only. Then the message is lost on
 the node and restored from the archive, the worker killed again while ``tar -x`` runs on
 the node: the resumed job brings it back into "Restored <date>" exactly once.
 
@@ -73,9 +75,7 @@ def test_worker_killed_mid_archive_then_the_next_run_completes(
     f.in_node(IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/cur/big", "bs=1M", "count=100"])
     f.in_node(IMAP, ["mkdir", "-p", f"{maildir}/.Junk/cur"])
     # (Small: moving Junk out of the snapshots copies it within the 256 MB pool first.)
-    f.in_node(
-        IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/.Junk/cur/spam", "bs=1M", "count=4"]
-    )
+    f.in_node(IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/.Junk/cur/spam", "bs=1M", "count=4"])
     response = client.patch(
         f"/api/v1/backup/exclusions/domains/{domain_id}/", {"folders": ["Junk"]}, format="json"
     )
@@ -127,7 +127,7 @@ def test_worker_killed_mid_archive_then_the_next_run_completes(
     assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
     assert job.attempts >= 2
     stored = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-    assert len(stored) == 2 and "manifest.json" in stored, stored
+    assert len(stored) == 3 and "manifest.json" in stored, stored  # tar, index, manifest
     manifest = json.loads(crypto.decrypt_bytes((folder / "manifest.json").read_bytes()))
     (entry,) = manifest["archives"]
     data = crypto.decrypt_bytes((nfs_root / entry["name"]).read_bytes())
@@ -142,6 +142,45 @@ def test_worker_killed_mid_archive_then_the_next_run_completes(
     listed = f.in_node(IMAP, ["zfs", "list", "-H", "-o", "name"]).stdout
     assert "ums-archive" not in listed, listed
     assert OffnodeCopy.objects.get(domain_name=DOMAIN).kind == OffnodeCopy.ARCHIVE
+
+    # An increment (50 MB of new mail), the worker killed while its tar streams: the
+    # manifest still names only the full archive, and every object it names is there;
+    # the next run deletes the cut upload and commits the increment, about the new mail.
+    f.in_node(IMAP, ["dd", "if=/dev/urandom", f"of={maildir}/cur/big2", "bs=1M", "count=50"])
+    response = client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json")
+    assert Job.objects.get(pk=response.json()["id"]).status == Job.SUCCEEDED
+    archives = folder.parent.parent
+    celery_dir = tmp_path / "celery-inc"
+    celery_dir.mkdir()
+    with celery_stack(celery_dir, env=env) as (worker, _beat):
+        with transaction.atomic():
+            job = offnode_actions.enqueue_copy(setting)
+        wait_for(lambda: _archiving(f), timeout=60, what="tar of the increment")
+        worker.kill()
+        cut = json.loads(crypto.decrypt_bytes((folder / "manifest.json").read_bytes()))
+        assert [a["name"] for a in cut["archives"]] == [entry["name"]]
+        for name in (entry["name"], entry["index"]):
+            assert (archives / name).exists()
+        worker.restart()
+
+        def copied() -> bool:
+            job.refresh_from_db()
+            return job.status in (Job.SUCCEEDED, Job.FAILED)
+
+        wait_for(copied, timeout=240, what="the increment to finish after the restart")
+    assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
+    assert job.attempts >= 2
+    manifest = json.loads(crypto.decrypt_bytes((folder / "manifest.json").read_bytes()))
+    first, inc = manifest["archives"]
+    assert first == entry and inc["kind"] == "incremental" and inc["chain"] == entry["name"]
+    stored = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert len(stored) == 5, stored  # two tars, two indexes, the manifest: no leftovers
+    size = (archives / inc["name"]).stat().st_size
+    assert 50 * 1024 * 1024 < size < 60 * 1024 * 1024, size  # not the 100 MB base again
+    # Room for the restore below: the increment's mail and snapshot go.
+    f.in_node(IMAP, ["rm", f"{maildir}/cur/big2"])
+    dataset = f"{f.pools[IMAP]}/mail/{DOMAIN}"
+    f.in_node(IMAP, ["zfs", "destroy", f"{dataset}@{inc['snapshot']}"])
 
     # Restore alice from that archive, the worker killed while tar extracts on the node:
     # the resumed job extracts again, and the big message comes back once, whole.
@@ -159,7 +198,9 @@ def test_worker_killed_mid_archive_then_the_next_run_completes(
     celery_dir.mkdir()
     with celery_stack(celery_dir, env=env) as (worker, _beat):
         with transaction.atomic():
-            job = archive_restore.start_archive_restore(actor=None, copy=row, mailbox=alice)
+            job = archive_restore.start_archive_restore(
+                actor=None, copy=row, mailbox=alice, snapshot=entry["snapshot"]
+            )
         wait_for(lambda: _extracting(f), timeout=60, what="tar -x on the node")
         worker.kill()
         job.refresh_from_db()

@@ -7,7 +7,8 @@ with ``targetFormat: "maildir"`` archives the newest snapshot (read through a re
 clone: zfs-fuse has no ``.zfs/snapshot``); the object on the S3 server's disk is
 decrypted and extracted: the INBOX token is there, the Trash, Trash.Old and bob tokens
 are not. A pass with nothing new adds nothing; lifting bob's exclusion archives the
-next snapshot with him (keep 1); ``manage.py archive_fetch`` reads it back verified; and
+next snapshot with him (a full archive each pass, keep 1); ``manage.py archive_fetch``
+reads it back verified; and
 alice is restored from the archive into a "Restored <date>" folder on the live node (API);
 ``purge_mailbox --permanent`` of alice rewrites the archive without her, bob's mail kept.
 """
@@ -150,6 +151,7 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
             "target": response.json()["id"],
             "targetFormat": "maildir",
             "targetKeepChains": 1,
+            "archiveFullEvery": 1,  # every archive full: each replaces the last
         },
         format="json",
     )
@@ -164,7 +166,8 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     job = _ok(client.post(f"/api/v1/backup/offnode-settings/{setting_id}/copy-now/"))
     assert job.result["target"][0]["archive"]["snapshot"]
     objects = _stored(s3_server)
-    assert [p.name for p in objects if p.suffix == ".tar"] and len(objects) == 2
+    # The tar and its index (the tree, backup/archive_chain.py), and the manifest.
+    assert [p.name for p in objects if p.suffix == ".tar"] and len(objects) == 3
     (entry,) = _manifest(s3_server)["archives"]
     data = _open(s3_server.root / "backups" / entry["name"])
     for path in objects:  # nothing in clear on the server
@@ -207,7 +210,7 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     _ok(client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json"))
     job = _ok(client.post(f"/api/v1/backup/offnode-settings/{setting_id}/copy-now/"))
     assert job.result["target"][0]["archive"]["snapshot"] > entry["snapshot"]
-    assert len(_stored(s3_server)) == 2
+    assert len(_stored(s3_server)) == 3
     assert not (s3_server.root / "backups" / entry["name"]).exists()  # replaced
     (entry,) = _manifest(s3_server)["archives"]
     assert entry["mailboxes"] == ["alice", "bob"]
@@ -256,6 +259,6 @@ def test_archive_copy_leaves_out_excluded_mailbox_and_folder(
     data = _open(s3_server.root / "backups" / after["name"])
     assert hashlib.sha256(data).hexdigest() == after["sha256"]
     assert _files_with(data, bob) and not _files_with(data, inbox)
-    assert len(_stored(s3_server)) == 2  # the old archive is gone
+    assert len(_stored(s3_server)) == 3  # the old archive and its index are gone
     row = OffnodeCopy.objects.get(domain_name=DOMAIN, kind=OffnodeCopy.ARCHIVE)
     assert list(row.members[after["snapshot"]]) == ["bob"]  # purge dropped alice's folders

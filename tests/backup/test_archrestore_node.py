@@ -11,7 +11,8 @@ through the portal form (the Django test client), then deleted again and the who
 domain restored into "Restored <date>" through the API: both tokens come back over
 IMAPS. Retention destroys an old on-demand snapshot and keeps the young one; one
 snapshot is deleted through the API. Then a 40 MB message is archived, node A is lost,
-and "Restore onto a new node" rebuilds the domain on B from the archive (the only copy)
+and "Restore onto a new node" rebuilds the domain on B from the archive (the only copy:
+an increment, its point assembled from the chain)
 while a real Celery worker is SIGKILLed in the middle of ``tar -x``: the resumed job
 finishes, B serves both tokens over IMAPS and holds the big message once.
 """
@@ -29,7 +30,7 @@ import paramiko
 import pytest
 from django.db import transaction
 
-from backup import offnode_actions, tasks
+from backup import crypto, offnode_actions, tasks
 from backup.models import Snapshot
 from backup.models_offnode import OffnodeCopy
 from deploy.models import DomainPlacement
@@ -254,6 +255,11 @@ def test_archive_restores_retention_delete_and_rebuild_from_archive(
     f.in_node(A, ["chown", f"--reference={maildir}", f"{maildir}/cur/big"])
     _job(client.post("/api/v1/backup/snapshots/now/", {"domain": domain_id}, format="json"))
     _job(client.post(f"/api/v1/backup/offnode-settings/{setting_id}/copy-now/"))
+    # An increment of the first archive's chain (a full archive every 7 passes): the
+    # rebuild below reads its point, assembled from the chain.
+    manifest = nfs_root / "ums-archive" / DOMAIN / "manifest.json"
+    kept = json.loads(crypto.decrypt_bytes(manifest.read_bytes()))["archives"]
+    assert [a["kind"] for a in kept] == ["full", "incremental"]
     f.tnodes[A].stop()
     (f.cluster.base_dir / f"{pool}.img").unlink()
 

@@ -97,6 +97,22 @@ def test_setting_form_shows_every_error_then_saves_and_audits(cast: Cast) -> Non
         30,
     )
     assert AuditRecord.objects.filter(action="offnode_setting.update").exists()
+    assert setting.archive_full_every == 7  # left out of the form: the default
+    # How often a full Maildir archive starts a new chain: checked, then saved.
+    saved = {
+        "enabled": "on",
+        "backup_node": backup.pk,
+        "backup_dataset": "backup/ums",
+        "interval_minutes": "30",
+        "target_full_every": "30",
+        "target_keep_chains": "2",
+    }
+    response = client.post(url, {**saved, "archive_full_every": "0"})
+    assert response.status_code == 200
+    assert "greater than or equal to 1" in response.content.decode()
+    response = client.post(url, {**saved, "archive_full_every": "3"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert OffnodeSetting.objects.get(node=imap).archive_full_every == 3
     # The outsider sees none of it.
     outsider = portal(cast.sibling_admin)
     assert outsider.get(url).status_code == 404

@@ -1,6 +1,8 @@
 """``manage.py archive_fetch DOMAIN OUTPUT [--target ID] [--snapshot NAME]``: read a Maildir
 archive copy back from its target, decrypt it, check its SHA-256 against the manifest and
-write the plain tar to OUTPUT (extract with ``tar -xf OUTPUT``: ``<local part>/Maildir``)."""
+write the plain tar to OUTPUT (extract with ``tar -xf OUTPUT``: ``<local part>/Maildir``).
+An increment is written as its whole point, assembled from its chain (each tar of the
+chain checked against its SHA-256 on the way)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backup import crypto, drivers, offnode_archive
+from backup import archive_chain, crypto, drivers, offnode_archive
 from backup import export as export_mod
 from backup.models_offnode import OffnodeCopy
 
@@ -53,8 +55,11 @@ class Command(BaseCommand):
                 raise CommandError("No such archive on the target.")
             entry = found[-1]
 
+            assembled = archive_chain.needs_assembly(entry)
+
             def hashed() -> Iterator[bytes]:
-                for piece in drivers.get_decrypted(driver, entry["name"]):
+                chunks = archive_chain.plain_chunks(driver, manifest["archives"], entry)
+                for piece in chunks:
                     sha.update(piece)
                     yield piece
 
@@ -63,6 +68,12 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         finally:
             driver.close()
+        if assembled:
+            self.stdout.write(
+                f"{options['output']}: {size} bytes, snapshot {entry['snapshot']}, "
+                "assembled from its chain, sha256 of each archive (verified)"
+            )
+            return
         if sha.hexdigest() != entry["sha256"]:
             raise CommandError(f"SHA-256 mismatch: got {sha.hexdigest()}, want {entry['sha256']}")
         self.stdout.write(
