@@ -8,4 +8,6 @@ class UmsConfig(AppConfig):
     def ready(self) -> None:
         # Imported for their side effects: the <id:...> path converter, `check --deploy`'s
         # additions.
-        from . import converters, deploy_checks  # noqa: F401
+        from . import converters, deploy_checks, fastdb  # noqa: F401
+
+        fastdb.connect()

@@ -8,6 +8,8 @@ scoping comes from the ums base classes. Lists page by keyset on indexed, unique
 
 from __future__ import annotations
 
+import datetime
+from operator import itemgetter
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -29,7 +31,8 @@ from tenants import permissions as perms
 from tenants.limits import ResourceLimit
 from tenants.models import Customer
 from ums import scoping
-from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet
+from ums.api.filters import FilterBackend
+from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet, ScopedViewSetMixin
 
 from .. import actions, addressbook, csv_import, dkim, passwords, webmail
 from ..filtersets import (
@@ -89,24 +92,52 @@ class ValuesListMixin:
     request: Request
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
         ordering = self.get_keyset_ordering()  # type: ignore[attr-defined]
-        columns = list(dict.fromkeys([*self.list_fields.values(), *ordering]))
-        page = self.paginate_queryset(queryset.values(*columns))  # type: ignore[attr-defined]
+        columns = tuple(dict.fromkeys([*self.list_fields.values(), *ordering]))
+        page = self.paginate_queryset(self.values_queryset(columns))  # type: ignore[attr-defined]
         names = [camel(name) for name in self.list_fields]
         picks = [self.list_fields[name] for name in self.list_fields]
+        # One C call per row instead of a Python loop over the columns.
+        pick = itemgetter(*picks) if len(picks) > 1 else (lambda row: (row[picks[0]],))
         stamps = [camel(name) for name in self.list_datetimes]
         derived = [(camel(name), func) for name, func in self.list_derived.items()]
         iso = iso_stamps()
         rows = CamelCased()
         for row in page:
-            item = dict(zip(names, [row[column] for column in picks], strict=True))
+            item = dict(zip(names, pick(row), strict=True))
             for name in stamps:
                 item[name] = iso(item[name])
             for name, func in derived:
                 item[name] = func(item[name])
             rows.append(item)
         return self.get_paginated_response(rows)  # type: ignore[attr-defined]
+
+    def values_queryset(self, columns: tuple[str, ...]) -> models.QuerySet:
+        """The scoped, filtered ``.values(*columns)`` queryset of the list.
+
+        ``values()`` resolves every column anew on each call (about 5 % of a first page's
+        CPU). When nothing but scoping applies (the viewset's own ``get_queryset`` is the
+        scoping one and no query parameter names a filter), the scope filter is put on a
+        ``values()`` queryset made once per class and columns instead: the same WHERE,
+        columns and rows. The kept queryset is only ever cloned, never evaluated.
+        """
+        view: Any = self
+        backends = [backend() for backend in view.filter_backends]
+        plain = type(self).get_queryset is ScopedViewSetMixin.get_queryset and all(
+            type(b) is FilterBackend and not b.asked(self.request, view.queryset, view)
+            for b in backends
+        )
+        if not plain or not isinstance(view.queryset, models.QuerySet):
+            return view.filter_queryset(view.get_queryset()).values(*columns)
+        key = (type(self), columns)
+        template = _VALUES_TEMPLATES.get(key)
+        if template is None:
+            template = _VALUES_TEMPLATES[key] = view.queryset.all().values(*columns)
+        return scoping.scope_queryset(template, self.request.user)
+
+
+# (viewset class, columns) -> an unevaluated values() queryset; a handful of entries.
+_VALUES_TEMPLATES: dict[tuple[type, tuple[str, ...]], models.QuerySet] = {}
 
 
 def iso_stamps() -> Any:
@@ -118,10 +149,17 @@ def iso_stamps() -> Any:
     """
     field = serializers.DateTimeField(default_timezone=timezone.get_current_timezone())
     zone = field.timezone
+    utc = zone is datetime.UTC or getattr(zone, "key", None) in {"UTC", "Etc/UTC"}
     if getattr(field, "format", api_settings.DATETIME_FORMAT) != ISO_8601:
         return field.to_representation
 
     def iso(value: Any) -> str | None:
+        # A UTC value (what PostgreSQL's timestamptz gives) in a UTC deployment, the usual
+        # case: astimezone would keep every field and the +00:00 offset, so only the text
+        # is left to write.
+        if utc and type(value) is datetime.datetime and value.tzinfo is datetime.UTC:
+            text = value.isoformat()
+            return text[:-6] + "Z" if text.endswith("+00:00") else text
         if not value or value.utcoffset() is None:
             return field.to_representation(value) if value else None
         try:

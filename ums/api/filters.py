@@ -61,15 +61,18 @@ class FilterBackend(DjangoFilterBackend):
     range filter's ``<name>_<suffix>``) takes the full path, validation included.
     """
 
-    def filter_queryset(self, request: Any, queryset: Any, view: Any) -> Any:
+    def asked(self, request: Any, queryset: Any, view: Any) -> bool:
+        """Whether a query parameter names a filter (else filtering changes nothing)."""
         filterset_class = self.get_filterset_class(view, queryset)
         if filterset_class is None:
-            return queryset
+            return False
         names = filterset_class.base_filters
-        asked = any(
+        return any(
             key in names or any(key.startswith(f"{name}_") for name in names)
             for key in request.query_params
         )
-        if not asked:
+
+    def filter_queryset(self, request: Any, queryset: Any, view: Any) -> Any:
+        if not self.asked(request, queryset, view):
             return queryset
         return super().filter_queryset(request, queryset, view)
