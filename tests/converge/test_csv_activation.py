@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.urls import reverse
 
+from deploy.models import NodeConvergeState
 from mail import activation, passwords
 from mail.models import Mailbox, PendingPassword
 from tests.fixtures import Cast
@@ -98,6 +99,12 @@ def userdb_password(nodes: MailNodes, tnode_name: str, email: str) -> str:
     raise AssertionError(f"{email} not in the {tnode_name} node's userdb")
 
 
+def all_applied(nodes: MailNodes) -> bool:
+    """Each node's desired configuration generation is the one it applied."""
+    states = NodeConvergeState.objects.filter(node__in=[nodes.imap_node, nodes.smtp_node])
+    return len(states) == 2 and all(s.desired_generation == s.applied_generation for s in states)
+
+
 def read_inbox(imap: imaplib.IMAP4_SSL, marker: str) -> bytes:
     imap.select("INBOX")
     _typ, data = imap.search(None, "SUBJECT", marker)
@@ -118,8 +125,14 @@ def test_imported_mailboxes_get_mail_at_once_and_log_in_only_after_activation(
     import_job = Job.objects.get(pk=response.json()["job"])
     assert import_job.status == Job.SUCCEEDED, f"{import_job.log}\n{import_job.error}"
     assert import_job.result["passwords_pending"] == len(USERS)
-    # The converge the import caused ran and succeeded; the activation waits.
+    # The converge the import caused ran and succeeded on both nodes; the activation waits.
     assert_jobs_succeeded()
+    after = Job.objects.filter(kind="node.converge", pk__gt=import_job.pk)
+    assert {j.object_id for j in after} == {
+        str(mail_nodes.imap_node.pk),
+        str(mail_nodes.smtp_node.pk),
+    }
+    assert all_applied(mail_nodes)
     assert len(held_activation) == 1
     held = Job.objects.get(pk=held_activation[0])
     assert held.status == Job.PENDING and PendingPassword.objects.count() == len(USERS)
@@ -158,6 +171,7 @@ def test_imported_mailboxes_get_mail_at_once_and_log_in_only_after_activation(
     assert held.result == {"activated": len(USERS)}, held.log
     assert not PendingPassword.objects.exists()
     assert_jobs_succeeded()
+    assert all_applied(mail_nodes)
     for local in USERS:
         email = f"{local}@{DOMAIN}"
         stored = Mailbox.objects.get(email=email).password_hash
