@@ -245,7 +245,15 @@ def test_maildir_tars_carry_tiered_messages_not_links(tmp_path: Path, kind: str)
     if kind == "export":
         out = subprocess.run(export_tar(base, ["alice/Maildir"]), capture_output=True, check=True)
     else:
-        out = subprocess.run(archive_tar(base), input=b"alice\0", capture_output=True, check=True)
+        # The archive names every folder and file, as a pass lists them (find -L through
+        # the tier's links, then the chain's plan of a first, full archive).
+        from backup import archive_chain as chain
+
+        listing = subprocess.run(chain.tree_argv(base), capture_output=True, check=True)
+        dirs, files = chain.tree(listing.stdout.decode(), ["alice"])
+        copy_names, _index = chain.plan(dirs, files, "first.tar", None)
+        names = b"".join(p.encode() + b"\0" for p in copy_names)
+        out = subprocess.run(archive_tar(base), input=names, capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(out.stdout)) as archive:
         member = next(m for m in archive.getmembers() if m.name.endswith(":2,S"))
         assert member.isfile()
