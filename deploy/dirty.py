@@ -201,11 +201,18 @@ class Lease:
     generation: int
 
     def renew(self) -> bool:
-        """Extend the lease (the job's heartbeat calls this); False if it was lost."""
+        """Extend the lease (the job's heartbeat calls this); False if it was lost or given
+        back. The heartbeat runs in its own thread: a beat that lands after
+        :func:`succeeded`, :func:`failed` or :func:`release` freed the lease (same token,
+        no owner) must not take it again, or an ownerless lease nobody works under would
+        make every converge of the node end at once as "coalesced" until it lapsed."""
         return bool(
-            NodeConvergeState.objects.filter(node_id=self.node_id, lease_token=self.token).update(
-                lease_expires_at=timezone.now() + lease_length()
-            )
+            NodeConvergeState.objects.filter(
+                node_id=self.node_id,
+                lease_token=self.token,
+                lease_owner=self.owner,
+                lease_expires_at__isnull=False,
+            ).update(lease_expires_at=timezone.now() + lease_length())
         )
 
     @property
@@ -221,7 +228,9 @@ def acquire(node_id: int, owner: str, *, steal: int | None = None) -> Lease | No
     ``owner`` names the holder (``job:<id>``): a job that runs again after its worker
     died takes its own lease over at once instead of waiting for it to lapse (the job's
     own claim already guarantees one live run); ``steal`` takes over the lease with that
-    token (its holder is known dead, see :func:`holder_is_dead`). Reads the desired
+    token (its holder is known dead, see :func:`holder_is_dead`). A lease without an owner
+    was given back (every holder names itself), so it is free whatever its expiry says.
+    Reads the desired
     generation in the same statement: that is what this converge makes true.
     """
     now = timezone.now()
@@ -242,7 +251,7 @@ def acquire(node_id: int, owner: str, *, steal: int | None = None) -> Lease | No
                 lease_expires_at = %s, running_generation = desired_generation
             WHERE node_id = %s
               AND (lease_expires_at IS NULL OR lease_expires_at <= %s OR lease_owner = %s
-                   OR lease_token = %s)
+                   OR lease_owner = '' OR lease_token = %s)
             RETURNING lease_token, desired_generation
             """,
             [owner, now + lease_length(), node_id, now, owner, -1 if steal is None else steal],
