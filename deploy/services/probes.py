@@ -44,8 +44,9 @@ context.check_hostname = False
 context.verify_mode = ssl.CERT_NONE
 """
 
-# argv: host, port, recipient, mode ("known": only 2xx passes; "any": anything but a
-# 4xx or no answer), seconds. MAIL FROM:<> and RCPT only: no message is ever sent.
+# argv: host, port, recipient, mode ("known": only 2xx passes; "hosted": anything but a
+# 4xx, no answer or "Relay access denied"; "any": anything but a 4xx or no answer),
+# seconds. MAIL FROM:<> and RCPT only: no message is ever sent.
 # "Greylisted" (our policy service's answer) shows the lookups work: it passes.
 SMTP_PROBE = (
     r"""
@@ -71,7 +72,9 @@ def attempt():
     except (OSError, smtplib.SMTPException) as exc:
         code, line = 0, "%s:%d: %s" % (host, port, exc or type(exc).__name__)
     ok = 200 <= code < 300 or (code in (450, 451) and "Greylisted" in line)
-    return ok or (mode == "any" and 500 <= code < 600), line
+    refused = 500 <= code < 600 and (mode == "any" or (
+        mode == "hosted" and "Relay access denied" not in line))
+    return ok or refused, line
 """
     + _RETRY
 )

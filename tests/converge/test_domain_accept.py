@@ -14,6 +14,7 @@ import smtplib
 import pytest
 from django.urls import reverse
 
+from deploy.services import probes
 from tests.fixtures import Cast, token_client
 from ums.models import Job
 
@@ -33,6 +34,20 @@ def rcpt(nodes: MailNodes, address: str) -> tuple[int, str]:
         assert code == 250
         code, msg = smtp.rcpt(address)
         return code, msg.decode(errors="replace")
+
+
+def assert_probe_refuses_a_relay_denial(nodes: MailNodes) -> None:
+    """The probe script itself, in the SMTP node against its real Postfix: a domain the
+    maps lack answers "Relay access denied", which fails the "hosted" mode and passes
+    "any" (the mode used only when the node hosts no domain at all)."""
+    verdicts = {}
+    for mode in ("hosted", "any"):
+        argv = ["python3", "-c", probes.SMTP_PROBE, nodes.smtp.address, "25"]
+        argv += ["ums-probe@not-hosted.example", mode, "0"]
+        done = nodes.smtp.exec_in_node(argv, check=False)
+        assert "Relay access denied" in done.stdout, done.stdout + done.stderr
+        verdicts[mode] = done.returncode
+    assert verdicts == {"hosted": 1, "any": 0}, verdicts
 
 
 def test_a_domain_is_accepted_as_soon_as_its_converge_succeeded(
@@ -56,6 +71,13 @@ def test_a_domain_is_accepted_as_soon_as_its_converge_succeeded(
         # The domain is ours now: an unknown user in it, never a relay refusal.
         code, msg = rcpt(mail_nodes, f"nobody@{name}")
         assert code == 550 and "Relay access denied" not in msg, (n, code, msg)
+        if n == 0:
+            # No mailbox anywhere yet: the converge's own probe asked for a made-up
+            # address of the domain (a relay refusal would have failed the job).
+            logs = [j.log for j in Job.objects.filter(log__contains=f"ums-probe@{name}")]
+            assert logs, "the SMTP probe did not ask about the hosted domain"
+            assert all("Relay access denied" not in log for log in logs), logs
+            assert_probe_refuses_a_relay_denial(mail_nodes)
         response = client.post(
             reverse("mail-mailbox-list"),
             {"domain": response.json()["id"], "localPart": "alice", "password": PASSWORD},

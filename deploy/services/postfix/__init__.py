@@ -538,8 +538,10 @@ class PostfixService(Service):
     def probe(self, conn: Connector, state: DesiredState, *, strict: bool = True) -> str:
         """SMTP on the node's port 25 from the node itself: EHLO, ``MAIL FROM:<>`` and
         ``RCPT TO`` the first hosted mailbox, which must be accepted (no 4xx: a map or
-        network Postfix cannot read answers 451 to every recipient). Without a mailbox (or
-        not ``strict``), any answer but a 4xx passes. No message is sent.
+        network Postfix cannot read answers 451 to every recipient). Without a mailbox, a
+        made-up address of the first hosted domain: any answer but a 4xx or "Relay access
+        denied" passes. Without a domain (or not ``strict``), any answer but a 4xx passes.
+        No message is sent.
 
         It connects to the node's own mail address, not loopback: a client in
         ``mynetworks`` may relay anywhere, so from 127.0.0.1 a domain Postfix does not
@@ -553,8 +555,14 @@ class PostfixService(Service):
             ),
             default=None,
         )
-        rcpt = safe.hosted_address(known) if known else "ums-probe@example.invalid"
-        mode = "known" if known and strict else "any"
+        if known:
+            rcpt, mode = safe.hosted_address(known), ("known" if strict else "any")
+        elif hosted and strict:
+            # No mailbox yet: a made-up address of a hosted domain must be refused as
+            # unknown, never with "Relay access denied" (maps without the domain).
+            rcpt, mode = safe.hosted_address(f"ums-probe@{min(hosted)}"), "hosted"
+        else:
+            rcpt, mode = "ums-probe@example.invalid", "any"
         try:
             host = str(ipaddress.ip_address(state.node.address))
         except ValueError:
