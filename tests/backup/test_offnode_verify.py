@@ -249,3 +249,29 @@ def test_the_setting_validates_the_verify_days(cast: Cast, copies) -> None:
     assert response.status_code == 200 and response.json()["verifyEveryDays"] == 0
     record = AuditRecord.objects.filter(action="offnode_setting.update").latest("id")
     assert record.changes["after"] == {"verify_every_days": 0}
+
+
+def test_the_restore_form_says_full_or_increment_of_its_full_archives_date(
+    cast: Cast, copies
+) -> None:
+    _setting, rows, _archives, _driver = copies
+    names = [f"ums-daily-202612{day:02d}T0000Z" for day in range(1, 6)]
+    kinds = ["full", "incremental", "incremental", "full", "incremental"]
+    copy = rows[OffnodeCopy.ARCHIVE]
+    OffnodeCopy.objects.filter(pk=copy.pk).update(
+        snapshots=names, archive_kinds=dict(zip(names, kinds, strict=True))
+    )
+    page = portal(cast.sub_admin).get(f"/backup/offnode/copies/{copy.pk}/restore/")
+    assert page.status_code == 200
+    options = {
+        o.split('"', 2)[1]: o.split(">", 1)[1].split("<", 1)[0]
+        for o in page.content.decode().split("<option value=")[1:]
+        if o.startswith('"ums-daily')
+    }
+    assert options[names[0]] == f"{names[0]} (full)"
+    assert options[names[3]] == f"{names[3]} (full)"
+    # Each increment names the full archive its chain starts from (by that one's date).
+    assert options[names[1]].startswith(f"{names[1]} (increment of ")
+    assert options[names[1]] == options[names[2]].replace(names[2], names[1])
+    assert options[names[4]] != options[names[1]].replace(names[1], names[4])
+    assert "2026" in options[names[4]] and "4" in options[names[4]].split("of", 1)[1]
