@@ -17,7 +17,7 @@ from django.utils import timezone
 from backup import drivers, offnode_verify_run
 from backup.models_offnode import OffnodeCopy, OffnodeSetting
 from tests.fixtures import Cast
-from tests.harness.worker import celery_stack, wait_for
+from tests.harness.worker import celery_stack, wait_for, wait_for_job_end
 from tests.mail.helpers import make_domain
 from ums.models import Job
 
@@ -95,12 +95,7 @@ def test_worker_killed_mid_verification_then_the_job_finishes(
         assert job.status == Job.RUNNING and big.verified_at is None, (job.status, job.log)
         first = OffnodeCopy.objects.get(pk=rows[SMALL].pk).verified_at
         worker.restart()
-
-        def finished() -> bool:
-            job.refresh_from_db()
-            return job.status in (Job.SUCCEEDED, Job.FAILED)
-
-        wait_for(finished, timeout=240, what="the verification to finish after the restart")
+        wait_for_job_end(job, timeout=240, what="the verification to end after the restart")
     assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}"
     assert job.attempts >= 2 and job.result["resumed_past"] == 1
     assert job.result["bytes"] == BIG_MB * 1024 * 1024  # the big one read once, whole
