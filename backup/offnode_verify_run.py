@@ -16,6 +16,7 @@ it again and it skips the copies already verified since the job was created.
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,7 @@ from ums.models import Job
 from . import drivers, offnode_verify
 from .models_offnode import OffnodeCopy, OffnodeSetting
 
+logger = logging.getLogger(__name__)
 VERIFY_JOB = "backup.offnode_verify"
 ALERT_KIND = "offnode_verify"
 #: Only copies on a target are objects that can be read back without a node.
@@ -185,8 +187,11 @@ def verify_copies(job: Job, reporter: jobs.Reporter) -> dict:
                 drivers_by_target[copy.target_id] = drivers.driver_for(copy.target)
             try:
                 errors = _verify_one(drivers_by_target[copy.target_id], copy, stats)
-            except (drivers.TargetError, OSError) as exc:
-                errors = [f"{copy.target.name}: {exc}"]
+            except Exception as exc:
+                # Whatever broke the read (a connection cut mid-object included), the copy
+                # was not proven readable: recorded as failed, the others still checked.
+                logger.exception("verifying %s on %s", copy.domain_name, copy.target.name)
+                errors = [f"{copy.target.name}: {jobs.human_error(exc)}"]
             _record(copy, errors)
             if errors:
                 failed.append(f"{copy.domain_name}: {offnode_verify.summary(errors)}")
