@@ -275,3 +275,26 @@ def test_the_restore_form_says_full_or_increment_of_its_full_archives_date(
     assert options[names[1]] == options[names[2]].replace(names[2], names[1])
     assert options[names[4]] != options[names[1]].replace(names[1], names[4])
     assert "2026" in options[names[4]] and "4" in options[names[4]].split("of", 1)[1]
+
+
+def test_the_portal_form_checks_and_saves_the_verify_days(cast: Cast, copies) -> None:
+    setting, _rows, _archives, _driver = copies
+    client = portal(cast.sub_admin)
+    url = f"/backup/offnode/{setting.node_id}/"
+    values = {
+        "enabled": "on",
+        "target": setting.target_id,
+        "interval_minutes": "60",
+        "target_full_every": "30",
+        "target_keep_chains": "2",
+    }
+    response = client.post(url, {**values, "verify_every_days": "366"})
+    assert response.status_code == 200
+    assert "less than or equal to 365" in response.content.decode()
+    assert client.post(url, {**values, "verify_every_days": "0"}).status_code == 302
+    assert OffnodeSetting.objects.get(pk=setting.pk).verify_every_days == 0
+    assert client.post(url, values).status_code == 302  # left out: the default
+    assert OffnodeSetting.objects.get(pk=setting.pk).verify_every_days == 7
+    response = client.post(f"/backup/offnode/{setting.node_id}/verify/")
+    job = Job.objects.get(kind=offnode_verify_run.VERIFY_JOB)
+    assert response["Location"] == f"/jobs/{job.pk}/" and job.status == Job.SUCCEEDED
