@@ -281,13 +281,9 @@ def test_the_portal_form_checks_and_saves_the_verify_days(cast: Cast, copies) ->
     setting, _rows, _archives, _driver = copies
     client = portal(cast.sub_admin)
     url = f"/backup/offnode/{setting.node_id}/"
-    values = {
-        "enabled": "on",
-        "target": setting.target_id,
-        "interval_minutes": "60",
-        "target_full_every": "30",
-        "target_keep_chains": "2",
-    }
+    kept = ("interval_minutes", "target_full_every", "target_keep_chains")
+    values = {"enabled": "on", "target": setting.target_id}
+    values.update({name: getattr(setting, name) for name in kept})
     response = client.post(url, {**values, "verify_every_days": "366"})
     assert response.status_code == 200
     assert "less than or equal to 365" in response.content.decode()
