@@ -81,6 +81,7 @@ bench: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL)_dump $(PY) benchmarks/dump.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_restore $(PY) benchmarks/restore.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_offnode $(PY) benchmarks/offnode.py
+	DATABASE_URL=$(BENCH_DATABASE_URL)_offnode $(PY) benchmarks/offnode_verify.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_usage $(PY) benchmarks/usage.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_failover REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/failover.py
 

@@ -136,6 +136,10 @@ ACTION_LABELS: dict[str, Promise] = {
     "snapshot.delete": pgettext_lazy("audit action", "Snapshot deletion requested"),
     "offnode_setting.update": pgettext_lazy("audit action", "Off-node copy setting changed"),
     "offnode_copy.request": pgettext_lazy("audit action", "Off-node copy requested"),
+    "offnode_copy.verify_request": pgettext_lazy(
+        "audit action", "Off-node copy verification requested"
+    ),
+    "offnode_copy.verified": pgettext_lazy("audit action", "Off-node copy verified"),
     "offnode_archive.restore": pgettext_lazy(
         "audit action", "Restore from a Maildir archive requested"
     ),

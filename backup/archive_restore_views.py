@@ -11,14 +11,48 @@ from typing import Any
 from django import forms
 from django.db.models.functions import Lower
 from django.http import Http404
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
 
 from tenants import permissions as perms
 from ums.portal.generic import ObjectFormView
 
-from . import archive_restore, restore
+from . import archive_restore, restore, snapshots
 from .models_offnode import OffnodeCopy
 from .restore_views import RestoreForm
+
+
+def archive_choices(copy: OffnodeCopy, names: list[str]) -> list[tuple[str, str]]:
+    """Each archive labelled "full" or "increment of <date of its chain's full archive>"
+    (an increment is restored with its chain: the date says which full it builds on).
+    Chains are kept whole and in order, so an increment's full archive is the newest full
+    one before it. Archives from before kinds were recorded keep their bare name."""
+    kinds = copy.archive_kinds or {}
+    full_before: dict[str, str] = {}
+    last_full = ""
+    for name in sorted(names, key=archive_restore.stamp):
+        if kinds.get(name) == "full":
+            last_full = name
+        full_before[name] = last_full
+    choices = []
+    for name in names:
+        kind = kinds.get(name)
+        if kind == "full":
+            label = _("%(name)s (full)") % {"name": name}
+        elif kind == "incremental":
+            base = full_before.get(name, "")
+            when = snapshots.taken_at(base) if base else None
+            label = _("%(name)s (increment of %(date)s)") % {
+                "name": name,
+                "date": date_format(timezone.localtime(when), "SHORT_DATETIME_FORMAT")
+                if when
+                else base or _("an older archive"),
+            }
+        else:
+            label = name
+        choices.append((name, str(label)))
+    return choices
 
 
 class ArchiveRestoreForm(RestoreForm):
@@ -30,7 +64,7 @@ class ArchiveRestoreForm(RestoreForm):
         super().__init__(*args, domain_id=copy.domain_id, **kwargs)
         self.archive_folders: list[str] = []
         names = sorted(copy.snapshots, key=archive_restore.stamp, reverse=True)
-        self.fields["snapshot"].choices = [(n, n) for n in names]  # newest first
+        self.fields["snapshot"].choices = archive_choices(copy, names)  # newest first
         self._offer_members(copy, names)
         self.fields["mode"].choices = [
             (restore.NEW_FOLDER, restore.MODES[restore.NEW_FOLDER]),

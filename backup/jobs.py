@@ -133,6 +133,7 @@ from . import (  # noqa: E402
     dumps_jobs,  # noqa: F401
     export_job,  # noqa: F401
     offnode_jobs,  # noqa: F401
+    offnode_verify_run,  # noqa: F401
     snapshot_delete,  # noqa: F401
     tiering,  # noqa: F401
 )

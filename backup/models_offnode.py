@@ -35,6 +35,7 @@ class OffnodeSetting(models.Model):
         "target_keep_chains",
         "target_format",
         "archive_full_every",
+        "verify_every_days",
     )
     STREAM, MAILDIR = "stream", "maildir"
     FORMATS = (
@@ -94,6 +95,13 @@ class OffnodeSetting(models.Model):
         _("a full Maildir archive every (passes)"),
         default=7,
         validators=[MinValueValidator(1), MaxValueValidator(100)],
+    )
+    #: Re-read every object of the target's copies this often (``backup.offnode_verify``):
+    #: a copy proven readable before the day it is needed; 0: only on request.
+    verify_every_days = models.PositiveIntegerField(
+        _("verify the target's copies every (days)"),
+        default=7,
+        validators=[MaxValueValidator(365)],
     )
     last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_ok = models.BooleanField(null=True, editable=False)
@@ -155,6 +163,12 @@ class OffnodeCopy(models.Model):
     #: increment is read with its chain: backup/archive_chain.py); ``{}`` for others.
     archive_kinds = models.JSONField(default=dict, blank=True)
     copied_at = models.DateTimeField()
+    #: The last verification of a copy on a target (every object downloaded, decrypted and
+    #: checked against the manifest; ``backup.offnode_verify``): when, whether it passed,
+    #: and the error naming the object when it did not. Never verified: ``None``.
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verify_ok = models.BooleanField(null=True, blank=True)
+    verify_message = models.CharField(max_length=1000, blank=True, default="")
 
     class Meta:
         ordering = ("domain_name", "kind", "id")

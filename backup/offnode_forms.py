@@ -76,6 +76,22 @@ class OffnodeSettingForm(ActorForm):
         help_text=_("Increments in between hold only new mail; 1: every archive is full."),
     )
 
+    verify_every_days = forms.IntegerField(
+        label=_("Verify the target's copies every (days)"),
+        min_value=0,
+        max_value=365,
+        initial=7,
+        required=False,  # absent: the default, as before this choice existed
+        help_text=_(
+            "Every object is downloaded, decrypted and checked against its manifest, so a "
+            "damaged copy is found before it is needed; 0: only with Verify copies."
+        ),
+    )
+
+    def clean_verify_every_days(self) -> int:
+        value = self.cleaned_data.get("verify_every_days")
+        return 7 if value is None else value
+
     def clean_archive_full_every(self) -> int:
         value = self.cleaned_data.get("archive_full_every")
         return 7 if value is None else value

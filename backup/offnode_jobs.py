@@ -107,4 +107,7 @@ def schedule(now: datetime.datetime | None = None) -> dict[str, Any]:
 
 @shared_task(name="backup.schedule_offnode", acks_late=True)
 def schedule_offnode() -> Any:
-    return schedule()
+    from . import offnode_verify_run
+
+    # Verification is due in days, not minutes: the same beat serves both.
+    return {**schedule(), **offnode_verify_run.schedule()}

@@ -13,7 +13,7 @@ from tenants import permissions as perms
 from ums.portal.generic import ObjectFormView
 from ums.portal.views import ScopedListView
 
-from . import offnode_actions
+from . import offnode_actions, offnode_verify_run
 from .models_offnode import OffnodeCopy, OffnodeSetting
 from .offnode_forms import OffnodeSettingForm, RebuildForm
 from .views import _JobButtonView
@@ -75,6 +75,18 @@ class OffnodeCopyNowView(_JobButtonView):
 
     def start(self, obj: Node) -> Any:
         return offnode_actions.start_offnode_copy(actor=self.request.user, node=obj)
+
+    def back_url(self, obj: Node) -> str:
+        return reverse("backup:offnode-list")
+
+
+class OffnodeVerifyView(_JobButtonView):
+    """ "Verify copies": the node's copies on targets read back now (a job)."""
+
+    model = Node
+
+    def start(self, obj: Node) -> Any:
+        return offnode_verify_run.start_verify(actor=self.request.user, node=obj)
 
     def back_url(self, obj: Node) -> str:
         return reverse("backup:offnode-list")

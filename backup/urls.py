@@ -78,6 +78,9 @@ urlpatterns += [
         offnode_views.OffnodeCopyNowView.as_view(),
         name="offnode-copy-now",
     ),
+    path(
+        "offnode/<id:pk>/verify/", offnode_views.OffnodeVerifyView.as_view(), name="offnode-verify"
+    ),
     path("offnode/<id:pk>/rebuild/", offnode_views.RebuildView.as_view(), name="offnode-rebuild"),
 ]
 

@@ -94,3 +94,20 @@ def prepare(*, allow_any_database: bool) -> str:
     if created:
         print(f"created database {name}")
     return name
+
+
+def write_figures(benchmark: str, figures: dict, path: Path) -> None:
+    """Store a benchmark's figures as JSON (with the machine they ran on) and print them."""
+    import json
+    import platform
+
+    result = {
+        "benchmark": benchmark,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "figures": figures,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    width = max(map(len, figures), default=0) + 2
+    for key, value in figures.items():
+        print(f"{key:{width}} {value}")

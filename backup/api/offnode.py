@@ -20,7 +20,7 @@ from ums.api.jobs import JobSerializer
 from ums.api.serializers import StrictModelSerializer, StrictSerializer
 from ums.api.viewsets import ScopedModelViewSet, ScopedReadOnlyViewSet
 
-from .. import archive_restore, offnode_actions, restore
+from .. import archive_restore, offnode_actions, offnode_verify_run, restore
 from ..models import BackupTarget
 from ..models_offnode import OffnodeCopy, OffnodeSetting
 
@@ -51,6 +51,7 @@ class OffnodeSettingSerializer(StrictModelSerializer):
             "target_keep_chains",
             "target_format",
             "archive_full_every",
+            "verify_every_days",
             "last_run_at",
             "last_ok",
             "last_message",
@@ -126,6 +127,9 @@ class OffnodeCopySerializer(StrictModelSerializer):
             "left_out",
             "archive_kinds",
             "copied_at",
+            "verified_at",
+            "verify_ok",
+            "verify_message",
         ]
 
 
@@ -160,6 +164,15 @@ class OffnodeSettingViewSet(ScopedModelViewSet):
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def verify(self, request: Request, pk: str | None = None) -> Response:
+        """Verify every copy of the node on a backup target now (a job): each object
+        downloaded, decrypted and checked against its manifest; nothing written."""
+        job = offnode_verify_run.start_verify(actor=request.user, node=self.get_object().node)
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=RebuildSerializer, responses={202: JobSerializer})
     @action(detail=False, methods=["post"])
     def rebuild(self, request: Request) -> Response:
@@ -191,5 +204,13 @@ class OffnodeCopyViewSet(ScopedReadOnlyViewSet):
         job = archive_restore.start_archive_restore(
             actor=request.user, copy=copy, **serializer.validated_data
         )
+        job.refresh_from_db()
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def verify(self, request: Request, pk: str | None = None) -> Response:
+        """Verify the copies of this copy's domain on backup targets now (a job)."""
+        job = offnode_verify_run.start_verify(actor=request.user, copy=self.get_object())
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

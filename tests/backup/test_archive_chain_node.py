@@ -5,7 +5,8 @@ A full archive, then two increments: new mail, a message read (``new`` -> ``cur`
 re-flagged, one deleted, between each. The increments on the server's disk are about the
 new mail, not the domain (object sizes); the middle point read back (``archive_fetch``)
 holds exactly that point's messages with their flags; alice is restored from it into
-"Restored <date>" and the domain in place (the message deleted after it comes back);
+"Restored <date>" and the domain in place (the message deleted after it comes back),
+then one folder of it (into "Restored <date>" and in place), and the chain is verified;
 the fourth pass (a full archive every 3 passes, 1 chain kept) starts a new chain and
 deletes the old one whole.
 """
@@ -203,6 +204,30 @@ def test_base_and_two_increments_restore_the_middle_point_exactly(
     assert big.strip(), job.log
     t3 = f.in_node(IMAP, ["grep", "-rl", tokens["t3"], bob], check=False)
     assert t3.returncode != 0
+
+    # One folder from the middle point (an increment: Sent's message is in the full
+    # archive's tar under its old name, renamed by B's index): into "Restored <date>"
+    # alone, then in place, where its flags go back to the point's.
+    sent = {"mailbox": ids["alice"], "folder": "Sent", "snapshot": b["snapshot"]}
+    job = _ok(client.post(url, sent, format="json"))
+    (only,) = job.result["folders"].values()
+    assert job.result["messages"] == 1, job.log
+    found = f.in_node(IMAP, ["grep", "-rl", tokens["t2"], f"{alice}/.{only}.Sent"]).stdout
+    assert found.strip().endswith("/cur/1002.M1.n:2,RS"), (found, job.log)
+    folders = f.in_node(IMAP, ["ls", "-a", "-1", alice]).stdout.splitlines()
+    assert [n for n in folders if n.startswith(f".{only}")] == [f".{only}", f".{only}.Sent"]
+    inbox = f.in_node(IMAP, ["grep", "-rl", tokens["t4"], f"{alice}/.{only}"], check=False)
+    assert inbox.returncode != 0  # the folder alone, not the mailbox
+    mv(f"{alice}/.Sent/cur/1002.M1.n:2,RS", f"{alice}/.Sent/cur/1002.M1.n:2,")
+    job = _ok(client.post(url, {**sent, "mode": "in_place"}, format="json"))
+    live = f.in_node(IMAP, ["ls", f"{alice}/.Sent/cur"]).stdout.split()
+    assert live == ["1002.M1.n:2,RS"], (live, job.log)
+
+    # The chain verified where it lies: every tar and index read back from the S3
+    # server, nothing written on the node.
+    job = _ok(client.post(f"/api/v1/backup/offnode-settings/{setting_id}/verify/"))
+    row.refresh_from_db()
+    assert row.verify_ok is True and job.result["objects"] == 3, job.log
 
     # The fourth pass starts a new chain; keeping one chain deletes the old one whole
     # (it was kept whole until then: its increments need their base).

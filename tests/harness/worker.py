@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0
@@ -320,3 +321,15 @@ def zfs_fault_env(settings: object, stale: int, **extra: str) -> dict[str, str]:
         "UMS_RECONCILE_INTERVAL": "1",
         **extra,
     }
+
+
+def wait_for_job_end(job: Any, *, timeout: float, what: str) -> Any:
+    """Poll ``job`` (a Job row, refreshed in place) until it succeeded or failed."""
+    from ums.models import Job
+
+    def ended() -> bool:
+        job.refresh_from_db()
+        return job.status in (Job.SUCCEEDED, Job.FAILED)
+
+    wait_for(ended, timeout=timeout, what=what)
+    return job
