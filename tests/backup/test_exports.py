@@ -137,6 +137,7 @@ def test_download_link_streams_decrypted_and_is_audited(cast: Cast, placed) -> N
     # Through the API as well, and the API hands out the same kind of link.
     api = token_client(cast.sub_admin)
     listed = api.get("/api/v1/backup/exports/").json()["results"][0]
+
     # Same export, same kind of signed link (the signature's timestamp may have moved on a
     # second between the two requests, so compare what it signs, not the whole token).
     def signed_value(url: str) -> str:
