@@ -8,10 +8,14 @@ job) then checks each kept snapshot's GUID on the backup node and reads the seri
 ``zfs send`` into /dev/null there: a sound copy passes and the node's data is unchanged;
 a destroyed snapshot fails the copy naming it; a snapshot re-created under the same name
 (other data) fails on its GUID; the failure is stored, shown on the domain's page and
-alerted on the source node, and resolved once the copy passes again.
+alerted on the source node, and resolved once the copy passes again. Blocks overwritten
+in the backup pool's disk image fail the read ("Input/output error" from zfs send), with
+every snapshot and GUID still in place.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -41,6 +45,8 @@ pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 DOMAIN = "nodeverify.example"
 SOURCE, BACKUP = 0, 1
 SNAPS = ["ums-daily-20261201T0000Z", "ums-daily-20261202T0000Z", "ums-daily-20261203T0000Z"]
+LAST = "ums-daily-20261204T0000Z"
+MARK = b"UMS-VERIFY2-DAMAGE-MARK"
 
 
 @pytest.fixture
@@ -72,7 +78,9 @@ def _verify(cast: Cast, copy: OffnodeCopy) -> Job:
     return Job.objects.get(pk=response.json()["id"])
 
 
-def test_backup_node_copies_are_verified_by_guid_and_read(cast: Cast, two_pools: Fleet) -> None:
+def test_backup_node_copies_are_verified_by_guid_and_read(
+    cast: Cast, two_pools: Fleet, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     jobs.load_handlers()
     f = two_pools
     source = f"{f.pools[SOURCE]}/mail/{DOMAIN}"
@@ -156,3 +164,38 @@ def test_backup_node_copies_are_verified_by_guid_and_read(cast: Cast, two_pools:
     assert _verify(cast, copy).status == Job.SUCCEEDED
     alert.refresh_from_db()
     assert alert.resolved_at is not None
+
+    # Damaged blocks: a file of a known pattern copied over, then its blocks overwritten
+    # in the backup pool's image file while the pool is exported (so no cached copy
+    # hides the damage): every snapshot is still there with its GUID, but the read fails.
+    f.in_node(SOURCE, ["sh", "-c", f"yes {MARK.decode()} | head -c 2097152 > {mounted}/marked"])
+    f.in_node(SOURCE, ["sync"])
+    f.in_node(SOURCE, ["zfs", "snapshot", f"{source}@{LAST}"])
+    with session(f.nodes[SOURCE]) as src, session(f.nodes[BACKUP]) as dst:
+        result = offnode.copy_to_node(src, dst, source, copy_name, {"enabled": False})
+    OffnodeCopy.objects.filter(pk=copy.pk).update(
+        snapshots=result["snapshots"], guids=result["guids"], last_snapshot=LAST
+    )
+    pool = f.pools[BACKUP]
+    (image,) = list(tmp_path_factory.getbasetemp().glob(f"**/{pool}.img"))
+    f.in_node(BACKUP, ["zpool", "export", pool])
+    assert _overwrite(image, MARK) > 0
+    f.in_node(BACKUP, ["zpool", "import", "-d", str(image.parent), pool])
+    job = _verify(cast, copy)
+    assert job.status == Job.FAILED
+    copy.refresh_from_db()
+    assert copy.verify_ok is False and "cannot be read" in copy.verify_message
+    assert copy.verify_message.startswith(f"{copy_name}@")
+    assert "missing" not in copy.verify_message and "GUID" not in copy.verify_message
+
+
+def _overwrite(image: Path, mark: bytes) -> int:
+    """Overwrite each occurrence of ``mark`` in ``image`` (the pool's disk); how many."""
+    data = bytearray(image.read_bytes())
+    count, at = 0, data.find(mark)
+    while at >= 0:
+        data[at : at + len(mark)] = b"X" * len(mark)
+        count += 1
+        at = data.find(mark, at + len(mark))
+    image.write_bytes(bytes(data))
+    return count
