@@ -38,7 +38,7 @@ from tests.mail.helpers import make_domain
 from ums import jobs
 from ums.models import Job
 
-from .test_offnode_node import _snaps
+from .test_offnode_node import _guid, _snaps
 from .test_portal import portal
 
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
@@ -64,12 +64,6 @@ def two_pools(
     pools = {SOURCE: new_pool_name(), BACKUP: new_pool_name()}
     with fleet(tmp_path_factory, controller_pkey, zone, cast, roles, zfs=pools) as f:
         yield f
-
-
-def _guid(f: Fleet, index: int, snapshot: str) -> str:
-    # -p: exact (zfs-fuse humanises a GUID to "9.21E" without it).
-    argv = ["zfs", "get", "-H", "-p", "-o", "value", "guid", snapshot]
-    return f.in_node(index, argv).stdout.strip()
 
 
 def _verify(cast: Cast, copy: OffnodeCopy) -> Job:
