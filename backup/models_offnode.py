@@ -162,6 +162,11 @@ class OffnodeCopy(models.Model):
     #: Archives only: ``{snapshot: "full" | "incremental"}`` of each kept archive (an
     #: increment is read with its chain: backup/archive_chain.py); ``{}`` for others.
     archive_kinds = models.JSONField(default=dict, blank=True)
+    #: Backup-node copies only: ``{snapshot: guid}`` of each kept snapshot as the copy pass
+    #: listed it after receiving, so verification can tell the snapshot it finds is the one
+    #: received (a name can be re-created; a GUID cannot). ``{}`` for copies recorded
+    #: before (then only existence and readability are checked).
+    guids = models.JSONField(default=dict, blank=True)
     copied_at = models.DateTimeField()
     #: The last verification of a copy on a target (every object downloaded, decrypted and
     #: checked against the manifest; ``backup.offnode_verify``): when, whether it passed,

@@ -66,7 +66,7 @@ def copy_to_node(
     and a policy that prunes nothing): the same steps in the other direction."""
     src = oz.list_snaps(source, dataset) or []
     if not src:
-        return {"sent": None, "bytes": 0, "snapshots": [], "pruned": []}
+        return {"sent": None, "bytes": 0, "snapshots": [], "guids": {}, "pruned": []}
     dst = oz.list_snaps(dest, copy)
     newest = src[-1]
     base = oz.last_common(src, dst or [])
@@ -112,7 +112,14 @@ def copy_to_node(
         # IMAP node keeps them: replication prunes its own there.)
         pruned += oz.prune_sync(dest, copy)
     names = [s.name for s in held if s.name not in pruned]
-    return {"sent": sent, "bytes": sent_bytes, "snapshots": names, "pruned": pruned}
+    guids = {s.name: s.guid for s in held if s.name not in pruned}
+    return {
+        "sent": sent,
+        "bytes": sent_bytes,
+        "snapshots": names,
+        "guids": guids,
+        "pruned": pruned,
+    }
 
 
 # ------------------------------------------------------------------------ to a target

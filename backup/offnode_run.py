@@ -37,6 +37,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
     left_out = where.pop("left_out", {})
     members = where.pop("members", {})
     kinds = where.pop("archive_kinds", {})
+    guids = where.pop("guids", {})
     if not snaps:
         return
     OffnodeCopy.objects.update_or_create(
@@ -55,6 +56,7 @@ def record(domain: Any, source: Node, *, kind: str, location: str, **where: Any)
             "left_out": left_out,
             "members": members,
             "archive_kinds": kinds,
+            "guids": guids,
             "copied_at": timezone.now(),
         },
     )
@@ -130,6 +132,7 @@ def _to_node(setting, source, dest, dataset, domain, say, summary) -> None:
         location=copy,
         backup_node=setting.backup_node,
         snapshots=result["snapshots"],
+        guids=result.get("guids", {}),
         bytes_sent=result["bytes"],
     )
     summary["node"].append({"domain": domain.name, **result})

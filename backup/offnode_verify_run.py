@@ -1,13 +1,16 @@
 """ "Verify copies": the action, the job and the schedule of off-node copy verification
 (the checks themselves: :mod:`backup.offnode_verify`).
 
-A job verifies the target copies of one IMAP node (its setting's "Verify copies", and the
+A job verifies the copies of one IMAP node (its setting's "Verify copies", and the
 schedule: every ``verify_every_days`` of the setting, 0 = only on request) or of one
-domain (the copy's API action). Each copy's result (when, ok or the error naming the
+domain (the copy's API action, the domain's "Verify copies" on its snapshot page).
+Copies on a target are read back through :mod:`backup.offnode_verify`; copies on a backup
+node are checked on that node (GUIDs, a read of the kept series:
+:mod:`backup.offnode_verify_node`). Each copy's result (when, ok or the error naming the
 object) is stored on its :class:`OffnodeCopy` row as soon as it is known and audited;
 a copy that fails raises a node alert on its source node (as a given-up node job does)
 and fails the job, so both the dashboard's alerts and its failed jobs show it. The alert
-is resolved once every target copy of that node passes again.
+is resolved once every verified copy of that node passes again.
 
 Crash safety: a worker killed mid-way leaves the job running; the jobs reconciler runs
 it again and it skips the copies already verified since the job was created.
@@ -18,11 +21,12 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Iterable
+from contextlib import ExitStack
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -34,18 +38,28 @@ from ums import auditing, jobs
 from ums.actions import action, require_in_scope, require_permission
 from ums.models import Job
 
-from . import drivers, offnode_verify
+from . import drivers, offnode_verify, offnode_verify_node
 from .models_offnode import OffnodeCopy, OffnodeSetting
 
 logger = logging.getLogger(__name__)
 VERIFY_JOB = "backup.offnode_verify"
 ALERT_KIND = "offnode_verify"
-#: Only copies on a target are objects that can be read back without a node.
+#: Copies on a target: objects read back without a node.
 TARGET_KINDS = (OffnodeCopy.TARGET, OffnodeCopy.ARCHIVE)
 
 
-def target_copies() -> Any:
-    return OffnodeCopy.objects.filter(kind__in=TARGET_KINDS, target__isnull=False)
+def verified_copies() -> Any:
+    """Every copy a verification reads: on a target, or a dataset on a backup node."""
+    return OffnodeCopy.objects.filter(
+        Q(kind__in=TARGET_KINDS, target__isnull=False)
+        | Q(kind=OffnodeCopy.NODE, backup_node__isnull=False)
+    )
+
+
+def is_verifiable(copy: OffnodeCopy) -> bool:
+    if copy.kind == OffnodeCopy.NODE:
+        return copy.backup_node_id is not None
+    return copy.kind in TARGET_KINDS and copy.target_id is not None
 
 
 def _running(object_type: str, object_id: Any) -> Job | None:
@@ -70,13 +84,14 @@ def enqueue_node(node: Node, actor: Any = None) -> Job:
 
 @action
 def start_verify(*, actor: Any, node: Node | None = None, copy: OffnodeCopy | None = None) -> Job:
-    """ "Verify copies": every target copy of ``node``, or of ``copy``'s domain."""
+    """ "Verify copies": every copy (target, backup node) of ``node``, or of ``copy``'s
+    domain."""
     require_permission(actor, perms.SERVERS_MANAGE)
     if node is not None:
         require_in_scope(node, actor)
-        if not target_copies().filter(source_node=node).exists():
+        if not verified_copies().filter(source_node=node).exists():
             raise ValidationError(
-                {"node": _("This node has no copy on a backup target to verify yet.")}
+                {"node": _("This node has no copy on a backup target or node to verify yet.")}
             )
         job = enqueue_node(node, actor)
         auditing.record("offnode_copy.verify_request", obj=node, extra={"job": job.pk})
@@ -84,9 +99,9 @@ def start_verify(*, actor: Any, node: Node | None = None, copy: OffnodeCopy | No
     if copy is None:
         raise ValidationError({"node": _("Choose a node or a copy to verify.")})
     require_in_scope(copy, actor)
-    if copy.kind not in TARGET_KINDS or copy.target_id is None:
+    if not is_verifiable(copy):
         raise ValidationError(
-            {"copy": _("Only copies on a backup target are verified (their objects are read).")}
+            {"copy": _("Only copies on a backup target or a backup node are verified.")}
         )
     job = _running("backup.offnodecopy", copy.pk) or jobs.enqueue(
         VERIFY_JOB,
@@ -105,16 +120,34 @@ def start_verify(*, actor: Any, node: Node | None = None, copy: OffnodeCopy | No
     return job
 
 
+def start_verify_domain(*, actor: Any, domain: Any) -> Job:
+    """The portal's per-domain "Verify copies": the same job, scope and audit as the
+    copy's API action (the domain's first copy stands for all of its copies, so a second
+    click while one runs shows that job instead of starting another)."""
+    copy = verified_copies().filter(domain=domain).order_by("pk").first()
+    if copy is None:
+        require_permission(actor, perms.SERVERS_MANAGE)
+        raise ValidationError({"copy": _("This domain has no off-node copy to verify yet.")})
+    return start_verify(actor=actor, copy=copy)
+
+
 # ----------------------------------------------------------------------------- the job
 
 
 def _copies_of(job: Job) -> list[OffnodeCopy]:
-    copies = target_copies().select_related("target", "source_node")
+    copies = verified_copies().select_related("target", "backup_node", "source_node")
     if job.params.get("node_id"):
         copies = copies.filter(source_node_id=job.params["node_id"])
     else:
         copies = copies.filter(domain_name=job.params.get("domain_name") or "")
-    return list(copies.order_by("target_id", "domain_name", "kind"))
+    return list(copies.order_by("target_id", "backup_node_id", "domain_name", "kind"))
+
+
+def _where(copy: OffnodeCopy) -> str:
+    """The copy's destination, for messages: the target's or the backup node's name."""
+    if copy.kind == OffnodeCopy.NODE and copy.backup_node is not None:
+        return copy.backup_node.hostname
+    return copy.target.name if copy.target else "?"
 
 
 def _verify_one(driver: drivers.Target, copy: OffnodeCopy, stats: dict[str, int]) -> list[str]:
@@ -141,6 +174,7 @@ def _record(copy: OffnodeCopy, errors: list[str]) -> None:
                 "error": message,
                 "kind": copy.kind,
                 "target": copy.target.name if copy.target else None,
+                "backup_node": copy.backup_node.hostname if copy.backup_node else None,
             },
         )
 
@@ -149,7 +183,7 @@ def _alerts(nodes: Iterable[Node]) -> None:
     """A node alert per source node with a failed copy; resolved once all pass."""
     for node in nodes:
         failed = list(
-            target_copies()
+            verified_copies()
             .filter(source_node=node, verify_ok=False)
             .values_list("domain_name", "verify_message")
         )
@@ -168,12 +202,14 @@ def _alerts(nodes: Iterable[Node]) -> None:
 def verify_copies(job: Job, reporter: jobs.Reporter) -> dict:
     copies = _copies_of(job)
     if not copies:
-        raise jobs.PermanentJobError("No copy on a backup target to verify.")
+        raise jobs.PermanentJobError("No copy on a backup target or node to verify.")
     reporter.progress(0, len(copies))
     stats: dict[str, int] = {"objects": 0, "bytes": 0}
     failed: list[str] = []
     skipped = 0
     drivers_by_target: dict[int, drivers.Target] = {}
+    nodes = ExitStack()  # one SSH session per backup node, closed at the end
+    conns: dict[int, Any] = {}
     try:
         for done, copy in enumerate(copies, 1):
             if copy.verified_at and copy.verified_at >= job.created_at:
@@ -183,15 +219,19 @@ def verify_copies(job: Job, reporter: jobs.Reporter) -> dict:
                     failed.append(f"{copy.domain_name}: {copy.verify_message}")
                 reporter.progress(done)
                 continue
-            if copy.target_id not in drivers_by_target:
-                drivers_by_target[copy.target_id] = drivers.driver_for(copy.target)
             try:
-                errors = _verify_one(drivers_by_target[copy.target_id], copy, stats)
+                if copy.kind == OffnodeCopy.NODE:
+                    errors = _verify_on_node(nodes, conns, copy, stats)
+                else:
+                    if copy.target_id not in drivers_by_target:
+                        drivers_by_target[copy.target_id] = drivers.driver_for(copy.target)
+                    errors = _verify_one(drivers_by_target[copy.target_id], copy, stats)
             except Exception as exc:
-                # Whatever broke the read (a connection cut mid-object included), the copy
-                # was not proven readable: recorded as failed, the others still checked.
-                logger.exception("verifying %s on %s", copy.domain_name, copy.target.name)
-                errors = [f"{copy.target.name}: {jobs.human_error(exc)}"]
+                # Whatever broke the read (a connection cut mid-object, a backup node that
+                # does not answer), the copy was not proven readable: recorded as failed,
+                # the others still checked.
+                logger.exception("verifying %s on %s", copy.domain_name, _where(copy))
+                errors = [f"{_where(copy)}: {jobs.human_error(exc)}"]
             _record(copy, errors)
             if errors:
                 failed.append(f"{copy.domain_name}: {offnode_verify.summary(errors)}")
@@ -204,12 +244,34 @@ def verify_copies(job: Job, reporter: jobs.Reporter) -> dict:
                 reporter.say(gettext_noop("%(domain)s: verified"), domain=copy.domain_name)
             reporter.progress(done)
     finally:
+        nodes.close()
         for driver in drivers_by_target.values():
             driver.close()
     _alerts({c.source_node for c in copies if c.source_node is not None})
     if failed:
         raise jobs.PermanentJobError(f"Damaged off-node copies: {'; '.join(failed)}"[:4000])
     return {"verified": len(copies), "resumed_past": skipped, **stats}
+
+
+def _verify_on_node(
+    nodes: ExitStack, conns: dict[int, Any], copy: OffnodeCopy, stats: dict[str, int]
+) -> list[str]:
+    from deploy.nodes import session
+
+    if copy.backup_node_id not in conns:
+        conns[copy.backup_node_id] = nodes.enter_context(session(copy.backup_node))
+    conn = conns[copy.backup_node_id]
+    errors = offnode_verify_node.verify_node_copy(
+        conn, copy.location, copy.snapshots, copy.guids or {}, stats
+    )
+    if errors:
+        # A copy pass may have pruned or replaced snapshots meanwhile: judge against the
+        # row as it is now; damage is found again, a race is not.
+        copy.refresh_from_db(fields=["snapshots", "guids", "location"])
+        errors = offnode_verify_node.verify_node_copy(
+            conn, copy.location, copy.snapshots, copy.guids or {}
+        )
+    return errors
 
 
 # ------------------------------------------------------------------------ the schedule
@@ -219,7 +281,7 @@ def schedule(now: datetime.datetime | None = None) -> dict[str, Any]:
     """A verification job for each node whose ``verify_every_days`` elapsed since its
     last one (started by anyone); the hostnames started."""
     now = now or timezone.now()
-    with_copies = set(target_copies().values_list("source_node_id", flat=True).distinct())
+    with_copies = set(verified_copies().values_list("source_node_id", flat=True).distinct())
     last = dict(
         Job.objects.filter(kind=VERIFY_JOB, object_type="servers.node")
         .values_list("object_id")

@@ -81,6 +81,11 @@ urlpatterns += [
     path(
         "offnode/<id:pk>/verify/", offnode_views.OffnodeVerifyView.as_view(), name="offnode-verify"
     ),
+    path(
+        "domains/<id:pk>/verify-copies/",
+        offnode_views.DomainVerifyView.as_view(),
+        name="domain-verify-copies",
+    ),
     path("offnode/<id:pk>/rebuild/", offnode_views.RebuildView.as_view(), name="offnode-rebuild"),
 ]
 

@@ -206,8 +206,21 @@ class DomainSnapshotsView(PortalMixin, View):
                 "mailboxes": list(domain.mailboxes.order_by("local_part")[:200]),
                 # Maildir archive copies on targets restore like snapshots.
                 "archives": archive_rows(domain),
+                # Every off-node copy with its last verification ("Verify copies").
+                "copies": offnode_copies(domain),
             },
         )
+
+
+def offnode_copies(domain: Domain) -> list[Any]:
+    """The domain's off-node copies (backup node, target streams, archives), one query."""
+    from .models_offnode import OffnodeCopy
+
+    return list(
+        OffnodeCopy.objects.filter(domain=domain)
+        .select_related("backup_node", "target")
+        .order_by("kind", "id")
+    )
 
 
 def archive_rows(domain: Domain) -> list[tuple[Any, str, bool]]:

@@ -94,7 +94,9 @@ def _snaps(f: Fleet, index: int, dataset: str) -> list[str]:
 
 
 def _guid(f: Fleet, index: int, snapshot: str) -> str:
-    return f.in_node(index, ["zfs", "get", "-H", "-o", "value", "guid", snapshot]).stdout.strip()
+    # -p: without it zfs-fuse humanises a GUID ("9.21E"), so any two would compare equal.
+    argv = ["zfs", "get", "-H", "-p", "-o", "value", "guid", snapshot]
+    return f.in_node(index, argv).stdout.strip()
 
 
 def _imaps_bodies(address: str) -> bytes:
