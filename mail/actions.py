@@ -192,11 +192,21 @@ def check_address_free(domain: Domain, local_part: str, *, field: str = "local_p
     again under the domain's lock, which is what decides.
     """
     email = f"{local_part}@{domain.name}"
-    if Mailbox.objects.filter(email=email).exists():
+    # Both tables in one round trip: every address create runs this under the domain lock.
+    with connection.cursor() as cursor:
+        cursor.execute(_ADDRESS_TAKEN_SQL, [email, email])
+        mailbox_taken, alias_taken = cursor.fetchone()
+    if mailbox_taken:
         raise ValidationError({field: _("A mailbox with this address already exists.")})
-    if Alias.objects.filter(email=email).exists():
+    if alias_taken:
         raise ValidationError({field: _("This address is already an alias or group.")})
     return email
+
+
+_ADDRESS_TAKEN_SQL = (
+    f"SELECT EXISTS (SELECT 1 FROM {Mailbox._meta.db_table} WHERE email = %s), "  # noqa: S608
+    f"EXISTS (SELECT 1 FROM {Alias._meta.db_table} WHERE email = %s)"
+)
 
 
 def _locked_domain(domain: Domain) -> Domain:
