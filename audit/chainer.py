@@ -58,9 +58,12 @@ def move_lock() -> None:
 
 
 def chain_pass(batch: int = BATCH) -> int | None:
-    """Link every visible unchained record; None when another session holds the chainer.
+    """Link every visible unchained record; None when another session holds the chainer
+    (before this pass linked anything).
 
-    Call inside a transaction: the lock and the links last until it ends. Each call of the
+    Inside a transaction the lock and the links last until it ends; in autocommit (the
+    after-commit pass of :func:`chain_committed`) each call below is a transaction of its
+    own, which releases the lock at the end of its statement. Each call of the
     SQL function ``audit_chain_pending`` (migration 0008) is one round trip linking up to
     ``batch`` records with :func:`audit.chain.link_hash`'s formula.
     """
@@ -70,7 +73,9 @@ def chain_pass(batch: int = BATCH) -> int | None:
             cursor.execute("SELECT audit_chain_pending(%s)", [batch])
             linked = cursor.fetchone()[0]
             if linked < 0:
-                return None
+                # In autocommit each call is a transaction of its own, so another session
+                # can take the lock between two calls: what this pass linked still counts.
+                return total or None
             total += linked
             if linked < batch:
                 return total
