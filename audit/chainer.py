@@ -58,9 +58,12 @@ def move_lock() -> None:
 
 
 def chain_pass(batch: int = BATCH) -> int | None:
-    """Link every visible unchained record; None when another session holds the chainer.
+    """Link every visible unchained record; None when another session holds the chainer
+    (before this pass linked anything).
 
-    Call inside a transaction: the lock and the links last until it ends. Each call of the
+    Inside a transaction the lock and the links last until it ends; in autocommit (the
+    after-commit pass of :func:`chain_committed`) each call below is a transaction of its
+    own, which releases the lock at the end of its statement. Each call of the
     SQL function ``audit_chain_pending`` (migration 0008) is one round trip linking up to
     ``batch`` records with :func:`audit.chain.link_hash`'s formula.
     """
@@ -70,7 +73,9 @@ def chain_pass(batch: int = BATCH) -> int | None:
             cursor.execute("SELECT audit_chain_pending(%s)", [batch])
             linked = cursor.fetchone()[0]
             if linked < 0:
-                return None
+                # In autocommit each call is a transaction of its own, so another session
+                # can take the lock between two calls: what this pass linked still counts.
+                return total or None
             total += linked
             if linked < batch:
                 return total
@@ -90,9 +95,17 @@ def chain_committed(max_rounds: int = 100) -> int:
     nothing is left after this session's release of the lock.
     """
     linked = 0
+    # Outside any transaction (the on_commit step of a request) each call of the SQL
+    # function is its own implicit transaction, so the lock is released at the end of the
+    # statement exactly as at a COMMIT: no BEGIN/COMMIT round trips needed. Inside an
+    # atomic block (a command, a test) the pass gets a savepoint as before.
+    autocommit = connection.get_autocommit() and not connection.in_atomic_block
     for _round in range(max_rounds):
-        with transaction.atomic():
+        if autocommit:
             done = chain_pass()
+        else:
+            with transaction.atomic():
+                done = chain_pass()
         if done is None:
             break
         linked += done

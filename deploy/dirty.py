@@ -29,6 +29,7 @@ it only makes a new address live sooner, the converge is what makes it right.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from servers.choices import REACHABLE_STATUSES, NodeStatus
@@ -399,14 +400,21 @@ def nodes_serving(customer_path: str) -> list[int]:
     """Mail nodes whose customer tree contains ``customer_path`` (owner or an ancestor)."""
     ids = [part for part in customer_path.split("/") if part]
     ancestors = ["/" + "/".join(ids[: i + 1]) + "/" for i in range(len(ids))]
-    role_filter = Q()
-    for role in MAIL_ROLES:
-        role_filter |= Q(roles__contains=[role])
-    return list(
-        Node.objects.filter(status__in=DIRTY_STATUSES, customer_path__in=ancestors)
-        .filter(role_filter)
-        .values_list("pk", flat=True)
-    )
+    # Every mail change runs this: written once as SQL, the statement the queryset built
+    # (``roles__contains=[role]`` for any mail role, Node's ordering), without its compile.
+    with connection.cursor() as cursor:
+        cursor.execute(_SERVING_SQL, [_DIRTY_STATUS_VALUES, ancestors, *_ROLE_PARAMS])
+        return [row[0] for row in cursor.fetchall()]
+
+
+_ROLE_PARAMS = [json.dumps([role]) for role in MAIL_ROLES]
+_DIRTY_STATUS_VALUES = [str(status) for status in DIRTY_STATUSES]
+_SERVING_SQL = (
+    f"SELECT id FROM {Node._meta.db_table} "  # noqa: S608
+    "WHERE status = ANY(%s) AND customer_path = ANY(%s) AND ("
+    + " OR ".join("roles @> %s::jsonb" for _role in MAIL_ROLES)
+    + ") ORDER BY hostname"
+)
 
 
 def on_mail_changed(customer_path: str, *, kind: str = "", new_mailbox_ids: Any = ()) -> None:

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import Count
 
 from mail.models import Domain
@@ -66,6 +67,36 @@ def holders(domain_ids: Iterable[int]) -> dict[int, Holder]:
     return {domain_id: _holder(*rest) for domain_id, *rest in rows}
 
 
+def _placed_and_todo(ids: list[int]) -> tuple[dict[int, Holder], list[tuple[int, str, str]]]:
+    """The placements of ``ids`` and the unplaced ones ``(pk, name, customer_path)`` by
+    name, in one statement: every mail change's consumer asks this (issue 19), so it is
+    written once as SQL instead of two querysets compiled each time."""
+    if not ids:
+        return {}, []
+    addresses = Node._meta.get_field("addresses")
+    placed: dict[int, Holder] = {}
+    todo: list[tuple[int, str, str]] = []
+    with connection.cursor() as cursor:
+        cursor.execute(_PLACED_SQL, [ids])
+        for pk, name, path, node_id, hostname, node_addresses, ssh in cursor.fetchall():
+            if node_id is None:
+                todo.append((pk, name, path))
+            else:
+                node_addresses = addresses.from_db_value(node_addresses, None, connection)
+                placed[pk] = _holder(node_id, hostname, node_addresses, ssh)
+    return placed, todo
+
+
+# Table names from the models, values as parameters.
+_PLACED_SQL = (
+    "SELECT d.id, d.name, d.customer_path, p.node_id, n.hostname, n.addresses, n.ssh_address "  # noqa: S608
+    f"FROM {Domain._meta.db_table} d "
+    f"LEFT JOIN {DomainPlacement._meta.db_table} p ON p.domain_id = d.id "
+    f"LEFT JOIN {Node._meta.db_table} n ON n.id = p.node_id "
+    "WHERE d.id = ANY(%s) ORDER BY d.name"
+)
+
+
 @action
 def place_domains(domain_ids: Iterable[int], *, actor: object = None) -> dict[int, Holder]:
     """Place every unplaced domain of ``domain_ids``; return all their placements.
@@ -77,12 +108,7 @@ def place_domains(domain_ids: Iterable[int], *, actor: object = None) -> dict[in
     from .desired import SERVING_STATUSES
 
     ids = sorted({int(i) for i in domain_ids})
-    placed = holders(ids)
-    todo = list(
-        Domain.objects.filter(pk__in=[i for i in ids if i not in placed])
-        .order_by("name")
-        .values_list("pk", "name", "customer_path")
-    )
+    placed, todo = _placed_and_todo(ids)
     if not todo:
         return placed
     paths = {p for _pk, _name, path in todo for p in ancestor_paths(path)}

@@ -67,8 +67,9 @@ def _mail_changed(customer_path: str, change: dict[str, Any]) -> None:
     domain_ids = change.get("domain_ids") or ()
     if domain_ids:
         try:
-            with transaction.atomic():
-                placement.place_domains(domain_ids, actor=None)
+            # An action: its own savepoint, rolled back when it raises, so the consumer's
+            # transaction (and the outbox row's processing) goes on either way.
+            placement.place_domains(domain_ids, actor=None)
         except Exception:
             # The change is committed; the next converge's desired.build places it.
             logger.exception("placing domains %s failed", list(domain_ids))

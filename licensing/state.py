@@ -16,9 +16,11 @@ every create and delete), not scans of the mailboxes.
 from __future__ import annotations
 
 import datetime
+import functools
 from dataclasses import dataclass, field
 
 from django.apps import apps
+from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -92,6 +94,34 @@ def usage(model: str) -> int:
     return int(total or 0)
 
 
+def _newest(lock: bool) -> InstalledLicence | None:
+    """The newest installed row, read on every call (a licence change counts on the next
+    request). Every billable create reads it, so the statement is written once instead of
+    compiled each time (issue 19); the queryset when a column would need a conversion."""
+    sql = _newest_sql()
+    if sql is None:
+        rows = InstalledLicence.objects.order_by("-id")
+        return (rows.select_for_update() if lock else rows).first()
+    with connection.cursor() as cursor:
+        cursor.execute(sql + (" FOR UPDATE" if lock else ""))
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    names = [f.attname for f in InstalledLicence._meta.concrete_fields]
+    return InstalledLicence.from_db(connection.alias, names, found)
+
+
+@functools.cache
+def _newest_sql() -> str | None:
+    meta = InstalledLicence._meta
+    if any(f.get_db_converters(connection) for f in meta.concrete_fields):
+        return None
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in meta.concrete_fields)
+    pk = quote(meta.pk.column)
+    return f"SELECT {columns} FROM {quote(meta.db_table)} ORDER BY {pk} DESC LIMIT 1"  # noqa: S608
+
+
 def current(*, lock: bool = False, count: bool = True) -> Status:
     """The newest installed licence, verified now; ``lock`` holds its row to commit.
 
@@ -99,10 +129,7 @@ def current(*, lock: bool = False, count: bool = True) -> Status:
     previous committed and a limit cannot be overshot by a race.
     """
     now = timezone.now()
-    rows = InstalledLicence.objects.order_by("-id")
-    if lock:
-        rows = rows.select_for_update()
-    row = rows.first()
+    row = _newest(lock)
     if row is None:
         return Status(state=UNLICENSED, now=now)
     try:

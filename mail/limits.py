@@ -14,6 +14,7 @@ a sum over its customers, not a scan of its mailboxes; the escrow never changes 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -342,11 +343,30 @@ def add(customer: Customer, **amounts: int) -> None:
     updates = {k: F(k) + v for k, v in amounts.items() if v}
     if not updates:
         return
-    if not MailUsage.objects.filter(pk=customer.pk).update(**updates):
+    if not _add_in_place(customer.pk, {k: v for k, v in amounts.items() if v}):
         MailUsage.objects.get_or_create(
             customer_id=customer.pk, defaults={"customer_path": customer.path}
         )
         MailUsage.objects.filter(pk=customer.pk).update(**updates)
+
+
+def _add_in_place(customer_id: int, amounts: dict[str, int]) -> int:
+    """The queryset ``update(col=F(col) + n)`` of every create, as SQL written once per
+    set of columns (issue 19: compiling it cost more CPU than running it); rows updated."""
+    columns = tuple(sorted(amounts))
+    with connection.cursor() as cursor:
+        cursor.execute(_add_sql(columns), [*(amounts[c] for c in columns), customer_id])
+        return cursor.rowcount
+
+
+@functools.cache
+def _add_sql(columns: tuple[str, ...]) -> str:
+    meta = MailUsage._meta
+    quote = connection.ops.quote_name
+    # get_field refuses anything that is not a column of the model.
+    names = [quote(meta.get_field(column).column) for column in columns]
+    sets = ", ".join(f"{name} = {name} + %s" for name in names)
+    return f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
 
 
 def recount(customers: Iterable[Customer] | None = None) -> int:
