@@ -106,6 +106,9 @@ def destroy_clone_named(conn: Connector, clone: str) -> None:
         result = conn.run(["zfs", "destroy", clone])
         text = (result.stderr or result.stdout).strip()
         if result.ok or "does not exist" in text or "could not find" in text:
+            # Its empty mountpoint folder too (ZFS leaves it): one per restore piled up
+            # under CLONE_ROOT. rmdir removes nothing but an empty folder.
+            conn.run(["rmdir", f"{CLONE_ROOT}/{clone.replace('/', '-')}"])
             return
         if "busy" not in text:
             break

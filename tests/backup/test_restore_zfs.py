@@ -128,6 +128,10 @@ def test_new_folder_restore_keeps_everything_and_subscribes(store) -> None:
     assert result["saved"][0]["targets"] == {"alice": ".Restored 2026-12-01"}
     assert not (maildir.parent / ".ums-restore-7001").exists()
     assert "ums-restore-7001" not in CONN[0].zfs.run("zfs", "list", "-H", "-o", "name").stdout
+    # Nor its mountpoint folder (one per restore piled up under the clone root).
+    from backup.restore_run import CLONE_ROOT
+
+    assert not (Path(CLONE_ROOT) / f"{CONN[0].zfs.pool}-ums-restore-7001").exists()
     # Again: the name is taken, so "(2)"; one folder only.
     _run(snap, 7002, mailbox_id=alice.pk, folder="Work")
     assert _tokens(maildir / ".Restored 2026-12-01 (2).Work") == ["work-old"]
