@@ -31,9 +31,14 @@ def claim(cluster_id: int) -> int | None:
 
 
 def renew(cluster_id: int, token: int) -> bool:
+    """Extend the holder's lease; False once it was released or taken over. A released
+    lease keeps its token, so without ``lease_until`` set a late renew (a progress callback
+    after the release) would take it back for nobody (the converge lease had that bug)."""
     until = timezone.now() + datetime.timedelta(seconds=seconds())
     return bool(
-        CloudDbCluster.objects.filter(pk=cluster_id, lease_token=token).update(lease_until=until)
+        CloudDbCluster.objects.filter(
+            pk=cluster_id, lease_token=token, lease_until__isnull=False
+        ).update(lease_until=until)
     )
 
 

@@ -125,3 +125,17 @@ def test_portal_page_shows_lag_per_node_and_starts_a_failover(
     again = client.post(f"/clouddb/{cluster.pk}/failover/", follow=True)
     assert "already running" in again.content.decode()
     assert portal(cast.sibling_admin).post(f"/clouddb/{cluster.pk}/failover/").status_code == 404
+
+
+def test_a_released_lease_is_not_taken_back_by_a_late_renew(cast: Cast) -> None:
+    """A release keeps the token; a renew after it (a progress callback of the holder's
+    stream, late) must not make the lease held again for nobody."""
+    from clouddb import lease
+
+    cluster = _cluster(cast.government, "leasedb.example.org")
+    token = lease.claim(cluster.pk)
+    assert token is not None and lease.renew(cluster.pk, token)
+    assert lease.claim(cluster.pk) is None  # held
+    lease.release(cluster.pk, token)
+    assert not lease.renew(cluster.pk, token)
+    assert lease.claim(cluster.pk) is not None  # free for the next pass
