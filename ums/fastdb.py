@@ -44,14 +44,10 @@ def _fast_loader(base: type) -> type:
 
 
 def install(sender: Any, connection: Any, **kwargs: Any) -> None:
-    """On each new PostgreSQL connection: read timestamptz with the fast loader."""
-    if connection.vendor != "postgresql":
-        return
-    try:
-        from psycopg.adapt import PyFormat  # noqa: F401 (psycopg 3 only)
-        from psycopg.pq import Format
-    except ImportError:
-        return
+    """On each new connection (PostgreSQL through psycopg 3, the only engine and driver
+    of the project): read timestamptz with the fast loader."""
+    from psycopg.pq import Format
+
     adapters = connection.connection.adapters
     oid = adapters.types["timestamptz"].oid
     base = adapters.get_loader(oid, Format.TEXT)
