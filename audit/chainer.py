@@ -11,8 +11,11 @@ that is only ever *tried*: nobody waits for it.
   pending records again after releasing it, so a record committed while the lock was held
   is never left behind (level-triggered hand-off: the loser's commit happened before its
   failed try, the holder's re-check after its release).
-* An uncontended append also chains inside its own transaction (:func:`chain_pass` from
-  ``append``): one client, a test, a command see their records chained at once, as before.
+* An append nested in an outer transaction block (a command's, a test's) also chains
+  inside that transaction (:func:`chain_pass` from ``append``), since its commit may be far
+  off: a test or a command sees its records chained at once. An action on its own commits
+  right after its append, and the pass after that commit chains the record before the
+  action returns.
 * :func:`chain_committed` is also the safety net: ``manage.py audit_chain`` (run it from a
   timer) and ``audit_verify`` call it, so records of a session that died between its commit
   and its pass are chained by the next pass.

@@ -66,12 +66,19 @@ class AuditRecordManager(models.Manager.from_queryset(AuditRecordQuerySet)):
         """Insert a record, unchained, in the caller's transaction; it is chained after.
 
         No shared row is locked (issue 19): ``seq`` comes from a sequence and the record is
-        hashed alone (``content_hash``). It is linked into the chain inside this transaction
-        if no other session is chaining, else right after the commit by whichever session
-        chains next (:mod:`audit.chainer`). A rolled-back transaction leaves a gap in ``seq``
+        hashed alone (``content_hash``). It is linked into the chain right after the commit
+        (inside this transaction when it is nested in an outer block, whose commit may be
+        far off) by this session, or by whichever session chains next if another one holds
+        the chainer (:mod:`audit.chainer`). A rolled-back transaction leaves a gap in ``seq``
         and nothing in the chain. No savepoint: an append that fails fails the caller's
         whole transaction, as it must.
         """
+        # Inside an outer block (a command's, a test's) the commit, and the chaining after
+        # it, may be far off: chain in this transaction. The outermost block (an action
+        # called on its own, as every request does) commits right after its work, and the
+        # pass after that commit chains the record before the action returns: one
+        # statement less per write (issue 19).
+        chain_now = len(connection.atomic_blocks) > 1
         with transaction.atomic(savepoint=False):
             record = AuditRecord(
                 seq=chainer.next_seq(),
@@ -86,7 +93,8 @@ class AuditRecordManager(models.Manager.from_queryset(AuditRecordQuerySet)):
             record.search_text = record.build_search_text()
             record.content_hash = chain.content_hash(record.hashed_values())
             record.save(force_insert=True)
-            chainer.chain_pass()
+            if chain_now:
+                chainer.chain_pass()
             transaction.on_commit(chainer.chain_after_commit)
         return record
 

@@ -97,30 +97,43 @@ _PLACED_SQL = (
 )
 
 
-@action
 def place_domains(domain_ids: Iterable[int], *, actor: object = None) -> dict[int, Holder]:
     """Place every unplaced domain of ``domain_ids``; return all their placements.
 
     A constant number of queries whatever the number of domains (plus one audit row per
     new placement). A domain with no serving IMAP node in its tree stays unplaced and is
-    placed by a later call, once such a node is approved.
+    placed by a later call, once such a node is approved. Only reads until there is
+    something to place: the writes are an action of their own (its own savepoint), so the
+    common case, every domain already placed (each mail change asks), costs one statement.
     """
-    from .desired import SERVING_STATUSES
-
     ids = sorted({int(i) for i in domain_ids})
     placed, todo = _placed_and_todo(ids)
     if not todo:
         return placed
+    candidates = _candidates(todo)
+    if not candidates:
+        return placed
+    return _place(ids, todo, candidates, actor=actor)
+
+
+def _candidates(todo: list[tuple[int, str, str]]) -> list[tuple]:
+    """Serving IMAP nodes of the unplaced domains' customer trees, by id."""
+    from .desired import SERVING_STATUSES
+
     paths = {p for _pk, _name, path in todo for p in ancestor_paths(path)}
-    candidates = [
+    return [
         row
         for row in Node.objects.filter(status__in=SERVING_STATUSES, customer_path__in=paths)
         .order_by("pk")
         .values_list("pk", "hostname", "addresses", "ssh_address", "customer_path", "roles")
         if "imap" in (row[5] or ())
     ]
-    if not candidates:
-        return placed
+
+
+@action
+def _place(
+    ids: list[int], todo: list[tuple[int, str, str]], candidates: list[tuple], *, actor: object
+) -> dict[int, Holder]:
     load = Counter(
         dict(
             DomainPlacement.objects.filter(node_id__in=[c[0] for c in candidates])

@@ -67,8 +67,10 @@ def _mail_changed(customer_path: str, change: dict[str, Any]) -> None:
     domain_ids = change.get("domain_ids") or ()
     if domain_ids:
         try:
-            # An action: its own savepoint, rolled back when it raises, so the consumer's
-            # transaction (and the outbox row's processing) goes on either way.
+            # Its writes are an action (their own savepoint, rolled back when they raise),
+            # so the consumer's transaction and the outbox row's processing go on either
+            # way; a failed read fails the transaction, and the reconciler runs the row
+            # again.
             placement.place_domains(domain_ids, actor=None)
         except Exception:
             # The change is committed; the next converge's desired.build places it.

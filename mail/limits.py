@@ -246,24 +246,39 @@ def _take(owner_id: int, holder_id: int, wanted: dict[str, int]) -> bool:
     table = connection.ops.quote_name(escrow.LimitEscrow._meta.db_table)
     sets = ", ".join(f"{col} = {col} - %s" for col in wanted)
     conds = " AND ".join(f"{col} >= %s" for col in wanted)
+    update = (
+        f"UPDATE {table} SET {sets} WHERE limit_owner_id = %s AND holder_id = %s "  # noqa: S608
+        f"AND {conds} RETURNING txid_current()"
+    )
+    params = [*wanted.values(), owner_id, holder_id, *wanted.values()]
     # In a savepoint: an UPDATE that waited for another create of the same customer
     # locks the row before it re-checks the slack, and keeps that lock when the check
     # fails; holding it while asking for the limit row would deadlock with a refill that
     # is taking the escrow back. Rolling back the savepoint drops it.
-    savepoint = connection.savepoint()
+    #
+    # Every create runs this per limited level, so the savepoint shares the UPDATE's round
+    # trip: Django's psycopg 3 cursors bind values client-side (the settings never turn on
+    # server-side binding), which lets one execute carry two statements. On success it is
+    # left open: the commit (or an outer savepoint's release or rollback) ends it with the
+    # rest of the transaction. Outside a transaction there is nothing to roll back to.
+    in_transaction = connection.in_atomic_block
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {sets} WHERE limit_owner_id = %s AND holder_id = %s "  # noqa: S608
-            f"AND {conds} RETURNING txid_current()",
-            [*wanted.values(), owner_id, holder_id, *wanted.values()],
-        )
+        if in_transaction:
+            cursor.execute(f"SAVEPOINT {_TAKE_SAVEPOINT}; {update}", params)
+            cursor.nextset()
+        else:
+            cursor.execute(update, params)
         taken = cursor.fetchone()
-    if taken is None:
-        connection.savepoint_rollback(savepoint)
-        return False
-    connection.savepoint_commit(savepoint)
+        if taken is None:
+            if in_transaction:
+                cursor.execute(f"ROLLBACK TO SAVEPOINT {_TAKE_SAVEPOINT}")
+            return False
     _held()[owner_id] = taken[0]
     return True
+
+
+# Not one of Django's names (``s<thread>_x<n>``), so its bookkeeping is not disturbed.
+_TAKE_SAVEPOINT = "ums_escrow_take"
 
 
 _COLUMNS = ("domains", "mailboxes", "aliases", "quota_mb")

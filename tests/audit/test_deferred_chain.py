@@ -236,3 +236,17 @@ def test_a_chainer_killed_mid_pass_loses_nothing_and_the_next_pass_chains() -> N
     report = verify()
     assert report.finding is None and report.unchained == 0
     assert report.records == AuditRecord.objects.count()
+
+
+def test_an_append_inside_an_outer_block_is_chained_before_that_block_commits() -> None:
+    """The outermost block's append is chained by the pass after its commit (above); one
+    nested in an outer block (a command's) is chained in the transaction, since that
+    commit may be far off; both end in one verified chain."""
+    note("alone")
+    with transaction.atomic():
+        note("nested")
+        nested = AuditRecord.objects.get(object_id="nested")
+        assert nested.chain_pos == 2  # linked inside the still open outer transaction
+    assert AuditRecord.objects.get(object_id="alone").chain_pos == 1
+    report = verify()
+    assert report.finding is None and report.records == 2

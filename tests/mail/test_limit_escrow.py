@@ -295,3 +295,65 @@ def test_a_refill_that_cannot_run_apart_runs_in_the_create(monkeypatch: pytest.M
     assert _escrow_holds(cast.government.pk, "mailboxes") == limits.REFILL_CREATES
     assert Mailbox.objects.filter(customer=cast.ministry).count() == 1
     connection.close()
+
+
+def test_a_take_that_waited_and_found_the_escrow_dry_keeps_no_lock_on_it() -> None:
+    """Two creates of one customer: the second's conditional UPDATE waits for the first,
+    which takes the last unit and commits; the re-check fails. PostgreSQL keeps the row
+    locked by such an UPDATE; the take's savepoint (sent in the UPDATE's round trip) is
+    rolled back, so the row is free again while the second create's transaction goes on
+    (a refill taking escrow back must not wait for it)."""
+    from tests.fixtures import build_cast
+
+    cast = build_cast()
+    limit_actions.set_limits(actor=None, customer=cast.government, max_mailboxes=1000)
+    owner, holder = cast.government.pk, cast.ministry.pk
+    LimitEscrow.objects.create(limit_owner_id=owner, holder_id=holder, mailboxes=1)
+    row = "SELECT 1 FROM tenants_limitescrow WHERE limit_owner_id = %s AND holder_id = %s"
+    outcome: list[object] = []
+    checked = threading.Event()
+
+    def second_create() -> None:
+        try:
+            with transaction.atomic():
+                outcome.append(limits._take(owner, holder, {"mailboxes": 1}))
+                with connection.cursor() as cursor:  # the transaction goes on after the take
+                    cursor.execute("SELECT 1")
+                checked.wait(timeout=30)
+        except Exception as exc:  # named in the assertion below
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    with psycopg.connect(_dsn(), autocommit=False) as first:
+        first.execute(
+            "UPDATE tenants_limitescrow SET mailboxes = mailboxes - 1 "
+            "WHERE limit_owner_id = %s AND holder_id = %s",
+            [owner, holder],
+        )
+        writer = threading.Thread(target=second_create)
+        writer.start()
+        for _poll in range(400):  # until the second take waits for the first's row lock
+            waiting = first.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if waiting:
+                break
+            writer.join(timeout=0.025)
+        assert waiting, "the second take never waited"
+        first.commit()
+    for _poll in range(400):
+        if outcome:
+            break
+        writer.join(timeout=0.025)
+    try:
+        assert outcome == [False]
+        # The second create's transaction is still open, yet the row is free.
+        with psycopg.connect(_dsn(), autocommit=False) as other:
+            other.execute(row + " FOR UPDATE NOWAIT", [owner, holder])
+            other.rollback()
+    finally:
+        checked.set()
+        writer.join(timeout=30)
+    assert len(outcome) == 1
+    connection.close()
