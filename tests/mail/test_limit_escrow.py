@@ -9,6 +9,7 @@ escrow does not touch the limit row at all, and setting a limit takes escrow bac
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -149,6 +150,23 @@ def test_a_create_with_escrow_does_not_touch_the_limit_row_and_setting_a_limit_r
     connection.close()
 
 
+def _run_in_thread(work: Callable[[], object], outcome: list[object]) -> threading.Thread:
+    """Start ``work`` in a thread (a connection of its own); what it returns or raises is
+    appended to ``outcome`` for the test's assertion."""
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception as exc:  # named in the caller's assertion
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def _limit_row_free(customer_id: int) -> bool:
     """Whether another session can lock this limit row right now (NOWAIT)."""
     with psycopg.connect(_dsn(), autocommit=False) as other:
@@ -260,24 +278,18 @@ def test_a_refill_that_cannot_run_apart_runs_in_the_create(monkeypatch: pytest.M
     monkeypatch.setattr(autonomous, "LOCK_TIMEOUT_MS", 50)
     outcome: list[object] = []
 
-    def create() -> None:
-        try:
-            actions.create_mailbox(
-                actor=None, domain=domain, local_part="late", password="Copper-Lantern-Vale-45"
-            )
-            outcome.append("ok")
-        except Exception as exc:  # named in the assertion below
-            outcome.append(exc)
-        finally:
-            connections.close_all()
+    def create() -> str:
+        actions.create_mailbox(
+            actor=None, domain=domain, local_part="late", password="Copper-Lantern-Vale-45"
+        )
+        return "ok"
 
     with psycopg.connect(_dsn(), autocommit=False) as other:
         other.execute(
             "SELECT 1 FROM tenants_resourcelimit WHERE customer_id = %s FOR UPDATE",
             [cast.government.pk],
         )
-        writer = threading.Thread(target=create)
-        writer.start()
+        writer = _run_in_thread(create, outcome)
         # The refill apart gives up after 50 ms; the create then waits in its own
         # transaction for this row, which PostgreSQL shows as a lock wait of its session.
         for _poll in range(200):
@@ -310,20 +322,16 @@ def test_a_take_that_waited_and_found_the_escrow_dry_keeps_no_lock_on_it() -> No
     owner, holder = cast.government.pk, cast.ministry.pk
     LimitEscrow.objects.create(limit_owner_id=owner, holder_id=holder, mailboxes=1)
     row = "SELECT 1 FROM tenants_limitescrow WHERE limit_owner_id = %s AND holder_id = %s"
+    taken: list[bool] = []
     outcome: list[object] = []
     checked = threading.Event()
 
     def second_create() -> None:
-        try:
-            with transaction.atomic():
-                outcome.append(limits._take(owner, holder, {"mailboxes": 1}))
-                with connection.cursor() as cursor:  # the transaction goes on after the take
-                    cursor.execute("SELECT 1")
-                checked.wait(timeout=30)
-        except Exception as exc:  # named in the assertion below
-            outcome.append(exc)
-        finally:
-            connections.close_all()
+        with transaction.atomic():
+            taken.append(limits._take(owner, holder, {"mailboxes": 1}))
+            with connection.cursor() as cursor:  # the transaction goes on after the take
+                cursor.execute("SELECT 1")
+            checked.wait(timeout=30)
 
     with psycopg.connect(_dsn(), autocommit=False) as first:
         first.execute(
@@ -331,8 +339,7 @@ def test_a_take_that_waited_and_found_the_escrow_dry_keeps_no_lock_on_it() -> No
             "WHERE limit_owner_id = %s AND holder_id = %s",
             [owner, holder],
         )
-        writer = threading.Thread(target=second_create)
-        writer.start()
+        writer = _run_in_thread(second_create, outcome)
         for _poll in range(400):  # until the second take waits for the first's row lock
             waiting = first.execute(
                 "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
@@ -343,11 +350,11 @@ def test_a_take_that_waited_and_found_the_escrow_dry_keeps_no_lock_on_it() -> No
         assert waiting, "the second take never waited"
         first.commit()
     for _poll in range(400):
-        if outcome:
+        if taken or outcome:
             break
         writer.join(timeout=0.025)
     try:
-        assert outcome == [False]
+        assert (taken, outcome) == ([False], [])
         # The second create's transaction is still open, yet the row is free.
         with psycopg.connect(_dsn(), autocommit=False) as other:
             other.execute(row + " FOR UPDATE NOWAIT", [owner, holder])
@@ -355,5 +362,5 @@ def test_a_take_that_waited_and_found_the_escrow_dry_keeps_no_lock_on_it() -> No
     finally:
         checked.set()
         writer.join(timeout=30)
-    assert len(outcome) == 1
+    assert outcome == [None]
     connection.close()
