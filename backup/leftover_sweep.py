@@ -77,8 +77,7 @@ def sweep(
     now = now or timezone.now()
     grace = owners.grace()
     clones, mountpoints = list_datasets(conn, pool)
-    ours = {c.name: (c, owners.clone_owner(c.name)) for c in clones}
-    ours = {name: (c, o) for name, (c, o) in ours.items() if o is not None}
+    ours = {c.name: (c, o) for c in clones if (o := owners.clone_owner(c.name)) is not None}
     folders = [f for root in ROOTS for f in empty_folders(conn, root)]
     folder_owners = {f.path: owners.folder_owner(f.root, f.name, pool) for f in folders}
     jobs, live_kinds = owners.jobs_of(

@@ -3,7 +3,9 @@ given-up restore's clone is being unmounted, before it is destroyed, and before 
 mountpoint folder is removed (each command held by a gate in the node's PATH, then every
 sshd process under the listener SIGKILLed: the controller's connection drops mid-sweep).
 The sweep fails with the connection, and the next snapshot pass finishes what was left
-(clone and folder gone), while a running restore's clone stays mounted throughout.
+(clone and folder gone), while a running restore's clone stays mounted throughout. And
+the worker running the pass SIGKILLed in the sweep's ``zfs destroy``: the pass run again
+by the jobs reconciler finishes it.
 
 The listener itself is left running: the harness starts a new sshd in a new mount
 namespace, where zfs-fuse's mounts (made in the old one) are not, which no real node
@@ -12,6 +14,7 @@ does."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -45,11 +48,12 @@ from tests.faults.nodes import Gate, ZfsGate
 from tests.fixtures import Cast, token_client
 from tests.harness import sshnodes
 from tests.harness.sshnodes import TestNode
-from tests.harness.worker import wait_for
+from tests.harness.worker import celery_stack, wait_for
 from ums.models import Job
 
 pytestmark = [pytest.mark.nodes, pytest.mark.django_db(transaction=True)]
 STEPS = ("unmount", "destroy", "rmdir")
+WORKER_STALE = 6
 
 
 def _kill_sessions(tnode: TestNode) -> None:
@@ -119,3 +123,45 @@ def test_sshd_killed_at_each_step_of_a_sweep_the_next_pass_finishes_it(
     finally:
         zfs_gate.remove()
         rmdir_gate.remove()
+
+
+def test_worker_killed_in_a_sweeps_destroy_the_pass_run_again_finishes_it(
+    cast: Cast,
+    store_fleet: Fleet,  # noqa: F811
+    settings,
+    tmp_path,
+) -> None:
+    """The snapshot pass in a real Celery worker, SIGKILLed while its sweep's ``zfs
+    destroy`` hangs; restarted, the jobs reconciler runs the pass again and it ends with
+    the clone and its folder gone."""
+    f, pool = store_fleet, store_fleet.pools[IMAP]
+    client = token_client(cast.sub_admin)
+    domain_id, snap = snapshotted_domain(client, cast)
+    dead = _job(BASE_ID + 30, RESTORE_JOB, Job.FAILED, ended_hours_ago=2)
+    with session(f.nodes[IMAP]) as conn:
+        mount = restore_run.ensure_clone(conn, snap, dead.pk)
+    clone = f"{pool}/ums-restore-{dead.pk}"
+    gate = ZfsGate(f.tnodes[IMAP])
+    gate.close("destroy", clone)
+    settings.UMS_JOB_STALE_SECONDS = WORKER_STALE
+    # The worker's settings: this pool, no converges, a dead run noticed within seconds.
+    env = {"UMS_NODE_SETTINGS": json.dumps(settings.UMS_CONVERGE), "UMS_AUTO_CONVERGE": "false"}
+    env |= {"UMS_JOB_STALE_SECONDS": str(WORKER_STALE), "UMS_RECONCILE_INTERVAL": "1"}
+    try:
+        with celery_stack(tmp_path, env=env) as (worker, _beat):
+            job = snapshot_pass(client, domain_id)
+            wait_for(gate.waiting, timeout=90, what="the pass's sweep to reach zfs destroy")
+            worker.kill()
+            gate.open()
+            worker.start()  # as systemd's Restart=always would
+            job = wait_for(
+                lambda: Job.objects.filter(pk=job.pk, status__in=Job.FINISHED).first(),
+                timeout=180,
+                what="the snapshot pass to finish after the kill",
+            )
+        assert job.status == Job.SUCCEEDED, f"{job.log}\n{job.error}\n{worker.log_tail()}"
+        assert job.attempts >= 2, job.log
+    finally:
+        gate.remove()
+    assert clone not in _clones(f, pool)
+    assert not _exists(f, mount)
