@@ -134,6 +134,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "mail_store.tier_now": pgettext_lazy("audit action", "Storage tiering pass requested"),
     "snapshot.restore": pgettext_lazy("audit action", "Restore from snapshot requested"),
     "snapshot.delete": pgettext_lazy("audit action", "Snapshot deletion requested"),
+    "backup_clone.swept": pgettext_lazy("audit action", "Leftover snapshot clone destroyed"),
     "offnode_setting.update": pgettext_lazy("audit action", "Off-node copy setting changed"),
     "offnode_copy.request": pgettext_lazy("audit action", "Off-node copy requested"),
     "offnode_copy.verify_request": pgettext_lazy(

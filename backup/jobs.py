@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils.translation import gettext_noop
 
+from deploy.connector.base import Connector
 from servers.models import Node
 from ums import jobs
 from ums.models import Job
 
-from . import actions, crypto, drivers, restore, restore_run, snapshot_run
+from . import actions, crypto, drivers, leftover_sweep, restore, restore_run, snapshot_run
 from .models import BackupTarget, Snapshot
 
 
@@ -58,7 +59,9 @@ def snapshot_node(job: Job, reporter: jobs.Reporter) -> dict:
     if not domains:
         return {"taken": [], "pruned": []}
     with session(node) as conn:
-        return snapshot_run.run_node(
+        # First, so a snapshot a leftover clone pinned is pruned in this same pass.
+        swept = sweep_leftovers(conn, node, snapshot_run.layout(conf), reporter)
+        summary = snapshot_run.run_node(
             conn,
             node,
             domains,
@@ -66,6 +69,17 @@ def snapshot_node(job: Job, reporter: jobs.Reporter) -> dict:
             manual=bool(job.params.get("manual")),
             log=reporter.log,
         )
+    return {**summary, "swept": swept}
+
+
+def sweep_leftovers(conn: Connector, node: Node, parent: str, reporter: jobs.Reporter) -> dict:
+    """What killed restore and archive runs left on the node (:mod:`.leftover_sweep`);
+    a failed sweep is reported and does not stop the snapshot pass."""
+    try:
+        return leftover_sweep.sweep(conn, node, parent.split("/", 1)[0], say=reporter.say)
+    except leftover_sweep.SweepError as exc:
+        reporter.say(gettext_noop("leftover clones not swept: %(error)s"), error=str(exc))
+        return {"errors": [str(exc)]}
 
 
 @jobs.handler(restore.RESTORE_JOB)

@@ -389,6 +389,10 @@ UMS_BACKUP_KEY = env_str("UMS_BACKUP_KEY", "") or read_or_create_secret(
 UMS_CHAT_RESYNC_INTERVAL = env_int("UMS_CHAT_RESYNC_INTERVAL", 3600, minimum=60)
 # How often (seconds) the snapshot scheduler looks for domains due a ZFS snapshot.
 UMS_SNAPSHOT_INTERVAL = env_int("UMS_SNAPSHOT_INTERVAL", 300, minimum=30)
+# Seconds a restore or archive clone (and an empty folder under their mount roots) is kept
+# after its job ended or after it appeared, before a snapshot pass sweeps it (see
+# backup/leftover_sweep.py): a job's own clean-up may still be under way.
+UMS_BACKUP_SWEEP_GRACE_SECONDS = env_int("UMS_BACKUP_SWEEP_GRACE_SECONDS", 600, minimum=60)
 # Maildir exports kept on the controller: how long (seconds) a download link works; the
 # file is deleted after that by backup.cleanup_exports, run every UMS_EXPORT_CLEANUP_INTERVAL.
 UMS_EXPORT_LINK_TTL = env_int("UMS_EXPORT_LINK_TTL", 86400, minimum=60)
