@@ -247,6 +247,12 @@ def start_clients(args: argparse.Namespace, plan: dict[str, Any]) -> tuple[list[
 def run_phase(
     args: argparse.Namespace, plan: dict[str, Any], dsn: str, gunicorn_pids: list[int]
 ) -> dict[str, Any]:
+    from django.db import connection
+
+    # The gunicorn threads' own connections (persistent); refills' connections of one
+    # statement come and go and are only in the machine-wide PostgreSQL figure.
+    processes = {"gunicorn": gunicorn_pids, "backends": database_backends()}
+    connection.close()  # nothing of this process's own may hold a lock meanwhile
     workers, events, (go, window) = start_clients(args, plan)
     count = len(workers)
     deadline = time.monotonic() + 120 + args.warmup * 5
@@ -260,10 +266,10 @@ def run_phase(
     time.sleep(max(0.0, start_at - time.time()))
     sampler.start()
     cpu_start = cpu_account.read()
-    gunicorn_start = sum(throughput.cpu_seconds(gunicorn_pids))
+    started = {name: sum(throughput.cpu_seconds(pids)) for name, pids in processes.items()}
     time.sleep(max(0.0, stop_at - time.time()))
     cpu_end = cpu_account.read()  # requests still running at the stop are not counted
-    gunicorn_end = sum(throughput.cpu_seconds(gunicorn_pids))
+    spent = {n: sum(throughput.cpu_seconds(p)) - started[n] for n, p in processes.items()}
     if not all(Path(f"/proc/{pid}").exists() for pid in gunicorn_pids):
         # Its CPU is lost from the sum and its replacement starts cold: no figure holds.
         raise CreateFailed("a gunicorn worker exited during the phase")
@@ -277,7 +283,10 @@ def run_phase(
     return {
         "clients": count,
         **concurrent_writes.phase_figures(latencies, sampler, args.seconds),
-        "gunicorn_cpu_ms_per_create": round((gunicorn_end - gunicorn_start) * 1000 / creates, 2),
+        "gunicorn_cpu_ms_per_create": round(spent["gunicorn"] * 1000 / creates, 2),
+        # Their database backends alone: the machine-wide PostgreSQL figure below also
+        # counts whatever else PostgreSQL serves on this machine.
+        "backend_cpu_ms_per_create": round(spent["backends"] * 1000 / creates, 2),
         # The load generator's own CPU (requests, JSON, checks): it shares the two cores.
         "client_cpu_ms_per_create": round(
             sum(report["cpu_s"] for report in reports) * 1000 / creates, 3
@@ -310,12 +319,12 @@ def server_settings(args: argparse.Namespace) -> dict[str, Any]:
 def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     """gunicorn started and warmed, then the two phases; gunicorn stopped either way."""
     people = mail.ensure_people()
-    from django.db import connection
 
     domain_ids = concurrent_writes.domains_under_root(args.clients)
     tokens = client_tokens(people["root"], args)
     plan = {"tokens": tokens, "warmup": args.warmup}
-    others = other_sessions()
+    # Before gunicorn: another benchmark's creates would share the domains and limit rows.
+    others = len(database_backends())
     if others:  # another benchmark on this database writes in the same domains
         print(f"warning: {others} other sessions on this database", file=sys.stderr)
     stamp = f"hw{int(time.time())}"
@@ -325,7 +334,6 @@ def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         try:
             pids = booted_workers(proc.pid, args.workers)
             warm = warm_server(plan["port"], tokens[0], domain_ids[0], args, var_dir)
-            connection.close()  # nothing of this process's own may hold a lock meanwhile
             one = run_phase(
                 args, {**plan, "domains": domain_ids[:1], "stamp": f"{stamp}a"}, url, pids
             )
@@ -356,17 +364,16 @@ def client_tokens(root: dict[str, Any], args: argparse.Namespace) -> list[str]:
     ]
 
 
-def other_sessions() -> int:
-    """Sessions on this database besides this process's own (another benchmark's creates
-    would share the domains and the limit rows)."""
+def database_backends() -> list[int]:
+    """The client backends of this database besides this process's own."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
         )
-        return int(cursor.fetchone()[0])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         concurrent_writes.print_phase(
             label,
             phase,
-            f"CPU ms per create: gunicorn {phase['gunicorn_cpu_ms_per_create']:.1f}, "
-            f"PostgreSQL {phase['postgres_cpu_ms_per_op']:.1f}, clients "
+            f"CPU ms per create: gunicorn {phase['gunicorn_cpu_ms_per_create']:.1f} + its "
+            f"backends {phase['backend_cpu_ms_per_create']:.1f} (all PostgreSQL "
+            f"{phase['postgres_cpu_ms_per_op']:.1f}), clients "
             f"{phase['client_cpu_ms_per_create']:.2f}, machine "
             f"{phase['machine_cpu_ms_per_op']:.1f}; cores idle {phase['idle_share']:.0%}",
         )
