@@ -280,6 +280,8 @@ def run_phase(
     sampler.join()
     latencies = [ms for report in reports for ms in report["latencies_ms"]]
     creates = max(len(latencies), 1)
+    client_cpu = sum(report["cpu_s"] for report in reports)
+    path_cpu_ms = (spent["gunicorn"] + spent["backends"] + client_cpu) * 1000 / creates
     return {
         "clients": count,
         **concurrent_writes.phase_figures(latencies, sampler, args.seconds),
@@ -288,9 +290,10 @@ def run_phase(
         # counts whatever else PostgreSQL serves on this machine.
         "backend_cpu_ms_per_create": round(spent["backends"] * 1000 / creates, 2),
         # The load generator's own CPU (requests, JSON, checks): it shares the two cores.
-        "client_cpu_ms_per_create": round(
-            sum(report["cpu_s"] for report in reports) * 1000 / creates, 3
-        ),
+        "client_cpu_ms_per_create": round(client_cpu * 1000 / creates, 3),
+        # What the cores could create if nothing else ran on them (as throughput.py's
+        # cpu_bound_requests_per_s): the figure other load on the machine moves least.
+        "cpu_bound_creates_per_s": round((os.cpu_count() or 1) * 1000 / max(path_cpu_ms, 1e-3), 1),
         # The whole machine and PostgreSQL (the lock sampler's polling included).
         **cpu_account.per_operation(cpu_start, cpu_end, len(latencies)),
         "load_average": os.getloadavg()[0],
@@ -399,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
             f"backends {phase['backend_cpu_ms_per_create']:.1f} (all PostgreSQL "
             f"{phase['postgres_cpu_ms_per_op']:.1f}), clients "
             f"{phase['client_cpu_ms_per_create']:.2f}, machine "
-            f"{phase['machine_cpu_ms_per_op']:.1f}; cores idle {phase['idle_share']:.0%}",
+            f"{phase['machine_cpu_ms_per_op']:.1f}; cores idle {phase['idle_share']:.0%}; "
+            f"CPU-bound capacity {phase['cpu_bound_creates_per_s']:.0f} creates/s",
         )
     speedup, passed = concurrent_writes.verdict(one, many)
     print(
