@@ -71,6 +71,7 @@ bench: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL)_mail $(PY) benchmarks/mail.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_mail $(PY) benchmarks/throughput.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_mail $(PY) benchmarks/concurrent_writes.py
+	DATABASE_URL=$(BENCH_DATABASE_URL)_mail REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/concurrent_writes_http.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_servers $(PY) benchmarks/servers.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_spamhold $(PY) benchmarks/spamhold.py
 	DATABASE_URL=$(BENCH_DATABASE_URL)_spamhold_nodes REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) benchmarks/spamhold_nodes.py
