@@ -13,6 +13,9 @@ RUN apt-get update \
     && pip install --no-cache-dir --require-hashes -r requirements/prod.txt \
     && apt-get purge -y gcc && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 COPY . .
+# Bytecode compiled once here: PYTHONDONTWRITEBYTECODE keeps the running containers from
+# writing it, so without this every worker would compile the sources again on each start.
+RUN python -m compileall -q /app
 # Named volumes start as a copy of these folders, so they belong to ums from the start.
 RUN useradd --system --home /var/lib/ums ums \
     && mkdir -p /var/lib/ums /run/ums-secrets \
