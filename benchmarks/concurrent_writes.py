@@ -7,9 +7,10 @@ mailboxes through ``mail.actions.create_mailbox`` (the action layer: permission 
 checks, limit reservation, audit append, one transaction) in a domain of its own customer,
 all customers children of the root. One client alone, then N at once, for the same
 number of seconds each, alternated ``--rounds`` times (default 3: 1, N, 1, N, 1, N); the
-speed-up is from the summed creates, so the drift of two shared cores hits both alike. A sampler polls ``pg_locks`` every few milliseconds for waiting
-lock requests of this database (``waitstart``, PostgreSQL 14+) and names the table
-behind each wait: its p95 is a lower bound at the sampling resolution.
+speed-up is from the summed creates, so the drift of two shared cores hits both alike.
+A sampler polls ``pg_locks`` every few milliseconds for waiting lock requests of this
+database (``waitstart``, PostgreSQL 14+) and names the table behind each wait: its p95 is
+a lower bound at the sampling resolution.
 
 Targets (issue 19): N clients' throughput at least 1.7 times one client's; lock waits
 p95 at most 5 ms. Password hashing uses the cheap Argon2 settings of the test suite
